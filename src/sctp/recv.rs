@@ -1,0 +1,410 @@
+//! The receiving half of an association's data path: which TSNs arrived (for SACK gap blocks and duplicate
+//! reports), reassembly of fragmented messages, and in-order delivery per stream (RFC 9260 §6.2, §6.5, §6.9).
+//!
+//! Everything here is bounded: a chunk is accepted only within the receive window (counted as payload plus
+//! [`CHUNK_OVERHEAD`], so a flood of one-byte chunks cannot cost more memory than the window says), within the
+//! 16-bit gap-block offset range, and within [`MAX_GAP_RANGES`] separate gaps.
+
+use super::chunk::Data;
+use super::wire::{Tsn, ssn_lt};
+
+/// Bookkeeping bytes charged against the window for every buffered chunk, beyond its payload.
+pub(crate) const CHUNK_OVERHEAD: usize = 64;
+/// Separate out-of-order TSN ranges tracked at most; a chunk that would open another is dropped.
+pub(crate) const MAX_GAP_RANGES: usize = 64;
+/// Duplicate TSNs remembered for the next SACK.
+pub(crate) const MAX_DUPS: usize = 16;
+
+/// A message ready for the application.
+pub(crate) struct Delivered {
+    pub stream: u16,
+    pub unordered: bool,
+    pub ppid: u32,
+    pub data: Vec<u8>,
+}
+
+struct RxChunk {
+    tsn: Tsn,
+    stream: u16,
+    ssn: u16,
+    flags: u8,
+    ppid: u32,
+    data: Box<[u8]>,
+}
+
+impl RxChunk {
+    fn cost(&self) -> usize {
+        self.data.len() + CHUNK_OVERHEAD
+    }
+    fn begin(&self) -> bool {
+        self.flags & super::chunk::data_flags::BEGIN != 0
+    }
+    fn end(&self) -> bool {
+        self.flags & super::chunk::data_flags::END != 0
+    }
+    fn unordered(&self) -> bool {
+        self.flags & super::chunk::data_flags::UNORDERED != 0
+    }
+}
+
+/// What became of an arriving DATA chunk.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// New, accepted (it will be acknowledged).
+    New,
+    /// Seen before; reported as a duplicate in the next SACK.
+    Duplicate,
+    /// Not accepted (no window, or out of range); not acknowledged, the sender will retransmit.
+    Dropped,
+}
+
+/// Received-TSN tracking and reassembly state of one association. Exists only while there are gaps,
+/// duplicates to report or undelivered fragments.
+#[derive(Default)]
+pub(crate) struct RecvQueue {
+    /// Inclusive TSN ranges received above the cumulative ack, sorted, disjoint, not adjacent to each other.
+    gaps: Vec<(Tsn, Tsn)>,
+    dups: Vec<Tsn>,
+    chunks: Vec<RxChunk>,
+    buffered: usize,
+}
+
+impl RecvQueue {
+    /// Nothing to report and nothing buffered: the queue can be freed.
+    pub fn is_idle(&self) -> bool {
+        self.gaps.is_empty() && self.dups.is_empty() && self.chunks.is_empty()
+    }
+
+    /// Whether TSNs above the cumulative ack have arrived (a SACK should go out at once, §6.7).
+    pub fn has_gaps(&self) -> bool {
+        !self.gaps.is_empty()
+    }
+
+    /// Bytes charged against the window.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// The window to advertise.
+    pub fn a_rwnd(&self, rwnd: u32) -> u32 {
+        rwnd.saturating_sub(self.buffered as u32)
+    }
+
+    /// Gap blocks as offsets from `cum`, for a SACK.
+    pub fn gap_blocks(&self, cum: Tsn, out: &mut [(u16, u16); MAX_GAP_RANGES]) -> usize {
+        for (i, &(s, e)) in self.gaps.iter().enumerate() {
+            out[i] = (s.distance(cum) as u16, e.distance(cum) as u16);
+        }
+        self.gaps.len()
+    }
+
+    /// Takes the duplicate TSNs to report.
+    pub fn take_dups(&mut self, out: &mut [Tsn; MAX_DUPS]) -> usize {
+        let n = self.dups.len();
+        out[..n].copy_from_slice(&self.dups);
+        self.dups.clear();
+        n
+    }
+
+    fn is_received(&self, cum: Tsn, t: Tsn) -> bool {
+        t.le(cum) || self.gaps.iter().any(|&(s, e)| s.le(t) && t.le(e))
+    }
+
+    fn note_dup(&mut self, t: Tsn) {
+        if self.dups.len() < MAX_DUPS {
+            self.dups.push(t);
+        }
+    }
+
+    /// Decides whether TSN `t` with `payload` bytes is accepted and, if so, records it as received (advancing
+    /// `*cum` over any gaps it closes).
+    pub fn accept(&mut self, cum: &mut Tsn, t: Tsn, payload: usize, rwnd: u32) -> Verdict {
+        if self.is_received(*cum, t) {
+            self.note_dup(t);
+            return Verdict::Duplicate;
+        }
+        let off = t.distance(*cum);
+        if off <= 0 || off > i32::from(u16::MAX) {
+            return Verdict::Dropped;
+        }
+        let cost = payload + CHUNK_OVERHEAD;
+        let rwnd = rwnd as usize;
+        let highest = self.gaps.last().map_or(*cum, |g| g.1);
+        // Over the window, only a chunk filling a hole below the highest TSN is taken, up to a hard cap, so a
+        // well-behaved sender's retransmissions always get through (§6.2) and a hostile one cannot grow us.
+        if self.buffered + cost > rwnd && !(t.lt(highest) && self.buffered + cost <= 2 * rwnd) {
+            return Verdict::Dropped;
+        }
+        if off == 1 {
+            *cum = t;
+            while let Some(&(s, e)) = self.gaps.first() {
+                if s != cum.next() {
+                    break;
+                }
+                *cum = e;
+                self.gaps.remove(0);
+            }
+            return Verdict::New;
+        }
+        // Insert into the sorted range list, merging with neighbours.
+        let i = self.gaps.partition_point(|&(_, e)| e.lt(t));
+        let joins_prev = i > 0 && self.gaps[i - 1].1.next() == t;
+        let joins_next = i < self.gaps.len() && t.next() == self.gaps[i].0;
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                self.gaps[i - 1].1 = self.gaps[i].1;
+                self.gaps.remove(i);
+            }
+            (true, false) => self.gaps[i - 1].1 = t,
+            (false, true) => self.gaps[i].0 = t,
+            (false, false) => {
+                if self.gaps.len() >= MAX_GAP_RANGES {
+                    return Verdict::Dropped;
+                }
+                self.gaps.insert(i, (t, t));
+            }
+        }
+        Verdict::New
+    }
+
+    /// Buffers an accepted DATA chunk and delivers every message it completes, in order per stream.
+    /// `next_ssn` holds the next expected SSN per inbound stream.
+    pub fn store(
+        &mut self,
+        d: &Data<'_>,
+        next_ssn: &mut [u16],
+        deliver: &mut impl FnMut(Delivered),
+    ) {
+        let c = RxChunk {
+            tsn: d.tsn,
+            stream: d.stream,
+            ssn: d.ssn,
+            flags: d.flags,
+            ppid: d.ppid,
+            data: d.payload.into(),
+        };
+        self.buffered += c.cost();
+        let i = self.chunks.partition_point(|x| x.tsn.lt(c.tsn));
+        self.chunks.insert(i, c);
+        if let Some((first, last)) = self.complete_around(i) {
+            let head = &self.chunks[first];
+            let (stream, ssn, unordered) = (head.stream, head.ssn, head.unordered());
+            let slot = usize::from(stream);
+            if unordered {
+                let m = self.take(first, last);
+                deliver(m);
+            } else if slot < next_ssn.len() && ssn == next_ssn[slot] {
+                let m = self.take(first, last);
+                next_ssn[slot] = ssn.wrapping_add(1);
+                deliver(m);
+                self.drain_stream(stream, next_ssn, deliver);
+            } else if slot < next_ssn.len() && ssn_lt(ssn, next_ssn[slot]) {
+                // An SSN already delivered: a broken sender. Drop it rather than hold it forever.
+                let _ = self.take(first, last);
+            }
+        }
+    }
+
+    /// Delivers buffered complete messages of `stream` that are next in sequence.
+    pub fn drain_stream(
+        &mut self,
+        stream: u16,
+        next_ssn: &mut [u16],
+        deliver: &mut impl FnMut(Delivered),
+    ) {
+        let slot = usize::from(stream);
+        loop {
+            let want = next_ssn[slot];
+            let Some(first) = self
+                .chunks
+                .iter()
+                .position(|c| c.stream == stream && !c.unordered() && c.begin() && c.ssn == want)
+            else {
+                return;
+            };
+            let Some(last) = self.complete_from(first) else {
+                return;
+            };
+            let m = self.take(first, last);
+            next_ssn[slot] = want.wrapping_add(1);
+            deliver(m);
+        }
+    }
+
+    /// The index range of a complete message containing chunk `i`, if all its fragments are here.
+    fn complete_around(&self, i: usize) -> Option<(usize, usize)> {
+        let mut first = i;
+        while !self.chunks[first].begin() {
+            if first == 0 || self.chunks[first - 1].tsn.next() != self.chunks[first].tsn {
+                return None;
+            }
+            first -= 1;
+        }
+        self.complete_from(first).map(|last| (first, last))
+    }
+
+    /// From a BEGIN chunk at `first`, the index of its END chunk if every fragment in between is here and
+    /// consistent (same stream and ordering; a broken sender's mismatch leaves the message incomplete).
+    fn complete_from(&self, first: usize) -> Option<usize> {
+        let head = &self.chunks[first];
+        let mut k = first;
+        loop {
+            let c = &self.chunks[k];
+            if c.stream != head.stream
+                || c.unordered() != head.unordered()
+                || (k > first && c.begin())
+            {
+                return None;
+            }
+            if c.end() {
+                return Some(k);
+            }
+            let next = self.chunks.get(k + 1)?;
+            if next.tsn != c.tsn.next() {
+                return None;
+            }
+            k += 1;
+        }
+    }
+
+    fn take(&mut self, first: usize, last: usize) -> Delivered {
+        let head = &self.chunks[first];
+        let (stream, unordered, ppid) = (head.stream, head.unordered(), head.ppid);
+        let data = if first == last {
+            let c = self.chunks.remove(first);
+            self.buffered -= c.cost();
+            c.data.into_vec()
+        } else {
+            let len: usize = self.chunks[first..=last].iter().map(|c| c.data.len()).sum();
+            let mut data = Vec::with_capacity(len);
+            for c in self.chunks.drain(first..=last) {
+                self.buffered -= c.data.len() + CHUNK_OVERHEAD;
+                data.extend_from_slice(&c.data);
+            }
+            data
+        };
+        Delivered {
+            stream,
+            unordered,
+            ppid,
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sctp::chunk::data_flags::{BEGIN, END, UNORDERED};
+
+    fn data(tsn: u32, stream: u16, ssn: u16, flags: u8, payload: &[u8]) -> Data<'_> {
+        Data {
+            flags,
+            tsn: Tsn(tsn),
+            stream,
+            ssn,
+            ppid: 0,
+            payload,
+        }
+    }
+
+    #[test]
+    fn tracks_gaps_and_duplicates() {
+        let mut q = RecvQueue::default();
+        let mut cum = Tsn(9);
+        assert_eq!(q.accept(&mut cum, Tsn(12), 1, 10_000), Verdict::New);
+        assert_eq!(q.accept(&mut cum, Tsn(14), 1, 10_000), Verdict::New);
+        assert_eq!(q.accept(&mut cum, Tsn(13), 1, 10_000), Verdict::New);
+        let mut g = [(0, 0); MAX_GAP_RANGES];
+        let n = q.gap_blocks(cum, &mut g);
+        assert_eq!(&g[..n], &[(3, 5)]);
+        assert_eq!(q.accept(&mut cum, Tsn(13), 1, 10_000), Verdict::Duplicate);
+        assert_eq!(q.accept(&mut cum, Tsn(9), 1, 10_000), Verdict::Duplicate);
+        assert_eq!(q.accept(&mut cum, Tsn(10), 1, 10_000), Verdict::New);
+        assert_eq!(q.accept(&mut cum, Tsn(11), 1, 10_000), Verdict::New);
+        assert_eq!(cum, Tsn(14));
+        assert!(!q.has_gaps());
+        let mut d = [Tsn(0); MAX_DUPS];
+        assert_eq!(q.take_dups(&mut d), 2);
+        assert!(q.is_idle());
+    }
+
+    impl RecvQueue {
+        /// `accept` for the TSN `off` past the current cumulative ack.
+        fn accept_at(&mut self, cum: &mut Tsn, off: u32, payload: usize, rwnd: u32) -> Verdict {
+            let t = cum.add(off);
+            self.accept(cum, t, payload, rwnd)
+        }
+    }
+
+    #[test]
+    fn bounds_range_and_window() {
+        let mut q = RecvQueue::default();
+        let mut cum = Tsn(u32::MAX - 1);
+        assert_eq!(q.accept_at(&mut cum, 70_000, 1, 10_000), Verdict::Dropped);
+        assert_eq!(q.accept_at(&mut cum, 3, 5000, 10_000), Verdict::New);
+        q.buffered = 9_000;
+        assert_eq!(
+            q.accept_at(&mut cum, 9, 5000, 10_000),
+            Verdict::Dropped,
+            "beyond highest, no window"
+        );
+        assert_eq!(
+            q.accept_at(&mut cum, 1, 5000, 10_000),
+            Verdict::New,
+            "fills a hole"
+        );
+        for i in 0..MAX_GAP_RANGES as u32 {
+            q.accept_at(&mut cum, 10 + 2 * i, 0, u32::MAX / 4);
+        }
+        assert_eq!(q.gaps.len(), MAX_GAP_RANGES);
+        assert_eq!(
+            q.accept_at(&mut cum, 1000, 0, u32::MAX / 4),
+            Verdict::Dropped
+        );
+    }
+
+    #[test]
+    fn reassembles_and_orders() {
+        let mut q = RecvQueue::default();
+        let mut next = [0u16; 2];
+        let mut got = Vec::new();
+        let mut deliver = |m: Delivered| got.push((m.stream, m.data));
+        // Stream 1: message ssn 1 (single chunk) arrives before ssn 0 (three fragments, out of order).
+        q.store(
+            &data(5, 1, 1, BEGIN | END, b"second"),
+            &mut next,
+            &mut deliver,
+        );
+        q.store(&data(3, 1, 0, 0, b"b"), &mut next, &mut deliver);
+        q.store(&data(4, 1, 0, END, b"c"), &mut next, &mut deliver);
+        q.store(
+            &data(9, 0, 0, BEGIN | END | UNORDERED, b"u"),
+            &mut next,
+            &mut deliver,
+        );
+        q.store(&data(2, 1, 0, BEGIN, b"a"), &mut next, &mut deliver);
+        assert_eq!(
+            got,
+            vec![
+                (0, b"u".to_vec()),
+                (1, b"abc".to_vec()),
+                (1, b"second".to_vec())
+            ]
+        );
+        assert_eq!(next, [0, 2]);
+        assert_eq!(q.buffered(), 0);
+        assert!(q.chunks.is_empty());
+    }
+
+    #[test]
+    fn inconsistent_fragments_stay_incomplete() {
+        let mut q = RecvQueue::default();
+        let mut next = [0u16; 2];
+        let mut n = 0;
+        q.store(&data(1, 0, 0, BEGIN, b"a"), &mut next, &mut |_| n += 1);
+        q.store(&data(2, 1, 0, END, b"b"), &mut next, &mut |_| n += 1);
+        assert_eq!(n, 0);
+        assert_eq!(q.buffered(), 2 + 2 * CHUNK_OVERHEAD);
+    }
+}
