@@ -1,1 +1,314 @@
-//! Placeholder: replaced below.
+//! SCTP over UDP (RFC 6951): one nonblocking UDP socket carries every association of an [`Endpoint`].
+//!
+//! The socket is bound once; every datagram received is an SCTP packet handed to [`Endpoint::handle`] with its
+//! source address, which is also where replies go (RFC 6951 §5.1: the peer's encapsulation port is learned from
+//! the packets it sends). Reads and writes are batched with `recvmmsg` / `sendmmsg`. `IP_RECVERR` is on, so an
+//! ICMP port unreachable for a peer reaches [`Endpoint::handle_unreachable`] at once instead of waiting for
+//! heartbeats to fail.
+//!
+//! This is the only transport today. A native kernel SCTP backend would replace this file and feed the same
+//! endpoint calls; nothing else depends on UDP.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::Endpoint;
+use crate::reactor::udp::{self, RecvBatch, SendBatch};
+use crate::time::Instant;
+
+/// The IANA-assigned UDP port for SCTP encapsulation (RFC 6951 §5.1).
+pub const DEFAULT_UDP_PORT: u16 = 9899;
+
+/// Counters of the UDP layer (the endpoint counts SCTP-level events itself).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams handed to the kernel.
+    pub datagrams_out: u64,
+    /// Datagrams larger than the receive slot: dropped.
+    pub truncated: u64,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: u64,
+    /// Entries read from the socket's error queue (ICMP errors).
+    pub icmp_errors: u64,
+}
+
+/// An endpoint's UDP socket with its receive and send batches.
+pub struct UdpTransport {
+    sock: UdpSocket,
+    recv: RecvBatch,
+    send: SendBatch,
+    /// Replies go to this UDP port instead of the source port of the peer's packets (for peers that send from
+    /// one port and listen on another).
+    peer_port_override: Option<u16>,
+    writable_registered: bool,
+    stats: TransportStats,
+}
+
+/// Largest datagram received whole. Peers size packets by their path MTU, and on loopback that is 64 KiB.
+const RECV_SLOT: usize = 65_536;
+/// Datagrams taken per `recvmmsg`.
+const RECV_BATCH: usize = 16;
+/// Datagrams queued per `sendmmsg`.
+const SEND_BATCH: usize = 64;
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+impl UdpTransport {
+    /// Binds a nonblocking UDP socket at `addr` for packets of up to `max_packet` bytes. An unspecified IPv6
+    /// address (`[::]`) accepts IPv4 too.
+    pub fn bind(addr: SocketAddr, max_packet: usize) -> io::Result<Self> {
+        let domain = if addr.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(false)?;
+        }
+        s.set_nonblocking(true)?;
+        // Room for bursts: a heartbeat round over many associations arrives at once.
+        let _ = s.set_recv_buffer_size(4 << 20);
+        let _ = s.set_send_buffer_size(4 << 20);
+        s.bind(&addr.into())?;
+        let sock = UdpSocket::from_std(s.into());
+        udp::enable_recverr(&sock)?;
+        Ok(UdpTransport {
+            sock,
+            recv: RecvBatch::with_capacity(RECV_BATCH, RECV_SLOT),
+            send: SendBatch::with_capacity(SEND_BATCH, max_packet.max(udp::DEFAULT_MAX_DATAGRAM)),
+            peer_port_override: None,
+            writable_registered: false,
+            stats: TransportStats::default(),
+        })
+    }
+
+    /// Sends every reply to UDP port `port` rather than to the port the peer's packets came from.
+    pub fn set_peer_port_override(&mut self, port: Option<u16>) {
+        self.peer_port_override = port;
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &TransportStats {
+        &self.stats
+    }
+
+    /// Registers the socket for reading with `token`.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.sock, token, Interest::READABLE)
+    }
+
+    /// Drains the socket: ICMP errors first (so an association whose peer is gone is closed before more of its
+    /// packets are handled), then every datagram, each handed to the endpoint.
+    pub fn read(&mut self, now: Instant, ep: &mut Endpoint) -> io::Result<()> {
+        self.read_errors(ep)?;
+        loop {
+            let n = self.recv.recv(&self.sock)?;
+            if n == 0 {
+                break;
+            }
+            for d in self.recv.iter() {
+                self.stats.datagrams_in += 1;
+                if d.truncated {
+                    self.stats.truncated += 1;
+                    continue;
+                }
+                ep.handle(now, canonical(d.source), d.payload);
+            }
+        }
+        self.read_errors(ep)
+    }
+
+    fn read_errors(&mut self, ep: &mut Endpoint) -> io::Result<()> {
+        let stats = &mut self.stats;
+        udp::read_errors(&self.sock, |e| {
+            stats.icmp_errors += 1;
+            if e.errno == libc::ECONNREFUSED {
+                ep.handle_unreachable(canonical(e.dst), e.payload);
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Moves everything the endpoint has to send into the socket. If the socket's buffer fills, the rest stays
+    /// in the endpoint and `WRITABLE` interest is registered; call again when the reactor reports it.
+    pub fn write(
+        &mut self,
+        now: Instant,
+        ep: &mut Endpoint,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<()> {
+        loop {
+            let mut more = false;
+            while let Some(slot) = self.send.slot() {
+                match ep.poll_transmit(now, slot) {
+                    Some(t) => {
+                        let mut dst = t.dst;
+                        if let Some(p) = self.peer_port_override {
+                            dst.set_port(p);
+                        }
+                        self.send.commit(dst, t.len);
+                    }
+                    None => break,
+                }
+                more = self.send.is_full();
+            }
+            if self.send.is_empty() {
+                break;
+            }
+            let r = self.send.flush(&self.sock)?;
+            self.stats.datagrams_out += r.sent as u64;
+            self.stats.send_errors += r.dropped as u64;
+            if r.blocked {
+                if !self.writable_registered {
+                    registry.reregister(
+                        &mut self.sock,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    self.writable_registered = true;
+                }
+                return Ok(());
+            }
+            if !more {
+                break;
+            }
+        }
+        if self.writable_registered {
+            registry.reregister(&mut self.sock, token, Interest::READABLE)?;
+            self.writable_registered = false;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `ip` is a loopback or unspecified address (which must never be advertised to other hosts).
+pub fn is_local_only(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::{Reactor, ReactorEvent};
+    use crate::sctp::{Config, Event};
+    use std::time::Duration;
+
+    /// Two endpoints over real UDP sockets on 127.0.0.1, driven by one reactor: handshake and a message.
+    #[test]
+    fn handshake_over_loopback_udp() {
+        let mut reactor = Reactor::new().unwrap();
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+        a.register(reactor.registry(), Token(0)).unwrap();
+        b.register(reactor.registry(), Token(1)).unwrap();
+        let mut ea = Endpoint::new(
+            Config {
+                port: 7,
+                ..Config::default()
+            },
+            [1; 32],
+        );
+        let mut eb = Endpoint::new(
+            Config {
+                port: 8,
+                accept: false,
+                ..Config::default()
+            },
+            [2; 32],
+        );
+        let id = eb
+            .connect(reactor.now(), a.local_addr().unwrap(), 7)
+            .unwrap();
+        eb.send(id, 0, false, b"over udp").unwrap();
+        let mut events = Vec::new();
+        let mut got = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.is_none() && std::time::Instant::now() < deadline {
+            let now = reactor.now();
+            a.write(now, &mut ea, reactor.registry(), Token(0)).unwrap();
+            b.write(now, &mut eb, reactor.registry(), Token(1)).unwrap();
+            let t = [ea.poll_timeout(), eb.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            reactor
+                .turn(t.or(Some(now + Duration::from_millis(100))), &mut events)
+                .unwrap();
+            let now = reactor.now();
+            for e in &events {
+                if let ReactorEvent::Io(tok, _) = e {
+                    if *tok == Token(0) {
+                        a.read(now, &mut ea).unwrap();
+                    } else {
+                        b.read(now, &mut eb).unwrap();
+                    }
+                }
+            }
+            ea.handle_timeout(now);
+            eb.handle_timeout(now);
+            while let Some((_, e)) = ea.poll_event() {
+                if let Event::Message { data, .. } = e {
+                    got = Some(data);
+                }
+            }
+            while eb.poll_event().is_some() {}
+        }
+        assert_eq!(got.as_deref(), Some(&b"over udp"[..]));
+        assert!(a.stats().datagrams_in >= 3);
+    }
+
+    /// A peer whose UDP port is closed: the ICMP port unreachable closes the association at once.
+    #[test]
+    fn closed_peer_port_is_reported_unreachable() {
+        let mut reactor = Reactor::new().unwrap();
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+        b.register(reactor.registry(), Token(1)).unwrap();
+        // Reserve a port and close it, so nothing listens there.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut eb = Endpoint::new(
+            Config {
+                port: 8,
+                accept: false,
+                ..Config::default()
+            },
+            [2; 32],
+        );
+        eb.connect(reactor.now(), closed, 7).unwrap();
+        let mut events = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut down = None;
+        while down.is_none() && std::time::Instant::now() < deadline {
+            let now = reactor.now();
+            b.write(now, &mut eb, reactor.registry(), Token(1)).unwrap();
+            reactor
+                .turn(Some(now + Duration::from_millis(50)), &mut events)
+                .unwrap();
+            b.read(reactor.now(), &mut eb).unwrap();
+            while let Some((_, e)) = eb.poll_event() {
+                if let Event::Down(r) = e {
+                    down = Some(r);
+                }
+            }
+        }
+        assert_eq!(down, Some(crate::sctp::DownReason::Unreachable));
+        assert_eq!(eb.stats().icmp_unreachable, 1);
+    }
+}
