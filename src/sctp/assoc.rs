@@ -126,6 +126,49 @@ mod flag {
         | SEND_SHUTDOWN_ACK;
 }
 
+/// Spare queue boxes shared by an endpoint's associations, so an association that goes idle and busy again
+/// (one roster update, one heartbeat-free round) does not allocate and free its queues every time, while idle
+/// associations still hold none.
+#[derive(Default)]
+// The boxes themselves are what is recycled: associations hold `Box`es, so keeping them boxed here makes take
+// and put pointer moves instead of an allocation each.
+#[allow(clippy::vec_box)]
+pub(crate) struct Pools {
+    send: Vec<Box<SendQueue>>,
+    recv: Vec<Box<RecvQueue>>,
+}
+
+impl Pools {
+    /// Spares kept at most, per kind.
+    const MAX: usize = 64;
+
+    fn take_send(&mut self, cum_acked: Tsn) -> Box<SendQueue> {
+        match self.send.pop() {
+            Some(mut q) => {
+                q.reset(cum_acked);
+                q
+            }
+            None => Box::new(SendQueue::new(cum_acked)),
+        }
+    }
+
+    fn put_send(&mut self, mut q: Box<SendQueue>) {
+        if self.send.len() < Self::MAX && q.reset(Tsn(0)) {
+            self.send.push(q);
+        }
+    }
+
+    fn take_recv(&mut self) -> Box<RecvQueue> {
+        self.recv.pop().unwrap_or_default()
+    }
+
+    fn put_recv(&mut self, q: Box<RecvQueue>) {
+        if self.recv.len() < Self::MAX && q.reusable() {
+            self.recv.push(q);
+        }
+    }
+}
+
 /// What the endpoint should do after a chunk was handled.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -348,8 +391,10 @@ impl Assoc {
                 .ssn
                 .get_or_insert_with(|| vec![0u16; o + i].into_boxed_slice());
             q.assign_ssns(&mut table[..o]);
-            if q.is_empty() {
-                self.send = None;
+            if q.is_empty()
+                && let Some(q) = self.send.take()
+            {
+                sh.pools.put_send(q);
             }
         }
         self.arm_heartbeat(sh, now);
@@ -394,8 +439,9 @@ impl Assoc {
         unordered: bool,
         ppid: u32,
         data: Vec<u8>,
-        cfg: &Config,
+        sh: &mut Shared,
     ) -> Result<(), SendError> {
+        let cfg = &sh.cfg;
         match self.phase {
             Phase::CookieWait { .. } | Phase::CookieEchoed(_) | Phase::Established => {}
             _ => return Err(SendError::ShuttingDown),
@@ -430,8 +476,9 @@ impl Assoc {
             Some(s)
         };
         let acked = Tsn(self.next_tsn.0.wrapping_sub(1));
+        let pools = &mut sh.pools;
         self.send
-            .get_or_insert_with(|| Box::new(SendQueue::new(acked)))
+            .get_or_insert_with(|| pools.take_send(acked))
             .push(stream, ssn, unordered, ppid, data);
         Ok(())
     }
@@ -652,7 +699,8 @@ impl Assoc {
                 return Flow::Continue;
             }
         }
-        let rq = self.recv.get_or_insert_with(Default::default);
+        let pools = &mut sh.pools;
+        let rq = self.recv.get_or_insert_with(|| pools.take_recv());
         match rq.accept(&mut self.peer_cum, d.tsn, d.payload.len(), rwnd) {
             Verdict::Duplicate => {
                 sh.stats.dup_tsns += 1;
@@ -758,8 +806,10 @@ impl Assoc {
         } else if o.cum_advanced {
             self.timers.set(Timer::T3Rtx, now + self.rto.rto());
         }
-        if q.is_empty() {
-            self.send = None;
+        if q.is_empty()
+            && let Some(q) = self.send.take()
+        {
+            sh.pools.put_send(q);
         }
         self.progress_shutdown(sh, id, now);
     }
@@ -1177,7 +1227,7 @@ impl Assoc {
                 .as_ref()
                 .is_some_and(|q| q.can_send(&self.cc, frag));
         if self.flags & flag::SEND_SACK != 0 || (self.flags & flag::SACK_OWED != 0 && data_ready) {
-            self.write_sack(&mut w, cfg.rwnd, &mut sh.stats);
+            self.write_sack(&mut w, cfg.rwnd, &mut sh.stats, &mut sh.pools);
         }
         if self.flags & flag::SEND_HEARTBEAT != 0 {
             self.hb_nonce = sh.rng.next_u32();
@@ -1218,7 +1268,13 @@ impl Assoc {
         Some(w.finish())
     }
 
-    fn write_sack(&mut self, w: &mut Writer<'_>, rwnd: u32, stats: &mut super::Stats) {
+    fn write_sack(
+        &mut self,
+        w: &mut Writer<'_>,
+        rwnd: u32,
+        stats: &mut super::Stats,
+        pools: &mut Pools,
+    ) {
         let mut gaps = [(0u16, 0u16); recv::MAX_GAP_RANGES];
         let mut dups = [Tsn(0); recv::MAX_DUPS];
         let (ng, nd, a_rwnd) = match self.recv.as_mut() {
@@ -1233,8 +1289,10 @@ impl Assoc {
             self.flags &= !(flag::SEND_SACK | flag::SACK_OWED);
             self.timers.stop(Timer::Sack);
             stats.sacks_sent += 1;
-            if self.recv.as_ref().is_some_and(|q| q.is_idle()) {
-                self.recv = None;
+            if self.recv.as_ref().is_some_and(|q| q.is_idle())
+                && let Some(q) = self.recv.take()
+            {
+                pools.put_recv(q);
             }
         }
     }

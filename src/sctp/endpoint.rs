@@ -14,7 +14,7 @@ use rand_core::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
-use super::assoc::{Assoc, Collision, Flow};
+use super::assoc::{Assoc, Collision, Flow, Pools};
 use super::chunk::{Chunk, ChunkIter, Init, InitOut, UnknownAction, kind, write_empty};
 use super::cookie::{COOKIE_LEN, CookieError, CookieKeys, CookieState};
 use super::param::{self, InitParam, TlvIter, UnknownParamAction, cause, ptype};
@@ -27,6 +27,7 @@ use crate::wheel::TimerWheel;
 /// so an association can be borrowed mutably alongside it.
 pub(crate) struct Shared {
     pub cfg: Config,
+    pub pools: Pools,
     pub events: VecDeque<(AssocId, Event)>,
     pub stats: Stats,
     pub rng: ChaCha12Rng,
@@ -109,6 +110,7 @@ impl Endpoint {
         Endpoint {
             sh: Shared {
                 cfg,
+                pools: Pools::default(),
                 events: VecDeque::new(),
                 stats: Stats::default(),
                 rng,
@@ -271,7 +273,7 @@ impl Endpoint {
             .get_mut(key)
             .filter(|a| a.generation == id.generation)
             .ok_or(SendError::UnknownAssoc)?;
-        a.send(stream, unordered, ppid, data, &self.sh.cfg)?;
+        a.send(stream, unordered, ppid, data, &mut self.sh)?;
         self.sh.stats.messages_out += 1;
         self.enqueue(key);
         Ok(())
@@ -495,26 +497,33 @@ impl Endpoint {
             _ => {}
         }
         let vtag = p.vtag();
-        let key = match self.by_addr.get(&(from, p.src_port())) {
-            Some(&k) => k as usize,
-            None => match self.by_tag.get(&vtag) {
-                // RFC 6951 §5.4: a valid tag from the same IP and SCTP port on a new UDP port means the peer's
-                // encapsulation port changed (e.g. a NAT rebinding): follow it.
-                Some(&k)
-                    if self.assocs[k as usize].remote.ip() == from.ip()
-                        && self.assocs[k as usize].peer_port == p.src_port() =>
-                {
-                    let k = k as usize;
-                    let a = &mut self.assocs[k];
-                    let old = (a.remote, a.peer_port);
-                    a.remote = from;
-                    self.by_addr.remove(&old);
-                    self.by_addr.insert((from, a.peer_port), k as u32);
-                    k
-                }
-                _ => return self.out_of_the_blue(from, &p),
-            },
-        };
+        // Almost every packet carries our tag and comes from where it should: one FxHash lookup. The peer-keyed
+        // (SipHash) address map is for the rest: reflected tags, and a peer whose UDP port changed.
+        let by_tag = self.by_tag.get(&vtag).map(|&k| k as usize).filter(|&k| {
+            let a = &self.assocs[k];
+            a.remote == from && a.peer_port == p.src_port()
+        });
+        let key =
+            match by_tag.or_else(|| self.by_addr.get(&(from, p.src_port())).map(|&k| k as usize)) {
+                Some(k) => k,
+                None => match self.by_tag.get(&vtag) {
+                    // RFC 6951 §5.4: a valid tag from the same IP and SCTP port on a new UDP port means the peer's
+                    // encapsulation port changed (e.g. a NAT rebinding): follow it.
+                    Some(&k)
+                        if self.assocs[k as usize].remote.ip() == from.ip()
+                            && self.assocs[k as usize].peer_port == p.src_port() =>
+                    {
+                        let k = k as usize;
+                        let a = &mut self.assocs[k];
+                        let old = (a.remote, a.peer_port);
+                        a.remote = from;
+                        self.by_addr.remove(&old);
+                        self.by_addr.insert((from, a.peer_port), k as u32);
+                        k
+                    }
+                    _ => return self.out_of_the_blue(from, &p),
+                },
+            };
         let a = &self.assocs[key];
         if vtag != a.local_tag {
             // Only ABORT and SHUTDOWN COMPLETE may carry the peer's tag, reflected (§8.5.1 B, C); a SHUTDOWN

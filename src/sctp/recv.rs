@@ -70,6 +70,11 @@ pub(crate) struct RecvQueue {
 }
 
 impl RecvQueue {
+    /// Whether an idle queue's buffers are small enough to be worth keeping for reuse.
+    pub fn reusable(&self) -> bool {
+        self.is_idle() && self.gaps.capacity() <= 8 && self.chunks.capacity() <= 64
+    }
+
     /// Nothing to report and nothing buffered: the queue can be freed.
     pub fn is_idle(&self) -> bool {
         self.gaps.is_empty() && self.dups.is_empty() && self.chunks.is_empty()

@@ -136,6 +136,21 @@ impl SendQueue {
         }
     }
 
+    /// Empties the queue for reuse by another association (keeping its buffers), with `cum_acked` as the ack
+    /// point. `false` if its buffers grew large: such a queue is better freed than kept.
+    pub fn reset(&mut self, cum_acked: Tsn) -> bool {
+        self.pending.clear();
+        self.inflight.clear();
+        self.user_bytes = 0;
+        self.flight = 0;
+        self.to_retransmit = 0;
+        self.fast_recovery = None;
+        self.fast_rtx_due = false;
+        self.rtt_probe = None;
+        self.cum_acked = cum_acked;
+        self.pending.capacity() <= 16 && self.inflight.capacity() <= 64
+    }
+
     /// Highest TSN acknowledged cumulatively.
     pub fn cum_acked(&self) -> Tsn {
         self.cum_acked
