@@ -1,0 +1,3 @@
+//! Support code for multiproto's fuzz targets.
+
+pub mod endpoint_harness;
