@@ -185,6 +185,8 @@ pub(crate) struct Assoc {
     /// The peer's UDP address (RFC 6951), updated if its encapsulation port changes.
     pub remote: SocketAddr,
     pub peer_port: u16,
+    /// Our SCTP port for this association (an endpoint may use several, see `Endpoint::connect_from`).
+    pub local_port: u16,
     pub generation: u32,
     pub local_tag: u32,
     pub peer_tag: u32,
@@ -226,7 +228,7 @@ fn mtu(cfg: &Config) -> u32 {
 impl Assoc {
     fn blank(
         remote: SocketAddr,
-        peer_port: u16,
+        ports: (u16, u16),
         generation: u32,
         local_tag: u32,
         itsn: Tsn,
@@ -234,7 +236,8 @@ impl Assoc {
     ) -> Self {
         Assoc {
             remote,
-            peer_port,
+            peer_port: ports.0,
+            local_port: ports.1,
             generation,
             local_tag,
             peer_tag: 0,
@@ -260,14 +263,14 @@ impl Assoc {
     /// A new association we initiate: COOKIE-WAIT with an INIT to send (§5.1 A).
     pub fn connect(
         remote: SocketAddr,
-        peer_port: u16,
+        ports: (u16, u16),
         generation: u32,
         local_tag: u32,
         itsn: Tsn,
         cfg: &Config,
         now: Instant,
     ) -> Self {
-        let mut a = Self::blank(remote, peer_port, generation, local_tag, itsn, cfg);
+        let mut a = Self::blank(remote, ports, generation, local_tag, itsn, cfg);
         a.flags |= flag::SEND_INIT;
         a.timers.set(Timer::T1, now + a.rto.rto());
         a
@@ -276,6 +279,7 @@ impl Assoc {
     /// An association created from a valid COOKIE ECHO (§5.1 D): ESTABLISHED, COOKIE ACK to send.
     pub fn accept(
         remote: SocketAddr,
+        local_port: u16,
         s: &CookieState,
         generation: u32,
         sh: &mut Shared,
@@ -284,7 +288,7 @@ impl Assoc {
     ) -> Self {
         let mut a = Self::blank(
             remote,
-            s.peer_port,
+            (s.peer_port, local_port),
             generation,
             s.local_tag,
             s.local_tsn,
@@ -533,7 +537,7 @@ impl Assoc {
 
     fn header(&self, vtag: u32) -> Header {
         Header {
-            src_port: 0,
+            src_port: self.local_port,
             dst_port: self.peer_port,
             vtag,
         }
@@ -986,9 +990,10 @@ impl Assoc {
     pub fn restart(&mut self, s: &CookieState, sh: &mut Shared, id: AssocId, now: Instant) {
         let keep = self.flags & (flag::QUEUED | flag::UP);
         let (remote, generation, wheel) = (self.remote, self.generation, self.wheel.take());
+        let local_port = self.local_port;
         *self = Self::blank(
             remote,
-            s.peer_port,
+            (s.peer_port, local_port),
             generation,
             s.local_tag,
             s.local_tsn,
@@ -1150,7 +1155,7 @@ impl Assoc {
         let cfg = &sh.cfg;
         let n = cfg.max_packet.min(buf.len());
         let buf = &mut buf[..n];
-        let src_port = cfg.port;
+        let src_port = self.local_port;
         match &mut self.phase {
             Phase::CookieWait { preserve_ms } if self.flags & flag::SEND_INIT != 0 => {
                 self.flags &= !flag::SEND_INIT;

@@ -37,19 +37,16 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Encodes a reply packet now and queues it (bounded: beyond [`Config::max_pending_replies`] it is
-    /// dropped and counted). A zero `h.src_port` is filled in with ours.
+    /// dropped and counted).
     pub fn reply(
         &mut self,
         dst: SocketAddr,
-        mut h: Header,
+        h: Header,
         f: impl FnOnce(&mut Writer<'_>) -> Result<(), WireError>,
     ) {
         if self.replies.len() >= self.cfg.max_pending_replies {
             self.stats.replies_dropped += 1;
             return;
-        }
-        if h.src_port == 0 {
-            h.src_port = self.cfg.port;
         }
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.resize(self.cfg.max_packet, 0);
@@ -81,7 +78,8 @@ pub struct Endpoint {
     keys: CookieKeys,
     assocs: Slab<Assoc>,
     by_tag: FxHashMap<u32, u32>,
-    by_addr: HashMap<(SocketAddr, u16), u32>,
+    /// (peer UDP address, peer SCTP port, our SCTP port) → slab key.
+    by_addr: HashMap<PeerKey, u32>,
     wheel: TimerWheel<u64>,
     ready: VecDeque<u32>,
     next_generation: u32,
@@ -94,6 +92,13 @@ impl std::fmt::Debug for Endpoint {
             .field("associations", &self.assocs.len())
             .finish_non_exhaustive()
     }
+}
+
+/// What identifies an association from the outside: the peer's UDP address and SCTP port, and our SCTP port.
+type PeerKey = (SocketAddr, u16, u16);
+
+fn peer_key(a: &Assoc) -> PeerKey {
+    (a.remote, a.peer_port, a.local_port)
 }
 
 fn payload_of(key: usize, generation: u32) -> u64 {
@@ -208,7 +213,7 @@ impl Endpoint {
     }
 
     fn insert(&mut self, a: Assoc) -> usize {
-        let (tag, addr) = (a.local_tag, (a.remote, a.peer_port));
+        let (tag, addr) = (a.local_tag, peer_key(&a));
         let key = self.assocs.insert(a);
         self.by_tag.insert(tag, key as u32);
         self.by_addr.insert(addr, key as u32);
@@ -221,17 +226,31 @@ impl Endpoint {
         g
     }
 
-    /// Starts an association to `peer_port` at the UDP address `remote` (sends INIT).
+    /// Starts an association from our port ([`Config::port`]) to `peer_port` at the UDP address `remote`
+    /// (sends INIT).
     pub fn connect(
         &mut self,
         now: Instant,
         remote: SocketAddr,
         peer_port: u16,
     ) -> Result<AssocId, ConnectError> {
-        if peer_port == 0 || self.sh.cfg.port == 0 {
+        self.connect_from(now, self.sh.cfg.port, remote, peer_port)
+    }
+
+    /// Like [`Endpoint::connect`], from another local SCTP port: one endpoint can then hold many associations
+    /// to the same peer (a load generator simulating many clients does). Packets to such a port are matched
+    /// to its associations; only [`Config::port`] accepts new ones.
+    pub fn connect_from(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        remote: SocketAddr,
+        peer_port: u16,
+    ) -> Result<AssocId, ConnectError> {
+        if peer_port == 0 || local_port == 0 {
             return Err(ConnectError::InvalidPort);
         }
-        if self.by_addr.contains_key(&(remote, peer_port)) {
+        if self.by_addr.contains_key(&(remote, peer_port, local_port)) {
             return Err(ConnectError::Exists);
         }
         if self.assocs.len() >= self.sh.cfg.max_associations {
@@ -240,7 +259,15 @@ impl Endpoint {
         let tag = self.unique_tag();
         let itsn = Tsn(self.sh.rng.next_u32());
         let generation = self.next_gen();
-        let a = Assoc::connect(remote, peer_port, generation, tag, itsn, &self.sh.cfg, now);
+        let a = Assoc::connect(
+            remote,
+            (peer_port, local_port),
+            generation,
+            tag,
+            itsn,
+            &self.sh.cfg,
+            now,
+        );
         let key = self.insert(a);
         log::debug!("assoc #{key} {remote}: connecting (COOKIE-WAIT)");
         self.touch(key, now);
@@ -316,7 +343,7 @@ impl Endpoint {
             generation: a.generation,
         };
         self.by_tag.remove(&a.local_tag);
-        self.by_addr.remove(&(a.remote, a.peer_port));
+        self.by_addr.remove(&peer_key(&a));
         if let Some((t, _)) = a.wheel {
             self.wheel.cancel(t);
         }
@@ -438,9 +465,11 @@ impl Endpoint {
         if payload.len() < 8 {
             return;
         }
+        // The quoted packet is ours: source port is our port, destination port the peer's.
+        let local_port = u16::from_be_bytes([payload[0], payload[1]]);
         let port = u16::from_be_bytes([payload[2], payload[3]]);
         let vtag = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
-        let Some(&key) = self.by_addr.get(&(dst, port)) else {
+        let Some(&key) = self.by_addr.get(&(dst, port, local_port)) else {
             return;
         };
         let key = key as usize;
@@ -487,10 +516,6 @@ impl Endpoint {
                 return;
             }
         };
-        if p.dst_port() != self.sh.cfg.port {
-            self.out_of_the_blue(from, &p);
-            return;
-        }
         match first {
             Chunk::Init(ref i) => return self.on_init(now, from, &p, i),
             Chunk::CookieEcho(c) => return self.on_cookie_echo(now, from, &p, c),
@@ -501,29 +526,34 @@ impl Endpoint {
         // (SipHash) address map is for the rest: reflected tags, and a peer whose UDP port changed.
         let by_tag = self.by_tag.get(&vtag).map(|&k| k as usize).filter(|&k| {
             let a = &self.assocs[k];
-            a.remote == from && a.peer_port == p.src_port()
+            a.remote == from && a.peer_port == p.src_port() && a.local_port == p.dst_port()
         });
-        let key =
-            match by_tag.or_else(|| self.by_addr.get(&(from, p.src_port())).map(|&k| k as usize)) {
-                Some(k) => k,
-                None => match self.by_tag.get(&vtag) {
-                    // RFC 6951 §5.4: a valid tag from the same IP and SCTP port on a new UDP port means the peer's
-                    // encapsulation port changed (e.g. a NAT rebinding): follow it.
-                    Some(&k)
-                        if self.assocs[k as usize].remote.ip() == from.ip()
-                            && self.assocs[k as usize].peer_port == p.src_port() =>
-                    {
-                        let k = k as usize;
-                        let a = &mut self.assocs[k];
-                        let old = (a.remote, a.peer_port);
-                        a.remote = from;
-                        self.by_addr.remove(&old);
-                        self.by_addr.insert((from, a.peer_port), k as u32);
-                        k
-                    }
-                    _ => return self.out_of_the_blue(from, &p),
-                },
-            };
+        let key = match by_tag.or_else(|| {
+            self.by_addr
+                .get(&(from, p.src_port(), p.dst_port()))
+                .map(|&k| k as usize)
+        }) {
+            Some(k) => k,
+            None => match self.by_tag.get(&vtag) {
+                // RFC 6951 §5.4: a valid tag from the same IP and SCTP port on a new UDP port means the peer's
+                // encapsulation port changed (e.g. a NAT rebinding): follow it.
+                Some(&k)
+                    if self.assocs[k as usize].remote.ip() == from.ip()
+                        && self.assocs[k as usize].peer_port == p.src_port()
+                        && self.assocs[k as usize].local_port == p.dst_port() =>
+                {
+                    let k = k as usize;
+                    let a = &mut self.assocs[k];
+                    let old = peer_key(a);
+                    a.remote = from;
+                    let new = peer_key(a);
+                    self.by_addr.remove(&old);
+                    self.by_addr.insert(new, k as u32);
+                    k
+                }
+                _ => return self.out_of_the_blue(from, &p),
+            },
+        };
         let a = &self.assocs[key];
         if vtag != a.local_tag {
             // Only ABORT and SHUTDOWN COMPLETE may carry the peer's tag, reflected (§8.5.1 B, C); a SHUTDOWN
@@ -569,7 +599,7 @@ impl Endpoint {
                     let action = UnknownAction::of(kind);
                     if action.reports() {
                         let h = Header {
-                            src_port: 0,
+                            src_port: a.local_port,
                             dst_port: a.peer_port,
                             vtag: a.peer_tag,
                         };
@@ -642,11 +672,12 @@ impl Endpoint {
             .reply(from, h, |w| write_empty(w, reply, super::chunk::FLAG_T));
     }
 
-    /// An ABORT answering a packet whose sender we have no association with (vtag = its initiate tag).
-    fn abort_init(&mut self, from: SocketAddr, peer_port: u16, initiate_tag: u32, code: u16) {
+    /// An ABORT answering packet `p` from `from`, whose sender we have no association with (vtag = its
+    /// initiate tag).
+    fn abort_init(&mut self, from: SocketAddr, p: &Packet<'_>, initiate_tag: u32, code: u16) {
         let h = Header {
-            src_port: 0,
-            dst_port: peer_port,
+            src_port: p.dst_port(),
+            dst_port: p.src_port(),
             vtag: initiate_tag,
         };
         self.sh.reply(from, h, |w| {
@@ -673,7 +704,7 @@ impl Endpoint {
         }
         let src_port = p.src_port();
         if init.out_streams == 0 || init.in_streams == 0 {
-            self.abort_init(from, src_port, init.initiate_tag, cause::INVALID_PARAM);
+            self.abort_init(from, p, init.initiate_tag, cause::INVALID_PARAM);
             return;
         }
         let mut unrecognized: [&[u8]; 8] = [&[]; 8];
@@ -690,12 +721,7 @@ impl Endpoint {
                     return;
                 }
                 Ok(InitParam::HostName) => {
-                    self.abort_init(
-                        from,
-                        src_port,
-                        init.initiate_tag,
-                        cause::UNRESOLVABLE_ADDRESS,
-                    );
+                    self.abort_init(from, p, init.initiate_tag, cause::UNRESOLVABLE_ADDRESS);
                     return;
                 }
                 Ok(InitParam::CookiePreservative(ms)) => preserve_ms = ms,
@@ -708,12 +734,7 @@ impl Endpoint {
                         .chunks_exact(2)
                         .any(|c| u16::from_be_bytes([c[0], c[1]]) == ours)
                     {
-                        self.abort_init(
-                            from,
-                            src_port,
-                            init.initiate_tag,
-                            cause::UNRESOLVABLE_ADDRESS,
-                        );
+                        self.abort_init(from, p, init.initiate_tag, cause::UNRESOLVABLE_ADDRESS);
                         return;
                     }
                 }
@@ -733,7 +754,7 @@ impl Endpoint {
             }
         }
         let cfg_streams = self.sh.cfg.streams;
-        let (local_tag, local_tsn, tie) = match self.by_addr.get(&(from, src_port)) {
+        let (local_tag, local_tsn, tie) = match self.by_addr.get(&(from, src_port, p.dst_port())) {
             Some(&k) => {
                 let k = k as usize;
                 match self.assocs[k].init_collision() {
@@ -753,8 +774,8 @@ impl Endpoint {
                 }
             }
             None => {
-                if !self.sh.cfg.accept {
-                    self.abort_init(from, src_port, init.initiate_tag, 0);
+                if !self.sh.cfg.accept || p.dst_port() != self.sh.cfg.port {
+                    self.abort_init(from, p, init.initiate_tag, 0);
                     return;
                 }
                 (self.unique_tag(), Tsn(self.sh.rng.next_u32()), (0, 0))
@@ -787,7 +808,7 @@ impl Endpoint {
             initial_tsn: local_tsn,
         };
         let h = Header {
-            src_port: 0,
+            src_port: p.dst_port(),
             dst_port: src_port,
             vtag: init.initiate_tag,
         };
@@ -809,7 +830,10 @@ impl Endpoint {
 
     fn on_cookie_echo(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>, cookie: &[u8]) {
         let src_port = p.src_port();
-        let existing = self.by_addr.get(&(from, src_port)).map(|&k| k as usize);
+        let existing = self
+            .by_addr
+            .get(&(from, src_port, p.dst_port()))
+            .map(|&k| k as usize);
         let s = match self.keys.open(cookie, from, now.as_millis()) {
             Ok(s) => s,
             Err(CookieError::Invalid) => {
@@ -825,7 +849,7 @@ impl Endpoint {
                 if !matches {
                     self.sh.stats.stale_cookies += 1;
                     let h = Header {
-                        src_port: 0,
+                        src_port: p.dst_port(),
                         dst_port: src_port,
                         vtag: s.peer_tag,
                     };
@@ -844,11 +868,16 @@ impl Endpoint {
             return;
         }
         let key = match existing {
+            // Cookies are only issued for INITs to our listening port (`on_init`); anything else is forged.
+            None if p.dst_port() != self.sh.cfg.port || !self.sh.cfg.accept => {
+                self.sh.stats.bad_cookies += 1;
+                return;
+            }
             None => {
                 if self.assocs.len() >= self.sh.cfg.max_associations
                     || self.by_tag.contains_key(&s.local_tag)
                 {
-                    self.abort_init(from, src_port, s.peer_tag, cause::OUT_OF_RESOURCE);
+                    self.abort_init(from, p, s.peer_tag, cause::OUT_OF_RESOURCE);
                     return;
                 }
                 let generation = self.next_gen();
@@ -857,7 +886,7 @@ impl Endpoint {
                     index: key as u32,
                     generation,
                 };
-                let a = Assoc::accept(from, &s, generation, &mut self.sh, id, now);
+                let a = Assoc::accept(from, p.dst_port(), &s, generation, &mut self.sh, id, now);
                 let k = self.insert(a);
                 debug_assert_eq!(k, key);
                 log::debug!("assoc {id} {from}: accepted (ESTABLISHED)");
@@ -905,7 +934,7 @@ impl Endpoint {
                 "tag index"
             );
             assert_eq!(
-                self.by_addr.get(&(a.remote, a.peer_port)),
+                self.by_addr.get(&peer_key(a)),
                 Some(&(k as u32)),
                 "address index"
             );

@@ -951,3 +951,146 @@ fn icmp_unreachable_closes_the_association() {
     assert_eq!(downs(&sim, 1), vec![DownReason::Unreachable]);
     let _ = s;
 }
+
+#[test]
+fn one_endpoint_many_local_ports_to_one_peer() {
+    let mut sim = pair(22, Netem::IDEAL);
+    let now = sim.now;
+    let ids: Vec<_> = (0..3)
+        .map(|i| {
+            sim.nodes[1]
+                .ep
+                .connect_from(now, 7000 + i, addr(SERVER), 5000)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        sim.nodes[1].ep.connect_from(now, 7000, addr(SERVER), 5000),
+        Err(ConnectError::Exists)
+    );
+    sim.run_until(now + Duration::from_secs(5), 10_000, |s| {
+        ups(s, 0).len() == 3 && ups(s, 1).len() == 3
+    });
+    assert_eq!(sim.nodes[0].ep.len(), 3);
+    for (i, id) in ids.iter().enumerate() {
+        sim.nodes[1].ep.send(*id, 0, false, &[i as u8]).unwrap();
+    }
+    sim.run_for(Duration::from_millis(100), 1000);
+    let mut got: Vec<u8> = messages(&sim, 0).into_iter().map(|m| m.1[0]).collect();
+    got.sort();
+    assert_eq!(got, vec![0, 1, 2]);
+    // The server tells them apart by our port.
+    let mut ports: Vec<u16> = ups(&sim, 0)
+        .iter()
+        .map(|id| sim.nodes[0].ep.remote(*id).unwrap().1)
+        .collect();
+    ports.sort();
+    assert_eq!(ports, vec![7000, 7001, 7002]);
+    sim.nodes[0].ep.check_invariants();
+    sim.nodes[1].ep.check_invariants();
+}
+
+#[test]
+fn small_receive_window_still_delivers_everything() {
+    let base = seed_or(300);
+    for seed in base..base + 2 {
+        let mut sim = Sim::new(
+            seed,
+            Netem {
+                latency: Duration::from_millis(1),
+                jitter: Duration::from_millis(2),
+                loss: 0.05,
+                duplicate: 0.02,
+            },
+        );
+        // A window a few packets wide: the sender must stop, probe and resume as SACKs reopen it.
+        let small = Config {
+            rwnd: 8 * 1024,
+            max_message: 4096,
+            ..server_cfg()
+        };
+        sim.add_node(addr(SERVER), small);
+        sim.add_node(addr(CLIENT), client_cfg());
+        let (_, c) = establish(&mut sim);
+        let mut want = Vec::new();
+        for i in 0..300 {
+            let data = payload(i, 1 + (i * 37) % 4000);
+            sim.nodes[1].ep.send(c, 0, false, &data).unwrap();
+            want.push((0u16, data));
+        }
+        let ok = sim.run_until(Instant::from_millis(3_600_000), 1_000_000, |s| {
+            count_messages(s, 0) >= 300
+        });
+        assert!(ok, "seed {seed}: {} of 300", count_messages(&sim, 0));
+        assert_eq!(messages(&sim, 0), want, "seed {seed}");
+        assert_eq!(
+            sim.nodes[0].ep.stats().data_dropped,
+            0,
+            "seed {seed}: sender overran the window"
+        );
+    }
+}
+
+/// Drives a client/server pair into `target` (client side) and aborts there; both sides must end.
+fn abort_in(target: State) {
+    let mut sim = pair(23, Netem::IDEAL);
+    let (s, c) = establish(&mut sim);
+    match target {
+        State::Established => {}
+        State::ShutdownPending => {
+            sim.block(0, 1, true);
+            sim.nodes[1].ep.send(c, 0, false, &[1; 10]).unwrap();
+            sim.nodes[1].ep.shutdown(sim.now, c);
+        }
+        State::ShutdownSent => {
+            sim.block(0, 1, true);
+            sim.nodes[1].ep.shutdown(sim.now, c);
+            sim.step();
+        }
+        State::ShutdownReceived => {
+            sim.block(1, 0, true);
+            sim.nodes[1].ep.send(c, 0, false, &[1; 10]).unwrap();
+            sim.step();
+            sim.block(1, 0, false);
+            sim.block(0, 1, false);
+            sim.nodes[0].ep.shutdown(sim.now, s);
+            sim.run_until(sim.now + Duration::from_millis(50), 100, |s| {
+                s.nodes[1].ep.state(c) == Some(State::ShutdownReceived)
+            });
+            sim.block(1, 0, true);
+        }
+        State::ShutdownAckSent => {
+            sim.block(1, 0, true);
+            sim.nodes[0].ep.shutdown(sim.now, s);
+            sim.run_until(sim.now + Duration::from_millis(50), 100, |s| {
+                s.nodes[1].ep.state(c) == Some(State::ShutdownAckSent)
+            });
+        }
+        other => panic!("not covered here: {other}"),
+    }
+    assert_eq!(
+        sim.nodes[1].ep.state(c),
+        Some(target),
+        "could not reach {target}"
+    );
+    sim.block(0, 1, false);
+    sim.block(1, 0, false);
+    sim.nodes[1].ep.abort(c);
+    sim.run_for(Duration::from_millis(20), 1000);
+    assert_eq!(downs(&sim, 1), vec![DownReason::LocalAbort], "{target}");
+    assert_eq!(downs(&sim, 0).len(), 1, "{target}: server did not end");
+    assert!(sim.nodes[0].ep.is_empty() && sim.nodes[1].ep.is_empty());
+}
+
+#[test]
+fn abort_in_every_state_after_establishment() {
+    for st in [
+        State::Established,
+        State::ShutdownPending,
+        State::ShutdownSent,
+        State::ShutdownReceived,
+        State::ShutdownAckSent,
+    ] {
+        abort_in(st);
+    }
+}

@@ -211,9 +211,23 @@ mod tests {
     /// Two endpoints over real UDP sockets on 127.0.0.1, driven by one reactor: handshake and a message.
     #[test]
     fn handshake_over_loopback_udp() {
+        handshake_over("127.0.0.1:0");
+    }
+
+    /// The same over IPv6 loopback, when the host has it.
+    #[test]
+    fn handshake_over_ipv6_loopback_udp() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("no IPv6 loopback here; skipped");
+            return;
+        }
+        handshake_over("[::1]:0");
+    }
+
+    fn handshake_over(bind: &str) {
         let mut reactor = Reactor::new().unwrap();
-        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
-        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+        let mut a = UdpTransport::bind(bind.parse().unwrap(), 1200).unwrap();
+        let mut b = UdpTransport::bind(bind.parse().unwrap(), 1200).unwrap();
         a.register(reactor.registry(), Token(0)).unwrap();
         b.register(reactor.registry(), Token(1)).unwrap();
         let mut ea = Endpoint::new(
