@@ -63,14 +63,18 @@ fn idle_established_association_fits_its_budget() {
     let before = live();
     let mut ids = Vec::with_capacity(N as usize);
     for i in 64..64 + N {
-        ids.push((i, pair::handshake(&mut server, &mut client, i, now, &mut buf)));
+        ids.push((
+            i,
+            pair::handshake(&mut server, &mut client, i, now, &mut buf),
+        ));
     }
     // One message each way, so stream tables exist and queues were used and released.
     for &(i, id) in &ids {
         client.send(id, 0, false, &[7; 100]).unwrap();
         pair::pump(&mut server, &mut client, i, now, &mut buf);
     }
-    let after = live() - (ids.capacity() * std::mem::size_of::<(u32, multiproto::sctp::AssocId)>()) as i64;
+    let after =
+        live() - (ids.capacity() * std::mem::size_of::<(u32, multiproto::sctp::AssocId)>()) as i64;
     // Both endpoints hold N associations each; their costs are alike.
     let per_assoc = (after - before) as f64 / (2.0 * f64::from(N));
     let struct_and_heap = Endpoint::assoc_size() + client.heap_bytes(ids[0].1).unwrap();
@@ -79,7 +83,10 @@ fn idle_established_association_fits_its_budget() {
         Endpoint::assoc_size(),
         struct_and_heap
     );
-    assert!(struct_and_heap <= 256, "struct + heap {struct_and_heap} B > 256 B");
+    assert!(
+        struct_and_heap <= 256,
+        "struct + heap {struct_and_heap} B > 256 B"
+    );
     // Slab slot, two hash-map entries and a timer-wheel node on top; slabs and maps grow by doubling, so
     // allow for half-empty capacity.
     assert!(per_assoc <= 640.0, "{per_assoc:.0} B per association");
@@ -124,12 +131,21 @@ fn init_flood_leaves_memory_flat() {
         [9; 32],
     );
     let mut buf = vec![0u8; 2048];
-    let packets: Vec<Vec<u8>> = (1..=2000u32).map(|i| init(i.wrapping_mul(0x9e37_79b9) | 1)).collect();
+    let packets: Vec<Vec<u8>> = (1..=2000u32)
+        .map(|i| init(i.wrapping_mul(0x9e37_79b9) | 1))
+        .collect();
     let mut flood = |ep: &mut Endpoint, rounds: u32| {
         for r in 0..rounds {
             for (i, p) in packets.iter().enumerate() {
-                let from = std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 40_000 + r as u16));
-                ep.handle(Instant::from_micros(u64::from(r) * 10_000 + i as u64), from, p);
+                let from = std::net::SocketAddr::from((
+                    [10, 0, (i >> 8) as u8, i as u8],
+                    40_000 + r as u16,
+                ));
+                ep.handle(
+                    Instant::from_micros(u64::from(r) * 10_000 + i as u64),
+                    from,
+                    p,
+                );
                 // Replies are drained as a reactor would, a batch at a time.
                 if i % 32 == 31 {
                     while ep.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
