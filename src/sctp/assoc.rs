@@ -1155,20 +1155,12 @@ impl Assoc {
         let cfg = &sh.cfg;
         let n = cfg.max_packet.min(buf.len());
         let buf = &mut buf[..n];
-        let src_port = self.local_port;
+        let (to_peer, init_header) = (self.header(self.peer_tag), self.header(0));
         match &mut self.phase {
             Phase::CookieWait { preserve_ms } if self.flags & flag::SEND_INIT != 0 => {
                 self.flags &= !flag::SEND_INIT;
                 let preserve = *preserve_ms;
-                let mut w = Writer::new(
-                    buf,
-                    Header {
-                        src_port,
-                        dst_port: self.peer_port,
-                        vtag: 0,
-                    },
-                )
-                .ok()?;
+                let mut w = Writer::new(buf, init_header).ok()?;
                 let out = InitOut {
                     initiate_tag: self.local_tag,
                     a_rwnd: cfg.rwnd,
@@ -1192,15 +1184,7 @@ impl Assoc {
             Phase::CookieEchoed(e) if self.flags & flag::SEND_COOKIE_ECHO != 0 => {
                 self.flags &= !flag::SEND_COOKIE_ECHO;
                 e.sent = Some(now);
-                let mut w = Writer::new(
-                    buf,
-                    Header {
-                        src_port,
-                        dst_port: self.peer_port,
-                        vtag: self.peer_tag,
-                    },
-                )
-                .ok()?;
+                let mut w = Writer::new(buf, to_peer).ok()?;
                 write_raw(&mut w, kind::COOKIE_ECHO, 0, &e.cookie).ok()?;
                 if !e.report.is_empty() {
                     // Best effort: a report that does not fit is dropped, the handshake is not.
@@ -1211,15 +1195,7 @@ impl Assoc {
             Phase::CookieWait { .. } | Phase::CookieEchoed(_) => return None,
             _ => {}
         }
-        let mut w = Writer::new(
-            buf,
-            Header {
-                src_port,
-                dst_port: self.peer_port,
-                vtag: self.peer_tag,
-            },
-        )
-        .ok()?;
+        let mut w = Writer::new(buf, to_peer).ok()?;
         if self.flags & flag::SEND_COOKIE_ACK != 0
             && write_empty(&mut w, kind::COOKIE_ACK, 0).is_ok()
         {

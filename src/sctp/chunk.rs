@@ -5,7 +5,7 @@
 //! read, and a malformed chunk ends the iteration with a [`WireError`]. Chunk types this stack does not know
 //! come out as [`Chunk::Unknown`] so the caller can act on the type's two high bits (§3.2, [`UnknownAction`]).
 
-use super::wire::{Tsn, WireError, Writer, be16, be32, pad4};
+use super::wire::{Tsn, WireError, Writer, be16, be32, pad4, split_item};
 
 /// Chunk type codes (RFC 9260 §3.2).
 pub mod kind {
@@ -371,25 +371,18 @@ impl<'a> Iterator for ChunkIter<'a> {
     type Item = Result<Chunk<'a>, WireError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let b = self.rest;
-        if b.is_empty() {
+        if self.rest.is_empty() {
             return None;
         }
-        // Any failure below ends the iteration: there is no way to find the next chunk boundary.
-        self.rest = &[];
-        if b.len() < 4 {
-            return Some(Err(WireError::BadChunkLength));
-        }
-        let len = usize::from(be16(b, 2));
-        if len < 4 || len > b.len() {
-            return Some(Err(WireError::BadChunkLength));
-        }
-        let raw = &b[..len];
-        let chunk = Chunk::parse(b[0], b[1], &raw[4..], raw);
-        if chunk.is_ok() {
-            self.rest = b.get(pad4(len)..).unwrap_or(&[]);
-        }
-        Some(chunk)
+        // Any failure ends the iteration: there is no way to find the next chunk boundary.
+        let b = std::mem::take(&mut self.rest);
+        Some(
+            split_item(b, WireError::BadChunkLength).and_then(|(raw, rest)| {
+                let chunk = Chunk::parse(raw[0], raw[1], &raw[4..], raw)?;
+                self.rest = rest;
+                Ok(chunk)
+            }),
+        )
     }
 }
 

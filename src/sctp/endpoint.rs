@@ -294,29 +294,24 @@ impl Endpoint {
         ppid: u32,
         data: Vec<u8>,
     ) -> Result<(), SendError> {
-        let key = id.index as usize;
-        let a = self
-            .assocs
-            .get_mut(key)
-            .filter(|a| a.generation == id.generation)
-            .ok_or(SendError::UnknownAssoc)?;
-        a.send(stream, unordered, ppid, data, &mut self.sh)?;
+        let key = self.key_of(id).ok_or(SendError::UnknownAssoc)?;
+        self.assocs[key].send(stream, unordered, ppid, data, &mut self.sh)?;
         self.sh.stats.messages_out += 1;
         self.enqueue(key);
         Ok(())
     }
 
+    /// The slab key of a live association.
+    fn key_of(&self, id: AssocId) -> Option<usize> {
+        self.get(id).map(|_| id.index as usize)
+    }
+
     /// Starts a graceful shutdown: queued data is delivered first (RFC 9260 §9.2).
     pub fn shutdown(&mut self, now: Instant, id: AssocId) {
-        let key = id.index as usize;
-        let Some(a) = self
-            .assocs
-            .get_mut(key)
-            .filter(|a| a.generation == id.generation)
-        else {
+        let Some(key) = self.key_of(id) else {
             return;
         };
-        match a.shutdown(&mut self.sh, id, now) {
+        match self.assocs[key].shutdown(&mut self.sh, id, now) {
             Some(r) => self.close(key, r),
             None => self.touch(key, now),
         }
@@ -324,15 +319,10 @@ impl Endpoint {
 
     /// Aborts an association at once (sends ABORT, discards queued data).
     pub fn abort(&mut self, id: AssocId) {
-        let key = id.index as usize;
-        let Some(a) = self
-            .assocs
-            .get_mut(key)
-            .filter(|a| a.generation == id.generation)
-        else {
+        let Some(key) = self.key_of(id) else {
             return;
         };
-        a.abort(&mut self.sh);
+        self.assocs[key].abort(&mut self.sh);
         self.close(key, DownReason::LocalAbort);
     }
 

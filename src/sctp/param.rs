@@ -7,7 +7,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::wire::{WireError, Writer, be16, be32, pad4};
+use super::wire::{WireError, Writer, be16, be32, pad4, split_item};
 
 /// Parameter type codes (RFC 9260 §3.3.2.1, §3.3.3.1, §3.3.5).
 pub mod ptype {
@@ -127,23 +127,17 @@ impl<'a> Iterator for TlvIter<'a> {
     type Item = Result<Tlv<'a>, WireError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let b = self.rest;
-        if b.is_empty() {
+        if self.rest.is_empty() {
             return None;
         }
-        self.rest = &[];
-        if b.len() < 4 {
-            return Some(Err(WireError::BadParamLength));
-        }
-        let len = usize::from(be16(b, 2));
-        if len < 4 || len > b.len() {
-            return Some(Err(WireError::BadParamLength));
-        }
-        self.rest = b.get(pad4(len)..).unwrap_or(&[]);
-        Some(Ok(Tlv {
-            kind: be16(b, 0),
-            value: &b[4..len],
-            raw: &b[..len],
+        let b = std::mem::take(&mut self.rest);
+        Some(split_item(b, WireError::BadParamLength).map(|(raw, rest)| {
+            self.rest = rest;
+            Tlv {
+                kind: be16(raw, 0),
+                value: &raw[4..],
+                raw,
+            }
         }))
     }
 }

@@ -77,6 +77,21 @@ pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// Splits one chunk or TLV parameter (both carry a 16-bit length at offset 2 that counts their 4-byte header
+/// and excludes padding) off the front of `b`: returns it, unpadded, and what follows its padding. A length
+/// below 4 or past the end gives `err`. A last item whose padding is missing is accepted: padding carries
+/// nothing.
+pub(crate) fn split_item(b: &[u8], err: WireError) -> Result<(&[u8], &[u8]), WireError> {
+    if b.len() < 4 {
+        return Err(err);
+    }
+    let len = usize::from(be16(b, 2));
+    if len < 4 || len > b.len() {
+        return Err(err);
+    }
+    Ok((&b[..len], b.get(pad4(len)..).unwrap_or(&[])))
+}
+
 /// Rounds a length up to the 4-byte boundary that chunks and parameters are padded to.
 #[inline]
 pub const fn pad4(len: usize) -> usize {
