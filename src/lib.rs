@@ -13,7 +13,6 @@
 
 pub mod reactor;
 pub mod sctp;
-#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod time;
 pub mod wheel;

@@ -240,11 +240,11 @@ impl Reactor {
 
     /// Stops reporting stdin (after EOF, or when the program no longer wants input).
     pub fn unwatch_stdin(&mut self) {
-        if let Some(input) = self.input.take() {
-            if input.pollable {
-                // Failure only means it was no longer registered (e.g. fd 0 was closed): nothing to undo.
-                let _ = self.poll.registry().deregister(&mut SourceFd(&input.fd));
-            }
+        if let Some(input) = self.input.take()
+            && input.pollable
+        {
+            // Failure only means it was no longer registered (e.g. fd 0 was closed): nothing to undo.
+            let _ = self.poll.registry().deregister(&mut SourceFd(&input.fd));
         }
     }
 
@@ -282,21 +282,22 @@ impl Reactor {
         out: &mut Vec<ReactorEvent>,
     ) -> io::Result<()> {
         out.clear();
-        if let Some(input) = &mut self.input {
-            if input.pollable && input.reported {
-                // Edge-triggered epoll only reports new input, but the caller read at most one chunk from a
-                // blocking fd. EPOLL_CTL_MOD re-checks readiness, so leftover input is reported again.
-                input.reported = false;
-                let rearmed = self.poll.registry().reregister(
-                    &mut SourceFd(&input.fd),
-                    input.token,
-                    Interest::READABLE,
-                );
-                if let Err(e) = rearmed {
-                    // The fd went away without `unwatch_stdin`; losing stdin must not stop the loop.
-                    log::warn!("stdin: cannot re-arm ({e}); no longer watching it");
-                    self.input = None;
-                }
+        if let Some(input) = &mut self.input
+            && input.pollable
+            && input.reported
+        {
+            // Edge-triggered epoll only reports new input, but the caller read at most one chunk from a
+            // blocking fd. EPOLL_CTL_MOD re-checks readiness, so leftover input is reported again.
+            input.reported = false;
+            let rearmed = self.poll.registry().reregister(
+                &mut SourceFd(&input.fd),
+                input.token,
+                Interest::READABLE,
+            );
+            if let Err(e) = rearmed {
+                // The fd went away without `unwatch_stdin`; losing stdin must not stop the loop.
+                log::warn!("stdin: cannot re-arm ({e}); no longer watching it");
+                self.input = None;
             }
         }
 

@@ -53,7 +53,7 @@ const CASCADE_LEAD: u64 = SPAN / 2;
 /// "No node" in the intrusive lists; also why keys must stay below `u32::MAX`.
 const NIL: u32 = u32::MAX;
 
-const _: () = assert!(SLOTS.is_power_of_two() && SLOTS % 64 == 0);
+const _: () = assert!(SLOTS.is_power_of_two() && SLOTS.is_multiple_of(64));
 
 /// Handle to one armed timer, returned by [`TimerWheel::arm`] and used to cancel or inspect it.
 ///
@@ -140,7 +140,7 @@ impl<T> fmt::Debug for TimerWheel<T> {
 /// Whole milliseconds at or after `t`: rounding up is what guarantees a timer never fires early.
 fn ceil_millis(t: Instant) -> u64 {
     let us = t.as_micros();
-    us / 1000 + u64::from(us % 1000 != 0)
+    us / 1000 + u64::from(!us.is_multiple_of(1000))
 }
 
 impl<T> TimerWheel<T> {
@@ -833,7 +833,7 @@ mod tests {
         while !w.is_empty() {
             let next = w.next_deadline().expect("live timers have a deadline");
             // Alternate between jumping straight to the next deadline and random steps.
-            now = if fired % 3 == 0 {
+            now = if fired.is_multiple_of(3) {
                 next.as_micros().max(now)
             } else {
                 now + rng.below(20_000)

@@ -565,12 +565,22 @@ impl Endpoint {
                 self.sh.stats.bad_vtag += 1;
                 return;
             }
+            // The peer's tag admits the reflected chunks and nothing bundled with them (§8.5).
+            return self.process_chunks(now, key, &p, 0, true);
         }
-        self.process_chunks(now, key, &p, 0);
+        self.process_chunks(now, key, &p, 0, false);
     }
 
-    /// Runs the chunks of `p` after the first `skip` through association `key`.
-    fn process_chunks(&mut self, now: Instant, key: usize, p: &Packet<'_>, skip: usize) {
+    /// Runs the chunks of `p` after the first `skip` through association `key`. With `reflected_only`, every
+    /// chunk but ABORT and SHUTDOWN COMPLETE with the T bit is ignored.
+    fn process_chunks(
+        &mut self,
+        now: Instant,
+        key: usize,
+        p: &Packet<'_>,
+        skip: usize,
+        reflected_only: bool,
+    ) {
         let id = self.id_of(key);
         let vtag = p.vtag();
         for c in ChunkIter::new(p.chunk_bytes()).skip(skip) {
@@ -581,6 +591,16 @@ impl Endpoint {
                     break;
                 }
             };
+            let t_bit = matches!(
+                c,
+                Chunk::Abort {
+                    reflected: true,
+                    ..
+                } | Chunk::ShutdownComplete { reflected: true }
+            );
+            if reflected_only && !t_bit {
+                continue;
+            }
             let a = &mut self.assocs[key];
             let flow = match c {
                 // INIT and COOKIE ECHO are only valid first in a packet; INIT ACK and INIT must be alone.
@@ -911,11 +931,11 @@ impl Endpoint {
                 k
             }
         };
-        self.process_chunks(now, key, p, 1);
+        self.process_chunks(now, key, p, 1, false);
     }
 
-    /// Test and fuzzing hook: runs the internal consistency checks.
-    #[cfg(any(test, feature = "sim"))]
+    /// Checks the endpoint's indexes against its associations and panics on any mismatch: for tests and
+    /// fuzzers (it walks every association).
     pub fn check_invariants(&self) {
         for (k, a) in self.assocs.iter() {
             assert_eq!(

@@ -186,7 +186,7 @@ impl<'a> InitParam<'a> {
             }
             ptype::HOST_NAME => InitParam::HostName,
             ptype::SUPPORTED_ADDR_TYPES => {
-                if v.len() % 2 != 0 {
+                if !v.len().is_multiple_of(2) {
                     return Err(WireError::BadParamLength);
                 }
                 InitParam::SupportedAddrTypes(v)
