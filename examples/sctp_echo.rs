@@ -303,34 +303,13 @@ fn connect(a: Connect) -> std::io::Result<ExitCode> {
     };
     let (mut sent, mut echoed) = (0u32, 0u32);
     let mut seen = vec![false; a.count as usize];
-    let mut shutting_down = false;
+    let (mut up, mut shutting_down) = (false, false);
     loop {
-        // Queue as many messages as the send buffer takes.
-        while sent < a.count && !shutting_down {
-            match io
-                .ep
-                .send_owned(id, a.stream, a.unordered, 0, message(sent, a.size))
-            {
-                Ok(()) => sent += 1,
-                Err(SendError::BufferFull) => break,
-                Err(e) => {
-                    eprintln!("send failed: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
-        let done_sending = sent == a.count && (a.no_echo || echoed == a.count);
-        if done_sending && !shutting_down {
-            shutting_down = true;
-            io.ep.shutdown(io.reactor.now(), id);
-        }
-        if io.turn(Some(deadline))? {
-            eprintln!("interrupted");
-            return Ok(ExitCode::FAILURE);
-        }
+        // Events first: what the last turn (or a call below) produced is seen before blocking again.
         while let Some((_, e)) = io.ep.poll_event() {
             match e {
-                Event::Up | Event::Restarted => {}
+                Event::Up => up = true,
+                Event::Restarted => {}
                 Event::Message { data, stream, .. } => {
                     if a.no_echo {
                         continue;
@@ -369,12 +348,38 @@ fn connect(a: Connect) -> std::io::Result<ExitCode> {
                 }
             }
         }
+        // Queue as many messages as the send buffer takes.
+        while sent < a.count && !shutting_down {
+            match io
+                .ep
+                .send_owned(id, a.stream, a.unordered, 0, message(sent, a.size))
+            {
+                Ok(()) => sent += 1,
+                Err(SendError::BufferFull) => break,
+                Err(e) => {
+                    eprintln!("send failed: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        // Success means the peer acknowledged everything, which only a graceful shutdown of an association
+        // that came up proves.
+        let done_sending = sent == a.count && (a.no_echo || echoed == a.count);
+        if up && done_sending && !shutting_down {
+            shutting_down = true;
+            io.ep.shutdown(io.reactor.now(), id);
+            continue;
+        }
         if io.reactor.now() >= deadline {
             eprintln!(
                 "timed out after {} s (sent {sent}, echoed {echoed}, state {:?})",
                 a.timeout,
                 io.ep.state(id)
             );
+            return Ok(ExitCode::FAILURE);
+        }
+        if io.turn(Some(deadline))? {
+            eprintln!("interrupted");
             return Ok(ExitCode::FAILURE);
         }
     }

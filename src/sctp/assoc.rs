@@ -116,6 +116,8 @@ mod flag {
     pub const DATA_IN_PACKET: u16 = 1 << 11;
     /// The packet being processed calls for an immediate SACK (duplicate, gap, I bit).
     pub const SACK_NOW: u16 = 1 << 12;
+    /// The user asked for a shutdown before the handshake completed: do it once established.
+    pub const SHUTDOWN_REQUESTED: u16 = 1 << 13;
 
     pub const ANY_OUTPUT: u16 = SEND_INIT
         | SEND_COOKIE_ECHO
@@ -402,6 +404,11 @@ impl Assoc {
             }
         }
         self.arm_heartbeat(sh, now);
+        if self.flags & flag::SHUTDOWN_REQUESTED != 0 {
+            self.flags &= !flag::SHUTDOWN_REQUESTED;
+            self.set_phase(Phase::ShutdownPending, id);
+            self.progress_shutdown(sh, id, now);
+        }
     }
 
     fn set_phase(&mut self, p: Phase, id: AssocId) {
@@ -490,12 +497,13 @@ impl Assoc {
     /// Starts a graceful shutdown (§9.2). Returns a reason if the association ends at once.
     pub fn shutdown(&mut self, sh: &mut Shared, id: AssocId, now: Instant) -> Option<DownReason> {
         match self.phase {
-            // No peer state exists yet: just forget it.
-            Phase::CookieWait { .. } => Some(DownReason::Shutdown),
-            // The peer may have state: tell it.
-            Phase::CookieEchoed(_) => {
-                self.send_abort(sh, cause::USER_ABORT);
-                Some(DownReason::LocalAbort)
+            // Nothing was sent and nothing waits to be: no peer state exists yet, just forget it.
+            Phase::CookieWait { .. } if self.send.is_none() => Some(DownReason::Shutdown),
+            // Queued data, or a peer that may already have state: finish the handshake, deliver, then shut
+            // down, as a graceful close promises.
+            Phase::CookieWait { .. } | Phase::CookieEchoed(_) => {
+                self.flags |= flag::SHUTDOWN_REQUESTED;
+                None
             }
             Phase::Established => {
                 self.set_phase(Phase::ShutdownPending, id);

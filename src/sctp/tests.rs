@@ -378,6 +378,24 @@ fn shutdown_and_abort_in_handshake_states() {
     sim.drain();
     assert_eq!(downs(&sim, 1), vec![DownReason::Shutdown]);
 
+    // Shutdown in COOKIE-WAIT with data queued: the handshake completes, the data is delivered, then the
+    // association closes gracefully.
+    let mut sim = pair(24, Netem::IDEAL);
+    let c = sim.nodes[1]
+        .ep
+        .connect(sim.now, addr(SERVER), 5000)
+        .unwrap();
+    sim.nodes[1].ep.send(c, 0, false, b"before up").unwrap();
+    sim.nodes[1].ep.shutdown(sim.now, c);
+    assert_eq!(sim.nodes[1].ep.state(c), Some(State::CookieWait));
+    let ok = sim.run_until(sim.now + Duration::from_secs(5), 1000, |s| {
+        !downs(s, 0).is_empty() && !downs(s, 1).is_empty()
+    });
+    assert!(ok);
+    assert_eq!(messages(&sim, 0), vec![(0, b"before up".to_vec())]);
+    assert_eq!(downs(&sim, 1), vec![DownReason::Shutdown]);
+    assert_eq!(downs(&sim, 0), vec![DownReason::Shutdown]);
+
     // Abort in COOKIE-ECHOED: the server never sees the COOKIE ECHO, so it never creates state.
     let mut sim = pair(10, Netem::IDEAL);
     let c = sim.nodes[1]
