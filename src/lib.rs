@@ -11,7 +11,10 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod client;
+pub mod discovery;
 pub mod reactor;
+pub mod registry;
 pub mod sctp;
 pub mod sim;
 pub mod time;

@@ -1,0 +1,426 @@
+//! Discovery over UDP multicast: clients send HELLO to the group until a daemon answers with a unicast WELCOME;
+//! a daemon multicasts ANNOUNCE when it starts, so waiting clients find it at once.
+//!
+//! The codec is sans-IO and allocation-free ([`Datagram::parse`], [`Datagram::write`]); the socket helpers
+//! ([`multicast_socket`], [`resolve_iface`]) do the one-time setup. Layouts are in `docs/PROTOCOL.md`.
+
+pub mod socket;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+pub use socket::{Iface, multicast_socket, resolve_iface, sender_socket};
+
+/// First bytes of every discovery datagram.
+pub const MAGIC: [u8; 4] = *b"mpro";
+/// The only protocol version so far.
+pub const VERSION: u8 = 1;
+/// The default group and port (DESIGN.md).
+pub const DEFAULT_GROUP: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 77, 77)), 10001);
+/// Longest nickname, in bytes.
+pub const MAX_NICK: usize = 32;
+/// Largest discovery datagram we write (HELLO with a 32-byte nickname is 58 bytes).
+pub const MAX_DATAGRAM: usize = 128;
+
+const TYPE_HELLO: u8 = 1;
+const TYPE_WELCOME: u8 = 2;
+const TYPE_ANNOUNCE: u8 = 3;
+const HEADER_LEN: usize = 16;
+
+/// A nickname: 1–32 characters from letters, digits, `-`, `_` and `.` (DESIGN.md), stored inline.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Nick {
+    len: u8,
+    bytes: [u8; MAX_NICK],
+}
+
+/// Why a nickname was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NickError {
+    /// Empty.
+    Empty,
+    /// Longer than 32 characters.
+    TooLong,
+    /// A character outside letters, digits, `-`, `_`, `.`.
+    BadChar(char),
+}
+
+impl fmt::Display for NickError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NickError::Empty => f.write_str("a nickname cannot be empty"),
+            NickError::TooLong => write!(f, "a nickname has at most {MAX_NICK} characters"),
+            NickError::BadChar(c) => write!(
+                f,
+                "a nickname may contain only letters, digits, '-', '_' and '.' (not {c:?})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NickError {}
+
+impl Nick {
+    /// Validates and stores a nickname.
+    pub fn new(s: &str) -> Result<Nick, NickError> {
+        Self::from_bytes(s.as_bytes()).map_err(|e| match e {
+            // Report the character as the user typed it, not its first byte.
+            NickError::BadChar(_) => NickError::BadChar(
+                s.chars()
+                    .find(|c| !Self::allowed(*c))
+                    .unwrap_or(char::REPLACEMENT_CHARACTER),
+            ),
+            e => e,
+        })
+    }
+
+    fn allowed(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+    }
+
+    /// Validates raw bytes from the network.
+    pub fn from_bytes(b: &[u8]) -> Result<Nick, NickError> {
+        if b.is_empty() {
+            return Err(NickError::Empty);
+        }
+        if b.len() > MAX_NICK {
+            return Err(NickError::TooLong);
+        }
+        if let Some(&bad) = b.iter().find(|&&c| !Self::allowed(char::from(c))) {
+            return Err(NickError::BadChar(char::from(bad)));
+        }
+        let mut bytes = [0u8; MAX_NICK];
+        bytes[..b.len()].copy_from_slice(b);
+        Ok(Nick {
+            len: b.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The nickname.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The nickname's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Display for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::str::FromStr for Nick {
+    type Err = NickError;
+    fn from_str(s: &str) -> Result<Nick, NickError> {
+        Nick::new(s)
+    }
+}
+
+/// A client looking for a daemon.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Random per client start; WELCOME echoes it.
+    pub instance: u64,
+    /// Who the client is.
+    pub nick: Nick,
+    /// The client's chat TCP port (0 for a one-shot observer).
+    pub chat_port: u16,
+    /// The UDP port of the client's SCTP encapsulation socket.
+    pub sctp_udp_port: u16,
+}
+
+/// Where the daemon's SCTP endpoint is. `addr` `None` means: the address the datagram came from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// The daemon's instance id, random per start: a change means the daemon restarted.
+    pub instance: u64,
+    /// The UDP port of the daemon's SCTP encapsulation socket.
+    pub sctp_udp_port: u16,
+    /// The daemon's SCTP port.
+    pub sctp_port: u16,
+    /// An explicit unicast address, or `None` for the datagram's source address.
+    pub addr: Option<IpAddr>,
+}
+
+impl DaemonInfo {
+    /// The daemon's SCTP-over-UDP address, given where the datagram came from.
+    pub fn sctp_addr(&self, from: SocketAddr) -> SocketAddr {
+        SocketAddr::new(self.addr.unwrap_or(from.ip()), self.sctp_udp_port)
+    }
+}
+
+/// A discovery datagram.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Datagram {
+    /// Client → group.
+    Hello(Hello),
+    /// Daemon → client (unicast), answering a HELLO with that client's instance id.
+    Welcome {
+        /// The HELLO's instance id.
+        to: u64,
+        /// The daemon.
+        daemon: DaemonInfo,
+    },
+    /// Daemon → group, when it starts.
+    Announce(DaemonInfo),
+}
+
+/// Why a datagram was dropped; counted by the daemon and the client.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DiscoveryError {
+    /// Not ours: wrong magic.
+    Foreign,
+    /// Ours, but a version we do not speak.
+    Version(u8),
+    /// Too short, bad lengths, bad nickname, unknown type or address family.
+    Malformed,
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiscoveryError::Foreign => f.write_str("foreign datagram"),
+            DiscoveryError::Version(v) => write!(f, "unsupported version {v}"),
+            DiscoveryError::Malformed => f.write_str("malformed datagram"),
+        }
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Reads (family, address) at `at`: family 0 (none), 4 (IPv4) or 6 (IPv6). Returns the address and the
+/// offset after it.
+fn addr_at(b: &[u8], at: usize) -> Option<(Option<IpAddr>, usize)> {
+    match *b.get(at)? {
+        0 => Some((None, at + 1)),
+        4 => {
+            let o: [u8; 4] = b.get(at + 1..at + 5)?.try_into().ok()?;
+            Some((Some(IpAddr::V4(Ipv4Addr::from(o))), at + 5))
+        }
+        6 => {
+            let o: [u8; 16] = b.get(at + 1..at + 17)?.try_into().ok()?;
+            Some((Some(IpAddr::V6(Ipv6Addr::from(o))), at + 17))
+        }
+        _ => None,
+    }
+}
+
+fn put_addr(out: &mut Vec<u8>, a: Option<IpAddr>) {
+    match a {
+        None => out.push(0),
+        Some(IpAddr::V4(v)) => {
+            out.push(4);
+            out.extend_from_slice(&v.octets());
+        }
+        Some(IpAddr::V6(v)) => {
+            out.push(6);
+            out.extend_from_slice(&v.octets());
+        }
+    }
+}
+
+impl Datagram {
+    /// Parses a datagram; anything not exactly one of ours is an error (trailing bytes are allowed, for
+    /// fields a later version may add).
+    pub fn parse(b: &[u8]) -> Result<Datagram, DiscoveryError> {
+        if b.len() < 4 || b[..4] != MAGIC {
+            return Err(DiscoveryError::Foreign);
+        }
+        let m = DiscoveryError::Malformed;
+        if b.len() < HEADER_LEN {
+            return Err(m);
+        }
+        if b[4] != VERSION {
+            return Err(DiscoveryError::Version(b[4]));
+        }
+        let instance = u64_at(b, 8).ok_or(m)?;
+        match b[5] {
+            TYPE_HELLO => {
+                let n = usize::from(*b.get(16).ok_or(m)?);
+                let nick = Nick::from_bytes(b.get(17..17 + n).ok_or(m)?).map_err(|_| m)?;
+                let at = 17 + n;
+                Ok(Datagram::Hello(Hello {
+                    instance,
+                    nick,
+                    chat_port: u16_at(b, at).ok_or(m)?,
+                    sctp_udp_port: u16_at(b, at + 2).ok_or(m)?,
+                }))
+            }
+            TYPE_WELCOME | TYPE_ANNOUNCE => {
+                let sctp_udp_port = u16_at(b, 16).ok_or(m)?;
+                let sctp_port = u16_at(b, 18).ok_or(m)?;
+                let (addr, at) = addr_at(b, 20).ok_or(m)?;
+                if sctp_udp_port == 0 || sctp_port == 0 {
+                    return Err(m);
+                }
+                let daemon = DaemonInfo {
+                    instance,
+                    sctp_udp_port,
+                    sctp_port,
+                    addr,
+                };
+                if b[5] == TYPE_WELCOME {
+                    Ok(Datagram::Welcome {
+                        to: u64_at(b, at).ok_or(m)?,
+                        daemon,
+                    })
+                } else {
+                    Ok(Datagram::Announce(daemon))
+                }
+            }
+            _ => Err(m),
+        }
+    }
+
+    /// Encodes the datagram (at most [`MAX_DATAGRAM`] bytes) into `out`, replacing its contents.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        let (kind, instance) = match self {
+            Datagram::Hello(h) => (TYPE_HELLO, h.instance),
+            Datagram::Welcome { daemon, .. } => (TYPE_WELCOME, daemon.instance),
+            Datagram::Announce(d) => (TYPE_ANNOUNCE, d.instance),
+        };
+        out.push(kind);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&instance.to_be_bytes());
+        match self {
+            Datagram::Hello(h) => {
+                out.push(h.nick.len);
+                out.extend_from_slice(h.nick.as_bytes());
+                out.extend_from_slice(&h.chat_port.to_be_bytes());
+                out.extend_from_slice(&h.sctp_udp_port.to_be_bytes());
+            }
+            Datagram::Welcome { daemon, to } => {
+                out.extend_from_slice(&daemon.sctp_udp_port.to_be_bytes());
+                out.extend_from_slice(&daemon.sctp_port.to_be_bytes());
+                put_addr(out, daemon.addr);
+                out.extend_from_slice(&to.to_be_bytes());
+            }
+            Datagram::Announce(d) => {
+                out.extend_from_slice(&d.sctp_udp_port.to_be_bytes());
+                out.extend_from_slice(&d.sctp_port.to_be_bytes());
+                put_addr(out, d.addr);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(d: Datagram) {
+        let mut b = Vec::new();
+        d.write(&mut b);
+        assert!(b.len() <= MAX_DATAGRAM);
+        assert_eq!(Datagram::parse(&b), Ok(d));
+        // Every truncation is an error, never a panic.
+        for n in 0..b.len() {
+            assert!(Datagram::parse(&b[..n]).is_err(), "{d:?} cut at {n}");
+        }
+    }
+
+    #[test]
+    fn datagrams_round_trip() {
+        round_trip(Datagram::Hello(Hello {
+            instance: 0x0102_0304_0506_0708,
+            nick: Nick::new("alice.w-2_x").unwrap(),
+            chat_port: 40000,
+            sctp_udp_port: 40001,
+        }));
+        let d = DaemonInfo {
+            instance: 7,
+            sctp_udp_port: 9899,
+            sctp_port: 9899,
+            addr: None,
+        };
+        round_trip(Datagram::Announce(d));
+        round_trip(Datagram::Welcome { to: 99, daemon: d });
+        round_trip(Datagram::Welcome {
+            to: 1,
+            daemon: DaemonInfo {
+                addr: Some("fe80::1".parse().unwrap()),
+                ..d
+            },
+        });
+        round_trip(Datagram::Announce(DaemonInfo {
+            addr: Some("192.0.2.7".parse().unwrap()),
+            ..d
+        }));
+    }
+
+    #[test]
+    fn foreign_versions_and_garbage() {
+        assert_eq!(
+            Datagram::parse(b"GET / HTTP/1.1"),
+            Err(DiscoveryError::Foreign)
+        );
+        assert_eq!(Datagram::parse(b""), Err(DiscoveryError::Foreign));
+        let mut b = Vec::new();
+        Datagram::Announce(DaemonInfo {
+            instance: 1,
+            sctp_udp_port: 1,
+            sctp_port: 1,
+            addr: None,
+        })
+        .write(&mut b);
+        let mut v2 = b.clone();
+        v2[4] = 2;
+        assert_eq!(Datagram::parse(&v2), Err(DiscoveryError::Version(2)));
+        let mut bad_type = b.clone();
+        bad_type[5] = 9;
+        assert_eq!(Datagram::parse(&bad_type), Err(DiscoveryError::Malformed));
+        let mut bad_family = b.clone();
+        bad_family[20] = 5;
+        assert_eq!(Datagram::parse(&bad_family), Err(DiscoveryError::Malformed));
+        let mut zero_port = b;
+        zero_port[16] = 0;
+        zero_port[17] = 0;
+        assert_eq!(Datagram::parse(&zero_port), Err(DiscoveryError::Malformed));
+    }
+
+    #[test]
+    fn nicknames() {
+        assert!(Nick::new("Bob").is_ok());
+        assert_eq!(Nick::new(""), Err(NickError::Empty));
+        assert_eq!(Nick::new(&"x".repeat(33)), Err(NickError::TooLong));
+        assert!(Nick::new(&"x".repeat(32)).is_ok());
+        assert_eq!(Nick::new("a b"), Err(NickError::BadChar(' ')));
+        assert_eq!(Nick::new("zoë"), Err(NickError::BadChar('ë')));
+        assert_eq!(
+            Nick::from_bytes(&[b'a', 0xff]),
+            Err(NickError::BadChar('\u{ff}'))
+        );
+        let mut hello = Vec::new();
+        Datagram::Hello(Hello {
+            instance: 1,
+            nick: Nick::new("ok").unwrap(),
+            chat_port: 1,
+            sctp_udp_port: 1,
+        })
+        .write(&mut hello);
+        hello[17] = b' ';
+        assert_eq!(Datagram::parse(&hello), Err(DiscoveryError::Malformed));
+    }
+}

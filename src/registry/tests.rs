@@ -1,0 +1,463 @@
+//! Registry tests: registration rules, coalesced deltas, snapshots, liveness transitions, TTL, and that every
+//! client's copy of the roster (a [`Roster`]) converges on the daemon's.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::wire::{ClientMsg, Register, RegisterResult, ServerMsg, Status, flags};
+use super::*;
+use crate::client::roster::{Applied, Change, Roster};
+
+/// A registry plus simulated clients, each with its own roster copy fed from the registry's output.
+struct Harness {
+    reg: Registry,
+    now: Instant,
+    wall: u64,
+    clients: HashMap<AssocId, (Roster, Vec<ServerMsg>)>,
+    next: u32,
+}
+
+fn id(n: u32) -> AssocId {
+    AssocId {
+        index: n,
+        generation: 1,
+    }
+}
+
+impl Harness {
+    fn new(cfg: Config) -> Self {
+        Harness {
+            reg: Registry::new(cfg),
+            now: Instant::from_millis(1),
+            wall: 1_700_000_000_000,
+            clients: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    fn connect(&mut self, addr: &str) -> AssocId {
+        self.next += 1;
+        let c = id(self.next);
+        self.reg.connected(c, addr.parse().unwrap());
+        self.clients.insert(c, (Roster::new(), Vec::new()));
+        c
+    }
+
+    fn send(&mut self, c: AssocId, m: ClientMsg) {
+        self.reg.handle_message(self.now, self.wall, c, &m.encode());
+    }
+
+    fn register(&mut self, c: AssocId, nick: &str, instance: u64, port: u16) {
+        self.send(
+            c,
+            ClientMsg::Register(Register {
+                flags: flags::SUBSCRIBE,
+                instance,
+                nick: nick.into(),
+                chat_port: port,
+                chat_ip: None,
+            }),
+        );
+    }
+
+    /// Ends the turn and delivers the output; returns how many messages each client got.
+    fn turn(&mut self) -> HashMap<AssocId, usize> {
+        self.reg.tick(self.now, self.wall);
+        self.reg.flush();
+        let mut got: HashMap<AssocId, usize> = HashMap::new();
+        while let Some(o) = self.reg.poll_output() {
+            let targets: Vec<(AssocId, Vec<u8>)> = match o {
+                Out::To(c, b) => vec![(c, b)],
+                Out::Broadcast(b) => self.reg.subscribers().map(|c| (c, b.clone())).collect(),
+            };
+            for (c, b) in targets {
+                let m = ServerMsg::parse(&b).expect("registry sent a malformed message");
+                *got.entry(c).or_default() += 1;
+                if let Some((roster, log)) = self.clients.get_mut(&c) {
+                    if let Applied::NeedResync = roster.apply(&m) {
+                        panic!("client {c} saw a delta gap: {m:?}");
+                    }
+                    log.push(m);
+                }
+            }
+        }
+        got
+    }
+
+    fn last_registered(&self, c: AssocId) -> Option<(RegisterResult, u32, String)> {
+        self.clients[&c].1.iter().rev().find_map(|m| match m {
+            ServerMsg::Registered {
+                result,
+                retry_after_ms,
+                reason,
+                ..
+            } => Some((*result, *retry_after_ms, reason.clone())),
+            _ => None,
+        })
+    }
+
+    /// Every subscribed client's roster equals the registry's.
+    fn assert_converged(&self) {
+        let mut truth: Vec<_> = self.reg.entries().collect();
+        truth.sort_by_key(|e| e.nick);
+        for c in self.reg.subscribers() {
+            let mine: Vec<_> = self.clients[&c].0.entries().copied().collect();
+            assert_eq!(mine, truth, "client {c} disagrees");
+            assert_eq!(self.clients[&c].0.version(), Some(self.reg.version()));
+        }
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.reg.poll_event()).collect()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.wall += d.as_millis() as u64;
+    }
+}
+
+fn nick(s: &str) -> Nick {
+    Nick::new(s).unwrap()
+}
+
+#[test]
+fn joins_reach_everyone_as_one_delta_per_turn() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("127.0.0.1:1000");
+    h.register(a, "alice", 1, 5000);
+    let got = h.turn();
+    assert_eq!(got[&a], 2, "REGISTERED and a one-page snapshot");
+    assert_eq!(h.last_registered(a).unwrap().0, RegisterResult::Ok);
+    // A storm of 500 joins in one turn: alice gets one delta; each newcomer REGISTERED + one snapshot.
+    let mut new = Vec::new();
+    for i in 0..500 {
+        let c = h.connect(&format!("127.0.0.2:{}", 2000 + i));
+        h.register(c, &format!("user{i}"), 100 + i as u64, 6000);
+        new.push(c);
+    }
+    let got = h.turn();
+    assert_eq!(got[&a], 1, "coalesced");
+    for c in &new {
+        assert_eq!(got[c], 2);
+    }
+    h.assert_converged();
+    assert_eq!(h.reg.counts(), (501, 0, 0));
+    let joined = h
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Joined { .. }))
+        .count();
+    assert_eq!(joined, 501);
+    // A quiet turn sends nothing.
+    assert!(h.turn().is_empty());
+}
+
+#[test]
+fn large_snapshots_and_deltas_are_paged() {
+    let mut h = Harness::new(Config {
+        page_bytes: 1000,
+        ..Config::default()
+    });
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "first", 1, 1);
+    h.turn();
+    for i in 0..100 {
+        let c = h.connect(&format!("127.0.0.3:{}", 100 + i));
+        h.register(c, &format!("n{i}"), i as u64, 1);
+    }
+    let got = h.turn();
+    // 100 entries of up to 73 bytes in 1000-byte messages.
+    assert!(got[&a] >= 8, "{}", got[&a]);
+    let late = h.connect("127.0.0.4:1");
+    h.register(late, "late", 9, 1);
+    let got = h.turn();
+    assert!(got[&late] >= 9);
+    h.assert_converged();
+}
+
+#[test]
+fn nickname_rules() {
+    let mut h = Harness::new(Config {
+        max_clients: 2,
+        ..Config::default()
+    });
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    // Invalid nickname: refused with a reason the user can act on.
+    let b = h.connect("127.0.0.1:2");
+    h.register(b, "bad nick!", 2, 5001);
+    h.turn();
+    let (r, _, reason) = h.last_registered(b).unwrap();
+    assert_eq!(r, RegisterResult::InvalidNick);
+    assert!(reason.contains("letters, digits"), "{reason}");
+    // Taken by an online client elsewhere: refused, with a retry hint, and the holder is probed.
+    h.register(b, "alice", 2, 5001);
+    h.turn();
+    let (r, retry, reason) = h.last_registered(b).unwrap();
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert_eq!(retry, 3000);
+    assert!(reason.contains("in use"), "{reason}");
+    assert_eq!(h.reg.poll_probe(), Some(a));
+    // Roster full.
+    h.register(b, "bob", 2, 5001);
+    let c = h.connect("127.0.0.1:3");
+    h.register(c, "carol", 3, 5002);
+    h.turn();
+    assert_eq!(h.last_registered(c).unwrap().0, RegisterResult::Full);
+    // Re-registering a connection under another name is refused.
+    h.register(b, "robert", 2, 5001);
+    h.turn();
+    assert_eq!(h.last_registered(b).unwrap().0, RegisterResult::BadRequest);
+    let rejected = h
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Rejected { .. }))
+        .count();
+    assert_eq!(rejected, 4);
+    assert_eq!(h.reg.stats().rejections, 4);
+    h.assert_converged();
+}
+
+#[test]
+fn offline_online_restart_and_flaps() {
+    let mut h = Harness::new(Config::default());
+    let watcher = h.connect("127.0.0.1:9");
+    h.register(watcher, "watcher", 9, 9);
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    h.events();
+    // Lost: offline, and everyone hears it.
+    h.reg
+        .connection_lost(h.now, h.wall, a, "heartbeats unanswered");
+    h.turn();
+    assert_eq!(
+        h.events(),
+        vec![Event::Offline {
+            nick: nick("alice"),
+            why: "heartbeats unanswered"
+        }]
+    );
+    assert_eq!(
+        h.clients[&watcher].0.get(&nick("alice")).unwrap().status,
+        Status::Offline
+    );
+    // Back within the flap window: online again, one flap counted.
+    h.advance(Duration::from_secs(5));
+    let a2 = h.connect("127.0.0.1:2");
+    h.register(a2, "alice", 2, 5000);
+    h.turn();
+    assert!(matches!(
+        h.events()[..],
+        [Event::Online {
+            replaced: false,
+            ..
+        }]
+    ));
+    assert_eq!(
+        h.reg.flapping().collect::<Vec<_>>(),
+        vec![(nick("alice"), 1)]
+    );
+    // A new process on the same host and chat port, while the old association still looks alive: it takes
+    // the entry over at once, no duplicate.
+    let a3 = h.connect("127.0.0.1:3");
+    h.register(a3, "alice", 3, 5000);
+    h.turn();
+    assert!(matches!(
+        h.events()[..],
+        [Event::Online { replaced: true, .. }]
+    ));
+    // The replaced association is still up, but holds no entry any more.
+    assert_eq!(h.reg.counts(), (2, 0, 1));
+    // The old association dying later changes nothing.
+    h.reg.connection_lost(h.now, h.wall, a2, "lost");
+    h.turn();
+    assert!(h.events().is_empty());
+    assert_eq!(h.reg.counts(), (2, 0, 0));
+    h.assert_converged();
+}
+
+#[test]
+fn same_process_on_a_new_association_is_silent() {
+    let mut h = Harness::new(Config::default());
+    let w = h.connect("127.0.0.1:9");
+    h.register(w, "w", 9, 9);
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 7, 5000);
+    h.turn();
+    h.events();
+    let before = h.clients[&w].0.get(&nick("alice")).copied();
+    // The client lost its association (e.g. the daemon was stopped) and comes back with the same instance.
+    let a2 = h.connect("127.0.0.1:1");
+    h.register(a2, "alice", 7, 5000);
+    h.turn();
+    assert!(h.events().is_empty(), "no online/offline noise");
+    assert_eq!(h.clients[&w].0.get(&nick("alice")).copied(), before);
+    h.reg
+        .connection_lost(h.now, h.wall, a, "old association timed out");
+    h.turn();
+    assert!(h.events().is_empty());
+    assert_eq!(h.reg.counts(), (2, 0, 0));
+}
+
+#[test]
+fn association_restart_grace() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    let b = h.connect("127.0.0.1:2");
+    h.register(b, "bob", 2, 5001);
+    h.turn();
+    h.events();
+    // alice's peer restarts and registers again in time: no offline.
+    h.reg.connection_restarted(h.now, a);
+    h.advance(Duration::from_secs(1));
+    h.register(a, "alice", 11, 5000);
+    // bob's restarts and never registers: offline after the grace period.
+    h.reg.connection_restarted(h.now, b);
+    h.turn();
+    h.advance(Duration::from_secs(6));
+    h.turn();
+    let ev = h.events();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Offline { nick: n, .. } if *n == nick("bob"))),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, Event::Offline { nick: n, .. } if *n == nick("alice"))),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn observers_see_the_roster_without_joining() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    let o = h.connect("127.0.0.1:7");
+    h.send(
+        o,
+        ClientMsg::Register(Register {
+            flags: flags::OBSERVER,
+            instance: 5,
+            nick: "curious".into(),
+            chat_port: 0,
+            chat_ip: None,
+        }),
+    );
+    let got = h.turn();
+    assert_eq!(got[&o], 2);
+    assert_eq!(h.clients[&o].0.entries().count(), 1);
+    assert_eq!(h.reg.counts(), (1, 0, 1));
+    assert!(
+        h.reg.subscribers().all(|c| c != o),
+        "not subscribed: no deltas"
+    );
+    assert!(h.events().contains(&Event::Observed {
+        nick: "curious".into()
+    }));
+    // Its connection ending leaves the roster as it was.
+    h.reg.connection_lost(h.now, h.wall, o, "shutdown");
+    h.turn();
+    assert_eq!(h.reg.counts(), (1, 0, 0));
+}
+
+#[test]
+fn offline_entries_expire_after_the_ttl() {
+    let mut h = Harness::new(Config {
+        offline_ttl: Duration::from_secs(10),
+        ..Config::default()
+    });
+    let w = h.connect("127.0.0.1:9");
+    h.register(w, "w", 9, 9);
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    h.turn();
+    h.advance(Duration::from_secs(9));
+    h.turn();
+    assert!(h.clients[&w].0.get(&nick("alice")).is_some());
+    h.advance(Duration::from_secs(5));
+    h.turn();
+    assert!(h.clients[&w].0.get(&nick("alice")).is_none());
+    assert!(h.events().contains(&Event::Expired {
+        nick: nick("alice")
+    }));
+    h.assert_converged();
+}
+
+#[test]
+fn resync_gives_a_fresh_snapshot() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    h.send(a, ClientMsg::Resync);
+    let got = h.turn();
+    assert_eq!(got[&a], 1);
+    assert!(matches!(
+        h.clients[&a].1.last(),
+        Some(ServerMsg::Snapshot { .. })
+    ));
+    h.assert_converged();
+}
+
+#[test]
+fn loaded_roster_starts_offline_and_keeps_its_version() {
+    let mut h = Harness::new(Config::default());
+    let saved = vec![wire::Entry {
+        nick: nick("alice"),
+        instance: 1,
+        status: Status::Online,
+        since_ms: 5,
+        chat: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+        flaps: 3,
+    }];
+    assert_eq!(h.reg.load(saved, 40, 1234), 1);
+    assert_eq!(h.reg.counts(), (0, 1, 0));
+    let e = h.reg.entries().next().unwrap();
+    assert_eq!((e.status, e.since_ms, e.flaps), (Status::Offline, 1234, 3));
+    let a = h.connect("127.0.0.1:2");
+    h.register(a, "alice", 2, 5000);
+    h.turn();
+    assert_eq!(h.reg.version(), 41);
+    assert_eq!(h.reg.counts(), (1, 0, 0));
+}
+
+#[test]
+fn hostile_messages_are_counted_not_obeyed() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("127.0.0.1:1");
+    for junk in [&[][..], &[1], &[1, 0, 0], &[0xff; 300], &[2, 0]] {
+        h.reg.handle_message(h.now, h.wall, a, junk);
+    }
+    assert_eq!(h.reg.stats().malformed, 5);
+    assert!(h.turn().is_empty());
+    // Messages from unknown connections are ignored.
+    h.register(id(999), "ghost", 1, 1);
+    assert!(h.turn().is_empty());
+    let _ = Change::Removed(nick("x"));
+}
+
+#[test]
+fn loopback_clients_are_shown_at_the_host_address() {
+    let mut h = Harness::new(Config {
+        host_ip: Some("192.0.2.10".parse().unwrap()),
+        ..Config::default()
+    });
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "local", 1, 5000);
+    let b = h.connect("192.0.2.20:1");
+    h.register(b, "remote", 2, 5001);
+    h.turn();
+    let chats: Vec<SocketAddr> = h.reg.entries().map(|e| e.chat).collect();
+    assert!(chats.contains(&"192.0.2.10:5000".parse().unwrap()));
+    assert!(chats.contains(&"192.0.2.20:5001".parse().unwrap()));
+}
