@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod daemon;
 pub mod discovery;
 pub mod reactor;
 pub mod registry;

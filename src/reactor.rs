@@ -138,6 +138,8 @@ pub struct Reactor {
     timers: TimerWheel<u64>,
     start: std::time::Instant,
     now: Instant,
+    /// How far past its wake-up deadline the last turn woke (see `lateness`).
+    lateness: Duration,
     signals: Option<SignalWatch>,
     input: Option<InputWatch>,
 }
@@ -156,9 +158,17 @@ impl Reactor {
             timers: TimerWheel::new(),
             start: std::time::Instant::now(),
             now: Instant::ZERO,
+            lateness: Duration::ZERO,
             signals: None,
             input: None,
         })
+    }
+
+    /// How much later than it asked to the current turn woke up: about zero normally, seconds if the process
+    /// was stopped (SIGSTOP), the machine suspended, or the loop starved. Cores use it to avoid judging peers
+    /// on silences they could not have heard (see `Endpoint::handle_stall`).
+    pub fn lateness(&self) -> Duration {
+        self.lateness
     }
 
     /// The time read at the start of the current turn, in µs since the reactor was created. Hand this to the cores.
@@ -302,12 +312,14 @@ impl Reactor {
         }
 
         let timeout = self.poll_timeout(extra_deadline);
+        let wake_by = timeout.map(|t| self.now + t);
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => self.events.clear(),
             Err(e) => return Err(e),
         }
         self.now = Instant::from_micros(time::duration_micros(self.start.elapsed()));
+        self.lateness = wake_by.map_or(Duration::ZERO, |w| self.now.saturating_since(w));
 
         for event in self.events.iter() {
             let token = event.token();

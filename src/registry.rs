@@ -119,7 +119,7 @@ pub enum Out {
 }
 
 /// Counters for `mpd status`.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Successful registrations.
     pub registrations: u64,
@@ -385,6 +385,17 @@ impl Registry {
     fn want_snapshot(&mut self, conn: AssocId) {
         if !self.want_snapshot.contains(&conn) {
             self.want_snapshot.push(conn);
+        }
+    }
+
+    /// `conn` missed a message (its send buffer was full): it gets a fresh snapshot at the next flush instead
+    /// of deltas it could not apply.
+    pub fn desync(&mut self, conn: AssocId) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && c.synced
+        {
+            c.synced = false;
+            self.want_snapshot(conn);
         }
     }
 

@@ -247,7 +247,7 @@ impl Default for Config {
 }
 
 /// Endpoint-wide counters (not per association, to keep associations small). `Copy`, so a snapshot is cheap.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Datagrams handed to [`Endpoint::handle`].
     pub packets_in: u64,

@@ -845,6 +845,45 @@ impl Assoc {
         if sent <= now {
             self.rto.sample(now - sent, &sh.cfg.rto);
         }
+        // Answered: the next heartbeat after a full interval.
+        self.arm_heartbeat(sh, now);
+    }
+
+    /// Sends a heartbeat now, unless one is already out: the user suspects the peer is gone (e.g. someone
+    /// else claims its nickname) and wants to know within a few RTOs rather than an interval.
+    pub fn probe(&mut self) {
+        if matches!(
+            self.phase,
+            Phase::Established | Phase::ShutdownPending | Phase::ShutdownReceived
+        ) && self.flags & flag::HB_OUTSTANDING == 0
+        {
+            self.flags |= flag::SEND_HEARTBEAT;
+        }
+    }
+
+    /// The caller could not run for a while (the process was stopped, the machine suspended): nothing it
+    /// failed to hear during that time counts against the peer. Pending heartbeats and retransmission timers
+    /// start over from `now` without a strike, and the peer is probed again soon (spread over `spread` so a
+    /// stalled daemon does not probe everyone in one burst).
+    pub fn forgive_stall(&mut self, sh: &mut Shared, now: Instant, spread: Duration) {
+        self.errors = 0;
+        let rto = self.rto.rto();
+        if self.timers.is_armed(Timer::Heartbeat) {
+            self.flags &= !(flag::HB_OUTSTANDING | flag::SEND_HEARTBEAT);
+            let spread_us = spread.as_micros() as u64;
+            let delay = if spread_us == 0 {
+                0
+            } else {
+                sh.rng.next_u64() % spread_us
+            };
+            self.timers
+                .set(Timer::Heartbeat, now + Duration::from_micros(delay));
+        }
+        for t in [Timer::T1, Timer::T2Shutdown, Timer::T3Rtx] {
+            if self.timers.is_armed(t) {
+                self.timers.set(t, now + rto);
+            }
+        }
     }
 
     fn on_init_ack(&mut self, sh: &mut Shared, id: AssocId, now: Instant, i: &Init<'_>) -> Flow {
@@ -1129,14 +1168,15 @@ impl Assoc {
                     return None;
                 }
                 if self.flags & flag::HB_OUTSTANDING != 0 {
-                    // The last heartbeat went unanswered (§8.3).
+                    // Not acknowledged within one RTO (§8.3): an error, and another heartbeat at once with
+                    // the backed-off RTO, so a dead peer is found after Association.Max.Retrans + 1 RTOs.
                     self.flags &= !flag::HB_OUTSTANDING;
                     if self.strike(cfg) {
                         return Some(DownReason::Lost);
                     }
                 }
+                // The deadline for its acknowledgement is set when it is actually sent (write_packet).
                 self.flags |= flag::SEND_HEARTBEAT;
-                self.arm_heartbeat(sh, now);
             }
             Timer::Sack => {
                 if self.flags & flag::SACK_OWED != 0 {
@@ -1227,6 +1267,7 @@ impl Assoc {
             info[8..16].copy_from_slice(&now.as_micros().to_be_bytes());
             if write_raw(&mut w, kind::HEARTBEAT, 0, &info).is_ok() {
                 self.flags = (self.flags & !flag::SEND_HEARTBEAT) | flag::HB_OUTSTANDING;
+                self.timers.set(Timer::Heartbeat, now + self.rto.rto());
                 sh.stats.heartbeats_sent += 1;
             }
         }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
@@ -324,6 +325,26 @@ impl Endpoint {
         };
         self.assocs[key].abort(&mut self.sh);
         self.close(key, DownReason::LocalAbort);
+    }
+
+    /// Sends a heartbeat on `id` now (see [`State`]s where that applies), to learn quickly whether its peer is
+    /// still there.
+    pub fn probe(&mut self, now: Instant, id: AssocId) {
+        if let Some(key) = self.key_of(id) {
+            self.assocs[key].probe();
+            self.touch(key, now);
+        }
+    }
+
+    /// Tells the endpoint its caller was stalled (stopped, suspended, starved) until `now`: no association
+    /// is declared lost for heartbeats or acknowledgements it could not have seen; each is probed again,
+    /// spread over `spread`, and judged on that.
+    pub fn handle_stall(&mut self, now: Instant, spread: Duration) {
+        let keys: Vec<usize> = self.assocs.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.assocs[k].forgive_stall(&mut self.sh, now, spread);
+            self.touch(k, now);
+        }
     }
 
     fn close(&mut self, key: usize, reason: DownReason) {

@@ -24,7 +24,7 @@ use crate::time::Instant;
 pub const DEFAULT_UDP_PORT: u16 = 9899;
 
 /// Counters of the UDP layer (the endpoint counts SCTP-level events itself).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TransportStats {
     /// Datagrams received.
     pub datagrams_in: u64,

@@ -1,0 +1,614 @@
+//! `mpd`'s service loop: one reactor driving the SCTP endpoint on its UDP socket, the discovery sockets, the
+//! control socket, the registry and the saved roster. Process management (daemonizing, the pidfile, log
+//! files) lives in `src/bin/mpd.rs`; this module only runs the service until it is told to stop.
+//!
+//! Each loop turn: read the clock once, check whether the process was stalled (then the SCTP endpoint
+//! forgives what it could not have heard), handle I/O, signals and timers, feed association events to the
+//! registry, flush the registry's coalesced deltas, and send.
+
+mod control;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mio::Token;
+use nix::sys::signal::Signal;
+
+use crate::discovery::{self, DaemonInfo, Datagram, DiscoveryError, Iface};
+use crate::reactor::{Reactor, ReactorEvent};
+use crate::registry::{self, Event as RosterEvent, Out, Registry, persist, wire};
+use crate::sctp::transport::UdpTransport;
+use crate::sctp::{AssocId, Config as SctpConfig, DownReason, Endpoint, Event, RtoConfig};
+use crate::time::Instant;
+
+pub use control::{CONTROL_SOCKET, query_status};
+
+/// Where and how the daemon runs. `src/bin/mpd.rs` builds this from its command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Directory for `multiproto.sock`, `roster.json` (the pidfile and log are the binary's).
+    pub dir: PathBuf,
+    /// Discovery multicast group and port.
+    pub group: SocketAddr,
+    /// `--iface ADDR|NAME`, or `None` for the routing table's choice.
+    pub iface: Option<String>,
+    /// UDP port of the SCTP encapsulation socket (also used as the SCTP port).
+    pub sctp_port: u16,
+    /// Address the SCTP socket binds to (the unspecified address: all of them).
+    pub bind: IpAddr,
+    /// SCTP heartbeat interval.
+    pub heartbeat: Duration,
+    /// Unanswered heartbeats (or timeouts) after which a client is declared gone is this + 1.
+    pub max_retransmits: u8,
+    /// RTO bounds for client associations.
+    pub rto_min: Duration,
+    /// See `rto_min`.
+    pub rto_max: Duration,
+    /// How long offline entries are kept.
+    pub offline_ttl: Duration,
+    /// Roster entries held at most.
+    pub max_clients: usize,
+    /// How long after a change the roster is saved (changes in between are saved together).
+    pub save_delay: Duration,
+}
+
+impl Options {
+    /// Defaults from DESIGN.md, in `dir`.
+    pub fn new(dir: PathBuf) -> Options {
+        Options {
+            dir,
+            group: discovery::DEFAULT_GROUP,
+            iface: None,
+            sctp_port: crate::sctp::transport::DEFAULT_UDP_PORT,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            heartbeat: Duration::from_secs(1),
+            max_retransmits: 3,
+            rto_min: Duration::from_millis(100),
+            rto_max: Duration::from_millis(400),
+            offline_ttl: Duration::from_secs(24 * 3600),
+            max_clients: 200_000,
+            save_delay: Duration::from_secs(1),
+        }
+    }
+
+    /// The longest a silent client can stay online, from the last heartbeat it answered: one interval (plus
+    /// jitter), then `max_retransmits + 1` unanswered heartbeats of one backed-off RTO each.
+    pub fn detection_bound(&self) -> Duration {
+        let mut rto = self.rto_min;
+        let mut total = self.heartbeat + self.rto_min * 3 / 2;
+        for _ in 0..=self.max_retransmits {
+            total += rto;
+            rto = (rto * 2).min(self.rto_max);
+        }
+        total
+    }
+}
+
+/// What the daemon is listening on, once it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The SCTP-over-UDP socket.
+    pub sctp: SocketAddr,
+    /// The discovery group.
+    pub group: SocketAddr,
+    /// The interface discovery joined on.
+    pub iface: Iface,
+}
+
+const SCTP: Token = Token(0);
+const GROUP: Token = Token(1);
+const CONTROL: Token = Token(2);
+const SIGNALS: Token = Token(3);
+const CONTROL_CONNS: Token = Token(16);
+
+/// Reactor timer keys.
+const TIMER_ANNOUNCE: u64 = 1;
+const TIMER_SAVE: u64 = 2;
+
+/// A turn that woke this much later than it asked counts as a stall (the process was stopped, the machine
+/// suspended or overloaded).
+const STALL: Duration = Duration::from_millis(250);
+/// On stop, how long to wait for clients to acknowledge the shutdown of their associations.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Counters of the daemon's own (non-SCTP, non-registry) work.
+#[derive(Copy, Clone, Debug, Default, serde::Serialize)]
+pub struct Counters {
+    /// HELLOs answered.
+    pub hellos: u64,
+    /// Discovery datagrams without our magic.
+    pub discovery_foreign: u64,
+    /// Discovery datagrams of another protocol version.
+    pub discovery_bad_version: u64,
+    /// Malformed discovery datagrams.
+    pub discovery_malformed: u64,
+    /// Roster messages that could not be delivered because a client's send buffer was full.
+    pub send_buffer_full: u64,
+    /// Stalls detected (turns that woke more than 250 ms late).
+    pub stalls: u64,
+    /// The longest stall, in ms.
+    pub longest_stall_ms: u64,
+    /// Roster saves that failed.
+    pub save_errors: u64,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random_u64() -> io::Result<u64> {
+    getrandom::u64().map_err(|e| io::Error::other(format!("no OS randomness: {e}")))
+}
+
+fn why(r: DownReason) -> &'static str {
+    match r {
+        DownReason::Shutdown => "left",
+        DownReason::PeerAbort(_) => "aborted its association",
+        DownReason::LocalAbort => "association aborted",
+        DownReason::Lost => "stopped answering heartbeats",
+        DownReason::InitFailed => "association never completed",
+        DownReason::Unreachable => "its port is closed",
+        DownReason::ProtocolViolation => "broke the protocol",
+    }
+}
+
+/// The daemon's state, shared by the loop's steps.
+struct Service {
+    opts: Options,
+    reactor: Reactor,
+    udp: UdpTransport,
+    ep: Endpoint,
+    registry: Registry,
+    group_sock: mio::net::UdpSocket,
+    sender: mio::net::UdpSocket,
+    control: control::Control,
+    ready: Ready,
+    instance: u64,
+    started_ms: u64,
+    wall0: u64,
+    counters: Counters,
+    save_armed: bool,
+    announces_left: u8,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `ready` is called once: with what it listens on when every
+/// socket is open (the caller may then detach), or with a one-line error if it cannot start. `hup` is called
+/// on SIGHUP (the caller reopens its log file).
+pub fn run(
+    opts: Options,
+    ready: &mut dyn FnMut(Result<&Ready, String>),
+    hup: &mut dyn FnMut(),
+) -> io::Result<()> {
+    let mut svc = match Service::open(opts) {
+        Ok(s) => s,
+        Err(e) => {
+            ready(Err(e.clone()));
+            return Err(io::Error::other(e));
+        }
+    };
+    ready(Ok(&svc.ready));
+    svc.serve(hup)
+}
+
+impl Service {
+    fn open(opts: Options) -> Result<Service, String> {
+        let dir_hint = |e: io::Error, what: &str| format!("{what} in {}: {e}", opts.dir.display());
+        let mut reactor =
+            Reactor::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        reactor
+            .watch_signals(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP], SIGNALS)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+        let iface = discovery::resolve_iface(opts.iface.as_deref(), opts.group.ip())
+            .map_err(|e| format!("--iface: {e}"))?;
+        let (mut group_sock, joined) = discovery::multicast_socket(opts.group, iface).map_err(|e| {
+            format!(
+                "cannot join the discovery group {} on interface {iface}: {e} (check --group and --iface)",
+                opts.group
+            )
+        })?;
+        let sender = discovery::sender_socket(opts.group, joined)
+            .map_err(|e| format!("cannot open the discovery sender socket: {e}"))?;
+        let bind = SocketAddr::new(opts.bind, opts.sctp_port);
+        let mut udp = UdpTransport::bind(bind, 1200).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                format!(
+                    "UDP port {} is already in use (another mpd?): stop it, or choose another with --sctp-port",
+                    opts.sctp_port
+                )
+            } else {
+                format!("cannot bind the SCTP socket to {bind}: {e}")
+            }
+        })?;
+        let control = control::Control::bind(&opts.dir)
+            .map_err(|e| dir_hint(e, "cannot create the control socket"))?;
+        udp.register(reactor.registry(), SCTP)
+            .map_err(|e| e.to_string())?;
+        reactor
+            .registry()
+            .register(&mut group_sock, GROUP, mio::Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        let mut control = control;
+        control
+            .register(reactor.registry(), CONTROL)
+            .map_err(|e| e.to_string())?;
+
+        let instance = random_u64().map_err(|e| e.to_string())?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| format!("no OS randomness: {e}"))?;
+        let cfg = SctpConfig {
+            port: opts.sctp_port,
+            accept: true,
+            heartbeat_interval: Some(opts.heartbeat),
+            rto: RtoConfig {
+                initial: Duration::from_millis(300).clamp(opts.rto_min, opts.rto_max),
+                min: opts.rto_min,
+                max: opts.rto_max,
+            },
+            max_retransmits: opts.max_retransmits,
+            streams: 2,
+            max_associations: opts.max_clients.saturating_mul(2).max(64),
+            ..SctpConfig::default()
+        };
+        let ep = Endpoint::new(cfg, seed);
+        let host_ip = match joined {
+            Iface::V4(a) if !a.is_loopback() => Some(IpAddr::V4(a)),
+            _ => None,
+        };
+        let mut registry = Registry::new(registry::Config {
+            max_clients: opts.max_clients,
+            offline_ttl: opts.offline_ttl,
+            daemon: instance,
+            host_ip,
+            ..registry::Config::default()
+        });
+        let wall0 = unix_ms();
+        match persist::load(&opts.dir, wall0)
+            .map_err(|e| dir_hint(e, "cannot read the saved roster"))?
+        {
+            persist::Loaded::Missing => {
+                log::info!("no saved roster in {}: starting empty", opts.dir.display())
+            }
+            persist::Loaded::Roster {
+                entries,
+                version,
+                saved_unix_ms,
+                skipped,
+            } => {
+                let n = registry.load(entries, version, saved_unix_ms);
+                log::info!("loaded {n} roster entries (all offline until they register again)");
+                if skipped > 0 {
+                    log::warn!(
+                        "skipped {skipped} invalid or duplicate entries in the saved roster"
+                    );
+                }
+            }
+            persist::Loaded::SetAside { reason, moved_to } => log::error!(
+                "the saved roster could not be read ({reason}); it was moved to {} and the daemon starts with an empty roster",
+                moved_to.display()
+            ),
+        }
+        let ready = Ready {
+            sctp: udp.local_addr().map_err(|e| e.to_string())?,
+            group: opts.group,
+            iface: joined,
+        };
+        Ok(Service {
+            opts,
+            reactor,
+            udp,
+            ep,
+            registry,
+            group_sock,
+            sender,
+            control,
+            ready,
+            instance,
+            started_ms: wall0,
+            wall0,
+            counters: Counters::default(),
+            save_armed: false,
+            announces_left: 3,
+        })
+    }
+
+    fn wall(&self, now: Instant) -> u64 {
+        self.wall0 + now.as_millis()
+    }
+
+    fn daemon_info(&self) -> DaemonInfo {
+        DaemonInfo {
+            instance: self.instance,
+            sctp_udp_port: self.ready.sctp.port(),
+            sctp_port: self.opts.sctp_port,
+            addr: None,
+        }
+    }
+
+    fn serve(&mut self, hup: &mut dyn FnMut()) -> io::Result<()> {
+        log::info!(
+            "mpd started: instance {:016x}, SCTP on udp {}, discovery {} on interface {}, pid {}",
+            self.instance,
+            self.ready.sctp,
+            self.ready.group,
+            self.ready.iface,
+            std::process::id()
+        );
+        // Announce now and twice more, in case the first is lost: waiting clients find us at once.
+        self.announce();
+        let mut events = Vec::with_capacity(256);
+        let mut stopping: Option<Instant> = None;
+        loop {
+            self.reactor.turn(self.ep.poll_timeout(), &mut events)?;
+            let now = self.reactor.now();
+            let late = self.reactor.lateness();
+            if late > STALL {
+                self.counters.stalls += 1;
+                self.counters.longest_stall_ms =
+                    self.counters.longest_stall_ms.max(late.as_millis() as u64);
+                log::warn!(
+                    "mpd was stalled for {} ms (stopped or starved): probing every client again before judging any",
+                    late.as_millis()
+                );
+                self.ep.handle_stall(now, self.opts.heartbeat);
+            }
+            for ev in &events {
+                match *ev {
+                    ReactorEvent::Io(SCTP, r) => {
+                        self.udp.read(now, &mut self.ep)?;
+                        if r.writable {
+                            self.udp
+                                .write(now, &mut self.ep, self.reactor.registry(), SCTP)?;
+                        }
+                    }
+                    ReactorEvent::Io(GROUP, _) => self.read_discovery()?,
+                    ReactorEvent::Io(CONTROL, _) => self.control.accept(self.reactor.registry())?,
+                    ReactorEvent::Io(t, _) if t.0 >= CONTROL_CONNS.0 => {
+                        let status = self.status(now);
+                        self.control.serve(t, self.reactor.registry(), &status);
+                    }
+                    ReactorEvent::Signal(Signal::SIGHUP) => {
+                        hup();
+                        log::info!("log reopened on SIGHUP");
+                    }
+                    ReactorEvent::Signal(s) => {
+                        if stopping.is_none() {
+                            log::info!(
+                                "{s} received: shutting down {} associations",
+                                self.ep.len()
+                            );
+                            stopping = Some(now);
+                            let ids: Vec<AssocId> = self.ep.ids().collect();
+                            for id in ids {
+                                self.ep.shutdown(now, id);
+                            }
+                        }
+                    }
+                    ReactorEvent::Timer { key, .. } => match key {
+                        TIMER_ANNOUNCE => self.announce(),
+                        TIMER_SAVE => {
+                            self.save_armed = false;
+                            self.save(now);
+                        }
+                        _ => {}
+                    },
+                    ReactorEvent::Io(..) => {}
+                }
+            }
+            if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+                self.ep.handle_timeout(now);
+            }
+            self.pump(now);
+            self.udp
+                .write(now, &mut self.ep, self.reactor.registry(), SCTP)?;
+            if let Some(t) = stopping
+                && (self.ep.is_empty() || now.saturating_since(t) >= STOP_GRACE)
+            {
+                self.save(now);
+                log::info!(
+                    "mpd stopped ({} associations left unfinished)",
+                    self.ep.len()
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves association events into the registry and the registry's output into associations.
+    fn pump(&mut self, now: Instant) {
+        let wall = self.wall(now);
+        while let Some((id, e)) = self.ep.poll_event() {
+            match e {
+                Event::Up => {
+                    if let Some((remote, _)) = self.ep.remote(id) {
+                        self.registry.connected(id, remote);
+                    }
+                }
+                Event::Message { ppid, data, .. } if ppid == wire::PPID => {
+                    self.registry.handle_message(now, wall, id, &data)
+                }
+                Event::Message { .. } => {}
+                Event::Restarted => self.registry.connection_restarted(now, id),
+                Event::Down(r) => self.registry.connection_lost(now, wall, id, why(r)),
+            }
+        }
+        self.registry.tick(now, wall);
+        self.registry.flush();
+        while let Some(out) = self.registry.poll_output() {
+            match out {
+                Out::To(id, bytes) => self.deliver(id, bytes),
+                Out::Broadcast(bytes) => {
+                    let subs: Vec<AssocId> = self.registry.subscribers().collect();
+                    for id in subs {
+                        self.deliver(id, bytes.clone());
+                    }
+                }
+            }
+        }
+        while let Some(id) = self.registry.poll_probe() {
+            self.ep.probe(now, id);
+        }
+        while let Some(ev) = self.registry.poll_event() {
+            log_event(&ev);
+        }
+        if self.registry.take_unsaved() && !self.save_armed {
+            self.save_armed = true;
+            self.reactor.arm(now + self.opts.save_delay, TIMER_SAVE);
+        }
+    }
+
+    fn deliver(&mut self, id: AssocId, bytes: Vec<u8>) {
+        if let Err(crate::sctp::SendError::BufferFull) =
+            self.ep.send_owned(id, 0, false, wire::PPID, bytes)
+        {
+            // The client lags: it will miss this message, so it gets a fresh snapshot once it catches up.
+            self.counters.send_buffer_full += 1;
+            self.registry.desync(id);
+        }
+    }
+
+    fn read_discovery(&mut self) -> io::Result<()> {
+        let mut buf = [0u8; 512];
+        let mut out = Vec::with_capacity(discovery::MAX_DATAGRAM);
+        loop {
+            let (n, from) = match self.group_sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            match Datagram::parse(&buf[..n]) {
+                Ok(Datagram::Hello(h)) => {
+                    self.counters.hellos += 1;
+                    log::debug!("HELLO from {} at {from}", h.nick);
+                    Datagram::Welcome {
+                        to: h.instance,
+                        daemon: self.daemon_info(),
+                    }
+                    .write(&mut out);
+                    if let Err(e) = self.sender.send_to(&out, from) {
+                        log::debug!("WELCOME to {from} failed: {e}");
+                    }
+                }
+                // Our own ANNOUNCE looped back, or another daemon's: not for us.
+                Ok(Datagram::Announce(d)) if d.instance != self.instance => {
+                    log::warn!(
+                        "another mpd announces itself on {} from {from}",
+                        self.opts.group
+                    )
+                }
+                Ok(_) => {}
+                Err(DiscoveryError::Foreign) => self.counters.discovery_foreign += 1,
+                Err(DiscoveryError::Version(v)) => {
+                    self.counters.discovery_bad_version += 1;
+                    log::debug!("discovery datagram of version {v} from {from} ignored");
+                }
+                Err(DiscoveryError::Malformed) => self.counters.discovery_malformed += 1,
+            }
+        }
+    }
+
+    fn announce(&mut self) {
+        let mut out = Vec::new();
+        Datagram::Announce(self.daemon_info()).write(&mut out);
+        if let Err(e) = self.sender.send_to(&out, self.opts.group) {
+            log::warn!("cannot send ANNOUNCE to {}: {e}", self.opts.group);
+        }
+        self.announces_left = self.announces_left.saturating_sub(1);
+        if self.announces_left > 0 {
+            let after = if self.announces_left == 2 { 200 } else { 1000 };
+            let now = self.reactor.now();
+            self.reactor
+                .arm(now + Duration::from_millis(after), TIMER_ANNOUNCE);
+        }
+    }
+
+    fn save(&mut self, now: Instant) {
+        let bytes = persist::encode(
+            self.registry.entries(),
+            self.registry.version(),
+            self.wall(now),
+        );
+        if let Err(e) = persist::save(&self.opts.dir, &bytes) {
+            self.counters.save_errors += 1;
+            log::error!("cannot save the roster in {}: {e}", self.opts.dir.display());
+        }
+    }
+
+    fn status(&self, now: Instant) -> serde_json::Value {
+        let (online, offline, other) = self.registry.counts();
+        let flapping: Vec<serde_json::Value> = self
+            .registry
+            .flapping()
+            .map(|(n, f)| serde_json::json!({"nick": n.as_str(), "flaps": f}))
+            .collect();
+        let sctp = self.ep.stats();
+        let udp = self.udp.stats();
+        serde_json::json!({
+            "running": true,
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "instance": format!("{:016x}", self.instance),
+            "started_unix_ms": self.started_ms,
+            "uptime_s": now.as_millis() / 1000,
+            "dir": self.opts.dir.display().to_string(),
+            "group": self.ready.group.to_string(),
+            "iface": self.ready.iface.to_string(),
+            "sctp_udp": self.ready.sctp.to_string(),
+            "sctp_port": self.opts.sctp_port,
+            "heartbeat_ms": self.opts.heartbeat.as_millis() as u64,
+            "detection_bound_ms": self.opts.detection_bound().as_millis() as u64,
+            "clients": {"online": online, "offline": offline, "other_connections": other},
+            "associations": self.ep.len(),
+            "roster_version": self.registry.version(),
+            "flapping": flapping,
+            "drops": {
+                "discovery_foreign": self.counters.discovery_foreign,
+                "discovery_bad_version": self.counters.discovery_bad_version,
+                "discovery_malformed": self.counters.discovery_malformed,
+                "sctp_bad_checksum": sctp.bad_checksum,
+                "sctp_malformed": sctp.malformed,
+                "sctp_bad_vtag": sctp.bad_vtag,
+                "sctp_out_of_the_blue": sctp.ootb,
+                "sctp_bad_cookies": sctp.bad_cookies,
+                "udp_truncated": udp.truncated,
+                "roster_malformed": self.registry.stats().malformed,
+            },
+            "daemon": self.counters,
+            "registry": self.registry.stats(),
+            "sctp": sctp,
+            "udp": udp,
+        })
+    }
+}
+
+fn log_event(ev: &RosterEvent) {
+    match ev {
+        RosterEvent::Joined { nick, chat } => log::info!("join: {nick} at {chat}"),
+        RosterEvent::Online {
+            nick,
+            chat,
+            replaced,
+        } => {
+            if *replaced {
+                log::info!("online: {nick} at {chat} (a new instance replaced the previous one)")
+            } else {
+                log::info!("online: {nick} at {chat}")
+            }
+        }
+        RosterEvent::Offline { nick, why } => log::info!("offline: {nick} ({why})"),
+        RosterEvent::Expired { nick } => {
+            log::info!("expired: {nick} (offline longer than the TTL)")
+        }
+        RosterEvent::Rejected { nick, reason } => log::info!("rejected: {nick:?}: {reason}"),
+        RosterEvent::Observed { nick } => log::debug!("observer {nick:?} read the roster"),
+    }
+}
+
+/// The path of the control socket in `dir`.
+pub fn control_path(dir: &Path) -> PathBuf {
+    dir.join(CONTROL_SOCKET)
+}
