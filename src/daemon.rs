@@ -354,6 +354,9 @@ impl Service {
                     late.as_millis()
                 );
                 self.ep.handle_stall(now, self.opts.heartbeat);
+                // Clients that gave up on us meanwhile come back by themselves: give them time to.
+                self.registry
+                    .note_stall(now, self.opts.detection_bound() * 2 + late);
             }
             for ev in &events {
                 match *ev {

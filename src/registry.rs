@@ -195,6 +195,8 @@ pub struct Registry {
     /// Entries whose association restarted: online until the deadline unless registered again (rare, so a
     /// short list is scanned rather than every connection).
     graces: Vec<(Instant, AssocId, usize)>,
+    /// Until then, a lost association is treated like a restarted one (see `note_stall`).
+    stall_grace_until: Instant,
     unsaved: bool,
     next_sweep: Instant,
     stats: Stats,
@@ -217,6 +219,7 @@ impl Registry {
             events: VecDeque::new(),
             probes: Vec::new(),
             graces: Vec::new(),
+            stall_grace_until: Instant::ZERO,
             unsaved: false,
             next_sweep: Instant::ZERO,
             stats: Stats::default(),
@@ -572,7 +575,7 @@ impl Registry {
         let c = self.conns.get_mut(&conn).unwrap_or_else(|| unreachable!());
         c.entry = Some(k);
         c.subscribed = subscribe;
-        self.graces.retain(|g| g.1 != conn);
+        self.graces.retain(|g| g.2 != k);
         self.stats.registrations += 1;
         self.reply(conn, RegisterResult::Ok, Duration::ZERO, String::new());
         self.want_snapshot(conn);
@@ -592,6 +595,13 @@ impl Registry {
         self.events.push_back(Event::Offline { nick, why });
     }
 
+    /// The daemon was stalled until `now`: its clients may have given up on it meanwhile and dropped their
+    /// associations, though they are alive and will register again. For `window`, a lost association keeps
+    /// its entry online for the restart grace period instead of taking it offline at once.
+    pub fn note_stall(&mut self, now: Instant, window: Duration) {
+        self.stall_grace_until = self.stall_grace_until.max(now + window);
+    }
+
     /// The association `conn` ended (`why` says how, for the log): its client goes offline.
     pub fn connection_lost(
         &mut self,
@@ -604,6 +614,12 @@ impl Registry {
             return;
         };
         self.want_snapshot.retain(|&x| x != conn);
+        if now < self.stall_grace_until
+            && let Some(k) = c.entry
+        {
+            self.graces.push((now + self.cfg.restart_grace, conn, k));
+            return;
+        }
         // Its registered entry, or the one it held before an association restart.
         let grace = self
             .graces

@@ -461,3 +461,44 @@ fn loopback_clients_are_shown_at_the_host_address() {
     assert!(chats.contains(&"192.0.2.10:5000".parse().unwrap()));
     assert!(chats.contains(&"192.0.2.20:5001".parse().unwrap()));
 }
+
+#[test]
+fn after_a_stall_lost_associations_get_a_grace_period() {
+    let mut h = Harness::new(Config::default());
+    let w = h.connect("127.0.0.1:9");
+    h.register(w, "w", 9, 9);
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    let b = h.connect("127.0.0.1:2");
+    h.register(b, "bob", 2, 5001);
+    h.turn();
+    h.events();
+    // The daemon was stopped: both clients gave up on it; alice comes back, bob really died.
+    h.reg.note_stall(h.now, Duration::from_secs(10));
+    h.reg
+        .connection_lost(h.now, h.wall, a, "aborted its association");
+    h.reg
+        .connection_lost(h.now, h.wall, b, "aborted its association");
+    h.turn();
+    assert!(h.events().is_empty(), "no verdict yet");
+    h.advance(Duration::from_secs(2));
+    let a2 = h.connect("127.0.0.1:1");
+    h.register(a2, "alice", 1, 5000);
+    h.turn();
+    h.advance(Duration::from_secs(4));
+    h.turn();
+    let ev = h.events();
+    assert_eq!(
+        ev,
+        vec![Event::Offline {
+            nick: nick("bob"),
+            why: "restarted and did not register again"
+        }]
+    );
+    h.assert_converged();
+    // Outside the window, a loss is a loss again.
+    h.advance(Duration::from_secs(20));
+    h.reg.connection_lost(h.now, h.wall, a2, "lost");
+    h.turn();
+    assert!(matches!(h.events()[..], [Event::Offline { .. }]));
+}

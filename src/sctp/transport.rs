@@ -114,7 +114,22 @@ impl UdpTransport {
     /// Drains the socket: ICMP errors first (so an association whose peer is gone is closed before more of its
     /// packets are handled), then every datagram, each handed to the endpoint.
     pub fn read(&mut self, now: Instant, ep: &mut Endpoint) -> io::Result<()> {
-        self.read_errors(ep)?;
+        // Two closures need the endpoint: hand it to each in turn through a cell.
+        let ep = std::cell::RefCell::new(ep);
+        self.read_with(
+            |from, bytes| ep.borrow_mut().handle(now, from, bytes),
+            |dst, payload| ep.borrow_mut().handle_unreachable(dst, payload),
+        )
+    }
+
+    /// Like [`UdpTransport::read`], for callers that wrap their endpoint: `datagram(from, bytes)` for each
+    /// SCTP packet, `unreachable(dst, quoted)` for each ICMP port unreachable.
+    pub fn read_with(
+        &mut self,
+        mut datagram: impl FnMut(SocketAddr, &[u8]),
+        mut unreachable: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<()> {
+        self.read_errors(&mut unreachable)?;
         loop {
             let n = self.recv.recv(&self.sock)?;
             if n == 0 {
@@ -126,18 +141,18 @@ impl UdpTransport {
                     self.stats.truncated += 1;
                     continue;
                 }
-                ep.handle(now, canonical(d.source), d.payload);
+                datagram(canonical(d.source), d.payload);
             }
         }
-        self.read_errors(ep)
+        self.read_errors(&mut unreachable)
     }
 
-    fn read_errors(&mut self, ep: &mut Endpoint) -> io::Result<()> {
+    fn read_errors(&mut self, unreachable: &mut impl FnMut(SocketAddr, &[u8])) -> io::Result<()> {
         let stats = &mut self.stats;
         udp::read_errors(&self.sock, |e| {
             stats.icmp_errors += 1;
             if e.errno == libc::ECONNREFUSED {
-                ep.handle_unreachable(canonical(e.dst), e.payload);
+                unreachable(canonical(e.dst), e.payload);
             }
         })?;
         Ok(())
@@ -152,10 +167,20 @@ impl UdpTransport {
         registry: &Registry,
         token: Token,
     ) -> io::Result<()> {
+        self.write_with(registry, token, |buf| ep.poll_transmit(now, buf))
+    }
+
+    /// Like [`UdpTransport::write`], taking datagrams from `next` (an endpoint's `poll_transmit`).
+    pub fn write_with(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        mut next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
+    ) -> io::Result<()> {
         loop {
             let mut more = false;
             while let Some(slot) = self.send.slot() {
-                match ep.poll_transmit(now, slot) {
+                match next(slot) {
                     Some(t) => {
                         let mut dst = t.dst;
                         if let Some(p) = self.peer_port_override {

@@ -1,0 +1,224 @@
+//! The I/O around a [`Client`]: a reactor, the SCTP-over-UDP socket, the discovery sockets, and SIGINT /
+//! SIGTERM. A program (mpc, a test client, the load harness) adds its own sources with tokens from
+//! [`FIRST_APP_TOKEN`] up and handles their events itself; [`ClientIo::turn`] does everything else.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Token};
+use nix::sys::signal::Signal;
+
+use super::{Client, Config};
+use crate::discovery::{self, Iface, Nick};
+use crate::reactor::{Reactor, ReactorEvent};
+use crate::sctp::transport::UdpTransport;
+use crate::time::Instant;
+
+const SCTP: Token = Token(0);
+const GROUP: Token = Token(1);
+const SENDER: Token = Token(2);
+const SIGNALS: Token = Token(3);
+/// Tokens below this belong to [`ClientIo`].
+pub const FIRST_APP_TOKEN: usize = 8;
+
+/// A turn that woke this much later than it asked counts as a stall (see [`Client::handle_stall`]).
+const STALL: Duration = Duration::from_millis(250);
+
+/// What to open.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// Our nickname.
+    pub nick: Nick,
+    /// Observer (one-shot) rather than member.
+    pub observer: bool,
+    /// Wants roster changes after the snapshot.
+    pub subscribe: bool,
+    /// Our chat TCP port (0 for observers).
+    pub chat_port: u16,
+    /// Discovery group.
+    pub group: SocketAddr,
+    /// `--iface ADDR|NAME`.
+    pub iface: Option<String>,
+    /// The daemon's SCTP-over-UDP address, skipping discovery.
+    pub daemon: Option<SocketAddr>,
+    /// Where our SCTP socket binds; port 0 picks one.
+    pub bind: SocketAddr,
+    /// Heartbeat interval towards the daemon.
+    pub heartbeat: Duration,
+}
+
+impl Setup {
+    /// A member's setup with defaults.
+    pub fn new(nick: Nick) -> Setup {
+        Setup {
+            nick,
+            observer: false,
+            subscribe: true,
+            chat_port: 0,
+            group: discovery::DEFAULT_GROUP,
+            iface: None,
+            daemon: None,
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The client and its sockets.
+pub struct ClientIo {
+    /// The event loop; register extra sources with tokens from [`FIRST_APP_TOKEN`].
+    pub reactor: Reactor,
+    /// The protocol core.
+    pub client: Client,
+    udp: UdpTransport,
+    sender: Option<UdpSocket>,
+    group: Option<UdpSocket>,
+    iface: Iface,
+    stalls: u64,
+}
+
+impl ClientIo {
+    /// Opens the sockets and starts looking for the daemon.
+    pub fn open(s: &Setup) -> io::Result<ClientIo> {
+        let mut reactor = Reactor::new()?;
+        reactor.watch_signals(&[Signal::SIGINT, Signal::SIGTERM], SIGNALS)?;
+        let mut udp = UdpTransport::bind(s.bind, 1200)?;
+        udp.register(reactor.registry(), SCTP)?;
+        let sctp_port = udp.local_addr()?.port();
+        let (mut sender, mut group, mut iface) = (None, None, Iface::Default);
+        if s.daemon.is_none() {
+            let want = discovery::resolve_iface(s.iface.as_deref(), s.group.ip())?;
+            let (mut g, joined) = discovery::multicast_socket(s.group, want)?;
+            reactor
+                .registry()
+                .register(&mut g, GROUP, Interest::READABLE)?;
+            let mut snd = discovery::sender_socket(s.group, joined)?;
+            reactor
+                .registry()
+                .register(&mut snd, SENDER, Interest::READABLE)?;
+            sender = Some(snd);
+            group = Some(g);
+            iface = joined;
+        }
+        let instance =
+            getrandom::u64().map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)
+            .map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+        let mut cfg = Config::new(s.nick, instance, s.group, sctp_port);
+        cfg.observer = s.observer;
+        cfg.subscribe = s.subscribe;
+        cfg.chat_port = s.chat_port;
+        cfg.daemon = s.daemon;
+        cfg.heartbeat = s.heartbeat;
+        let client = Client::new(cfg, seed, reactor.now());
+        let mut io = ClientIo {
+            reactor,
+            client,
+            udp,
+            sender,
+            group,
+            iface,
+            stalls: 0,
+        };
+        io.flush()?;
+        Ok(io)
+    }
+
+    /// The interface discovery joined on.
+    pub fn iface(&self) -> Iface {
+        self.iface
+    }
+
+    /// Turns that woke late enough to count as a stall.
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
+    /// Sends what the client has to send.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let now = self.reactor.now();
+        let client = &mut self.client;
+        self.udp.write_with(self.reactor.registry(), SCTP, |buf| {
+            client.poll_sctp_transmit(now, buf)
+        })?;
+        while let Some((dst, bytes)) = self.client.poll_discovery_transmit() {
+            if let Some(s) = &self.sender
+                && let Err(e) = s.send_to(&bytes, dst)
+            {
+                log::debug!("HELLO to {dst} failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn read_discovery(sock: &UdpSocket, client: &mut Client, now: Instant) -> io::Result<()> {
+        let mut buf = [0u8; 512];
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => client.handle_discovery(now, from, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An ICMP error parked on the socket (a HELLO that bounced): not fatal.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One loop turn: sends pending output, waits until I/O, a signal, the client's next timer or
+    /// `app_deadline`, and handles the client's own sockets and timers. Events for the application's
+    /// sources and signals are put in `app` (cleared first).
+    pub fn turn(
+        &mut self,
+        app_deadline: Option<Instant>,
+        app: &mut Vec<ReactorEvent>,
+    ) -> io::Result<()> {
+        self.flush()?;
+        let wake = match (self.client.poll_timeout(), app_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.reactor.turn(wake, app)?;
+        let now = self.reactor.now();
+        if self.reactor.lateness() > STALL {
+            self.stalls += 1;
+            self.client.handle_stall(now);
+        }
+        let mut i = 0;
+        while i < app.len() {
+            let handled = match app[i] {
+                ReactorEvent::Io(SCTP, _) => {
+                    let c = std::cell::RefCell::new(&mut self.client);
+                    self.udp.read_with(
+                        |from, b| c.borrow_mut().handle_sctp(now, from, b),
+                        |dst, p| c.borrow_mut().handle_unreachable(now, dst, p),
+                    )?;
+                    true
+                }
+                ReactorEvent::Io(GROUP, _) => {
+                    if let Some(g) = &self.group {
+                        Self::read_discovery(g, &mut self.client, now)?;
+                    }
+                    true
+                }
+                ReactorEvent::Io(SENDER, _) => {
+                    if let Some(s) = &self.sender {
+                        Self::read_discovery(s, &mut self.client, now)?;
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if handled {
+                app.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.client.handle_timeout(now);
+        self.flush()
+    }
+}
