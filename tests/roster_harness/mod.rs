@@ -1,0 +1,286 @@
+//! A daemon and clients for integration tests: `mpd run` and `mpc ... listen --json` as real processes, each
+//! test on its own multicast group, ports and directory, multicast on 127.0.0.1 only. Every wait has a
+//! deadline; every process is killed by its PID when the test ends.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::common::{Guard, file_contains, run_with_limit, temp_dir, wait_until};
+
+/// One test's private network coordinates.
+#[derive(Clone, Debug)]
+pub struct Net {
+    /// Multicast group ADDR:PORT.
+    pub group: String,
+    /// The daemon's SCTP UDP port.
+    pub sctp_port: u16,
+    /// The daemon's directory.
+    pub dir: PathBuf,
+}
+
+impl Net {
+    /// Coordinates for test number `id` (unique within this test binary, 1..=200).
+    pub fn new(name: &str, id: u16) -> Net {
+        Net {
+            group: format!("239.255.78.{id}:{}", 26000 + id),
+            sctp_port: 27000 + id,
+            dir: temp_dir(name),
+        }
+    }
+
+    fn common_args(&self) -> Vec<String> {
+        vec![
+            "--group".into(),
+            self.group.clone(),
+            "--iface".into(),
+            "127.0.0.1".into(),
+        ]
+    }
+}
+
+/// A running `mpd run`.
+pub struct Mpd {
+    guard: Guard,
+    pub net: Net,
+}
+
+impl Mpd {
+    /// Starts the daemon in the foreground and waits until it answers `mpd status`.
+    pub fn start(net: &Net, extra: &[&str]) -> Mpd {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpd"));
+        cmd.arg("run")
+            .arg("--dir")
+            .arg(&net.dir)
+            .args(net.common_args())
+            .args(["--sctp-port", &net.sctp_port.to_string()])
+            .args(extra);
+        let guard = Guard::spawn("mpd", &mut cmd, &net.dir);
+        let m = Mpd {
+            guard,
+            net: net.clone(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(15), || m.status().is_some()),
+            "mpd did not start: {}",
+            std::fs::read_to_string(net.dir.join("mpd.err")).unwrap_or_default()
+        );
+        m
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.guard.child.as_ref().expect("mpd exited").id() as i32)
+    }
+
+    /// `mpd status --json`, or `None` if it does not report running.
+    pub fn status(&self) -> Option<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_mpd"))
+            .args(["status", "--json", "--dir"])
+            .arg(&self.net.dir)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, s: Signal) {
+        let _ = kill(self.pid(), s);
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) {
+        self.signal(Signal::SIGTERM);
+        let st = self.guard.wait(Duration::from_secs(10));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "mpd did not stop cleanly: {st:?}"
+        );
+    }
+
+    /// Whether the daemon's log contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        file_contains(&self.net.dir.join("multiproto.log"), needle)
+    }
+}
+
+/// A running `mpc ... listen --json`, with its output lines collected as they come.
+pub struct Mpc {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<Value>>>,
+    pub nick: String,
+}
+
+impl Mpc {
+    /// Starts `mpc --nick NICK ... [extra] listen --json`.
+    pub fn listen(net: &Net, nick: &str, extra: &[&str]) -> Mpc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mpc"))
+            .args(["--nick", nick])
+            .args(net.common_args())
+            .args(extra)
+            .args(["listen", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start mpc");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => sink.lock().unwrap().push(v),
+                    Err(e) => panic!("mpc printed a line that is not JSON ({e}): {line}"),
+                }
+            }
+        });
+        Mpc {
+            child: Some(child),
+            lines,
+            nick: nick.into(),
+        }
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("mpc exited").id() as i32)
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, s: Signal) {
+        let _ = kill(self.pid(), s);
+    }
+
+    /// Everything printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until an event matching `pred` has been printed (at any time since start); returns it and how
+    /// long the wait took.
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<(Value, Duration)> {
+        let start = Instant::now();
+        let mut found = None;
+        wait_until(limit, || {
+            found = self.lines.lock().unwrap().iter().find(|v| pred(v)).cloned();
+            found.is_some()
+        });
+        found.map(|v| (v, start.elapsed()))
+    }
+
+    /// Waits for the `n`th (1-based) event matching `pred`.
+    pub fn wait_for_nth(
+        &self,
+        n: usize,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let mut found = None;
+        wait_until(limit, || {
+            found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|v| pred(v))
+                .nth(n - 1)
+                .cloned();
+            found.is_some()
+        });
+        found
+    }
+
+    /// Waits until registered with the daemon.
+    pub fn wait_registered(&self) {
+        let r = self.wait_for(Duration::from_secs(15), |v| v["event"] == "registered");
+        assert!(
+            r.is_some(),
+            "{} never registered: {:?}",
+            self.nick,
+            self.events()
+        );
+    }
+
+    /// Waits for the process to exit (after a signal, or by itself).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let end = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(5));
+    }
+}
+
+impl Drop for Mpc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether `v` is event `event` about `nick`.
+pub fn is(v: &Value, event: &str, nick: &str) -> bool {
+    v["event"] == event && v["nick"] == nick
+}
+
+/// `mpc list --json` against `net`: the roster entries.
+pub fn list(net: &Net) -> Vec<Value> {
+    let out = run_with_limit(
+        Command::new(env!("CARGO_BIN_EXE_mpc"))
+            .args(["--nick", "lister"])
+            .args(net.common_args())
+            .args(["--timeout", "10", "list", "--json"]),
+        Duration::from_secs(20),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "mpc list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("mpc list --json printed no JSON");
+    v["entries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Runs mpc with `args` to completion.
+pub fn mpc(net: &Net, args: &[&str]) -> Output {
+    run_with_limit(
+        Command::new(env!("CARGO_BIN_EXE_mpc"))
+            .args(net.common_args())
+            .args(args),
+        Duration::from_secs(30),
+        b"",
+    )
+}
