@@ -31,11 +31,11 @@ fn main() {
             // Warm up so queues and event buffers have their steady-state capacity in both runs.
             for _ in 0..10 {
                 client.send(id, 0, false, &msg).unwrap();
-                pair::pump(&mut server, &mut client, 0, now, &mut buf);
+                pair::pump(&mut server, &mut client, now, &mut buf);
             }
             for _ in 0..n {
                 client.send(id, 0, false, &msg).unwrap();
-                assert_eq!(pair::pump(&mut server, &mut client, 0, now, &mut buf), 1);
+                assert_eq!(pair::pump(&mut server, &mut client, now, &mut buf), 1);
             }
         }
         "handshake" => {

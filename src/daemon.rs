@@ -196,7 +196,12 @@ pub fn run(
 
 impl Service {
     fn open(opts: Options) -> Result<Service, String> {
-        let dir_hint = |e: io::Error, what: &str| format!("{what} in {}: {e}", opts.dir.display());
+        let dir_hint = |e: io::Error, what: &str| {
+            format!(
+                "{what} in {}: {e}; fix the directory's permissions or choose another --dir",
+                opts.dir.display()
+            )
+        };
         let mut reactor =
             Reactor::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
         reactor
@@ -411,6 +416,7 @@ impl Service {
                 && (self.ep.is_empty() || now.saturating_since(t) >= STOP_GRACE)
             {
                 self.save(now);
+                let _ = std::fs::remove_file(control_path(&self.opts.dir));
                 log::info!(
                     "mpd stopped ({} associations left unfinished)",
                     self.ep.len()

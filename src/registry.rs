@@ -309,7 +309,13 @@ impl Registry {
 
     /// The next message to send.
     pub fn poll_output(&mut self) -> Option<Out> {
-        let (out, synced) = self.out.pop_front()?;
+        let Some((out, synced)) = self.out.pop_front() else {
+            // A burst (a storm of joins) can grow the queue a lot; do not keep that memory once it is empty.
+            if self.out.capacity() > 4096 {
+                self.out = VecDeque::new();
+            }
+            return None;
+        };
         // A client counts as synced once its last snapshot page leaves, so the broadcast queued before that
         // page (the delta to the version the snapshot already includes) does not reach it.
         if let Some(id) = synced
@@ -322,7 +328,11 @@ impl Registry {
 
     /// The next event to log.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 4096 {
+            self.events = VecDeque::new();
+        }
+        e
     }
 
     /// The next connection to heartbeat at once (a holder of a nickname someone else asks for).
@@ -703,8 +713,22 @@ impl Registry {
             self.push_deltas(&changed);
             self.flushed = self.version;
         }
-        for conn in std::mem::take(&mut self.want_snapshot) {
-            self.push_snapshot(conn);
+        // Every client that needs the roster this turn gets the same pages, encoded once.
+        let want = std::mem::take(&mut self.want_snapshot);
+        let want: Vec<AssocId> = want
+            .into_iter()
+            .filter(|c| self.conns.contains_key(c))
+            .collect();
+        if !want.is_empty() {
+            let pages = self.snapshot_pages();
+            for conn in want {
+                for (p, b) in pages.iter().enumerate() {
+                    let last = p + 1 == pages.len();
+                    self.out
+                        .push_back((Out::To(conn, b.clone()), last.then_some(conn)));
+                    self.stats.snapshot_pages += 1;
+                }
+            }
         }
     }
 
@@ -742,29 +766,27 @@ impl Registry {
         }
     }
 
-    fn push_snapshot(&mut self, conn: AssocId) {
-        if !self.conns.contains_key(&conn) {
-            return;
-        }
+    /// The roster at the current version, encoded once as snapshot pages.
+    fn snapshot_pages(&mut self) -> Vec<Vec<u8>> {
         let per = (self.cfg.page_bytes.saturating_sub(32) / wire::MAX_ENTRY_LEN)
             .clamp(1, usize::from(u16::MAX));
         let all: Vec<WireEntry> = self.entries.iter().map(|(_, e)| e.wire()).collect();
         let pages = all.len().div_ceil(per).max(1);
         let pages16 = u16::try_from(pages).unwrap_or(u16::MAX);
-        for p in 0..pages {
-            let chunk = all
-                .get(p * per..((p + 1) * per).min(all.len()))
-                .unwrap_or(&[]);
-            let mut b = Vec::with_capacity(32 + chunk.len() * wire::MAX_ENTRY_LEN);
-            wire::begin_snapshot(&mut b, self.version, p as u16, pages16);
-            for e in chunk {
-                wire::put_entry(&mut b, e);
-            }
-            wire::finish_entries(&mut b, chunk.len() as u16);
-            let last = p + 1 == pages;
-            self.out.push_back((Out::To(conn, b), last.then_some(conn)));
-            self.stats.snapshot_pages += 1;
-        }
+        (0..pages)
+            .map(|p| {
+                let chunk = all
+                    .get(p * per..((p + 1) * per).min(all.len()))
+                    .unwrap_or(&[]);
+                let mut b = Vec::with_capacity(32 + chunk.len() * wire::MAX_ENTRY_LEN);
+                wire::begin_snapshot(&mut b, self.version, p as u16, pages16);
+                for e in chunk {
+                    wire::put_entry(&mut b, e);
+                }
+                wire::finish_entries(&mut b, chunk.len() as u16);
+                b
+            })
+            .collect()
     }
 }
 

@@ -3,9 +3,6 @@
 //!
 //! Allocations are counted per thread, so tests running in parallel do not disturb each other's figures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use multiproto::sctp::chunk::{self, InitOut, kind};
 use multiproto::sctp::wire::{Header, Tsn, Writer};
 use multiproto::sctp::{Config, Endpoint};
@@ -14,41 +11,12 @@ use multiproto::time::Instant;
 #[path = "../benches/support/pair.rs"]
 mod pair;
 
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<i64> = const { Cell::new(0) };
-}
-
-fn add(n: i64) {
-    // `try_with`: during thread teardown the slot may be gone; those bytes are not ours to count.
-    let _ = LIVE.try_with(|l| l.set(l.get() + n));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        add(l.size() as i64);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        add(-(l.size() as i64));
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        add(new as i64 - l.size() as i64);
-        // SAFETY: as for `dealloc` and `alloc`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::live;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live() -> i64 {
-    LIVE.with(Cell::get)
-}
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 #[test]
 fn idle_established_association_fits_its_budget() {
@@ -69,9 +37,9 @@ fn idle_established_association_fits_its_budget() {
         ));
     }
     // One message each way, so stream tables exist and queues were used and released.
-    for &(i, id) in &ids {
+    for &(_, id) in &ids {
         client.send(id, 0, false, &[7; 100]).unwrap();
-        pair::pump(&mut server, &mut client, i, now, &mut buf);
+        pair::pump(&mut server, &mut client, now, &mut buf);
     }
     let after =
         live() - (ids.capacity() * std::mem::size_of::<(u32, multiproto::sctp::AssocId)>()) as i64;

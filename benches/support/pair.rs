@@ -45,24 +45,34 @@ pub fn endpoints() -> (Endpoint, Endpoint) {
     (server, client)
 }
 
-/// Moves datagrams both ways until neither endpoint has anything to send; drops events (counting messages).
-/// `i` selects the address pair, as in [`server_addr`] / [`client_addr`].
-pub fn pump(
-    server: &mut Endpoint,
-    client: &mut Endpoint,
-    i: u32,
-    now: Instant,
-    buf: &mut [u8],
-) -> usize {
+/// Which association index a client address stands for (the inverse of [`client_addr`]).
+fn client_index(a: SocketAddr) -> u32 {
+    match a {
+        SocketAddr::V4(v) => {
+            let o = v.ip().octets();
+            (u32::from(o[2]) << 16) | (u32::from(o[3]) << 8) | u32::from(v.port() - 1024)
+        }
+        SocketAddr::V6(_) => 0,
+    }
+}
+
+/// Which association index a server address stands for (the inverse of [`server_addr`], below 40 000).
+fn server_index(a: SocketAddr) -> u32 {
+    u32::from(a.port() - 20_000)
+}
+
+/// Moves datagrams both ways until neither endpoint has anything to send, each delivered as coming from the
+/// address its destination association expects; drops events (counting messages).
+pub fn pump(server: &mut Endpoint, client: &mut Endpoint, now: Instant, buf: &mut [u8]) -> usize {
     let mut messages = 0;
     loop {
         let mut moved = false;
         while let Some(t) = client.poll_transmit(now, buf) {
-            server.handle(now, client_addr(i), &buf[..t.len]);
+            server.handle(now, client_addr(server_index(t.dst)), &buf[..t.len]);
             moved = true;
         }
         while let Some(t) = server.poll_transmit(now, buf) {
-            client.handle(now, server_addr(i), &buf[..t.len]);
+            client.handle(now, server_addr(client_index(t.dst)), &buf[..t.len]);
             moved = true;
         }
         for ep in [&mut *server, &mut *client] {
@@ -87,6 +97,6 @@ pub fn handshake(
     buf: &mut [u8],
 ) -> AssocId {
     let id = client.connect(now, server_addr(i), 5000).expect("connect");
-    pump(server, client, i, now, buf);
+    pump(server, client, now, buf);
     id
 }

@@ -1,0 +1,142 @@
+//! The cost of a roster change reaching every client: one join, coalesced into a delta by the registry and
+//! sent over 10 000 SCTP associations, both ends of each association included (the clients' endpoints
+//! receive and acknowledge it). Also the registry's share alone.
+//!
+//! `cargo bench --bench registry`
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use multiproto::registry::wire::{ClientMsg, Register, flags};
+use multiproto::registry::{Config, Out, Registry};
+use multiproto::sctp::{AssocId, Endpoint};
+use multiproto::time::Instant;
+
+#[path = "support/pair.rs"]
+mod pair;
+
+const CLIENTS: u32 = 10_000;
+
+fn register_msg(nick: &str, instance: u64) -> Vec<u8> {
+    ClientMsg::Register(Register {
+        flags: flags::SUBSCRIBE,
+        instance,
+        nick: nick.into(),
+        chat_port: 4000,
+        chat_ip: None,
+    })
+    .encode()
+}
+
+/// Sends the registry's output over the server's associations; returns messages sent.
+fn fan_out(reg: &mut Registry, server: &mut Endpoint) -> usize {
+    let mut sent = 0;
+    while let Some(o) = reg.poll_output() {
+        match o {
+            Out::To(id, b) => {
+                let _ = server.send_owned(id, 0, false, multiproto::registry::wire::PPID, b);
+                sent += 1;
+            }
+            Out::Broadcast(b) => {
+                let subs: Vec<AssocId> = reg.subscribers().collect();
+                for id in subs {
+                    let _ = server.send_owned(
+                        id,
+                        0,
+                        false,
+                        multiproto::registry::wire::PPID,
+                        b.clone(),
+                    );
+                    sent += 1;
+                }
+            }
+        }
+    }
+    sent
+}
+
+/// A server with `CLIENTS` registered, subscribed clients, each on its own association, everything
+/// delivered and acknowledged.
+fn setup() -> (Registry, Endpoint, Endpoint, Vec<u8>) {
+    let mut buf = vec![0u8; 2048];
+    let now = Instant::from_millis(1);
+    let (mut server, mut client) = pair::endpoints();
+    let mut reg = Registry::new(Config::default());
+    for i in 0..CLIENTS {
+        pair::handshake(&mut server, &mut client, i, now, &mut buf);
+    }
+    let ids: Vec<(AssocId, SocketAddr)> = server
+        .ids()
+        .map(|id| (id, server.remote(id).unwrap().0))
+        .collect();
+    for (n, (id, remote)) in ids.into_iter().enumerate() {
+        reg.connected(id, remote);
+        reg.handle_message(now, 1, id, &register_msg(&format!("c{n}"), n as u64));
+    }
+    reg.flush();
+    fan_out(&mut reg, &mut server);
+    pair::pump(&mut server, &mut client, now, &mut buf);
+    (reg, server, client, buf)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("roster_fanout_10k");
+    g.sample_size(10);
+    let (mut reg, mut server, mut client, mut buf) = setup();
+    let now = Instant::from_millis(2);
+    // Each join is a new client: a fresh association, registered once, its delta sent to every subscriber
+    // and delivered, and every acknowledgement brought back.
+    let mut n = 0u32;
+    g.bench_function("one_join_to_10k_clients_both_ends", |b| {
+        b.iter(|| {
+            n += 1;
+            let i = CLIENTS + n;
+            pair::handshake(&mut server, &mut client, i, now, &mut buf);
+            let sid = server
+                .ids()
+                .find(|&id| server.remote(id).unwrap().0 == pair::client_addr(i))
+                .unwrap();
+            reg.connected(sid, pair::client_addr(i));
+            reg.handle_message(
+                now,
+                2,
+                sid,
+                &register_msg(&format!("j{n}"), 1_000_000 + u64::from(n)),
+            );
+            reg.flush();
+            let sent = fan_out(&mut reg, &mut server);
+            let delivered = pair::pump(&mut server, &mut client, now, &mut buf);
+            assert!(delivered >= CLIENTS as usize, "{delivered}");
+            black_box(sent)
+        })
+    });
+
+    // The registry's share alone: one client goes offline and comes back, one delta each time, encoded once
+    // and handed out to 10 000 subscribers.
+    let ids: Vec<AssocId> = reg.subscribers().collect();
+    let flip = ids[0];
+    let remote = server.remote(flip).unwrap().0;
+    g.bench_function("one_change_registry_only_delta_for_10k", |b| {
+        b.iter(|| {
+            reg.connection_lost(now, 3, flip, "bench");
+            reg.connected(flip, remote);
+            reg.handle_message(now, 3, flip, &register_msg("c0", 0));
+            reg.flush();
+            let mut copies = 0;
+            while let Some(o) = reg.poll_output() {
+                if let Out::Broadcast(b) = o {
+                    for id in reg.subscribers() {
+                        black_box((id, b.len()));
+                        copies += 1;
+                    }
+                }
+            }
+            black_box(copies)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
