@@ -173,6 +173,11 @@ impl Client {
         c
     }
 
+    /// Our instance id.
+    pub fn instance(&self) -> u64 {
+        self.cfg.instance
+    }
+
     /// The roster as known.
     pub fn roster(&self) -> &Roster {
         &self.roster

@@ -12,11 +12,15 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod console;
 pub mod daemon;
 pub mod discovery;
+pub mod outbox;
+pub mod peer;
 pub mod reactor;
 pub mod registry;
 pub mod sctp;
+pub mod session;
 pub mod sim;
 pub mod time;
 pub mod wheel;

@@ -140,6 +140,8 @@ pub struct Reactor {
     now: Instant,
     /// How far past its wake-up deadline the last turn woke (see `lateness`).
     lateness: Duration,
+    /// Wall-clock time when the reactor was created, in ms since the Unix epoch.
+    start_wall_ms: u64,
     signals: Option<SignalWatch>,
     input: Option<InputWatch>,
 }
@@ -159,9 +161,18 @@ impl Reactor {
             start: std::time::Instant::now(),
             now: Instant::ZERO,
             lateness: Duration::ZERO,
+            start_wall_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             signals: None,
             input: None,
         })
+    }
+
+    /// Wall-clock time of the current turn, in ms since the Unix epoch: the creation time plus monotonic time
+    /// since, so it never jumps with clock adjustments (timestamps users see, not timers).
+    pub fn wall_ms(&self) -> u64 {
+        self.start_wall_ms + self.now.as_millis()
     }
 
     /// How much later than it asked to the current turn woke up: about zero normally, seconds if the process

@@ -1,9 +1,9 @@
-//! `mpc`: the multiproto client. This version provides the scripting modes the daemon's tests and tools
-//! need: `listen` (stay online, print roster changes) and `list` (print the roster once). The interactive
-//! console and peer-to-peer chat (`send`, `msg`) come with the client issue.
+//! `mpc`: the multiproto client. Without a subcommand, the interactive console (`src/console.rs`); `listen`,
+//! `send` and `list` are for scripts and tests.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,14 +13,17 @@ use multiproto::client::ClientEvent;
 use multiproto::client::io::{ClientIo, Setup};
 use multiproto::client::roster::{Applied, Change};
 use multiproto::discovery::{self, Nick};
+use multiproto::peer::{PeerEvent, Target};
 use multiproto::reactor::ReactorEvent;
 use multiproto::registry::wire::{Entry, RegisterResult, Status};
+use multiproto::session::{Session, SessionEvent};
 
-/// multiproto client: find the mpd daemon on the LAN (UDP multicast), join its roster (SCTP), and follow who
-/// is online.
+/// multiproto client: find the mpd daemon on the LAN (UDP multicast), join its roster (SCTP), and chat with
+/// the others directly (TCP). Without a subcommand: the interactive console (type `help`).
 ///
-/// Exit codes: 0 success; 1 an error (bad arguments, nickname refused, cannot open a socket); 2 no daemon
-/// answered (check the group, --iface, your firewall, or use --daemon HOST:PORT).
+/// Exit codes: 0 success; 1 an error (bad arguments, nickname refused, message failed, cannot open a socket);
+/// 2 no daemon answered in time (check that mpd runs, the group, --iface, your firewall, or use --daemon
+/// HOST:PORT); 3 (send) the receiver is offline or not in the roster.
 #[derive(FromArgs)]
 struct Args {
     /// your nickname: 1-32 letters, digits, '-', '_' or '.' (default: $USER)
@@ -42,9 +45,14 @@ struct Args {
     /// take its roster entry back at once
     #[argh(option, default = "0")]
     sctp_port: u16,
-    /// seconds to wait for a daemon before giving up, in one-shot modes (default 10)
+    /// seconds to wait for the daemon (and, for send, for delivery) before giving up in one-shot modes
+    /// (default 10)
     #[argh(option, default = "10")]
     timeout: u64,
+    /// where messages for offline peers and the command history are kept (default
+    /// $XDG_STATE_HOME/multiproto or ~/.local/state/multiproto)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
     #[argh(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -53,16 +61,31 @@ struct Args {
 #[argh(subcommand)]
 enum Cmd {
     Listen(Listen),
+    Send(Send),
     List(List),
 }
 
-/// stay online and print every roster change (one JSON object per line with --json), until interrupted
+/// stay online; print roster changes, received messages and delivery results, one JSON object per line with
+/// --json ("event": roster | joined | online | offline | removed | message | delivered | failed | ...)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "listen")]
 struct Listen {
-    /// print JSON lines: {"event": "roster" | "joined" | "online" | "offline" | "removed" | ..., "nick": ...}
+    /// print JSON lines
     #[argh(switch)]
     json: bool,
+}
+
+/// send one message to PEER (a nickname, or IP:PORT) and exit 0 once it is acknowledged (without joining
+/// the roster)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "send")]
+struct Send {
+    /// nickname or IP:PORT
+    #[argh(positional)]
+    peer: String,
+    /// the message (the remaining words, joined by spaces)
+    #[argh(positional, greedy)]
+    text: Vec<String>,
 }
 
 /// print the roster once and exit (without joining it)
@@ -101,23 +124,17 @@ fn entry_json(e: &Entry) -> serde_json::Value {
     })
 }
 
-fn print_line(v: serde_json::Value) {
+fn print_line(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
 }
 
-fn no_daemon_message(a: &Args, io: &ClientIo) -> String {
-    match a.daemon {
-        Some(d) => format!("mpc: no daemon answered at {d}; is mpd running there (`mpd status`)?"),
-        None => format!(
-            "mpc: no daemon answered on {} (interface {}); check that mpd runs (`mpd status`), that --group and \
-             --iface match the daemon's, that a firewall lets UDP {} through, or use --daemon HOST:PORT",
-            a.group,
-            io.iface(),
-            a.group.port()
-        ),
-    }
+fn no_daemon_message(a: &Args, iface: discovery::Iface) -> String {
+    format!(
+        "mpc: {}",
+        setup(a, Nick::new("x").unwrap_or_else(|_| unreachable!())).no_daemon_message(iface)
+    )
 }
 
 fn setup(a: &Args, nick: Nick) -> Setup {
@@ -127,6 +144,10 @@ fn setup(a: &Args, nick: Nick) -> Setup {
     s.daemon = a.daemon;
     s.bind.set_port(a.sctp_port);
     s
+}
+
+fn chat_bind(a: &Args) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), a.port)
 }
 
 fn list(a: &Args, l: &List, nick: Nick) -> std::io::Result<ExitCode> {
@@ -146,12 +167,15 @@ fn list(a: &Args, l: &List, nick: Nick) -> std::io::Result<ExitCode> {
                 ClientEvent::Roster(Applied::Snapshot(_)) => {
                     let entries: Vec<Entry> = io.client.roster().entries().copied().collect();
                     if l.json {
-                        print_line(serde_json::json!({
+                        print_line(&serde_json::json!({
                             "version": io.client.roster().version(),
                             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
                         }));
                     } else {
-                        print_table(&entries);
+                        print!(
+                            "{}",
+                            multiproto::console::roster_table(&entries, io.reactor.wall_ms())
+                        );
                     }
                     let now = io.reactor.now();
                     io.client.shutdown(now);
@@ -170,159 +194,284 @@ fn list(a: &Args, l: &List, nick: Nick) -> std::io::Result<ExitCode> {
             }
         }
         if io.reactor.now() >= deadline {
-            eprintln!("{}", no_daemon_message(a, &io));
+            eprintln!("{}", no_daemon_message(a, io.iface()));
             return Ok(ExitCode::from(2));
         }
     }
 }
 
-fn print_table(entries: &[Entry]) {
-    let w = entries
-        .iter()
-        .map(|e| e.nick.as_str().len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!("{:<w$}  {:<22}  {:<7}  since", "nick", "address", "status");
-    for e in entries {
-        let status = if e.status == Status::Online {
-            "online"
-        } else {
-            "offline"
-        };
-        println!(
-            "{:<w$}  {:<22}  {:<7}  {}",
-            e.nick.as_str(),
-            e.chat.to_string(),
-            status,
-            e.since_ms
-        );
+/// The JSON object `listen --json` prints for a roster change.
+fn change_json(c: &Change) -> serde_json::Value {
+    let (event, e) = match c {
+        Change::Joined(e) => ("joined", e),
+        Change::Online(e) => ("online", e),
+        Change::Offline(e) => ("offline", e),
+        Change::Updated(e) => ("updated", e),
+        Change::Removed(n) => return serde_json::json!({"event": "removed", "nick": n.as_str()}),
+    };
+    let mut v = entry_json(e);
+    v["event"] = serde_json::Value::from(event);
+    v
+}
+
+/// The JSON object for a chat event; `me` is our nickname.
+fn peer_json(me: &str, ev: &PeerEvent) -> serde_json::Value {
+    match ev {
+        PeerEvent::Message {
+            from,
+            addr,
+            sent_ms,
+            text,
+            verified,
+        } => {
+            serde_json::json!({"event": "message", "nick": me, "from": from.as_str(), "addr": addr.to_string(),
+            "sent_ms": sent_ms, "text": text, "verified": verified})
+        }
+        PeerEvent::Delivered { id, to } => {
+            serde_json::json!({"event": "delivered", "nick": me, "to": to.to_string(), "id": id})
+        }
+        PeerEvent::Queued { id, to } => {
+            serde_json::json!({"event": "queued", "nick": me, "to": to.to_string(), "id": id})
+        }
+        PeerEvent::Failed { id, to, reason } => {
+            serde_json::json!({"event": "failed", "nick": me, "to": to.to_string(), "id": id, "reason": reason})
+        }
     }
 }
 
+fn emit(json: bool, v: &serde_json::Value) {
+    if json {
+        print_line(v);
+        return;
+    }
+    let event = v["event"].as_str().unwrap_or("");
+    let line = match event {
+        "roster" => format!(
+            "roster: {} entries",
+            v["entries"].as_array().map_or(0, Vec::len)
+        ),
+        "searching" | "daemon_found" => return,
+        "message" => format!(
+            "{}{}: {}",
+            v["from"].as_str().unwrap_or(""),
+            if v["verified"] == true {
+                ""
+            } else {
+                " (unverified)"
+            },
+            v["text"].as_str().unwrap_or("")
+        ),
+        "delivered" | "queued" | "failed" => format!(
+            "{event}: message {} to {}{}",
+            v["id"],
+            v["to"].as_str().unwrap_or(""),
+            v.get("reason")
+                .and_then(|r| r.as_str())
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        _ => format!(
+            "{event}: {} {}",
+            v["nick"].as_str().unwrap_or(""),
+            v["chat"].as_str().unwrap_or("")
+        ),
+    };
+    println!("{line}");
+}
+
 fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
-    // The chat listener: its port goes in the roster. (Chat itself arrives with the client issue.)
-    let chat = TcpListener::bind(("0.0.0.0", a.port)).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen for chat on TCP port {}: {e}", a.port),
-        )
-    })?;
-    let mut s = setup(a, nick);
-    s.chat_port = chat.local_addr()?.port();
-    let mut io = ClientIo::open(&s)?;
-    let mut app = Vec::new();
-    let mut registered_once = false;
-    let mut roster_shown = false;
-    let mut retries = 0;
+    let s = setup(a, nick);
+    let mut sess = Session::open(s, chat_bind(a))?;
+    let chat_port = sess.chat.local_addr()?.port();
+    let (mut registered_once, mut roster_shown, mut warned) = (false, false, false);
     let mut retry_at = None;
-    let start = io.reactor.now();
-    let mut warned = false;
+    let mut retried = false;
+    let start = sess.now();
+    let me = nick.as_str();
     loop {
-        io.turn(retry_at, &mut app)?;
-        let now = io.reactor.now();
-        if app.iter().any(|e| matches!(e, ReactorEvent::Signal(_))) {
-            io.client.shutdown(now);
-            let end = now + Duration::from_millis(500);
-            while !io.client.is_closed() && io.reactor.now() < end {
-                io.turn(Some(end), &mut app)?;
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
+        sess.turn(retry_at)?;
+        let now = sess.now();
         if let Some(t) = retry_at
             && now >= t
         {
             retry_at = None;
-            io.client.retry(now);
+            sess.io.client.retry(now);
         }
-        while let Some(ev) = io.client.poll_event() {
-            let me = nick.as_str();
+        while let Some(ev) = sess.poll_event() {
             let line = match ev {
-                ClientEvent::Searching { attempt } => {
-                    if !registered_once
-                        && !warned
-                        && now.saturating_since(start) >= Duration::from_secs(a.timeout)
-                    {
-                        warned = true;
-                        eprintln!("{} (still trying)", no_daemon_message(a, &io));
+                SessionEvent::Signal => {
+                    sess.io.client.shutdown(now);
+                    let end = now + Duration::from_millis(500);
+                    while !sess.io.client.is_closed() && sess.now() < end {
+                        sess.turn(Some(end))?;
                     }
-                    serde_json::json!({"event": "searching", "nick": me, "attempt": attempt})
+                    return Ok(ExitCode::SUCCESS);
                 }
-                ClientEvent::DaemonFound { addr } => {
-                    serde_json::json!({"event": "daemon_found", "nick": me, "daemon": addr.to_string()})
-                }
-                ClientEvent::Registered { daemon } => {
-                    registered_once = true;
-                    serde_json::json!({"event": "registered", "nick": me, "daemon": format!("{daemon:016x}"), "chat_port": s.chat_port})
-                }
-                ClientEvent::Rejected {
-                    result,
-                    reason,
-                    retry_after,
-                } => {
-                    let v = serde_json::json!({"event": "rejected", "nick": me, "reason": reason});
-                    if result == RegisterResult::NickTaken && !retry_after.is_zero() && retries < 3
-                    {
-                        retries += 1;
-                        retry_at = Some(now + retry_after);
-                    } else {
-                        emit(l.json, &v);
-                        eprintln!("mpc: {reason}");
-                        return Ok(ExitCode::from(1));
+                SessionEvent::App(_) => continue,
+                SessionEvent::Peer(p) => peer_json(me, &p),
+                SessionEvent::Client(c) => match c {
+                    ClientEvent::Searching { attempt } => {
+                        if !registered_once
+                            && !warned
+                            && now.saturating_since(start) >= Duration::from_secs(a.timeout)
+                        {
+                            warned = true;
+                            eprintln!("{} (still trying)", no_daemon_message(a, sess.io.iface()));
+                        }
+                        serde_json::json!({"event": "searching", "nick": me, "attempt": attempt})
                     }
-                    v
-                }
-                ClientEvent::DaemonLost { reason } => {
-                    serde_json::json!({"event": "daemon_lost", "nick": me, "reason": reason.to_string()})
-                }
-                // The first roster in full; after a reconnection, only what changed meanwhile.
-                ClientEvent::Roster(Applied::Snapshot(_)) if !roster_shown => {
-                    roster_shown = true;
-                    let entries: Vec<_> = io.client.roster().entries().map(entry_json).collect();
-                    serde_json::json!({"event": "roster", "nick": me, "entries": entries})
-                }
-                ClientEvent::Roster(Applied::Snapshot(changes) | Applied::Changes(changes)) => {
-                    for c in &changes {
-                        emit(l.json, &change_json(c));
+                    ClientEvent::DaemonFound { addr } => {
+                        serde_json::json!({"event": "daemon_found", "nick": me, "daemon": addr.to_string()})
                     }
-                    continue;
-                }
-                ClientEvent::Roster(_) => continue,
+                    ClientEvent::Registered { daemon } => {
+                        registered_once = true;
+                        serde_json::json!({"event": "registered", "nick": me, "daemon": format!("{daemon:016x}"), "chat_port": chat_port})
+                    }
+                    ClientEvent::Rejected {
+                        result,
+                        reason,
+                        retry_after,
+                    } => {
+                        let v =
+                            serde_json::json!({"event": "rejected", "nick": me, "reason": reason});
+                        // A nickname held by what may be our own previous run: the daemon probes it; try once
+                        // more after its hint, then give up.
+                        if result == RegisterResult::NickTaken && !retry_after.is_zero() && !retried
+                        {
+                            retried = true;
+                            retry_at = Some(now + retry_after);
+                        } else {
+                            emit(l.json, &v);
+                            eprintln!("mpc: {reason}");
+                            return Ok(ExitCode::from(1));
+                        }
+                        v
+                    }
+                    ClientEvent::DaemonLost { reason } => {
+                        serde_json::json!({"event": "daemon_lost", "nick": me, "reason": reason.to_string()})
+                    }
+                    // The first roster in full; after a reconnection, only what changed meanwhile.
+                    ClientEvent::Roster(Applied::Snapshot(_)) if !roster_shown => {
+                        roster_shown = true;
+                        let entries: Vec<_> =
+                            sess.io.client.roster().entries().map(entry_json).collect();
+                        serde_json::json!({"event": "roster", "nick": me, "entries": entries})
+                    }
+                    ClientEvent::Roster(Applied::Snapshot(changes) | Applied::Changes(changes)) => {
+                        for c in &changes {
+                            emit(l.json, &change_json(c));
+                        }
+                        continue;
+                    }
+                    ClientEvent::Roster(_) => continue,
+                },
             };
             emit(l.json, &line);
         }
     }
 }
 
-fn change_json(c: &Change) -> serde_json::Value {
-    let (event, e): (&str, Option<&Entry>) = match c {
-        Change::Joined(e) => ("joined", Some(e)),
-        Change::Online(e) => ("online", Some(e)),
-        Change::Offline(e) => ("offline", Some(e)),
-        Change::Updated(e) => ("updated", Some(e)),
-        Change::Removed(n) => return serde_json::json!({"event": "removed", "nick": n.as_str()}),
-    };
-    let mut v = entry_json(e.unwrap_or_else(|| unreachable!()));
-    v["event"] = serde_json::Value::from(event);
-    v
-}
-
-fn emit(json: bool, v: &serde_json::Value) {
-    if json {
-        print_line(v.clone());
-    } else {
-        let event = v["event"].as_str().unwrap_or("");
-        let nick = v["nick"].as_str().unwrap_or("");
-        match event {
-            "roster" => {
-                let n = v["entries"].as_array().map_or(0, Vec::len);
-                println!("roster: {n} entries");
+fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
+    let text = s.text.join(" ");
+    let target = match s.peer.parse::<SocketAddr>() {
+        Ok(addr) => Target::Addr(addr),
+        Err(_) => match Nick::new(&s.peer) {
+            Ok(n) => Target::Nick(n),
+            Err(e) => {
+                eprintln!(
+                    "mpc: {:?} is neither a nickname nor an IP:PORT: {e}",
+                    s.peer
+                );
+                return Ok(ExitCode::from(1));
             }
-            "searching" | "daemon_found" => {}
-            _ => println!(
-                "{event}: {nick} {}",
-                v.get("chat").and_then(|c| c.as_str()).unwrap_or("")
-            ),
+        },
+    };
+    let mut st = setup(a, nick);
+    st.observer = true;
+    st.subscribe = false;
+    let mut sess = Session::open(st, chat_bind(a))?;
+    let deadline = sess.now() + Duration::from_secs(a.timeout);
+    let mut sent: Option<u64> = None;
+    let finish = |sess: &mut Session, code: u8| -> std::io::Result<ExitCode> {
+        let now = sess.now();
+        sess.io.client.shutdown(now);
+        let end = now + Duration::from_millis(500);
+        while !sess.io.client.is_closed() && sess.now() < end {
+            sess.turn(Some(end))?;
+        }
+        Ok(ExitCode::from(code))
+    };
+    if let Target::Addr(_) = target {
+        let now = sess.now();
+        let wall = sess.wall_ms();
+        match sess.chat.peer.send(now, wall, target, &text) {
+            Ok(id) => sent = Some(id),
+            Err(e) => {
+                eprintln!("mpc: {e}");
+                return finish(&mut sess, 1);
+            }
+        }
+        sess.flush()?;
+    }
+    loop {
+        sess.turn(Some(deadline))?;
+        while let Some(ev) = sess.poll_event() {
+            match ev {
+                SessionEvent::Signal => return finish(&mut sess, 1),
+                SessionEvent::Client(ClientEvent::Rejected { reason, .. }) => {
+                    eprintln!("mpc: the daemon refused: {reason}");
+                    return finish(&mut sess, 1);
+                }
+                SessionEvent::Client(ClientEvent::Roster(Applied::Snapshot(_)))
+                    if sent.is_none() =>
+                {
+                    let Target::Nick(n) = target else { continue };
+                    match sess.io.client.roster().get(&n).copied() {
+                        Some(e) if e.status == Status::Online => {
+                            let (now, wall) = (sess.now(), sess.wall_ms());
+                            match sess.chat.peer.send(now, wall, target, &text) {
+                                Ok(id) => sent = Some(id),
+                                Err(e) => {
+                                    eprintln!("mpc: {e}");
+                                    return finish(&mut sess, 1);
+                                }
+                            }
+                            sess.flush()?;
+                        }
+                        Some(_) => {
+                            eprintln!(
+                                "mpc: {n} is offline; nothing was sent (messages wait for offline peers in the \
+                                 interactive console and listen modes)"
+                            );
+                            return finish(&mut sess, 3);
+                        }
+                        None => {
+                            eprintln!("mpc: no one called {n} is in the roster (see `mpc list`)");
+                            return finish(&mut sess, 3);
+                        }
+                    }
+                }
+                SessionEvent::Peer(PeerEvent::Delivered { id, .. }) if Some(id) == sent => {
+                    println!("delivered to {target}");
+                    return finish(&mut sess, 0);
+                }
+                SessionEvent::Peer(PeerEvent::Failed { id, reason, .. }) if Some(id) == sent => {
+                    eprintln!("mpc: message to {target} failed: {reason}");
+                    return finish(&mut sess, 1);
+                }
+                _ => {}
+            }
+        }
+        if sess.now() >= deadline {
+            if sent.is_none() {
+                eprintln!("{}", no_daemon_message(a, sess.io.iface()));
+                return finish(&mut sess, 2);
+            }
+            eprintln!(
+                "mpc: no acknowledgement from {target} within {} s",
+                a.timeout
+            );
+            return finish(&mut sess, 1);
         }
     }
 }
@@ -340,13 +489,17 @@ fn main() -> ExitCode {
     };
     let r = match &a.cmd {
         Some(Cmd::Listen(l)) => listen(&a, l, nick),
+        Some(Cmd::Send(s)) => send(&a, s, nick),
         Some(Cmd::List(l)) => list(&a, l, nick),
-        None => {
-            eprintln!(
-                "mpc: the interactive console is not built yet; use `mpc --nick NAME listen` or `mpc list` (see mpc --help)"
-            );
-            return ExitCode::from(1);
-        }
+        None => multiproto::console::run(multiproto::console::Options {
+            setup: setup(&a, nick),
+            chat: chat_bind(&a),
+            state_dir: a
+                .state_dir
+                .clone()
+                .unwrap_or_else(multiproto::outbox::default_state_dir),
+            daemon_wait: Duration::from_secs(a.timeout),
+        }),
     };
     r.unwrap_or_else(|e| {
         eprintln!("mpc: {e}");

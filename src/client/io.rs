@@ -50,6 +50,19 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// What to tell the user when no daemon answers: what was tried and what to check.
+    pub fn no_daemon_message(&self, joined: Iface) -> String {
+        match self.daemon {
+            Some(d) => format!("no daemon answered at {d}; is mpd running there (`mpd status`)?"),
+            None => format!(
+                "no daemon answered on {} (interface {joined}); check that mpd runs (`mpd status`), that --group \
+                 and --iface match the daemon's, that a firewall lets UDP {} through, or use --daemon HOST:PORT",
+                self.group,
+                self.group.port()
+            ),
+        }
+    }
+
     /// A member's setup with defaults.
     pub fn new(nick: Nick) -> Setup {
         Setup {

@@ -1,0 +1,815 @@
+//! The chat peer, sans-IO: messages straight from one client to another over TCP, acknowledged, retried,
+//! queued while the receiver is offline, and never shown twice.
+//!
+//! The caller owns the sockets. It tells the peer about connections ([`Peer::accepted`],
+//! [`Peer::connected`], [`Peer::handle_data`], [`Peer::closed`]), the roster ([`Peer::set_contact`]) and the
+//! time; the peer hands back [`Action`]s (open a connection, write, close) and [`PeerEvent`]s (a message
+//! arrived, was delivered, queued or failed). Frames are in [`frame`].
+//!
+//! A message is sent over a connection this client opens to the receiver (reused while idle); the receiver
+//! acknowledges each MSG with an ACK. Unacknowledged messages are sent again after reconnecting, with
+//! backoff; the receiver drops the duplicates by (sender, instance, id). Messages for a nickname the roster
+//! shows offline wait in a bounded queue until it shows it online. Every input is bounded: one frame at a
+//! time per connection, a deadline for HELLO and for each started frame (slowloris), a cap on connections.
+
+pub mod frame;
+pub mod io;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::discovery::Nick;
+use crate::time::Instant;
+use frame::{Frame, FrameError, MAX_TEXT, Reader};
+
+/// Peer settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our nickname.
+    pub me: Nick,
+    /// Our instance id.
+    pub instance: u64,
+    /// An outgoing connection with nothing to send is closed after this long.
+    pub idle_timeout: Duration,
+    /// A MSG not acknowledged within this long makes the connection suspect: it is closed and retried.
+    pub ack_timeout: Duration,
+    /// A new connection must send HELLO within this long, and a started frame must complete within it.
+    pub frame_timeout: Duration,
+    /// Connections held at once (both directions); more incoming ones are refused.
+    pub max_conns: usize,
+    /// Messages waiting (offline or undelivered) at most, per receiver and in total.
+    pub max_queue_per_peer: usize,
+    /// See `max_queue_per_peer`.
+    pub max_queue_total: usize,
+    /// Attempts to deliver to an online receiver before a message fails.
+    pub max_attempts: u32,
+    /// Dedupe memory: message ids remembered per sender.
+    pub dedupe_window: usize,
+}
+
+impl Config {
+    /// Defaults.
+    pub fn new(me: Nick, instance: u64) -> Config {
+        Config {
+            me,
+            instance,
+            idle_timeout: Duration::from_secs(60),
+            ack_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(10),
+            max_conns: 256,
+            max_queue_per_peer: 100,
+            max_queue_total: 1000,
+            max_attempts: 5,
+            dedupe_window: 1024,
+        }
+    }
+}
+
+/// Whom a message is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A nickname, reached at its roster address.
+    Nick(Nick),
+    /// An address given directly (`msg IP:PORT text`).
+    Addr(SocketAddr),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Nick(n) => write!(f, "{n}"),
+            Target::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Names a connection: slab index and generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    fn new(key: usize, generation: u32) -> Self {
+        ConnId(((key as u64) << 32) | u64::from(generation))
+    }
+    fn key(self) -> usize {
+        (self.0 >> 32) as usize
+    }
+}
+
+/// Something for the caller to do with a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a TCP connection to `addr` and report [`Peer::connected`] or [`Peer::closed`].
+    Connect {
+        /// The connection.
+        conn: ConnId,
+        /// Where.
+        addr: SocketAddr,
+    },
+    /// The connection has output: write [`Peer::output`] and report [`Peer::wrote`].
+    Write(ConnId),
+    /// Close the connection (the peer has forgotten it).
+    Close(ConnId),
+}
+
+/// Something for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A message arrived.
+    Message {
+        /// Who sent it, by its HELLO.
+        from: Nick,
+        /// From where.
+        addr: SocketAddr,
+        /// When it was sent (sender's clock, Unix ms).
+        sent_ms: u64,
+        /// The text, with control characters and terminal escapes removed.
+        text: String,
+        /// The sender's address matches the roster entry of the nickname it claims.
+        verified: bool,
+    },
+    /// The receiver acknowledged a message.
+    Delivered {
+        /// The id [`Peer::send`] returned.
+        id: u64,
+        /// Whom it was for.
+        to: Target,
+    },
+    /// The receiver is offline: the message waits until it is back.
+    Queued {
+        /// Its id.
+        id: u64,
+        /// Whom it is for.
+        to: Target,
+    },
+    /// The message will not be delivered.
+    Failed {
+        /// Its id.
+        id: u64,
+        /// Whom it was for.
+        to: Target,
+        /// Why, for the user.
+        reason: String,
+    },
+}
+
+/// Why a message was not accepted for sending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Empty after trimming.
+    Empty,
+    /// Longer than 4 KiB of UTF-8.
+    TooLong,
+    /// The queue for this receiver, or all queues, are full.
+    QueueFull,
+    /// The nickname is not in the roster (and was never seen).
+    UnknownNick(Nick),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Empty => f.write_str("empty message"),
+            SendError::TooLong => write!(f, "message longer than {MAX_TEXT} bytes"),
+            SendError::QueueFull => {
+                f.write_str("too many messages waiting; try again once some are delivered")
+            }
+            SendError::UnknownNick(n) => {
+                write!(f, "no one called {n} is in the roster (see `list`)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Counters.
+#[derive(Copy, Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// Messages received (new, shown).
+    pub received: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Messages acknowledged by their receivers.
+    pub delivered: u64,
+    /// Messages sent again after a failure.
+    pub retransmitted: u64,
+    /// Connections closed for an oversized frame.
+    pub oversized: u64,
+    /// Connections closed for a malformed frame.
+    pub malformed: u64,
+    /// Connections closed for being too slow (HELLO or a frame not completed in time).
+    pub slow: u64,
+    /// Incoming connections refused for the connection cap.
+    pub refused: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    In,
+    Out(Target),
+}
+
+struct Conn {
+    generation: u32,
+    dir: Dir,
+    addr: SocketAddr,
+    /// Who is on the other end, once its HELLO arrived.
+    peer: Option<(Nick, u64)>,
+    open: bool,
+    reader: Reader,
+    out: Vec<u8>,
+    written: usize,
+    opened: Instant,
+    last_activity: Instant,
+    partial_since: Option<Instant>,
+    /// Ids sent on this connection and not yet acknowledged, with when.
+    in_flight: VecDeque<(u64, Instant)>,
+}
+
+struct Pending {
+    id: u64,
+    sent_ms: u64,
+    text: String,
+    attempts: u32,
+    /// Sent on the current connection, awaiting ACK.
+    in_flight: bool,
+}
+
+#[derive(Default)]
+struct Dest {
+    conn: Option<ConnId>,
+    msgs: VecDeque<Pending>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// The peer.
+pub struct Peer {
+    cfg: Config,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    dests: HashMap<Target, Dest>,
+    contacts: HashMap<Nick, (SocketAddr, bool)>,
+    queued_total: usize,
+    next_id: u64,
+    /// Recently seen (sender, instance) → ids, for dedupe.
+    seen: HashMap<(Nick, u64), (HashSet<u64>, VecDeque<u64>)>,
+    actions: VecDeque<Action>,
+    events: VecDeque<PeerEvent>,
+    stats: Stats,
+}
+
+/// Removes control characters, terminal escape sequences and bidirectional overrides from received text, so
+/// a message cannot move the cursor, recolour the terminal or disguise itself.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI (ESC [ ... final byte in @..~) and OSC (ESC ] ... BEL or ESC \) sequences go whole.
+            match chars.peek() {
+                Some('[') => {
+                    chars.next();
+                    for d in chars.by_ref() {
+                        if ('@'..='~').contains(&d) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    chars.next();
+                    while let Some(d) = chars.next() {
+                        if d == '\u{7}' || (d == '\u{1b}' && chars.peek() == Some(&'\\')) {
+                            if d == '\u{1b}' {
+                                chars.next();
+                            }
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    chars.next();
+                }
+            }
+            continue;
+        }
+        if c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+        {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Peer {
+    /// A peer with no connections.
+    pub fn new(cfg: Config) -> Peer {
+        Peer {
+            // Ids unique per instance: the high half from the instance, the low half counts.
+            next_id: cfg.instance << 32,
+            cfg,
+            conns: Slab::new(),
+            next_generation: 1,
+            dests: HashMap::new(),
+            contacts: HashMap::new(),
+            queued_total: 0,
+            seen: HashMap::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Connections open or opening.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Messages waiting for delivery (offline or in flight).
+    pub fn waiting(&self) -> usize {
+        self.queued_total
+    }
+
+    /// Every waiting message: (receiver, id, sent time, text), for saving across restarts.
+    pub fn waiting_messages(&self) -> Vec<(Target, u64, u64, String)> {
+        self.dests
+            .iter()
+            .flat_map(|(t, d)| {
+                d.msgs
+                    .iter()
+                    .map(move |m| (*t, m.id, m.sent_ms, m.text.clone()))
+            })
+            .collect()
+    }
+
+    /// The next action.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.key())
+            .filter(|c| c.generation == id.0 as u32)
+    }
+
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.key())
+            .filter(|c| c.generation == id.0 as u32)
+    }
+
+    fn new_conn(&mut self, now: Instant, dir: Dir, addr: SocketAddr, open: bool) -> ConnId {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let key = self.conns.insert(Conn {
+            generation,
+            dir,
+            addr,
+            peer: None,
+            open,
+            reader: Reader::default(),
+            out: Vec::new(),
+            written: 0,
+            opened: now,
+            last_activity: now,
+            partial_since: None,
+            in_flight: VecDeque::new(),
+        });
+        ConnId::new(key, generation)
+    }
+
+    fn queue_frame(&mut self, id: ConnId, f: &Frame) {
+        if let Some(c) = self.get_mut(id) {
+            let was_empty = c.written == c.out.len();
+            f.encode(&mut c.out);
+            if was_empty && c.open {
+                self.actions.push_back(Action::Write(id));
+            }
+        }
+    }
+
+    /// What a roster entry says about a nickname: where it listens and whether it is online. Messages waiting
+    /// for it are retried at once when it comes online.
+    pub fn set_contact(&mut self, now: Instant, nick: Nick, addr: SocketAddr, online: bool) {
+        let before = self.contacts.insert(nick, (addr, online));
+        let t = Target::Nick(nick);
+        if online && before.is_none_or(|(a, o)| !o || a != addr) {
+            if let Some(d) = self.dests.get_mut(&t) {
+                d.next_try = now;
+                d.backoff = Duration::ZERO;
+                if let Some(c) = d
+                    .conn
+                    .take()
+                    .filter(|_| before.is_some_and(|(a, _)| a != addr))
+                {
+                    // It moved: the old connection leads nowhere useful.
+                    self.close(c, now);
+                }
+            }
+            self.pump(now, t);
+        }
+    }
+
+    /// A nickname left the roster.
+    pub fn remove_contact(&mut self, nick: &Nick) {
+        if let Some(c) = self.contacts.get_mut(nick) {
+            c.1 = false;
+        }
+    }
+
+    /// Queues `text` for `to`; returns its id. Delivery, queueing and failure are reported as events.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        to: Target,
+        text: &str,
+    ) -> Result<u64, SendError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(SendError::Empty);
+        }
+        if text.len() > MAX_TEXT {
+            return Err(SendError::TooLong);
+        }
+        if let Target::Nick(n) = to
+            && !self.contacts.contains_key(&n)
+        {
+            return Err(SendError::UnknownNick(n));
+        }
+        let per = self.dests.get(&to).map_or(0, |d| d.msgs.len());
+        if per >= self.cfg.max_queue_per_peer || self.queued_total >= self.cfg.max_queue_total {
+            return Err(SendError::QueueFull);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.enqueue(now, to, id, wall_ms, text.to_string());
+        Ok(id)
+    }
+
+    /// Restores a message saved by an earlier run (see [`Peer::waiting_messages`]).
+    pub fn restore(&mut self, now: Instant, to: Target, id: u64, sent_ms: u64, text: String) {
+        if self.queued_total < self.cfg.max_queue_total {
+            self.next_id = self.next_id.max(id);
+            self.enqueue(now, to, id, sent_ms, text);
+        }
+    }
+
+    fn enqueue(&mut self, now: Instant, to: Target, id: u64, sent_ms: u64, text: String) {
+        self.queued_total += 1;
+        let d = self.dests.entry(to).or_default();
+        d.msgs.push_back(Pending {
+            id,
+            sent_ms,
+            text,
+            attempts: 0,
+            in_flight: false,
+        });
+        if let Target::Nick(n) = to
+            && !self.contacts.get(&n).is_some_and(|c| c.1)
+        {
+            self.events.push_back(PeerEvent::Queued { id, to });
+            return;
+        }
+        self.pump(now, to);
+    }
+
+    /// Where messages for `to` go now, if anywhere.
+    fn addr_of(&self, to: Target) -> Option<SocketAddr> {
+        match to {
+            Target::Addr(a) => Some(a),
+            Target::Nick(n) => self.contacts.get(&n).filter(|c| c.1).map(|c| c.0),
+        }
+    }
+
+    /// Moves `to`'s waiting messages along: opens a connection if needed and allowed, writes what is unsent.
+    fn pump(&mut self, now: Instant, to: Target) {
+        let Some(addr) = self.addr_of(to) else {
+            return;
+        };
+        let Some(d) = self.dests.get(&to) else {
+            return;
+        };
+        if d.msgs.is_empty() {
+            return;
+        }
+        let conn = match d.conn.filter(|c| self.get(*c).is_some()) {
+            Some(c) => c,
+            None => {
+                if now < d.next_try {
+                    return;
+                }
+                let c = self.new_conn(now, Dir::Out(to), addr, false);
+                self.actions.push_back(Action::Connect { conn: c, addr });
+                let hello = Frame::Hello {
+                    nick: self.cfg.me,
+                    instance: self.cfg.instance,
+                };
+                self.queue_frame(c, &hello);
+                if let Some(d) = self.dests.get_mut(&to) {
+                    d.conn = Some(c);
+                }
+                c
+            }
+        };
+        let mut frames = Vec::new();
+        if let Some(d) = self.dests.get_mut(&to) {
+            for m in d.msgs.iter_mut().filter(|m| !m.in_flight) {
+                m.in_flight = true;
+                m.attempts += 1;
+                if m.attempts > 1 {
+                    self.stats.retransmitted += 1;
+                }
+                frames.push((
+                    m.id,
+                    Frame::Msg {
+                        id: m.id,
+                        sent_ms: m.sent_ms,
+                        text: m.text.clone(),
+                    },
+                ));
+            }
+        }
+        for (id, f) in frames {
+            self.queue_frame(conn, &f);
+            if let Some(c) = self.get_mut(conn) {
+                c.in_flight.push_back((id, now));
+            }
+        }
+    }
+
+    /// A connection came in from `addr`. `None` means refuse it (close it at once): too many connections.
+    pub fn accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        if self.conns.len() >= self.cfg.max_conns {
+            self.stats.refused += 1;
+            return None;
+        }
+        let c = self.new_conn(now, Dir::In, addr, true);
+        let hello = Frame::Hello {
+            nick: self.cfg.me,
+            instance: self.cfg.instance,
+        };
+        self.queue_frame(c, &hello);
+        Some(c)
+    }
+
+    /// An outgoing connection completed.
+    pub fn connected(&mut self, now: Instant, id: ConnId) {
+        if let Some(c) = self.get_mut(id) {
+            c.open = true;
+            c.last_activity = now;
+            if c.written < c.out.len() {
+                self.actions.push_back(Action::Write(id));
+            }
+        }
+    }
+
+    /// Bytes waiting to be written on `id`.
+    pub fn output(&self, id: ConnId) -> &[u8] {
+        self.get(id).map_or(&[], |c| &c.out[c.written..])
+    }
+
+    /// `n` bytes of [`Peer::output`] were written.
+    pub fn wrote(&mut self, now: Instant, id: ConnId, n: usize) {
+        if let Some(c) = self.get_mut(id) {
+            c.written += n;
+            c.last_activity = now;
+            if c.written >= c.out.len() {
+                c.out.clear();
+                c.written = 0;
+            }
+        }
+    }
+
+    /// Bytes arrived on `id`.
+    pub fn handle_data(&mut self, now: Instant, wall_ms: u64, id: ConnId, bytes: &[u8]) {
+        let mut frames = Vec::new();
+        let r = match self.get_mut(id) {
+            Some(c) => {
+                c.last_activity = now;
+                let r = c.reader.push(bytes, &mut frames);
+                c.partial_since = if c.reader.is_partial() {
+                    c.partial_since.or(Some(now))
+                } else {
+                    None
+                };
+                r
+            }
+            None => return,
+        };
+        for f in frames {
+            if !self.handle_frame(now, wall_ms, id, f) {
+                self.stats.malformed += 1;
+                self.close(id, now);
+                return;
+            }
+        }
+        if let Err(e) = r {
+            match e {
+                FrameError::Oversized => self.stats.oversized += 1,
+                FrameError::Malformed => self.stats.malformed += 1,
+            }
+            log::debug!("chat connection {id:?}: {e}, closed");
+            self.close(id, now);
+        }
+    }
+
+    /// Handles one frame; false if it breaks the protocol.
+    fn handle_frame(&mut self, now: Instant, _wall_ms: u64, id: ConnId, f: Frame) -> bool {
+        let Some(c) = self.get_mut(id) else {
+            return true;
+        };
+        match f {
+            Frame::Hello { nick, instance } => {
+                if c.peer.is_some() {
+                    return false;
+                }
+                c.peer = Some((nick, instance));
+                true
+            }
+            Frame::Msg {
+                id: mid,
+                sent_ms,
+                text,
+            } => {
+                let Some((from, instance)) = c.peer else {
+                    return false;
+                };
+                let addr = c.addr;
+                self.queue_frame(id, &Frame::Ack { id: mid });
+                let window = self.cfg.dedupe_window;
+                let (set, order) = self.seen.entry((from, instance)).or_default();
+                if !set.insert(mid) {
+                    self.stats.duplicates += 1;
+                    return true;
+                }
+                order.push_back(mid);
+                if order.len() > window
+                    && let Some(old) = order.pop_front()
+                {
+                    set.remove(&old);
+                }
+                let verified = self
+                    .contacts
+                    .get(&from)
+                    .is_some_and(|(a, _)| a.ip() == addr.ip());
+                self.stats.received += 1;
+                self.events.push_back(PeerEvent::Message {
+                    from,
+                    addr,
+                    sent_ms,
+                    text: sanitize(&text),
+                    verified,
+                });
+                true
+            }
+            Frame::Ack { id: mid } => {
+                let Dir::Out(to) = c.dir else {
+                    return false;
+                };
+                c.in_flight.retain(|x| x.0 != mid);
+                if let Some(d) = self.dests.get_mut(&to)
+                    && let Some(pos) = d.msgs.iter().position(|m| m.id == mid)
+                {
+                    d.msgs.remove(pos);
+                    d.backoff = Duration::ZERO;
+                    self.queued_total -= 1;
+                    self.stats.delivered += 1;
+                    self.events.push_back(PeerEvent::Delivered { id: mid, to });
+                }
+                let _ = now;
+                true
+            }
+        }
+    }
+
+    /// The connection failed or the other side closed it.
+    pub fn closed(&mut self, now: Instant, id: ConnId) {
+        if self.get(id).is_none() {
+            return;
+        }
+        self.forget(id, now);
+    }
+
+    /// Closes `id` on our side.
+    fn close(&mut self, id: ConnId, now: Instant) {
+        if self.get(id).is_some() {
+            self.actions.push_back(Action::Close(id));
+            self.forget(id, now);
+        }
+    }
+
+    /// Drops a connection's state; messages in flight on it go back to waiting, with backoff.
+    fn forget(&mut self, id: ConnId, now: Instant) {
+        let c = self.conns.remove(id.key());
+        let Dir::Out(to) = c.dir else {
+            return;
+        };
+        let max = self.cfg.max_attempts;
+        let online = self.addr_of(to).is_some();
+        let Some(d) = self.dests.get_mut(&to) else {
+            return;
+        };
+        if d.conn == Some(id) {
+            d.conn = None;
+        }
+        let mut failed = Vec::new();
+        d.msgs.retain_mut(|m| {
+            if m.in_flight {
+                m.in_flight = false;
+                if m.attempts >= max && online {
+                    failed.push(m.id);
+                    return false;
+                }
+            }
+            true
+        });
+        if !d.msgs.is_empty() {
+            d.backoff = (d.backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(8));
+            d.next_try = now + d.backoff;
+        }
+        for mid in failed {
+            self.queued_total -= 1;
+            self.events.push_back(PeerEvent::Failed {
+                id: mid,
+                to,
+                reason: format!("no acknowledgement after {max} attempts"),
+            });
+        }
+    }
+
+    /// When [`Peer::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conns = self.conns.iter().filter_map(|(_, c)| self.conn_deadline(c));
+        let dests = self
+            .dests
+            .iter()
+            .filter(|(t, d)| !d.msgs.is_empty() && d.conn.is_none() && self.addr_of(**t).is_some())
+            .map(|(_, d)| d.next_try);
+        conns.chain(dests).min()
+    }
+
+    fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
+        let t = self.cfg.frame_timeout;
+        let hello = c.peer.is_none().then_some(c.opened + t);
+        let partial = c.partial_since.map(|p| p + t);
+        let ack = c.in_flight.front().map(|(_, s)| *s + self.cfg.ack_timeout);
+        let idle = matches!(c.dir, Dir::Out(_))
+            .then_some(c.last_activity + self.cfg.idle_timeout)
+            .filter(|_| c.in_flight.is_empty());
+        let inbound_idle =
+            matches!(c.dir, Dir::In).then_some(c.last_activity + self.cfg.idle_timeout * 2);
+        [hello, partial, ack, idle, inbound_idle]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs every deadline due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<(ConnId, bool)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| self.conn_deadline(c).is_some_and(|d| d <= now))
+            .map(|(k, c)| {
+                let slow = c.peer.is_none() || c.partial_since.is_some();
+                (ConnId::new(k, c.generation), slow)
+            })
+            .collect();
+        for (id, slow) in due {
+            if slow {
+                self.stats.slow += 1;
+            }
+            self.close(id, now);
+        }
+        let ready: Vec<Target> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| !d.msgs.is_empty() && d.conn.is_none() && d.next_try <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in ready {
+            self.pump(now, t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

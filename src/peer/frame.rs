@@ -1,0 +1,286 @@
+//! Chat frames on a TCP connection between two clients: a 4-byte big-endian length (of what follows), a type
+//! byte, and the body. Layouts in `docs/PROTOCOL.md`.
+//!
+//! [`Reader`] reassembles frames from whatever pieces TCP delivers, never buffering more than one maximal
+//! frame, and rejects an oversized length before reading its body.
+
+use std::fmt;
+
+use crate::discovery::Nick;
+
+/// Largest message text, in bytes of UTF-8 (DESIGN.md: 4 KiB).
+pub const MAX_TEXT: usize = 4096;
+/// Largest frame body accepted (a MSG with the largest text and its fields).
+pub const MAX_FRAME: usize = MAX_TEXT + 64;
+/// Protocol version carried in HELLO.
+pub const VERSION: u8 = 1;
+
+const HELLO: u8 = 1;
+const MSG: u8 = 2;
+const ACK: u8 = 3;
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame on a connection, both ways: who is speaking.
+    Hello {
+        /// The speaker's nickname.
+        nick: Nick,
+        /// Its instance id (changes each start).
+        instance: u64,
+    },
+    /// A message.
+    Msg {
+        /// Unique per sender instance.
+        id: u64,
+        /// When the sender sent it (Unix ms, the sender's clock).
+        sent_ms: u64,
+        /// The text (UTF-8, at most [`MAX_TEXT`] bytes), unsanitised.
+        text: String,
+    },
+    /// The receiver has the message with this id.
+    Ack {
+        /// The message's id.
+        id: u64,
+    },
+}
+
+/// Why a connection's input was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FrameError {
+    /// The length prefix exceeds [`MAX_FRAME`].
+    Oversized,
+    /// A frame that does not parse (unknown type, bad lengths, bad nickname, text not UTF-8 or too long).
+    Malformed,
+}
+
+impl FrameError {
+    /// A short name for counters and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameError::Oversized => "oversized frame",
+            FrameError::Malformed => "malformed frame",
+        }
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Frame {
+    /// Appends the frame, length prefix included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            Frame::Hello { nick, instance } => {
+                out.push(HELLO);
+                out.push(VERSION);
+                out.extend_from_slice(&instance.to_be_bytes());
+                out.push(nick.as_bytes().len() as u8);
+                out.extend_from_slice(nick.as_bytes());
+            }
+            Frame::Msg { id, sent_ms, text } => {
+                out.push(MSG);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&sent_ms.to_be_bytes());
+                let t = &text.as_bytes()[..text.len().min(MAX_TEXT)];
+                out.extend_from_slice(&(t.len() as u16).to_be_bytes());
+                out.extend_from_slice(t);
+            }
+            Frame::Ack { id } => {
+                out.push(ACK);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Parses a frame body (type byte onwards).
+    pub fn parse(b: &[u8]) -> Result<Frame, FrameError> {
+        let m = FrameError::Malformed;
+        let u64_at = |at: usize| -> Result<u64, FrameError> {
+            Ok(u64::from_be_bytes(
+                b.get(at..at + 8).ok_or(m)?.try_into().map_err(|_| m)?,
+            ))
+        };
+        match *b.first().ok_or(m)? {
+            HELLO => {
+                if *b.get(1).ok_or(m)? != VERSION {
+                    return Err(m);
+                }
+                let instance = u64_at(2)?;
+                let n = usize::from(*b.get(10).ok_or(m)?);
+                if b.len() != 11 + n {
+                    return Err(m);
+                }
+                let nick = Nick::from_bytes(&b[11..]).map_err(|_| m)?;
+                Ok(Frame::Hello { nick, instance })
+            }
+            MSG => {
+                let id = u64_at(1)?;
+                let sent_ms = u64_at(9)?;
+                let n = usize::from(u16::from_be_bytes(
+                    b.get(17..19).ok_or(m)?.try_into().map_err(|_| m)?,
+                ));
+                if n > MAX_TEXT || b.len() != 19 + n {
+                    return Err(m);
+                }
+                let text = String::from_utf8(b[19..].to_vec()).map_err(|_| m)?;
+                Ok(Frame::Msg { id, sent_ms, text })
+            }
+            ACK => {
+                if b.len() != 9 {
+                    return Err(m);
+                }
+                Ok(Frame::Ack { id: u64_at(1)? })
+            }
+            _ => Err(m),
+        }
+    }
+}
+
+/// Reassembles frames from a byte stream.
+#[derive(Debug, Default)]
+pub struct Reader {
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// Whether part of a frame is waiting for the rest.
+    pub fn is_partial(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Adds bytes read from the connection and returns every complete frame, or the first error (after which
+    /// the connection must be closed).
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
+        while !bytes.is_empty() {
+            // Fill the length prefix, then exactly the frame it announces, so the buffer never holds more
+            // than one frame.
+            let need = if self.buf.len() < 4 {
+                4 - self.buf.len()
+            } else {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                4 + len - self.buf.len()
+            };
+            let take = need.min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if len > MAX_FRAME {
+                    return Err(FrameError::Oversized);
+                }
+                if len == 0 {
+                    return Err(FrameError::Malformed);
+                }
+            }
+            if self.buf.len() > 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if self.buf.len() == 4 + len {
+                    out.push(Frame::parse(&self.buf[4..])?);
+                    self.buf.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            Frame::Hello {
+                nick: Nick::new("alice").unwrap(),
+                instance: 42,
+            },
+            Frame::Msg {
+                id: 7,
+                sent_ms: 1_700_000_000_000,
+                text: "héllo ✓".into(),
+            },
+            Frame::Msg {
+                id: 8,
+                sent_ms: 1,
+                text: "x".repeat(MAX_TEXT),
+            },
+            Frame::Ack { id: 7 },
+        ]
+    }
+
+    #[test]
+    fn split_at_every_byte_boundary() {
+        let mut stream = Vec::new();
+        for f in frames() {
+            f.encode(&mut stream);
+        }
+        for cut in 0..=stream.len() {
+            let mut r = Reader::default();
+            let mut out = Vec::new();
+            r.push(&stream[..cut], &mut out).unwrap();
+            r.push(&stream[cut..], &mut out).unwrap();
+            assert_eq!(out, frames(), "cut at {cut}");
+            assert!(!r.is_partial());
+        }
+        // One byte at a time.
+        let mut r = Reader::default();
+        let mut out = Vec::new();
+        for b in &stream {
+            r.push(std::slice::from_ref(b), &mut out).unwrap();
+            assert!(r.buffered() <= 4 + MAX_FRAME);
+        }
+        assert_eq!(out, frames());
+    }
+
+    #[test]
+    fn oversized_and_malformed_are_refused() {
+        let mut r = Reader::default();
+        let mut out = Vec::new();
+        assert_eq!(
+            r.push(&u32::MAX.to_be_bytes(), &mut out),
+            Err(FrameError::Oversized)
+        );
+        let mut r = Reader::default();
+        assert_eq!(r.push(&[0, 0, 0, 0], &mut out), Err(FrameError::Malformed));
+        for body in [
+            &[9u8][..],
+            &[ACK, 1, 2],
+            &[HELLO, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'a'],
+            &[MSG, 0],
+        ] {
+            let mut b = (body.len() as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(body);
+            let mut r = Reader::default();
+            assert_eq!(r.push(&b, &mut out), Err(FrameError::Malformed), "{body:?}");
+        }
+        // Text that is not UTF-8.
+        let mut b = Vec::new();
+        Frame::Msg {
+            id: 1,
+            sent_ms: 1,
+            text: "ab".into(),
+        }
+        .encode(&mut b);
+        let n = b.len();
+        b[n - 1] = 0xff;
+        let mut r = Reader::default();
+        assert_eq!(r.push(&b, &mut out), Err(FrameError::Malformed));
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,269 @@
+//! The sockets around a [`Peer`]: the chat listener and one nonblocking TCP stream per connection, registered
+//! in the caller's reactor. [`ChatIo::handle_event`] takes readiness for its tokens, [`ChatIo::process`] carries
+//! out what the peer asks (connect, write, close).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use super::{Action, ConnId, Peer};
+use crate::reactor::{Readiness, Sources};
+use crate::time::Instant;
+
+struct Tcp {
+    id: ConnId,
+    stream: TcpStream,
+    /// Outgoing and not yet known to be connected.
+    connecting: bool,
+    writable: bool,
+}
+
+/// The chat listener, its connections, and the peer core.
+pub struct ChatIo {
+    /// The protocol core.
+    pub peer: Peer,
+    listener: TcpListener,
+    listener_token: Token,
+    conns: Sources<Tcp>,
+    tokens: HashMap<ConnId, Token>,
+    buf: Vec<u8>,
+}
+
+impl ChatIo {
+    /// Takes over a bound listener (bound first, so its port can go in the registration) and registers it
+    /// with `listener_token`; connections get tokens from `base` up.
+    pub fn new(
+        listener: std::net::TcpListener,
+        peer: Peer,
+        registry: &Registry,
+        listener_token: Token,
+        base: Token,
+    ) -> io::Result<ChatIo> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        registry.register(&mut listener, listener_token, Interest::READABLE)?;
+        Ok(ChatIo {
+            peer,
+            listener,
+            listener_token,
+            conns: Sources::new(base),
+            tokens: HashMap::new(),
+            buf: vec![0; 16 * 1024],
+        })
+    }
+
+    /// The listening address (its port goes in the roster).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Whether `token` is one of ours.
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.listener_token || self.conns.contains(token)
+    }
+
+    /// Handles readiness on one of our tokens, then whatever the peer asks.
+    pub fn handle_event(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        token: Token,
+        r: Readiness,
+        registry: &Registry,
+    ) {
+        if token == self.listener_token {
+            self.accept(now, registry);
+        } else if let Some(t) = self.conns.get_mut(token) {
+            let id = t.id;
+            if t.connecting && (r.writable || r.error || r.read_closed) {
+                t.connecting = false;
+                let ok =
+                    t.stream.take_error().ok().flatten().is_none() && t.stream.peer_addr().is_ok();
+                if ok {
+                    self.peer.connected(now, id);
+                } else {
+                    self.drop_conn(token, registry);
+                    self.peer.closed(now, id);
+                    self.process(now, registry);
+                    return;
+                }
+            }
+            if r.readable || r.read_closed || r.error {
+                self.read(now, wall_ms, token, registry);
+            }
+            if r.writable && self.conns.contains(token) {
+                self.write(now, token, registry);
+            }
+        }
+        self.process(now, registry);
+    }
+
+    fn accept(&mut self, now: Instant, registry: &Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, from)) => {
+                    let Some(id) = self.peer.accepted(now, from) else {
+                        // Over the connection cap: closed at once by dropping it.
+                        continue;
+                    };
+                    let token = self.conns.next_token();
+                    if registry
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_err()
+                    {
+                        self.peer.closed(now, id);
+                        continue;
+                    }
+                    self.conns.insert(Tcp {
+                        id,
+                        stream,
+                        connecting: false,
+                        writable: false,
+                    });
+                    self.tokens.insert(id, token);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: try again on the next readiness.
+                    log::warn!("chat listener: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, now: Instant, wall_ms: u64, token: Token, registry: &Registry) {
+        loop {
+            let Some(t) = self.conns.get_mut(token) else {
+                return;
+            };
+            let id = t.id;
+            match t.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    self.drop_conn(token, registry);
+                    self.peer.closed(now, id);
+                    return;
+                }
+                Ok(n) => self.peer.handle_data(now, wall_ms, id, &self.buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_conn(token, registry);
+                    self.peer.closed(now, id);
+                    return;
+                }
+            }
+            // The peer may have closed it (a bad frame): stop reading.
+            if !self.tokens.contains_key(&id) {
+                return;
+            }
+        }
+    }
+
+    fn write(&mut self, now: Instant, token: Token, registry: &Registry) {
+        let Some(t) = self.conns.get_mut(token) else {
+            return;
+        };
+        if t.connecting {
+            return;
+        }
+        let id = t.id;
+        loop {
+            let out = self.peer.output(id);
+            if out.is_empty() {
+                break;
+            }
+            let t = self.conns.get_mut(token).unwrap_or_else(|| unreachable!());
+            match t.stream.write(out) {
+                Ok(n) => self.peer.wrote(now, id, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !t.writable {
+                        t.writable = true;
+                        let _ = registry.reregister(
+                            &mut t.stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_conn(token, registry);
+                    self.peer.closed(now, id);
+                    return;
+                }
+            }
+        }
+        let t = self.conns.get_mut(token).unwrap_or_else(|| unreachable!());
+        if t.writable {
+            t.writable = false;
+            let _ = registry.reregister(&mut t.stream, token, Interest::READABLE);
+        }
+    }
+
+    fn drop_conn(&mut self, token: Token, registry: &Registry) {
+        if let Some(mut t) = self.conns.remove(token) {
+            let _ = registry.deregister(&mut t.stream);
+            self.tokens.remove(&t.id);
+        }
+    }
+
+    /// Carries out the peer's actions until it has none.
+    pub fn process(&mut self, now: Instant, registry: &Registry) {
+        while let Some(a) = self.peer.poll_action() {
+            match a {
+                Action::Connect { conn, addr } => match TcpStream::connect(addr) {
+                    Ok(mut stream) => {
+                        let token = self.conns.next_token();
+                        if registry
+                            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                            .is_err()
+                        {
+                            self.peer.closed(now, conn);
+                            continue;
+                        }
+                        self.conns.insert(Tcp {
+                            id: conn,
+                            stream,
+                            connecting: true,
+                            writable: true,
+                        });
+                        self.tokens.insert(conn, token);
+                    }
+                    Err(e) => {
+                        log::debug!("chat connect to {addr}: {e}");
+                        self.peer.closed(now, conn);
+                    }
+                },
+                Action::Write(id) => {
+                    if let Some(&token) = self.tokens.get(&id) {
+                        self.write(now, token, registry);
+                    }
+                }
+                Action::Close(id) => {
+                    if let Some(token) = self.tokens.get(&id).copied() {
+                        // Send what is queued (an ACK) if the socket takes it now, then close.
+                        self.write(now, token, registry);
+                        if let Some(t) = self.conns.get(token) {
+                            let _ = t.stream.shutdown(std::net::Shutdown::Both);
+                        }
+                        self.drop_conn(token, registry);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the peer's timers.
+    pub fn handle_timeout(&mut self, now: Instant, registry: &Registry) {
+        if self.peer.poll_timeout().is_some_and(|t| t <= now) {
+            self.peer.handle_timeout(now);
+        }
+        self.process(now, registry);
+    }
+}

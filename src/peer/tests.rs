@@ -1,0 +1,527 @@
+//! Peer tests on an in-memory network: each Connect links two peers' connections; bytes are delivered in
+//! pieces of chosen sizes; a connection can be cut with bytes still in it.
+
+use super::*;
+
+struct Node {
+    peer: Peer,
+    listen: SocketAddr,
+    up: bool,
+    events: Vec<PeerEvent>,
+}
+
+/// Two or more peers and the links between their connections.
+struct Net {
+    nodes: Vec<Node>,
+    /// (node, conn) <-> (node, conn)
+    links: Vec<((usize, ConnId), (usize, ConnId))>,
+    now: Instant,
+    /// Bytes delivered per write; 0 = everything at once.
+    piece: usize,
+    /// Deliver writes from this node at all (false: they stay unsent, as on a stalled path).
+    deliver: Vec<bool>,
+    next_port: u16,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn nick(s: &str) -> Nick {
+    Nick::new(s).unwrap()
+}
+
+impl Net {
+    fn new(names: &[&str]) -> Net {
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Node {
+                peer: Peer::new(Config::new(nick(n), 100 + i as u64)),
+                listen: addr(&format!("127.0.0.{}:5000", i + 1)),
+                up: true,
+                events: Vec::new(),
+            })
+            .collect::<Vec<_>>();
+        let mut net = Net {
+            deliver: vec![true; nodes.len()],
+            nodes,
+            links: Vec::new(),
+            now: Instant::from_millis(1),
+            piece: 0,
+            next_port: 40000,
+        };
+        // Everyone knows everyone, online.
+        for i in 0..net.nodes.len() {
+            for j in 0..net.nodes.len() {
+                let (n, a) = (net.nodes[j].peer.cfg.me, net.nodes[j].listen);
+                let now = net.now;
+                net.nodes[i].peer.set_contact(now, n, a, true);
+            }
+        }
+        net
+    }
+
+    fn other(&self, n: usize, c: ConnId) -> Option<(usize, ConnId)> {
+        self.links.iter().find_map(|&(a, b)| {
+            if a == (n, c) {
+                Some(b)
+            } else if b == (n, c) {
+                Some(a)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn unlink(&mut self, n: usize, c: ConnId) -> Option<(usize, ConnId)> {
+        let o = self.other(n, c)?;
+        self.links.retain(|&(a, b)| a != (n, c) && b != (n, c));
+        Some(o)
+    }
+
+    /// Runs actions until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for n in 0..self.nodes.len() {
+                while let Some(a) = self.nodes[n].peer.poll_action() {
+                    moved = true;
+                    self.act(n, a);
+                }
+                while let Some(e) = self.nodes[n].peer.poll_event() {
+                    self.nodes[n].events.push(e);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("actions never settled");
+    }
+
+    fn act(&mut self, n: usize, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Connect { conn, addr } => {
+                let target = self.nodes.iter().position(|x| x.listen == addr && x.up);
+                match target {
+                    Some(t) => {
+                        self.next_port += 1;
+                        let from = SocketAddr::new(self.nodes[n].listen.ip(), self.next_port);
+                        match self.nodes[t].peer.accepted(now, from) {
+                            Some(tc) => {
+                                self.links.push(((n, conn), (t, tc)));
+                                self.nodes[n].peer.connected(now, conn);
+                                // The acceptor's HELLO.
+                                self.flush(t, tc);
+                            }
+                            None => self.nodes[n].peer.closed(now, conn),
+                        }
+                    }
+                    None => self.nodes[n].peer.closed(now, conn),
+                }
+            }
+            Action::Write(c) => self.flush(n, c),
+            Action::Close(c) => {
+                if let Some((o, oc)) = self.unlink(n, c) {
+                    self.nodes[o].peer.closed(now, oc);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, n: usize, c: ConnId) {
+        if !self.deliver[n] {
+            return;
+        }
+        let now = self.now;
+        let bytes = self.nodes[n].peer.output(c).to_vec();
+        if bytes.is_empty() {
+            return;
+        }
+        self.nodes[n].peer.wrote(now, c, bytes.len());
+        let Some((o, oc)) = self.other(n, c) else {
+            return;
+        };
+        let piece = if self.piece == 0 {
+            bytes.len()
+        } else {
+            self.piece
+        };
+        for p in bytes.chunks(piece) {
+            self.nodes[o].peer.handle_data(now, 1, oc, p);
+        }
+    }
+
+    /// Cuts every connection of node `n`, bytes in them lost.
+    fn cut(&mut self, n: usize) {
+        let now = self.now;
+        let mine: Vec<_> = self
+            .links
+            .iter()
+            .filter_map(|&(a, b)| {
+                if a.0 == n {
+                    Some((a, b))
+                } else if b.0 == n {
+                    Some((b, a))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (m, o) in mine {
+            self.links.retain(|&(a, b)| a != m && b != m);
+            self.nodes[m.0].peer.closed(now, m.1);
+            self.nodes[o.0].peer.closed(now, o.1);
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        for n in 0..self.nodes.len() {
+            let now = self.now;
+            self.nodes[n].peer.handle_timeout(now);
+        }
+        self.settle();
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.advance(Duration::from_millis(100));
+        }
+    }
+
+    fn messages(&self, n: usize) -> Vec<String> {
+        self.nodes[n]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::Message { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, n: usize, f: impl Fn(&PeerEvent) -> bool) -> usize {
+        self.nodes[n].events.iter().filter(|e| f(e)).count()
+    }
+}
+
+#[test]
+fn a_message_is_delivered_and_acknowledged() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    let id = net.nodes[0]
+        .peer
+        .send(now, 5, Target::Nick(nick("bob")), " hi bob ")
+        .unwrap();
+    net.settle();
+    assert_eq!(net.messages(1), vec!["hi bob"]);
+    let m = net.nodes[1]
+        .events
+        .iter()
+        .find(|e| matches!(e, PeerEvent::Message { .. }))
+        .unwrap();
+    assert!(
+        matches!(m, PeerEvent::Message { from, verified: true, sent_ms: 5, .. } if *from == nick("alice"))
+    );
+    assert!(net.nodes[0].events.contains(&PeerEvent::Delivered {
+        id,
+        to: Target::Nick(nick("bob"))
+    }));
+    assert_eq!(net.nodes[0].peer.waiting(), 0);
+    // The connection is reused for the next message.
+    net.nodes[0]
+        .peer
+        .send(now, 6, Target::Nick(nick("bob")), "again")
+        .unwrap();
+    net.settle();
+    assert_eq!(net.links.len(), 1);
+    assert_eq!(net.messages(1), vec!["hi bob", "again"]);
+    // Idle connections close after the timeout.
+    net.run(Duration::from_secs(61));
+    assert!(net.links.is_empty());
+    assert_eq!(net.nodes[0].peer.connections(), 0);
+}
+
+#[test]
+fn frames_split_at_every_size_still_arrive() {
+    for piece in [1, 2, 3, 5, 7, 13, 64] {
+        let mut net = Net::new(&["alice", "bob"]);
+        net.piece = piece;
+        let now = net.now;
+        net.nodes[0]
+            .peer
+            .send(now, 1, Target::Nick(nick("bob")), &"é".repeat(100))
+            .unwrap();
+        net.settle();
+        assert_eq!(net.messages(1), vec!["é".repeat(100)], "piece {piece}");
+        assert_eq!(
+            net.count(0, |e| matches!(e, PeerEvent::Delivered { .. })),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_dropped_connection_is_retried_without_duplicates() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    // bob's ACKs are lost: his writes never leave.
+    net.deliver[1] = false;
+    net.nodes[0]
+        .peer
+        .send(now, 1, Target::Nick(nick("bob")), "once")
+        .unwrap();
+    net.settle();
+    assert_eq!(net.messages(1), vec!["once"]);
+    // No ACK within the timeout: alice closes, waits, reconnects and sends again; bob drops the duplicate.
+    net.deliver[1] = true;
+    net.run(Duration::from_secs(8));
+    assert_eq!(net.messages(1), vec!["once"], "shown twice");
+    assert_eq!(net.nodes[1].peer.stats().duplicates, 1);
+    assert_eq!(
+        net.count(0, |e| matches!(e, PeerEvent::Delivered { .. })),
+        1
+    );
+    assert!(net.nodes[0].peer.stats().retransmitted >= 1);
+    // A cut with the message in flight: sent again, delivered once.
+    net.deliver[0] = false;
+    net.nodes[0]
+        .peer
+        .send(net.now, 2, Target::Nick(nick("bob")), "twice?")
+        .unwrap();
+    net.settle();
+    net.cut(0);
+    net.deliver[0] = true;
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.messages(1), vec!["once", "twice?"]);
+}
+
+#[test]
+fn messages_for_an_offline_peer_wait_until_it_returns() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    let bob_addr = net.nodes[1].listen;
+    net.nodes[0]
+        .peer
+        .set_contact(now, nick("bob"), bob_addr, false);
+    net.nodes[1].up = false;
+    let a = net.nodes[0]
+        .peer
+        .send(now, 1, Target::Nick(nick("bob")), "first")
+        .unwrap();
+    let b = net.nodes[0]
+        .peer
+        .send(now, 2, Target::Nick(nick("bob")), "second")
+        .unwrap();
+    net.settle();
+    net.run(Duration::from_secs(30));
+    assert_eq!(net.count(0, |e| matches!(e, PeerEvent::Queued { .. })), 2);
+    assert_eq!(net.count(0, |e| matches!(e, PeerEvent::Failed { .. })), 0);
+    assert!(net.links.is_empty(), "no attempts while offline");
+    let saved = net.nodes[0].peer.waiting_messages();
+    assert_eq!(saved.len(), 2);
+    // bob comes back (the roster says so): both delivered, in order.
+    net.nodes[1].up = true;
+    let now = net.now;
+    net.nodes[0]
+        .peer
+        .set_contact(now, nick("bob"), bob_addr, true);
+    net.settle();
+    assert_eq!(net.messages(1), vec!["first", "second"]);
+    for id in [a, b] {
+        assert!(net.nodes[0].events.contains(&PeerEvent::Delivered {
+            id,
+            to: Target::Nick(nick("bob"))
+        }));
+    }
+    // A restored queue (after a restart) is delivered the same way.
+    let mut fresh = Peer::new(Config::new(nick("alice"), 999));
+    fresh.set_contact(now, nick("bob"), bob_addr, false);
+    for (t, id, ms, text) in saved {
+        fresh.restore(now, t, id, ms, text);
+    }
+    assert_eq!(fresh.waiting(), 2);
+}
+
+#[test]
+fn an_unreachable_peer_fails_after_bounded_attempts() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.nodes[1].up = false;
+    let now = net.now;
+    let id = net.nodes[0]
+        .peer
+        .send(now, 1, Target::Nick(nick("bob")), "anyone?")
+        .unwrap();
+    net.run(Duration::from_secs(60));
+    let failed: Vec<_> = net.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::Failed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(matches!(failed[0], PeerEvent::Failed { id: f, .. } if *f == id));
+    assert_eq!(net.nodes[0].peer.waiting(), 0);
+}
+
+#[test]
+fn queue_and_text_bounds() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    let bob = Target::Nick(nick("bob"));
+    let bob_addr = net.nodes[1].listen;
+    net.nodes[0]
+        .peer
+        .set_contact(now, nick("bob"), bob_addr, false);
+    for i in 0..100 {
+        net.nodes[0]
+            .peer
+            .send(now, 1, bob, &format!("m{i}"))
+            .unwrap();
+    }
+    assert_eq!(
+        net.nodes[0].peer.send(now, 1, bob, "one too many"),
+        Err(SendError::QueueFull)
+    );
+    assert_eq!(
+        net.nodes[0].peer.send(now, 1, bob, "   "),
+        Err(SendError::Empty)
+    );
+    assert_eq!(
+        net.nodes[0].peer.send(now, 1, bob, &"x".repeat(4097)),
+        Err(SendError::TooLong)
+    );
+    assert_eq!(
+        net.nodes[0]
+            .peer
+            .send(now, 1, Target::Nick(nick("nobody")), "hi"),
+        Err(SendError::UnknownNick(nick("nobody")))
+    );
+}
+
+fn raw_conn(p: &mut Peer, now: Instant) -> ConnId {
+    let c = p.accepted(now, addr("10.9.9.9:1234")).unwrap();
+    while p.poll_action().is_some() {}
+    c
+}
+
+fn closed(p: &mut Peer, c: ConnId) -> bool {
+    std::iter::from_fn(|| p.poll_action()).any(|a| a == Action::Close(c))
+}
+
+#[test]
+fn hostile_connections_are_closed_with_a_counted_reason() {
+    let now = Instant::from_millis(1);
+    let mut p = Peer::new(Config::new(nick("target"), 1));
+    // Oversized length prefix.
+    let c = raw_conn(&mut p, now);
+    p.handle_data(now, 1, c, &[0xff, 0xff, 0xff, 0xff, 1]);
+    assert!(closed(&mut p, c));
+    assert_eq!(p.stats().oversized, 1);
+    // Garbage.
+    let c = raw_conn(&mut p, now);
+    p.handle_data(now, 1, c, b"\x00\x00\x00\x03GET");
+    assert!(closed(&mut p, c));
+    // A MSG before HELLO.
+    let c = raw_conn(&mut p, now);
+    let mut b = Vec::new();
+    Frame::Msg {
+        id: 1,
+        sent_ms: 1,
+        text: "hi".into(),
+    }
+    .encode(&mut b);
+    p.handle_data(now, 1, c, &b);
+    assert!(closed(&mut p, c));
+    assert_eq!(p.stats().malformed, 2);
+    // One byte a second: the frame never completes in time.
+    let c = raw_conn(&mut p, now);
+    let mut hello = Vec::new();
+    Frame::Hello {
+        nick: nick("slow"),
+        instance: 1,
+    }
+    .encode(&mut hello);
+    let mut t = now;
+    let mut was_closed = false;
+    for b in &hello[..hello.len() - 1] {
+        t += Duration::from_secs(1);
+        p.handle_timeout(t);
+        if closed(&mut p, c) {
+            was_closed = true;
+            break;
+        }
+        p.handle_data(t, 1, c, std::slice::from_ref(b));
+    }
+    if !was_closed {
+        p.handle_timeout(t + Duration::from_secs(10));
+        was_closed = closed(&mut p, c);
+    }
+    assert!(was_closed);
+    assert_eq!(p.stats().slow, 1);
+    // A flood of connections: refused beyond the cap, and nothing grows for them.
+    let cap = p.cfg.max_conns;
+    let mut held = 0;
+    for i in 0..cap + 50 {
+        if p.accepted(now, addr(&format!("10.0.{}.{}:1", i / 250, i % 250)))
+            .is_some()
+        {
+            held += 1;
+        }
+    }
+    assert_eq!(held, cap);
+    assert_eq!(p.stats().refused, 50);
+}
+
+#[test]
+fn a_sender_not_at_its_roster_address_is_unverified() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    // bob believes alice is elsewhere.
+    net.nodes[1]
+        .peer
+        .set_contact(now, nick("alice"), addr("192.0.2.99:5000"), true);
+    net.nodes[0]
+        .peer
+        .send(now, 1, Target::Nick(nick("bob")), "it's me")
+        .unwrap();
+    net.settle();
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        PeerEvent::Message {
+            verified: false,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn sending_to_an_address() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    let to = Target::Addr(net.nodes[1].listen);
+    let id = net.nodes[0].peer.send(now, 1, to, "direct").unwrap();
+    net.settle();
+    assert_eq!(net.messages(1), vec!["direct"]);
+    assert!(
+        net.nodes[0]
+            .events
+            .contains(&PeerEvent::Delivered { id, to })
+    );
+}
+
+#[test]
+fn received_text_cannot_drive_the_terminal() {
+    assert_eq!(sanitize("a\u{1b}[2J\u{1b}[31mb\u{7}c\r\nd"), "abcd");
+    assert_eq!(
+        sanitize("x\u{1b}]0;title\u{7}y\u{1b}]8;;http://e\u{1b}\\z"),
+        "xyz"
+    );
+    assert_eq!(sanitize("safe \u{202e}txt.exe"), "safe txt.exe");
+    assert_eq!(sanitize("tab\there"), "tabhere");
+    assert_eq!(sanitize("ünïcödé ✓ 日本"), "ünïcödé ✓ 日本");
+    assert_eq!(sanitize("trailing escape \u{1b}"), "trailing escape ");
+}
