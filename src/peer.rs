@@ -203,7 +203,7 @@ pub struct Stats {
     pub malformed: u64,
     /// Connections closed for being too slow (HELLO or a frame not completed in time).
     pub slow: u64,
-    /// Incoming connections refused for the connection cap.
+    /// Incoming connections refused, or silent ones dropped to make room, at the connection cap.
     pub refused: u64,
 }
 
@@ -558,8 +558,19 @@ impl Peer {
     /// A connection came in from `addr`. `None` means refuse it (close it at once): too many connections.
     pub fn accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
         if self.conns.len() >= self.cfg.max_conns {
+            // A flood of silent connections must not lock real peers out: make room by dropping the oldest
+            // incoming connection that has not said HELLO yet; refuse only if every one has.
+            let silent = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.dir == Dir::In && c.peer.is_none())
+                .min_by_key(|(_, c)| c.opened)
+                .map(|(k, c)| ConnId::new(k, c.generation));
             self.stats.refused += 1;
-            return None;
+            match silent {
+                Some(old) => self.close(old, now),
+                None => return None,
+            }
         }
         let c = self.new_conn(now, Dir::In, addr, true);
         let hello = Frame::Hello {

@@ -462,18 +462,32 @@ fn hostile_connections_are_closed_with_a_counted_reason() {
     }
     assert!(was_closed);
     assert_eq!(p.stats().slow, 1);
-    // A flood of connections: refused beyond the cap, and nothing grows for them.
+    // A flood of silent connections: the oldest silent one makes room for each newcomer, so the number held
+    // stays at the cap and a real peer arriving last still gets in.
+    while p.poll_action().is_some() {}
     let cap = p.cfg.max_conns;
-    let mut held = 0;
     for i in 0..cap + 50 {
-        if p.accepted(now, addr(&format!("10.0.{}.{}:1", i / 250, i % 250)))
-            .is_some()
-        {
-            held += 1;
-        }
+        assert!(
+            p.accepted(now, addr(&format!("10.0.{}.{}:1", i / 250, i % 250)))
+                .is_some()
+        );
     }
-    assert_eq!(held, cap);
+    assert_eq!(p.connections(), cap);
     assert_eq!(p.stats().refused, 50);
+    let closes = std::iter::from_fn(|| p.poll_action())
+        .filter(|a| matches!(a, Action::Close(_)))
+        .count();
+    assert_eq!(closes, 50);
+    // Once every held connection has said HELLO, newcomers are refused instead.
+    let mut q = Peer::new(Config {
+        max_conns: 2,
+        ..Config::new(nick("target"), 1)
+    });
+    for i in 0..2 {
+        let c = q.accepted(now, addr(&format!("10.1.0.{i}:1"))).unwrap();
+        q.handle_data(now, 1, c, &hello);
+    }
+    assert!(q.accepted(now, addr("10.1.0.9:1")).is_none());
 }
 
 #[test]

@@ -1,0 +1,307 @@
+//! Chat between real `mpc` processes through a real `mpd`: one-shot send, roster events, messages to an
+//! offline peer that wait for it, and hostile peers that must not stop a client. Multicast on 127.0.0.1,
+//! every test on its own group, ports and directories.
+
+mod common;
+mod roster_harness;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use roster_harness::*;
+
+fn chat_port(c: &Mpc) -> u16 {
+    let (r, _) = c
+        .wait_for(Duration::from_secs(15), |v| v["event"] == "registered")
+        .expect("never registered");
+    r["chat_port"].as_u64().unwrap() as u16
+}
+
+#[test]
+fn a_one_shot_send_arrives_exactly_once_and_the_sender_is_not_listed() {
+    let net = Net::new("chat-send", 11);
+    let _mpd = Mpd::start(&net, &[]);
+    let alice = Mpc::listen(&net, "alice", &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    alice.wait_registered();
+    bob.wait_registered();
+    bob.wait_for(Duration::from_secs(10), |v| {
+        is(v, "joined", "alice")
+            || (v["event"] == "roster" && v["entries"].as_array().map_or(0, Vec::len) == 2)
+    })
+    .expect("bob never saw alice");
+    let out = mpc(
+        &net,
+        &[
+            "--nick", "carol", "send", "bob", "hello", "bob,", "it's", "carol",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("delivered to bob"));
+    let (m, _) = bob
+        .wait_for(Duration::from_secs(5), |v| v["event"] == "message")
+        .expect("bob got nothing");
+    assert_eq!(m["from"], "carol");
+    assert_eq!(m["text"], "hello bob, it's carol");
+    // Exactly once, even after a moment for any duplicate.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        bob.events()
+            .iter()
+            .filter(|v| v["event"] == "message")
+            .count(),
+        1
+    );
+    // The one-shot sender never joined the roster.
+    let entries = list(&net);
+    let mut names: Vec<&str> = entries.iter().filter_map(|e| e["nick"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, vec!["alice", "bob"]);
+    assert!(alice.events().iter().all(|v| !is(v, "joined", "carol")));
+    // Sending to an address works without the roster.
+    let port = chat_port(&alice);
+    let out = mpc(
+        &net,
+        &[
+            "--nick",
+            "dave",
+            "send",
+            &format!("127.0.0.1:{port}"),
+            "by",
+            "address",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        alice
+            .wait_for(Duration::from_secs(5), |v| v["event"] == "message"
+                && v["text"] == "by address")
+            .is_some()
+    );
+}
+
+#[test]
+fn send_to_an_offline_or_unknown_peer_says_so() {
+    let net = Net::new("chat-offline-send", 12);
+    let _mpd = Mpd::start(&net, &[]);
+    let mut gone = Mpc::listen(&net, "gone", &[]);
+    gone.wait_registered();
+    gone.signal(nix::sys::signal::Signal::SIGINT);
+    gone.wait_exit(Duration::from_secs(5)).unwrap();
+    let out = mpc(&net, &["--nick", "x", "send", "gone", "anyone?"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offline"));
+    let out = mpc(&net, &["--nick", "x", "send", "nobody", "hi"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in the roster")
+            || String::from_utf8_lossy(&out.stderr).contains("no one called")
+    );
+}
+
+#[test]
+fn roster_events_match_joins_and_leaves() {
+    let net = Net::new("chat-roster", 13);
+    let _mpd = Mpd::start(&net, &[]);
+    let watcher = Mpc::listen(&net, "watcher", &[]);
+    watcher.wait_registered();
+    let mut a = Mpc::listen(&net, "anne", &[]);
+    a.wait_registered();
+    watcher
+        .wait_for(Duration::from_secs(10), |v| is(v, "joined", "anne"))
+        .unwrap();
+    let b = Mpc::listen(&net, "ben", &[]);
+    b.wait_registered();
+    watcher
+        .wait_for(Duration::from_secs(10), |v| is(v, "joined", "ben"))
+        .unwrap();
+    a.signal(nix::sys::signal::Signal::SIGINT);
+    a.wait_exit(Duration::from_secs(5)).unwrap();
+    watcher
+        .wait_for(Duration::from_secs(10), |v| is(v, "offline", "anne"))
+        .unwrap();
+    let seq: Vec<(String, String)> = watcher
+        .events()
+        .into_iter()
+        .filter(|v| {
+            ["joined", "online", "offline", "removed"].contains(&v["event"].as_str().unwrap_or(""))
+        })
+        .map(|v| {
+            (
+                v["event"].as_str().unwrap().to_string(),
+                v["nick"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seq,
+        vec![
+            ("joined".into(), "anne".into()),
+            ("joined".into(), "ben".into()),
+            ("offline".into(), "anne".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_message_for_an_offline_peer_waits_and_arrives_once_it_returns() {
+    let net = Net::new("chat-queue", 14);
+    let _mpd = Mpd::start(&net, &[]);
+    // bob registers once, so the roster knows him, then leaves.
+    let mut bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    bob.signal(nix::sys::signal::Signal::SIGINT);
+    bob.wait_exit(Duration::from_secs(5)).unwrap();
+    // alice, in the console with piped input, writes to him.
+    let state = net.dir.join("alice-state");
+    let mut alice = Command::new(env!("CARGO_BIN_EXE_mpc"))
+        .args([
+            "--nick",
+            "alice",
+            "--group",
+            &net.group,
+            "--iface",
+            "127.0.0.1",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let out = alice.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+    }
+    let shows = |needle: &str| {
+        common::wait_until(Duration::from_secs(15), || {
+            lines.lock().unwrap().contains(needle)
+        })
+    };
+    assert!(shows("registered as alice"), "{}", lines.lock().unwrap());
+    let mut stdin = alice.stdin.take().unwrap();
+    writeln!(stdin, "msg bob see you when you are back").unwrap();
+    assert!(shows("queued"), "{}", lines.lock().unwrap());
+    // bob returns: the roster says he is online, alice delivers.
+    let bob = Mpc::listen(&net, "bob", &[]);
+    let (m, _) = bob
+        .wait_for(Duration::from_secs(15), |v| v["event"] == "message")
+        .expect("the queued message never arrived");
+    assert_eq!(m["text"], "see you when you are back");
+    assert!(shows("delivered"), "{}", lines.lock().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        bob.events()
+            .iter()
+            .filter(|v| v["event"] == "message")
+            .count(),
+        1
+    );
+    writeln!(stdin, "exit").unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while alice.try_wait().unwrap().is_none() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = alice.try_wait().unwrap();
+    if st.is_none() {
+        let _ = alice.kill();
+    }
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "alice did not exit on `exit`"
+    );
+}
+
+fn rss_kib(pid: nix::unistd::Pid) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn hostile_peers_do_not_stop_a_client() {
+    let net = Net::new("chat-hostile", 15);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    let port = chat_port(&bob);
+    let target = format!("127.0.0.1:{port}");
+    let before = rss_kib(bob.pid());
+    // Garbage, and an absurd length prefix.
+    let mut g = TcpStream::connect(&target).unwrap();
+    let _ = g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut o = TcpStream::connect(&target).unwrap();
+    let _ = o.write_all(&[0xff, 0xff, 0xff, 0xf0, 2, 0, 0]);
+    // One byte a second, forever (until bob gives up on it).
+    let slow = std::thread::spawn({
+        let target = target.clone();
+        move || {
+            let Ok(mut s) = TcpStream::connect(&target) else {
+                return;
+            };
+            for _ in 0..15 {
+                if s.write_all(&[0]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    });
+    // A flood of connections that never speak.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        if let Ok(s) = TcpStream::connect(&target) {
+            flood.push(s);
+        }
+    }
+    // A real message still arrives, while all of that goes on.
+    let out = mpc(&net, &["--nick", "friend", "send", "bob", "still", "here?"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        bob.wait_for(Duration::from_secs(10), |v| v["event"] == "message"
+            && v["text"] == "still here?")
+            .is_some()
+    );
+    let after = rss_kib(bob.pid());
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    drop(flood);
+    drop(g);
+    drop(o);
+    slow.join().unwrap();
+    // And afterwards too.
+    let out = mpc(&net, &["--nick", "friend", "send", "bob", "after"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
