@@ -46,8 +46,11 @@ pub struct Config {
     pub max_queue_total: usize,
     /// Attempts to deliver to an online receiver before a message fails.
     pub max_attempts: u32,
-    /// Dedupe memory: message ids remembered per sender.
+    /// Dedupe memory: message ids remembered per sender (nickname and instance).
     pub dedupe_window: usize,
+    /// Dedupe memory: senders remembered; the one heard from least recently is forgotten to make room, so a
+    /// stream of made-up HELLOs costs bounded memory.
+    pub dedupe_senders: usize,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             max_queue_total: 1000,
             max_attempts: 5,
             dedupe_window: 1024,
+            dedupe_senders: 64,
         }
     }
 }
@@ -239,6 +243,13 @@ struct Pending {
     in_flight: bool,
 }
 
+/// One sender's recent message ids: a set to look up, and their arrival order to forget the oldest.
+struct SeenIds {
+    ids: HashSet<u64>,
+    order: VecDeque<u64>,
+    last_heard: Instant,
+}
+
 #[derive(Default)]
 struct Dest {
     conn: Option<ConnId>,
@@ -256,8 +267,8 @@ pub struct Peer {
     contacts: HashMap<Nick, (SocketAddr, bool)>,
     queued_total: usize,
     next_id: u64,
-    /// Recently seen (sender, instance) → ids, for dedupe.
-    seen: HashMap<(Nick, u64), (HashSet<u64>, VecDeque<u64>)>,
+    /// Recently heard senders (nickname, instance) → their recent message ids, for dedupe.
+    seen: HashMap<(Nick, u64), SeenIds>,
     actions: VecDeque<Action>,
     events: VecDeque<PeerEvent>,
     stats: Stats,
@@ -665,17 +676,9 @@ impl Peer {
                 };
                 let addr = c.addr;
                 self.queue_frame(id, &Frame::Ack { id: mid });
-                let window = self.cfg.dedupe_window;
-                let (set, order) = self.seen.entry((from, instance)).or_default();
-                if !set.insert(mid) {
+                if !self.note_seen(now, (from, instance), mid) {
                     self.stats.duplicates += 1;
                     return true;
-                }
-                order.push_back(mid);
-                if order.len() > window
-                    && let Some(old) = order.pop_front()
-                {
-                    set.remove(&old);
                 }
                 let verified = self
                     .contacts
@@ -709,6 +712,37 @@ impl Peer {
                 true
             }
         }
+    }
+
+    /// Remembers message `mid` from `sender`; false if it was already remembered (a duplicate).
+    fn note_seen(&mut self, now: Instant, sender: (Nick, u64), mid: u64) -> bool {
+        if !self.seen.contains_key(&sender) && self.seen.len() >= self.cfg.dedupe_senders.max(1) {
+            // A linear scan, only when a new sender arrives and the table is full: at most `dedupe_senders`.
+            if let Some(stale) = self
+                .seen
+                .iter()
+                .min_by_key(|(_, s)| s.last_heard)
+                .map(|(k, _)| *k)
+            {
+                self.seen.remove(&stale);
+            }
+        }
+        let s = self.seen.entry(sender).or_insert_with(|| SeenIds {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            last_heard: now,
+        });
+        s.last_heard = now;
+        if !s.ids.insert(mid) {
+            return false;
+        }
+        s.order.push_back(mid);
+        if s.order.len() > self.cfg.dedupe_window
+            && let Some(old) = s.order.pop_front()
+        {
+            s.ids.remove(&old);
+        }
+        true
     }
 
     /// The connection failed or the other side closed it.

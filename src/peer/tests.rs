@@ -539,3 +539,55 @@ fn received_text_cannot_drive_the_terminal() {
     assert_eq!(sanitize("ünïcödé ✓ 日本"), "ünïcödé ✓ 日本");
     assert_eq!(sanitize("trailing escape \u{1b}"), "trailing escape ");
 }
+
+/// Sends `(instance, id)` as a fresh connection from a sender calling itself `spoof`; returns whether a
+/// Message event came out (false: dropped as a duplicate).
+fn spoofed_msg(p: &mut Peer, now: Instant, instance: u64, id: u64) -> bool {
+    let c = raw_conn(p, now);
+    let mut b = Vec::new();
+    Frame::Hello {
+        nick: nick("spoof"),
+        instance,
+    }
+    .encode(&mut b);
+    Frame::Msg {
+        id,
+        sent_ms: 1,
+        text: "x".into(),
+    }
+    .encode(&mut b);
+    p.handle_data(now, 1, c, &b);
+    p.closed(now, c);
+    std::iter::from_fn(|| p.poll_event()).any(|e| matches!(e, PeerEvent::Message { .. }))
+}
+
+#[test]
+fn dedupe_memory_is_bounded_by_senders_and_ids() {
+    let mut p = Peer::new(Config {
+        dedupe_senders: 4,
+        dedupe_window: 8,
+        ..Config::new(nick("target"), 1)
+    });
+    let mut now = Instant::from_millis(1);
+    // A made-up instance per HELLO: the table never holds more than four senders.
+    for instance in 0..1000 {
+        now += Duration::from_millis(1);
+        assert!(spoofed_msg(&mut p, now, instance, 1));
+        assert!(p.seen.len() <= 4);
+    }
+    // The most recently heard senders are still remembered: their repeats are duplicates.
+    assert!(!spoofed_msg(&mut p, now, 999, 1));
+    assert!(!spoofed_msg(&mut p, now, 996, 1));
+    // One sender's ids: only the last eight are remembered.
+    for id in 0..100 {
+        assert!(spoofed_msg(&mut p, now, 5000, id));
+    }
+    let s = &p.seen[&(nick("spoof"), 5000)];
+    assert_eq!((s.ids.len(), s.order.len()), (8, 8));
+    assert!(!spoofed_msg(&mut p, now, 5000, 99));
+    assert!(
+        spoofed_msg(&mut p, now, 5000, 0),
+        "forgotten ids are accepted again"
+    );
+    assert_eq!(p.stats().duplicates, 3);
+}
