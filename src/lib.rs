@@ -24,3 +24,16 @@ pub mod session;
 pub mod sim;
 pub mod time;
 pub mod wheel;
+
+/// The longest prefix of `s` that fits in `max` bytes without splitting a character. Encoders that cap a
+/// string field use it: a cut inside a multi-byte character would send bytes the receiving parser rejects as
+/// invalid UTF-8, turning an over-long field into an unreadable message. (`str::floor_char_boundary` does
+/// this but needs Rust 1.91; the crate supports 1.88.)
+pub(crate) fn utf8_prefix(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    // A char is at most 4 bytes, so this steps back at most 3 times.
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -87,7 +87,8 @@ impl Frame {
                 out.push(MSG);
                 out.extend_from_slice(&id.to_be_bytes());
                 out.extend_from_slice(&sent_ms.to_be_bytes());
-                let t = &text.as_bytes()[..text.len().min(MAX_TEXT)];
+                // Cut at a char boundary, so an over-long text still makes a frame the peer accepts.
+                let t = crate::utf8_prefix(text, MAX_TEXT).as_bytes();
                 out.extend_from_slice(&(t.len() as u16).to_be_bytes());
                 out.extend_from_slice(t);
             }
@@ -148,6 +149,8 @@ impl Frame {
 #[derive(Debug, Default)]
 pub struct Reader {
     buf: Vec<u8>,
+    /// Set by the first error; the stream is then out of step for good, so later input is refused unread.
+    failed: Option<FrameError>,
 }
 
 impl Reader {
@@ -162,8 +165,20 @@ impl Reader {
     }
 
     /// Adds bytes read from the connection and returns every complete frame, or the first error (after which
-    /// the connection must be closed).
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
+    /// the connection must be closed; every later call returns the same error and buffers nothing).
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let r = self.push_inner(bytes, out);
+        if let Err(e) = r {
+            self.failed = Some(e);
+            self.buf = Vec::new();
+        }
+        r
+    }
+
+    fn push_inner(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
         while !bytes.is_empty() {
             // Fill the length prefix, then exactly the frame it announces, so the buffer never holds more
             // than one frame.
@@ -256,8 +271,17 @@ mod tests {
             r.push(&u32::MAX.to_be_bytes(), &mut out),
             Err(FrameError::Oversized)
         );
+        // The error sticks: more input is refused without being buffered (a zero length would otherwise
+        // never consume anything, an oversized one would buffer without end).
+        assert_eq!(r.push(&[0; 100], &mut out), Err(FrameError::Oversized));
+        assert_eq!(r.buffered(), 0);
         let mut r = Reader::default();
         assert_eq!(r.push(&[0, 0, 0, 0], &mut out), Err(FrameError::Malformed));
+        assert_eq!(
+            r.push(&[0, 0, 0, 0, 1], &mut out),
+            Err(FrameError::Malformed)
+        );
+        assert_eq!(r.buffered(), 0);
         for body in [
             &[9u8][..],
             &[ACK, 1, 2],

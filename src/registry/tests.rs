@@ -155,6 +155,27 @@ fn joins_reach_everyone_as_one_delta_per_turn() {
 }
 
 #[test]
+fn refusal_of_a_hostile_nickname_still_parses() {
+    // Regression: the refusal quotes the nickname with `{:?}`, which turns each DEL into the 6 bytes
+    // `\u{7f}`, so a 255-byte nickname can make the reason longer than MAX_REASON. The encoder used to cut it
+    // at exactly 1024 bytes, here inside a '€', and the client dropped the whole REGISTERED as invalid UTF-8.
+    // 18 bytes of `invalid nickname "` + 167 × 6 = 1020, so the second '€' spans bytes 1023..1026.
+    let mut h = Harness::new(Config::default());
+    let c = h.connect("127.0.0.1:1");
+    let hostile = format!("{}€€", "\x7f".repeat(167));
+    h.register(c, &hostile, 1, 5000);
+    h.turn(); // Panics if the reply does not parse.
+    let (r, _, reason) = h.last_registered(c).unwrap();
+    assert_eq!(r, RegisterResult::InvalidNick);
+    assert_eq!(
+        reason.len(),
+        1023,
+        "cut before the '€' that crosses the cap"
+    );
+    assert!(reason.ends_with('€'));
+}
+
+#[test]
 fn large_snapshots_and_deltas_are_paged() {
     let mut h = Harness::new(Config {
         page_bytes: 1000,

@@ -155,6 +155,9 @@ pub enum ServerMsg {
     },
 }
 
+/// Longest REGISTERED reason sent, in bytes: [`ServerMsg::encode`] cuts longer ones (at a char boundary).
+pub const MAX_REASON: usize = 1024;
+
 /// Largest encoded entry: nick 1+32, instance 8, status 1, since 8, address 1+16, port 2, flaps 4.
 pub const MAX_ENTRY_LEN: usize = 73;
 
@@ -309,7 +312,8 @@ impl ClientMsg {
                 out.push(REGISTER);
                 out.push(g.flags);
                 out.extend_from_slice(&g.instance.to_be_bytes());
-                let n = &g.nick.as_bytes()[..g.nick.len().min(255)];
+                // The length field is one byte; cut at a char boundary so what is sent stays UTF-8.
+                let n = crate::utf8_prefix(&g.nick, 255).as_bytes();
                 out.push(n.len() as u8);
                 out.extend_from_slice(n);
                 out.extend_from_slice(&g.chat_port.to_be_bytes());
@@ -413,7 +417,10 @@ impl ServerMsg {
                 out.push(*result as u8);
                 out.extend_from_slice(&daemon.to_be_bytes());
                 out.extend_from_slice(&retry_after_ms.to_be_bytes());
-                let r = &reason.as_bytes()[..reason.len().min(1024)];
+                // Cut at a char boundary: the daemon's reasons quote the client's nickname (escaped, so it
+                // can grow past the cap), and a cut inside a character would make the client reject the
+                // whole reply as invalid UTF-8.
+                let r = crate::utf8_prefix(reason, MAX_REASON).as_bytes();
                 out.extend_from_slice(&(r.len() as u16).to_be_bytes());
                 out.extend_from_slice(r);
             }

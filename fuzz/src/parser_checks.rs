@@ -1,0 +1,365 @@
+//! Checks shared by the `discovery`, `roster_wire` and `chat_frame` fuzz targets and `tests/parser_props.rs`
+//! (which includes this file with `#[path]`), so the fuzzers and `cargo test` hold the parsers to the same
+//! rules. Each entry point takes arbitrary bytes and panics on any inconsistency:
+//!
+//! - [`discovery`]: `Datagram::parse` never panics, its error matches what the header says, and a datagram
+//!   that parses is re-encoded by `Datagram::write` to the same bytes (bar the reserved bytes 6..8 and any
+//!   trailing bytes, which the parser ignores by design), which parse back to the same value.
+//! - [`roster`]: `ClientMsg::parse` and `ServerMsg::parse` never panic, and what parses re-encodes to exactly
+//!   the input (the layout has no ignored bits); the encoders, given the input as an arbitrary string for the
+//!   nickname / reason fields, produce messages that parse back (over-long strings cut at a char boundary).
+//! - [`chat`]: `Frame::parse` on the bytes as a frame body, with the same exact re-encoding rule; then the
+//!   bytes as a TCP stream into `Reader`, whole and in chunks, compared with an independent model decoder
+//!   (same frames, same error, same bytes held), with the reader's buffer bounded after every push; and
+//!   `Frame::encode` of a MSG with the input as text parses back.
+//!
+//! # `chat` input format
+//!
+//! ```text
+//! byte 0        k = byte 0 % 8: how many chunk-size bytes follow (0: feed the stream one byte at a time)
+//! k bytes       chunk sizes, used in a cycle (0 = push an empty slice)
+//! the rest      the stream
+//! ```
+
+use std::net::IpAddr;
+
+use multiproto::discovery::{Datagram, DiscoveryError, MAGIC, MAX_DATAGRAM, Nick, VERSION};
+use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
+use multiproto::registry::wire::{
+    ClientMsg, MAX_REASON, Register, RegisterResult, ServerMsg, WireError,
+};
+
+/// Length of the discovery header (magic, version, type, reserved, instance), per `docs/PROTOCOL.md`.
+pub const DISCOVERY_HEADER: usize = 16;
+/// Longest nickname a REGISTER can carry: its length field is one byte.
+pub const MAX_REGISTER_NICK: usize = 255;
+/// Minimum encoded size of a roster entry (1-byte nick, IPv4), which the entry-count check relies on.
+const MIN_ENTRY_LEN: usize = 2 + 8 + 1 + 8 + 5 + 2 + 4;
+
+/// The longest prefix of `s` that is at most `max` bytes and ends on a char boundary: what the encoders must
+/// send for an over-long string. Written from `char_indices`, independently of the library's own helper.
+pub fn utf8_prefix(s: &str, max: usize) -> &str {
+    let end = s
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|&end| end <= max)
+        .last()
+        .unwrap_or(0);
+    &s[..end]
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Discovery.
+
+/// `Datagram::parse` on arbitrary bytes: see the module documentation. Returns the parse result.
+pub fn discovery(data: &[u8]) -> Result<Datagram, DiscoveryError> {
+    let parsed = Datagram::parse(data);
+    // The header alone decides these three outcomes (docs/PROTOCOL.md: foreign, another version, short).
+    let expected = if data.len() < 4 || data[..4] != MAGIC {
+        Some(DiscoveryError::Foreign)
+    } else if data.len() < DISCOVERY_HEADER {
+        Some(DiscoveryError::Malformed)
+    } else if data[4] != VERSION {
+        Some(DiscoveryError::Version(data[4]))
+    } else {
+        None
+    };
+    if let Some(e) = expected {
+        assert_eq!(parsed, Err(e), "header says {e:?}");
+        return parsed;
+    }
+    let d = match parsed {
+        Ok(d) => d,
+        Err(e) => {
+            assert_eq!(e, DiscoveryError::Malformed);
+            return parsed;
+        }
+    };
+    match d {
+        Datagram::Hello(h) => assert_eq!(Nick::from_bytes(h.nick.as_bytes()), Ok(h.nick)),
+        Datagram::Welcome { daemon, .. } | Datagram::Announce(daemon) => {
+            assert!(daemon.sctp_udp_port != 0 && daemon.sctp_port != 0);
+        }
+    }
+    let mut enc = Vec::new();
+    d.write(&mut enc);
+    assert!(enc.len() <= MAX_DATAGRAM);
+    // The parser read exactly the fields the writer writes, from the same places: only the reserved bytes
+    // (written as zero, ignored when read) and trailing bytes (room for later fields) may differ.
+    assert!(enc.len() <= data.len(), "parsed more than the input holds");
+    assert_eq!(enc[..6], data[..6]);
+    assert_eq!(enc[6..8], [0, 0]);
+    assert_eq!(enc[8..], data[8..enc.len()], "re-encoding differs");
+    assert_eq!(Datagram::parse(&enc), Ok(d));
+    parsed
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Roster messages.
+
+/// The `roster_wire` fuzz target: [`roster_parse`] and [`roster_encoders`] on the same bytes. Returns both
+/// parse results.
+pub fn roster(data: &[u8]) -> (Result<ClientMsg, WireError>, Result<ServerMsg, WireError>) {
+    roster_encoders(data);
+    roster_parse(data)
+}
+
+/// Both roster parsers on arbitrary bytes: no panic, and what parses re-encodes to exactly the input (bar
+/// reasons over `MAX_REASON`, which the encoder cuts). Returns both parse results.
+pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, WireError>, Result<ServerMsg, WireError>) {
+    let client = ClientMsg::parse(data);
+    if let Ok(m) = &client {
+        if let ClientMsg::Register(r) = m {
+            assert!(r.nick.len() <= MAX_REGISTER_NICK);
+        }
+        assert_eq!(m.encode(), data, "ClientMsg re-encoding differs");
+    }
+    let server = ServerMsg::parse(data);
+    if let Ok(m) = &server {
+        match m {
+            ServerMsg::Snapshot {
+                page,
+                pages,
+                entries,
+                ..
+            } => {
+                assert!(page < pages);
+                assert!(entries.len() * MIN_ENTRY_LEN <= data.len());
+            }
+            ServerMsg::Delta { from, to, entries } => {
+                assert!(from < to);
+                assert!(entries.len() * MIN_ENTRY_LEN <= data.len());
+            }
+            ServerMsg::Registered { .. } => {}
+        }
+        let enc = m.encode();
+        match m {
+            // The parser takes reasons up to the u16 length field; the encoder sends at most MAX_REASON bytes.
+            ServerMsg::Registered {
+                result,
+                daemon,
+                retry_after_ms,
+                reason,
+            } if reason.len() > MAX_REASON => {
+                let want = ServerMsg::Registered {
+                    result: *result,
+                    daemon: *daemon,
+                    retry_after_ms: *retry_after_ms,
+                    reason: utf8_prefix(reason, MAX_REASON).to_owned(),
+                };
+                assert_eq!(ServerMsg::parse(&enc), Ok(want));
+            }
+            _ => assert_eq!(enc, data, "ServerMsg re-encoding differs"),
+        }
+    }
+    (client, server)
+}
+
+/// The roster encoders with `data` as an arbitrary string in the nickname and reason fields.
+pub fn roster_encoders(data: &[u8]) {
+    // The encoders with the input as an arbitrary string (lossy UTF-8 makes long strings of 3-byte U+FFFD,
+    // so cuts inside a char are reached): what they send always parses, and is the string cut to the limit.
+    let s = String::from_utf8_lossy(data);
+    let reg = |nick: &str| {
+        ClientMsg::Register(Register {
+            flags: data.first().copied().unwrap_or(0),
+            instance: s.len() as u64,
+            nick: nick.to_owned(),
+            chat_port: 1,
+            chat_ip: Some(IpAddr::from([192, 0, 2, 1])),
+        })
+    };
+    assert_eq!(
+        ClientMsg::parse(&reg(&s).encode()),
+        Ok(reg(utf8_prefix(&s, MAX_REGISTER_NICK)))
+    );
+    let registered = |reason: &str| ServerMsg::Registered {
+        result: RegisterResult::InvalidNick,
+        daemon: 7,
+        retry_after_ms: 0,
+        reason: reason.to_owned(),
+    };
+    assert_eq!(
+        ServerMsg::parse(&registered(&s).encode()),
+        Ok(registered(utf8_prefix(&s, MAX_REASON)))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Chat frames.
+
+/// `Frame::parse` on a frame body (type byte onwards): never panics, only `Malformed` (the length prefix is
+/// the reader's business), and a frame that parses re-encodes to exactly the body behind its length prefix.
+pub fn chat_body(body: &[u8]) -> Result<Frame, FrameError> {
+    let parsed = Frame::parse(body);
+    match &parsed {
+        Ok(f) => {
+            assert!(!body.is_empty() && body.len() <= MAX_FRAME);
+            if let Frame::Msg { text, .. } = f {
+                assert!(text.len() <= MAX_TEXT);
+            }
+            let mut enc = Vec::new();
+            f.encode(&mut enc);
+            assert_eq!(enc[..4], (body.len() as u32).to_be_bytes());
+            assert_eq!(&enc[4..], body, "Frame re-encoding differs");
+        }
+        Err(e) => assert_eq!(*e, FrameError::Malformed),
+    }
+    parsed
+}
+
+/// What a byte stream decodes to: the frames completed, the error that stopped decoding (if any), and the
+/// bytes the reader holds afterwards (a partial frame; none after an error, which discards the stream).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Complete frames, in order.
+    pub frames: Vec<Frame>,
+    /// `Ok` if the stream was consumed without error.
+    pub result: Result<(), FrameError>,
+    /// `Reader::buffered()` at the end.
+    pub buffered: usize,
+}
+
+/// An independent decoder for a whole stream, written from `docs/PROTOCOL.md` rather than from `Reader`:
+/// length prefix, refuse 0 or over `MAX_FRAME` as soon as the prefix is complete, else wait for the body.
+pub fn model(stream: &[u8]) -> Outcome {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &stream[at..];
+        let Some(prefix) = rest.get(..4) else {
+            return Outcome {
+                frames,
+                result: Ok(()),
+                buffered: rest.len(),
+            };
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let refused = if len > MAX_FRAME {
+            Some(FrameError::Oversized)
+        } else if len == 0 {
+            Some(FrameError::Malformed)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            return Outcome {
+                frames,
+                result: Err(e),
+                buffered: 0,
+            };
+        }
+        let Some(body) = rest.get(4..4 + len) else {
+            return Outcome {
+                frames,
+                result: Ok(()),
+                buffered: rest.len(),
+            };
+        };
+        match chat_body(body) {
+            Ok(f) => frames.push(f),
+            Err(e) => {
+                return Outcome {
+                    frames,
+                    result: Err(e),
+                    buffered: 0,
+                };
+            }
+        }
+        at += 4 + len;
+    }
+}
+
+/// Feeds `stream` to a fresh `Reader` in chunks of `sizes` (cycled; all at once if `sizes` is empty or all
+/// zero), stopping at the first error as a connection would. After every push the reader holds at most one
+/// maximal frame and its prefix, and says it is partial exactly when it holds bytes.
+pub fn feed(stream: &[u8], sizes: &[usize]) -> Outcome {
+    let mut r = Reader::default();
+    let mut frames = Vec::new();
+    let whole = [stream.len()];
+    let sizes = if sizes.iter().all(|&s| s == 0) {
+        &whole[..]
+    } else {
+        sizes
+    };
+    let mut rest = stream;
+    let mut result = Ok(());
+    for &size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+        result = r.push(chunk, &mut frames);
+        assert!(
+            r.buffered() <= 4 + MAX_FRAME,
+            "reader holds {} bytes",
+            r.buffered()
+        );
+        assert_eq!(r.is_partial(), r.buffered() > 0);
+        if let Err(e) = result {
+            // The error sticks: more input is refused with it, unread.
+            assert_eq!(r.push(rest, &mut frames), Err(e));
+            assert_eq!(r.buffered(), 0);
+            break;
+        }
+    }
+    Outcome {
+        frames,
+        result,
+        buffered: r.buffered(),
+    }
+}
+
+/// Splits a `chat` fuzz input into chunk sizes and the stream (see the module documentation).
+pub fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return (Vec::new(), data);
+    };
+    let k = usize::from(first % 8).min(rest.len());
+    let (sizes, stream) = rest.split_at(k);
+    let sizes = if k == 0 {
+        vec![1]
+    } else {
+        sizes.iter().map(|&s| usize::from(s)).collect()
+    };
+    (sizes, stream)
+}
+
+/// Checks a stream: the model, the reader fed whole and the reader fed in `sizes` chunks all agree, and every
+/// frame they produce re-encodes to its bytes. Returns the common outcome.
+pub fn chat_stream(stream: &[u8], sizes: &[usize]) -> Outcome {
+    let want = model(stream);
+    assert_eq!(
+        feed(stream, &[]),
+        want,
+        "reader fed whole disagrees with the model"
+    );
+    assert_eq!(
+        feed(stream, sizes),
+        want,
+        "reader fed in chunks of {sizes:?} disagrees"
+    );
+    want
+}
+
+/// The `chat_frame` fuzz target: the input as a frame body, as a chunked stream (format in the module
+/// documentation), and as the text of a MSG to encode.
+pub fn chat(data: &[u8]) {
+    let _ = chat_body(data);
+    let (sizes, stream) = split_input(data);
+    chat_stream(stream, &sizes);
+
+    let text = String::from_utf8_lossy(data);
+    let msg = |text: &str| Frame::Msg {
+        id: data.len() as u64,
+        sent_ms: 1,
+        text: text.to_owned(),
+    };
+    let mut enc = Vec::new();
+    msg(&text).encode(&mut enc);
+    assert_eq!(
+        Frame::parse(&enc[4..]),
+        Ok(msg(utf8_prefix(&text, MAX_TEXT)))
+    );
+}

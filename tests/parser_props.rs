@@ -1,0 +1,684 @@
+//! Property tests for the parsers that read from the network outside SCTP, on stable and in plain `cargo test`:
+//! the discovery datagram (`discovery::Datagram`), the roster messages (`registry::wire::{ClientMsg,
+//! ServerMsg}`) and the chat frames (`peer::frame::{Frame, Reader}`). For each:
+//!
+//! - every value the strategies generate encodes and parses back to itself;
+//! - arbitrary bytes (and bytes that start like a real message, to get past the first checks) never panic,
+//!   and what parses re-encodes consistently (the checks shared with the fuzz targets,
+//!   `fuzz/src/parser_checks.rs`);
+//! - every truncation of a valid encoding is an error (for the stream `Reader`: no frame yet);
+//! - every single-bit flip of a valid encoding never panics, and never parses back to the original value
+//!   (the layouts have no ignored bits, except the discovery header's reserved bytes);
+//! - the `Reader` yields exactly the encoded frames however the stream is chunked, holds at most one frame,
+//!   and refuses an oversized length prefix before buffering its body;
+//! - encoders cap over-long strings at a char boundary, so what they send always parses.
+//!
+//! Case counts are modest so that the file runs in seconds in a debug build; `PROPTEST_CASES` raises them.
+//! Runs are deterministic (fixed RNG), and failures are not persisted to files.
+
+use std::net::{IpAddr, SocketAddr};
+
+use multiproto::discovery::{
+    DaemonInfo, Datagram, DiscoveryError, Hello, MAGIC, MAX_DATAGRAM, Nick, VERSION,
+};
+use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
+use multiproto::registry::wire::{
+    ClientMsg, Entry, MAX_ENTRY_LEN, MAX_REASON, Register, RegisterResult, ServerMsg, Status,
+    WireError,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+
+// Shared with the fuzz crate, so `cargo test` applies the fuzz targets' checks too.
+#[path = "../fuzz/src/parser_checks.rs"]
+mod parser_checks;
+
+use parser_checks::{MAX_REGISTER_NICK, utf8_prefix};
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        // The fixed RNG below is only used by `runner`; the `proptest!` blocks need this for determinism.
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6d70_726f),
+        ..ProptestConfig::default()
+    }
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new_with_rng(
+        config(cases),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    )
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..=max)
+}
+
+/// Each single-bit flip of `enc`, as (byte index, flipped copy).
+fn bit_flips(enc: &[u8]) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
+    (0..enc.len() * 8).map(move |bit| {
+        let mut bad = enc.to_vec();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        (bit / 8, bad)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Strategies. Values are built through the public API only; the ranges are what the parsers accept (nonzero
+// daemon ports, page < pages, from < to, strings within the length fields).
+
+fn nick() -> impl Strategy<Value = Nick> {
+    "[A-Za-z0-9._-]{1,32}".prop_map(|s| Nick::new(&s).unwrap())
+}
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
+    ]
+}
+
+/// Any UTF-8 string of at most `max_bytes` bytes (up to `max_chars` arbitrary chars, cut to fit).
+fn utf8(max_bytes: usize, max_chars: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<char>(), 0..=max_chars).prop_map(move |cs| {
+        let s: String = cs.into_iter().collect();
+        utf8_prefix(&s, max_bytes).to_owned()
+    })
+}
+
+/// A string whose length lands around `limit` bytes: ASCII up to some length, then a few arbitrary chars, so
+/// multi-byte chars often straddle the limit.
+fn around(limit: usize) -> impl Strategy<Value = String> {
+    (
+        limit.saturating_sub(8)..=limit + 4,
+        prop::collection::vec(any::<char>(), 1..4),
+    )
+        .prop_map(|(n, cs)| {
+            let mut s = "a".repeat(n);
+            s.extend(cs);
+            s
+        })
+}
+
+fn daemon_info() -> impl Strategy<Value = DaemonInfo> {
+    (
+        any::<u64>(),
+        1..=u16::MAX,
+        1..=u16::MAX,
+        prop::option::of(ip()),
+    )
+        .prop_map(|(instance, sctp_udp_port, sctp_port, addr)| DaemonInfo {
+            instance,
+            sctp_udp_port,
+            sctp_port,
+            addr,
+        })
+}
+
+fn datagram() -> impl Strategy<Value = Datagram> {
+    prop_oneof![
+        (any::<u64>(), nick(), any::<u16>(), any::<u16>()).prop_map(
+            |(instance, nick, chat_port, sctp_udp_port)| Datagram::Hello(Hello {
+                instance,
+                nick,
+                chat_port,
+                sctp_udp_port,
+            })
+        ),
+        (any::<u64>(), daemon_info()).prop_map(|(to, daemon)| Datagram::Welcome { to, daemon }),
+        daemon_info().prop_map(Datagram::Announce),
+    ]
+}
+
+fn register() -> impl Strategy<Value = Register> {
+    (
+        any::<u8>(),
+        any::<u64>(),
+        utf8(MAX_REGISTER_NICK, 80),
+        any::<u16>(),
+        prop::option::of(ip()),
+    )
+        .prop_map(|(flags, instance, nick, chat_port, chat_ip)| Register {
+            flags,
+            instance,
+            nick,
+            chat_port,
+            chat_ip,
+        })
+}
+
+fn client_msg() -> impl Strategy<Value = ClientMsg> {
+    prop_oneof![
+        4 => register().prop_map(ClientMsg::Register),
+        1 => Just(ClientMsg::Resync),
+    ]
+}
+
+fn register_result() -> impl Strategy<Value = RegisterResult> {
+    prop::sample::select(vec![
+        RegisterResult::Ok,
+        RegisterResult::NickTaken,
+        RegisterResult::InvalidNick,
+        RegisterResult::Full,
+        RegisterResult::BadRequest,
+    ])
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (
+        nick(),
+        any::<u64>(),
+        prop::sample::select(vec![Status::Offline, Status::Online, Status::Removed]),
+        any::<u64>(),
+        ip(),
+        any::<u16>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(nick, instance, status, since_ms, ip, port, flaps)| Entry {
+                nick,
+                instance,
+                status,
+                since_ms,
+                // `SocketAddr::new` leaves an IPv6 address's flow info and scope id at 0, as the wire has neither.
+                chat: SocketAddr::new(ip, port),
+                flaps,
+            },
+        )
+}
+
+fn server_msg() -> impl Strategy<Value = ServerMsg> {
+    prop_oneof![
+        (
+            register_result(),
+            any::<u64>(),
+            any::<u32>(),
+            utf8(MAX_REASON, 300)
+        )
+            .prop_map(
+                |(result, daemon, retry_after_ms, reason)| ServerMsg::Registered {
+                    result,
+                    daemon,
+                    retry_after_ms,
+                    reason,
+                }
+            ),
+        (
+            any::<u64>(),
+            (1..=u16::MAX).prop_flat_map(|pages| (0..pages, Just(pages))),
+            prop::collection::vec(entry(), 0..6)
+        )
+            .prop_map(|(version, (page, pages), entries)| ServerMsg::Snapshot {
+                version,
+                page,
+                pages,
+                entries,
+            }),
+        (
+            (0..u64::MAX).prop_flat_map(|from| (Just(from), from + 1..=u64::MAX)),
+            prop::collection::vec(entry(), 0..6)
+        )
+            .prop_map(|((from, to), entries)| ServerMsg::Delta { from, to, entries }),
+    ]
+}
+
+/// Frames with short texts (cheap to flip bit by bit).
+fn small_frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        (nick(), any::<u64>()).prop_map(|(nick, instance)| Frame::Hello { nick, instance }),
+        (any::<u64>(), any::<u64>(), utf8(MAX_TEXT, 40))
+            .prop_map(|(id, sent_ms, text)| Frame::Msg { id, sent_ms, text }),
+        any::<u64>().prop_map(|id| Frame::Ack { id }),
+    ]
+}
+
+/// Any frame, including texts at or near `MAX_TEXT` bytes.
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        3 => small_frame(),
+        1 => (any::<u64>(), any::<u64>(), around(MAX_TEXT)).prop_map(|(id, sent_ms, text)| {
+            Frame::Msg {
+                id,
+                sent_ms,
+                text: utf8_prefix(&text, MAX_TEXT).to_owned(),
+            }
+        }),
+    ]
+}
+
+fn encode_frame(f: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    f.encode(&mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Discovery datagrams.
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Every datagram round-trips, fits `MAX_DATAGRAM`, and still parses with trailing bytes after it (room
+    /// for fields a later version adds).
+    #[test]
+    fn discovery_round_trips(d in datagram(), trailing in bytes(16)) {
+        let mut enc = Vec::new();
+        d.write(&mut enc);
+        prop_assert!(enc.len() <= MAX_DATAGRAM);
+        prop_assert_eq!(Datagram::parse(&enc), Ok(d));
+        prop_assert_eq!(parser_checks::discovery(&enc), Ok(d));
+        enc.extend_from_slice(&trailing);
+        prop_assert_eq!(parser_checks::discovery(&enc), Ok(d));
+    }
+
+    /// Arbitrary bytes, with or without a valid header in front, never panic, and the error is the one the
+    /// header calls for.
+    #[test]
+    fn discovery_arbitrary_bytes(tail in bytes(64), header in 0..3u8) {
+        let mut data = Vec::new();
+        if header > 0 {
+            data.extend_from_slice(&MAGIC);
+            data.push(VERSION);
+            // A type byte most of the time (1 HELLO, 2 WELCOME, 3 ANNOUNCE), then the rest as it comes.
+            if header == 2 {
+                data.push(1 + tail.first().copied().unwrap_or(0) % 3);
+            }
+        }
+        data.extend_from_slice(&tail);
+        let r = parser_checks::discovery(&data);
+        if header == 0 && !data.starts_with(&MAGIC) {
+            prop_assert_eq!(r, Err(DiscoveryError::Foreign));
+        }
+    }
+
+    /// Every proper prefix of a datagram is refused: foreign without the whole magic, malformed after it.
+    #[test]
+    fn discovery_truncations_are_errors(d in datagram()) {
+        let mut enc = Vec::new();
+        d.write(&mut enc);
+        for cut in 0..enc.len() {
+            let want = if cut < 4 { DiscoveryError::Foreign } else { DiscoveryError::Malformed };
+            prop_assert_eq!(parser_checks::discovery(&enc[..cut]), Err(want), "cut at {}", cut);
+        }
+    }
+
+    /// A single flipped bit never panics, and changes the outcome unless it is in the reserved bytes.
+    #[test]
+    fn discovery_bit_flips(d in datagram()) {
+        let mut enc = Vec::new();
+        d.write(&mut enc);
+        for (at, bad) in bit_flips(&enc) {
+            let r = parser_checks::discovery(&bad);
+            if (6..8).contains(&at) {
+                prop_assert_eq!(r, Ok(d), "reserved byte {} is not ignored", at);
+            } else {
+                prop_assert_ne!(r, Ok(d), "flip in byte {} went unnoticed", at);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Roster messages.
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Client messages round-trip, and a byte more is refused (messages are exact).
+    #[test]
+    fn client_msgs_round_trip(m in client_msg()) {
+        let mut enc = m.encode();
+        prop_assert_eq!(ClientMsg::parse(&enc), Ok(m.clone()));
+        prop_assert_eq!(parser_checks::roster(&enc).0, Ok(m));
+        enc.push(0);
+        prop_assert_eq!(ClientMsg::parse(&enc), Err(WireError("trailing bytes")));
+    }
+
+    /// Server messages round-trip, entries stay within `MAX_ENTRY_LEN`, and a byte more is refused.
+    #[test]
+    fn server_msgs_round_trip(m in server_msg()) {
+        let mut enc = m.encode();
+        prop_assert_eq!(ServerMsg::parse(&enc), Ok(m.clone()));
+        if let ServerMsg::Snapshot { entries, .. } | ServerMsg::Delta { entries, .. } = &m {
+            let header = if matches!(m, ServerMsg::Snapshot { .. }) { 15 } else { 19 };
+            prop_assert!(enc.len() <= header + entries.len() * MAX_ENTRY_LEN);
+        }
+        prop_assert_eq!(parser_checks::roster(&enc).1, Ok(m));
+        enc.push(0);
+        prop_assert_eq!(ServerMsg::parse(&enc), Err(WireError("trailing bytes")));
+    }
+
+    /// Arbitrary bytes never panic either parser, whether the type byte is a real one or not; an unknown
+    /// type is refused as such.
+    #[test]
+    fn roster_arbitrary_bytes(
+        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 16, 17, 18]), any::<u8>()],
+        tail in bytes(200),
+    ) {
+        let mut data = vec![kind];
+        data.extend_from_slice(&tail);
+        let (c, s) = parser_checks::roster(&data);
+        if ![1, 2].contains(&kind) {
+            prop_assert_eq!(c, Err(WireError("message type")));
+        }
+        if ![16, 17, 18].contains(&kind) {
+            prop_assert_eq!(s, Err(WireError("message type")));
+        }
+    }
+
+    /// Every proper prefix of a message is refused by its parser.
+    #[test]
+    fn roster_truncations_are_errors(c in client_msg(), s in server_msg()) {
+        let enc = c.encode();
+        for cut in 0..enc.len() {
+            prop_assert!(parser_checks::roster_parse(&enc[..cut]).0.is_err(), "client cut at {}", cut);
+        }
+        let enc = s.encode();
+        for cut in 0..enc.len() {
+            prop_assert!(parser_checks::roster_parse(&enc[..cut]).1.is_err(), "server cut at {}", cut);
+        }
+    }
+
+    /// A single flipped bit never panics and never parses back to the original message.
+    #[test]
+    fn roster_bit_flips(c in client_msg(), s in server_msg()) {
+        for (at, bad) in bit_flips(&c.encode()) {
+            prop_assert_ne!(parser_checks::roster_parse(&bad).0, Ok(c.clone()), "client byte {}", at);
+        }
+        for (at, bad) in bit_flips(&s.encode()) {
+            prop_assert_ne!(parser_checks::roster_parse(&bad).1, Ok(s.clone()), "server byte {}", at);
+        }
+    }
+
+    /// Over-long strings are cut at a char boundary, so the message still parses (regression: they were cut
+    /// at a byte count, possibly inside a character, and then refused as invalid UTF-8).
+    #[test]
+    fn roster_long_strings_are_cut_on_char_boundaries(
+        nick in around(MAX_REGISTER_NICK),
+        reason in around(MAX_REASON),
+    ) {
+        let reg = |nick: &str| ClientMsg::Register(Register {
+            flags: 0,
+            instance: 1,
+            nick: nick.to_owned(),
+            chat_port: 2,
+            chat_ip: None,
+        });
+        prop_assert_eq!(
+            ClientMsg::parse(&reg(&nick).encode()),
+            Ok(reg(utf8_prefix(&nick, MAX_REGISTER_NICK)))
+        );
+        let refusal = |reason: &str| ServerMsg::Registered {
+            result: RegisterResult::InvalidNick,
+            daemon: 3,
+            retry_after_ms: 0,
+            reason: reason.to_owned(),
+        };
+        prop_assert_eq!(
+            ServerMsg::parse(&refusal(&reason).encode()),
+            Ok(refusal(utf8_prefix(&reason, MAX_REASON)))
+        );
+    }
+}
+
+#[test]
+fn roster_reason_cut_inside_a_char_regression() {
+    // 1023 ASCII bytes then '€' (3 bytes): a cut at exactly 1024 bytes falls inside it.
+    let reason = format!("{}€", "r".repeat(MAX_REASON - 1));
+    let m = ServerMsg::Registered {
+        result: RegisterResult::InvalidNick,
+        daemon: 1,
+        retry_after_ms: 0,
+        reason,
+    };
+    let Ok(ServerMsg::Registered { reason, .. }) = ServerMsg::parse(&m.encode()) else {
+        panic!("the encoded refusal does not parse");
+    };
+    assert_eq!(reason, "r".repeat(MAX_REASON - 1));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Chat frames and the stream reader.
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Frames round-trip: the prefix is the body's length, the body is within `MAX_FRAME`, and a reader fed
+    /// the encoding yields exactly the frame and holds nothing after it.
+    #[test]
+    fn frames_round_trip(f in frame()) {
+        let enc = encode_frame(&f);
+        let body = &enc[4..];
+        prop_assert_eq!(&enc[..4], &(body.len() as u32).to_be_bytes()[..]);
+        prop_assert!(!body.is_empty() && body.len() <= MAX_FRAME);
+        prop_assert_eq!(parser_checks::chat_body(body), Ok(f.clone()));
+        let mut r = Reader::default();
+        let mut out = Vec::new();
+        prop_assert_eq!(r.push(&enc, &mut out), Ok(()));
+        prop_assert_eq!(out, vec![f]);
+        prop_assert!(!r.is_partial());
+    }
+
+    /// Arbitrary bytes, as a body, as a stream, and behind a correct length prefix, never panic; behind a
+    /// correct prefix the reader's verdict is the body parser's.
+    #[test]
+    fn frames_arbitrary_bytes(
+        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3]), any::<u8>()],
+        tail in bytes(120),
+        sizes in prop::collection::vec(0..16usize, 0..4),
+    ) {
+        let mut body = vec![kind];
+        body.extend_from_slice(&tail);
+        parser_checks::chat(&body);
+        let mut stream = (body.len() as u32).to_be_bytes().to_vec();
+        stream.extend_from_slice(&body);
+        let got = parser_checks::chat_stream(&stream, &sizes);
+        match Frame::parse(&body) {
+            Ok(f) => prop_assert_eq!(got, parser_checks::Outcome { frames: vec![f], result: Ok(()), buffered: 0 }),
+            Err(e) => prop_assert_eq!(got.result, Err(e)),
+        }
+    }
+
+    /// Every proper prefix of a frame: the body parser refuses it, and the reader takes it without error,
+    /// yields nothing, and holds exactly those bytes.
+    #[test]
+    fn frame_truncations_wait_or_fail(f in small_frame()) {
+        let enc = encode_frame(&f);
+        for cut in 0..enc.len() {
+            if cut > 4 {
+                prop_assert!(parser_checks::chat_body(&enc[4..cut]).is_err(), "body cut at {}", cut);
+            }
+            let mut r = Reader::default();
+            let mut out = Vec::new();
+            prop_assert_eq!(r.push(&enc[..cut], &mut out), Ok(()));
+            prop_assert!(out.is_empty());
+            prop_assert_eq!(r.buffered(), cut);
+            prop_assert_eq!(r.is_partial(), cut > 0);
+        }
+    }
+
+    /// A single flipped bit never panics the body parser or the reader, and never gives the original frame
+    /// back.
+    #[test]
+    fn frame_bit_flips(f in small_frame(), sizes in prop::collection::vec(1..8usize, 1..3)) {
+        let enc = encode_frame(&f);
+        for (at, bad) in bit_flips(&enc) {
+            if at >= 4 {
+                prop_assert_ne!(parser_checks::chat_body(&bad[4..]), Ok(f.clone()), "byte {}", at);
+            }
+            let got = parser_checks::chat_stream(&bad, &sizes);
+            prop_assert!(!got.frames.contains(&f), "byte {} flip went unnoticed", at);
+        }
+    }
+
+    /// A stream of frames cut into arbitrary chunks (including empty ones) yields exactly those frames in
+    /// order, with the reader never holding more than one frame, and nothing left at the end.
+    #[test]
+    fn reader_reassembles_any_chunking(
+        frames in prop::collection::vec(frame(), 1..6),
+        sizes in prop::collection::vec(0..300usize, 1..8),
+    ) {
+        let stream: Vec<u8> = frames.iter().flat_map(encode_frame).collect();
+        let got = parser_checks::chat_stream(&stream, &sizes);
+        prop_assert_eq!(got, parser_checks::Outcome { frames, result: Ok(()), buffered: 0 });
+    }
+
+    /// A length prefix over `MAX_FRAME` is refused as soon as its fourth byte arrives, before any of the body
+    /// is buffered, even when the body is there; frames before it are still delivered.
+    #[test]
+    fn reader_refuses_oversized_prefix(
+        before in prop::collection::vec(small_frame(), 0..3),
+        len in (MAX_FRAME as u32 + 1)..=u32::MAX,
+        body in bytes(64),
+    ) {
+        let mut stream: Vec<u8> = before.iter().flat_map(encode_frame).collect();
+        let at = stream.len();
+        stream.extend_from_slice(&len.to_be_bytes());
+        stream.extend_from_slice(&body);
+        let mut r = Reader::default();
+        let mut out = Vec::new();
+        prop_assert_eq!(r.push(&stream[..at + 3], &mut out), Ok(()));
+        prop_assert_eq!(&out, &before);
+        prop_assert_eq!(r.push(&stream[at + 3..], &mut out), Err(FrameError::Oversized));
+        prop_assert_eq!(r.buffered(), 0);
+        prop_assert_eq!(&out, &before);
+        let whole = parser_checks::chat_stream(&stream, &[1]);
+        prop_assert_eq!(whole, parser_checks::Outcome { frames: before, result: Err(FrameError::Oversized), buffered: 0 });
+    }
+
+    /// Over-long texts are cut at a char boundary, so the frame still parses (regression: they were cut at
+    /// `MAX_TEXT` bytes, possibly inside a character, and the peer refused the frame as invalid UTF-8).
+    #[test]
+    fn frame_long_texts_are_cut_on_char_boundaries(text in around(MAX_TEXT)) {
+        let msg = |text: &str| Frame::Msg { id: 1, sent_ms: 2, text: text.to_owned() };
+        let enc = encode_frame(&msg(&text));
+        prop_assert_eq!(Frame::parse(&enc[4..]), Ok(msg(utf8_prefix(&text, MAX_TEXT))));
+    }
+}
+
+#[test]
+fn reader_length_bounds() {
+    let mut out = Vec::new();
+    // Zero is refused at once.
+    let mut r = Reader::default();
+    assert_eq!(
+        r.push(&[0, 0, 0, 0, 2], &mut out),
+        Err(FrameError::Malformed)
+    );
+    // MAX_FRAME itself is allowed: the reader waits for the whole body (then refuses it, as no frame is that
+    // long), holding one maximal frame and no more.
+    let mut r = Reader::default();
+    let mut stream = (MAX_FRAME as u32).to_be_bytes().to_vec();
+    stream.resize(4 + MAX_FRAME, 0);
+    stream[4] = 2;
+    assert_eq!(r.push(&stream[..4 + MAX_FRAME - 1], &mut out), Ok(()));
+    assert_eq!(r.buffered(), 4 + MAX_FRAME - 1);
+    assert_eq!(
+        r.push(&stream[4 + MAX_FRAME - 1..], &mut out),
+        Err(FrameError::Malformed)
+    );
+    assert_eq!(r.buffered(), 0, "a failed stream is discarded");
+    // One more is refused once the prefix is complete, and nothing is kept.
+    let mut r = Reader::default();
+    assert_eq!(
+        r.push(&(MAX_FRAME as u32 + 1).to_be_bytes(), &mut out),
+        Err(FrameError::Oversized)
+    );
+    assert_eq!(r.buffered(), 0);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn frame_text_cut_inside_a_char_regression() {
+    // MAX_TEXT - 1 ASCII bytes then 'é' (2 bytes): a cut at exactly MAX_TEXT bytes falls inside it.
+    let text = format!("{}é", "t".repeat(MAX_TEXT - 1));
+    let mut enc = Vec::new();
+    Frame::Msg {
+        id: 1,
+        sent_ms: 1,
+        text,
+    }
+    .encode(&mut enc);
+    assert_eq!(
+        Frame::parse(&enc[4..]),
+        Ok(Frame::Msg {
+            id: 1,
+            sent_ms: 1,
+            text: "t".repeat(MAX_TEXT - 1),
+        })
+    );
+}
+
+/// The fuzz targets' entry points on a few hand-made inputs, plus the same random-input run the fuzzers do
+/// (through a `TestRunner`, so it stays deterministic), so a change that breaks them fails `cargo test`.
+#[test]
+fn fuzz_entry_points_on_random_inputs() {
+    let mut hello = Vec::new();
+    Datagram::Hello(Hello {
+        instance: 1,
+        nick: Nick::new("seed").unwrap(),
+        chat_port: 2,
+        sctp_udp_port: 3,
+    })
+    .write(&mut hello);
+    assert!(parser_checks::discovery(&hello).is_ok());
+    let reg = ClientMsg::Resync.encode();
+    assert!(parser_checks::roster(&reg).0.is_ok());
+    let mut chat = vec![2, 3, 5];
+    chat.extend(encode_frame(&Frame::Ack { id: 9 }));
+    chat.extend(encode_frame(&Frame::Ack { id: 10 }));
+    let (sizes, stream) = parser_checks::split_input(&chat);
+    assert_eq!(sizes, vec![3, 5]);
+    assert_eq!(parser_checks::chat_stream(stream, &sizes).frames.len(), 2);
+    parser_checks::chat(&chat);
+
+    runner(512)
+        .run(&bytes(300), |data| {
+            let _ = parser_checks::discovery(&data);
+            let _ = parser_checks::roster(&data);
+            parser_checks::chat(&data);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// The fuzz seeds (`fuzz/seeds/{discovery,roster_wire,chat_frame}`) are what their names say: valid messages,
+/// so the fuzzers start from inputs that get past every check. Catches seeds left stale by a layout change.
+#[test]
+fn fuzz_seeds_are_valid() {
+    let seeds = |target: &str| -> Vec<(String, Vec<u8>)> {
+        let dir = format!("{}/fuzz/seeds/{target}", env!("CARGO_MANIFEST_DIR"));
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|f| {
+                let f = f.unwrap();
+                let name = f.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(f.path()).unwrap())
+            })
+            .collect();
+        v.sort();
+        assert!(!v.is_empty(), "no seeds in {dir}");
+        v
+    };
+    for (name, b) in seeds("discovery") {
+        assert!(parser_checks::discovery(&b).is_ok(), "discovery/{name}");
+    }
+    for (name, b) in seeds("roster_wire") {
+        let (c, s) = parser_checks::roster(&b);
+        assert!(c.is_ok() || s.is_ok(), "roster_wire/{name}");
+    }
+    for (name, b) in seeds("chat_frame") {
+        // Either a frame body on its own, or a chunked stream of whole frames.
+        let (sizes, stream) = parser_checks::split_input(&b);
+        let out = parser_checks::chat_stream(stream, &sizes);
+        let stream_ok = out.result.is_ok() && out.buffered == 0 && !out.frames.is_empty();
+        assert!(
+            stream_ok || parser_checks::chat_body(&b).is_ok(),
+            "chat_frame/{name}: {out:?}"
+        );
+        parser_checks::chat(&b);
+    }
+}
