@@ -1,10 +1,27 @@
 //! `mpc`'s interactive console: commands (`list`, `msg NAME|IP:PORT text`, `help`, `exit`), incoming
-//! messages and roster changes printed as they happen, delivery shown. Messages for offline peers are kept in
-//! the state directory across restarts.
+//! messages and roster changes printed as they happen, each with its local time, and delivery shown (sent,
+//! then delivered, queued or failed). Messages for offline peers are kept in the state directory across
+//! restarts.
 //!
-//! This version reads commands line by line from standard input (a terminal or a pipe).
+//! Two faces over one loop:
+//! - **On a terminal** (stdin and stdout both), a line editor ([`editor`], rustyline) runs in its own thread:
+//!   line editing, history kept across runs, Tab completion of commands and nicknames, and notices printed
+//!   above the prompt with the half-typed line redrawn under them. Lines that arrive together (a bracketed
+//!   paste, or a `msg` line followed by more within [`BURST`]) are planned as one ([`paste`]): a paste that
+//!   would send several messages is confirmed first. Ctrl-C clears the line, Ctrl-D on an empty line leaves.
+//! - **Otherwise** commands are read line by line from standard input through the reactor, for scripts.
+//!
+//! Colours only when standard output is a terminal and `NO_COLOR` is unset ([`style`]). Chat is one to one,
+//! so every message received is addressed to us: each one rings the bell (on a terminal).
+//!
+//! The roster client behind it re-registers by itself (jittered backoff, forever) when the daemon comes
+//! back; meanwhile messages still flow to peers already known.
 
-use std::io::{self, Read, Write};
+pub mod editor;
+pub mod paste;
+pub mod style;
+
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,10 +38,24 @@ use crate::peer::{PeerEvent, Target};
 use crate::reactor::ReactorEvent;
 use crate::registry::wire::{Entry, RegisterResult, Status};
 use crate::session::{FIRST_SESSION_APP_TOKEN, Session, SessionEvent};
+use crate::time::Instant;
+use editor::{Editor, Input};
+use paste::{Plan, Step};
+use style::{Kind, Style};
 
+/// Standard input, in line mode.
 const STDIN: Token = Token(FIRST_SESSION_APP_TOKEN);
+/// The input thread's waker, in editor mode.
+const WAKER: Token = Token(FIRST_SESSION_APP_TOKEN + 1);
+/// SIGHUP (the terminal went away), added to the session's SIGINT/SIGTERM watch.
+const HANGUP: Token = Token(FIRST_SESSION_APP_TOKEN + 2);
 /// Longest input line kept; longer input is cut (a message is at most 4 KiB anyway).
 const MAX_LINE: usize = 16 * 1024;
+/// How long leaving waits for messages in flight to be acknowledged (the rest are kept for the next run).
+const LINGER: Duration = Duration::from_secs(3);
+/// A `msg` line from the terminal followed by more lines within this long is a paste, not typing (no one
+/// types a message and presses Enter again that fast); the wait delays each typed `msg` by as much.
+pub const BURST: Duration = Duration::from_millis(60);
 
 /// How the console runs.
 #[derive(Clone, Debug)]
@@ -135,191 +166,677 @@ pub fn roster_table(entries: &[Entry], now_ms: u64) -> String {
     out
 }
 
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+/// A nickname to suggest when `me` is taken: `alice` → `alice2`, `bob7` → `bob8`.
+pub fn suggest_nick(me: &Nick) -> String {
+    let s = me.as_str();
+    let base = s.trim_end_matches(|c: char| c.is_ascii_digit());
+    let n: u64 = s[base.len()..]
+        .parse()
+        .map_or(2, |n: u64| n.saturating_add(1));
+    let digits = n.to_string();
+    let keep = base.len().min(32usize.saturating_sub(digits.len()));
+    format!("{}{digits}", &base[..keep])
 }
 
-/// Runs the console until `exit`, end of input, or a signal.
+/// The roster as an aligned table, coloured by `style` (header bold, online green, offline dim).
+pub fn roster_table_styled(entries: &[Entry], now_ms: u64, style: Style) -> String {
+    let plain = roster_table(entries, now_ms);
+    if !style.colour {
+        return plain;
+    }
+    let mut lines = plain.lines();
+    let mut out = String::new();
+    if let Some(h) = lines.next() {
+        out += &style.paint(Kind::Header, h);
+        out.push('\n');
+    }
+    for (l, e) in lines.zip(entries) {
+        let kind = if e.status == Status::Online {
+            Kind::Good
+        } else {
+            Kind::System
+        };
+        out += &style.paint(kind, l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The first roster in one line: `online: bob, carol; offline: dave (type `list` for the table)`.
+pub fn roster_summary(mut online: Vec<String>, mut offline: Vec<String>) -> String {
+    const SHOWN: usize = 10;
+    let names = |v: &mut Vec<String>| {
+        v.sort();
+        let more = v.len().saturating_sub(SHOWN);
+        let mut s = v[..v.len().min(SHOWN)].join(", ");
+        if more > 0 {
+            s += &format!(" and {more} more");
+        }
+        s
+    };
+    match (online.is_empty(), offline.is_empty()) {
+        (true, true) => "no one else is in the roster yet".into(),
+        (false, true) => format!("online: {}", names(&mut online)),
+        (true, false) => format!("no one else is online; offline: {}", names(&mut offline)),
+        (false, false) => format!(
+            "online: {}; offline: {}",
+            names(&mut online),
+            names(&mut offline)
+        ),
+    }
+}
+
+/// Where output goes.
+enum Ui {
+    /// The line editor on a terminal.
+    Editor(Editor),
+    /// Plain lines on stdout; commands from stdin, with the partial line read so far.
+    Lines {
+        /// Input after the last newline.
+        partial: Vec<u8>,
+        /// Stdin is watched.
+        reading: bool,
+    },
+}
+
+/// The console's state around a [`Session`].
+struct Console {
+    sess: Session,
+    ui: Ui,
+    opts: Options,
+    me: Nick,
+    style: Style,
+    /// Registered at least once.
+    registered_once: bool,
+    /// When to say that no daemon answers, if none has by then.
+    warn_at: Option<Instant>,
+    /// When to register again after a `NickTaken` with a retry hint.
+    retry_at: Option<Instant>,
+    retried: bool,
+    /// Waiting messages as last saved.
+    waiting: Vec<(Target, u64, u64, String)>,
+    /// Lines from the terminal not yet acted on, and when the batch closes.
+    batch: Vec<String>,
+    batch_until: Option<Instant>,
+    /// A paste waiting for yes or no.
+    question: Option<Plan>,
+    /// The first roster arrived (it is summed up; later changes are shown one by one).
+    roster_seen: bool,
+}
+
+/// What the loop does next.
+enum Flow {
+    Go,
+    Leave(u8),
+}
+
+/// Runs the console until `exit`, end of input, a signal, or a refusal by the daemon.
 pub fn run(opts: Options) -> io::Result<ExitCode> {
     let me = opts.setup.nick;
+    let style = Style::for_stdout();
+    // The session first: it blocks SIGINT/SIGTERM, and the editor's threads must inherit that mask.
     let mut sess = Session::open(opts.setup.clone(), opts.chat)?;
-    sess.io.reactor.watch_stdin(STDIN)?;
-    let now = sess.now();
-    match outbox::load(&opts.state_dir, &me) {
-        Ok(saved) => {
-            if !saved.is_empty() {
-                say(&format!(
-                    "{} message(s) from an earlier session are waiting for delivery",
-                    saved.len()
-                ));
-            }
-            for (t, id, ms, text) in saved {
-                sess.chat.peer.restore(now, t, id, ms, text);
-            }
-        }
-        Err(e) => say(&format!("warning: {e}")),
-    }
-    let start = now;
-    let (mut registered, mut warned) = (false, false);
-    let mut line = Vec::new();
-    let mut waiting = sess.chat.peer.waiting_messages();
-    say(&format!(
-        "mpc: {me}, looking for the daemon... (type `help`)"
-    ));
-    loop {
-        sess.turn(None)?;
-        let now = sess.now();
-        let wall = sess.wall_ms();
-        while let Some(ev) = sess.poll_event() {
-            match ev {
-                SessionEvent::Signal => return leave(&mut sess, &opts, me),
-                SessionEvent::App(ReactorEvent::Io(STDIN, _)) => {
-                    let mut buf = [0u8; 4096];
-                    let n = match io::stdin().lock().read(&mut buf) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => 0,
-                    };
-                    if n == 0 {
-                        sess.io.reactor.unwatch_stdin();
-                        return leave(&mut sess, &opts, me);
-                    }
-                    line.extend_from_slice(&buf[..n]);
-                    while let Some(pos) = line.iter().position(|&b| b == b'\n') {
-                        let l: Vec<u8> = line.drain(..=pos).collect();
-                        let l = String::from_utf8_lossy(&l).into_owned();
-                        match parse_command(&l) {
-                            Ok(Command::Exit) => return leave(&mut sess, &opts, me),
-                            Ok(Command::Nothing) => {}
-                            Ok(Command::Help) => say(HELP),
-                            Ok(Command::List) => {
-                                let es: Vec<Entry> =
-                                    sess.io.client.roster().entries().copied().collect();
-                                print!("{}", roster_table(&es, wall));
-                            }
-                            Ok(Command::Msg(to, text)) => {
-                                match sess.chat.peer.send(now, wall, to, &text) {
-                                    Ok(id) => say(&format!("sent #{} to {to}", id & 0xffff_ffff)),
-                                    Err(e) => say(&format!("not sent: {e}")),
-                                }
-                            }
-                            Err(e) => say(&e),
-                        }
-                    }
-                    if line.len() > MAX_LINE {
-                        line.clear();
-                    }
-                    sess.flush()?;
-                }
-                SessionEvent::App(_) => {}
-                SessionEvent::Peer(p) => say(&peer_line(&p)),
-                SessionEvent::Client(c) => {
-                    if let Some(l) = client_line(me, &c, &mut registered) {
-                        say(&l);
-                    }
-                    if let ClientEvent::Rejected { result, .. } = c
-                        && result != RegisterResult::NickTaken
-                    {
-                        return Ok(ExitCode::from(1));
-                    }
-                    if let ClientEvent::Searching { .. } = c
-                        && !registered
-                        && !warned
-                        && now.saturating_since(start) >= opts.daemon_wait
-                    {
-                        warned = true;
-                        say(&format!(
-                            "mpc: {} (still trying)",
-                            opts.setup.no_daemon_message(sess.io.iface())
-                        ));
-                    }
-                }
-            }
-        }
-        let w = sess.chat.peer.waiting_messages();
-        if w != waiting {
-            waiting = w;
-            if let Err(e) = outbox::save(&opts.state_dir, &me, &waiting) {
-                say(&format!("warning: cannot save waiting messages: {e}"));
-            }
-        }
-    }
-}
-
-fn leave(sess: &mut Session, opts: &Options, me: Nick) -> io::Result<ExitCode> {
-    let _ = outbox::save(&opts.state_dir, &me, &sess.chat.peer.waiting_messages());
-    let now = sess.now();
-    sess.io.client.shutdown(now);
-    let end = now + Duration::from_millis(500);
-    while !sess.io.client.is_closed() && sess.now() < end {
-        sess.turn(Some(end))?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// One line for a chat event.
-pub fn peer_line(p: &PeerEvent) -> String {
-    match p {
-        PeerEvent::Message {
-            from,
-            text,
-            verified,
-            ..
-        } => format!(
-            "<{from}>{} {text}",
-            if *verified { "" } else { " (unverified)" }
-        ),
-        PeerEvent::Delivered { id, to } => format!("delivered #{} to {to}", id & 0xffff_ffff),
-        PeerEvent::Queued { id, to } => format!(
-            "queued #{} for {to} (offline; sent when it is back)",
-            id & 0xffff_ffff
-        ),
-        PeerEvent::Failed { id, to, reason } => {
-            format!("failed #{} to {to}: {reason}", id & 0xffff_ffff)
-        }
-    }
-}
-
-/// One line for a roster or connection event, if it deserves one.
-pub fn client_line(me: Nick, c: &ClientEvent, registered: &mut bool) -> Option<String> {
-    Some(match c {
-        ClientEvent::Searching { .. } => return None,
-        ClientEvent::DaemonFound { addr } => format!("found the daemon at {addr}"),
-        ClientEvent::Registered { .. } => {
-            *registered = true;
-            format!("registered as {me}")
-        }
-        ClientEvent::Rejected { result, reason, .. } => match result {
-            RegisterResult::NickTaken => format!("{reason} (try e.g. --nick {me}2)"),
-            _ => format!("refused: {reason}"),
+    // A closed terminal ends the console like `exit`: the roster hears we left, waiting messages are kept.
+    sess.io
+        .reactor
+        .watch_signals(&[nix::sys::signal::Signal::SIGHUP], HANGUP)?;
+    let editor = if io::stdin().is_terminal() && io::stdout().is_terminal() {
+        Editor::start(
+            sess.io.reactor.registry(),
+            WAKER,
+            format!("{me}> "),
+            opts.state_dir.clone(),
+            style.colour,
+        )?
+    } else {
+        None
+    };
+    // In line mode, commands are read once the roster is in (or once we said no daemon answers), so that
+    // `echo list | mpc` and scripted `msg`s act on the roster rather than on an empty one.
+    let ui = match editor {
+        Some(e) => Ui::Editor(e),
+        None => Ui::Lines {
+            partial: Vec::new(),
+            reading: false,
         },
-        ClientEvent::DaemonLost { reason } => {
-            format!(
-                "lost the daemon ({reason}); still chatting with known peers, looking for it again"
-            )
-        }
-        ClientEvent::Roster(Applied::Snapshot(cs) | Applied::Changes(cs)) => {
-            let lines: Vec<String> = cs
-                .iter()
-                .filter_map(|c| match c {
-                    Change::Joined(e) if e.nick != me => {
-                        Some(format!("{} joined ({})", e.nick, e.chat))
-                    }
-                    Change::Online(e) if e.nick != me => Some(format!("{} is online", e.nick)),
-                    Change::Offline(e) if e.nick != me => Some(format!("{} went offline", e.nick)),
-                    Change::Removed(n) => Some(format!("{n} left the roster")),
-                    _ => None,
-                })
-                .collect();
-            if lines.is_empty() {
-                return None;
+    };
+    let start = sess.now();
+    let mut c = Console {
+        warn_at: Some(start + opts.daemon_wait),
+        sess,
+        ui,
+        opts,
+        me,
+        style,
+        registered_once: false,
+        retry_at: None,
+        retried: false,
+        waiting: Vec::new(),
+        batch: Vec::new(),
+        batch_until: None,
+        question: None,
+        roster_seen: false,
+    };
+    c.restore_outbox();
+    c.notice(
+        None,
+        &format!("mpc: {me}, looking for the daemon... (type `help`)"),
+    );
+    let code = c.run()?;
+    c.leave()?;
+    Ok(ExitCode::from(code))
+}
+
+impl Console {
+    /// Prints `text` as it is (a table, the help).
+    fn say(&self, text: &str) {
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        match &self.ui {
+            Ui::Editor(e) => e.print(text.to_string()),
+            Ui::Lines { .. } => {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
             }
-            lines.join("\n")
         }
-        ClientEvent::Roster(_) => return None,
-    })
+    }
+
+    /// Prints a notice: the local time, then `text` in the colour of `kind`.
+    fn notice(&self, kind: Option<Kind>, text: &str) {
+        self.say(&self.style.notice(self.sess.wall_ms(), kind, text));
+    }
+
+    fn restore_outbox(&mut self) {
+        let now = self.sess.now();
+        match outbox::load(&self.opts.state_dir, &self.me) {
+            Ok(saved) => {
+                if !saved.is_empty() {
+                    self.notice(
+                        Some(Kind::Warn),
+                        &format!(
+                            "{} message(s) from an earlier session are waiting for delivery",
+                            saved.len()
+                        ),
+                    );
+                }
+                for (t, id, ms, text) in saved {
+                    self.sess.chat.peer.restore(now, t, id, ms, text);
+                }
+            }
+            Err(e) => self.notice(Some(Kind::Error), &format!("warning: {e}")),
+        }
+        self.waiting = self.sess.chat.peer.waiting_messages();
+    }
+
+    fn run(&mut self) -> io::Result<u8> {
+        loop {
+            let deadline = [self.batch_until, self.retry_at, self.warn_at]
+                .into_iter()
+                .flatten()
+                .min();
+            self.sess.turn(deadline)?;
+            let now = self.sess.now();
+            if self.retry_at.is_some_and(|t| now >= t) {
+                self.retry_at = None;
+                self.sess.io.client.retry(now);
+            }
+            if self.warn_at.is_some_and(|t| now >= t) {
+                self.warn_at = None;
+                if !self.sess.io.client.is_registered() {
+                    let msg = self.opts.setup.no_daemon_message(self.sess.io.iface());
+                    self.notice(Some(Kind::Warn), &format!("mpc: {msg} (still trying)"));
+                }
+                self.start_reading()?;
+            }
+            while let Some(ev) = self.sess.poll_event() {
+                if let Flow::Leave(code) = self.handle(ev)? {
+                    return Ok(code);
+                }
+            }
+            if self.batch_until.is_some_and(|t| now >= t)
+                && let Flow::Leave(code) = self.run_batch()
+            {
+                return Ok(code);
+            }
+            self.sess.flush()?;
+            self.save_outbox();
+        }
+    }
+
+    /// Line mode: starts reading commands from stdin (once).
+    fn start_reading(&mut self) -> io::Result<()> {
+        if let Ui::Lines { reading, .. } = &mut self.ui
+            && !*reading
+        {
+            *reading = true;
+            self.sess.io.reactor.watch_stdin(STDIN)?;
+        }
+        Ok(())
+    }
+
+    fn save_outbox(&mut self) {
+        let w = self.sess.chat.peer.waiting_messages();
+        if w != self.waiting {
+            self.waiting = w;
+            if let Err(e) = outbox::save(&self.opts.state_dir, &self.me, &self.waiting) {
+                self.notice(
+                    Some(Kind::Error),
+                    &format!("warning: cannot save waiting messages: {e}"),
+                );
+            }
+        }
+    }
+
+    /// Messages on their way to a receiver that is online (or addressed directly), not queued for later.
+    fn in_flight(&self) -> usize {
+        let roster = self.sess.io.client.roster();
+        self.sess
+            .chat
+            .peer
+            .waiting_messages()
+            .iter()
+            .filter(|(t, ..)| match t {
+                Target::Addr(_) => true,
+                Target::Nick(n) => roster.get(n).is_some_and(|e| e.status == Status::Online),
+            })
+            .count()
+    }
+
+    /// Gives messages in flight a moment to be acknowledged, saves what still waits, and leaves the roster
+    /// cleanly (each bounded).
+    fn leave(&mut self) -> io::Result<()> {
+        if let Ui::Editor(e) = &mut self.ui {
+            e.stop();
+        }
+        let end = self.sess.now() + LINGER;
+        while self.in_flight() > 0 && self.sess.now() < end {
+            self.sess.turn(Some(end))?;
+            while let Some(ev) = self.sess.poll_event() {
+                match ev {
+                    SessionEvent::Peer(p) => self.peer_event(&p),
+                    SessionEvent::Signal => return self.leave_roster(),
+                    _ => {}
+                }
+            }
+        }
+        self.leave_roster()
+    }
+
+    fn leave_roster(&mut self) -> io::Result<()> {
+        let _ = outbox::save(
+            &self.opts.state_dir,
+            &self.me,
+            &self.sess.chat.peer.waiting_messages(),
+        );
+        let now = self.sess.now();
+        self.sess.io.client.shutdown(now);
+        let end = now + Duration::from_millis(500);
+        while !self.sess.io.client.is_closed() && self.sess.now() < end {
+            self.sess.turn(Some(end))?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: SessionEvent) -> io::Result<Flow> {
+        Ok(match ev {
+            SessionEvent::Signal => Flow::Leave(0),
+            SessionEvent::App(ReactorEvent::Io(STDIN, _)) => self.read_stdin(),
+            SessionEvent::App(ReactorEvent::Io(WAKER, _)) => self.read_editor(),
+            SessionEvent::App(_) => Flow::Go,
+            SessionEvent::Peer(p) => {
+                self.peer_event(&p);
+                Flow::Go
+            }
+            SessionEvent::Client(c) => {
+                let roster = matches!(c, ClientEvent::Roster(_));
+                let flow = self.client_event(c);
+                if roster {
+                    self.start_reading()?;
+                }
+                flow
+            }
+        })
+    }
+
+    /// Line mode: one read from stdin; each complete line is a command.
+    fn read_stdin(&mut self) -> Flow {
+        let mut buf = [0u8; 4096];
+        let n = match io::stdin().lock().read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Flow::Go,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            self.sess.io.reactor.unwatch_stdin();
+            return Flow::Leave(0);
+        }
+        let Ui::Lines { partial: line, .. } = &mut self.ui else {
+            return Flow::Go;
+        };
+        line.extend_from_slice(&buf[..n]);
+        let mut lines = Vec::new();
+        while let Some(pos) = line.iter().position(|&b| b == b'\n') {
+            let l: Vec<u8> = line.drain(..=pos).collect();
+            lines.push(String::from_utf8_lossy(&l).into_owned());
+        }
+        if line.len() > MAX_LINE {
+            line.clear();
+        }
+        for l in lines {
+            let step = match parse_command(&l) {
+                Ok(c) => Step::Run(c),
+                Err(e) => Step::Error(e),
+            };
+            if let Flow::Leave(code) = self.step(step) {
+                return Flow::Leave(code);
+            }
+        }
+        Flow::Go
+    }
+
+    /// Editor mode: lines from the input thread join the current batch; a lone `exit` leaves at once.
+    fn read_editor(&mut self) -> Flow {
+        loop {
+            let Ui::Editor(e) = &mut self.ui else {
+                return Flow::Go;
+            };
+            let Some(input) = e.poll_input() else {
+                return Flow::Go;
+            };
+            match input {
+                Input::Line(l) => {
+                    let single = !l.contains(['\n', '\r']);
+                    let idle = self.batch.is_empty();
+                    let answer = idle && self.question.is_some();
+                    if idle && !answer && single && parse_command(&l) == Ok(Command::Exit) {
+                        e.stop();
+                        return Flow::Leave(0);
+                    }
+                    // An answer to the paste question is not worth recalling.
+                    e.resume(!answer && !l.trim().is_empty());
+                    // A single `msg` line may be the first of a paste typed out by the terminal: wait a moment
+                    // for more. Anything else (a command, an answer, a bracketed paste) is complete: act now.
+                    let msg = matches!(l.split_whitespace().next(), Some("msg" | "m"));
+                    self.batch.push(l);
+                    if idle && (answer || !single || !msg) {
+                        if let Flow::Leave(code) = self.run_batch() {
+                            return Flow::Leave(code);
+                        }
+                    } else {
+                        self.batch_until = Some(self.sess.now() + BURST);
+                    }
+                }
+                Input::Eof => {
+                    if let Flow::Leave(code) = self.run_batch() {
+                        return Flow::Leave(code);
+                    }
+                    return Flow::Leave(0);
+                }
+                Input::Failed(err) => {
+                    self.notice(
+                        Some(Kind::Error),
+                        &format!("mpc: terminal input failed: {err}"),
+                    );
+                    return Flow::Leave(1);
+                }
+            }
+        }
+    }
+
+    /// Acts on the lines that came together.
+    fn run_batch(&mut self) -> Flow {
+        self.batch_until = None;
+        let text = std::mem::take(&mut self.batch).join("\n");
+        if let Some(plan) = self.question.take() {
+            let mut lines = text.split(['\n', '\r']).filter(|l| !l.trim().is_empty());
+            let answer = lines.next().unwrap_or("");
+            let rest: Vec<&str> = lines.collect();
+            if paste::is_yes(answer) {
+                if let Flow::Leave(code) = self.run_plan(plan) {
+                    return Flow::Leave(code);
+                }
+            } else {
+                self.notice(
+                    Some(Kind::Warn),
+                    &format!("not sent: the {} pasted lines were dropped", plan.lines),
+                );
+            }
+            return self.process(&rest.join("\n"));
+        }
+        self.process(&text)
+    }
+
+    fn process(&mut self, text: &str) -> Flow {
+        let plan = paste::plan(text);
+        if plan.needs_confirmation() {
+            self.notice(Some(Kind::Warn), &plan.question());
+            self.question = Some(plan);
+            return Flow::Go;
+        }
+        self.run_plan(plan)
+    }
+
+    fn run_plan(&mut self, plan: Plan) -> Flow {
+        for s in plan.steps {
+            if let Flow::Leave(code) = self.step(s) {
+                return Flow::Leave(code);
+            }
+        }
+        Flow::Go
+    }
+
+    fn step(&mut self, s: Step) -> Flow {
+        match s {
+            Step::Error(e) => self.say(&self.style.paint(Kind::Error, &e)),
+            Step::Run(Command::Exit) => return Flow::Leave(0),
+            Step::Run(Command::Nothing) => {}
+            Step::Run(Command::Help) => self.say(HELP),
+            Step::Run(Command::List) => {
+                let es: Vec<Entry> = self.sess.io.client.roster().entries().copied().collect();
+                if es.is_empty() {
+                    self.say("the roster is empty: not registered with a daemon yet");
+                } else {
+                    let mut t = roster_table_styled(&es, self.sess.wall_ms(), self.style);
+                    if !self.sess.io.client.is_registered() {
+                        t += &self.style.paint(
+                            Kind::Warn,
+                            "(the daemon is out of reach: this is the roster as last known)",
+                        );
+                    }
+                    self.say(&t);
+                }
+            }
+            Step::Run(Command::Msg(to, text)) => {
+                let (now, wall) = (self.sess.now(), self.sess.wall_ms());
+                let reachable = match to {
+                    Target::Addr(_) => true,
+                    Target::Nick(n) => self
+                        .sess
+                        .io
+                        .client
+                        .roster()
+                        .get(&n)
+                        .is_some_and(|e| e.status == Status::Online),
+                };
+                match self.sess.chat.peer.send(now, wall, to, &text) {
+                    // For an offline receiver the peer reports it queued instead.
+                    Ok(id) if reachable => {
+                        self.notice(None, &format!("sent #{} to {to}", id & 0xffff_ffff))
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.notice(Some(Kind::Error), &format!("not sent: {e}")),
+                }
+            }
+        }
+        Flow::Go
+    }
+
+    fn peer_event(&mut self, p: &PeerEvent) {
+        let st = self.style;
+        match p {
+            PeerEvent::Message {
+                from,
+                text,
+                verified,
+                sent_ms,
+                ..
+            } => {
+                let wall = self.sess.wall_ms();
+                let mut line = format!("<{}> {text}", st.paint(Kind::Nick, from.as_str()));
+                if !verified {
+                    line += &st.paint(Kind::System, " (unverified)");
+                }
+                if sent_ms.abs_diff(wall) > 60_000 {
+                    line += &st.paint(Kind::System, &format!(" (sent {})", style::hh_mm(*sent_ms)));
+                }
+                // Chat is one to one: every message is addressed to us.
+                if st.bell {
+                    line.push('\x07');
+                }
+                self.notice(None, &line);
+            }
+            PeerEvent::Delivered { id, to } => self.notice(
+                Some(Kind::Good),
+                &format!("delivered #{} to {to}", id & 0xffff_ffff),
+            ),
+            PeerEvent::Queued { id, to } => self.notice(
+                Some(Kind::Warn),
+                &format!(
+                    "queued #{} for {to} (offline; sent when it is back)",
+                    id & 0xffff_ffff
+                ),
+            ),
+            PeerEvent::Failed { id, to, reason } => self.notice(
+                Some(Kind::Error),
+                &format!("failed #{} to {to}: {reason}", id & 0xffff_ffff),
+            ),
+        }
+    }
+
+    /// One line for the first roster: who else is here, online and offline.
+    fn roster_summary(&self) {
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for e in self.sess.io.client.roster().entries() {
+            if e.nick != self.me {
+                if e.status == Status::Online {
+                    on.push(e.nick.to_string());
+                } else {
+                    off.push(e.nick.to_string());
+                }
+            }
+        }
+        self.notice(Some(Kind::System), &roster_summary(on, off));
+    }
+
+    fn client_event(&mut self, c: ClientEvent) -> Flow {
+        let me = self.me;
+        let now = self.sess.now();
+        match c {
+            ClientEvent::Searching { .. } => {}
+            ClientEvent::DaemonFound { addr } => {
+                self.notice(Some(Kind::System), &format!("found the daemon at {addr}"))
+            }
+            ClientEvent::Registered { .. } => {
+                self.warn_at = None;
+                let again = if self.registered_once {
+                    "the daemon is back: "
+                } else {
+                    ""
+                };
+                self.registered_once = true;
+                self.notice(Some(Kind::Good), &format!("{again}registered as {me}"));
+            }
+            ClientEvent::Rejected {
+                result: RegisterResult::NickTaken,
+                reason,
+                retry_after,
+            } => {
+                // A daemon answered: no "no daemon" warning. The nickname may be held by our own previous run:
+                // the daemon probes the holder; try once more after its hint, then give up.
+                self.warn_at = None;
+                if !retry_after.is_zero() && !self.retried {
+                    self.retried = true;
+                    self.retry_at = Some(now + retry_after);
+                    self.notice(
+                        Some(Kind::Warn),
+                        &format!(
+                            "the nickname {me} is in use; checking whether its holder is still there \
+                             (trying again in {} s)",
+                            retry_after.as_secs_f32().ceil() as u64
+                        ),
+                    );
+                } else {
+                    self.notice(
+                        Some(Kind::Error),
+                        &format!(
+                            "{reason}\n      start mpc again with another nickname, e.g. --nick {}",
+                            suggest_nick(&me)
+                        ),
+                    );
+                    return Flow::Leave(1);
+                }
+            }
+            ClientEvent::Rejected { reason, .. } => {
+                self.notice(
+                    Some(Kind::Error),
+                    &format!("the daemon refused us: {reason}"),
+                );
+                return Flow::Leave(1);
+            }
+            ClientEvent::DaemonLost { reason } => {
+                self.warn_at = Some(now + self.opts.daemon_wait);
+                self.notice(
+                    Some(Kind::Warn),
+                    &format!(
+                        "lost the daemon ({reason}); still chatting with known peers, looking for it again"
+                    ),
+                );
+            }
+            ClientEvent::Roster(Applied::Snapshot(cs) | Applied::Changes(cs)) => {
+                let first = !self.roster_seen;
+                self.roster_seen = true;
+                if let Ui::Editor(e) = &self.ui {
+                    let mut nicks: Vec<String> = self
+                        .sess
+                        .io
+                        .client
+                        .roster()
+                        .entries()
+                        .filter(|e| e.nick != me)
+                        .map(|e| e.nick.to_string())
+                        .collect();
+                    nicks.sort();
+                    e.set_nicks(nicks);
+                }
+                if first {
+                    self.roster_summary();
+                    return Flow::Go;
+                }
+                for c in &cs {
+                    let (kind, text) = match c {
+                        Change::Joined(e) if e.nick != me && e.status != Status::Online => (
+                            Kind::System,
+                            format!("{} is offline (since {})", e.nick, style::hh_mm(e.since_ms)),
+                        ),
+                        Change::Joined(e) if e.nick != me => {
+                            (Kind::Good, format!("{} joined ({})", e.nick, e.chat))
+                        }
+                        Change::Online(e) if e.nick != me => {
+                            (Kind::Good, format!("{} is online", e.nick))
+                        }
+                        Change::Offline(e) if e.nick != me => {
+                            (Kind::System, format!("{} went offline", e.nick))
+                        }
+                        Change::Removed(n) => (Kind::System, format!("{n} left the roster")),
+                        _ => continue,
+                    };
+                    self.notice(Some(kind), &text);
+                }
+            }
+            ClientEvent::Roster(_) => {}
+        }
+        Flow::Go
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +867,18 @@ mod tests {
         assert!(parse_command("dance").unwrap_err().contains("help"));
         assert_eq!(parse_command(""), Ok(Command::Nothing));
         assert_eq!(parse_command("exit"), Ok(Command::Exit));
+    }
+
+    #[test]
+    fn suggestions_count_up() {
+        let n = |s: &str| Nick::new(s).unwrap();
+        assert_eq!(suggest_nick(&n("alice")), "alice2");
+        assert_eq!(suggest_nick(&n("bob7")), "bob8");
+        assert_eq!(suggest_nick(&n("42")), "43");
+        let long = "a".repeat(32);
+        let s = suggest_nick(&n(&long));
+        assert_eq!(s.len(), 32);
+        assert!(Nick::new(&s).is_ok());
     }
 
     #[test]

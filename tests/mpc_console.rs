@@ -1,0 +1,607 @@
+//! The interactive console as a person uses it: `mpc` runs in a private `tmux` server, the test types with
+//! `send-keys` and reads the screen with `capture-pane`. Each test has its own multicast group, ports, daemon
+//! directory, state directory and tmux server (its socket in the test's directory, killed when the test
+//! ends), multicast on 127.0.0.1 only, and every wait has a deadline.
+//!
+//! Needs `tmux` (CI installs it).
+
+mod common;
+mod roster_harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roster_harness::*;
+
+/// How long a screen may take to show what a test waits for.
+const SCREEN: Duration = Duration::from_secs(15);
+
+/// Quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// One `mpc` console in a tmux server of its own (120×40), killed when dropped.
+struct Console {
+    /// The tmux server's socket, in the test's directory.
+    socket: PathBuf,
+    /// The console's stderr goes here (it would otherwise be drawn on the screen).
+    err: PathBuf,
+    nick: String,
+}
+
+impl Console {
+    /// Starts `mpc --nick NICK --group … --iface 127.0.0.1 --state-dir STATE [args]` with `env` set (and
+    /// `NO_COLOR` removed unless `env` sets it). When mpc exits, the screen shows `[exit CODE]`.
+    fn start(
+        net: &Net,
+        nick: &str,
+        state: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        tag: &str,
+    ) -> Console {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = net.dir.join(format!("tmux-{tag}-{n}"));
+        let err = net.dir.join(format!("{nick}-{n}.err"));
+        let mut cmd = vec!["env".to_string(), "-u".into(), "NO_COLOR".into()];
+        cmd.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        cmd.push(env!("CARGO_BIN_EXE_mpc").into());
+        for a in [
+            "--nick",
+            nick,
+            "--group",
+            &net.group,
+            "--iface",
+            "127.0.0.1",
+        ] {
+            cmd.push(a.into());
+        }
+        cmd.push("--state-dir".into());
+        cmd.push(state.to_string_lossy().into_owned());
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        let line = format!(
+            "{} 2>{}; echo \"[exit $?]\"; exec sleep 600",
+            cmd.iter()
+                .map(|a| sh_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+            sh_quote(&err.to_string_lossy())
+        );
+        let c = Console {
+            socket,
+            err,
+            nick: nick.into(),
+        };
+        let st = c
+            .tmux()
+            .args([
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "40",
+            ])
+            .arg(line)
+            .status()
+            .expect("cannot run tmux: install it (apt-get install tmux; .ci/run does)");
+        assert!(st.success(), "tmux new-session failed");
+        c
+    }
+
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S")
+            .arg(&self.socket)
+            .env_remove("TMUX")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.tmux().args(args).output().expect("tmux failed");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Presses keys (tmux key names: `Enter`, `Tab`, `Up`, `C-c`, …).
+    fn keys(&self, keys: &[&str]) {
+        let mut a = vec!["send-keys", "-t", "0"];
+        a.extend_from_slice(keys);
+        self.run(&a);
+    }
+
+    /// Types `text` literally.
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "0", "-l", text]);
+    }
+
+    /// Pastes `text` as a terminal would: with bracketed-paste markers if the application asked for them
+    /// (`bracketed`), else as plain typing.
+    fn paste(&self, text: &str, bracketed: bool) {
+        self.run(&["set-buffer", "-b", "t", text]);
+        let mut a = vec!["paste-buffer", "-d", "-b", "t", "-t", "0"];
+        if bracketed {
+            a.push("-p");
+        }
+        self.run(&a);
+    }
+
+    /// The screen as text (trailing spaces kept).
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-N", "-t", "0"])
+    }
+
+    /// The screen with its colours and attributes as escape sequences.
+    fn screen_with_escapes(&self) -> String {
+        self.run(&["capture-pane", "-p", "-e", "-t", "0"])
+    }
+
+    /// The line the cursor is on: the prompt and what is typed.
+    fn cursor_line(&self) -> String {
+        let y: usize = self
+            .run(&["display-message", "-p", "-t", "0", "#{cursor_y}"])
+            .trim()
+            .parse()
+            .unwrap();
+        self.screen().lines().nth(y).unwrap_or("").to_string()
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the screen (and mpc's stderr) if it does not.
+    fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + SCREEN;
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() >= end {
+                panic!(
+                    "{}'s console never showed {what}. Screen:\n{s}\nstderr:\n{}",
+                    self.nick,
+                    std::fs::read_to_string(&self.err).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    /// Waits until the screen contains `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        self.wait(&format!("{needle:?}"), |s| s.contains(needle))
+    }
+
+    /// Waits until the cursor line is exactly `line` (trailing spaces ignored).
+    fn wait_cursor_line(&self, line: &str) {
+        let end = Instant::now() + SCREEN;
+        loop {
+            let l = self.cursor_line();
+            if l.trim_end() == line {
+                return;
+            }
+            if Instant::now() >= end {
+                panic!(
+                    "the cursor line is {l:?}, not {line:?}. Screen:\n{}",
+                    self.screen()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    /// Waits for the registration and the first roster.
+    fn wait_ready(&self) {
+        self.wait_for(&format!("registered as {}", self.nick));
+        self.wait("the first roster", |s| {
+            s.contains("online: ") || s.contains("no one else")
+        });
+        self.wait_cursor_line(&format!("{}>", self.nick));
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self
+            .tmux()
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Whether `line` starts with a `HH:MM ` time.
+fn timed(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 6
+        && b[..2].iter().all(u8::is_ascii_digit)
+        && b[2] == b':'
+        && b[3..5].iter().all(u8::is_ascii_digit)
+        && b[5] == b' '
+}
+
+/// The screen line containing `needle`.
+fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{screen}"))
+}
+
+/// A daemon, bob (`listen --json`) registered, and alice's console with the roster in.
+fn alice_and_bob(name: &str, id: u16) -> (Mpd, Mpc, Console) {
+    let net = Net::new(name, id);
+    let mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    let alice = Console::start(&net, "alice", &net.dir.join("alice"), &[], &[], name);
+    alice.wait_ready();
+    alice.wait_for("online: bob");
+    (mpd, bob, alice)
+}
+
+fn bob_got(bob: &Mpc, text: &str) {
+    bob.wait_for(Duration::from_secs(10), |v| {
+        v["event"] == "message" && v["from"] == "alice" && v["text"] == text
+    })
+    .unwrap_or_else(|| panic!("bob never got {text:?}: {:?}", bob.events()));
+}
+
+fn messages(bob: &Mpc) -> Vec<String> {
+    bob.events()
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .map(|v| v["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn list_shows_an_aligned_table() {
+    let (_mpd, _bob, alice) = alice_and_bob("console-list", 101);
+    alice.type_text("list");
+    alice.keys(&["Enter"]);
+    let s = alice.wait("the table", |s| {
+        s.lines().any(|l| l.starts_with("bob ")) && s.lines().any(|l| l.starts_with("alice "))
+    });
+    let header = line_with(&s, "address");
+    assert!(header.starts_with("nick "), "{header}");
+    let rows: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("bob ") || l.starts_with("alice "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{s}");
+    for col in ["address", "status", "since"] {
+        let at = header.find(col).unwrap();
+        for r in &rows {
+            assert_ne!(&r[at..at + 1], " ", "{col} is not aligned in {r:?}:\n{s}");
+            assert_eq!(&r[at - 1..at], " ", "{col} is not aligned in {r:?}:\n{s}");
+        }
+    }
+    for r in &rows {
+        assert!(r.contains("127.0.0.1:") && r.contains("online") && r.ends_with("ago"));
+    }
+    // Incoming notices carry their time.
+    assert!(timed(line_with(&s, "registered as alice")), "{s}");
+}
+
+#[test]
+fn msg_is_sent_delivered_and_shown() {
+    let (_mpd, bob, alice) = alice_and_bob("console-msg", 102);
+    alice.type_text("msg bob hello");
+    alice.keys(&["Enter"]);
+    bob_got(&bob, "hello");
+    let s = alice.wait_for("delivered #1 to bob");
+    assert!(timed(line_with(&s, "sent #1 to bob")), "{s}");
+    assert!(timed(line_with(&s, "delivered #1 to bob")), "{s}");
+    // A message to no one known says so.
+    alice.type_text("msg nobody hi");
+    alice.keys(&["Enter"]);
+    alice.wait_for("no one called nobody is in the roster");
+    assert_eq!(messages(&bob), vec!["hello"]);
+}
+
+#[test]
+fn a_message_arriving_mid_line_leaves_the_typed_text_intact() {
+    let net = Net::new("console-midline", 103);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    let alice = Console::start(&net, "alice", &net.dir.join("alice"), &[], &[], "midline");
+    alice.wait_ready();
+    alice.type_text("msg bob half-typ");
+    alice.wait_cursor_line("alice> msg bob half-typ");
+    // A one-shot `send` as bob: it arrives while alice is mid-line.
+    let out = mpc(&net, &["--nick", "bob", "send", "alice", "ping"]);
+    assert!(
+        out.status.success(),
+        "send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The notice goes above the prompt, and the prompt under it still holds exactly what was typed.
+    let s = alice.wait("the message above the half-typed line", |s| {
+        let rows: Vec<&str> = s.lines().collect();
+        rows.iter()
+            .position(|l| l.contains("<bob> ping"))
+            .is_some_and(|at| {
+                rows[at + 1..]
+                    .iter()
+                    .any(|l| l.trim_end() == "alice> msg bob half-typ")
+            })
+    });
+    assert!(timed(line_with(&s, "<bob> ping")), "{s}");
+    alice.wait_cursor_line("alice> msg bob half-typ");
+    alice.type_text("ed, and finished");
+    alice.keys(&["Enter"]);
+    bob_got(&bob, "half-typed, and finished");
+    alice.wait_for("delivered #1 to bob");
+    assert_eq!(messages(&bob), vec!["half-typed, and finished"]);
+}
+
+#[test]
+fn tab_completes_nicknames_and_commands() {
+    let (_mpd, bob, alice) = alice_and_bob("console-tab", 104);
+    alice.type_text("msg b");
+    alice.keys(&["Tab"]);
+    alice.wait("the completed nickname", |_| {
+        alice.cursor_line() == "alice> msg bob "
+    });
+    alice.type_text("hi");
+    alice.keys(&["Enter"]);
+    bob_got(&bob, "hi");
+    alice.type_text("li");
+    alice.keys(&["Tab"]);
+    alice.wait_cursor_line("alice> list");
+    alice.keys(&["Enter"]);
+    alice.wait("the table", |s| s.lines().any(|l| l.starts_with("bob ")));
+}
+
+#[test]
+fn history_is_recalled_with_up_and_kept_across_runs() {
+    let net = Net::new("console-history", 105);
+    let _mpd = Mpd::start(&net, &[]);
+    let state = net.dir.join("alice");
+    {
+        let alice = Console::start(&net, "alice", &state, &[], &[], "history1");
+        alice.wait_ready();
+        for cmd in ["help", "list"] {
+            alice.type_text(cmd);
+            alice.keys(&["Enter"]);
+            alice.wait_cursor_line("alice>");
+        }
+        alice.wait_for("status");
+        alice.keys(&["Up"]);
+        alice.wait_cursor_line("alice> list");
+        alice.keys(&["Up"]);
+        alice.wait_cursor_line("alice> help");
+        alice.keys(&["Down"]);
+        alice.wait_cursor_line("alice> list");
+        // Ctrl-C clears the line and keeps the console; Ctrl-D on the empty line leaves.
+        alice.keys(&["C-c"]);
+        alice.wait_cursor_line("alice>");
+        alice.keys(&["C-d"]);
+        alice.wait_for("[exit 0]");
+    }
+    let saved = std::fs::read_to_string(state.join("history")).expect("no history file");
+    assert!(saved.contains("help") && saved.contains("list"), "{saved}");
+    let alice = Console::start(&net, "alice", &state, &[], &[], "history2");
+    alice.wait_ready();
+    alice.keys(&["Up"]);
+    alice.wait_cursor_line("alice> list");
+}
+
+#[test]
+fn piped_stdin_reads_commands_line_by_line() {
+    let net = Net::new("console-pipe", 106);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    let out = common::run_with_limit(
+        Command::new(env!("CARGO_BIN_EXE_mpc"))
+            .args([
+                "--nick",
+                "alice",
+                "--group",
+                &net.group,
+                "--iface",
+                "127.0.0.1",
+            ])
+            .arg("--state-dir")
+            .arg(net.dir.join("alice"))
+            .env_remove("NO_COLOR"),
+        Duration::from_secs(20),
+        b"list\nmsg bob from a pipe\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // The commands wait for the roster: the table has both, and the message went out.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bob ") && l.contains("online")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("alice ")), "{text}");
+    assert!(text.contains("sent #1 to bob"), "{text}");
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    bob_got(&bob, "from a pipe");
+}
+
+#[test]
+fn colours_follow_no_color_and_a_message_rings_the_bell() {
+    let net = Net::new("console-colour", 107);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    let plain = Console::start(
+        &net,
+        "plain",
+        &net.dir.join("plain"),
+        &[],
+        &[("NO_COLOR", "1")],
+        "nocolor",
+    );
+    let coloured = Console::start(&net, "coloured", &net.dir.join("col"), &[], &[], "colour");
+    for c in [&plain, &coloured] {
+        c.wait_ready();
+        c.type_text("list");
+        c.keys(&["Enter"]);
+        c.wait("the table", |s| s.lines().any(|l| l.starts_with("bob ")));
+        assert_eq!(
+            c.run(&["display-message", "-p", "-t", "0", "#{window_bell_flag}"])
+                .trim(),
+            "0"
+        );
+        let out = mpc(&net, &["--nick", "bob", "send", &c.nick, "ring"]);
+        assert!(out.status.success());
+        c.wait_for("<bob> ring");
+        // Chat is one to one: every message is for us, and rings.
+        let end = Instant::now() + Duration::from_secs(5);
+        while c
+            .run(&["display-message", "-p", "-t", "0", "#{window_bell_flag}"])
+            .trim()
+            != "1"
+        {
+            assert!(Instant::now() < end, "{}: no bell", c.nick);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    let p = plain.screen_with_escapes();
+    assert!(!p.contains('\x1b'), "NO_COLOR, yet: {p:?}");
+    let c = coloured.screen_with_escapes();
+    assert!(c.contains("\x1b["), "no colours: {c:?}");
+}
+
+#[test]
+fn a_multi_line_paste_is_confirmed_before_it_is_sent() {
+    let (_mpd, bob, alice) = alice_and_bob("console-paste", 108);
+    // A bracketed paste lands in the line as one piece; Enter submits it; the console asks.
+    alice.paste("msg bob one\ntwo", true);
+    alice.keys(&["Enter"]);
+    alice.wait_for("that paste has 2 lines: send them as 2 messages to bob? [y/N]");
+    alice.wait_cursor_line("alice>");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(messages(&bob).is_empty(), "sent without asking");
+    alice.type_text("n");
+    alice.keys(&["Enter"]);
+    alice.wait_for("not sent: the 2 pasted lines were dropped");
+    alice.paste("msg bob one\ntwo", true);
+    alice.keys(&["Enter"]);
+    alice.wait("the question again", |s| {
+        s.matches("that paste has 2 lines").count() == 2
+    });
+    alice.type_text("y");
+    alice.keys(&["Enter"]);
+    bob_got(&bob, "two");
+    alice.wait_for("delivered #2 to bob");
+    assert_eq!(messages(&bob), vec!["one", "two"]);
+    // Without bracketed paste, lines that arrive together are a paste too.
+    alice.paste("msg bob three\nmsg bob four\n", false);
+    alice.wait("the question a third time", |s| {
+        s.matches("that paste has 2 lines").count() == 3
+    });
+    alice.type_text("y");
+    alice.keys(&["Enter"]);
+    bob_got(&bob, "four");
+    assert_eq!(messages(&bob), vec!["one", "two", "three", "four"]);
+}
+
+#[test]
+fn a_queued_message_survives_a_restart_and_arrives_once() {
+    let net = Net::new("console-queue", 109);
+    let _mpd = Mpd::start(&net, &[]);
+    // bob registers once, so the roster knows him, then leaves.
+    let mut bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    bob.signal(nix::sys::signal::Signal::SIGINT);
+    bob.wait_exit(Duration::from_secs(5))
+        .expect("bob did not exit");
+    let state = net.dir.join("alice");
+    {
+        let alice = Console::start(&net, "alice", &state, &[], &[], "queue1");
+        alice.wait_ready();
+        alice.wait_for("offline: bob");
+        alice.type_text("msg bob see you later");
+        alice.keys(&["Enter"]);
+        alice.wait_for("queued #1 for bob");
+        alice.type_text("exit");
+        alice.keys(&["Enter"]);
+        alice.wait_for("[exit 0]");
+    }
+    assert!(state.join("outbox-alice.json").exists());
+    let alice = Console::start(&net, "alice", &state, &[], &[], "queue2");
+    alice.wait_for("1 message(s) from an earlier session are waiting");
+    alice.wait_ready();
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_for(Duration::from_secs(15), |v| v["event"] == "message")
+        .expect("the queued message never arrived");
+    alice.wait_for("delivered #1 to bob");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(messages(&bob), vec!["see you later"]);
+    assert!(!state.join("outbox-alice.json").exists());
+}
+
+#[test]
+fn a_taken_nickname_gets_a_suggestion_not_a_crash() {
+    let net = Net::new("console-taken", 110);
+    let _mpd = Mpd::start(&net, &[]);
+    let holder = Mpc::listen(&net, "alice", &[]);
+    holder.wait_registered();
+    let alice = Console::start(&net, "alice", &net.dir.join("alice"), &[], &[], "taken");
+    let s = alice.wait_for("[exit 1]");
+    assert!(s.contains("in use"), "{s}");
+    assert!(s.contains("another nickname, e.g. --nick alice2"), "{s}");
+    let err = std::fs::read_to_string(&alice.err).unwrap_or_default();
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn without_a_daemon_it_says_what_it_tried_and_what_to_check() {
+    let net = Net::new("console-nodaemon", 111);
+    let alice = Console::start(
+        &net,
+        "alice",
+        &net.dir.join("alice"),
+        &["--timeout", "1"],
+        &[],
+        "nodaemon",
+    );
+    let s = alice.wait_for("still trying");
+    let line = line_with(&s, "no daemon answered");
+    assert!(line.contains(&net.group), "{s}");
+    assert!(s.contains("127.0.0.1"), "{s}");
+    assert!(
+        s.contains("firewall") && s.contains("--iface") && s.contains("--daemon HOST:PORT"),
+        "{s}"
+    );
+    alice.type_text("exit");
+    alice.keys(&["Enter"]);
+    alice.wait_for("[exit 0]");
+}
+
+#[test]
+fn chat_goes_on_while_the_daemon_is_away_and_it_registers_again() {
+    let net = Net::new("console-dmnaway", 112);
+    let mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    let alice = Console::start(&net, "alice", &net.dir.join("alice"), &[], &[], "away");
+    alice.wait_ready();
+    alice.wait_for("online: bob");
+    mpd.stop();
+    alice.wait_for("lost the daemon");
+    alice.type_text("msg bob still here");
+    alice.keys(&["Enter"]);
+    bob_got(&bob, "still here");
+    alice.wait_for("delivered #1 to bob");
+    let _mpd = Mpd::start(&net, &[]);
+    alice.wait_for("the daemon is back: registered as alice");
+}
