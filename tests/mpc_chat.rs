@@ -94,10 +94,7 @@ fn a_one_shot_send_arrives_exactly_once_and_the_sender_is_not_listed() {
 fn send_to_an_offline_or_unknown_peer_says_so() {
     let net = Net::new("chat-offline-send", 12);
     let _mpd = Mpd::start(&net, &[]);
-    let mut gone = Mpc::listen(&net, "gone", &[]);
-    gone.wait_registered();
-    gone.signal(nix::sys::signal::Signal::SIGINT);
-    gone.wait_exit(Duration::from_secs(5)).unwrap();
+    Mpc::register_and_leave(&net, "gone");
     let out = mpc(&net, &["--nick", "x", "send", "gone", "anyone?"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("offline"));
@@ -158,10 +155,7 @@ fn a_message_for_an_offline_peer_waits_and_arrives_once_it_returns() {
     let net = Net::new("chat-queue", 14);
     let _mpd = Mpd::start(&net, &[]);
     // bob registers once, so the roster knows him, then leaves.
-    let mut bob = Mpc::listen(&net, "bob", &[]);
-    bob.wait_registered();
-    bob.signal(nix::sys::signal::Signal::SIGINT);
-    bob.wait_exit(Duration::from_secs(5)).unwrap();
+    Mpc::register_and_leave(&net, "bob");
     // alice, in the console with piped input, writes to him.
     let state = net.dir.join("alice-state");
     let mut alice = Command::new(env!("CARGO_BIN_EXE_mpc"))

@@ -519,11 +519,7 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
     let net = Net::new("console-queue", 109);
     let _mpd = Mpd::start(&net, &[]);
     // bob registers once, so the roster knows him, then leaves.
-    let mut bob = Mpc::listen(&net, "bob", &[]);
-    bob.wait_registered();
-    bob.signal(nix::sys::signal::Signal::SIGINT);
-    bob.wait_exit(Duration::from_secs(5))
-        .expect("bob did not exit");
+    Mpc::register_and_leave(&net, "bob");
     let state = net.dir.join("alice");
     {
         let alice = Console::start(&net, "alice", &state, &[], &[], "queue1");

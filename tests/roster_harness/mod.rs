@@ -123,6 +123,15 @@ pub struct Mpc {
 }
 
 impl Mpc {
+    /// Registers `nick` once and leaves cleanly, so the roster knows it as offline.
+    pub fn register_and_leave(net: &Net, nick: &str) {
+        let mut c = Mpc::listen(net, nick, &[]);
+        c.wait_registered();
+        c.signal(nix::sys::signal::Signal::SIGINT);
+        c.wait_exit(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{nick} did not exit"));
+    }
+
     /// Starts `mpc --nick NICK ... [extra] listen --json`.
     pub fn listen(net: &Net, nick: &str, extra: &[&str]) -> Mpc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mpc"))
