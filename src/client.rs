@@ -70,6 +70,28 @@ impl Config {
     }
 }
 
+/// The SCTP settings of a client's association to the daemon (mpc's, and the load harness's simulated
+/// clients', so that they behave alike).
+pub fn sctp_config(port: u16, heartbeat: Duration) -> SctpConfig {
+    SctpConfig {
+        port,
+        accept: false,
+        heartbeat_interval: Some(heartbeat),
+        // More patient with the daemon than the daemon is with clients (about 5 s against 2.3 s): a daemon
+        // that pauses briefly is not abandoned, and a dead one is still found in seconds.
+        rto: RtoConfig {
+            initial: Duration::from_millis(300),
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        },
+        max_retransmits: 5,
+        // A daemon restarting comes back within seconds: keep trying INIT a while at a bounded RTO.
+        max_init_retransmits: 10,
+        streams: 2,
+        ..SctpConfig::default()
+    }
+}
+
 /// What happened, for the application to show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
@@ -142,23 +164,7 @@ impl Client {
         let mut rng = ChaCha8Rng::from_seed(seed);
         let mut ep_seed = [0u8; 32];
         rng.fill_bytes(&mut ep_seed);
-        let sctp = SctpConfig {
-            port: cfg.sctp_port,
-            accept: false,
-            heartbeat_interval: Some(cfg.heartbeat),
-            // More patient with the daemon than the daemon is with clients (about 5 s against 2.3 s): a
-            // daemon that pauses briefly is not abandoned, and a dead one is still found in seconds.
-            rto: RtoConfig {
-                initial: Duration::from_millis(300),
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(1),
-            },
-            max_retransmits: 5,
-            // A daemon restarting comes back within seconds: keep trying INIT a while at a bounded RTO.
-            max_init_retransmits: 10,
-            streams: 2,
-            ..SctpConfig::default()
-        };
+        let sctp = sctp_config(cfg.sctp_port, cfg.heartbeat);
         let mut c = Client {
             ep: Endpoint::new(sctp, ep_seed),
             state: State::Stopped,

@@ -11,6 +11,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod client;
 pub mod console;
 pub mod daemon;

@@ -419,32 +419,11 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 
 /// Like `argh::from_env`, but a usage error exits with 2 (LSB: invalid arguments), not 1.
 fn parse_command_line() -> Result<Cli, i32> {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.into_string())
-        .collect::<Result<_, _>>()
-        .map_err(|a| {
-            eprintln!(
-                "mpd: argument {} is not valid UTF-8; pass paths and names in UTF-8",
-                a.to_string_lossy()
-            );
-            exit::USAGE
-        })?;
-    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Cli::from_args(&["mpd"], &strs).map_err(|early| match early.status {
-        Ok(()) => {
-            print!("{}", early.output);
-            if !early.output.ends_with('\n') {
-                println!();
-            }
-            exit::OK
-        }
-        Err(()) => {
-            eprintln!("mpd: {}", early.output.trim_end());
-            eprintln!("Run `mpd --help` (or `mpd COMMAND --help`) for usage.");
-            exit::USAGE
-        }
-    })
+    multiproto::cli::parse(
+        "mpd",
+        "Run `mpd --help` (or `mpd COMMAND --help`) for usage.",
+        exit::USAGE,
+    )
 }
 
 fn main() {

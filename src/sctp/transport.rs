@@ -111,6 +111,11 @@ impl UdpTransport {
         registry.register(&mut self.sock, token, Interest::READABLE)
     }
 
+    /// Stops the reactor reporting this socket (the socket stays open).
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.deregister(&mut self.sock)
+    }
+
     /// Drains the socket: ICMP errors first (so an association whose peer is gone is closed before more of its
     /// packets are handled), then every datagram, each handed to the endpoint.
     pub fn read(&mut self, now: Instant, ep: &mut Endpoint) -> io::Result<()> {

@@ -1,0 +1,180 @@
+//! The `mpd` under test: started by mpbench in a temporary directory with the `mpd` binary beside mpbench's
+//! own, asked for its status over the control socket, restarted and stopped with its own command line; and
+//! what `/proc` says of its CPU time and memory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where the daemon runs and how the swarm reaches it.
+#[derive(Clone, Debug)]
+pub struct Net {
+    /// `--iface` for discovery.
+    pub iface: Option<String>,
+    /// Discovery group.
+    pub group: SocketAddr,
+    /// The daemon's SCTP-over-UDP port.
+    pub sctp_port: u16,
+}
+
+/// An `mpd` this process started; stopped and its directory removed on drop.
+pub struct OwnDaemon {
+    mpd: PathBuf,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+/// CPU time and memory of a process, from `/proc/PID/stat` and `/proc/PID/status`.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct ProcStats {
+    /// User + system CPU time.
+    pub cpu: Duration,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size, KiB.
+    pub hwm_kib: u64,
+}
+
+/// Reads [`ProcStats`] of `pid`.
+pub fn proc_stats(pid: i32) -> Result<ProcStats, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // Fields after the command name (which may contain spaces), which ends at the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("/proc stat without ')'")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the state field.
+    let ticks: u64 = f
+        .get(11..13)
+        .ok_or("short /proc stat")?
+        .iter()
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf only reads a constant of the C library.
+    let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as u64,
+        _ => 100,
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(ProcStats {
+        cpu: Duration::from_micros(ticks * 1_000_000 / hz.max(1)),
+        rss_kib: kib("VmRSS:"),
+        hwm_kib: kib("VmHWM:"),
+    })
+}
+
+impl OwnDaemon {
+    /// Starts `mpd start` in a new temporary directory with `net` and `extra` options.
+    pub fn start(net: &Net, extra: &[String]) -> Result<OwnDaemon, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find mpbench's path: {e}"))?;
+        let mpd = exe.with_file_name("mpd");
+        if !mpd.exists() {
+            return Err(format!(
+                "{} not found: build it (`cargo build --release --bin mpd`) or pass --daemon HOST:PORT",
+                mpd.display()
+            ));
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "mpbench-{}-{:x}",
+            std::process::id(),
+            getrandom::u32().unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut args = vec![
+            "--group".to_string(),
+            net.group.to_string(),
+            "--sctp-port".into(),
+            net.sctp_port.to_string(),
+        ];
+        if let Some(i) = &net.iface {
+            args.extend(["--iface".to_string(), i.clone()]);
+        }
+        args.extend(extra.iter().cloned());
+        let d = OwnDaemon { mpd, dir, args };
+        d.command("start", true)?;
+        Ok(d)
+    }
+
+    fn command(&self, verb: &str, service_args: bool) -> Result<String, String> {
+        let mut c = Command::new(&self.mpd);
+        c.arg(verb).arg("--dir").arg(&self.dir);
+        if service_args {
+            c.args(&self.args);
+        }
+        let out = c
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.mpd.display()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "mpd {verb} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// The daemon's `status --json` object, over its control socket.
+    pub fn status(&self) -> Result<Value, String> {
+        status_of(&self.dir)
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> Result<i32, String> {
+        self.status()?["pid"]
+            .as_i64()
+            .map(|p| p as i32)
+            .ok_or_else(|| "status without pid".into())
+    }
+
+    /// Its directory (log, saved roster).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The status of the daemon whose directory is `dir`.
+pub fn status_of(dir: &Path) -> Result<Value, String> {
+    multiproto::daemon::query_status(dir, Duration::from_secs(5))
+        .map_err(|e| format!("status: {e}"))?
+        .ok_or_else(|| "mpd does not answer on its control socket".into())
+}
+
+impl Drop for OwnDaemon {
+    fn drop(&mut self) {
+        if let Err(e) = self.command("stop", false) {
+            eprintln!("mpbench: {e}");
+        }
+        if std::env::var_os("MPBENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("mpbench: daemon directory kept: {}", self.dir.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_stats_are_read() {
+        let s = proc_stats(std::process::id() as i32).unwrap();
+        assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+    }
+}

@@ -1,0 +1,204 @@
+//! `mpbench`: the load harness. It starts an `mpd` of its own (or uses `--daemon HOST:PORT`), simulates N
+//! clients of the roster protocol inside this process (N SCTP associations over a few UDP sockets), and
+//! measures the targets of DESIGN.md scenario by scenario. See `--help`.
+
+mod chat;
+mod daemon;
+mod plot;
+mod report;
+mod scenarios;
+mod swarm;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use report::{Figures, Progress};
+use scenarios::Params;
+
+/// The multiproto load harness: measures joins, join storms, failure detection, daemon restarts, idle load
+/// and chat latency against a real mpd, with N simulated clients in this process.
+#[derive(FromArgs)]
+#[argh(
+    note = "SCENARIO: join | storm | detect | restart | idle | chat | all",
+    note = "Without --daemon, each scenario starts its own mpd (the binary next to mpbench) in a temporary directory, on --group/--sctp-port/--iface, and stops it afterwards.",
+    note = "Multicast stays on --iface (default 127.0.0.1): nothing leaves the machine unless you say so.",
+    note = "Every phase has a deadline; a run always ends by itself. Results: a table, or JSON lines with --json.",
+    error_code(
+        1,
+        "a scenario failed: its deadline passed, or one of the harness's own checks did not hold."
+    ),
+    error_code(2, "invalid command line.")
+)]
+struct Args {
+    /// join | storm | detect | restart | idle | chat | all
+    #[argh(positional)]
+    scenario: String,
+    /// simulated clients: one number, or several separated by commas to see how figures grow (default 100)
+    #[argh(option, default = "String::from(\"100\")")]
+    clients: String,
+    /// use the daemon at HOST:PORT (its SCTP-over-UDP address) instead of starting one; restart needs our own
+    #[argh(option)]
+    daemon: Option<SocketAddr>,
+    /// print one JSON object per scenario and N, on its own line
+    #[argh(switch)]
+    json: bool,
+    /// draw each figure against N into FILE.svg (needs two or more N)
+    #[argh(option)]
+    plot: Option<String>,
+    /// idle: seconds to measure (default 10); chat: seconds of the throughput run (default 3)
+    #[argh(option)]
+    duration: Option<f64>,
+    /// interface for discovery multicast (default 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    iface: String,
+    /// discovery group of the daemon mpbench starts (default 239.255.77.78:10002, apart from mpd's default)
+    #[argh(option, default = "\"239.255.77.78:10002\".parse().unwrap()")]
+    group: SocketAddr,
+    /// SCTP-over-UDP port of the daemon mpbench starts (default 19899)
+    #[argh(option, default = "19899")]
+    sctp_port: u16,
+    /// join: clients joining one at a time after N are online (default 50)
+    #[argh(option, default = "50")]
+    joins: usize,
+    /// detect: clients silenced, half by closing their socket and half by muting it (default 1% of N, at
+    /// least 2)
+    #[argh(option)]
+    silence: Option<usize>,
+    /// simulated clients per UDP socket (default 4096)
+    #[argh(option, default = "4096")]
+    per_lane: usize,
+    /// clients connected together while bringing N online (default 500)
+    #[argh(option, default = "500")]
+    batch: usize,
+    /// heartbeat interval of the simulated clients in ms (default 1000, as mpc)
+    #[argh(option, default = "1000")]
+    heartbeat_ms: u64,
+    /// seed of the simulated clients' randomness (default 1)
+    #[argh(option, default = "1")]
+    seed: u64,
+    /// no live progress line
+    #[argh(switch)]
+    quiet: bool,
+}
+
+const SCENARIOS: [&str; 6] = ["join", "storm", "detect", "restart", "idle", "chat"];
+
+fn main() -> ExitCode {
+    let args: Args = match multiproto::cli::parse("mpbench", "Run `mpbench --help` for usage.", 2) {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code as u8),
+    };
+    let _ = fern::Dispatch::new()
+        .format(|out, msg, rec| out.finish(format_args!("mpbench: {}: {}", rec.level(), msg)))
+        .level(
+            std::env::var("MULTIPROTO_LOG")
+                .ok()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(log::LevelFilter::Warn),
+        )
+        .chain(std::io::stderr())
+        .apply();
+    let usage = |m: String| {
+        eprintln!("mpbench: {m}");
+        ExitCode::from(2)
+    };
+    let names: Vec<&str> = match args.scenario.as_str() {
+        "all" => SCENARIOS.to_vec(),
+        s if SCENARIOS.contains(&s) => vec![s],
+        s => {
+            return usage(format!(
+                "unknown scenario {s:?}; one of {} or all",
+                SCENARIOS.join(", ")
+            ));
+        }
+    };
+    let ns: Result<Vec<usize>, _> = args
+        .clients
+        .split(',')
+        .map(|v| v.trim().parse::<usize>())
+        .collect();
+    let ns = match ns {
+        Ok(v) if !v.is_empty() && v.iter().all(|&n| (2..=200_000).contains(&n)) => v,
+        _ => {
+            return usage(format!(
+                "--clients {:?}: give numbers from 2 to 200000, separated by commas",
+                args.clients
+            ));
+        }
+    };
+    if args.per_lane == 0 || args.per_lane > 60_000 {
+        return usage("--per-lane must be 1..=60000".into());
+    }
+    let mut progress = Progress::new(args.quiet || args.json);
+    let mut results: Vec<Figures> = Vec::new();
+    let mut failed = false;
+    for &n in &ns {
+        let params = Params {
+            clients: n,
+            daemon: args.daemon,
+            net: daemon::Net {
+                iface: Some(args.iface.clone()),
+                group: args.group,
+                sctp_port: args.sctp_port,
+            },
+            duration: Duration::from_secs_f64(args.duration.unwrap_or(10.0).clamp(0.5, 3600.0)),
+            joins: args.joins.clamp(1, 10_000),
+            silence: args.silence.unwrap_or((n / 100).max(2)),
+            per_lane: args.per_lane,
+            batch: args.batch.max(1),
+            heartbeat: Duration::from_millis(args.heartbeat_ms.clamp(10, 60_000)),
+            seed: args.seed,
+            mpd_args: Vec::new(),
+        };
+        for name in &names {
+            let r = match *name {
+                "join" => scenarios::join(&params, &mut progress),
+                "storm" => scenarios::storm(&params, &mut progress),
+                "detect" => scenarios::detect(&params, &mut progress),
+                "restart" => scenarios::restart(&params, &mut progress),
+                "idle" => scenarios::idle(&params, &mut progress),
+                _ => chat::run(
+                    &chat::Params {
+                        duration: Duration::from_secs_f64(
+                            args.duration.unwrap_or(3.0).clamp(0.5, 600.0),
+                        ),
+                    },
+                    &mut progress,
+                ),
+            };
+            progress.done();
+            match r {
+                Ok(f) => {
+                    if args.json {
+                        println!("{}", f.json());
+                    } else {
+                        println!("{}", f.table());
+                    }
+                    results.push(f);
+                }
+                Err(e) => {
+                    eprintln!("mpbench: {name} with {n} clients: {e}");
+                    failed = true;
+                }
+            }
+        }
+        // Chat does not depend on N: once is enough.
+        if names.contains(&"chat") && ns.len() > 1 {
+            break;
+        }
+    }
+    if let Some(path) = &args.plot
+        && let Err(e) = plot::draw(path, &results)
+    {
+        eprintln!("mpbench: --plot {path}: {e}");
+        failed = true;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

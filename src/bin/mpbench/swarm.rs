@@ -1,0 +1,804 @@
+//! N simulated clients in one process, each a real client of the roster protocol: its own SCTP association to
+//! `mpd`, REGISTER, the snapshot pages and deltas applied in order with RESYNC on a gap, heartbeats, and
+//! reconnection with mpc's backoff when the daemon goes away or announces a restart.
+//!
+//! Associations are multiplexed over a few UDP sockets ("lanes"), one [`Endpoint`] per lane, each client on its
+//! own SCTP port. A lane holds at most `per_lane` clients, so a fan-out of one delta to every client does not
+//! overflow one socket's receive buffer. Clients that a scenario will silence get lanes of their own, which it
+//! can close (the daemon's next packet meets a closed port: ICMP unreachable) or mute (the socket stays open
+//! and unread, as a stopped process's would).
+//!
+//! What a client knows of the roster is a bitset over the simulated clients' indexes (who is online), so that
+//! N clients' views cost N²/8 bytes rather than N² entries. Entries of nicknames not from this swarm are
+//! counted and ignored. Every change of a bit goes through [`Swarm::flip`], which feeds the scenario's
+//! [`Watch`]es.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use fixedbitset::FixedBitSet;
+use mio::Token;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use multiproto::client::sctp_config;
+use multiproto::discovery::{Datagram, Nick};
+use multiproto::reactor::{Reactor, ReactorEvent};
+use multiproto::registry::wire::{
+    ClientMsg, PPID, Register, RegisterResult, ServerMsg, Status, flags,
+};
+use multiproto::sctp::transport::UdpTransport;
+use multiproto::sctp::{AssocId, DownReason, Endpoint, Event};
+use multiproto::time::Instant;
+
+/// The reactor token of the group socket (ANNOUNCE); lanes use their index + [`FIRST_LANE`].
+const GROUP: Token = Token(0);
+const FIRST_LANE: usize = 1;
+/// First SCTP port handed to clients of a lane.
+const FIRST_PORT: u16 = 1024;
+/// mpc's reconnection delays (src/client.rs: `hello_min`, `hello_max`).
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How the swarm reaches the daemon.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The daemon's SCTP-over-UDP address.
+    pub daemon: SocketAddr,
+    /// The daemon's SCTP port.
+    pub daemon_port: u16,
+    /// Local address the lanes bind to.
+    pub bind: IpAddr,
+    /// Heartbeat interval of each client's association (mpc: 1 s).
+    pub heartbeat: Duration,
+    /// Clients per lane at most.
+    pub per_lane: usize,
+    /// Clients that will exist at most (the width of every roster bitset).
+    pub capacity: usize,
+    /// Nickname prefix of this run's clients (`<tag><index>`).
+    pub tag: String,
+    /// Seeds the endpoints and the jitter.
+    pub seed: u64,
+}
+
+/// Where a simulated client is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not started.
+    Idle,
+    /// Association opening or REGISTER sent.
+    Connecting,
+    /// Registered.
+    Registered,
+    /// Lost the daemon; retries at its timer or at the next ANNOUNCE.
+    Waiting,
+    /// Registration refused.
+    Refused(RegisterResult),
+    /// Silenced by the scenario (its lane closed or muted).
+    Silenced,
+}
+
+/// One simulated client.
+pub struct Sim {
+    /// Its state.
+    pub state: State,
+    lane: u32,
+    port: u16,
+    assoc: Option<AssocId>,
+    instance: u64,
+    /// When it last started to connect.
+    pub connect_at: Option<Instant>,
+    /// When it last registered.
+    pub registered_at: Option<Instant>,
+    /// When a complete snapshot last arrived after registering.
+    pub synced_at: Option<Instant>,
+    version: Option<u64>,
+    partial: Option<Partial>,
+    /// Who this client sees online, by simulated-client index.
+    pub online: FixedBitSet,
+    /// Bits set in `online`.
+    pub online_count: u32,
+    retry_delay: Duration,
+    retry_timer: Option<multiproto::wheel::TimerId>,
+}
+
+impl Sim {
+    /// The roster version held (once synced).
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+}
+
+/// A snapshot being received page by page.
+struct Partial {
+    version: u64,
+    pages: u16,
+    seen: u16,
+    next: FixedBitSet,
+}
+
+struct Lane {
+    udp: Option<UdpTransport>,
+    ep: Endpoint,
+    members: HashMap<AssocId, u32>,
+    muted: bool,
+    /// Clients assigned to it so far.
+    size: usize,
+    /// Filled by [`Swarm::add`] without a lane; the others belong to one group of clients.
+    shared: bool,
+}
+
+/// A scenario's interest in one simulated client's entry reaching a given status at every other client.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    /// The watched client's index.
+    pub nick: u32,
+    /// The status waited for.
+    pub online: bool,
+    /// Clients that have seen it.
+    pub seen: FixedBitSet,
+    /// How many have.
+    pub count: usize,
+    /// Clients that saw it a second time (a join or a loss shown twice).
+    pub dups: usize,
+    /// When the last of them saw it.
+    pub last_at: Option<Instant>,
+}
+
+/// Protocol-level counters of the whole swarm.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Counters {
+    /// REGISTERED Ok received.
+    pub registered: u64,
+    /// REGISTERED with another result.
+    pub refused: u64,
+    /// RESYNCs sent after a delta did not follow the version held.
+    pub resyncs: u64,
+    /// Associations that went down (not silenced by the scenario).
+    pub downs: u64,
+    /// Reconnection attempts.
+    pub reconnects: u64,
+    /// Roster messages that did not parse.
+    pub malformed: u64,
+    /// Entries for nicknames not from this swarm.
+    pub foreign: u64,
+    /// Transitions of watched clients' bits that went the other way (e.g. a silenced client shown online
+    /// again, or a client never silenced shown offline) while watches were set.
+    pub unexpected_offline: u64,
+    /// Snapshot and delta messages applied.
+    pub roster_msgs: u64,
+    /// Entries carried by them.
+    pub roster_entries: u64,
+}
+
+/// The swarm.
+pub struct Swarm {
+    cfg: Config,
+    reactor: Reactor,
+    lanes: Vec<Lane>,
+    /// The simulated clients, by index.
+    pub sims: Vec<Sim>,
+    group: Option<mio::net::UdpSocket>,
+    daemon_instance: u64,
+    rng: ChaCha8Rng,
+    /// Counters.
+    pub counters: Counters,
+    watches: Vec<Watch>,
+    watch_of: HashMap<u32, usize>,
+    /// Clients whose bits must not be reported as unexpected (the silenced ones).
+    expect_offline: FixedBitSet,
+    events: Vec<ReactorEvent>,
+}
+
+impl Swarm {
+    /// A swarm with no clients yet. `group` is the discovery socket to hear ANNOUNCE on, if any.
+    pub fn new(
+        cfg: Config,
+        group: Option<mio::net::UdpSocket>,
+        daemon_instance: u64,
+    ) -> io::Result<Swarm> {
+        let reactor = Reactor::with_events_capacity(1024)?;
+        let mut group = group;
+        if let Some(g) = &mut group {
+            reactor
+                .registry()
+                .register(g, GROUP, mio::Interest::READABLE)?;
+        }
+        Ok(Swarm {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            expect_offline: FixedBitSet::with_capacity(cfg.capacity),
+            cfg,
+            reactor,
+            lanes: Vec::new(),
+            sims: Vec::new(),
+            group,
+            daemon_instance,
+            counters: Counters::default(),
+            watches: Vec::new(),
+            watch_of: HashMap::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// The clock.
+    pub fn now(&self) -> Instant {
+        self.reactor.now()
+    }
+
+    /// The nickname of client `i`.
+    pub fn nick(&self, i: u32) -> Nick {
+        nick_of(&self.cfg.tag, i)
+    }
+
+    /// Opens a new lane (socket and endpoint) and returns its index.
+    pub fn new_lane(&mut self) -> io::Result<u32> {
+        let idx = self.lanes.len();
+        let mut udp = UdpTransport::bind(SocketAddr::new(self.cfg.bind, 0), 1200)?;
+        udp.register(self.reactor.registry(), Token(FIRST_LANE + idx))?;
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let mut sctp = sctp_config(FIRST_PORT, self.cfg.heartbeat);
+        sctp.max_associations = self.cfg.per_lane.max(1);
+        self.lanes.push(Lane {
+            udp: Some(udp),
+            ep: Endpoint::new(sctp, seed),
+            members: HashMap::new(),
+            muted: false,
+            size: 0,
+            shared: false,
+        });
+        Ok(idx as u32)
+    }
+
+    /// Adds `n` clients: to `lane` if given (which must have room), else to lanes with room, opening more.
+    /// Returns their indexes. They start idle; [`Swarm::connect`] starts them.
+    pub fn add(&mut self, n: usize, lane: Option<u32>) -> io::Result<std::ops::Range<u32>> {
+        let first = self.sims.len() as u32;
+        for _ in 0..n {
+            let l = match lane {
+                Some(l) => l,
+                None => match self.lanes.iter().rposition(|l| l.shared) {
+                    Some(l) if self.lanes[l].size < self.cfg.per_lane => l as u32,
+                    _ => {
+                        let l = self.new_lane()?;
+                        self.lanes[l as usize].shared = true;
+                        l
+                    }
+                },
+            };
+            let lane = &mut self.lanes[l as usize];
+            if lane.size >= self.cfg.per_lane || lane.size >= usize::from(u16::MAX - FIRST_PORT) {
+                return Err(io::Error::other("lane full"));
+            }
+            let port = FIRST_PORT + lane.size as u16;
+            lane.size += 1;
+            let instance = self.rng.next_u64();
+            self.sims.push(Sim {
+                state: State::Idle,
+                lane: l,
+                port,
+                assoc: None,
+                instance,
+                connect_at: None,
+                registered_at: None,
+                synced_at: None,
+                version: None,
+                partial: None,
+                online: FixedBitSet::new(),
+                online_count: 0,
+                retry_delay: RETRY_MIN,
+                retry_timer: None,
+            });
+        }
+        if self.sims.len() > self.cfg.capacity {
+            return Err(io::Error::other("more clients than the swarm's capacity"));
+        }
+        Ok(first..self.sims.len() as u32)
+    }
+
+    /// Starts client `i`: opens its association and queues its REGISTER.
+    pub fn connect(&mut self, i: u32) {
+        let now = self.now();
+        let nick = self.nick(i);
+        let sim = &mut self.sims[i as usize];
+        if matches!(sim.state, State::Silenced | State::Refused(_)) {
+            return;
+        }
+        if let Some(t) = sim.retry_timer.take() {
+            self.reactor.cancel(t);
+        }
+        let lane = &mut self.lanes[sim.lane as usize];
+        if let Some(old) = sim.assoc.take() {
+            lane.members.remove(&old);
+            lane.ep.abort(old);
+        }
+        match lane
+            .ep
+            .connect_from(now, sim.port, self.cfg.daemon, self.cfg.daemon_port)
+        {
+            Ok(assoc) => {
+                let reg = ClientMsg::Register(Register {
+                    flags: flags::SUBSCRIBE,
+                    instance: sim.instance,
+                    nick: nick.to_string(),
+                    chat_port: 20_000 + (i % 40_000) as u16,
+                    chat_ip: None,
+                });
+                let _ = lane.ep.send_owned(assoc, 0, false, PPID, reg.encode());
+                lane.members.insert(assoc, i);
+                sim.assoc = Some(assoc);
+                sim.state = State::Connecting;
+                sim.connect_at = Some(now);
+                sim.version = None;
+                sim.partial = None;
+            }
+            Err(e) => {
+                log::debug!("client {i}: connect failed: {e}");
+                sim.state = State::Waiting;
+                self.schedule_retry(i, now);
+            }
+        }
+    }
+
+    /// Watches client `nick` reaching `online` at every client from now on.
+    pub fn watch(&mut self, nick: u32, online: bool) {
+        self.watch_of.insert(nick, self.watches.len());
+        self.watches.push(Watch {
+            nick,
+            online,
+            seen: FixedBitSet::with_capacity(self.cfg.capacity),
+            count: 0,
+            dups: 0,
+            last_at: None,
+        });
+    }
+
+    /// Ends every watch and returns them.
+    pub fn take_watches(&mut self) -> Vec<Watch> {
+        self.watch_of.clear();
+        std::mem::take(&mut self.watches)
+    }
+
+    /// The watches in progress.
+    pub fn watches(&self) -> &[Watch] {
+        &self.watches
+    }
+
+    /// Silences every client of `lane` as a crash would: `close` shuts the socket (the daemon's next packet
+    /// is answered by ICMP port unreachable), otherwise it stays open but is never read or written again.
+    pub fn silence_lane(&mut self, lane: u32, close: bool) {
+        let l = &mut self.lanes[lane as usize];
+        if close {
+            if let Some(mut udp) = l.udp.take() {
+                let _ = udp.deregister(self.reactor.registry());
+            }
+        } else {
+            l.muted = true;
+            if let Some(udp) = &mut l.udp {
+                let _ = udp.deregister(self.reactor.registry());
+            }
+        }
+        for s in self.sims.iter_mut().filter(|s| s.lane == lane) {
+            s.state = State::Silenced;
+            if let Some(t) = s.retry_timer.take() {
+                self.reactor.cancel(t);
+            }
+        }
+        for i in 0..self.sims.len() {
+            if self.sims[i].lane == lane {
+                self.expect_offline.insert(i);
+            }
+        }
+    }
+
+    /// Shuts every association down gracefully (SHUTDOWN), as mpc does on exit, and waits up to `limit`.
+    pub fn shutdown(&mut self, limit: Duration) -> io::Result<()> {
+        let now = self.now();
+        for l in self
+            .lanes
+            .iter_mut()
+            .filter(|l| l.udp.is_some() && !l.muted)
+        {
+            let ids: Vec<AssocId> = l.members.keys().copied().collect();
+            for id in ids {
+                l.ep.shutdown(now, id);
+            }
+        }
+        for s in &mut self.sims {
+            if s.state != State::Silenced {
+                s.state = State::Refused(RegisterResult::Ok);
+            }
+        }
+        self.run_until(limit, |sw| {
+            sw.lanes
+                .iter()
+                .all(|l| l.udp.is_none() || l.muted || l.ep.is_empty())
+        })?;
+        Ok(())
+    }
+
+    /// Runs the loop until `done` holds (checked after every turn) or `limit` passes; returns whether `done`
+    /// held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Swarm) -> bool,
+    ) -> io::Result<bool> {
+        let end = self.now() + limit;
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            if self.now() >= end {
+                return Ok(false);
+            }
+            self.turn(end)?;
+        }
+    }
+
+    /// One turn of the loop, waiting at most until `deadline`.
+    pub fn turn(&mut self, deadline: Instant) -> io::Result<()> {
+        // What the scenario queued since the last turn (a connect, a shutdown) goes out before waiting.
+        self.write_all()?;
+        let next = self
+            .lanes
+            .iter()
+            .filter(|l| l.udp.is_some() && !l.muted)
+            .filter_map(|l| l.ep.poll_timeout())
+            .fold(deadline, Instant::min);
+        let mut events = std::mem::take(&mut self.events);
+        self.reactor.turn(Some(next), &mut events)?;
+        let now = self.now();
+        for ev in &events {
+            match *ev {
+                ReactorEvent::Io(GROUP, _) => self.read_group(),
+                ReactorEvent::Io(Token(t), r) => {
+                    let l = t - FIRST_LANE;
+                    if let Some(lane) = self.lanes.get_mut(l)
+                        && !lane.muted
+                        && let Some(udp) = &mut lane.udp
+                    {
+                        udp.read(now, &mut lane.ep)?;
+                        if r.writable {
+                            udp.write(now, &mut lane.ep, self.reactor.registry(), Token(t))?;
+                        }
+                        self.drain(l);
+                    }
+                }
+                ReactorEvent::Timer { key, .. } => {
+                    let i = key as u32;
+                    self.sims[i as usize].retry_timer = None;
+                    if self.sims[i as usize].state == State::Waiting {
+                        self.counters.reconnects += 1;
+                        self.connect(i);
+                    }
+                }
+                ReactorEvent::Signal(_) => {}
+            }
+        }
+        self.events = events;
+        for l in 0..self.lanes.len() {
+            let lane = &mut self.lanes[l];
+            if lane.udp.is_some() && !lane.muted && lane.ep.poll_timeout().is_some_and(|t| t <= now)
+            {
+                lane.ep.handle_timeout(now);
+                self.drain(l);
+            }
+        }
+        self.write_all()
+    }
+
+    fn write_all(&mut self) -> io::Result<()> {
+        let now = self.now();
+        for (l, lane) in self.lanes.iter_mut().enumerate() {
+            if lane.muted {
+                continue;
+            }
+            if let Some(udp) = &mut lane.udp {
+                udp.write(
+                    now,
+                    &mut lane.ep,
+                    self.reactor.registry(),
+                    Token(FIRST_LANE + l),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_group(&mut self) {
+        let mut buf = [0u8; 512];
+        let mut announced = None;
+        if let Some(g) = &self.group {
+            while let Ok((n, _)) = g.recv_from(&mut buf) {
+                if let Ok(Datagram::Announce(d)) = Datagram::parse(&buf[..n])
+                    && d.instance != self.daemon_instance
+                {
+                    announced = Some(d.instance);
+                }
+            }
+        }
+        // As mpc does: a new daemon announced itself, so every client that is not registered with it
+        // connects at once rather than at its backoff timer.
+        if let Some(inst) = announced {
+            self.daemon_instance = inst;
+            for i in 0..self.sims.len() as u32 {
+                if matches!(
+                    self.sims[i as usize].state,
+                    State::Waiting | State::Connecting
+                ) {
+                    self.counters.reconnects += 1;
+                    self.connect(i);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, l: usize) {
+        let now = self.now();
+        while let Some((id, ev)) = self.lanes[l].ep.poll_event() {
+            let Some(&i) = self.lanes[l].members.get(&id) else {
+                continue;
+            };
+            match ev {
+                Event::Message { ppid, data, .. } if ppid == PPID => {
+                    match ServerMsg::parse(&data) {
+                        Ok(m) => self.on_message(now, i, m),
+                        Err(_) => self.counters.malformed += 1,
+                    }
+                }
+                Event::Down(reason) => {
+                    self.lanes[l].members.remove(&id);
+                    self.on_down(now, i, reason);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_down(&mut self, now: Instant, i: u32, reason: DownReason) {
+        let sim = &mut self.sims[i as usize];
+        sim.assoc = None;
+        sim.version = None;
+        sim.partial = None;
+        if matches!(sim.state, State::Silenced | State::Refused(_)) {
+            return;
+        }
+        self.counters.downs += 1;
+        if sim.state == State::Registered {
+            sim.retry_delay = RETRY_MIN;
+        }
+        sim.state = State::Waiting;
+        // mpc looks again at once after a clean SHUTDOWN (the daemon is probably restarting), otherwise
+        // after a jittered pause that doubles up to 5 s.
+        if reason == DownReason::Shutdown {
+            let t = self.reactor.arm(now, u64::from(i));
+            self.sims[i as usize].retry_timer = Some(t);
+        } else {
+            self.schedule_retry(i, now);
+        }
+    }
+
+    fn schedule_retry(&mut self, i: u32, now: Instant) {
+        let d = self.sims[i as usize].retry_delay;
+        let us = d.as_micros() as u64;
+        let wait = Duration::from_micros(us / 2 + self.rng.next_u64() % (us + 1));
+        let sim = &mut self.sims[i as usize];
+        sim.retry_delay = (d * 2).min(RETRY_MAX);
+        if let Some(t) = sim.retry_timer.take() {
+            self.reactor.cancel(t);
+        }
+        let t = self.reactor.arm(now + wait, u64::from(i));
+        self.sims[i as usize].retry_timer = Some(t);
+    }
+
+    fn on_message(&mut self, now: Instant, i: u32, m: ServerMsg) {
+        let cap = self.cfg.capacity;
+        match m {
+            ServerMsg::Registered { result, .. } => {
+                let sim = &mut self.sims[i as usize];
+                if sim.state != State::Connecting {
+                    return;
+                }
+                if result == RegisterResult::Ok {
+                    sim.state = State::Registered;
+                    sim.registered_at = Some(now);
+                    sim.synced_at = None;
+                    sim.retry_delay = RETRY_MIN;
+                    self.counters.registered += 1;
+                } else {
+                    sim.state = State::Refused(result);
+                    self.counters.refused += 1;
+                    if let Some(a) = sim.assoc {
+                        self.lanes[sim.lane as usize].ep.shutdown(now, a);
+                    }
+                }
+            }
+            ServerMsg::Snapshot {
+                version,
+                page,
+                pages,
+                entries,
+            } => {
+                if self.sims[i as usize].state != State::Registered {
+                    return;
+                }
+                self.counters.roster_msgs += 1;
+                self.counters.roster_entries += entries.len() as u64;
+                let sim = &mut self.sims[i as usize];
+                let fresh = !matches!(&sim.partial, Some(p) if p.version == version && p.pages == pages && p.seen == page);
+                if fresh {
+                    if page != 0 {
+                        sim.partial = None;
+                        return;
+                    }
+                    sim.partial = Some(Partial {
+                        version,
+                        pages,
+                        seen: 0,
+                        next: FixedBitSet::with_capacity(cap),
+                    });
+                }
+                let mut foreign = 0;
+                if let Some(p) = &mut sim.partial {
+                    for e in &entries {
+                        match index_of(&self.cfg.tag, &e.nick, cap) {
+                            Some(x) if e.status == Status::Online => p.next.insert(x as usize),
+                            Some(_) => {}
+                            None => foreign += 1,
+                        }
+                    }
+                    p.seen += 1;
+                }
+                self.counters.foreign += foreign;
+                if sim.partial.as_ref().is_some_and(|p| p.seen == p.pages) {
+                    let p = sim.partial.take().expect("checked above");
+                    if sim.online.len() < cap {
+                        sim.online.grow(cap);
+                    }
+                    let changed: Vec<(u32, bool)> = sim
+                        .online
+                        .symmetric_difference(&p.next)
+                        .map(|x| (x as u32, p.next.contains(x)))
+                        .collect();
+                    sim.version = Some(p.version);
+                    if sim.synced_at.is_none() {
+                        sim.synced_at = Some(now);
+                    }
+                    for (x, on) in changed {
+                        self.flip(now, i, x, on);
+                    }
+                }
+            }
+            ServerMsg::Delta { from, to, entries } => {
+                if self.sims[i as usize].state != State::Registered {
+                    return;
+                }
+                self.counters.roster_msgs += 1;
+                self.counters.roster_entries += entries.len() as u64;
+                let sim = &mut self.sims[i as usize];
+                match sim.version {
+                    None => return,
+                    Some(v) if v == from => {}
+                    Some(v) if v >= to => return,
+                    Some(_) => {
+                        sim.version = None;
+                        self.counters.resyncs += 1;
+                        if let Some(a) = sim.assoc {
+                            let _ = self.lanes[sim.lane as usize].ep.send_owned(
+                                a,
+                                0,
+                                false,
+                                PPID,
+                                ClientMsg::Resync.encode(),
+                            );
+                        }
+                        return;
+                    }
+                }
+                sim.version = Some(to);
+                if sim.online.len() < cap {
+                    sim.online.grow(cap);
+                }
+                for e in &entries {
+                    match index_of(&self.cfg.tag, &e.nick, cap) {
+                        Some(x) => {
+                            let on = e.status == Status::Online;
+                            if self.sims[i as usize].online.contains(x as usize) != on {
+                                self.flip(now, i, x, on);
+                            } else if on {
+                                // Online again while shown online: a second join of a watched client.
+                                if let Some(&w) = self.watch_of.get(&x) {
+                                    let w = &mut self.watches[w];
+                                    if w.online && w.seen.contains(i as usize) {
+                                        w.dups += 1;
+                                    }
+                                }
+                            }
+                        }
+                        None => self.counters.foreign += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Client `i` now sees client `x` as `on`line.
+    fn flip(&mut self, now: Instant, i: u32, x: u32, on: bool) {
+        let sim = &mut self.sims[i as usize];
+        sim.online.set(x as usize, on);
+        if on {
+            sim.online_count += 1;
+        } else {
+            sim.online_count -= 1;
+        }
+        // A client's own entry is not news to anyone: watches count what the others see.
+        if i == x {
+            return;
+        }
+        match self.watch_of.get(&x) {
+            Some(&w) => {
+                let w = &mut self.watches[w];
+                if w.online == on {
+                    if w.seen.contains(i as usize) {
+                        w.dups += 1;
+                    } else {
+                        w.seen.insert(i as usize);
+                        w.count += 1;
+                        w.last_at = Some(now);
+                    }
+                } else if !on {
+                    self.counters.unexpected_offline += 1;
+                }
+            }
+            None => {
+                if !on && !self.watches.is_empty() && !self.expect_offline.contains(x as usize) {
+                    self.counters.unexpected_offline += 1;
+                }
+            }
+        }
+    }
+
+    /// Heartbeats this swarm's endpoints sent and had acknowledged.
+    pub fn heartbeats(&self) -> (u64, u64) {
+        self.lanes.iter().fold((0, 0), |(s, a), l| {
+            let st = l.ep.stats();
+            (s + st.heartbeats_sent, a + st.heartbeats_acked)
+        })
+    }
+}
+
+/// The nickname of simulated client `i` under `tag`.
+pub fn nick_of(tag: &str, i: u32) -> Nick {
+    Nick::new(&format!("{tag}{i}")).expect("tags are short and plain")
+}
+
+/// The simulated client a nickname names, if it is one of `tag`'s below `cap`.
+fn index_of(tag: &str, nick: &Nick, cap: usize) -> Option<u32> {
+    let rest = nick.as_str().strip_prefix(tag)?;
+    // Only the canonical spelling: "07" is not client 7.
+    if rest.len() > 1 && rest.starts_with('0') {
+        return None;
+    }
+    let i: u32 = rest.parse().ok()?;
+    ((i as usize) < cap).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nick_indexes_round_trip_and_strangers_are_not_counted() {
+        let tag = "b1a2b-";
+        for i in [0u32, 7, 99_999] {
+            assert_eq!(index_of(tag, &nick_of(tag, i), 100_000), Some(i));
+        }
+        assert_eq!(index_of(tag, &nick_of(tag, 100_000), 100_000), None);
+        assert_eq!(index_of(tag, &Nick::new("alice").unwrap(), 10), None);
+        assert_eq!(index_of(tag, &Nick::new("b1a2b-07").unwrap(), 10), None);
+        assert_eq!(index_of(tag, &Nick::new("b1a2b-x").unwrap(), 10), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! A smoke run of every `mpbench` scenario with a small N: the harness starts its own `mpd`, drives 50
+//! simulated clients, and must finish with exit 0 and one JSON line whose invariant counters are clean. The
+//! harness fails (exit 1) by itself when an invariant breaks: a join seen twice or not by everyone, a
+//! detection that missed a silenced client or hit another, rosters that disagree after a restart. No timing
+//! is asserted here: timings live in PERF.md.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Runs `mpbench SCENARIO --clients 50 ...` on test `id`'s own group and port; returns its JSON object.
+fn run(scenario: &str, id: u16, extra: &[&str]) -> Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpbench"));
+    cmd.args([
+        scenario,
+        "--clients",
+        "50",
+        "--json",
+        "--quiet",
+        "--iface",
+        "127.0.0.1",
+    ])
+    .args(["--group", &format!("239.255.78.{id}:{}", 26000 + id)])
+    .args(["--sctp-port", &(27000 + id).to_string()])
+    .args(extra);
+    let out = common::run_with_limit(&mut cmd, Duration::from_secs(120), b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "mpbench {scenario} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line per scenario: {stdout}");
+    let v = lines.into_iter().next().unwrap();
+    assert_eq!(v["scenario"], scenario);
+    v
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
+}
+
+#[test]
+fn join_every_client_sees_every_join_once() {
+    let v = run("join", 160, &["--joins", "5"]);
+    assert_eq!(num(&v, "clients"), 50.0);
+    assert_eq!(num(&v, "joins"), 5.0);
+    assert_eq!(num(&v, "seen_twice"), 0.0);
+    for k in ["p50_ms", "p99_ms", "max_ms", "snapshot_ms"] {
+        assert!(num(&v, k) > 0.0, "{k} in {v}");
+    }
+    assert!(num(&v, "p50_ms") <= num(&v, "p99_ms") && num(&v, "p99_ms") <= num(&v, "max_ms"));
+}
+
+#[test]
+fn storm_completes_every_roster() {
+    let v = run("storm", 161, &[]);
+    assert_eq!(num(&v, "clients"), 50.0);
+    assert!(num(&v, "complete_ms") > 0.0);
+    assert!(num(&v, "peak_rss_kib") > 0.0);
+    // Every client learned every client: at least N² entries arrived.
+    assert!(num(&v, "roster_entries_received") >= 2500.0, "{v}");
+}
+
+#[test]
+fn detect_finds_exactly_the_silenced_clients() {
+    let v = run("detect", 162, &["--silence", "4"]);
+    assert_eq!(num(&v, "silenced"), 4.0);
+    assert_eq!(num(&v, "unexpected_offline"), 0.0);
+    for k in ["p50_ms", "closed_socket_max_ms", "muted_socket_max_ms"] {
+        assert!(num(&v, k) > 0.0, "{k} in {v}");
+    }
+}
+
+#[test]
+fn restart_every_client_registers_again_and_rosters_agree() {
+    let v = run("restart", 163, &[]);
+    assert!(num(&v, "reregister_ms") > 0.0);
+    // Each of the 50 reconnected at least once.
+    assert!(num(&v, "reconnects") >= 50.0, "{v}");
+}
+
+#[test]
+fn idle_reports_daemon_load() {
+    let v = run("idle", 164, &["--duration", "1"]);
+    assert!(num(&v, "daemon_rss_kib") > 0.0);
+    assert!(num(&v, "heartbeats_per_s") > 0.0);
+    assert!(num(&v, "cpu_percent") >= 0.0);
+}
+
+#[test]
+fn bad_arguments_are_refused_with_exit_2() {
+    for args in [
+        &["nosuch"][..],
+        &["join", "--clients", "1"],
+        &["join", "--clients", "x,5"],
+        &["join", "--bogus"],
+    ] {
+        let out = common::run_with_limit(
+            Command::new(env!("CARGO_BIN_EXE_mpbench")).args(args),
+            Duration::from_secs(10),
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn chat_reports_latency_beside_the_raw_baseline() {
+    let v = run("chat", 165, &["--duration", "0.5"]);
+    for k in [
+        "reused_p50_us",
+        "reused_p99_us",
+        "fresh_p50_us",
+        "raw_tcp_rtt_p50_us",
+        "msgs_per_s",
+    ] {
+        assert!(num(&v, k) > 0.0, "{k} in {v}");
+    }
+    assert!(num(&v, "reused_p50_us") <= num(&v, "reused_p99_us"));
+}
