@@ -46,7 +46,7 @@ fn fan_out(reg: &mut Registry, server: &mut Endpoint) -> usize {
                         0,
                         false,
                         multiproto::registry::wire::PPID,
-                        b.clone(),
+                        multiproto::sctp::Payload::Shared(b.clone()),
                     );
                     sent += 1;
                 }

@@ -11,6 +11,7 @@ mod control;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::Token;
@@ -20,7 +21,7 @@ use crate::discovery::{self, DaemonInfo, Datagram, DiscoveryError, Iface};
 use crate::reactor::{Reactor, ReactorEvent};
 use crate::registry::{self, Event as RosterEvent, Out, Registry, persist, wire};
 use crate::sctp::transport::UdpTransport;
-use crate::sctp::{AssocId, Config as SctpConfig, DownReason, Endpoint, Event, RtoConfig};
+use crate::sctp::{AssocId, Config as SctpConfig, DownReason, Endpoint, Event, Payload, RtoConfig};
 use crate::time::Instant;
 
 pub use control::{CONTROL_SOCKET, query_status};
@@ -452,7 +453,7 @@ impl Service {
                 Out::Broadcast(bytes) => {
                     let subs: Vec<AssocId> = self.registry.subscribers().collect();
                     for id in subs {
-                        self.deliver(id, bytes.clone());
+                        self.deliver(id, Payload::Shared(Arc::clone(&bytes)));
                     }
                 }
             }
@@ -469,7 +470,7 @@ impl Service {
         }
     }
 
-    fn deliver(&mut self, id: AssocId, bytes: Vec<u8>) {
+    fn deliver(&mut self, id: AssocId, bytes: Payload) {
         if let Err(crate::sctp::SendError::BufferFull) =
             self.ep.send_owned(id, 0, false, wire::PPID, bytes)
         {

@@ -15,12 +15,13 @@ pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use slab::Slab;
 
 use crate::discovery::Nick;
-use crate::sctp::AssocId;
+use crate::sctp::{AssocId, Payload};
 use crate::time::Instant;
 use wire::{ClientMsg, Entry as WireEntry, Register, RegisterResult, ServerMsg, Status, flags};
 
@@ -112,10 +113,12 @@ pub enum Event {
 /// A message for the daemon to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Out {
-    /// To one client.
-    To(AssocId, Vec<u8>),
-    /// To every client returned by [`Registry::subscribers`] at the time this is polled.
-    Broadcast(Vec<u8>),
+    /// To one client. Snapshot pages are [`Payload::Shared`]: one encoding serves every client that asked
+    /// for the roster in the same turn.
+    To(AssocId, Payload),
+    /// To every client returned by [`Registry::subscribers`] at the time this is polled; shared, never copied
+    /// per client.
+    Broadcast(Arc<[u8]>),
 }
 
 /// Counters for `mpd status`.
@@ -363,7 +366,7 @@ impl Registry {
             retry_after_ms: retry_after.as_millis().min(u128::from(u32::MAX)) as u32,
             reason,
         };
-        self.out.push_back((Out::To(conn, m.encode()), None));
+        self.out.push_back((Out::To(conn, m.encode().into()), None));
     }
 
     fn reject(
@@ -724,8 +727,10 @@ impl Registry {
             for conn in want {
                 for (p, b) in pages.iter().enumerate() {
                     let last = p + 1 == pages.len();
-                    self.out
-                        .push_back((Out::To(conn, b.clone()), last.then_some(conn)));
+                    self.out.push_back((
+                        Out::To(conn, Payload::Shared(Arc::clone(b))),
+                        last.then_some(conn),
+                    ));
                     self.stats.snapshot_pages += 1;
                 }
             }
@@ -752,7 +757,7 @@ impl Registry {
                 wire::put_entry(&mut b, e);
             }
             wire::finish_entries(&mut b, chunk.len() as u16);
-            self.out.push_back((Out::Broadcast(b), None));
+            self.out.push_back((Out::Broadcast(b.into()), None));
             self.stats.deltas += 1;
             from = end;
         }
@@ -761,13 +766,13 @@ impl Registry {
             let mut b = Vec::new();
             wire::begin_delta(&mut b, self.flushed, self.version);
             wire::finish_entries(&mut b, 0);
-            self.out.push_back((Out::Broadcast(b), None));
+            self.out.push_back((Out::Broadcast(b.into()), None));
             self.stats.deltas += 1;
         }
     }
 
     /// The roster at the current version, encoded once as snapshot pages.
-    fn snapshot_pages(&mut self) -> Vec<Vec<u8>> {
+    fn snapshot_pages(&mut self) -> Vec<Arc<[u8]>> {
         let per = (self.cfg.page_bytes.saturating_sub(32) / wire::MAX_ENTRY_LEN)
             .clamp(1, usize::from(u16::MAX));
         let all: Vec<WireEntry> = self.entries.iter().map(|(_, e)| e.wire()).collect();
@@ -784,7 +789,7 @@ impl Registry {
                     wire::put_entry(&mut b, e);
                 }
                 wire::finish_entries(&mut b, chunk.len() as u16);
-                b
+                Arc::from(b)
             })
             .collect()
     }

@@ -22,6 +22,7 @@ pub mod chunk;
 pub mod cookie;
 pub mod endpoint;
 pub mod param;
+mod payload;
 mod recv;
 mod send;
 pub mod timer;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 pub use assoc::State;
 pub use endpoint::Endpoint;
+pub use payload::Payload;
 pub use timer::RtoConfig;
 
 /// Names an association of an [`Endpoint`]: its slab index plus a generation, so an id kept after its

@@ -68,8 +68,8 @@ impl Harness {
         let mut got: HashMap<AssocId, usize> = HashMap::new();
         while let Some(o) = self.reg.poll_output() {
             let targets: Vec<(AssocId, Vec<u8>)> = match o {
-                Out::To(c, b) => vec![(c, b)],
-                Out::Broadcast(b) => self.reg.subscribers().map(|c| (c, b.clone())).collect(),
+                Out::To(c, b) => vec![(c, b.to_vec())],
+                Out::Broadcast(b) => self.reg.subscribers().map(|c| (c, b.to_vec())).collect(),
             };
             for (c, b) in targets {
                 let m = ServerMsg::parse(&b).expect("registry sent a malformed message");

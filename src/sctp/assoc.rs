@@ -23,7 +23,7 @@ use super::recv::{self, RecvQueue, Verdict};
 use super::send::{Cc, SendQueue};
 use super::timer::{Rto, Timer, Timers};
 use super::wire::{HEADER_LEN, Header, Tsn, Writer, be32};
-use super::{AssocId, Config, DownReason, Event, SendError};
+use super::{AssocId, Config, DownReason, Event, Payload, SendError};
 use crate::time::Instant;
 
 /// The association states of RFC 9260 §4 (CLOSED is the absence of an association).
@@ -449,7 +449,7 @@ impl Assoc {
         stream: u16,
         unordered: bool,
         ppid: u32,
-        data: Vec<u8>,
+        data: Payload,
         sh: &mut Shared,
     ) -> Result<(), SendError> {
         let cfg = &sh.cfg;

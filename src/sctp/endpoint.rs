@@ -20,7 +20,9 @@ use super::chunk::{Chunk, ChunkIter, Init, InitOut, UnknownAction, kind, write_e
 use super::cookie::{COOKIE_LEN, CookieError, CookieKeys, CookieState};
 use super::param::{self, InitParam, TlvIter, UnknownParamAction, cause, ptype};
 use super::wire::{Header, Packet, Tsn, WireError, Writer};
-use super::{AssocId, Config, ConnectError, DownReason, Event, SendError, State, Stats, Transmit};
+use super::{
+    AssocId, Config, ConnectError, DownReason, Event, Payload, SendError, State, Stats, Transmit,
+};
 use crate::time::Instant;
 use crate::wheel::TimerWheel;
 
@@ -286,17 +288,19 @@ impl Endpoint {
         self.send_owned(id, stream, unordered, 0, data.to_vec())
     }
 
-    /// Like [`Endpoint::send`], taking ownership of the buffer and setting the payload protocol identifier.
+    /// Like [`Endpoint::send`], setting the payload protocol identifier and taking the bytes without a copy:
+    /// an owned `Vec`, or a [`Payload::Shared`] buffer that many associations queue at once (each keeps a
+    /// reference until the peer acknowledges it).
     pub fn send_owned(
         &mut self,
         id: AssocId,
         stream: u16,
         unordered: bool,
         ppid: u32,
-        data: Vec<u8>,
+        data: impl Into<Payload>,
     ) -> Result<(), SendError> {
         let key = self.key_of(id).ok_or(SendError::UnknownAssoc)?;
-        self.assocs[key].send(stream, unordered, ppid, data, &mut self.sh)?;
+        self.assocs[key].send(stream, unordered, ppid, data.into(), &mut self.sh)?;
         self.sh.stats.messages_out += 1;
         self.enqueue(key);
         Ok(())

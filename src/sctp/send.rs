@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::Stats;
 use super::chunk::{DataOut, Sack, data_chunk_len, data_flags, write_data};
+use super::payload::{ChunkBytes, Payload};
 use super::wire::{Tsn, Writer};
 use crate::time::Instant;
 
@@ -56,7 +57,7 @@ struct OutMsg {
     ssn: Option<u16>,
     flags: u8,
     ppid: u32,
-    data: Vec<u8>,
+    data: Payload,
     offset: usize,
 }
 
@@ -66,7 +67,7 @@ struct OutChunk {
     ssn: u16,
     flags: u8,
     ppid: u32,
-    data: Box<[u8]>,
+    data: ChunkBytes,
     state: ChunkState,
     misses: u8,
     retransmitted: bool,
@@ -179,7 +180,7 @@ impl SendQueue {
         ssn: Option<u16>,
         unordered: bool,
         ppid: u32,
-        data: Vec<u8>,
+        data: Payload,
     ) {
         self.user_bytes += data.len();
         self.pending.push_back(OutMsg {
@@ -332,11 +333,7 @@ impl SendQueue {
             if write_data(w, &d).is_err() {
                 break;
             }
-            let data: Box<[u8]> = if m.offset == 0 && last_piece {
-                std::mem::take(&mut m.data).into_boxed_slice()
-            } else {
-                payload.into()
-            };
+            let data = ChunkBytes::cut(&mut m.data, m.offset, take);
             let c = OutChunk {
                 tsn: *next_tsn,
                 stream: m.stream,
@@ -610,7 +607,7 @@ mod tests {
         let mut q = SendQueue::new(Tsn(0));
         let mut cc = Cc::new(MTU, 100_000);
         let mut next = Tsn(1);
-        q.push(0, Some(0), false, 0, vec![7; 3000]);
+        q.push(0, Some(0), false, 0, vec![7; 3000].into());
         let a = fill(&mut q, &mut cc, &mut next);
         assert_eq!(a, vec![(Tsn(1), 1172, data_flags::BEGIN)]);
         let b = fill(&mut q, &mut cc, &mut next);
@@ -635,7 +632,7 @@ mod tests {
         assert_eq!(cc.cwnd, 4404);
         let mut next = Tsn(1);
         for _ in 0..10 {
-            q.push(0, None, true, 0, vec![1; 1000]);
+            q.push(0, None, true, 0, vec![1; 1000].into());
         }
         let mut sent = 0;
         loop {
@@ -656,7 +653,7 @@ mod tests {
         cc.cwnd = 100_000;
         let mut next = Tsn(1);
         for _ in 0..6 {
-            q.push(0, None, true, 0, vec![1; 100]);
+            q.push(0, None, true, 0, vec![1; 100].into());
         }
         while !fill(&mut q, &mut cc, &mut next).is_empty() {}
         // TSN 1 lost; 2, 3, 4 arrive one by one.
@@ -678,7 +675,7 @@ mod tests {
         let mut cc = Cc::new(MTU, 1_000_000);
         let mut next = Tsn(10);
         for _ in 0..3 {
-            q.push(1, Some(0), false, 0, vec![2; 500]);
+            q.push(1, Some(0), false, 0, vec![2; 500].into());
         }
         while !fill(&mut q, &mut cc, &mut next).is_empty() {}
         q.on_t3_timeout(&mut cc, MTU);
@@ -697,7 +694,7 @@ mod tests {
         let mut q = SendQueue::new(Tsn(0));
         let mut cc = Cc::new(MTU, 1_000_000);
         let mut next = Tsn(1);
-        q.push(0, None, true, 0, vec![1; 10]);
+        q.push(0, None, true, 0, vec![1; 10].into());
         fill(&mut q, &mut cc, &mut next);
         let o = sack(&mut q, &mut cc, 0, &[(0, 0), (9, 3), (65535, 65535)]);
         assert!(!o.newly_acked);
