@@ -61,6 +61,26 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
+/// Socket buffer size asked for, each way.
+///
+/// One socket carries every association: a heartbeat round or the SACKs for a roster storm arrive at once,
+/// and a turn that spends a while sending leaves them queued. At 5 000 clients on loopback, 4 MiB (the usual
+/// `net.core.rmem_max`) dropped one datagram in eight and each drop cost an association a retransmission
+/// timeout.
+pub const SOCKET_BUFFER: usize = 32 << 20;
+
+/// Asks for [`SOCKET_BUFFER`] each way: beyond `net.core.rmem_max`/`wmem_max` where the process may
+/// (`SO_RCVBUFFORCE` needs `CAP_NET_ADMIN`), otherwise as much as those limits allow.
+fn grow_buffers(s: &Socket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(s, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    }
+    if setsockopt(s, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    }
+}
+
 impl UdpTransport {
     /// Binds a nonblocking UDP socket at `addr` for packets of up to `max_packet` bytes. An unspecified IPv6
     /// address (`[::]`) accepts IPv4 too.
@@ -75,9 +95,7 @@ impl UdpTransport {
             s.set_only_v6(false)?;
         }
         s.set_nonblocking(true)?;
-        // Room for bursts: a heartbeat round over many associations arrives at once.
-        let _ = s.set_recv_buffer_size(4 << 20);
-        let _ = s.set_send_buffer_size(4 << 20);
+        grow_buffers(&s);
         s.bind(&addr.into())?;
         let sock = UdpSocket::from_std(s.into());
         udp::enable_recverr(&sock)?;
