@@ -257,6 +257,8 @@ impl Service {
             max_retransmits: opts.max_retransmits,
             streams: 2,
             max_associations: opts.max_clients.saturating_mul(2).max(64),
+            // Clients heartbeat every second (mpc); answering those is enough to know they live.
+            defer_to_peer_heartbeats: true,
             ..SctpConfig::default()
         };
         let ep = Endpoint::new(cfg, seed);

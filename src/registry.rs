@@ -585,13 +585,16 @@ impl Registry {
                 k
             }
         };
+        let no_roster = r.flags & flags::NO_ROSTER != 0;
         let c = self.conns.get_mut(&conn).unwrap_or_else(|| unreachable!());
         c.entry = Some(k);
-        c.subscribed = subscribe;
+        c.subscribed = subscribe && !no_roster;
         self.graces.retain(|g| g.2 != k);
         self.stats.registrations += 1;
         self.reply(conn, RegisterResult::Ok, Duration::ZERO, String::new());
-        self.want_snapshot(conn);
+        if !no_roster {
+            self.want_snapshot(conn);
+        }
     }
 
     fn set_offline(&mut self, now: Instant, wall_ms: u64, k: usize, why: &'static str) {

@@ -200,6 +200,13 @@ pub struct Config {
     pub max_retransmits: u8,
     /// HB.interval (RFC: 30 s); `None` disables heartbeats.
     pub heartbeat_interval: Option<Duration>,
+    /// A HEARTBEAT from the peer postpones our own by a full interval, so when both ends heartbeat only one
+    /// of them does. It shows the peer alive and the path from it working; the path to it is checked by
+    /// the peer, which gives the association up when our acknowledgements stop arriving. For a server of
+    /// many clients that all heartbeat (mpd): it answers their heartbeats and sends none of its own, half
+    /// the packets, and still probes a client that goes quiet one interval after its last heartbeat. The
+    /// first heartbeat still goes out, to measure the RTT.
+    pub defer_to_peer_heartbeats: bool,
     /// SACK.Delay (RFC: 200 ms, at most 500 ms).
     pub sack_delay: Duration,
     /// Valid.Cookie.Life (RFC: 60 s).
@@ -235,6 +242,7 @@ impl Default for Config {
             max_init_retransmits: 8,
             max_retransmits: 5,
             heartbeat_interval: Some(Duration::from_secs(1)),
+            defer_to_peer_heartbeats: false,
             sack_delay: Duration::from_millis(20),
             cookie_life: Duration::from_secs(60),
             cookie_rotation: Duration::from_secs(60),

@@ -99,12 +99,22 @@ fn idle_reports_daemon_load() {
 }
 
 #[test]
+fn idle_liveness_only_holds_every_client_without_rosters() {
+    // The scenario itself fails (exit 1) unless every client is still registered at the end.
+    let v = run("idle", 166, &["--duration", "1", "--liveness-only"]);
+    assert_eq!(num(&v, "clients"), 50.0);
+    assert!(num(&v, "heartbeats_per_s") > 0.0);
+    assert!(num(&v, "bytes_per_client") >= 0.0);
+}
+
+#[test]
 fn bad_arguments_are_refused_with_exit_2() {
     for args in [
         &["nosuch"][..],
         &["join", "--clients", "1"],
         &["join", "--clients", "x,5"],
         &["join", "--bogus"],
+        &["join", "--liveness-only"],
     ] {
         let out = common::run_with_limit(
             Command::new(env!("CARGO_BIN_EXE_mpbench")).args(args),

@@ -523,3 +523,35 @@ fn after_a_stall_lost_associations_get_a_grace_period() {
     h.turn();
     assert!(matches!(h.events()[..], [Event::Offline { .. }]));
 }
+
+#[test]
+fn a_liveness_only_member_is_listed_but_sent_no_roster() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("127.0.0.1:1000");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    let quiet = h.connect("127.0.0.1:1001");
+    h.send(
+        quiet,
+        ClientMsg::Register(Register {
+            flags: flags::NO_ROSTER,
+            instance: 2,
+            nick: "svc".into(),
+            chat_port: 5001,
+            chat_ip: None,
+        }),
+    );
+    let got = h.turn();
+    assert_eq!(got[&quiet], 1, "REGISTERED only: no snapshot");
+    assert_eq!(h.last_registered(quiet).unwrap().0, RegisterResult::Ok);
+    assert_eq!(got[&a], 1, "alice hears of the new member");
+    assert!(h.clients[&a].0.entries().any(|e| e.nick == nick("svc")));
+    assert!(!h.reg.subscribers().any(|c| c == quiet));
+    // Later changes do not reach it either, but it can still ask for the roster.
+    let b = h.connect("127.0.0.1:1002");
+    h.register(b, "bob", 3, 5002);
+    assert!(!h.turn().contains_key(&quiet));
+    h.send(quiet, ClientMsg::Resync);
+    assert_eq!(h.turn()[&quiet], 1, "one snapshot page on request");
+    h.assert_converged();
+}

@@ -36,6 +36,10 @@ pub mod flags {
     pub const OBSERVER: u8 = 1;
     /// Wants roster deltas after the snapshot.
     pub const SUBSCRIBE: u8 = 2;
+    /// A member that keeps only its liveness: listed in the roster like any client, but sent no snapshot and
+    /// no deltas (unless it asks with RESYNC). For headless services that others chat to, and for measuring
+    /// how many clients one daemon holds where N² roster bytes could not be sent (`mpbench --liveness-only`).
+    pub const NO_ROSTER: u8 = 4;
 }
 
 /// A client's registration.

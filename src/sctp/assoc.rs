@@ -597,6 +597,21 @@ impl Assoc {
                         write_raw(w, kind::HEARTBEAT_ACK, 0, params)
                     });
                 }
+                // Ours, unless one is already out (its answer still counts), waits a full interval more, plus
+                // two RTOs: longer than the peer's own period (interval + RTO/2 to 3 RTO/2, §8.3) when its RTO
+                // is like ours, so a live peer's heartbeats keep ours from ever going out. Not before our
+                // RTO is measured: our heartbeats are then the only RTT samples of an association that sends
+                // no DATA, and probing a dead peer at RTO.Initial would find it late.
+                if let Some(interval) = sh.cfg.heartbeat_interval
+                    && sh.cfg.defer_to_peer_heartbeats
+                    && self.rto.srtt().is_some()
+                    && matches!(self.phase, Phase::Established)
+                    && self.flags & (flag::HB_OUTSTANDING | flag::SEND_HEARTBEAT) == 0
+                    && self.timers.is_armed(Timer::Heartbeat)
+                {
+                    self.timers
+                        .set(Timer::Heartbeat, now + interval + 2 * self.rto.rto());
+                }
                 Flow::Continue
             }
             Chunk::HeartbeatAck(params) => {

@@ -310,6 +310,51 @@ fn heartbeats_keep_idle_association_alive_and_measure_rtt() {
 }
 
 #[test]
+fn a_server_deferring_to_client_heartbeats_sends_none_yet_finds_a_dead_client() {
+    let mut sim = Sim::new(seed_or(41), Netem::IDEAL);
+    let server = Config {
+        defer_to_peer_heartbeats: true,
+        ..server_cfg()
+    };
+    sim.add_node(addr(SERVER), server.clone());
+    sim.add_node(addr(CLIENT), client_cfg());
+    let (s, _) = establish(&mut sim);
+    // Until its RTO is measured the server heartbeats too (one or two, depending on how the two
+    // schedules meet); from then on the client's heartbeats keep its own from going out.
+    sim.run_for(Duration::from_secs(5), 100_000);
+    let before = sim.nodes[0].ep.stats().heartbeats_sent;
+    assert!((1..=2).contains(&before), "{before} server heartbeats");
+    sim.run_for(Duration::from_secs(60), 100_000);
+    let (srv, cli) = (sim.nodes[0].ep.stats(), sim.nodes[1].ep.stats());
+    assert!(cli.heartbeats_sent >= 40, "{cli:?}");
+    assert_eq!(cli.heartbeats_sent, cli.heartbeats_acked);
+    assert_eq!(srv.heartbeats_sent, before, "deferred to the client's");
+    assert_eq!(sim.nodes[0].ep.rto(s), Some(server.rto.min));
+    // The client dies: the server probes it one deferred interval after its last heartbeat at most, then
+    // gives up after Association.Max.Retrans + 1 unanswered probes.
+    let t0 = sim.now;
+    sim.block(1, 0, true);
+    let ok = sim.run_until(t0 + Duration::from_secs(120), 100_000, |s| {
+        !downs(s, 0).is_empty()
+    });
+    assert!(ok);
+    assert_eq!(downs(&sim, 0), vec![DownReason::Lost]);
+    assert!(sim.nodes[0].ep.state(s).is_none());
+    let mut rto = server.rto.min;
+    let mut strikes = Duration::ZERO;
+    for _ in 0..=server.max_retransmits {
+        strikes += rto;
+        rto = (rto * 2).min(server.rto.max);
+    }
+    let bound = server.heartbeat_interval.unwrap()
+        + server.rto.min * 2
+        + strikes
+        + Duration::from_millis(2);
+    let elapsed = sim.now - t0;
+    assert!(elapsed <= bound, "{elapsed:?} > {bound:?}");
+}
+
+#[test]
 fn graceful_shutdown_delivers_queued_data() {
     let mut sim = pair(
         6,

@@ -82,6 +82,10 @@ struct Args {
     /// no live progress line
     #[argh(switch)]
     quiet: bool,
+    /// idle only: clients register without taking the roster (REGISTER flag NO_ROSTER), so N is not
+    /// bounded by the N² roster bytes a full sync sends; measures holding clients and heartbeats alone
+    #[argh(switch)]
+    liveness_only: bool,
 }
 
 const SCENARIOS: [&str; 6] = ["join", "storm", "detect", "restart", "idle", "chat"];
@@ -132,6 +136,12 @@ fn main() -> ExitCode {
     if args.per_lane == 0 || args.per_lane > 60_000 {
         return usage("--per-lane must be 1..=60000".into());
     }
+    if args.liveness_only && names != ["idle"] {
+        return usage(
+            "--liveness-only applies to the idle scenario alone: the others measure the roster"
+                .into(),
+        );
+    }
     let mut progress = Progress::new(args.quiet || args.json);
     let mut results: Vec<Figures> = Vec::new();
     let mut failed = false;
@@ -151,6 +161,7 @@ fn main() -> ExitCode {
             batch: args.batch.max(1),
             heartbeat: Duration::from_millis(args.heartbeat_ms.clamp(10, 60_000)),
             seed: args.seed,
+            liveness_only: args.liveness_only,
             mpd_args: Vec::new(),
         };
         for name in &names {

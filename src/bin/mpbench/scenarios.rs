@@ -36,6 +36,8 @@ pub struct Params {
     pub heartbeat: Duration,
     /// Seeds the swarm.
     pub seed: u64,
+    /// Clients register with NO_ROSTER: online without a roster of their own.
+    pub liveness_only: bool,
     /// Extra `mpd start` options.
     pub mpd_args: Vec<String>,
 }
@@ -127,6 +129,7 @@ impl Bench {
                 p.seed as u16 ^ (getrandom::u32().unwrap_or(0) as u16)
             ),
             seed: p.seed,
+            liveness_only: p.liveness_only,
         };
         let swarm = Swarm::new(cfg, group, instance).map_err(err)?;
         Ok(Bench { own, swarm })
@@ -152,7 +155,13 @@ impl Bench {
             }
             let ok = sw
                 .run_until(end.saturating_since(sw.now()), |s| {
-                    s.sims[next..upto].iter().all(|c| c.synced_at.is_some())
+                    s.sims[next..upto].iter().all(|c| {
+                        if s.cfg.liveness_only {
+                            c.state == State::Registered
+                        } else {
+                            c.synced_at.is_some()
+                        }
+                    })
                 })
                 .map_err(err)?;
             if !ok {
@@ -160,6 +169,9 @@ impl Bench {
             }
             next = upto;
             progress.update(format_args!("{next}/{n} registered"));
+        }
+        if sw.cfg.liveness_only {
+            return Ok(sw.now().saturating_since(t0));
         }
         let all = n as u32;
         let ok = sw
@@ -538,5 +550,11 @@ pub fn idle(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     f.notes.push(
         "heartbeats_per_s counts HEARTBEATs sent both ways (daemon to clients and clients to daemon)".into(),
     );
+    if p.liveness_only {
+        f.notes.push(
+            "--liveness-only: clients registered with NO_ROSTER (listed, but sent no roster)"
+                .into(),
+        );
+    }
     Ok(f)
 }

@@ -61,6 +61,8 @@ pub struct Config {
     pub tag: String,
     /// Seeds the endpoints and the jitter.
     pub seed: u64,
+    /// Register with NO_ROSTER: no snapshot, no deltas, no roster bitset.
+    pub liveness_only: bool,
 }
 
 /// Where a simulated client is.
@@ -175,7 +177,8 @@ pub struct Counters {
 
 /// The swarm.
 pub struct Swarm {
-    cfg: Config,
+    /// How it was set up.
+    pub cfg: Config,
     reactor: Reactor,
     lanes: Vec<Lane>,
     /// The simulated clients, by index.
@@ -320,7 +323,11 @@ impl Swarm {
         {
             Ok(assoc) => {
                 let reg = ClientMsg::Register(Register {
-                    flags: flags::SUBSCRIBE,
+                    flags: if self.cfg.liveness_only {
+                        flags::NO_ROSTER
+                    } else {
+                        flags::SUBSCRIBE
+                    },
                     instance: sim.instance,
                     nick: nick.to_string(),
                     chat_port: 20_000 + (i % 40_000) as u16,
