@@ -336,7 +336,9 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
             .push("daemon CPU and memory need a daemon started by mpbench".into());
     }
     f.set("resyncs", sw.counters.resyncs)
-        .set("roster_entries_received", sw.counters.roster_entries);
+        .set("roster_entries_received", sw.counters.roster_entries)
+        .set("downs", sw.counters.downs)
+        .set("reconnects", sw.counters.reconnects);
     Ok(f)
 }
 
@@ -546,6 +548,8 @@ pub fn idle(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
         round3((daemon_hb + s1 - s0) as f64 / wall.as_secs_f64()),
     )
     .set("empty_daemon_rss_kib", empty.map_or(0, |e| e.rss_kib))
+    .set("downs", b.swarm.counters.downs)
+    .set("reconnects", b.swarm.counters.reconnects)
     .set("seconds", round3(wall.as_secs_f64()));
     f.notes.push(
         "heartbeats_per_s counts HEARTBEATs sent both ways (daemon to clients and clients to daemon)".into(),
