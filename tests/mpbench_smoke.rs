@@ -86,6 +86,10 @@ fn detect_finds_exactly_the_silenced_clients() {
 fn restart_every_client_registers_again_and_rosters_agree() {
     let v = run("restart", 163, &[]);
     assert!(num(&v, "reregister_ms") > 0.0);
+    assert!(
+        num(&v, "rosters_agree_ms") >= num(&v, "reregister_ms"),
+        "{v}"
+    );
     // Each of the 50 reconnected at least once.
     assert!(num(&v, "reconnects") >= 50.0, "{v}");
 }
@@ -139,4 +143,55 @@ fn chat_reports_latency_beside_the_raw_baseline() {
         assert!(num(&v, k) > 0.0, "{k} in {v}");
     }
     assert!(num(&v, "reused_p50_us") <= num(&v, "reused_p99_us"));
+}
+
+#[test]
+fn all_scenarios_at_two_sizes_and_a_plot() {
+    let id = 167u16;
+    let dir = std::env::temp_dir().join(format!("mpbench-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("growth.svg");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpbench"));
+    cmd.args([
+        "all",
+        "--clients",
+        "20,30",
+        "--duration",
+        "0.5",
+        "--json",
+        "--quiet",
+    ])
+    .args(["--iface", "127.0.0.1"])
+    .args(["--group", &format!("239.255.78.{id}:{}", 26000 + id)])
+    .args(["--sctp-port", &(27000 + id).to_string()])
+    .arg("--plot")
+    .arg(&svg);
+    let out = common::run_with_limit(&mut cmd, Duration::from_secs(180), b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Every N-dependent scenario at both sizes, chat once.
+    for s in ["join", "storm", "detect", "restart", "idle"] {
+        let ns: Vec<f64> = lines
+            .iter()
+            .filter(|v| v["scenario"] == s)
+            .map(|v| num(v, "clients"))
+            .collect();
+        assert_eq!(ns, [20.0, 30.0], "{s}: {stdout}");
+    }
+    assert_eq!(lines.iter().filter(|v| v["scenario"] == "chat").count(), 1);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawn.starts_with("<svg") && drawn.contains("p99_ms"),
+        "{drawn:.200}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -165,6 +165,10 @@ fn main() -> ExitCode {
             mpd_args: Vec::new(),
         };
         for name in &names {
+            // Chat does not depend on N: once, with the first, is enough.
+            if *name == "chat" && n != ns[0] {
+                continue;
+            }
             let r = match *name {
                 "join" => scenarios::join(&params, &mut progress),
                 "storm" => scenarios::storm(&params, &mut progress),
@@ -195,10 +199,6 @@ fn main() -> ExitCode {
                     failed = true;
                 }
             }
-        }
-        // Chat does not depend on N: once is enough.
-        if names.contains(&"chat") && ns.len() > 1 {
-            break;
         }
     }
     if let Some(path) = &args.plot
