@@ -92,6 +92,20 @@ pub fn sctp_config(port: u16, heartbeat: Duration) -> SctpConfig {
     }
 }
 
+/// The shortest time a client can take to give up on a daemon that stopped answering: its last
+/// Association.Max.Retrans + 1 probes each wait one RTO, doubling from RTO.Min. A daemon that was stalled for
+/// less than this lost no client to the stall, whatever the heartbeat interval.
+pub fn shortest_give_up() -> Duration {
+    let cfg = sctp_config(0, Duration::from_secs(1));
+    let mut rto = cfg.rto.min;
+    let mut total = Duration::ZERO;
+    for _ in 0..=cfg.max_retransmits {
+        total += rto;
+        rto = (rto * 2).min(cfg.rto.max);
+    }
+    total
+}
+
 /// What happened, for the application to show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {

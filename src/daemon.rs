@@ -362,9 +362,13 @@ impl Service {
                     late.as_millis()
                 );
                 self.ep.handle_stall(now, self.opts.heartbeat);
-                // Clients that gave up on us meanwhile come back by themselves: give them time to.
-                self.registry
-                    .note_stall(now, self.opts.detection_bound() * 2 + late);
+                // Clients that gave up on us meanwhile come back by themselves: give them time to. After a
+                // shorter stall (a long busy turn under a join storm) none can have given up, and the grace
+                // would only delay the verdict on clients that really died.
+                if late >= crate::client::shortest_give_up() {
+                    self.registry
+                        .note_stall(now, self.opts.detection_bound() * 2 + late);
+                }
             }
             for ev in &events {
                 match *ev {
