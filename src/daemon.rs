@@ -111,6 +111,11 @@ const TIMER_SAVE: u64 = 2;
 /// A turn that woke this much later than it asked counts as a stall (the process was stopped, the machine
 /// suspended or overloaded).
 const STALL: Duration = Duration::from_millis(250);
+
+/// Datagrams sent per loop turn at most. Under a join storm or a restart the endpoint holds far more (every
+/// association's window of roster pages); sending it all before reading again left handshakes and
+/// registrations waiting behind it. About 10 ms of sending on loopback.
+const SEND_BUDGET: usize = 2048;
 /// On stop, how long to wait for clients to acknowledge the shutdown of their associations.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -349,8 +354,15 @@ impl Service {
         self.announce();
         let mut events = Vec::with_capacity(256);
         let mut stopping: Option<Instant> = None;
+        // Datagrams left in the endpoint when the last turn's send budget ran out: turn again at once.
+        let mut backlog = false;
         loop {
-            self.reactor.turn(self.ep.poll_timeout(), &mut events)?;
+            let wake = if backlog {
+                Some(self.reactor.now())
+            } else {
+                self.ep.poll_timeout()
+            };
+            self.reactor.turn(wake, &mut events)?;
             let now = self.reactor.now();
             let late = self.reactor.lateness();
             if late > STALL {
@@ -375,8 +387,14 @@ impl Service {
                     ReactorEvent::Io(SCTP, r) => {
                         self.udp.read(now, &mut self.ep)?;
                         if r.writable {
-                            self.udp
-                                .write(now, &mut self.ep, self.reactor.registry(), SCTP)?;
+                            // The turn's own write below follows and records the backlog.
+                            self.udp.write_budget(
+                                now,
+                                &mut self.ep,
+                                self.reactor.registry(),
+                                SCTP,
+                                SEND_BUDGET,
+                            )?;
                         }
                     }
                     ReactorEvent::Io(GROUP, _) => self.read_discovery()?,
@@ -417,8 +435,13 @@ impl Service {
                 self.ep.handle_timeout(now);
             }
             self.pump(now);
-            self.udp
-                .write(now, &mut self.ep, self.reactor.registry(), SCTP)?;
+            backlog = self.udp.write_budget(
+                now,
+                &mut self.ep,
+                self.reactor.registry(),
+                SCTP,
+                SEND_BUDGET,
+            )?;
             if let Some(t) = stopping
                 && (self.ep.is_empty() || now.saturating_since(t) >= STOP_GRACE)
             {

@@ -193,16 +193,44 @@ impl UdpTransport {
         self.write_with(registry, token, |buf| ep.poll_transmit(now, buf))
     }
 
+    /// Like [`UdpTransport::write`], but stops after `budget` datagrams; true if it stopped there (the endpoint
+    /// may have more). A server under a burst calls this once per loop turn and turns again at once, so
+    /// reading (handshakes, acknowledgements, heartbeats) is never starved behind a long queue of sends.
+    pub fn write_budget(
+        &mut self,
+        now: Instant,
+        ep: &mut Endpoint,
+        registry: &Registry,
+        token: Token,
+        budget: usize,
+    ) -> io::Result<bool> {
+        self.write_inner(registry, token, budget, |buf| ep.poll_transmit(now, buf))
+    }
+
     /// Like [`UdpTransport::write`], taking datagrams from `next` (an endpoint's `poll_transmit`).
     pub fn write_with(
         &mut self,
         registry: &Registry,
         token: Token,
-        mut next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
+        next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
     ) -> io::Result<()> {
+        self.write_inner(registry, token, usize::MAX, next)
+            .map(|_| ())
+    }
+
+    fn write_inner(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        mut budget: usize,
+        mut next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
+    ) -> io::Result<bool> {
         loop {
             let mut more = false;
             while let Some(slot) = self.send.slot() {
+                if budget == 0 {
+                    break;
+                }
                 match next(slot) {
                     Some(t) => {
                         let mut dst = t.dst;
@@ -210,10 +238,11 @@ impl UdpTransport {
                             dst.set_port(p);
                         }
                         self.send.commit(dst, t.len);
+                        budget -= 1;
                     }
                     None => break,
                 }
-                more = self.send.is_full();
+                more = self.send.is_full() || budget == 0;
             }
             if self.send.is_empty() {
                 break;
@@ -230,17 +259,20 @@ impl UdpTransport {
                     )?;
                     self.writable_registered = true;
                 }
-                return Ok(());
+                return Ok(false);
             }
             if !more {
                 break;
+            }
+            if budget == 0 {
+                return Ok(true);
             }
         }
         if self.writable_registered {
             registry.reregister(&mut self.sock, token, Interest::READABLE)?;
             self.writable_registered = false;
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -332,6 +364,36 @@ mod tests {
         }
         assert_eq!(got.as_deref(), Some(&b"over udp"[..]));
         assert!(a.stats().datagrams_in >= 3);
+    }
+
+    /// A send budget stops after that many datagrams and says more may wait; the rest go on later calls.
+    #[test]
+    fn write_budget_sends_at_most_its_budget_per_call() {
+        let reactor = Reactor::new().unwrap();
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+        b.register(reactor.registry(), Token(1)).unwrap();
+        let mut eb = Endpoint::new(
+            Config {
+                port: 8,
+                accept: false,
+                ..Config::default()
+            },
+            [2; 32],
+        );
+        // Five INITs to five addresses (nothing listens there; only the count matters).
+        for port in 1..=5u16 {
+            let to = SocketAddr::from(([127, 0, 0, 1], port));
+            eb.connect(reactor.now(), to, 7).unwrap();
+        }
+        let now = reactor.now();
+        let mut sent = Vec::new();
+        for _ in 0..3 {
+            let more = b
+                .write_budget(now, &mut eb, reactor.registry(), Token(1), 2)
+                .unwrap();
+            sent.push((b.stats().datagrams_out, more));
+        }
+        assert_eq!(sent, [(2, true), (4, true), (5, false)]);
     }
 
     /// A peer whose UDP port is closed: the ICMP port unreachable closes the association at once.
