@@ -384,19 +384,9 @@ impl Service {
             }
             for ev in &events {
                 match *ev {
-                    ReactorEvent::Io(SCTP, r) => {
-                        self.udp.read(now, &mut self.ep)?;
-                        if r.writable {
-                            // The turn's own write below follows and records the backlog.
-                            self.udp.write_budget(
-                                now,
-                                &mut self.ep,
-                                self.reactor.registry(),
-                                SCTP,
-                                SEND_BUDGET,
-                            )?;
-                        }
-                    }
+                    // Readable: read. Writable (the socket had filled): the turn's own write below sends
+                    // what waits.
+                    ReactorEvent::Io(SCTP, _) => self.udp.read(now, &mut self.ep)?,
                     ReactorEvent::Io(GROUP, _) => self.read_discovery()?,
                     ReactorEvent::Io(CONTROL, _) => self.control.accept(self.reactor.registry())?,
                     ReactorEvent::Io(t, _) if t.0 >= CONTROL_CONNS.0 => {
