@@ -827,36 +827,60 @@ fn serve(
 // ---------------------------------------------------------------------------------------------------------
 // Commands
 
-fn cmd_start(args: &ServiceArgs) -> i32 {
-    let level = match args.level() {
-        Ok(l) => l,
-        Err(e) => return fail(exit::USAGE, e),
-    };
-    // Usage errors before touching the directory.
-    if let Err(e) = args.options(PathBuf::new()) {
-        return fail(exit::USAGE, e);
-    }
-    let dir = match prepare_dir(&args.dir) {
-        Ok(d) => d,
-        Err(e) => return fail(exit::ERROR, e),
-    };
-    let opts = match args.options(dir.clone()) {
-        Ok(o) => o,
-        Err(e) => return fail(exit::USAGE, e),
-    };
+/// What `start` and `run` settle before the daemon itself: the log level, the options, the directory and
+/// its pid lock.
+struct Service {
+    level: LevelFilter,
+    dir: PathBuf,
+    opts: Options,
+    lock: PidLock,
+    /// The pid a stale pidfile named, if one was replaced.
+    stale: Option<i32>,
+}
+
+/// Checks the command line (usage errors before the directory is touched), prepares the directory and takes
+/// its lock; on failure, the exit code after the message is printed.
+fn acquire_service(args: &ServiceArgs) -> Result<Service, i32> {
+    let level = args.level().map_err(|e| fail(exit::USAGE, e))?;
+    args.options(PathBuf::new())
+        .map_err(|e| fail(exit::USAGE, e))?;
+    let dir = prepare_dir(&args.dir).map_err(|e| fail(exit::ERROR, e))?;
+    let opts = args
+        .options(dir.clone())
+        .map_err(|e| fail(exit::USAGE, e))?;
     let (lock, stale) = match PidLock::acquire(&dir) {
         Ok(x) => x,
-        Err(LockError::Running(pid)) => return fail(exit::ERROR, already_running(&dir, pid)),
+        Err(LockError::Running(pid)) => return Err(fail(exit::ERROR, already_running(&dir, pid))),
         Err(LockError::Io(e)) => {
-            return fail(
+            return Err(fail(
                 exit::ERROR,
                 format!(
                     "cannot write to {}: {}; choose another --dir or fix its permissions",
                     dir.join(PIDFILE).display(),
                     reason(&e)
                 ),
-            );
+            ));
         }
+    };
+    Ok(Service {
+        level,
+        dir,
+        opts,
+        lock,
+        stale,
+    })
+}
+
+fn cmd_start(args: &ServiceArgs) -> i32 {
+    let Service {
+        level,
+        dir,
+        opts,
+        lock,
+        stale,
+    } = match acquire_service(args) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let log = match open_shared_log(&dir) {
         Ok(l) => l,
@@ -1043,34 +1067,15 @@ fn daemon_main(
 
 fn cmd_run(args: &ServiceArgs) -> i32 {
     block_service_signals();
-    let level = match args.level() {
-        Ok(l) => l,
-        Err(e) => return fail(exit::USAGE, e),
-    };
-    if let Err(e) = args.options(PathBuf::new()) {
-        return fail(exit::USAGE, e);
-    }
-    let dir = match prepare_dir(&args.dir) {
-        Ok(d) => d,
-        Err(e) => return fail(exit::ERROR, e),
-    };
-    let opts = match args.options(dir.clone()) {
-        Ok(o) => o,
-        Err(e) => return fail(exit::USAGE, e),
-    };
-    let (lock, stale) = match PidLock::acquire(&dir) {
-        Ok(x) => x,
-        Err(LockError::Running(pid)) => return fail(exit::ERROR, already_running(&dir, pid)),
-        Err(LockError::Io(e)) => {
-            return fail(
-                exit::ERROR,
-                format!(
-                    "cannot write to {}: {}; choose another --dir or fix its permissions",
-                    dir.join(PIDFILE).display(),
-                    reason(&e)
-                ),
-            );
-        }
+    let Service {
+        level,
+        dir,
+        opts,
+        lock,
+        stale,
+    } = match acquire_service(args) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     if let Err(e) = lock.write_pid() {
         lock.remove();
