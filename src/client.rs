@@ -106,6 +106,17 @@ pub fn shortest_give_up() -> Duration {
     total
 }
 
+/// The daemon named by `--daemon ADDR` instead of found by discovery: its SCTP port is taken to be its UDP
+/// port, and its instance is unknown (0).
+fn given_daemon(addr: SocketAddr) -> DaemonInfo {
+    DaemonInfo {
+        instance: 0,
+        sctp_udp_port: addr.port(),
+        sctp_port: addr.port(),
+        addr: Some(addr.ip()),
+    }
+}
+
 /// What happened, for the application to show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
@@ -224,13 +235,8 @@ impl Client {
 
     fn begin_search(&mut self, now: Instant, first_delay: Duration) {
         if let Some(addr) = self.cfg.daemon {
-            // No discovery: connect straight to the given address (its SCTP port taken to be its UDP port).
-            let daemon = DaemonInfo {
-                instance: 0,
-                sctp_udp_port: addr.port(),
-                sctp_port: addr.port(),
-                addr: Some(addr.ip()),
-            };
+            // No discovery: connect straight to the given address.
+            let daemon = given_daemon(addr);
             self.state = State::Discovering {
                 next_hello: now + first_delay,
                 delay: self.cfg.hello_min,
@@ -255,13 +261,7 @@ impl Client {
         };
         self.attempts += 1;
         if let Some(addr) = self.cfg.daemon {
-            let daemon = DaemonInfo {
-                instance: 0,
-                sctp_udp_port: addr.port(),
-                sctp_port: addr.port(),
-                addr: Some(addr.ip()),
-            };
-            self.connect(now, daemon, addr);
+            self.connect(now, given_daemon(addr), addr);
             return;
         }
         let mut b = Vec::new();

@@ -401,17 +401,25 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
         }
         Ok(ExitCode::from(code))
     };
-    if let Target::Addr(_) = target {
-        let now = sess.now();
-        let wall = sess.wall_ms();
+    // Hands the message to the peer and flushes; `None` (the reason printed) if the peer refused it.
+    let send_now = |sess: &mut Session| -> std::io::Result<Option<u64>> {
+        let (now, wall) = (sess.now(), sess.wall_ms());
         match sess.chat.peer.send(now, wall, target, &text) {
-            Ok(id) => sent = Some(id),
+            Ok(id) => {
+                sess.flush()?;
+                Ok(Some(id))
+            }
             Err(e) => {
                 eprintln!("mpc: {e}");
-                return finish(&mut sess, 1);
+                Ok(None)
             }
         }
-        sess.flush()?;
+    };
+    if let Target::Addr(_) = target {
+        match send_now(&mut sess)? {
+            Some(id) => sent = Some(id),
+            None => return finish(&mut sess, 1),
+        }
     }
     loop {
         sess.turn(Some(deadline))?;
@@ -427,17 +435,10 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                 {
                     let Target::Nick(n) = target else { continue };
                     match sess.io.client.roster().get(&n).copied() {
-                        Some(e) if e.status == Status::Online => {
-                            let (now, wall) = (sess.now(), sess.wall_ms());
-                            match sess.chat.peer.send(now, wall, target, &text) {
-                                Ok(id) => sent = Some(id),
-                                Err(e) => {
-                                    eprintln!("mpc: {e}");
-                                    return finish(&mut sess, 1);
-                                }
-                            }
-                            sess.flush()?;
-                        }
+                        Some(e) if e.status == Status::Online => match send_now(&mut sess)? {
+                            Some(id) => sent = Some(id),
+                            None => return finish(&mut sess, 1),
+                        },
                         Some(_) => {
                             eprintln!(
                                 "mpc: {n} is offline; nothing was sent (messages wait for offline peers in the \
