@@ -288,6 +288,18 @@ mod tests {
     use crate::sctp::{Config, Event};
     use std::time::Duration;
 
+    /// The connecting side of these tests: SCTP port 8, accepts nothing.
+    fn client_endpoint() -> Endpoint {
+        Endpoint::new(
+            Config {
+                port: 8,
+                accept: false,
+                ..Config::default()
+            },
+            [2; 32],
+        )
+    }
+
     /// Two endpoints over real UDP sockets on 127.0.0.1, driven by one reactor: handshake and a message.
     #[test]
     fn handshake_over_loopback_udp() {
@@ -317,14 +329,7 @@ mod tests {
             },
             [1; 32],
         );
-        let mut eb = Endpoint::new(
-            Config {
-                port: 8,
-                accept: false,
-                ..Config::default()
-            },
-            [2; 32],
-        );
+        let mut eb = client_endpoint();
         let id = eb
             .connect(reactor.now(), a.local_addr().unwrap(), 7)
             .unwrap();
@@ -372,14 +377,7 @@ mod tests {
         let reactor = Reactor::new().unwrap();
         let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
         b.register(reactor.registry(), Token(1)).unwrap();
-        let mut eb = Endpoint::new(
-            Config {
-                port: 8,
-                accept: false,
-                ..Config::default()
-            },
-            [2; 32],
-        );
+        let mut eb = client_endpoint();
         // Five INITs to five addresses (nothing listens there; only the count matters).
         for port in 1..=5u16 {
             let to = SocketAddr::from(([127, 0, 0, 1], port));
@@ -407,14 +405,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let mut eb = Endpoint::new(
-            Config {
-                port: 8,
-                accept: false,
-                ..Config::default()
-            },
-            [2; 32],
-        );
+        let mut eb = client_endpoint();
         eb.connect(reactor.now(), closed, 7).unwrap();
         let mut events = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
