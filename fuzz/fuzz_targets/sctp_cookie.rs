@@ -48,10 +48,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let peer = SocketAddr::new(ip, port);
 
-    let mut keys = CookieKeys::new([kind; 32], 0);
+    let mut keys = CookieKeys::new([kind; 16], 0);
     for r in 0..rotations % 4 {
         keys.rotate(
-            [r.wrapping_add(kind).wrapping_add(1); 32],
+            [r.wrapping_add(kind).wrapping_add(1); 16],
             u64::from(r) * 1000,
         );
     }

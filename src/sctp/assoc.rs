@@ -22,7 +22,7 @@ use super::param::{self, InitParam, TlvIter, UnknownParamAction, cause, ptype};
 use super::recv::{self, RecvQueue, Verdict};
 use super::send::{Cc, SendQueue};
 use super::timer::{Rto, Timer, Timers};
-use super::wire::{HEADER_LEN, Header, Tsn, Writer, be32};
+use super::wire::{self, HEADER_LEN, Header, Tsn, Writer, be32};
 use super::{AssocId, Config, DownReason, Event, Payload, SendError};
 use crate::time::Instant;
 
@@ -154,8 +154,10 @@ impl Pools {
         }
     }
 
-    fn put_send(&mut self, mut q: Box<SendQueue>) {
-        if self.send.len() < Self::MAX && q.reset(Tsn(0)) {
+    /// Keeps an emptied queue; `take_send` resets it when it is used again.
+    fn put_send(&mut self, q: Box<SendQueue>) {
+        debug_assert!(q.is_empty());
+        if self.send.len() < Self::MAX && q.is_small() {
             self.send.push(q);
         }
     }
@@ -192,6 +194,10 @@ pub(crate) struct Assoc {
     pub generation: u32,
     pub local_tag: u32,
     pub peer_tag: u32,
+    /// `wire::header_crc` of the header every packet to us on this association carries (the peer's port, ours,
+    /// our tag), so receiving checksums only the chunks. Kept beside `local_tag`, the one of the three that
+    /// can change (`adopt_cookie`).
+    pub rx_head_crc: u32,
     /// Next TSN we assign.
     next_tsn: Tsn,
     /// Highest TSN of the peer's that we have received in sequence.
@@ -243,6 +249,7 @@ impl Assoc {
             generation,
             local_tag,
             peer_tag: 0,
+            rx_head_crc: wire::header_crc(ports.0, ports.1, local_tag),
             next_tsn: itsn,
             peer_cum: Tsn(0),
             cc: Cc::new(mtu(cfg), cfg.rwnd),
@@ -372,6 +379,7 @@ impl Assoc {
 
     fn adopt_cookie(&mut self, s: &CookieState, cfg: &Config) {
         self.local_tag = s.local_tag;
+        self.rx_head_crc = wire::header_crc(self.peer_port, self.local_port, s.local_tag);
         self.peer_tag = s.peer_tag;
         self.next_tsn = s.local_tsn;
         self.peer_cum = Tsn(s.peer_tsn.0.wrapping_sub(1));

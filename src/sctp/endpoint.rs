@@ -19,7 +19,7 @@ use super::assoc::{Assoc, Collision, Flow, Pools};
 use super::chunk::{Chunk, ChunkIter, Init, InitOut, UnknownAction, kind, write_empty};
 use super::cookie::{COOKIE_LEN, CookieError, CookieKeys, CookieState};
 use super::param::{self, InitParam, TlvIter, UnknownParamAction, cause, ptype};
-use super::wire::{Header, Packet, Tsn, WireError, Writer};
+use super::wire::{self, Header, Packet, Tsn, WireError, Writer};
 use super::{
     AssocId, Config, ConnectError, DownReason, Event, Payload, SendError, State, Stats, Transmit,
 };
@@ -98,10 +98,44 @@ impl std::fmt::Debug for Endpoint {
 }
 
 /// What identifies an association from the outside: the peer's UDP address and SCTP port, and our SCTP port.
-type PeerKey = (SocketAddr, u16, u16);
+#[derive(Copy, Clone, PartialEq, Eq)]
+struct PeerKey {
+    remote: SocketAddr,
+    peer_port: u16,
+    local_port: u16,
+}
+
+impl PeerKey {
+    fn new(remote: SocketAddr, peer_port: u16, local_port: u16) -> Self {
+        PeerKey {
+            remote,
+            peer_port,
+            local_port,
+        }
+    }
+}
+
+impl std::hash::Hash for PeerKey {
+    // Two writes of fixed width instead of the derived walk through `SocketAddr`'s enums and byte slices: the
+    // keyed SipHash this map needs (peers choose these values) costs per write, and this map is hashed on every
+    // handshake. IPv4 addresses hash as their IPv6-mapped form; the flow label and scope id are left out (equal
+    // keys still hash equal; keys differing only there merely share a bucket).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let ip = match self.remote.ip() {
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+            IpAddr::V6(a) => a,
+        };
+        state.write_u128(u128::from(ip));
+        state.write_u64(
+            u64::from(self.remote.port()) << 32
+                | u64::from(self.peer_port) << 16
+                | u64::from(self.local_port),
+        );
+    }
+}
 
 fn peer_key(a: &Assoc) -> PeerKey {
-    (a.remote, a.peer_port, a.local_port)
+    PeerKey::new(a.remote, a.peer_port, a.local_port)
 }
 
 fn payload_of(key: usize, generation: u32) -> u64 {
@@ -113,7 +147,7 @@ impl Endpoint {
     /// `getrandom` in programs, a constant in tests.
     pub fn new(cfg: Config, seed: [u8; 32]) -> Self {
         let mut rng = ChaCha12Rng::from_seed(seed);
-        let mut secret = [0u8; 32];
+        let mut secret = [0u8; 16];
         rng.fill_bytes(&mut secret);
         Endpoint {
             sh: Shared {
@@ -253,7 +287,10 @@ impl Endpoint {
         if peer_port == 0 || local_port == 0 {
             return Err(ConnectError::InvalidPort);
         }
-        if self.by_addr.contains_key(&(remote, peer_port, local_port)) {
+        if self
+            .by_addr
+            .contains_key(&PeerKey::new(remote, peer_port, local_port))
+        {
             return Err(ConnectError::Exists);
         }
         if self.assocs.len() >= self.sh.cfg.max_associations {
@@ -484,7 +521,7 @@ impl Endpoint {
         let local_port = u16::from_be_bytes([payload[0], payload[1]]);
         let port = u16::from_be_bytes([payload[2], payload[3]]);
         let vtag = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
-        let Some(&key) = self.by_addr.get(&(dst, port, local_port)) else {
+        let Some(&key) = self.by_addr.get(&PeerKey::new(dst, port, local_port)) else {
             return;
         };
         let key = key as usize;
@@ -504,7 +541,7 @@ impl Endpoint {
     fn maybe_rotate(&mut self, now: Instant) {
         let rot = self.sh.cfg.cookie_rotation.as_millis() as u64;
         if self.keys.age_ms(now.as_millis()) >= rot.max(1) {
-            let mut secret = [0u8; 32];
+            let mut secret = [0u8; 16];
             self.sh.rng.fill_bytes(&mut secret);
             self.keys.rotate(secret, now.as_millis());
         }
@@ -520,11 +557,28 @@ impl Endpoint {
                 return;
             }
         };
-        if !p.verify_checksum() {
+        let vtag = p.vtag();
+        // Almost every packet carries our tag and comes from where it should: one FxHash lookup, and then the
+        // association already knows the CRC of that header. The peer-keyed (SipHash) address map is for the
+        // rest: reflected tags, and a peer whose UDP port changed.
+        let by_tag = self.by_tag.get(&vtag).map(|&k| k as usize).filter(|&k| {
+            let a = &self.assocs[k];
+            a.remote == from && a.peer_port == p.src_port() && a.local_port == p.dst_port()
+        });
+        let checksum_ok = match by_tag {
+            Some(k) => {
+                let head_crc = self.assocs[k].rx_head_crc;
+                debug_assert_eq!(head_crc, wire::header_crc(p.src_port(), p.dst_port(), vtag));
+                p.verify_checksum_from(head_crc)
+            }
+            None => p.verify_checksum(),
+        };
+        if !checksum_ok {
             self.sh.stats.bad_checksum += 1;
             return;
         }
-        let first = match ChunkIter::new(p.chunk_bytes()).next() {
+        let mut chunks = ChunkIter::new(p.chunk_bytes());
+        let first = match chunks.next() {
             Some(Ok(c)) => c,
             _ => {
                 self.sh.stats.malformed += 1;
@@ -536,16 +590,9 @@ impl Endpoint {
             Chunk::CookieEcho(c) => return self.on_cookie_echo(now, from, &p, c),
             _ => {}
         }
-        let vtag = p.vtag();
-        // Almost every packet carries our tag and comes from where it should: one FxHash lookup. The peer-keyed
-        // (SipHash) address map is for the rest: reflected tags, and a peer whose UDP port changed.
-        let by_tag = self.by_tag.get(&vtag).map(|&k| k as usize).filter(|&k| {
-            let a = &self.assocs[k];
-            a.remote == from && a.peer_port == p.src_port() && a.local_port == p.dst_port()
-        });
         let key = match by_tag.or_else(|| {
             self.by_addr
-                .get(&(from, p.src_port(), p.dst_port()))
+                .get(&PeerKey::new(from, p.src_port(), p.dst_port()))
                 .map(|&k| k as usize)
         }) {
             Some(k) => k,
@@ -591,24 +638,26 @@ impl Endpoint {
                 return;
             }
             // The peer's tag admits the reflected chunks and nothing bundled with them (§8.5).
-            return self.process_chunks(now, key, &p, 0, true);
+            return self.process_chunks(now, key, &p, Some(first), chunks, true);
         }
-        self.process_chunks(now, key, &p, 0, false);
+        self.process_chunks(now, key, &p, Some(first), chunks, false);
     }
 
-    /// Runs the chunks of `p` after the first `skip` through association `key`. With `reflected_only`, every
-    /// chunk but ABORT and SHUTDOWN COMPLETE with the T bit is ignored.
-    fn process_chunks(
+    /// Runs chunks of `p` through association `key`: `first` (already parsed by the caller, if it is to be
+    /// run), then the rest of `chunks`. With `reflected_only`, every chunk but ABORT and SHUTDOWN COMPLETE with
+    /// the T bit is ignored.
+    fn process_chunks<'p>(
         &mut self,
         now: Instant,
         key: usize,
-        p: &Packet<'_>,
-        skip: usize,
+        p: &Packet<'p>,
+        first: Option<Chunk<'p>>,
+        chunks: ChunkIter<'p>,
         reflected_only: bool,
     ) {
         let id = self.id_of(key);
         let vtag = p.vtag();
-        for c in ChunkIter::new(p.chunk_bytes()).skip(skip) {
+        for c in first.map(Ok).into_iter().chain(chunks) {
             let c = match c {
                 Ok(c) => c,
                 Err(_) => {
@@ -789,33 +838,37 @@ impl Endpoint {
             }
         }
         let cfg_streams = self.sh.cfg.streams;
-        let (local_tag, local_tsn, tie) = match self.by_addr.get(&(from, src_port, p.dst_port())) {
-            Some(&k) => {
-                let k = k as usize;
-                match self.assocs[k].init_collision() {
-                    None => {
-                        self.touch(k, now);
+        let (local_tag, local_tsn, tie) =
+            match self
+                .by_addr
+                .get(&PeerKey::new(from, src_port, p.dst_port()))
+            {
+                Some(&k) => {
+                    let k = k as usize;
+                    match self.assocs[k].init_collision() {
+                        None => {
+                            self.touch(k, now);
+                            return;
+                        }
+                        Some(Collision::Reuse {
+                            local_tag,
+                            local_tsn,
+                            tie,
+                        }) => (local_tag, local_tsn, tie),
+                        Some(Collision::Fresh { tie }) => {
+                            let tag = self.unique_tag();
+                            (tag, Tsn(self.sh.rng.next_u32()), tie)
+                        }
+                    }
+                }
+                None => {
+                    if !self.sh.cfg.accept || p.dst_port() != self.sh.cfg.port {
+                        self.abort_init(from, p, init.initiate_tag, 0);
                         return;
                     }
-                    Some(Collision::Reuse {
-                        local_tag,
-                        local_tsn,
-                        tie,
-                    }) => (local_tag, local_tsn, tie),
-                    Some(Collision::Fresh { tie }) => {
-                        let tag = self.unique_tag();
-                        (tag, Tsn(self.sh.rng.next_u32()), tie)
-                    }
+                    (self.unique_tag(), Tsn(self.sh.rng.next_u32()), (0, 0))
                 }
-            }
-            None => {
-                if !self.sh.cfg.accept || p.dst_port() != self.sh.cfg.port {
-                    self.abort_init(from, p, init.initiate_tag, 0);
-                    return;
-                }
-                (self.unique_tag(), Tsn(self.sh.rng.next_u32()), (0, 0))
-            }
-        };
+            };
         self.maybe_rotate(now);
         let life = self.sh.cfg.cookie_life.as_millis() as u32;
         // Honour a cookie preservative up to one second (§5.2.6 advises no more).
@@ -867,7 +920,7 @@ impl Endpoint {
         let src_port = p.src_port();
         let existing = self
             .by_addr
-            .get(&(from, src_port, p.dst_port()))
+            .get(&PeerKey::new(from, src_port, p.dst_port()))
             .map(|&k| k as usize);
         let s = match self.keys.open(cookie, from, now.as_millis()) {
             Ok(s) => s,
@@ -956,7 +1009,9 @@ impl Endpoint {
                 k
             }
         };
-        self.process_chunks(now, key, p, 1, false);
+        let mut chunks = ChunkIter::new(p.chunk_bytes());
+        chunks.next();
+        self.process_chunks(now, key, p, None, chunks, false);
     }
 
     /// Checks the endpoint's indexes against its associations and panics on any mismatch: for tests and

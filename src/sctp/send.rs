@@ -149,6 +149,11 @@ impl SendQueue {
         self.fast_rtx_due = false;
         self.rtt_probe = None;
         self.cum_acked = cum_acked;
+        self.is_small()
+    }
+
+    /// Whether its buffers are still small enough to be worth keeping for reuse.
+    pub fn is_small(&self) -> bool {
         self.pending.capacity() <= 16 && self.inflight.capacity() <= 64
     }
 
