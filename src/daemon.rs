@@ -107,6 +107,11 @@ const CONTROL_CONNS: Token = Token(16);
 /// Reactor timer keys.
 const TIMER_ANNOUNCE: u64 = 1;
 const TIMER_SAVE: u64 = 2;
+const TIMER_TRIM: u64 = 3;
+
+/// After the roster changes, how long until freed heap memory is handed back, and how often that is tried
+/// again while associations are still sending (the storm's queues are still draining).
+const TRIM_DELAY: Duration = Duration::from_secs(1);
 
 /// A turn that woke this much later than it asked counts as a stall (the process was stopped, the machine
 /// suspended or overloaded).
@@ -138,6 +143,10 @@ pub struct Counters {
     pub longest_stall_ms: u64,
     /// Roster saves that failed.
     pub save_errors: u64,
+    /// Times freed heap memory was handed back to the OS after a burst (`heap::release_free`).
+    pub heap_trims: u64,
+    /// Free heap memory held at those times, in KiB, summed.
+    pub heap_trimmed_kib: u64,
 }
 
 fn unix_ms() -> u64 {
@@ -178,6 +187,7 @@ struct Service {
     wall0: u64,
     counters: Counters,
     save_armed: bool,
+    trim_armed: bool,
     announces_left: u8,
 }
 
@@ -324,6 +334,7 @@ impl Service {
             wall0,
             counters: Counters::default(),
             save_armed: false,
+            trim_armed: false,
             announces_left: 3,
         })
     }
@@ -416,6 +427,7 @@ impl Service {
                             self.save_armed = false;
                             self.save(now);
                         }
+                        TIMER_TRIM => self.trim_heap(now),
                         _ => {}
                     },
                     ReactorEvent::Io(..) => {}
@@ -486,6 +498,25 @@ impl Service {
         if self.registry.take_unsaved() && !self.save_armed {
             self.save_armed = true;
             self.reactor.arm(now + self.opts.save_delay, TIMER_SAVE);
+            // A changed roster means snapshots and deltas queued: their memory comes back once they drain.
+            if !self.trim_armed {
+                self.trim_armed = true;
+                self.reactor.arm(now + TRIM_DELAY, TIMER_TRIM);
+            }
+        }
+    }
+
+    /// Hands freed heap memory back once every association's queue has drained; waits while any still sends.
+    fn trim_heap(&mut self, now: Instant) {
+        if self.ep.is_sending() {
+            self.reactor.arm(now + TRIM_DELAY, TIMER_TRIM);
+            return;
+        }
+        self.trim_armed = false;
+        if let Some(free) = crate::heap::release_free(crate::heap::WORTH_TRIMMING) {
+            self.counters.heap_trims += 1;
+            self.counters.heap_trimmed_kib += (free / 1024) as u64;
+            log::debug!("handed {} KiB of freed heap back to the OS", free / 1024);
         }
     }
 

@@ -16,6 +16,7 @@ pub mod client;
 pub mod console;
 pub mod daemon;
 pub mod discovery;
+pub mod heap;
 pub mod outbox;
 pub mod peer;
 pub mod reactor;

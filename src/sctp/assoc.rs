@@ -357,6 +357,11 @@ impl Assoc {
         )
     }
 
+    /// Whether it holds a send queue: data queued or not yet acknowledged.
+    pub fn is_sending(&self) -> bool {
+        self.send.is_some()
+    }
+
     /// Heap bytes held beyond the struct (queues, stream tables, handshake data), for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         let ssn = self.ssn.as_ref().map_or(0, |s| s.len() * 2);

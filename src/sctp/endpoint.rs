@@ -189,6 +189,11 @@ impl Endpoint {
         self.assocs.is_empty()
     }
 
+    /// Whether any association has data queued or unacknowledged (a walk that stops at the first one).
+    pub fn is_sending(&self) -> bool {
+        self.assocs.iter().any(|(_, a)| a.is_sending())
+    }
+
     fn get(&self, id: AssocId) -> Option<&Assoc> {
         self.assocs
             .get(id.index as usize)
