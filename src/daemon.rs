@@ -415,6 +415,9 @@ impl Service {
                                 self.ep.len()
                             );
                             stopping = Some(now);
+                            // Clients whose association we shut down reconnect at once; they must wait for
+                            // the next daemon (its ANNOUNCE calls them) instead of registering here again.
+                            self.ep.stop_accepting();
                             let ids: Vec<AssocId> = self.ep.ids().collect();
                             for id in ids {
                                 self.ep.shutdown(now, id);

@@ -189,6 +189,13 @@ impl Endpoint {
         self.assocs.is_empty()
     }
 
+    /// Stops accepting associations: from now on INITs are answered with ABORT and new COOKIE ECHOes
+    /// dropped, as if [`Config::accept`] were false. For a server that is going away: a client that
+    /// reconnected to it now would only lose that association again moments later.
+    pub fn stop_accepting(&mut self) {
+        self.sh.cfg.accept = false;
+    }
+
     /// Whether any association has data queued or unacknowledged (a walk that stops at the first one).
     pub fn is_sending(&self) -> bool {
         self.assocs.iter().any(|(_, a)| a.is_sending())

@@ -53,7 +53,7 @@ pub struct UdpTransport {
 /// Largest datagram received whole. Peers size packets by their path MTU, and on loopback that is 64 KiB.
 const RECV_SLOT: usize = 65_536;
 /// Datagrams taken per `recvmmsg`.
-const RECV_BATCH: usize = 16;
+const RECV_BATCH: usize = 64;
 /// Datagrams queued per `sendmmsg`.
 const SEND_BATCH: usize = 64;
 
