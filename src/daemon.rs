@@ -274,6 +274,10 @@ impl Service {
             max_associations: opts.max_clients.saturating_mul(2).max(64),
             // Clients heartbeat every second (mpc); answering those is enough to know they live.
             defer_to_peer_heartbeats: true,
+            // After a restart every client sends INIT within a second or so, and one turn may read thousands:
+            // room for their INIT ACKs (a few hundred bytes each, 5 MB at most) instead of dropping all but
+            // 1 024 into T1 retransmissions.
+            max_pending_replies: 16 * 1024,
             ..SctpConfig::default()
         };
         let ep = Endpoint::new(cfg, seed);
