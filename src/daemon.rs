@@ -141,8 +141,10 @@ pub struct Counters {
     pub stalls: u64,
     /// The longest stall, in ms.
     pub longest_stall_ms: u64,
-    /// Roster saves that failed.
+    /// Roster saves that failed (each is logged).
     pub save_errors: u64,
+    /// Roster saves written.
+    pub saves: u64,
     /// Times freed heap memory was handed back to the OS after a burst (`heap::release_free`).
     pub heap_trims: u64,
     /// Free heap memory held at those times, in KiB, summed.
@@ -186,6 +188,8 @@ struct Service {
     started_ms: u64,
     wall0: u64,
     counters: Counters,
+    /// Writes the roster off the loop.
+    saver: persist::Saver,
     save_armed: bool,
     trim_armed: bool,
     announces_left: u8,
@@ -318,6 +322,8 @@ impl Service {
                 moved_to.display()
             ),
         }
+        let saver = persist::Saver::start(opts.dir.clone())
+            .map_err(|e| format!("cannot start the roster saver thread: {e}"))?;
         let ready = Ready {
             sctp: udp.local_addr().map_err(|e| e.to_string())?,
             group: opts.group,
@@ -337,6 +343,7 @@ impl Service {
             started_ms: wall0,
             wall0,
             counters: Counters::default(),
+            saver,
             save_armed: false,
             trim_armed: false,
             announces_left: 3,
@@ -455,6 +462,8 @@ impl Service {
                 && (self.ep.is_empty() || now.saturating_since(t) >= STOP_GRACE)
             {
                 self.save(now);
+                // Wait for that last save: the roster on disk is what the next start loads.
+                self.saver.finish();
                 let _ = std::fs::remove_file(control_path(&self.opts.dir));
                 log::info!(
                     "mpd stopped ({} associations left unfinished)",
@@ -593,16 +602,11 @@ impl Service {
         }
     }
 
+    /// Hands the roster to the saver thread (which logs and counts failures).
     fn save(&mut self, now: Instant) {
-        let bytes = persist::encode(
-            self.registry.entries(),
-            self.registry.version(),
-            self.wall(now),
-        );
-        if let Err(e) = persist::save(&self.opts.dir, &bytes) {
-            self.counters.save_errors += 1;
-            log::error!("cannot save the roster in {}: {e}", self.opts.dir.display());
-        }
+        let wall = self.wall(now);
+        self.saver
+            .save(self.registry.entries(), self.registry.version(), wall);
     }
 
     fn status(&self, now: Instant) -> serde_json::Value {
@@ -644,7 +648,11 @@ impl Service {
                 "udp_truncated": udp.truncated,
                 "roster_malformed": self.registry.stats().malformed,
             },
-            "daemon": self.counters,
+            "daemon": Counters {
+                save_errors: self.saver.errors(),
+                saves: self.saver.saves(),
+                ..self.counters
+            },
             "registry": self.registry.stats(),
             "sctp": sctp,
             "udp": udp,

@@ -8,6 +8,9 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +101,131 @@ pub fn save(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// One roster image to write.
+struct Job {
+    entries: Vec<Entry>,
+    version: u64,
+    saved_unix_ms: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The newest image not yet taken by the writer: a newer one replaces it.
+    job: Option<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    slot: Mutex<Slot>,
+    wake: Condvar,
+    errors: AtomicU64,
+    saves: AtomicU64,
+}
+
+/// Saves the roster on a thread of its own, so the daemon's loop never waits for the encoding, the write and
+/// the two fsyncs (8 ms at 10 000 entries on this machine, and growing with the roster). Only the newest image
+/// matters: one handed over while another is being written replaces any still waiting.
+pub struct Saver {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Saver {
+    /// Starts the writer for `dir/roster.json`.
+    pub fn start(dir: PathBuf) -> io::Result<Saver> {
+        let shared = Arc::new(Shared::default());
+        let for_thread = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("roster-saver".into())
+            .spawn(move || write_images(&dir, &for_thread))?;
+        Ok(Saver {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands over the roster to be written; returns at once.
+    pub fn save(&self, entries: impl Iterator<Item = Entry>, version: u64, saved_unix_ms: u64) {
+        let job = Job {
+            entries: entries.collect(),
+            version,
+            saved_unix_ms,
+        };
+        let mut slot = self
+            .shared
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.job = Some(job);
+        self.shared.wake.notify_one();
+    }
+
+    /// Saves that failed so far (each is also logged).
+    pub fn errors(&self) -> u64 {
+        self.shared.errors.load(Ordering::Relaxed)
+    }
+
+    /// Saves completed so far.
+    pub fn saves(&self) -> u64 {
+        self.shared.saves.load(Ordering::Relaxed)
+    }
+
+    /// Writes what is still waiting and stops the writer; the roster on disk is then the last one handed over.
+    /// Later saves are not written.
+    pub fn finish(&mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("the roster saver thread panicked");
+        }
+    }
+}
+
+impl Drop for Saver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn write_images(dir: &Path, shared: &Shared) {
+    loop {
+        let job = {
+            let mut slot = shared.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if let Some(job) = slot.job.take() {
+                    break job;
+                }
+                if slot.closed {
+                    return;
+                }
+                slot = shared
+                    .wake
+                    .wait(slot)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let bytes = encode(job.entries.into_iter(), job.version, job.saved_unix_ms);
+        match save(dir, &bytes) {
+            Ok(()) => shared.saves.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                log::error!("cannot save the roster in {}: {e}", dir.display());
+                shared.errors.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
 fn decode(bytes: &[u8]) -> Result<(Vec<Entry>, u64, u64, usize), String> {
     let image: Image = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if image.format != FORMAT {
@@ -180,6 +308,45 @@ mod tests {
             chat: "127.0.0.1:5000".parse().unwrap(),
             flaps: 1,
         }
+    }
+
+    #[test]
+    fn saver_writes_the_newest_image_before_finish_returns() {
+        let d = dir("saver");
+        let mut saver = Saver::start(d.clone()).unwrap();
+        for v in 1..=50u64 {
+            saver.save([entry("alice", Status::Online)].into_iter(), v, v);
+        }
+        saver.save(
+            [
+                entry("alice", Status::Online),
+                entry("bob", Status::Offline),
+            ]
+            .into_iter(),
+            51,
+            51,
+        );
+        // Older images may have been skipped, never the last one.
+        saver.finish();
+        let Loaded::Roster {
+            entries, version, ..
+        } = load(&d, 0).unwrap()
+        else {
+            panic!("no roster saved")
+        };
+        assert_eq!(version, 51);
+        assert_eq!(entries.len(), 2);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn saver_counts_failures() {
+        let d = dir("saver-fail").join("missing");
+        let mut saver = Saver::start(d).unwrap();
+        saver.save([entry("alice", Status::Online)].into_iter(), 1, 1);
+        saver.finish();
+        assert_eq!(saver.errors(), 1);
+        assert_eq!(saver.saves(), 0);
     }
 
     #[test]
