@@ -515,10 +515,7 @@ impl Service {
             self.save_armed = true;
             self.reactor.arm(now + self.opts.save_delay, TIMER_SAVE);
             // A changed roster means snapshots and deltas queued: their memory comes back once they drain.
-            if !self.trim_armed {
-                self.trim_armed = true;
-                self.reactor.arm(now + TRIM_DELAY, TIMER_TRIM);
-            }
+            self.arm_trim(now);
         }
     }
 
@@ -607,6 +604,15 @@ impl Service {
         let wall = self.wall(now);
         self.saver
             .save(self.registry.entries(), self.registry.version(), wall);
+        // The copy handed over is freed once written: give it back to the OS with the rest.
+        self.arm_trim(now);
+    }
+
+    fn arm_trim(&mut self, now: Instant) {
+        if !self.trim_armed {
+            self.trim_armed = true;
+            self.reactor.arm(now + TRIM_DELAY, TIMER_TRIM);
+        }
     }
 
     fn status(&self, now: Instant) -> serde_json::Value {
