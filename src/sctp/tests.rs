@@ -903,6 +903,77 @@ fn out_of_the_blue_packets() {
     assert_eq!(ep.stats().ootb, 5);
 }
 
+/// The messages `ep` delivered so far (draining its events).
+fn delivered(ep: &mut Endpoint) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| ep.poll_event())
+        .filter_map(|(_, e)| match e {
+            Event::Message { data, .. } => Some(data),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_corrupted_packet_on_an_established_association_fails_its_checksum() {
+    // Established associations verify with the header CRC they keep: corruption must still be caught there.
+    let now = Instant::ZERO;
+    let mut server = lone_server();
+    let mut client = Endpoint::new(client_cfg(), [2; 32]);
+    let c = client.connect(now, addr(SERVER), 5000).unwrap();
+    for _ in 0..3 {
+        for (_, p) in drain(&mut client) {
+            server.handle(now, addr(CLIENT), &p);
+        }
+        for (_, p) in drain(&mut server) {
+            client.handle(now, addr(SERVER), &p);
+        }
+    }
+    assert_eq!(client.state(c), Some(State::Established));
+    client.send(c, 0, false, b"hello").unwrap();
+    let data = drain(&mut client);
+    assert_eq!(data.len(), 1);
+    for at in [8, 13, data[0].1.len() - 1] {
+        let mut bad = data[0].1.clone();
+        bad[at] ^= 0x20;
+        server.handle(now, addr(CLIENT), &bad);
+    }
+    assert_eq!(server.stats().bad_checksum, 3);
+    assert!(delivered(&mut server).is_empty());
+    server.handle(now, addr(CLIENT), &data[0].1);
+    assert_eq!(delivered(&mut server), vec![b"hello".to_vec()]);
+}
+
+#[test]
+fn a_server_that_stops_accepting_aborts_inits_and_honours_no_earlier_cookie() {
+    let mut ep = lone_server();
+    ep.handle(Instant::ZERO, addr(CLIENT), &init_packet(77, 4, 4, &[]));
+    let out = drain(&mut ep);
+    let (_, c) = first_chunk(&out[0].1);
+    let Chunk::InitAck(ia) = c else { panic!() };
+    let cookie = param::TlvIter::new(ia.params)
+        .next()
+        .unwrap()
+        .unwrap()
+        .value
+        .to_vec();
+    ep.stop_accepting();
+    // A new INIT: ABORT, with the initiator's tag, and still no state.
+    ep.handle(Instant::ZERO, addr(CLIENT), &init_packet(78, 4, 4, &[]));
+    let out = drain(&mut ep);
+    assert_eq!(out.len(), 1);
+    let (vtag, c) = first_chunk(&out[0].1);
+    assert_eq!(vtag, 78);
+    assert!(matches!(c, Chunk::Abort { .. }), "{c:?}");
+    // A cookie issued before: authentic and fresh, but no association comes of it.
+    let echo = build(ia.initiate_tag, |w| {
+        chunk::write_raw(w, kind::COOKIE_ECHO, 0, &cookie).unwrap()
+    });
+    ep.handle(Instant::from_millis(100), addr(CLIENT), &echo);
+    assert!(ep.is_empty());
+    assert_eq!(ep.stats().bad_cookies, 1);
+    assert!(drain(&mut ep).is_empty());
+}
+
 #[test]
 fn forged_and_replayed_cookies_create_nothing() {
     let mut ep = lone_server();
