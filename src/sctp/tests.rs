@@ -943,11 +943,10 @@ fn a_corrupted_packet_on_an_established_association_fails_its_checksum() {
     assert_eq!(delivered(&mut server), vec![b"hello".to_vec()]);
 }
 
-#[test]
-fn a_server_that_stops_accepting_aborts_inits_and_honours_no_earlier_cookie() {
-    let mut ep = lone_server();
+/// Sends `ep` an INIT with initiate tag 77 from CLIENT; returns the INIT ACK's initiate tag and its cookie.
+fn issued_cookie(ep: &mut Endpoint) -> (u32, Vec<u8>) {
     ep.handle(Instant::ZERO, addr(CLIENT), &init_packet(77, 4, 4, &[]));
-    let out = drain(&mut ep);
+    let out = drain(ep);
     let (_, c) = first_chunk(&out[0].1);
     let Chunk::InitAck(ia) = c else { panic!() };
     let cookie = param::TlvIter::new(ia.params)
@@ -956,6 +955,19 @@ fn a_server_that_stops_accepting_aborts_inits_and_honours_no_earlier_cookie() {
         .unwrap()
         .value
         .to_vec();
+    (ia.initiate_tag, cookie)
+}
+
+fn cookie_echo(vtag: u32, cookie: &[u8]) -> Vec<u8> {
+    build(vtag, |w| {
+        chunk::write_raw(w, kind::COOKIE_ECHO, 0, cookie).unwrap()
+    })
+}
+
+#[test]
+fn a_server_that_stops_accepting_aborts_inits_and_honours_no_earlier_cookie() {
+    let mut ep = lone_server();
+    let (tag, cookie) = issued_cookie(&mut ep);
     ep.stop_accepting();
     // A new INIT: ABORT, with the initiator's tag, and still no state.
     ep.handle(Instant::ZERO, addr(CLIENT), &init_packet(78, 4, 4, &[]));
@@ -965,10 +977,11 @@ fn a_server_that_stops_accepting_aborts_inits_and_honours_no_earlier_cookie() {
     assert_eq!(vtag, 78);
     assert!(matches!(c, Chunk::Abort { .. }), "{c:?}");
     // A cookie issued before: authentic and fresh, but no association comes of it.
-    let echo = build(ia.initiate_tag, |w| {
-        chunk::write_raw(w, kind::COOKIE_ECHO, 0, &cookie).unwrap()
-    });
-    ep.handle(Instant::from_millis(100), addr(CLIENT), &echo);
+    ep.handle(
+        Instant::from_millis(100),
+        addr(CLIENT),
+        &cookie_echo(tag, &cookie),
+    );
     assert!(ep.is_empty());
     assert_eq!(ep.stats().bad_cookies, 1);
     assert!(drain(&mut ep).is_empty());
@@ -977,37 +990,16 @@ fn a_server_that_stops_accepting_aborts_inits_and_honours_no_earlier_cookie() {
 #[test]
 fn forged_and_replayed_cookies_create_nothing() {
     let mut ep = lone_server();
-    ep.handle(Instant::ZERO, addr(CLIENT), &init_packet(77, 4, 4, &[]));
-    let out = drain(&mut ep);
-    let (_, c) = first_chunk(&out[0].1);
-    let Chunk::InitAck(ia) = c else { panic!() };
-    let cookie = param::TlvIter::new(ia.params)
-        .next()
-        .unwrap()
-        .unwrap()
-        .value
-        .to_vec();
-    let echo = |vtag: u32, cookie: &[u8]| {
-        build(vtag, |w| {
-            chunk::write_raw(w, kind::COOKIE_ECHO, 0, cookie).unwrap()
-        })
-    };
+    let (tag, cookie) = issued_cookie(&mut ep);
+    let echo = cookie_echo;
     // Tampered cookie.
     let mut bad = cookie.clone();
     bad[13] ^= 1;
-    ep.handle(Instant::ZERO, addr(CLIENT), &echo(ia.initiate_tag, &bad));
+    ep.handle(Instant::ZERO, addr(CLIENT), &echo(tag, &bad));
     // Authentic cookie replayed from another address.
-    ep.handle(
-        Instant::ZERO,
-        addr("127.0.0.2:40000"),
-        &echo(ia.initiate_tag, &cookie),
-    );
+    ep.handle(Instant::ZERO, addr("127.0.0.2:40000"), &echo(tag, &cookie));
     // Wrong verification tag.
-    ep.handle(
-        Instant::ZERO,
-        addr(CLIENT),
-        &echo(ia.initiate_tag ^ 1, &cookie),
-    );
+    ep.handle(Instant::ZERO, addr(CLIENT), &echo(tag ^ 1, &cookie));
     assert!(ep.is_empty());
     assert_eq!(ep.stats().bad_cookies, 2);
     assert_eq!(ep.stats().bad_vtag, 1);
@@ -1015,7 +1007,7 @@ fn forged_and_replayed_cookies_create_nothing() {
     ep.handle(
         Instant::from_millis(61_001),
         addr(CLIENT),
-        &echo(ia.initiate_tag, &cookie),
+        &echo(tag, &cookie),
     );
     assert!(ep.is_empty());
     let out = drain(&mut ep);
@@ -1024,11 +1016,7 @@ fn forged_and_replayed_cookies_create_nothing() {
     let Chunk::Error(causes) = c else { panic!() };
     assert_eq!(param::first_cause(causes).unwrap().0, cause::STALE_COOKIE);
     // In time: an association, answered with COOKIE ACK.
-    ep.handle(
-        Instant::from_millis(100),
-        addr(CLIENT),
-        &echo(ia.initiate_tag, &cookie),
-    );
+    ep.handle(Instant::from_millis(100), addr(CLIENT), &echo(tag, &cookie));
     assert_eq!(ep.len(), 1);
     let out = drain(&mut ep);
     assert_eq!(first_chunk(&out[0].1), (77, Chunk::CookieAck));
