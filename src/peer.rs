@@ -789,6 +789,10 @@ impl Peer {
         if !d.msgs.is_empty() {
             d.backoff = (d.backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(8));
             d.next_try = now + d.backoff;
+        } else if d.conn.is_none() {
+            // Nothing waits for it and no connection leads there: forget it, or a long-running client keeps
+            // an entry for every address it ever wrote to.
+            self.dests.remove(&to);
         }
         for mid in failed {
             self.queued_total -= 1;

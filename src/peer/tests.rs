@@ -240,10 +240,12 @@ fn a_message_is_delivered_and_acknowledged() {
     net.settle();
     assert_eq!(net.links.len(), 1);
     assert_eq!(net.messages(1), vec!["hi bob", "again"]);
-    // Idle connections close after the timeout.
+    // Idle connections close after the timeout, and nothing is kept for the destination.
+    assert_eq!(net.nodes[0].peer.dests.len(), 1);
     net.run(Duration::from_secs(61));
     assert!(net.links.is_empty());
     assert_eq!(net.nodes[0].peer.connections(), 0);
+    assert!(net.nodes[0].peer.dests.is_empty());
 }
 
 #[test]
