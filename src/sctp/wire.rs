@@ -172,18 +172,27 @@ pub fn checksum(packet: &[u8]) -> u32 {
         return crc32c::crc32c(packet);
     }
     // Two calls rather than three: the crate's per-call setup dominates for the short packets SCTP mostly sends.
-    let mut head = [0u8; HEADER_LEN];
-    head[..field::CHECKSUM.start].copy_from_slice(&packet[..field::CHECKSUM.start]);
-    crc32c::crc32c_append(crc32c::crc32c(&head), &packet[HEADER_LEN..])
+    crc32c::crc32c_append(
+        zeroed_header_crc(&packet[..field::CHECKSUM.start]),
+        &packet[HEADER_LEN..],
+    )
 }
 
 /// The CRC32c of a common header with these fields and a zero checksum, to continue over the chunks with
 /// [`Packet::verify_checksum_from`]. An association's inbound header never changes, so it is computed once.
 pub fn header_crc(src_port: u16, dst_port: u16, vtag: u32) -> u32 {
+    let mut fields = [0u8; field::CHECKSUM.start];
+    fields[field::SRC_PORT].copy_from_slice(&src_port.to_be_bytes());
+    fields[field::DST_PORT].copy_from_slice(&dst_port.to_be_bytes());
+    fields[field::VTAG].copy_from_slice(&vtag.to_be_bytes());
+    zeroed_header_crc(&fields)
+}
+
+/// The CRC32c of a common header whose ports and tag are `fields` (its first 8 bytes) and whose checksum
+/// field is zero.
+fn zeroed_header_crc(fields: &[u8]) -> u32 {
     let mut head = [0u8; HEADER_LEN];
-    head[field::SRC_PORT].copy_from_slice(&src_port.to_be_bytes());
-    head[field::DST_PORT].copy_from_slice(&dst_port.to_be_bytes());
-    head[field::VTAG].copy_from_slice(&vtag.to_be_bytes());
+    head[..field::CHECKSUM.start].copy_from_slice(fields);
     crc32c::crc32c(&head)
 }
 
