@@ -78,9 +78,8 @@ impl Timers {
         if !self.is_armed(t) {
             return None;
         }
-        let now_ms = now.as_millis();
-        let delta = i64::from(self.at[t as usize].wrapping_sub(now_ms as u32) as i32);
-        Some(Instant::from_millis((now_ms as i64 + delta).max(0) as u64))
+        let offset = self.at[t as usize].wrapping_sub(now.as_millis() as u32) as i32;
+        Some(at_offset(now, offset))
     }
 
     /// The earliest deadline of all running timers.
@@ -95,13 +94,18 @@ impl Timers {
             let delta = self.at[i].wrapping_sub(now_ms) as i32;
             soonest = Some(soonest.map_or(delta, |s| s.min(delta)));
         }
-        soonest.map(|d| Instant::from_millis((now.as_millis() as i64 + i64::from(d)).max(0) as u64))
+        soonest.map(|d| at_offset(now, d))
     }
 
     /// Whether `t` is running and due at `now`.
     pub fn is_due(&self, t: Timer, now: Instant) -> bool {
         self.deadline(t, now).is_some_and(|d| d <= now)
     }
+}
+
+/// The instant `offset_ms` from `now` (never before the epoch).
+fn at_offset(now: Instant, offset_ms: i32) -> Instant {
+    Instant::from_millis((now.as_millis() as i64 + i64::from(offset_ms)).max(0) as u64)
 }
 
 /// RTO bounds and initial value (RFC 9260 §15 names them RTO.Initial, RTO.Min, RTO.Max).
