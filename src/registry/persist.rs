@@ -223,12 +223,8 @@ impl Saver {
     }
 
     /// Writes what is still waiting and stops the writer; the roster on disk is then the last one handed over.
-    /// Later saves are not written.
+    /// Later saves are not written. Dropping the saver does the same.
     pub fn finish(&mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
         self.shared
             .slot
             .lock()
@@ -245,7 +241,7 @@ impl Saver {
 
 impl Drop for Saver {
     fn drop(&mut self) {
-        self.stop();
+        self.finish();
     }
 }
 
