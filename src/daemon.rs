@@ -20,7 +20,7 @@ use nix::sys::signal::Signal;
 use crate::discovery::{self, DaemonInfo, Datagram, DiscoveryError, Iface};
 use crate::reactor::{Reactor, ReactorEvent};
 use crate::registry::{self, Event as RosterEvent, Out, Registry, persist, wire};
-use crate::sctp::transport::UdpTransport;
+use crate::sctp::transport::{Coalescing, UdpTransport};
 use crate::sctp::{AssocId, Config as SctpConfig, DownReason, Endpoint, Event, Payload, RtoConfig};
 use crate::time::Instant;
 
@@ -250,6 +250,11 @@ impl Service {
         })?;
         let control = control::Control::bind(&opts.dir)
             .map_err(|e| dir_hint(e, "cannot create the control socket"))?;
+        // Bursts to one client (a roster snapshot) leave as segmented sends. GRO stays off here: each
+        // client's packets are few and small, and a load harness that runs many clients behind one socket
+        // must not get its clients' packets merged into one read, which real clients on their own hosts
+        // would never be.
+        udp.set_coalescing(Coalescing::Association);
         udp.register(reactor.registry(), SCTP)
             .map_err(|e| e.to_string())?;
         reactor

@@ -66,7 +66,16 @@ pub struct Transmit {
     pub dst: SocketAddr,
     /// Bytes written at the start of the buffer.
     pub len: usize,
+    /// Which association wrote it (its slab index + 1), or 0 for a stateless reply. Consecutive datagrams of
+    /// one flow may leave in one segmented send (UDP GSO); [`Endpoint::poll_transmit`] hands out up to
+    /// [`TRANSMIT_BURST`] of an association's packets in a row for that.
+    pub flow: u32,
 }
+
+/// Packets [`Endpoint::poll_transmit`] takes from one association before moving on to the next ready one.
+/// Bursts let a transport send them as one segmented datagram; 16 packets of 1 200 bytes stay well inside
+/// the 64 KiB a segmented send may carry, and round-robin fairness between associations stays fine-grained.
+pub const TRANSMIT_BURST: u32 = 16;
 
 /// What happened to an association.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -98,6 +98,10 @@ impl ClientIo {
         let mut reactor = Reactor::new()?;
         reactor.watch_signals(&[Signal::SIGINT, Signal::SIGTERM], SIGNALS)?;
         let mut udp = UdpTransport::bind(s.bind, 1200)?;
+        // The daemon sends a roster snapshot as bursts of full packets: read each burst in one go.
+        if let Err(e) = udp.enable_gro() {
+            log::debug!("no UDP GRO on this kernel ({e}); reading datagram by datagram");
+        }
         udp.register(reactor.registry(), SCTP)?;
         let sctp_port = udp.local_addr()?.port();
         let (mut sender, mut group, mut iface) = (None, None, Iface::Default);

@@ -32,6 +32,9 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::sys::socket::{self, MsgFlags, SockaddrStorage, sockopt};
 
+mod gso;
+pub use gso::enable_gro;
+
 /// Most datagrams one `recvmmsg`/`sendmmsg` call handles; the headers for that many live on the stack.
 pub const MAX_BATCH: usize = 64;
 /// Default number of datagrams a batch holds.
@@ -137,7 +140,8 @@ fn is_soft_error(errno: i32) -> bool {
 
 #[derive(Copy, Clone, Debug)]
 struct Received {
-    slot: usize,
+    /// Offset of the datagram in the batch's buffer.
+    start: usize,
     len: usize,
     truncated: bool,
     source: SocketAddr,
@@ -160,6 +164,8 @@ pub struct RecvBatch {
     buf: Box<[u8]>,
     max_datagram: usize,
     addrs: Box<[AddrBytes]>,
+    /// Control data of each slot: the segment size of a run received whole (`UDP_GRO`).
+    controls: Box<[gso::ControlBuf]>,
     received: Vec<Received>,
 }
 
@@ -188,6 +194,7 @@ impl RecvBatch {
             buf: vec![0; datagrams * max_datagram].into_boxed_slice(),
             max_datagram,
             addrs: vec![[0; ADDR_LEN]; datagrams].into_boxed_slice(),
+            controls: vec![gso::EMPTY_CONTROL; datagrams].into_boxed_slice(),
             received: Vec::with_capacity(datagrams),
         }
     }
@@ -204,6 +211,8 @@ impl RecvBatch {
 
     /// Receives up to [`capacity`](Self::capacity) datagrams without blocking, replacing the previous batch, and
     /// returns how many were taken off the socket; `Ok(0)` means it is drained (`EAGAIN`), so loop until then.
+    /// On a socket with [`enable_gro`], one of those may be a segmented run, which [`iter`](Self::iter) yields
+    /// as the datagrams it was made of.
     ///
     /// [`iter`](Self::iter) then yields them, except any whose source is not an IPv4/IPv6 address (which a UDP
     /// socket never reports in practice; they are dropped with a debug log).
@@ -228,6 +237,7 @@ impl RecvBatch {
         // later borrow of the arrays invalidates them before the system call.
         let iov_base = iovs.as_mut_ptr();
         let addr_base = self.addrs.as_mut_ptr();
+        let control_base = self.controls.as_mut_ptr();
         let mut soft_errors = 0;
         let n = loop {
             for (i, hdr) in hdrs.iter_mut().enumerate().take(count) {
@@ -236,14 +246,14 @@ impl RecvBatch {
                 hdr.msg_hdr.msg_namelen = ADDR_LEN as libc::socklen_t;
                 hdr.msg_hdr.msg_iov = iov_base.wrapping_add(i);
                 hdr.msg_hdr.msg_iovlen = 1;
-                hdr.msg_hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_hdr.msg_controllen = 0;
+                hdr.msg_hdr.msg_control = control_base.wrapping_add(i).cast();
+                hdr.msg_hdr.msg_controllen = size_of::<gso::ControlBuf>();
                 hdr.msg_hdr.msg_flags = 0;
                 hdr.msg_len = 0;
             }
             // SAFETY: the first `count` headers point at `count` distinct iovecs, each covering one disjoint
-            // `max_datagram`-sized chunk of `self.buf`, and at `count` distinct `ADDR_LEN`-byte entries of
-            // `self.addrs`, with matching lengths. All of them stay alive and untouched by Rust code until the
+            // `max_datagram`-sized chunk of `self.buf`, at `count` distinct `ADDR_LEN`-byte entries of
+            // `self.addrs` and at `count` distinct control buffers of `self.controls`, with matching lengths. All of them stay alive and untouched by Rust code until the
             // call returns; the kernel writes only within those lengths. `count` <= MAX_BATCH = hdrs.len().
             let r = unsafe {
                 libc::recvmmsg(
@@ -272,12 +282,26 @@ impl RecvBatch {
                 log::debug!("udp: dropping datagram with unparseable source address");
                 continue;
             };
-            self.received.push(Received {
-                slot,
-                len: (hdr.msg_len as usize).min(self.max_datagram),
-                truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-                source,
-            });
+            let start = slot * self.max_datagram;
+            let len = (hdr.msg_len as usize).min(self.max_datagram);
+            let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let segment = gso::decode_gro_size(&self.controls[slot], hdr.msg_hdr.msg_controllen)
+                .filter(|_| !truncated)
+                .unwrap_or(len)
+                .max(1);
+            let mut at = 0;
+            loop {
+                self.received.push(Received {
+                    start: start + at,
+                    len: segment.min(len - at),
+                    truncated,
+                    source,
+                });
+                at += segment;
+                if at >= len {
+                    break;
+                }
+            }
         }
         // `n`, not `received.len()`: zero must keep meaning "drained", or an edge-triggered caller would stall.
         Ok(n)
@@ -304,10 +328,9 @@ impl RecvBatch {
     }
 
     fn datagram(&self, r: &Received) -> Datagram<'_> {
-        let start = r.slot * self.max_datagram;
         Datagram {
             source: r.source,
-            payload: &self.buf[start..start + r.len],
+            payload: &self.buf[r.start..r.start + r.len],
             truncated: r.truncated,
         }
     }
@@ -323,6 +346,8 @@ pub struct FlushResult {
     /// The socket buffer is full (`EAGAIN`) and datagrams are still queued: register `WRITABLE` and flush again
     /// when it is reported.
     pub blocked: bool,
+    /// Of `sent`, the datagrams that left inside segmented sends (see [`SendBatch::set_segmentation`]).
+    pub segmented: usize,
 }
 
 /// A ring of outgoing datagrams, written in place by the caller and sent with `sendmmsg`.
@@ -334,6 +359,10 @@ pub struct SendBatch {
     addr_lens: Box<[libc::socklen_t]>,
     dsts: Box<[SocketAddr]>,
     lens: Box<[usize]>,
+    /// Flow of each slot: consecutive datagrams of one nonzero flow to one destination may share a send.
+    flows: Box<[u32]>,
+    /// Segmented sends are on (and the kernel has not refused one).
+    segmenting: bool,
     /// Ring index of the oldest queued datagram.
     head: usize,
     queued: usize,
@@ -370,6 +399,8 @@ impl SendBatch {
             addr_lens: vec![0; datagrams].into_boxed_slice(),
             dsts: vec![unspecified; datagrams].into_boxed_slice(),
             lens: vec![0; datagrams].into_boxed_slice(),
+            flows: vec![0; datagrams].into_boxed_slice(),
+            segmenting: false,
             head: 0,
             queued: 0,
             head_retried: false,
@@ -411,12 +442,36 @@ impl SendBatch {
         Some(&mut self.buf[start..start + self.max_datagram])
     }
 
-    /// Queues the first `len` bytes of the slot last returned by [`slot`](Self::slot) for `dst`.
+    /// Lets consecutive queued datagrams of one flow to one destination leave in one segmented send
+    /// (`UDP_SEGMENT`): all of one size but the last, which may be shorter. The receiver still gets separate
+    /// datagrams unless it turned on [`enable_gro`]. If the kernel refuses a segmented send (an old kernel, a
+    /// device without checksum offload), segmentation turns itself off and the datagrams go one by one.
+    pub fn set_segmentation(&mut self, on: bool) {
+        self.segmenting = on;
+    }
+
+    /// Whether segmented sends are on (see [`set_segmentation`](Self::set_segmentation)).
+    pub fn segmentation(&self) -> bool {
+        self.segmenting
+    }
+
+    /// Queues the first `len` bytes of the slot last returned by [`slot`](Self::slot) for `dst`, on its own
+    /// (flow 0: never part of a segmented send).
     ///
     /// # Panics
     ///
     /// If the ring is full or `len` exceeds `max_datagram`: both are caller bugs that would otherwise send garbage.
     pub fn commit(&mut self, dst: SocketAddr, len: usize) {
+        self.commit_flow(dst, len, 0);
+    }
+
+    /// [`commit`](Self::commit), naming the datagram's flow: with segmentation on, consecutive datagrams of one
+    /// nonzero flow to one destination may share a send.
+    ///
+    /// # Panics
+    ///
+    /// As `commit`.
+    pub fn commit_flow(&mut self, dst: SocketAddr, len: usize, flow: u32) {
         assert!(!self.is_full(), "SendBatch::commit on a full batch");
         assert!(
             len <= self.max_datagram,
@@ -426,6 +481,7 @@ impl SendBatch {
         self.addr_lens[i] = encode_addr(&dst, &mut self.addrs[i]);
         self.dsts[i] = dst;
         self.lens[i] = len;
+        self.flows[i] = flow;
         self.queued += 1;
     }
 
@@ -473,13 +529,17 @@ impl SendBatch {
         let mut result = FlushResult::default();
         let mut iovs = [EMPTY_IOVEC; MAX_BATCH];
         let mut hdrs = [EMPTY_MMSGHDR; MAX_BATCH];
+        let mut controls = [gso::EMPTY_CONTROL; MAX_BATCH];
+        // Datagrams covered by each header: 1, or a segmented run.
+        let mut counts = [0usize; MAX_BATCH];
         while self.queued > 0 && result.sent + result.dropped < limit {
-            // One call covers a contiguous run of the ring, at most MAX_BATCH long.
+            // One call covers a contiguous run of the ring, at most MAX_BATCH datagrams long.
             let n = self
                 .queued
                 .min(self.capacity() - self.head)
                 .min(MAX_BATCH)
                 .min(limit - result.sent - result.dropped);
+            let headers = self.plan_runs(n, &mut counts, &mut controls);
             // The kernel only reads these buffers for a send; `cast_mut` is for the C signature alone.
             let buf_base = self.buf.as_ptr();
             let addr_base = self.addrs.as_ptr();
@@ -492,28 +552,47 @@ impl SendBatch {
                 iov.iov_len = self.lens[i];
             }
             let iov_base = iovs.as_mut_ptr();
-            for (k, hdr) in hdrs.iter_mut().enumerate().take(n) {
+            let control_base = controls.as_mut_ptr();
+            let mut k = 0;
+            for (h, hdr) in hdrs.iter_mut().enumerate().take(headers) {
                 let i = self.head + k;
                 hdr.msg_hdr.msg_name = addr_base.wrapping_add(i).cast_mut().cast();
                 hdr.msg_hdr.msg_namelen = self.addr_lens[i];
                 hdr.msg_hdr.msg_iov = iov_base.wrapping_add(k);
-                hdr.msg_hdr.msg_iovlen = 1;
-                hdr.msg_hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_hdr.msg_controllen = 0;
+                hdr.msg_hdr.msg_iovlen = counts[h];
+                if counts[h] > 1 {
+                    hdr.msg_hdr.msg_control = control_base.wrapping_add(h).cast();
+                    hdr.msg_hdr.msg_controllen = gso::SEGMENT_CONTROL_LEN;
+                } else {
+                    hdr.msg_hdr.msg_control = std::ptr::null_mut();
+                    hdr.msg_hdr.msg_controllen = 0;
+                }
                 hdr.msg_hdr.msg_flags = 0;
                 hdr.msg_len = 0;
+                k += counts[h];
             }
-            // SAFETY: the first `n` headers point at `n` distinct iovecs, each covering `lens[i]` <=
-            // `max_datagram` bytes of slot `i` of `self.buf`, and at the `addr_lens[i]` encoded bytes of
-            // `self.addrs[i]`. Everything stays alive and unmodified until the call returns; `sendmmsg` only
-            // reads the buffers and writes `msg_len` into the headers. `n` <= MAX_BATCH = hdrs.len().
+            // SAFETY: header h points at `counts[h]` consecutive iovecs of the first `n`, which cover `lens[i]`
+            // <= `max_datagram` bytes of distinct slots of `self.buf`, at the `addr_lens[i]` encoded bytes of
+            // `self.addrs[i]`, and (for a run) at its own `ControlBuf`, of which `SEGMENT_CONTROL_LEN` bytes are
+            // a complete control message. Everything stays alive and unmodified until the call returns;
+            // `sendmmsg` only reads the buffers and writes `msg_len` into the headers. `headers` <= n <=
+            // MAX_BATCH = hdrs.len().
             let r = unsafe {
-                libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    headers as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
             if r > 0 {
-                let sent = r as usize;
-                result.sent += sent;
-                self.pop_front(sent);
+                for &c in &counts[..r as usize] {
+                    result.sent += c;
+                    if c > 1 {
+                        result.segmented += c;
+                    }
+                    self.pop_front(c);
+                }
                 continue;
             }
             let err = io::Error::last_os_error();
@@ -523,23 +602,64 @@ impl SendBatch {
                     break;
                 }
                 libc::EINTR => continue,
+                errno if counts[0] > 1 && gso::is_unsupported(errno) => {
+                    log::info!(
+                        "udp: segmented sends refused ({}); sending datagrams one by one",
+                        io::Error::from_raw_os_error(errno)
+                    );
+                    self.segmenting = false;
+                }
                 libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP => return Err(err),
                 errno if is_soft_error(errno) && !self.head_retried => self.head_retried = true,
                 errno => {
                     // Refused twice, or an error that is about this datagram (bad address family, no buffer
-                    // space): drop it so the rest of the queue still goes out.
+                    // space): drop it (a segmented run shares its destination, so all of it) so the rest of
+                    // the queue still goes out.
                     log::debug!(
-                        "udp: dropping {}-byte datagram to {}: {}",
+                        "udp: dropping {} datagram(s) of {} bytes to {}: {}",
+                        counts[0],
                         self.lens[self.head],
                         self.dsts[self.head],
                         io::Error::from_raw_os_error(errno)
                     );
-                    result.dropped += 1;
-                    self.pop_front(1);
+                    result.dropped += counts[0];
+                    self.pop_front(counts[0]);
                 }
             }
         }
         Ok(result)
+    }
+
+    /// Splits the next `n` queued datagrams into sends: `counts[h]` datagrams for header `h` (more than one
+    /// only with segmentation on, for one flow to one destination), and a segment-size message in
+    /// `controls[h]` for each run. Returns the number of headers.
+    fn plan_runs(
+        &self,
+        n: usize,
+        counts: &mut [usize; MAX_BATCH],
+        controls: &mut [gso::ControlBuf; MAX_BATCH],
+    ) -> usize {
+        let mut headers = 0;
+        let mut k = 0;
+        while k < n {
+            let i = self.head + k;
+            let (flow, dst) = (self.flows[i], self.dsts[i]);
+            let run = if self.segmenting && flow != 0 {
+                gso::run_length(&self.lens[i..self.head + n], |j| {
+                    self.flows[i + j] == flow && self.dsts[i + j] == dst
+                })
+            } else {
+                1
+            };
+            if run > 1 {
+                // run_length only groups datagrams of at most u16::MAX bytes.
+                gso::encode_segment_size(&mut controls[headers], self.lens[i] as u16);
+            }
+            counts[headers] = run;
+            headers += 1;
+            k += run;
+        }
+        headers
     }
 }
 
@@ -710,6 +830,103 @@ mod tests {
         got
     }
 
+    /// Queues `payloads` for `dst` under `flows[i]` and flushes them all.
+    fn send_flows(
+        send: &mut SendBatch,
+        sock: &mio::net::UdpSocket,
+        dst: SocketAddr,
+        payloads: &[Vec<u8>],
+        flows: &[u32],
+    ) -> FlushResult {
+        for (p, &f) in payloads.iter().zip(flows) {
+            let slot = send.slot().unwrap();
+            slot[..p.len()].copy_from_slice(p);
+            send.commit_flow(dst, p.len(), f);
+        }
+        let r = send.flush(sock).unwrap();
+        assert_eq!(r.sent, payloads.len());
+        assert!(send.is_empty());
+        r
+    }
+
+    /// Distinct payloads: `sizes[i]` bytes, each byte `i`.
+    fn numbered(sizes: &[usize]) -> Vec<Vec<u8>> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![i as u8; n])
+            .collect()
+    }
+
+    #[test]
+    fn segmented_run_arrives_as_the_datagrams_it_was_made_of() {
+        let mut rx = mio::net::UdpSocket::bind(any_v4()).unwrap();
+        let tx = mio::net::UdpSocket::bind(any_v4()).unwrap();
+        let dst = rx.local_addr().unwrap();
+        let mut send = SendBatch::with_capacity(64, 1500);
+        send.set_segmentation(true);
+        // Ten of one size and a shorter tail: one run; then another flow; then flow 0, never grouped.
+        let mut sizes = vec![700; 10];
+        sizes.extend([300, 700, 700, 50, 50]);
+        let flows = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 0, 0];
+        let payloads = numbered(&sizes);
+        let r = send_flows(&mut send, &tx, dst, &payloads, &flows);
+        assert!(send.segmentation(), "loopback takes segmented sends");
+        assert_eq!(r.segmented, 13, "11 of flow 1 and 2 of flow 2");
+        let mut recv = RecvBatch::with_capacity(64, 2048);
+        let got = recv_all(&mut recv, &mut rx, payloads.len());
+        let want: Vec<_> = payloads
+            .iter()
+            .map(|p| (tx.local_addr().unwrap(), p.clone(), false))
+            .collect();
+        assert_eq!(got, want, "same datagrams, same order");
+    }
+
+    #[test]
+    fn gro_receiver_cuts_a_run_back_into_datagrams() {
+        let mut rx = mio::net::UdpSocket::bind(any_v4()).unwrap();
+        if let Err(e) = enable_gro(&rx) {
+            eprintln!("skipped: no UDP_GRO on this kernel ({e})");
+            return;
+        }
+        let tx = mio::net::UdpSocket::bind(any_v4()).unwrap();
+        let dst = rx.local_addr().unwrap();
+        let mut send = SendBatch::with_capacity(64, 1500);
+        send.set_segmentation(true);
+        let payloads = numbered(&[1200, 1200, 1200, 1200, 17]);
+        let r = send_flows(&mut send, &tx, dst, &payloads, &[9; 5]);
+        assert_eq!(r.segmented, 5);
+        let mut recv = RecvBatch::with_capacity(4, 65_536);
+        assert!(wait_ready(&mut rx, Duration::from_secs(5)));
+        assert_eq!(recv.recv(&rx).unwrap(), 1, "the run is read whole");
+        let got: Vec<_> = recv.iter().map(|d| d.payload.to_vec()).collect();
+        assert_eq!(got, payloads, "and handed out datagram by datagram");
+        assert!(
+            recv.iter()
+                .all(|d| !d.truncated && d.source == tx.local_addr().unwrap())
+        );
+        // A lone datagram on the same socket carries no segment size and stays whole.
+        let single = send_flows(&mut send, &tx, dst, &numbered(&[900]), &[9]);
+        assert_eq!(single.segmented, 0);
+        assert!(wait_ready(&mut rx, Duration::from_secs(5)));
+        assert_eq!(recv.recv(&rx).unwrap(), 1);
+        assert_eq!(recv.len(), 1);
+        assert_eq!(recv.get(0).unwrap().payload.len(), 900);
+    }
+
+    #[test]
+    fn segmentation_off_sends_one_by_one() {
+        let mut rx = mio::net::UdpSocket::bind(any_v4()).unwrap();
+        let tx = mio::net::UdpSocket::bind(any_v4()).unwrap();
+        let dst = rx.local_addr().unwrap();
+        let mut send = SendBatch::with_capacity(8, 1500);
+        let payloads = numbered(&[400; 6]);
+        let r = send_flows(&mut send, &tx, dst, &payloads, &[3; 6]);
+        assert_eq!(r.segmented, 0, "off unless asked for");
+        let mut recv = RecvBatch::with_capacity(8, 2048);
+        assert_eq!(recv_all(&mut recv, &mut rx, 6).len(), 6);
+    }
+
     #[test]
     fn address_encoding_round_trips() {
         for addr in [
@@ -758,7 +975,8 @@ mod tests {
             FlushResult {
                 sent: 10,
                 dropped: 0,
-                blocked: false
+                blocked: false,
+                segmented: 0,
             }
         );
         assert!(send1.is_empty());
@@ -891,7 +1109,8 @@ mod tests {
             FlushResult {
                 sent: 1,
                 dropped: 1,
-                blocked: false
+                blocked: false,
+                segmented: 0,
             }
         );
         assert!(send.is_empty());
@@ -1005,7 +1224,8 @@ mod tests {
             FlushResult {
                 sent: 1,
                 dropped: 0,
-                blocked: false
+                blocked: false,
+                segmented: 0,
             }
         );
         let mut batch = RecvBatch::new();

@@ -21,7 +21,8 @@ use super::cookie::{COOKIE_LEN, CookieError, CookieKeys, CookieState};
 use super::param::{self, InitParam, TlvIter, UnknownParamAction, cause, ptype};
 use super::wire::{self, Header, Packet, Tsn, WireError, Writer};
 use super::{
-    AssocId, Config, ConnectError, DownReason, Event, Payload, SendError, State, Stats, Transmit,
+    AssocId, Config, ConnectError, DownReason, Event, Payload, SendError, State, Stats,
+    TRANSMIT_BURST, Transmit,
 };
 use crate::time::Instant;
 use crate::wheel::TimerWheel;
@@ -85,6 +86,9 @@ pub struct Endpoint {
     by_addr: HashMap<PeerKey, u32>,
     wheel: TimerWheel<u64>,
     ready: VecDeque<u32>,
+    /// The association that wrote the last packet, and how many it has written in a row (see
+    /// [`TRANSMIT_BURST`]).
+    burst: (u32, u32),
     next_generation: u32,
 }
 
@@ -165,6 +169,7 @@ impl Endpoint {
             by_addr: HashMap::new(),
             wheel: TimerWheel::new(),
             ready: VecDeque::new(),
+            burst: (u32::MAX, 0),
             next_generation: 1,
         }
     }
@@ -431,6 +436,15 @@ impl Endpoint {
         }
     }
 
+    /// Like `enqueue`, but at the front: the association goes on with its burst.
+    fn enqueue_front(&mut self, key: usize) {
+        let a = &mut self.assocs[key];
+        if !a.is_queued() && a.wants_transmit(&self.sh.cfg) {
+            a.set_queued(true);
+            self.ready.push_front(key as u32);
+        }
+    }
+
     /// Re-files an association's earliest deadline in the wheel and queues it for transmission if needed.
     fn touch(&mut self, key: usize, now: Instant) {
         self.sync_timer(key, now);
@@ -465,7 +479,7 @@ impl Endpoint {
             }
             if fits {
                 self.sh.stats.packets_out += 1;
-                return Some(Transmit { dst, len });
+                return Some(Transmit { dst, len, flow: 0 });
             }
         }
         while let Some(key) = self.ready.pop_front() {
@@ -478,14 +492,30 @@ impl Endpoint {
             a.set_queued(false);
             self.sync_timer(key, now);
             if let Some(len) = written {
-                // Round robin: back of the queue if it has more.
-                self.enqueue(key);
+                // Round robin, in bursts: an association with more to send stays at the front until it has
+                // written TRANSMIT_BURST packets in a row, then goes to the back.
+                let k = key as u32;
+                self.burst = match self.burst {
+                    (b, n) if b == k => (k, n + 1),
+                    _ => (k, 1),
+                };
+                if self.burst.1 < TRANSMIT_BURST {
+                    self.enqueue_front(key);
+                } else {
+                    self.burst = (u32::MAX, 0);
+                    self.enqueue(key);
+                }
                 self.sh.stats.packets_out += 1;
-                return Some(Transmit { dst, len });
+                return Some(Transmit {
+                    dst,
+                    len,
+                    flow: k + 1,
+                });
             }
             // Nothing written: it leaves the queue until new input or a timer gives it something to send,
             // even if its windows looked open, so a disagreement can never spin this loop.
         }
+        self.burst = (u32::MAX, 0);
         None
     }
 

@@ -1290,3 +1290,86 @@ fn probe_finds_a_dead_peer_within_a_few_rtos() {
     }
     assert!(sim.now - t0 <= bound, "{:?} > {bound:?}", sim.now - t0);
 }
+
+/// Runs of equal values in `flows`, as (value, length).
+fn runs(flows: &[u32]) -> Vec<(u32, usize)> {
+    let mut out: Vec<(u32, usize)> = Vec::new();
+    for &f in flows {
+        match out.last_mut() {
+            Some((v, n)) if *v == f => *n += 1,
+            _ => out.push((f, 1)),
+        }
+    }
+    out
+}
+
+#[test]
+fn transmits_come_in_bursts_per_association_with_their_flow() {
+    let mut sim = pair(3, Netem::IDEAL);
+    sim.add_node(addr("127.0.0.1:40001"), client_cfg());
+    let (a, _) = establish(&mut sim);
+    sim.nodes[2]
+        .ep
+        .connect(sim.now, addr(SERVER), 5000)
+        .unwrap();
+    assert!(
+        sim.run_until(sim.now + Duration::from_secs(60), 100_000, |s| {
+            ups(s, 0).len() == 2 && ups(s, 2).len() == 1
+        })
+    );
+    let b = ups(&sim, 0)[1];
+    for id in [a, b] {
+        sim.nodes[0]
+            .ep
+            .send(id, 0, false, &payload(1, 200_000))
+            .unwrap();
+    }
+    // A lossless, instant network by hand, so that every packet's flow is seen: rounds until both transfers
+    // are out, their windows growing past a burst on the way.
+    let mut flows = Vec::new();
+    let mut buf = vec![0; 65_536];
+    for _ in 0..60 {
+        let now = sim.now;
+        let mut out = Vec::new();
+        while let Some(t) = sim.nodes[0].ep.poll_transmit(now, &mut buf) {
+            flows.push(t.flow);
+            out.push((t.dst, buf[..t.len].to_vec()));
+        }
+        for (dst, p) in out {
+            let node = sim.node_at(dst).unwrap();
+            sim.nodes[node].ep.handle(now, addr(SERVER), &p);
+        }
+        for node in 1..=2 {
+            let from = if node == 1 {
+                addr(CLIENT)
+            } else {
+                addr("127.0.0.1:40001")
+            };
+            while let Some(t) = sim.nodes[node].ep.poll_transmit(now, &mut buf) {
+                let p = buf[..t.len].to_vec();
+                sim.nodes[0].ep.handle(now, from, &p);
+            }
+        }
+    }
+    let runs = runs(&flows);
+    assert!(
+        runs.iter().all(|&(f, _)| f != 0),
+        "association packets carry a flow: {runs:?}"
+    );
+    assert_eq!(
+        runs.iter()
+            .map(|r| r.0)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        2,
+        "one flow per association: {runs:?}"
+    );
+    // With both windows open, a burst ends at TRANSMIT_BURST and the other association takes its turn. (A
+    // longer run only happens while the other has nothing it may send.)
+    assert!(
+        runs.windows(2)
+            .any(|w| w[0].1 == TRANSMIT_BURST as usize && w[1].0 != w[0].0),
+        "a wide-open window sends a whole burst, then the other's turn: {runs:?}"
+    );
+    assert!(runs.len() >= 3, "the associations take turns: {runs:?}");
+}

@@ -36,6 +36,23 @@ pub struct TransportStats {
     pub send_errors: u64,
     /// Entries read from the socket's error queue (ICMP errors).
     pub icmp_errors: u64,
+    /// Of `datagrams_out`, those that left inside segmented sends (UDP GSO).
+    pub segmented_out: u64,
+}
+
+/// Which outgoing datagrams may share one segmented send (UDP GSO, see [`UdpTransport::set_coalescing`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Coalescing {
+    /// Every datagram is its own send (the default).
+    Off,
+    /// A burst of one association's packets: what any endpoint may do, since those packets share a path and
+    /// a receiver.
+    Association,
+    /// Any consecutive packets to one UDP address, whichever association wrote them. Only for a load
+    /// harness that runs many simulated clients behind one socket, where those clients would each send from
+    /// their own host: it takes the harness's own per-packet cost off the machine it shares with the daemon
+    /// under test. The receiver still reads one datagram per packet unless it turned on GRO.
+    Destination,
 }
 
 /// An endpoint's UDP socket with its receive and send batches.
@@ -46,6 +63,9 @@ pub struct UdpTransport {
     /// Replies go to this UDP port instead of the source port of the peer's packets (for peers that send from
     /// one port and listen on another).
     peer_port_override: Option<u16>,
+    coalescing: Coalescing,
+    /// Destination ports never sent segmented datagrams (see [`kernel_sctp_ports`]).
+    uncoalesced_ports: [u16; 2],
     writable_registered: bool,
     stats: TransportStats,
 }
@@ -104,9 +124,29 @@ impl UdpTransport {
             recv: RecvBatch::with_capacity(RECV_BATCH, RECV_SLOT),
             send: SendBatch::with_capacity(SEND_BATCH, max_packet.max(udp::DEFAULT_MAX_DATAGRAM)),
             peer_port_override: None,
+            coalescing: Coalescing::Off,
+            uncoalesced_ports: kernel_sctp_ports(),
             writable_registered: false,
             stats: TransportStats::default(),
         })
+    }
+
+    /// Chooses which packets may leave together in one segmented send ([`Coalescing::Off`] unless set). The
+    /// kernel cuts such a send back into the same datagrams, so the peer sees no difference; the stack is
+    /// crossed once per send instead of once per packet.
+    ///
+    /// Off by default because a capture on the sending host (`tcpdump -i lo`, or any interface whose NIC
+    /// segments) shows each segmented send as one oversized packet that Wireshark cannot decode as SCTP.
+    pub fn set_coalescing(&mut self, c: Coalescing) {
+        self.coalescing = c;
+        self.send.set_segmentation(c != Coalescing::Off);
+    }
+
+    /// Asks the kernel to hand over a peer's segmented sends whole (`UDP_GRO`); they are cut apart here, so
+    /// the endpoint still sees one packet at a time. Saves the receiving side the per-packet walk up the
+    /// stack when the peer sends bursts. Fails on kernels before 5.0.
+    pub fn enable_gro(&mut self) -> io::Result<()> {
+        udp::enable_gro(&self.sock)
     }
 
     /// Sends every reply to UDP port `port` rather than to the port the peer's packets came from.
@@ -237,7 +277,13 @@ impl UdpTransport {
                         if let Some(p) = self.peer_port_override {
                             dst.set_port(p);
                         }
-                        self.send.commit(dst, t.len);
+                        let flow = match self.coalescing {
+                            _ if self.uncoalesced_ports.contains(&dst.port()) => 0,
+                            Coalescing::Off => 0,
+                            Coalescing::Association => t.flow,
+                            Coalescing::Destination => 1,
+                        };
+                        self.send.commit_flow(dst, t.len, flow);
                         budget -= 1;
                     }
                     None => break,
@@ -249,6 +295,7 @@ impl UdpTransport {
             }
             let r = self.send.flush(&self.sock)?;
             self.stats.datagrams_out += r.sent as u64;
+            self.stats.segmented_out += r.segmented as u64;
             self.stats.send_errors += r.dropped as u64;
             if r.blocked {
                 if !self.writable_registered {
@@ -274,6 +321,22 @@ impl UdpTransport {
         }
         Ok(false)
     }
+}
+
+/// The UDP ports where the kernel's own SCTP stack may take encapsulated packets: the IANA port and whatever
+/// `net.sctp.udp_port` says now.
+///
+/// Those peers never get segmented sends. On a network the sending host cuts a segmented send apart before
+/// the wire, but on one host it reaches the receiving socket whole, and Linux 6.1's SCTP-over-UDP receive
+/// path crashes the kernel on it (`kernel BUG at mm/slub.c`, seen in our kernel interop VM with
+/// 6.1.0-56). A userspace stack such as mpd's reads ordinary datagrams either way.
+fn kernel_sctp_ports() -> [u16; 2] {
+    let configured = std::fs::read_to_string("/proc/sys/net/sctp/udp_port")
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .filter(|&p| p != 0)
+        .unwrap_or(DEFAULT_UDP_PORT);
+    [DEFAULT_UDP_PORT, configured]
 }
 
 /// Whether `ip` is a loopback or unspecified address (which must never be advertised to other hosts).
