@@ -60,8 +60,9 @@ struct Args {
     /// SCTP-over-UDP port of the daemon mpbench starts (default 19899)
     #[argh(option, default = "19899")]
     sctp_port: u16,
-    /// join: clients joining one at a time after N are online (default 50)
-    #[argh(option, default = "50")]
+    /// join: clients joining one at a time after N are online (default 200, so that p99 is not simply the
+    /// slowest join)
+    #[argh(option, default = "200")]
     joins: usize,
     /// detect: clients silenced, half by closing their socket and half by muting it (default 1% of N, at
     /// least 2)

@@ -27,7 +27,7 @@ use multiproto::client::sctp_config;
 use multiproto::discovery::{Datagram, Nick};
 use multiproto::reactor::{Reactor, ReactorEvent};
 use multiproto::registry::wire::{
-    ClientMsg, PPID, Register, RegisterResult, ServerMsg, Status, flags,
+    ClientMsg, PPID, Register, RegisterResult, ServerMsg, ServerView, Status, flags,
 };
 use multiproto::sctp::transport::{Coalescing, UdpTransport};
 use multiproto::sctp::{AssocId, DownReason, Endpoint, Event};
@@ -557,12 +557,10 @@ impl Swarm {
                 continue;
             };
             match ev {
-                Event::Message { ppid, data, .. } if ppid == PPID => {
-                    match ServerMsg::parse(&data) {
-                        Ok(m) => self.on_message(now, i, m),
-                        Err(_) => self.counters.malformed += 1,
-                    }
-                }
+                Event::Message { ppid, data, .. } if ppid == PPID => match ServerMsg::view(&data) {
+                    Ok(m) => self.on_message(now, i, m),
+                    Err(_) => self.counters.malformed += 1,
+                },
                 Event::Down(reason) => {
                     self.lanes[l].members.remove(&id);
                     self.on_down(now, i, reason);
@@ -608,10 +606,12 @@ impl Swarm {
         self.sims[i as usize].retry_timer = Some(t);
     }
 
-    fn on_message(&mut self, now: Instant, i: u32, m: ServerMsg) {
+    /// Handles one message from the daemon. Entries are decoded as they are applied (no `Vec` per message:
+    /// a storm brings 10⁸ of them); a malformed one is counted and ends the message.
+    fn on_message(&mut self, now: Instant, i: u32, m: ServerView<'_>) {
         let cap = self.cfg.capacity;
         match m {
-            ServerMsg::Registered { result, .. } => {
+            ServerView::Registered(ServerMsg::Registered { result, .. }) => {
                 let sim = &mut self.sims[i as usize];
                 if sim.state != State::Connecting {
                     return;
@@ -630,7 +630,8 @@ impl Swarm {
                     }
                 }
             }
-            ServerMsg::Snapshot {
+            ServerView::Registered(_) => {}
+            ServerView::Snapshot {
                 version,
                 page,
                 pages,
@@ -640,7 +641,7 @@ impl Swarm {
                     return;
                 }
                 self.counters.roster_msgs += 1;
-                self.counters.roster_entries += entries.len() as u64;
+                self.counters.roster_entries += entries.remaining() as u64;
                 let sim = &mut self.sims[i as usize];
                 let fresh = !matches!(&sim.partial, Some(p) if p.version == version && p.pages == pages && p.seen == page);
                 if fresh {
@@ -657,7 +658,12 @@ impl Swarm {
                 }
                 let mut foreign = 0;
                 if let Some(p) = &mut sim.partial {
-                    for e in &entries {
+                    for e in entries {
+                        let Ok(e) = e else {
+                            self.counters.malformed += 1;
+                            sim.partial = None;
+                            return;
+                        };
                         match index_of(&self.cfg.tag, &e.nick, cap) {
                             Some(x) if e.status == Status::Online => p.next.insert(x as usize),
                             Some(_) => {}
@@ -686,12 +692,12 @@ impl Swarm {
                     }
                 }
             }
-            ServerMsg::Delta { from, to, entries } => {
+            ServerView::Delta { from, to, entries } => {
                 if self.sims[i as usize].state != State::Registered {
                     return;
                 }
                 self.counters.roster_msgs += 1;
-                self.counters.roster_entries += entries.len() as u64;
+                self.counters.roster_entries += entries.remaining() as u64;
                 let sim = &mut self.sims[i as usize];
                 match sim.version {
                     None => return,
@@ -716,7 +722,11 @@ impl Swarm {
                 if sim.online.len() < cap {
                     sim.online.grow(cap);
                 }
-                for e in &entries {
+                for e in entries {
+                    let Ok(e) = e else {
+                        self.counters.malformed += 1;
+                        return;
+                    };
                     match index_of(&self.cfg.tag, &e.nick, cap) {
                         Some(x) => {
                             let on = e.status == Status::Online;
@@ -791,12 +801,18 @@ pub fn nick_of(tag: &str, i: u32) -> Nick {
 
 /// The simulated client a nickname names, if it is one of `tag`'s below `cap`.
 fn index_of(tag: &str, nick: &Nick, cap: usize) -> Option<u32> {
-    let rest = nick.as_str().strip_prefix(tag)?;
-    // Only the canonical spelling: "07" is not client 7.
-    if rest.len() > 1 && rest.starts_with('0') {
+    let rest = nick.as_bytes().strip_prefix(tag.as_bytes())?;
+    // Only the canonical spelling: "07" is not client 7. (Digits by hand: this runs for every roster entry.)
+    if rest.is_empty() || rest.len() > 9 || (rest.len() > 1 && rest[0] == b'0') {
         return None;
     }
-    let i: u32 = rest.parse().ok()?;
+    let mut i = 0u32;
+    for &c in rest {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        i = i * 10 + u32::from(c - b'0');
+    }
     ((i as usize) < cap).then_some(i)
 }
 
