@@ -327,9 +327,9 @@ impl UdpTransport {
 /// `net.sctp.udp_port` says now.
 ///
 /// Those peers never get segmented sends. On a network the sending host cuts a segmented send apart before
-/// the wire, but on one host it reaches the receiving socket whole, and Linux 6.1's SCTP-over-UDP receive
-/// path crashes the kernel on it (`kernel BUG at mm/slub.c`, seen in our kernel interop VM with
-/// 6.1.0-56). A userspace stack such as mpd's reads ordinary datagrams either way.
+/// the wire, but on one host it reaches the receiving socket whole, and when our echo server sent such runs
+/// to the kernel's SCTP in the interop VM (Linux 6.1.0-56), that kernel stopped with `kernel BUG at
+/// mm/slub.c:419`. A userspace stack such as mpd's reads ordinary datagrams either way.
 fn kernel_sctp_ports() -> [u16; 2] {
     let configured = std::fs::read_to_string("/proc/sys/net/sctp/udp_port")
         .ok()
