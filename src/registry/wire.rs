@@ -239,15 +239,6 @@ impl<'a> Reader<'a> {
             flaps,
         })
     }
-    fn entries(&mut self) -> Result<Vec<Entry>, WireError> {
-        let mut it = self.entry_iter()?;
-        let mut v = Vec::with_capacity(it.remaining());
-        for e in &mut it {
-            v.push(e?);
-        }
-        self.at = it.r.at;
-        Ok(v)
-    }
     /// The entry count, checked against the bytes left, and an iterator over the entries.
     fn entry_iter(&mut self) -> Result<EntryIter<'a>, WireError> {
         let n = self.u16()?;
@@ -441,8 +432,22 @@ impl ServerMsg {
     /// [`ServerView`]).
     pub fn view(b: &[u8]) -> Result<ServerView<'_>, WireError> {
         let mut r = Reader { b, at: 0 };
-        let kind = r.u8()?;
-        match kind {
+        match r.u8()? {
+            REGISTERED => {
+                let result = RegisterResult::from_u8(r.u8()?).ok_or(WireError("result"))?;
+                let daemon = r.u64()?;
+                let retry_after_ms = r.u32()?;
+                let n = usize::from(r.u16()?);
+                let reason =
+                    String::from_utf8(r.take(n)?.to_vec()).map_err(|_| WireError("reason"))?;
+                r.end()?;
+                Ok(ServerView::Registered(ServerMsg::Registered {
+                    result,
+                    daemon,
+                    retry_after_ms,
+                    reason,
+                }))
+            }
             SNAPSHOT => {
                 let version = r.u64()?;
                 let page = r.u16()?;
@@ -469,58 +474,38 @@ impl ServerMsg {
                     entries: r.entry_iter()?,
                 })
             }
-            _ => ServerMsg::parse(b).map(ServerView::Registered),
+            _ => Err(WireError("message type")),
         }
     }
 
-    /// Parses a message from the daemon.
+    /// Parses a message from the daemon, all or nothing: [`ServerMsg::view`] with every entry decoded.
     pub fn parse(b: &[u8]) -> Result<ServerMsg, WireError> {
-        let mut r = Reader { b, at: 0 };
-        let m = match r.u8()? {
-            REGISTERED => {
-                let result = RegisterResult::from_u8(r.u8()?).ok_or(WireError("result"))?;
-                let daemon = r.u64()?;
-                let retry_after_ms = r.u32()?;
-                let n = usize::from(r.u16()?);
-                let reason =
-                    String::from_utf8(r.take(n)?.to_vec()).map_err(|_| WireError("reason"))?;
-                ServerMsg::Registered {
-                    result,
-                    daemon,
-                    retry_after_ms,
-                    reason,
-                }
+        fn all(it: EntryIter<'_>) -> Result<Vec<Entry>, WireError> {
+            let mut v = Vec::with_capacity(it.remaining());
+            for e in it {
+                v.push(e?);
             }
-            SNAPSHOT => {
-                let version = r.u64()?;
-                let page = r.u16()?;
-                let pages = r.u16()?;
-                if page >= pages {
-                    return Err(WireError("page number"));
-                }
-                ServerMsg::Snapshot {
-                    version,
-                    page,
-                    pages,
-                    entries: r.entries()?,
-                }
-            }
-            DELTA => {
-                let from = r.u64()?;
-                let to = r.u64()?;
-                if to <= from {
-                    return Err(WireError("version range"));
-                }
-                ServerMsg::Delta {
-                    from,
-                    to,
-                    entries: r.entries()?,
-                }
-            }
-            _ => return Err(WireError("message type")),
-        };
-        r.end()?;
-        Ok(m)
+            Ok(v)
+        }
+        Ok(match ServerMsg::view(b)? {
+            ServerView::Registered(m) => m,
+            ServerView::Snapshot {
+                version,
+                page,
+                pages,
+                entries,
+            } => ServerMsg::Snapshot {
+                version,
+                page,
+                pages,
+                entries: all(entries)?,
+            },
+            ServerView::Delta { from, to, entries } => ServerMsg::Delta {
+                from,
+                to,
+                entries: all(entries)?,
+            },
+        })
     }
 
     /// Encodes the message (deltas and snapshots with many entries are better built in place with
@@ -646,6 +631,54 @@ mod tests {
         let mut one = Vec::new();
         put_entry(&mut one, &big);
         assert_eq!(one.len(), MAX_ENTRY_LEN);
+    }
+
+    #[test]
+    fn a_view_yields_the_entries_before_a_bad_one_then_stops() {
+        let good = ServerMsg::Delta {
+            from: 1,
+            to: 2,
+            entries: vec![entry("a", Status::Online), entry("b", Status::Offline)],
+        };
+        let mut b = good.encode();
+        let ServerView::Delta { entries, .. } = ServerMsg::view(&b).unwrap() else {
+            panic!("a delta");
+        };
+        assert_eq!(entries.remaining(), 2);
+        let got: Vec<_> = entries.collect();
+        assert_eq!(
+            got,
+            vec![
+                Ok(entry("a", Status::Online)),
+                Ok(entry("b", Status::Offline))
+            ]
+        );
+        // The second entry's status byte made invalid. That entry is 30 bytes: nick 1+1, instance 8, status
+        // 1, since 8, address 1+4, port 2, flaps 4; its status is 10 bytes in.
+        let status = b.len() - 30 + 10;
+        assert_eq!(b[status], 0, "Offline");
+        b[status] = 9;
+        let ServerView::Delta { entries, .. } = ServerMsg::view(&b).unwrap() else {
+            panic!("a delta");
+        };
+        let got: Vec<_> = entries.collect();
+        assert_eq!(
+            got.len(),
+            2,
+            "one good entry, one error, then nothing: {got:?}"
+        );
+        assert_eq!(got[0], Ok(entry("a", Status::Online)));
+        assert!(got[1].is_err());
+        assert!(ServerMsg::parse(&b).is_err(), "parse is all or nothing");
+        // Trailing bytes are an error after the last entry.
+        let mut long = good.encode();
+        long.push(0);
+        let ServerView::Delta { entries, .. } = ServerMsg::view(&long).unwrap() else {
+            panic!("a delta");
+        };
+        let got: Vec<_> = entries.collect();
+        assert_eq!(got.len(), 3);
+        assert!(got[2].is_err());
     }
 
     #[test]
