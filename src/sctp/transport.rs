@@ -380,9 +380,22 @@ mod tests {
     }
 
     fn handshake_over(bind: &str) {
+        let (a, _) = exchange(bind, b"over udp", |_, _| {});
+        assert!(a.datagrams_in >= 3);
+    }
+
+    /// Connects a client to a server over real UDP sockets bound at `bind`, sends `msg` from the client and
+    /// runs until the server has it; `setup(server, client)` configures the transports first. Returns both
+    /// transports' counters.
+    fn exchange(
+        bind: &str,
+        msg: &[u8],
+        setup: impl FnOnce(&mut UdpTransport, &mut UdpTransport),
+    ) -> (TransportStats, TransportStats) {
         let mut reactor = Reactor::new().unwrap();
         let mut a = UdpTransport::bind(bind.parse().unwrap(), 1200).unwrap();
         let mut b = UdpTransport::bind(bind.parse().unwrap(), 1200).unwrap();
+        setup(&mut a, &mut b);
         a.register(reactor.registry(), Token(0)).unwrap();
         b.register(reactor.registry(), Token(1)).unwrap();
         let mut ea = Endpoint::new(
@@ -396,7 +409,7 @@ mod tests {
         let id = eb
             .connect(reactor.now(), a.local_addr().unwrap(), 7)
             .unwrap();
-        eb.send(id, 0, false, b"over udp").unwrap();
+        eb.send(id, 0, false, msg).unwrap();
         let mut events = Vec::new();
         let mut got = None;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -430,8 +443,51 @@ mod tests {
             }
             while eb.poll_event().is_some() {}
         }
-        assert_eq!(got.as_deref(), Some(&b"over udp"[..]));
-        assert!(a.stats().datagrams_in >= 3);
+        assert_eq!(got.as_deref(), Some(msg), "the message arrived whole");
+        (*a.stats(), *b.stats())
+    }
+
+    /// A large message leaves in segmented sends when the sender asks for them, whole at a GRO receiver as
+    /// at a plain one; without asking, never.
+    #[test]
+    fn bulk_transfer_with_and_without_segmentation() {
+        let msg: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 1000) as u8).collect();
+        for gro in [false, true] {
+            let (_, sender) = exchange("127.0.0.1:0", &msg, |a, b| {
+                b.set_coalescing(Coalescing::Association);
+                if gro {
+                    a.enable_gro().unwrap();
+                }
+            });
+            assert!(sender.segmented_out > 0, "gro {gro}: {sender:?}");
+            assert!(sender.segmented_out <= sender.datagrams_out);
+        }
+        let (_, sender) = exchange("127.0.0.1:0", &msg, |_, _| {});
+        assert_eq!(sender.segmented_out, 0, "off by default");
+    }
+
+    /// Packets for the kernel's SCTP encapsulation port never leave segmented, whatever the policy.
+    #[test]
+    fn no_segmentation_towards_the_kernel_sctp_port() {
+        let reactor = Reactor::new().unwrap();
+        let inits_to = |port: u16| {
+            let mut t = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+            t.register(reactor.registry(), Token(1)).unwrap();
+            t.set_coalescing(Coalescing::Destination);
+            let mut ep = client_endpoint();
+            // Five INITs of one size to one UDP address (nothing needs to listen there).
+            for sctp_port in 1..=5u16 {
+                let to = SocketAddr::from(([127, 0, 0, 1], port));
+                ep.connect(reactor.now(), to, sctp_port).unwrap();
+            }
+            t.write(reactor.now(), &mut ep, reactor.registry(), Token(1))
+                .unwrap();
+            *t.stats()
+        };
+        let to_kernel = inits_to(DEFAULT_UDP_PORT);
+        assert_eq!((to_kernel.datagrams_out, to_kernel.segmented_out), (5, 0));
+        let elsewhere = inits_to(DEFAULT_UDP_PORT + 1);
+        assert_eq!((elsewhere.datagrams_out, elsewhere.segmented_out), (5, 5));
     }
 
     /// A send budget stops after that many datagrams and says more may wait; the rest go on later calls.
