@@ -7,6 +7,8 @@
 //!   sans-IO cores' `poll_transmit(now, buf)`), commits it with its destination, and flushes with `sendmmsg`.
 //!   When the socket buffer is full, the unsent datagrams stay queued for the next flush. A datagram the kernel
 //!   rejects is dropped and counted, so it never wedges the queue.
+//! - Segmentation: [`SendBatch::set_segmentation`] sends runs of datagrams of one flow to one destination as
+//!   one UDP GSO send; [`RecvBatch`] cuts UDP GRO runs back into datagrams on a socket with [`enable_gro`].
 //! - [`enable_recverr`] and [`read_errors`] turn ICMP errors (port unreachable, host unreachable, fragmentation
 //!   needed) into reports that name the destination and carry the start of the datagram that caused them. That
 //!   is how a client killed with `kill -9` is noticed in milliseconds instead of after heartbeat timeouts.
@@ -18,7 +20,8 @@
 //!
 //! # Unsafe
 //!
-//! The only `unsafe` blocks are the `recvmmsg` and `sendmmsg` calls plus one all-zero header constant. (nix's
+//! The only `unsafe` blocks are the `recvmmsg` and `sendmmsg` calls plus one all-zero header constant (and, in
+//! `gso`, libc's control-message length macros, which are plain arithmetic). (nix's
 //! wrappers were not used: they want per-call slices of `IoSlice`s and addresses that a ring cannot lend without
 //! copying, and its `recvmmsg` does not reset `msg_namelen`, which the kernel shrinks to the last sender's
 //! address length, between calls.) Addresses are encoded and decoded as bytes, with offsets taken from libc's

@@ -6,18 +6,16 @@
 //! receiving socket's queue. The receiver reads ordinary datagrams unless it asked for `UDP_GRO`, in which
 //! case it may get the run back as one buffer plus the segment size, and cuts it itself.
 //!
-//! This module holds the byte layout of those control messages and the rule for which queued datagrams may
-//! share a send; the system calls stay in the parent module.
+//! This module holds the byte layout of those control messages, the rule for which queued datagrams may
+//! share a send, and the switch that turns GRO on; the sends and receives stay in the parent module.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 
-/// `SOL_UDP` option and control message: the segment size of a send.
-const UDP_SEGMENT: libc::c_int = 103;
-/// `SOL_UDP` option (receive segmented runs whole) and control message (their segment size).
-const UDP_GRO: libc::c_int = 104;
+use libc::{UDP_GRO, UDP_SEGMENT};
 
-/// Most segments in one send (the kernel's `UDP_MAX_SEGMENTS` before 6.9; later kernels allow 128).
+/// Most segments in one send: the kernel's `UDP_MAX_SEGMENTS`, 64 on every kernel with `UDP_SEGMENT`
+/// (recent ones allow more).
 pub const MAX_SEGMENTS: usize = 64;
 /// Most payload bytes in one send: what fits an IPv6 payload length after the UDP header, with room to spare.
 pub const MAX_BYTES: usize = 65_000;
@@ -80,22 +78,8 @@ pub fn decode_gro_size(buf: &ControlBuf, len: usize) -> Option<usize> {
 /// Asks the kernel to deliver segmented runs to `sock` whole (`UDP_GRO`); read them with a
 /// [`RecvBatch`](super::RecvBatch), which cuts them back into datagrams.
 pub fn enable_gro(sock: &impl AsFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a live c_int and the length passed is its size; the kernel only reads it.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_fd().as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&raw const on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::UdpGroSegment, &true)
+        .map_err(io::Error::from)
 }
 
 /// How many of the datagrams `lens[0..]` (with `same_flow(j)` saying whether datagram `j` may share a send with
