@@ -61,6 +61,18 @@ impl fmt::Display for NickError {
 
 impl std::error::Error for NickError {}
 
+/// Which bytes may appear in a nickname ([`Nick::allowed`], as a table).
+static NICK_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+        c += 1;
+    }
+    t
+};
+
 impl Nick {
     /// Validates and stores a nickname.
     pub fn new(s: &str) -> Result<Nick, NickError> {
@@ -87,11 +99,20 @@ impl Nick {
         if b.len() > MAX_NICK {
             return Err(NickError::TooLong);
         }
-        if let Some(&bad) = b.iter().find(|&&c| !Self::allowed(char::from(c))) {
+        // Every roster entry carries a nickname (10⁸ of them reach the load harness in a 10 000-client storm):
+        // one table lookup per byte, checked for the whole name at once, and a copy without a memcpy call.
+        if !b.iter().fold(true, |ok, &c| ok & NICK_BYTE[usize::from(c)]) {
+            let bad = b
+                .iter()
+                .find(|&&c| !NICK_BYTE[usize::from(c)])
+                .copied()
+                .unwrap_or(0);
             return Err(NickError::BadChar(char::from(bad)));
         }
         let mut bytes = [0u8; MAX_NICK];
-        bytes[..b.len()].copy_from_slice(b);
+        for (d, &c) in bytes.iter_mut().zip(b) {
+            *d = c;
+        }
         Ok(Nick {
             len: b.len() as u8,
             bytes,
@@ -338,6 +359,20 @@ mod tests {
         // Every truncation is an error, never a panic.
         for n in 0..b.len() {
             assert!(Datagram::parse(&b[..n]).is_err(), "{d:?} cut at {n}");
+        }
+    }
+
+    #[test]
+    fn the_byte_table_agrees_with_the_rule_for_every_byte() {
+        for c in 0..=255u8 {
+            let ok = Nick::allowed(char::from(c));
+            assert_eq!(Nick::from_bytes(&[b'a', c, b'z']).is_ok(), ok, "byte {c}");
+            if !ok {
+                assert_eq!(
+                    Nick::from_bytes(&[b'a', c]),
+                    Err(NickError::BadChar(char::from(c)))
+                );
+            }
         }
     }
 
