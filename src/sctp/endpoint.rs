@@ -446,12 +446,14 @@ impl Endpoint {
     }
 
     /// Re-files an association's earliest deadline in the wheel and queues it for transmission if needed.
+    #[inline(always)]
     fn touch(&mut self, key: usize, now: Instant) {
         self.sync_timer(key, now);
         self.enqueue(key);
     }
 
     /// Re-files an association's earliest deadline in the wheel.
+    #[inline(always)]
     fn sync_timer(&mut self, key: usize, now: Instant) {
         let a = &mut self.assocs[key];
         let want = a.timers.earliest(now);

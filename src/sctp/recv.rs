@@ -3,7 +3,9 @@
 //!
 //! Everything here is bounded: a chunk is accepted only within the receive window (counted as payload plus
 //! [`CHUNK_OVERHEAD`], so a flood of one-byte chunks cannot cost more memory than the window says), within the
-//! 16-bit gap-block offset range, and within [`MAX_GAP_RANGES`] separate gaps.
+//! 16-bit gap-block offset range, and within [`MAX_GAP_RANGES`] separate gaps. Consecutive fragments of a
+//! message are joined as they arrive, into one growing buffer that becomes the delivered message; its
+//! capacity is at most twice its payload, so memory stays within twice what the window charges.
 
 use super::chunk::Data;
 use super::wire::{Tsn, ssn_lt};
@@ -23,18 +25,42 @@ pub(crate) struct Delivered {
     pub data: Vec<u8>,
 }
 
+/// Buffered DATA: one chunk, or a run of consecutive fragments of one message joined as they arrived (so a
+/// message whose fragments come in order is assembled in place and handed over without another copy).
 struct RxChunk {
+    /// First TSN of the run.
+    first: Tsn,
+    /// Last TSN of the run.
     tsn: Tsn,
     stream: u16,
     ssn: u16,
+    /// BEGIN of the first fragment, END of the last, UNORDERED of all.
     flags: u8,
     ppid: u32,
-    data: Box<[u8]>,
+    data: Vec<u8>,
+    /// What its fragments were charged against the window: payload plus [`CHUNK_OVERHEAD`] each.
+    charge: usize,
 }
 
 impl RxChunk {
-    fn cost(&self) -> usize {
-        self.data.len() + CHUNK_OVERHEAD
+    /// Whether a fragment with `tsn` and `flags` on `stream` carries on this run: the next TSN, no END here
+    /// and no BEGIN there, the same stream and ordering (a broken sender's mismatch stays apart, and its
+    /// message never completes, as before).
+    fn continued_by(&self, tsn: Tsn, stream: u16, flags: u8) -> bool {
+        use super::chunk::data_flags::{BEGIN, UNORDERED};
+        self.tsn.next() == tsn
+            && !self.end()
+            && flags & BEGIN == 0
+            && self.stream == stream
+            && (self.flags & UNORDERED) == (flags & UNORDERED)
+    }
+
+    /// Appends the fragment(s) of `data` (last TSN `tsn`, flags `flags`, charged `charge`) to this run.
+    fn extend(&mut self, tsn: Tsn, flags: u8, data: &[u8], charge: usize) {
+        self.data.extend_from_slice(data);
+        self.tsn = tsn;
+        self.flags |= flags & super::chunk::data_flags::END;
+        self.charge += charge;
     }
     fn begin(&self) -> bool {
         self.flags & super::chunk::data_flags::BEGIN != 0
@@ -180,17 +206,66 @@ impl RecvQueue {
         next_ssn: &mut [u16],
         deliver: &mut impl FnMut(Delivered),
     ) {
-        let c = RxChunk {
-            tsn: d.tsn,
-            stream: d.stream,
-            ssn: d.ssn,
-            flags: d.flags,
-            ppid: d.ppid,
-            data: d.payload.into(),
-        };
-        self.buffered += c.cost();
-        let i = self.chunks.partition_point(|x| x.tsn.lt(c.tsn));
-        self.chunks.insert(i, c);
+        use super::chunk::data_flags::{BEGIN, END, UNORDERED};
+        // The common case: a whole message, nothing buffered, and its turn on the stream. Straight out.
+        if d.flags & (BEGIN | END) == BEGIN | END && self.chunks.is_empty() {
+            let unordered = d.flags & UNORDERED != 0;
+            let slot = usize::from(d.stream);
+            if unordered || next_ssn.get(slot) == Some(&d.ssn) {
+                if !unordered {
+                    next_ssn[slot] = d.ssn.wrapping_add(1);
+                }
+                deliver(Delivered {
+                    stream: d.stream,
+                    unordered,
+                    ppid: d.ppid,
+                    data: d.payload.to_vec(),
+                });
+                return;
+            }
+        }
+        self.store_buffered(d, next_ssn, deliver);
+    }
+
+    /// `store` for a fragment, or a message that must wait its turn: buffer it (joined to its neighbours)
+    /// and deliver what it completes. Kept out of line so the common case above stays small where it is
+    /// inlined.
+    #[inline(never)]
+    fn store_buffered(
+        &mut self,
+        d: &Data<'_>,
+        next_ssn: &mut [u16],
+        deliver: &mut impl FnMut(Delivered),
+    ) {
+        let charge = d.payload.len() + CHUNK_OVERHEAD;
+        self.buffered += charge;
+        // Runs are disjoint and `accept` let no received TSN through: this is where `d` goes.
+        let mut i = self.chunks.partition_point(|x| x.tsn.lt(d.tsn));
+        if i > 0 && self.chunks[i - 1].continued_by(d.tsn, d.stream, d.flags) {
+            i -= 1;
+            self.chunks[i].extend(d.tsn, d.flags, d.payload, charge);
+        } else {
+            self.chunks.insert(
+                i,
+                RxChunk {
+                    first: d.tsn,
+                    tsn: d.tsn,
+                    stream: d.stream,
+                    ssn: d.ssn,
+                    flags: d.flags,
+                    ppid: d.ppid,
+                    data: d.payload.to_vec(),
+                    charge,
+                },
+            );
+        }
+        // A fragment that fills a hole joins the run after it too.
+        if let Some(next) = self.chunks.get(i + 1)
+            && self.chunks[i].continued_by(next.first, next.stream, next.flags)
+        {
+            let next = self.chunks.remove(i + 1);
+            self.chunks[i].extend(next.tsn, next.flags, &next.data, next.charge);
+        }
         if let Some((first, last)) = self.complete_around(i) {
             let head = &self.chunks[first];
             let (stream, ssn, unordered) = (head.stream, head.ssn, head.unordered());
@@ -240,7 +315,7 @@ impl RecvQueue {
     fn complete_around(&self, i: usize) -> Option<(usize, usize)> {
         let mut first = i;
         while !self.chunks[first].begin() {
-            if first == 0 || self.chunks[first - 1].tsn.next() != self.chunks[first].tsn {
+            if first == 0 || self.chunks[first - 1].tsn.next() != self.chunks[first].first {
                 return None;
             }
             first -= 1;
@@ -265,7 +340,7 @@ impl RecvQueue {
                 return Some(k);
             }
             let next = self.chunks.get(k + 1)?;
-            if next.tsn != c.tsn.next() {
+            if next.first != c.tsn.next() {
                 return None;
             }
             k += 1;
@@ -277,13 +352,13 @@ impl RecvQueue {
         let (stream, unordered, ppid) = (head.stream, head.unordered(), head.ppid);
         let data = if first == last {
             let c = self.chunks.remove(first);
-            self.buffered -= c.cost();
-            c.data.into_vec()
+            self.buffered -= c.charge;
+            c.data
         } else {
             let len: usize = self.chunks[first..=last].iter().map(|c| c.data.len()).sum();
             let mut data = Vec::with_capacity(len);
             for c in self.chunks.drain(first..=last) {
-                self.buffered -= c.data.len() + CHUNK_OVERHEAD;
+                self.buffered -= c.charge;
                 data.extend_from_slice(&c.data);
             }
             data
@@ -400,6 +475,37 @@ mod tests {
         assert_eq!(next, [0, 2]);
         assert_eq!(q.buffered(), 0);
         assert!(q.chunks.is_empty());
+    }
+
+    #[test]
+    fn fragments_join_into_one_run_as_they_arrive() {
+        let mut q = RecvQueue::default();
+        let mut next = [0u16; 1];
+        let got = std::cell::RefCell::new(Vec::new());
+        let mut deliver = |m: Delivered| got.borrow_mut().push(m.data);
+        q.store(&data(10, 0, 0, BEGIN, b"ab"), &mut next, &mut deliver);
+        q.store(&data(11, 0, 0, 0, b"cd"), &mut next, &mut deliver);
+        // A hole at 12; 13 starts a run of its own, which 12 then joins to the first.
+        q.store(&data(13, 0, 0, 0, b"gh"), &mut next, &mut deliver);
+        assert_eq!(q.chunks.len(), 2);
+        assert_eq!((q.chunks[0].first, q.chunks[0].tsn), (Tsn(10), Tsn(11)));
+        q.store(&data(12, 0, 0, 0, b"ef"), &mut next, &mut deliver);
+        assert_eq!(q.chunks.len(), 1, "one run from 10 to 13");
+        assert_eq!(q.chunks[0].data, b"abcdefgh");
+        assert_eq!(
+            q.buffered(),
+            4 * (2 + CHUNK_OVERHEAD),
+            "charged per fragment"
+        );
+        assert!(got.borrow().is_empty());
+        q.store(&data(14, 0, 0, END, b"i"), &mut next, &mut deliver);
+        assert_eq!(*got.borrow(), vec![b"abcdefghi".to_vec()]);
+        assert_eq!(q.buffered(), 0);
+        assert!(q.chunks.is_empty());
+        // A new message's BEGIN never joins the one before it.
+        q.store(&data(15, 0, 1, BEGIN, b"x"), &mut next, &mut deliver);
+        q.store(&data(16, 0, 2, BEGIN | END, b"y"), &mut next, &mut deliver);
+        assert_eq!(q.chunks.len(), 2);
     }
 
     #[test]
