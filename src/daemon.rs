@@ -108,6 +108,9 @@ const CONTROL_CONNS: Token = Token(16);
 const TIMER_ANNOUNCE: u64 = 1;
 const TIMER_SAVE: u64 = 2;
 const TIMER_TRIM: u64 = 3;
+const TIMER_KERNEL_PORTS: u64 = 4;
+/// How often mpd looks again at which UDP port the kernel's own SCTP uses (no segmented sends go there).
+const KERNEL_PORTS_EVERY: Duration = Duration::from_secs(10);
 
 /// After the roster changes, how long until freed heap memory is handed back, and how often that is tried
 /// again while associations are still sending (the storm's queues are still draining).
@@ -379,6 +382,9 @@ impl Service {
         );
         // Announce now and twice more, in case the first is lost: waiting clients find us at once.
         self.announce();
+        let start = self.reactor.now();
+        self.reactor
+            .arm(start + KERNEL_PORTS_EVERY, TIMER_KERNEL_PORTS);
         let mut events = Vec::with_capacity(256);
         let mut stopping: Option<Instant> = None;
         // Datagrams left in the endpoint when the last turn's send budget ran out: turn again at once.
@@ -447,6 +453,11 @@ impl Service {
                             self.save(now);
                         }
                         TIMER_TRIM => self.trim_heap(now),
+                        TIMER_KERNEL_PORTS => {
+                            self.udp.refresh_kernel_ports();
+                            self.reactor
+                                .arm(now + KERNEL_PORTS_EVERY, TIMER_KERNEL_PORTS);
+                        }
                         _ => {}
                     },
                     ReactorEvent::Io(..) => {}

@@ -142,6 +142,12 @@ impl UdpTransport {
         self.send.set_segmentation(c != Coalescing::Off);
     }
 
+    /// Reads `net.sctp.udp_port` again: the kernel's SCTP module may have been loaded, or its port changed,
+    /// since the socket was bound. A long-running server calls this now and then (mpd: every 10 s).
+    pub fn refresh_kernel_ports(&mut self) {
+        self.uncoalesced_ports = kernel_sctp_ports();
+    }
+
     /// Asks the kernel to hand over a peer's segmented sends whole (`UDP_GRO`); they are cut apart here, so
     /// the endpoint still sees one packet at a time. Saves the receiving side the per-packet walk up the
     /// stack when the peer sends bursts. Fails on kernels before 5.0.
@@ -331,8 +337,17 @@ impl UdpTransport {
 /// to the kernel's SCTP in the interop VM (Linux 6.1.0-56), that kernel stopped with `kernel BUG at
 /// mm/slub.c:419`. A userspace stack such as mpd's reads ordinary datagrams either way.
 fn kernel_sctp_ports() -> [u16; 2] {
-    let configured = std::fs::read_to_string("/proc/sys/net/sctp/udp_port")
-        .ok()
+    ports_from_sysctl(
+        std::fs::read_to_string("/proc/sys/net/sctp/udp_port")
+            .ok()
+            .as_deref(),
+    )
+}
+
+/// [`kernel_sctp_ports`] given the text of `net.sctp.udp_port`, if the file exists (it does once the
+/// kernel's SCTP module is loaded; 0 means its UDP encapsulation is off).
+fn ports_from_sysctl(text: Option<&str>) -> [u16; 2] {
+    let configured = text
         .and_then(|s| s.trim().parse::<u16>().ok())
         .filter(|&p| p != 0)
         .unwrap_or(DEFAULT_UDP_PORT);
@@ -464,6 +479,18 @@ mod tests {
         }
         let (_, sender) = exchange("127.0.0.1:0", &msg, |_, _| {});
         assert_eq!(sender.segmented_out, 0, "off by default");
+    }
+
+    #[test]
+    fn the_kernel_port_comes_from_the_sysctl_text() {
+        assert_eq!(ports_from_sysctl(None), [9899, 9899], "no SCTP module");
+        assert_eq!(
+            ports_from_sysctl(Some("0\n")),
+            [9899, 9899],
+            "encapsulation off"
+        );
+        assert_eq!(ports_from_sysctl(Some("9900\n")), [9899, 9900]);
+        assert_eq!(ports_from_sysctl(Some("junk")), [9899, 9899]);
     }
 
     /// Packets for the kernel's SCTP encapsulation port never leave segmented, whatever the policy.
