@@ -56,10 +56,18 @@ fn join_every_client_sees_every_join_once() {
     assert_eq!(num(&v, "clients"), 50.0);
     assert_eq!(num(&v, "joins"), 5.0);
     assert_eq!(num(&v, "seen_twice"), 0.0);
-    for k in ["p50_ms", "p99_ms", "max_ms", "snapshot_ms"] {
+    for k in [
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "snapshot_ms",
+        "raw_fanout_p50_ms",
+        "raw_fanout_p99_ms",
+    ] {
         assert!(num(&v, k) > 0.0, "{k} in {v}");
     }
     assert!(num(&v, "p50_ms") <= num(&v, "p99_ms") && num(&v, "p99_ms") <= num(&v, "max_ms"));
+    assert!(num(&v, "raw_fanout_p50_ms") <= num(&v, "raw_fanout_p99_ms"));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod chat;
 mod daemon;
+mod fanout;
 mod plot;
 mod report;
 mod scenarios;

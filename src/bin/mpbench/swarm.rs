@@ -160,6 +160,10 @@ pub struct Counters {
     pub resyncs: u64,
     /// Associations that went down (not silenced by the scenario).
     pub downs: u64,
+    /// Of those, the ones the daemon gave up on or aborted (an ABORT reached us).
+    pub downs_aborted: u64,
+    /// Of those, the ones our side gave up on (retransmission or heartbeat limit).
+    pub downs_lost: u64,
     /// Reconnection attempts.
     pub reconnects: u64,
     /// Roster messages that did not parse.
@@ -452,6 +456,13 @@ impl Swarm {
         }
     }
 
+    /// One turn that does not wait: brings the swarm's clock up to date after the caller spent a while
+    /// elsewhere (the raw fan-out baseline), so that what it does next is not stamped in the past.
+    pub fn catch_up(&mut self) -> io::Result<()> {
+        let now = self.now();
+        self.turn(now)
+    }
+
     /// One turn of the loop, waiting at most until `deadline`.
     pub fn turn(&mut self, deadline: Instant) -> io::Result<()> {
         // What the scenario queued since the last turn (a connect, a shutdown) goes out before waiting.
@@ -579,6 +590,11 @@ impl Swarm {
             return;
         }
         self.counters.downs += 1;
+        match reason {
+            DownReason::PeerAbort(_) => self.counters.downs_aborted += 1,
+            DownReason::Lost => self.counters.downs_lost += 1,
+            _ => {}
+        }
         if sim.state == State::Registered {
             sim.retry_delay = RETRY_MIN;
         }
