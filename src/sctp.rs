@@ -214,7 +214,10 @@ pub struct Config {
     /// the peer, which gives the association up when our acknowledgements stop arriving. For a server of
     /// many clients that all heartbeat (mpd): it answers their heartbeats and sends none of its own, half
     /// the packets, and still probes a client that goes quiet one interval after its last heartbeat. The
-    /// first heartbeat still goes out, to measure the RTT.
+    /// first heartbeat still goes out, to measure the RTT. A peer's heartbeat also clears the count of
+    /// consecutive timeouts (Association.Max.Retrans), as an acknowledgement of ours does: a peer that keeps
+    /// heartbeating is not given up on when its SACKs are late or our DATA is lost on the way (a slow or
+    /// overloaded receiver is not a dead one); a silent one is, as before.
     pub defer_to_peer_heartbeats: bool,
     /// SACK.Delay (RFC: 200 ms, at most 500 ms).
     pub sack_delay: Duration,

@@ -100,9 +100,26 @@ pub struct Sim {
     pub stats: NetStats,
     queue: BinaryHeap<Reverse<InFlight>>,
     blocked: HashSet<(usize, usize)>,
+    data_blocked: HashSet<(usize, usize)>,
     rng: ChaCha8Rng,
     seq: u64,
     buf: Vec<u8>,
+}
+
+/// Whether an SCTP packet holds a DATA chunk (type 0), walking the chunk headers after the common header.
+fn carries_data(packet: &[u8]) -> bool {
+    let mut at = 12;
+    while let Some(h) = packet.get(at..at + 4) {
+        if h[0] == 0 {
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if len < 4 {
+            return false;
+        }
+        at += len.next_multiple_of(4);
+    }
+    false
 }
 
 /// The seed to use: `MULTIPROTO_SIM_SEED` if set (to replay a failure), else `default`.
@@ -123,6 +140,7 @@ impl Sim {
             stats: NetStats::default(),
             queue: BinaryHeap::new(),
             blocked: HashSet::new(),
+            data_blocked: HashSet::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             seq: 0,
             buf: vec![0; 65536],
@@ -150,6 +168,17 @@ impl Sim {
         }
     }
 
+    /// Drops every datagram carrying a DATA chunk from node `from` to node `to` while `blocked`; control
+    /// packets (SACK, HEARTBEAT, HEARTBEAT ACK, ...) still pass. A receiver whose buffer is full for large
+    /// packets, or a path that loses only them.
+    pub fn block_data(&mut self, from: usize, to: usize, blocked: bool) {
+        if blocked {
+            self.data_blocked.insert((from, to));
+        } else {
+            self.data_blocked.remove(&(from, to));
+        }
+    }
+
     /// Index of the node at `addr`.
     pub fn node_at(&self, addr: SocketAddr) -> Option<usize> {
         self.nodes.iter().position(|n| n.addr == addr)
@@ -171,7 +200,10 @@ impl Sim {
             self.stats.dropped += 1;
             return;
         };
-        if self.blocked.contains(&(from_node, to)) || self.chance(self.netem.loss) {
+        if self.blocked.contains(&(from_node, to))
+            || (self.data_blocked.contains(&(from_node, to)) && carries_data(bytes))
+            || self.chance(self.netem.loss)
+        {
             self.stats.dropped += 1;
             return;
         }

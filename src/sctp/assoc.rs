@@ -615,6 +615,17 @@ impl Assoc {
                 // is like ours, so a live peer's heartbeats keep ours from ever going out. Not before our
                 // RTO is measured: our heartbeats are then the only RTT samples of an association that sends
                 // no DATA, and probing a dead peer at RTO.Initial would find it late.
+                // Standing in for ours, the peer's heartbeat also clears the count of timeouts as an answer
+                // to ours would: a peer that keeps heartbeating is alive, however late its SACKs are. Only a
+                // peer that falls silent is given up on, not one whose data is delayed or lost.
+                if sh.cfg.defer_to_peer_heartbeats
+                    && matches!(
+                        self.phase,
+                        Phase::Established | Phase::ShutdownPending | Phase::ShutdownReceived
+                    )
+                {
+                    self.errors = 0;
+                }
                 if let Some(interval) = sh.cfg.heartbeat_interval
                     && sh.cfg.defer_to_peer_heartbeats
                     && self.rto.srtt().is_some()

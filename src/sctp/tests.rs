@@ -355,6 +355,57 @@ fn a_server_deferring_to_client_heartbeats_sends_none_yet_finds_a_dead_client() 
 }
 
 #[test]
+fn a_server_deferring_to_client_heartbeats_keeps_a_heartbeating_client_whose_data_is_lost() {
+    let mut sim = Sim::new(seed_or(42), Netem::IDEAL);
+    let server = Config {
+        defer_to_peer_heartbeats: true,
+        ..server_cfg()
+    };
+    sim.add_node(addr(SERVER), server.clone());
+    sim.add_node(addr(CLIENT), client_cfg());
+    let (s, _) = establish(&mut sim);
+    sim.run_for(Duration::from_secs(5), 100_000);
+    // For 20 s nothing the server sends with DATA reaches the client (a receiver whose socket is full for
+    // large packets), while the client's heartbeats and their acknowledgements pass. Retransmission
+    // timeouts pile up far past Association.Max.Retrans, yet the client is alive: it stays.
+    sim.block_data(0, 1, true);
+    for i in 0..20u8 {
+        sim.nodes[0].ep.send(s, 0, false, &[i; 300]).unwrap();
+    }
+    sim.run_for(Duration::from_secs(20), 1_000_000);
+    let t3 = sim.nodes[0].ep.stats().t3_timeouts;
+    assert!(
+        t3 > u64::from(server.max_retransmits) + 1,
+        "{t3} T3 timeouts: enough to give up on a silent peer"
+    );
+    assert!(downs(&sim, 0).is_empty() && downs(&sim, 1).is_empty());
+    assert_eq!(count_messages(&sim, 1), 0);
+    // The path clears: everything arrives, in order.
+    sim.block_data(0, 1, false);
+    let ok = sim.run_until(sim.now + Duration::from_secs(30), 1_000_000, |s| {
+        count_messages(s, 1) == 20
+    });
+    assert!(ok, "{} of 20 delivered", count_messages(&sim, 1));
+    let want: Vec<(u16, Vec<u8>)> = (0..20u8).map(|i| (0, vec![i; 300])).collect();
+    assert_eq!(messages(&sim, 1), want);
+    // With data outstanding again, a client that falls silent is still given up on.
+    sim.nodes[0].ep.send(s, 0, false, &[99; 300]).unwrap();
+    sim.block(1, 0, true);
+    sim.block(0, 1, true);
+    let t0 = sim.now;
+    let ok = sim.run_until(t0 + Duration::from_secs(60), 1_000_000, |s| {
+        !downs(s, 0).is_empty()
+    });
+    assert!(ok);
+    assert_eq!(downs(&sim, 0), vec![DownReason::Lost]);
+    // Within an interval and Association.Max.Retrans + 1 timeouts, each at most RTO.Max (the RTO may
+    // still be backed off from the lossy stretch).
+    let bound = server.heartbeat_interval.unwrap()
+        + server.rto.max * (u32::from(server.max_retransmits) + 2);
+    assert!(sim.now - t0 <= bound, "{:?} > {bound:?}", sim.now - t0);
+}
+
+#[test]
 fn graceful_shutdown_delivers_queued_data() {
     let mut sim = pair(
         6,
