@@ -183,29 +183,61 @@ impl UdpTransport {
     /// Drains the socket: ICMP errors first (so an association whose peer is gone is closed before more of its
     /// packets are handled), then every datagram, each handed to the endpoint.
     pub fn read(&mut self, now: Instant, ep: &mut Endpoint) -> io::Result<()> {
-        // Two closures need the endpoint: hand it to each in turn through a cell.
-        let ep = std::cell::RefCell::new(ep);
-        self.read_with(
-            |from, bytes| ep.borrow_mut().handle(now, from, bytes),
-            |dst, payload| ep.borrow_mut().handle_unreachable(dst, payload),
-        )
+        self.read_budget(now, ep, usize::MAX).map(|_| ())
     }
 
     /// Like [`UdpTransport::read`], for callers that wrap their endpoint: `datagram(from, bytes)` for each
     /// SCTP packet, `unreachable(dst, quoted)` for each ICMP port unreachable.
     pub fn read_with(
         &mut self,
+        datagram: impl FnMut(SocketAddr, &[u8]),
+        unreachable: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<()> {
+        self.read_inner(usize::MAX, datagram, unreachable)
+            .map(|_| ())
+    }
+
+    /// Like [`UdpTransport::read`], but stops once `budget` datagrams are read (at the end of the batch that
+    /// reaches it); true if it stopped there (the socket may hold more, and no new readiness event is
+    /// promised for it). A reader that answers many
+    /// peers (the load harness) calls this once per turn, so what it owes them (SACKs, heartbeat
+    /// acknowledgements) goes out after each bounded read rather than after its whole backlog.
+    pub fn read_budget(
+        &mut self,
+        now: Instant,
+        ep: &mut Endpoint,
+        budget: usize,
+    ) -> io::Result<bool> {
+        // Two closures need the endpoint: hand it to each in turn through a cell.
+        let ep = std::cell::RefCell::new(ep);
+        self.read_inner(
+            budget,
+            |from, bytes| ep.borrow_mut().handle(now, from, bytes),
+            |dst, payload| ep.borrow_mut().handle_unreachable(dst, payload),
+        )
+    }
+
+    fn read_inner(
+        &mut self,
+        budget: usize,
         mut datagram: impl FnMut(SocketAddr, &[u8]),
         mut unreachable: impl FnMut(SocketAddr, &[u8]),
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         self.read_errors(&mut unreachable)?;
+        let mut read = 0usize;
+        let mut stopped = false;
         loop {
+            if read >= budget {
+                stopped = true;
+                break;
+            }
             let n = self.recv.recv(&self.sock)?;
             if n == 0 {
                 break;
             }
             for d in self.recv.iter() {
                 self.stats.datagrams_in += 1;
+                read += 1;
                 if d.truncated {
                     self.stats.truncated += 1;
                     continue;
@@ -213,7 +245,8 @@ impl UdpTransport {
                 datagram(canonical(d.source), d.payload);
             }
         }
-        self.read_errors(&mut unreachable)
+        self.read_errors(&mut unreachable)?;
+        Ok(stopped)
     }
 
     fn read_errors(&mut self, unreachable: &mut impl FnMut(SocketAddr, &[u8])) -> io::Result<()> {
@@ -538,6 +571,32 @@ mod tests {
             sent.push((b.stats().datagrams_out, more));
         }
         assert_eq!(sent, [(2, true), (4, true), (5, false)]);
+    }
+
+    /// A read budget stops at the batch that reaches it and says more may wait; later calls read the rest.
+    #[test]
+    fn read_budget_reads_about_its_budget_per_call() {
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+        let to = b.local_addr().unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let total = 3 * RECV_BATCH as u64 + 5;
+        for i in 0..total {
+            tx.send_to(&i.to_be_bytes(), to).unwrap();
+        }
+        let mut eb = client_endpoint();
+        let now = Instant::ZERO;
+        let mut calls = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.stats().datagrams_in < total && std::time::Instant::now() < deadline {
+            let more = b.read_budget(now, &mut eb, RECV_BATCH).unwrap();
+            calls.push((b.stats().datagrams_in, more));
+        }
+        let (first, more) = calls[0];
+        assert!(more && first >= RECV_BATCH as u64, "{calls:?}");
+        assert!(calls.len() >= 3, "{calls:?}");
+        assert_eq!(calls.last().unwrap().0, total);
+        // None of them is SCTP: each was dropped as malformed, after being read.
+        assert_eq!(eb.stats().malformed, total);
     }
 
     /// A peer whose UDP port is closed: the ICMP port unreachable closes the association at once.

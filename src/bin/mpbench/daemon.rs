@@ -76,6 +76,16 @@ pub fn proc_stats(pid: i32) -> Result<ProcStats, String> {
     })
 }
 
+/// The kernel's count of UDP datagrams dropped for a full receive buffer (`RcvbufErrors` in
+/// `/proc/net/snmp`), machine-wide; `None` where the file cannot be read.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 impl OwnDaemon {
     /// Starts `mpd start` in a new temporary directory with `net` and `extra` options.
     pub fn start(net: &Net, extra: &[String]) -> Result<OwnDaemon, String> {
@@ -171,6 +181,11 @@ impl Drop for OwnDaemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_drop_counter_is_read() {
+        assert!(udp_rcvbuf_errors().is_some());
+    }
 
     #[test]
     fn own_process_stats_are_read() {

@@ -9,7 +9,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use multiproto::discovery::{self, Datagram, Hello};
 
-use crate::daemon::{Net, OwnDaemon, proc_stats};
+use crate::daemon::{Net, OwnDaemon, proc_stats, udp_rcvbuf_errors};
 use crate::fanout;
 use crate::report::{Figures, Progress, round3, summary};
 use crate::swarm::{self, State, Swarm};
@@ -138,6 +138,12 @@ impl Bench {
 
     fn daemon_pid(&self) -> Option<i32> {
         self.own.as_ref().and_then(|d| d.pid().ok())
+    }
+
+    /// The SCTP counters of a daemon we started (`mpd status --json`, key `sctp`).
+    fn daemon_sctp_stats(&self) -> Option<serde_json::Value> {
+        let v = self.own.as_ref()?.status().ok()?;
+        Some(v["sctp"].clone())
     }
 
     /// Connects every idle client in batches and waits until every client sees every other online.
@@ -339,6 +345,8 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let mut b = Bench::open(p, p.clients)?;
     let pid = b.daemon_pid();
     let before = pid.map(proc_stats).transpose()?;
+    let sctp_before = b.daemon_sctp_stats();
+    let drops_before = udp_rcvbuf_errors();
     let sw = &mut b.swarm;
     sw.add(p.clients, None).map_err(err)?;
     let n = p.clients;
@@ -360,6 +368,9 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let complete = sw.now().saturating_since(t0);
     check(ok, || setup_failure(sw, "storm", limit))?;
     let busy = wall0.elapsed();
+    let drops = drops_before.zip(udp_rcvbuf_errors()).map(|(a, z)| z - a);
+    let sctp_after = b.daemon_sctp_stats();
+    let sw = &mut b.swarm;
     let during = pid.map(proc_stats).transpose()?;
     // Settled: two seconds after, for two seconds.
     sw.run_until(Duration::from_secs(2), |_| false)
@@ -393,6 +404,19 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
         .set("downs_aborted", sw.counters.downs_aborted)
         .set("downs_lost", sw.counters.downs_lost)
         .set("reconnects", sw.counters.reconnects);
+    if let Some(d) = drops {
+        f.set("udp_rcvbuf_drops", d);
+    }
+    if let (Some(a), Some(z)) = (sctp_before, sctp_after) {
+        let delta = |k: &str| z[k].as_u64().unwrap_or(0) - a[k].as_u64().unwrap_or(0);
+        f.set("daemon_t3_timeouts", delta("t3_timeouts"))
+            .set("daemon_retransmits", delta("retransmits"));
+    }
+    f.notes.push(
+        "udp_rcvbuf_drops: datagrams the kernel dropped for full receive buffers during the storm, on the \
+         whole machine (the harness's sockets, when it falls behind)"
+            .into(),
+    );
     Ok(f)
 }
 

@@ -38,6 +38,10 @@ const GROUP: Token = Token(0);
 const FIRST_LANE: usize = 1;
 /// First SCTP port handed to clients of a lane.
 const FIRST_PORT: u16 = 1024;
+/// Datagrams read from one lane per turn at most. Each client would read and answer its own packets; one
+/// process reading a lane's whole backlog before answering any held every SACK back by the time that took
+/// (hundreds of ms under a storm), and the daemon's retransmission timers fired at clients that were alive.
+const READ_BUDGET: usize = 1024;
 /// mpc's reconnection delays (src/client.rs: `hello_min`, `hello_max`).
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -130,6 +134,8 @@ struct Lane {
     size: usize,
     /// Filled by [`Swarm::add`] without a lane; the others belong to one group of clients.
     shared: bool,
+    /// The last read stopped at its budget: read again next turn without waiting for an event.
+    backlog: bool,
 }
 
 /// A scenario's interest in one simulated client's entry reaching a given status at every other client.
@@ -262,6 +268,7 @@ impl Swarm {
             muted: false,
             size: 0,
             shared: false,
+            backlog: false,
         });
         Ok(idx as u32)
     }
@@ -467,12 +474,16 @@ impl Swarm {
     pub fn turn(&mut self, deadline: Instant) -> io::Result<()> {
         // What the scenario queued since the last turn (a connect, a shutdown) goes out before waiting.
         self.write_all()?;
-        let next = self
-            .lanes
-            .iter()
-            .filter(|l| l.udp.is_some() && !l.muted)
-            .filter_map(|l| l.ep.poll_timeout())
-            .fold(deadline, Instant::min);
+        let live = |l: &&Lane| l.udp.is_some() && !l.muted;
+        let next = if self.lanes.iter().filter(live).any(|l| l.backlog) {
+            self.now()
+        } else {
+            self.lanes
+                .iter()
+                .filter(live)
+                .filter_map(|l| l.ep.poll_timeout())
+                .fold(deadline, Instant::min)
+        };
         let mut events = std::mem::take(&mut self.events);
         self.reactor.turn(Some(next), &mut events)?;
         let now = self.now();
@@ -485,11 +496,11 @@ impl Swarm {
                         && !lane.muted
                         && let Some(udp) = &mut lane.udp
                     {
-                        udp.read(now, &mut lane.ep)?;
+                        // Read below, with the lanes that have a backlog.
+                        lane.backlog = true;
                         if r.writable {
                             udp.write(now, &mut lane.ep, self.reactor.registry(), Token(t))?;
                         }
-                        self.drain(l);
                     }
                 }
                 ReactorEvent::Timer { key, .. } => {
@@ -504,6 +515,26 @@ impl Swarm {
             }
         }
         self.events = events;
+        for l in 0..self.lanes.len() {
+            let lane = &mut self.lanes[l];
+            if lane.backlog
+                && !lane.muted
+                && let Some(udp) = &mut lane.udp
+            {
+                lane.backlog = udp.read_budget(now, &mut lane.ep, READ_BUDGET)?;
+                self.drain(l);
+                // What this read owes the daemon (SACKs, heartbeat acknowledgements) leaves now.
+                let lane = &mut self.lanes[l];
+                if let Some(udp) = &mut lane.udp {
+                    udp.write(
+                        now,
+                        &mut lane.ep,
+                        self.reactor.registry(),
+                        Token(FIRST_LANE + l),
+                    )?;
+                }
+            }
+        }
         for l in 0..self.lanes.len() {
             let lane = &mut self.lanes[l];
             if lane.udp.is_some() && !lane.muted && lane.ep.poll_timeout().is_some_and(|t| t <= now)
