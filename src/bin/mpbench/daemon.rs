@@ -25,6 +25,8 @@ pub struct OwnDaemon {
     mpd: PathBuf,
     dir: PathBuf,
     args: Vec<String>,
+    /// `mpd start` succeeded: dropping stops it.
+    started: bool,
 }
 
 /// CPU time and memory of a process, from `/proc/PID/stat` and `/proc/PID/status`.
@@ -114,8 +116,14 @@ impl OwnDaemon {
             args.extend(["--iface".to_string(), i.clone()]);
         }
         args.extend(extra.iter().cloned());
-        let d = OwnDaemon { mpd, dir, args };
+        let mut d = OwnDaemon {
+            mpd,
+            dir,
+            args,
+            started: false,
+        };
         d.command("start", true)?;
+        d.started = true;
         Ok(d)
     }
 
@@ -167,7 +175,9 @@ pub fn status_of(dir: &Path) -> Result<Value, String> {
 
 impl Drop for OwnDaemon {
     fn drop(&mut self) {
-        if let Err(e) = self.command("stop", false) {
+        if self.started
+            && let Err(e) = self.command("stop", false)
+        {
             eprintln!("mpbench: {e}");
         }
         if std::env::var_os("MPBENCH_KEEP").is_none() {

@@ -69,6 +69,10 @@ struct Args {
     /// least 2)
     #[argh(option)]
     silence: Option<usize>,
+    /// an option for the mpd that mpbench starts, one word each, repeatable: `--mpd-arg --rto-max-ms
+    /// --mpd-arg 1000` (for experiments; PERF.md's figures use mpd's defaults)
+    #[argh(option)]
+    mpd_arg: Vec<String>,
     /// simulated clients per UDP socket (default 1024: with 4096, the clients' windows of a join storm
     /// overflowed the shared socket's receive buffer, and the losses were the harness's own)
     #[argh(option, default = "1024")]
@@ -165,7 +169,7 @@ fn main() -> ExitCode {
             heartbeat: Duration::from_millis(args.heartbeat_ms.clamp(10, 60_000)),
             seed: args.seed,
             liveness_only: args.liveness_only,
-            mpd_args: Vec::new(),
+            mpd_args: args.mpd_arg.clone(),
         };
         for name in &names {
             // Chat does not depend on N: once, with the first, is enough.
