@@ -1,14 +1,18 @@
 //! The cost of a roster change reaching every client: one join, coalesced into a delta by the registry and
 //! sent over 10 000 SCTP associations, both ends of each association included (the clients' endpoints
-//! receive and acknowledge it). Also the registry's share alone.
+//! receive and acknowledge it). Also the registry's share alone, and the roster wire format: a snapshot
+//! page encoded and read in place (what every client, and the load harness 10⁸ times in a storm, does).
 //!
 //! `cargo bench --bench registry`
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use multiproto::registry::wire::{ClientMsg, Register, flags};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use multiproto::discovery::Nick;
+use multiproto::registry::wire::{
+    self, ClientMsg, Entry, Register, ServerMsg, ServerView, Status, flags,
+};
 use multiproto::registry::{Config, Out, Registry};
 use multiproto::sctp::{AssocId, Endpoint};
 use multiproto::time::Instant;
@@ -138,5 +142,62 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// 10 000 entries as a storm leaves them: nicknames like the harness's, one address, ports in a row, the
+/// clients online since within a few seconds of each other.
+fn storm_entries() -> Vec<Entry> {
+    (0..CLIENTS)
+        .map(|i| Entry {
+            nick: Nick::new(&format!("b1a2b-{i}")).unwrap(),
+            instance: 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(u64::from(i) + 1),
+            status: Status::Online,
+            since_ms: 1_764_000_000_000 + u64::from(i) * 3 / 7,
+            chat: SocketAddr::from(([127, 0, 0, 1], 20_000 + (i % 40_000) as u16)),
+            flaps: 0,
+        })
+        .collect()
+}
+
+fn bench_wire(c: &mut Criterion) {
+    let mut g = c.benchmark_group("roster_wire");
+    let entries = storm_entries();
+    let pages = wire::encode_pages(&entries, 60 * 1024, |b| wire::begin_snapshot(b, 7, 0, 1));
+    let page = &pages[0];
+    let per_page = match ServerMsg::view(page).unwrap() {
+        ServerView::Snapshot { entries, .. } => entries.remaining(),
+        _ => unreachable!(),
+    };
+    eprintln!(
+        "roster_wire: {} pages for {CLIENTS} entries, {per_page} entries and {} bytes in the first ({:.1} B per entry)",
+        pages.len(),
+        page.len(),
+        page.len() as f64 / per_page as f64
+    );
+    g.throughput(Throughput::Elements(per_page as u64));
+    g.bench_function("read_snapshot_page_in_place", |b| {
+        b.iter(|| {
+            let ServerView::Snapshot { entries, .. } = ServerMsg::view(black_box(page)).unwrap()
+            else {
+                unreachable!()
+            };
+            let mut sum = 0u64;
+            for e in entries {
+                let e = e.unwrap();
+                sum = sum.wrapping_add(e.since_ms ^ u64::from(e.nick[e.nick.len() - 1]));
+            }
+            black_box(sum)
+        })
+    });
+    g.throughput(Throughput::Elements(u64::from(CLIENTS)));
+    g.bench_function("encode_snapshot_10k", |b| {
+        b.iter(|| {
+            let p = wire::encode_pages(black_box(&entries), 60 * 1024, |b| {
+                wire::begin_snapshot(b, 7, 0, 1)
+            });
+            black_box(p.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_wire);
 criterion_main!(benches);

@@ -143,6 +143,8 @@ pub struct Counters {
     pub discovery_malformed: u64,
     /// Roster messages that could not be delivered because a client's send buffer was full.
     pub send_buffer_full: u64,
+    /// Messages from clients of roster protocol 1, each answered with a refusal.
+    pub old_protocol: u64,
     /// Stalls detected (turns that woke more than 250 ms late).
     pub stalls: u64,
     /// The longest stall, in ms.
@@ -506,6 +508,7 @@ impl Service {
                 Event::Message { ppid, data, .. } if ppid == wire::PPID => {
                     self.registry.handle_message(now, wall, id, &data)
                 }
+                Event::Message { ppid, .. } if ppid == wire::PPID_V1 => self.refuse_v1(id),
                 Event::Message { .. } => {}
                 Event::Restarted => self.registry.connection_restarted(now, id),
                 Event::Down(r) => self.registry.connection_lost(now, wall, id, why(r)),
@@ -550,6 +553,30 @@ impl Service {
             self.counters.heap_trimmed_kib += (free / 1024) as u64;
             log::debug!("handed {} KiB of freed heap back to the OS", free / 1024);
         }
+    }
+
+    /// A client of roster protocol 1 (fixed-size entries) would not understand our snapshots. Its REGISTERED
+    /// has the same layout in both versions, so it is told why in words it can show, and nothing else.
+    fn refuse_v1(&mut self, id: AssocId) {
+        self.counters.old_protocol += 1;
+        let remote = self
+            .ep
+            .remote(id)
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default();
+        log::info!(
+            "client at {remote} speaks roster protocol 1 (MPR1): refused, it must be upgraded"
+        );
+        let reply = wire::ServerMsg::Registered {
+            result: wire::RegisterResult::BadRequest,
+            daemon: self.instance,
+            retry_after_ms: 0,
+            reason: "this mpd speaks roster protocol 2 (MPR2) and this client protocol 1: upgrade the client"
+                .into(),
+        };
+        let _ = self
+            .ep
+            .send_owned(id, 0, false, wire::PPID_V1, reply.encode());
     }
 
     fn deliver(&mut self, id: AssocId, bytes: Payload) {

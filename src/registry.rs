@@ -741,60 +741,40 @@ impl Registry {
     }
 
     /// Splits `changed` into delta messages of at most `page_bytes`, spreading the version range over them so
-    /// each follows the one before.
+    /// each follows the one before. With nothing visible changed (only removals of entries never flushed),
+    /// one empty delta still advances the clients' versions.
     fn push_deltas(&mut self, changed: &[WireEntry]) {
-        let per = (self.cfg.page_bytes.saturating_sub(32) / wire::MAX_ENTRY_LEN)
-            .clamp(1, usize::from(u16::MAX));
-        let pieces = changed.len().div_ceil(per).max(1);
+        let pages =
+            wire::encode_pages(changed, self.cfg.page_bytes, |b| wire::begin_delta(b, 0, 1));
+        let pieces = pages.len();
         let (mut from, to) = (self.flushed, self.version);
-        for (i, chunk) in changed.chunks(per).enumerate() {
+        for (i, mut b) in pages.into_iter().enumerate() {
             // Version steps: the last piece ends at `to`; earlier ones one step each.
             let end = if i + 1 == pieces {
                 to
             } else {
                 (from + 1).min(to - 1)
             };
-            let mut b = Vec::with_capacity(32 + chunk.len() * wire::MAX_ENTRY_LEN);
-            wire::begin_delta(&mut b, from, end);
-            for e in chunk {
-                wire::put_entry(&mut b, e);
-            }
-            wire::finish_entries(&mut b, chunk.len() as u16);
+            wire::set_delta_range(&mut b, from, end);
             self.out.push_back((Out::Broadcast(b.into()), None));
             self.stats.deltas += 1;
             from = end;
-        }
-        if changed.is_empty() {
-            // Only removals of entries that were never flushed... or nothing visible: still advance versions.
-            let mut b = Vec::new();
-            wire::begin_delta(&mut b, self.flushed, self.version);
-            wire::finish_entries(&mut b, 0);
-            self.out.push_back((Out::Broadcast(b.into()), None));
-            self.stats.deltas += 1;
         }
     }
 
     /// The roster at the current version, encoded once as snapshot pages.
     fn snapshot_pages(&mut self) -> Vec<Arc<[u8]>> {
-        let per = (self.cfg.page_bytes.saturating_sub(32) / wire::MAX_ENTRY_LEN)
-            .clamp(1, usize::from(u16::MAX));
-        let all: Vec<WireEntry> = self.entries.iter().map(|(_, e)| e.wire()).collect();
-        let pages = all.len().div_ceil(per).max(1);
-        let pages16 = u16::try_from(pages).unwrap_or(u16::MAX);
-        (0..pages)
-            .map(|p| {
-                let chunk = all
-                    .get(p * per..((p + 1) * per).min(all.len()))
-                    .unwrap_or(&[]);
-                let mut b = Vec::with_capacity(32 + chunk.len() * wire::MAX_ENTRY_LEN);
-                wire::begin_snapshot(&mut b, self.version, p as u16, pages16);
-                for e in chunk {
-                    wire::put_entry(&mut b, e);
-                }
-                wire::finish_entries(&mut b, chunk.len() as u16);
-                Arc::from(b)
-            })
-            .collect()
+        let version = self.version;
+        let mut pages = wire::encode_pages(
+            self.entries.iter().map(|(_, e)| e.wire()),
+            self.cfg.page_bytes,
+            |b| wire::begin_snapshot(b, version, 0, 1),
+        );
+        let n = u16::try_from(pages.len()).unwrap_or(u16::MAX);
+        for (p, b) in pages.iter_mut().enumerate() {
+            wire::set_snapshot_page(b, p as u16, n);
+        }
+        pages.into_iter().map(Arc::from).collect()
     }
 }
 

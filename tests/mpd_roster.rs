@@ -322,3 +322,72 @@ fn clients_register_again_by_themselves_after_a_daemon_restart() {
     let st = mpd.status().unwrap();
     assert_eq!(st["clients"]["online"], 2, "{st}");
 }
+
+/// A client of roster protocol 1 (PPID "MPR1", fixed-size entries) could not read this daemon's snapshots: its
+/// REGISTER is answered, on its own protocol identifier, with a refusal that says what to do, and counted.
+#[test]
+fn a_client_of_the_old_roster_protocol_is_told_to_upgrade() {
+    use multiproto::reactor::Reactor;
+    use multiproto::registry::wire::{
+        ClientMsg, PPID_V1, Register, RegisterResult, ServerMsg, flags,
+    };
+    use multiproto::sctp::transport::UdpTransport;
+    use multiproto::sctp::{Endpoint, Event};
+
+    let net = Net::new("roster-v1", 30);
+    let mpd = Mpd::start(&net, &[]);
+    let mut reactor = Reactor::new().unwrap();
+    let mut udp = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1200).unwrap();
+    udp.register(reactor.registry(), mio::Token(1)).unwrap();
+    let mut ep = Endpoint::new(
+        multiproto::client::sctp_config(5000, Duration::from_secs(1)),
+        [7; 32],
+    );
+    let daemon = format!("127.0.0.1:{}", net.sctp_port).parse().unwrap();
+    let id = ep.connect(reactor.now(), daemon, net.sctp_port).unwrap();
+    let register = ClientMsg::Register(Register {
+        flags: flags::SUBSCRIBE,
+        instance: 1,
+        nick: "old".into(),
+        chat_port: 4000,
+        chat_ip: None,
+    });
+    ep.send_owned(id, 0, false, PPID_V1, register.encode())
+        .unwrap();
+    let mut events = Vec::new();
+    let mut reply = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reply.is_none() && std::time::Instant::now() < deadline {
+        let now = reactor.now();
+        udp.write(now, &mut ep, reactor.registry(), mio::Token(1))
+            .unwrap();
+        let wake = ep
+            .poll_timeout()
+            .map_or(now + Duration::from_millis(50), |t| {
+                t.min(now + Duration::from_millis(50))
+            });
+        reactor.turn(Some(wake), &mut events).unwrap();
+        let now = reactor.now();
+        udp.read(now, &mut ep).unwrap();
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
+        }
+        while let Some((_, e)) = ep.poll_event() {
+            if let Event::Message { ppid, data, .. } = e {
+                reply = Some((ppid, data));
+            }
+        }
+    }
+    let (ppid, data) = reply.expect("no answer to a protocol 1 REGISTER within 10 s");
+    assert_eq!(ppid, PPID_V1);
+    match ServerMsg::parse(&data) {
+        Ok(ServerMsg::Registered { result, reason, .. }) => {
+            assert_eq!(result, RegisterResult::BadRequest);
+            assert!(reason.contains("upgrade the client"), "{reason}");
+        }
+        other => panic!("not a REGISTERED: {other:?}"),
+    }
+    let s = mpd.status().unwrap();
+    assert_eq!(s["daemon"]["old_protocol"], 1, "{s}");
+    assert_eq!(s["clients"]["online"], 0, "{s}");
+}

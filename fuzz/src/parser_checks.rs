@@ -33,8 +33,9 @@ use multiproto::registry::wire::{
 pub const DISCOVERY_HEADER: usize = 16;
 /// Longest nickname a REGISTER can carry: its length field is one byte.
 pub const MAX_REGISTER_NICK: usize = 255;
-/// Minimum encoded size of a roster entry (1-byte nick, IPv4), which the entry-count check relies on.
-const MIN_ENTRY_LEN: usize = 2 + 8 + 1 + 8 + 5 + 2 + 4;
+/// Minimum encoded size of a roster entry, which the entry-count check relies on: nick 1+1, instance 8,
+/// kind 1, `since` and flaps at least a byte each, IPv4 address 4, port 2.
+const MIN_ENTRY_LEN: usize = 2 + 8 + 1 + 1 + 4 + 2 + 1;
 
 /// The longest prefix of `s` that is at most `max` bytes and ends on a char boundary: what the encoders must
 /// send for an over-long string. Written from `char_indices`, independently of the library's own helper.

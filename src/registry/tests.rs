@@ -189,12 +189,13 @@ fn large_snapshots_and_deltas_are_paged() {
         h.register(c, &format!("n{i}"), i as u64, 1);
     }
     let got = h.turn();
-    // 100 entries of up to 73 bytes in 1000-byte messages.
-    assert!(got[&a] >= 8, "{}", got[&a]);
+    // 100 entries of about 20 bytes (nickname 1+3, instance 8, kind 1, `since` 1-6, address 4, port 2,
+    // flaps 1) in 1000-byte messages that always leave room for a largest entry (75 bytes).
+    assert!(got[&a] >= 3, "{}", got[&a]);
     let late = h.connect("127.0.0.4:1");
     h.register(late, "late", 9, 1);
     let got = h.turn();
-    assert!(got[&late] >= 9);
+    assert!(got[&late] >= 3, "{}", got[&late]);
     h.assert_converged();
 }
 

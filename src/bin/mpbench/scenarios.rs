@@ -232,21 +232,23 @@ const SACK_PACKET_LEN: usize = 12 + 16;
 /// Bytes of the SCTP packet that carries the delta of `nick` joining: common header 12, DATA chunk header
 /// 16, the delta message padded to 4.
 fn delta_packet_len(nick: &discovery::Nick) -> usize {
-    use multiproto::registry::wire::{self, Entry, Status};
-    let mut m = Vec::new();
-    wire::begin_delta(&mut m, 1, 2);
-    wire::put_entry(
-        &mut m,
-        &Entry {
+    use multiproto::registry::wire::{Entry, ServerMsg, Status};
+    let since_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let m = ServerMsg::Delta {
+        from: 1,
+        to: 2,
+        entries: vec![Entry {
             nick: *nick,
             instance: u64::MAX,
             status: Status::Online,
-            since_ms: 0,
+            since_ms,
             chat: SocketAddr::from(([127, 0, 0, 1], 20000)),
             flaps: 0,
-        },
-    );
-    wire::finish_entries(&mut m, 1);
+        }],
+    }
+    .encode();
     12 + 16 + m.len().next_multiple_of(4)
 }
 
