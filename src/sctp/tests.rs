@@ -309,9 +309,10 @@ fn heartbeats_keep_idle_association_alive_and_measure_rtt() {
     assert_eq!(sim.nodes[0].ep.rto(s), Some(server_cfg().rto.min));
 }
 
-#[test]
-fn a_server_deferring_to_client_heartbeats_sends_none_yet_finds_a_dead_client() {
-    let mut sim = Sim::new(seed_or(41), Netem::IDEAL);
+/// A server that defers to its clients' heartbeats (as mpd) and one client, associated. Returns the
+/// simulator, the server's config and its association id.
+fn deferring_pair(seed: u64) -> (Sim, Config, AssocId) {
+    let mut sim = Sim::new(seed_or(seed), Netem::IDEAL);
     let server = Config {
         defer_to_peer_heartbeats: true,
         ..server_cfg()
@@ -319,6 +320,12 @@ fn a_server_deferring_to_client_heartbeats_sends_none_yet_finds_a_dead_client() 
     sim.add_node(addr(SERVER), server.clone());
     sim.add_node(addr(CLIENT), client_cfg());
     let (s, _) = establish(&mut sim);
+    (sim, server, s)
+}
+
+#[test]
+fn a_server_deferring_to_client_heartbeats_sends_none_yet_finds_a_dead_client() {
+    let (mut sim, server, s) = deferring_pair(41);
     // Until its RTO is measured the server heartbeats too (one or two, depending on how the two
     // schedules meet); from then on the client's heartbeats keep its own from going out.
     sim.run_for(Duration::from_secs(5), 100_000);
@@ -356,14 +363,7 @@ fn a_server_deferring_to_client_heartbeats_sends_none_yet_finds_a_dead_client() 
 
 #[test]
 fn a_server_deferring_to_client_heartbeats_keeps_a_heartbeating_client_whose_data_is_lost() {
-    let mut sim = Sim::new(seed_or(42), Netem::IDEAL);
-    let server = Config {
-        defer_to_peer_heartbeats: true,
-        ..server_cfg()
-    };
-    sim.add_node(addr(SERVER), server.clone());
-    sim.add_node(addr(CLIENT), client_cfg());
-    let (s, _) = establish(&mut sim);
+    let (mut sim, server, s) = deferring_pair(42);
     sim.run_for(Duration::from_secs(5), 100_000);
     // For 20 s nothing the server sends with DATA reaches the client (a receiver whose socket is full for
     // large packets), while the client's heartbeats and their acknowledgements pass. Retransmission

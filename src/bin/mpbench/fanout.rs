@@ -151,25 +151,7 @@ fn receive_rounds(
             }
             // Read the whole round first, as the swarm acknowledges what one read brought in.
             let finished = (got == shape.receivers).then(Instant::now);
-            for (l, s) in socks.iter_mut().enumerate() {
-                let (n, Some(dst)) = (replies[l], from[l]) else {
-                    continue;
-                };
-                let mut left = n;
-                s.write_with(poll.registry(), Token(l), |buf| {
-                    (left > 0 && buf.len() >= shape.reply).then(|| {
-                        left -= 1;
-                        buf[..shape.reply].fill(0);
-                        Transmit {
-                            dst,
-                            len: shape.reply,
-                            flow: 1,
-                        }
-                    })
-                })
-                .map_err(|e| format!("raw fan-out: reply: {e}"))?;
-                replies[l] = left;
-            }
+            send_replies(poll, socks, &mut replies, &from, shape.reply)?;
             if let Some(t) = finished {
                 break t;
             }
@@ -184,24 +166,38 @@ fn receive_rounds(
     while replies.iter().any(|&n| n > 0) && Instant::now() < end {
         poll.poll(&mut events, Some(Duration::from_millis(10)))
             .map_err(|e| format!("raw fan-out: poll: {e}"))?;
-        for (l, s) in socks.iter_mut().enumerate() {
-            let Some(dst) = from[l] else { continue };
-            let mut left = replies[l];
-            s.write_with(poll.registry(), Token(l), |buf| {
-                (left > 0 && buf.len() >= shape.reply).then(|| {
-                    left -= 1;
-                    Transmit {
-                        dst,
-                        len: shape.reply,
-                        flow: 1,
-                    }
-                })
-            })
-            .map_err(|e| format!("raw fan-out: reply: {e}"))?;
-            replies[l] = left;
-        }
+        send_replies(poll, socks, &mut replies, &from, shape.reply)?;
     }
     Ok(times)
+}
+
+/// Sends what each lane owes (`replies[l]` datagrams of `size` bytes to `from[l]`) as far as its socket
+/// takes them; what it does not take stays owed.
+fn send_replies(
+    poll: &Poll,
+    socks: &mut [UdpTransport],
+    replies: &mut [usize],
+    from: &[Option<SocketAddr>],
+    size: usize,
+) -> Result<(), String> {
+    for (l, s) in socks.iter_mut().enumerate() {
+        let Some(dst) = from[l] else { continue };
+        let mut left = replies[l];
+        s.write_with(poll.registry(), Token(l), |buf| {
+            (left > 0 && buf.len() >= size).then(|| {
+                left -= 1;
+                buf[..size].fill(0);
+                Transmit {
+                    dst,
+                    len: size,
+                    flow: 1,
+                }
+            })
+        })
+        .map_err(|e| format!("raw fan-out: reply: {e}"))?;
+        replies[l] = left;
+    }
+    Ok(())
 }
 
 fn parse(b: &[u8]) -> Option<(u32, usize)> {

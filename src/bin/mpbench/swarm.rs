@@ -524,15 +524,7 @@ impl Swarm {
                 lane.backlog = udp.read_budget(now, &mut lane.ep, READ_BUDGET)?;
                 self.drain(l);
                 // What this read owes the daemon (SACKs, heartbeat acknowledgements) leaves now.
-                let lane = &mut self.lanes[l];
-                if let Some(udp) = &mut lane.udp {
-                    udp.write(
-                        now,
-                        &mut lane.ep,
-                        self.reactor.registry(),
-                        Token(FIRST_LANE + l),
-                    )?;
-                }
+                self.write_lane(l, now)?;
             }
         }
         for l in 0..self.lanes.len() {
@@ -548,18 +540,24 @@ impl Swarm {
 
     fn write_all(&mut self) -> io::Result<()> {
         let now = self.now();
-        for (l, lane) in self.lanes.iter_mut().enumerate() {
-            if lane.muted {
-                continue;
-            }
-            if let Some(udp) = &mut lane.udp {
-                udp.write(
-                    now,
-                    &mut lane.ep,
-                    self.reactor.registry(),
-                    Token(FIRST_LANE + l),
-                )?;
-            }
+        for l in 0..self.lanes.len() {
+            self.write_lane(l, now)?;
+        }
+        Ok(())
+    }
+
+    /// Moves what lane `l`'s endpoint has to send into its socket (nothing for a muted lane).
+    fn write_lane(&mut self, l: usize, now: Instant) -> io::Result<()> {
+        let lane = &mut self.lanes[l];
+        if !lane.muted
+            && let Some(udp) = &mut lane.udp
+        {
+            udp.write(
+                now,
+                &mut lane.ep,
+                self.reactor.registry(),
+                Token(FIRST_LANE + l),
+            )?;
         }
         Ok(())
     }
