@@ -14,6 +14,8 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::sctp::chunk::{Chunk, ChunkIter};
+use crate::sctp::wire::HEADER_LEN;
 use crate::sctp::{AssocId, Config, Endpoint, Event};
 use crate::time::Instant;
 
@@ -106,20 +108,9 @@ pub struct Sim {
     buf: Vec<u8>,
 }
 
-/// Whether an SCTP packet holds a DATA chunk (type 0), walking the chunk headers after the common header.
+/// Whether an SCTP packet holds a DATA chunk (the chunks read as the endpoint reads them).
 fn carries_data(packet: &[u8]) -> bool {
-    let mut at = 12;
-    while let Some(h) = packet.get(at..at + 4) {
-        if h[0] == 0 {
-            return true;
-        }
-        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if len < 4 {
-            return false;
-        }
-        at += len.next_multiple_of(4);
-    }
-    false
+    ChunkIter::new(packet.get(HEADER_LEN..).unwrap_or(&[])).any(|c| matches!(c, Ok(Chunk::Data(_))))
 }
 
 /// The seed to use: `MULTIPROTO_SIM_SEED` if set (to replay a failure), else `default`.

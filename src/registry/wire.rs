@@ -402,6 +402,16 @@ pub fn put_entry(out: &mut Vec<u8>, e: &Entry, prev_since: &mut u64) {
     put_varint(out, u64::from(e.flaps));
 }
 
+/// Appends `entries` to a message begun by [`begin_snapshot`] or [`begin_delta`], chaining their `since`
+/// from the first, and sets the count.
+fn put_entries(out: &mut Vec<u8>, entries: &[Entry]) {
+    let mut prev = 0;
+    for e in entries {
+        put_entry(out, e, &mut prev);
+    }
+    finish_entries(out, entries.len() as u16);
+}
+
 /// Encodes `entries` into one message or more, each begun by `begin` and holding as many entries as fit in
 /// `max_bytes` (at least one each, and one message without entries when there are none), with its count
 /// set. Headers are then filled in by the caller ([`set_snapshot_page`], [`set_delta_range`]), once the
@@ -725,19 +735,11 @@ impl ServerMsg {
                 entries,
             } => {
                 begin_snapshot(&mut out, *version, *page, *pages);
-                let mut prev = 0;
-                for e in entries {
-                    put_entry(&mut out, e, &mut prev);
-                }
-                finish_entries(&mut out, entries.len() as u16);
+                put_entries(&mut out, entries);
             }
             ServerMsg::Delta { from, to, entries } => {
                 begin_delta(&mut out, *from, *to);
-                let mut prev = 0;
-                for e in entries {
-                    put_entry(&mut out, e, &mut prev);
-                }
-                finish_entries(&mut out, entries.len() as u16);
+                put_entries(&mut out, entries);
             }
         }
         out

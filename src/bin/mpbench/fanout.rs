@@ -135,7 +135,13 @@ fn receive_rounds(
             }
             poll.poll(&mut events, Some(left))
                 .map_err(|e| format!("raw fan-out: poll: {e}"))?;
-            for (l, s) in socks.iter_mut().enumerate() {
+            // Only the lanes that were reported readable, as the swarm reads.
+            for l in events
+                .iter()
+                .filter(|e| e.is_readable())
+                .map(|e| e.token().0)
+            {
+                let Some(s) = socks.get_mut(l) else { continue };
                 s.read_with(
                     |src, bytes| {
                         let Some((r, k)) = parse(bytes) else { return };

@@ -8,6 +8,8 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use multiproto::discovery::{self, Datagram, Hello};
+use multiproto::sctp::chunk::{DATA_HEADER_LEN, SACK_FIXED_LEN};
+use multiproto::sctp::wire::HEADER_LEN;
 
 use crate::daemon::{Net, OwnDaemon, proc_stats, udp_rcvbuf_errors};
 use crate::fanout;
@@ -226,11 +228,11 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     }
 }
 
-/// Bytes of a SCTP packet carrying one SACK with no gaps: common header 12, SACK chunk 16.
-const SACK_PACKET_LEN: usize = 12 + 16;
+/// Bytes of a SCTP packet carrying one SACK with no gaps: common header and the SACK chunk.
+const SACK_PACKET_LEN: usize = HEADER_LEN + SACK_FIXED_LEN;
 
-/// Bytes of the SCTP packet that carries the delta of `nick` joining: common header 12, DATA chunk header
-/// 16, the delta message padded to 4.
+/// Bytes of the SCTP packet that carries the delta of `nick` joining: common header, DATA chunk header, the
+/// delta message padded to 4.
 fn delta_packet_len(nick: &discovery::Nick) -> usize {
     use multiproto::registry::wire::{Entry, ServerMsg, Status};
     let since_ms = std::time::SystemTime::now()
@@ -249,7 +251,7 @@ fn delta_packet_len(nick: &discovery::Nick) -> usize {
         }],
     }
     .encode();
-    12 + 16 + m.len().next_multiple_of(4)
+    HEADER_LEN + DATA_HEADER_LEN + m.len().next_multiple_of(4)
 }
 
 /// `join`: N online, then `joins` more, one at a time.
