@@ -5,7 +5,7 @@
 //!   association with the daemon: liveness by heartbeats, roster updates as messages,
 //! - TCP carries chat text peer to peer.
 //!
-//! The protocol cores ([`sctp`]) are sans-IO: bytes and a clock go in, datagrams, timers and events come out.
+//! The protocol cores ([`sctp`], [`registry`], [`server`], [`client`], [`peer`]) are sans-IO: bytes and a clock go in, datagrams, timers and events come out.
 //! [`reactor`] is the only place that touches sockets, signals or the clock.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -22,6 +22,7 @@ pub mod peer;
 pub mod reactor;
 pub mod registry;
 pub mod sctp;
+pub mod server;
 pub mod session;
 pub mod sim;
 pub mod time;

@@ -666,8 +666,15 @@ impl Registry {
         self.want_snapshot.retain(|&x| x != conn);
     }
 
+    /// When [`Registry::handle_timeout`] has work next: the earliest restart grace period's end, or the next
+    /// sweep for expired offline entries.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let grace = self.graces.iter().map(|g| g.0).min();
+        Some(grace.map_or(self.next_sweep, |g| g.min(self.next_sweep)))
+    }
+
     /// Timers: restart grace periods and the offline TTL. Cheap to call every turn.
-    pub fn tick(&mut self, now: Instant, wall_ms: u64) {
+    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
         while let Some(i) = self.graces.iter().position(|g| g.0 <= now) {
             let (_, id, k) = self.graces.swap_remove(i);
             let still_held = self.conns.get(&id).is_none_or(|c| c.entry != Some(k));

@@ -63,7 +63,7 @@ impl Harness {
 
     /// Ends the turn and delivers the output; returns how many messages each client got.
     fn turn(&mut self) -> HashMap<AssocId, usize> {
-        self.reg.tick(self.now, self.wall);
+        self.reg.handle_timeout(self.now, self.wall);
         self.reg.flush();
         let mut got: HashMap<AssocId, usize> = HashMap::new();
         while let Some(o) = self.reg.poll_output() {

@@ -272,18 +272,17 @@ impl UdpTransport {
         self.write_with(registry, token, |buf| ep.poll_transmit(now, buf))
     }
 
-    /// Like [`UdpTransport::write`], but stops after `budget` datagrams; true if it stopped there (the endpoint
+    /// Like [`UdpTransport::write_with`], but stops after `budget` datagrams; true if it stopped there (`next`
     /// may have more). A server under a burst calls this once per loop turn and turns again at once, so
     /// reading (handshakes, acknowledgements, heartbeats) is never starved behind a long queue of sends.
-    pub fn write_budget(
+    pub fn write_budget_with(
         &mut self,
-        now: Instant,
-        ep: &mut Endpoint,
         registry: &Registry,
         token: Token,
         budget: usize,
+        next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
     ) -> io::Result<bool> {
-        self.write_inner(registry, token, budget, |buf| ep.poll_transmit(now, buf))
+        self.write_inner(registry, token, budget, next)
     }
 
     /// Like [`UdpTransport::write`], taking datagrams from `next` (an endpoint's `poll_transmit`).
@@ -566,7 +565,7 @@ mod tests {
         let mut sent = Vec::new();
         for _ in 0..3 {
             let more = b
-                .write_budget(now, &mut eb, reactor.registry(), Token(1), 2)
+                .write_budget_with(reactor.registry(), Token(1), 2, |buf| eb.poll_transmit(now, buf))
                 .unwrap();
             sent.push((b.stats().datagrams_out, more));
         }

@@ -1,0 +1,483 @@
+//! The daemon's side of the protocol, sans-IO: the twin of [`crate::client::Client`].
+//!
+//! A [`Server`] owns the SCTP [`Endpoint`] every client associates with, the [`Registry`] (the roster), and
+//! the discovery responder (HELLO → WELCOME, ANNOUNCE at start). The caller moves datagrams between it and
+//! three sockets (the SCTP-over-UDP socket, the group socket HELLOs arrive on, the sender socket WELCOMEs and
+//! ANNOUNCEs leave from), calls [`Server::handle_timeout`] when [`Server::poll_timeout`] passes, and acts on
+//! [`Event`]s (log them, save the roster). Nothing here reads a clock, opens a socket or a file, or starts a
+//! thread: `now` and the wall-clock time at [`Instant::ZERO`] are handed in, and randomness comes from a seed.
+//!
+//! # Driving it
+//! After any `handle_*` call (a whole batch of them, in a loop turn), drain [`Server::poll_transmit`],
+//! [`Server::poll_discovery_transmit`] and [`Server::poll_event`] until `None`, then read
+//! [`Server::poll_timeout`]. The registry's changes of one batch are coalesced: the first `poll_*` after the
+//! batch moves association events into the registry and its one delta per client into the associations, so a
+//! storm of N joins read in one turn costs one delta per client, not N. Time must not go backwards.
+//!
+//! # What allocates
+//! The endpoint and registry (see their docs); here only the queues of events and discovery replies, which
+//! the caller drains every turn. Discovery replies are bounded per turn ([`MAX_DISCOVERY_REPLIES`]).
+//!
+//! # What can panic
+//! Nothing reachable from network input.
+
+mod responder;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::registry::{self, Out, Registry, wire};
+use crate::sctp::{
+    AssocId, Config as SctpConfig, DownReason, Endpoint, Event as SctpEvent, Payload, RtoConfig,
+    SendError, Transmit,
+};
+use crate::time::Instant;
+pub use responder::MAX_DISCOVERY_REPLIES;
+use responder::Responder;
+
+/// How the daemon serves. `mpd`'s options map onto these; the defaults are DESIGN.md's.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This daemon's instance id, random per start: clients tell a restarted daemon by it.
+    pub instance: u64,
+    /// The SCTP port (in SCTP headers; also advertised in WELCOME and ANNOUNCE).
+    pub sctp_port: u16,
+    /// The UDP port the SCTP encapsulation socket is bound to (advertised in WELCOME and ANNOUNCE).
+    pub sctp_udp_port: u16,
+    /// The discovery group ANNOUNCEs go to.
+    pub group: SocketAddr,
+    /// SCTP heartbeat interval towards each client.
+    pub heartbeat: Duration,
+    /// Unanswered heartbeats (or timeouts) after which a client is declared gone is this + 1.
+    pub max_retransmits: u8,
+    /// RTO lower bound for client associations.
+    pub rto_min: Duration,
+    /// RTO upper bound for client associations.
+    pub rto_max: Duration,
+    /// How long offline entries are kept.
+    pub offline_ttl: Duration,
+    /// Roster entries held at most.
+    pub max_clients: usize,
+    /// How long after a change [`Event::SaveDue`] is reported (changes in between are saved together).
+    pub save_delay: Duration,
+    /// The daemon's own address on the discovery interface, if not loopback (see [`registry::Config`]).
+    pub host_ip: Option<IpAddr>,
+    /// On [`Server::stop`], how long to wait for clients to acknowledge the shutdown of their associations.
+    pub stop_grace: Duration,
+}
+
+impl Config {
+    /// DESIGN.md's defaults for a daemon of instance `instance` on the default group and port.
+    pub fn new(instance: u64) -> Config {
+        Config {
+            instance,
+            sctp_port: crate::sctp::transport::DEFAULT_UDP_PORT,
+            sctp_udp_port: crate::sctp::transport::DEFAULT_UDP_PORT,
+            group: crate::discovery::DEFAULT_GROUP,
+            heartbeat: Duration::from_secs(1),
+            max_retransmits: 3,
+            rto_min: Duration::from_millis(100),
+            rto_max: Duration::from_millis(400),
+            offline_ttl: Duration::from_secs(24 * 3600),
+            max_clients: 200_000,
+            save_delay: Duration::from_secs(1),
+            host_ip: None,
+            stop_grace: Duration::from_secs(2),
+        }
+    }
+
+    /// The longest a silent client can stay online, from the last heartbeat it answered: one interval (plus
+    /// jitter), then `max_retransmits + 1` unanswered heartbeats of one backed-off RTO each.
+    pub fn detection_bound(&self) -> Duration {
+        detection_bound(
+            self.heartbeat,
+            self.rto_min,
+            self.rto_max,
+            self.max_retransmits,
+        )
+    }
+
+    /// The SCTP settings of the daemon's endpoint.
+    pub fn sctp(&self) -> SctpConfig {
+        SctpConfig {
+            port: self.sctp_port,
+            accept: true,
+            heartbeat_interval: Some(self.heartbeat),
+            rto: RtoConfig {
+                initial: Duration::from_millis(300).clamp(self.rto_min, self.rto_max),
+                min: self.rto_min,
+                max: self.rto_max,
+            },
+            max_retransmits: self.max_retransmits,
+            streams: 2,
+            max_associations: self.max_clients.saturating_mul(2).max(64),
+            // Clients heartbeat every second (mpc); answering those is enough to know they live.
+            defer_to_peer_heartbeats: true,
+            // After a restart every client sends INIT within a second or so, and one turn may read thousands:
+            // room for their INIT ACKs (a few hundred bytes each, 5 MB at most) instead of dropping all but
+            // 1 024 into T1 retransmissions.
+            max_pending_replies: 16 * 1024,
+            ..SctpConfig::default()
+        }
+    }
+}
+
+/// See [`Config::detection_bound`].
+pub fn detection_bound(
+    heartbeat: Duration,
+    rto_min: Duration,
+    rto_max: Duration,
+    max_retransmits: u8,
+) -> Duration {
+    let mut rto = rto_min;
+    let mut total = heartbeat + rto_min * 3 / 2;
+    for _ in 0..=max_retransmits {
+        total += rto;
+        rto = (rto * 2).min(rto_max);
+    }
+    total
+}
+
+/// A turn that woke this much later than it asked counts as a stall (the process was stopped, the machine
+/// suspended or overloaded): see [`Server::handle_stall`].
+pub const STALL: Duration = Duration::from_millis(250);
+
+/// Counters of the server's own work (the endpoint and the registry count theirs).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// HELLOs answered.
+    pub hellos: u64,
+    /// HELLOs not answered because the turn's reply budget was spent (a flood).
+    pub hellos_unanswered: u64,
+    /// Discovery datagrams without our magic.
+    pub discovery_foreign: u64,
+    /// Discovery datagrams of another protocol version.
+    pub discovery_bad_version: u64,
+    /// Malformed discovery datagrams.
+    pub discovery_malformed: u64,
+    /// ANNOUNCEs of another daemon heard on our group.
+    pub foreign_announces: u64,
+    /// Roster messages that could not be delivered because a client's send buffer was full.
+    pub send_buffer_full: u64,
+    /// Messages from clients of roster protocol 1, each answered with a refusal.
+    pub old_protocol: u64,
+    /// Stalls detected (turns that woke more than [`STALL`] late).
+    pub stalls: u64,
+    /// The longest stall, in ms.
+    pub longest_stall_ms: u64,
+}
+
+/// What the daemon around the server should know about (log, act on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The roster changed (join, leave, expiry...), for the log.
+    Roster(registry::Event),
+    /// The roster changed [`Config::save_delay`] ago: save [`Server::registry`]'s entries now.
+    SaveDue,
+    /// The server was stalled for this long (see [`Server::handle_stall`]); every client is probed again
+    /// before any is judged.
+    Stalled(Duration),
+    /// Another daemon announced itself on our group from this address.
+    ForeignDaemon(SocketAddr),
+    /// A client of roster protocol 1 at this address was told to upgrade.
+    OldProtocol(Option<SocketAddr>),
+    /// After [`Server::stop`]: every association closed, or the grace period passed with this many left.
+    Stopped {
+        /// Associations that did not finish their shutdown in time.
+        unfinished: usize,
+    },
+}
+
+/// How an association ended, in the words the log and the registry use.
+pub fn why(r: DownReason) -> &'static str {
+    match r {
+        DownReason::Shutdown => "left",
+        DownReason::PeerAbort(_) => "aborted its association",
+        DownReason::LocalAbort => "association aborted",
+        DownReason::Lost => "stopped answering heartbeats",
+        DownReason::InitFailed => "association never completed",
+        DownReason::Unreachable => "its port is closed",
+        DownReason::ProtocolViolation => "broke the protocol",
+    }
+}
+
+/// The daemon's protocol core.
+pub struct Server {
+    cfg: Config,
+    ep: Endpoint,
+    registry: Registry,
+    responder: Responder,
+    /// Wall-clock time (Unix ms) at `Instant::ZERO`: the "since" times users see.
+    wall0: u64,
+    stats: Stats,
+    events: VecDeque<Event>,
+    /// Input arrived since the endpoint's events were last moved into the registry.
+    unpumped: bool,
+    /// When [`Event::SaveDue`] is reported, while a change waits to be saved.
+    save_at: Option<Instant>,
+    /// Since when the server is stopping.
+    stopping: Option<Instant>,
+    stopped: bool,
+}
+
+impl Server {
+    /// A server that starts at `now` (and announces itself at once); `wall0_ms` is the wall-clock time at
+    /// `Instant::ZERO` in Unix ms; `seed` seeds the SCTP endpoint's CSPRNG (verification tags, cookie keys).
+    pub fn new(cfg: Config, seed: [u8; 32], wall0_ms: u64, now: Instant) -> Server {
+        let ep = Endpoint::new(cfg.sctp(), seed);
+        let registry = Registry::new(registry::Config {
+            max_clients: cfg.max_clients,
+            offline_ttl: cfg.offline_ttl,
+            daemon: cfg.instance,
+            host_ip: cfg.host_ip,
+            ..registry::Config::default()
+        });
+        Server {
+            responder: Responder::new(&cfg, now),
+            cfg,
+            ep,
+            registry,
+            wall0: wall0_ms,
+            stats: Stats::default(),
+            events: VecDeque::new(),
+            unpumped: false,
+            save_at: None,
+            stopping: None,
+            stopped: false,
+        }
+    }
+
+    /// Restores a saved roster (see [`Registry::load`]); call before any input. Returns how many entries
+    /// were loaded.
+    pub fn load(
+        &mut self,
+        entries: impl IntoIterator<Item = wire::Entry>,
+        version: u64,
+        saved_ms: u64,
+    ) -> usize {
+        self.registry.load(entries, version, saved_ms)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The roster (for saving and status).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The SCTP endpoint (for status: counters, association count).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// The server's own counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Wall-clock Unix ms at `now`.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall0 + now.as_millis()
+    }
+
+    /// An SCTP packet arrived on the encapsulation socket.
+    pub fn handle_sctp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.ep.handle(now, from, bytes);
+        self.unpumped = true;
+    }
+
+    /// An ICMP port unreachable arrived for a datagram we sent (see [`Endpoint::handle_unreachable`]).
+    pub fn handle_unreachable(&mut self, dst: SocketAddr, payload: &[u8]) {
+        self.ep.handle_unreachable(dst, payload);
+        self.unpumped = true;
+    }
+
+    /// A datagram arrived on the discovery group socket.
+    pub fn handle_discovery(&mut self, _now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Some(addr) = self.responder.handle(from, bytes, &mut self.stats) {
+            self.events.push_back(Event::ForeignDaemon(addr));
+        }
+    }
+
+    /// The caller's loop woke `late` after the deadline it asked for. Past [`STALL`], the server was stalled
+    /// (stopped, suspended, starved): what it could not hear meanwhile is not held against any client.
+    pub fn handle_stall(&mut self, now: Instant, late: Duration) {
+        if late <= STALL {
+            return;
+        }
+        self.stats.stalls += 1;
+        self.stats.longest_stall_ms = self.stats.longest_stall_ms.max(late.as_millis() as u64);
+        self.events.push_back(Event::Stalled(late));
+        self.ep.handle_stall(now, self.cfg.heartbeat);
+        // Clients that gave up on us meanwhile come back by themselves: give them time to. After a shorter
+        // stall (a long busy turn under a join storm) none can have given up, and the grace would only delay
+        // the verdict on clients that really died.
+        if late >= crate::client::shortest_give_up() {
+            self.registry
+                .note_stall(now, self.cfg.detection_bound() * 2 + late);
+        }
+        self.unpumped = true;
+    }
+
+    /// When [`Server::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let stop = self
+            .stopping
+            .filter(|_| !self.stopped)
+            .map(|t| t + self.cfg.stop_grace);
+        [
+            self.ep.poll_timeout(),
+            self.registry.poll_timeout(),
+            self.responder.poll_timeout(),
+            self.save_at,
+            stop,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs what is due at `now`: SCTP timers, the registry's grace periods and expiry, ANNOUNCEs, the save.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        self.responder.handle_timeout(now);
+        if self.save_at.is_some_and(|t| t <= now) {
+            self.save_at = None;
+            self.events.push_back(Event::SaveDue);
+        }
+        self.unpumped = true;
+        self.pump(now);
+    }
+
+    /// The next SCTP datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.pump(now);
+        self.ep.poll_transmit(now, buf)
+    }
+
+    /// The next discovery datagram to send (a WELCOME to a client, or an ANNOUNCE to the group).
+    pub fn poll_discovery_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.responder.poll_transmit()
+    }
+
+    /// The next event. Call after draining [`Server::poll_transmit`] (which moves the batch into the
+    /// registry); calling it first does that too.
+    pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
+        self.pump(now);
+        self.events.pop_front()
+    }
+
+    /// Whether any association still has data in flight (the daemon trims its heap only once none has).
+    pub fn is_sending(&self) -> bool {
+        self.ep.is_sending()
+    }
+
+    /// Starts a graceful stop: no new associations, every client's association shut down. [`Event::Stopped`]
+    /// follows once they closed or [`Config::stop_grace`] passed.
+    pub fn stop(&mut self, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(now);
+        // Clients whose association we shut down reconnect at once; they must wait for the next daemon (its
+        // ANNOUNCE calls them) instead of registering here again.
+        self.ep.stop_accepting();
+        let ids: Vec<AssocId> = self.ep.ids().collect();
+        for id in ids {
+            self.ep.shutdown(now, id);
+        }
+        self.unpumped = true;
+    }
+
+    /// Moves association events into the registry and the registry's output into associations, once per
+    /// batch of input.
+    fn pump(&mut self, now: Instant) {
+        if !self.unpumped {
+            return;
+        }
+        self.unpumped = false;
+        let wall = self.wall_ms(now);
+        while let Some((id, e)) = self.ep.poll_event() {
+            match e {
+                SctpEvent::Up => {
+                    if let Some((remote, _)) = self.ep.remote(id) {
+                        self.registry.connected(id, remote);
+                    }
+                }
+                SctpEvent::Message { ppid, data, .. } if ppid == wire::PPID => {
+                    self.registry.handle_message(now, wall, id, &data)
+                }
+                SctpEvent::Message { ppid, .. } if ppid == wire::PPID_V1 => self.refuse_v1(id),
+                SctpEvent::Message { .. } => {}
+                SctpEvent::Restarted => self.registry.connection_restarted(now, id),
+                SctpEvent::Down(r) => self.registry.connection_lost(now, wall, id, why(r)),
+            }
+        }
+        self.registry.handle_timeout(now, wall);
+        self.registry.flush();
+        while let Some(out) = self.registry.poll_output() {
+            match out {
+                Out::To(id, bytes) => self.deliver(id, bytes),
+                Out::Broadcast(bytes) => {
+                    let subs: Vec<AssocId> = self.registry.subscribers().collect();
+                    for id in subs {
+                        self.deliver(id, Payload::Shared(Arc::clone(&bytes)));
+                    }
+                }
+            }
+        }
+        while let Some(id) = self.registry.poll_probe() {
+            self.ep.probe(now, id);
+        }
+        while let Some(ev) = self.registry.poll_event() {
+            self.events.push_back(Event::Roster(ev));
+        }
+        if self.registry.take_unsaved() && self.save_at.is_none() {
+            self.save_at = Some(now + self.cfg.save_delay);
+        }
+        if let Some(t) = self.stopping
+            && !self.stopped
+            && (self.ep.is_empty() || now.saturating_since(t) >= self.cfg.stop_grace)
+        {
+            self.stopped = true;
+            self.events.push_back(Event::Stopped {
+                unfinished: self.ep.len(),
+            });
+        }
+    }
+
+    /// A client of roster protocol 1 (fixed-size entries) would not understand our snapshots. Its REGISTERED
+    /// has the same layout in both versions, so it is told why in words it can show, and nothing else.
+    fn refuse_v1(&mut self, id: AssocId) {
+        self.stats.old_protocol += 1;
+        self.events
+            .push_back(Event::OldProtocol(self.ep.remote(id).map(|(a, _)| a)));
+        let reply = wire::ServerMsg::Registered {
+            result: wire::RegisterResult::BadRequest,
+            daemon: self.cfg.instance,
+            retry_after_ms: 0,
+            reason: "this mpd speaks roster protocol 2 (MPR2) and this client protocol 1: upgrade the client"
+                .into(),
+        };
+        let _ = self
+            .ep
+            .send_owned(id, 0, false, wire::PPID_V1, reply.encode());
+    }
+
+    fn deliver(&mut self, id: AssocId, bytes: Payload) {
+        if let Err(SendError::BufferFull) = self.ep.send_owned(id, 0, false, wire::PPID, bytes) {
+            // The client lags: it will miss this message, so it gets a fresh snapshot once it catches up.
+            self.stats.send_buffer_full += 1;
+            self.registry.desync(id);
+        }
+    }
+}

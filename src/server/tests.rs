@@ -1,0 +1,139 @@
+//! The server alone, scripted: discovery answers, the ANNOUNCE schedule, hostile discovery input, stopping.
+//! The server together with clients runs in the whole-system simulation (`crate::sim`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::discovery::{Datagram, Hello, Nick};
+
+const GROUP: SocketAddr = crate::discovery::DEFAULT_GROUP;
+
+fn server() -> Server {
+    let cfg = Config {
+        sctp_udp_port: 19899,
+        ..Config::new(0xD00D)
+    };
+    Server::new(cfg, [7; 32], 1_700_000_000_000, Instant::ZERO)
+}
+
+fn hello(instance: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    Datagram::Hello(Hello {
+        instance,
+        nick: Nick::new("alice").unwrap(),
+        chat_port: 4000,
+        sctp_udp_port: 5000,
+    })
+    .write(&mut b);
+    b
+}
+
+fn discovery_out(s: &mut Server) -> Vec<(SocketAddr, Datagram)> {
+    std::iter::from_fn(|| s.poll_discovery_transmit())
+        .map(|(to, b)| (to, Datagram::parse(&b).expect("the server sent a malformed datagram")))
+        .collect()
+}
+
+/// Runs timers up to `until`, returning when each discovery datagram left.
+fn run(s: &mut Server, until: Instant) -> Vec<(Instant, SocketAddr, Datagram)> {
+    let mut out = Vec::new();
+    while let Some(t) = s.poll_timeout().filter(|&t| t <= until) {
+        s.handle_timeout(t);
+        out.extend(discovery_out(s).into_iter().map(|(to, d)| (t, to, d)));
+    }
+    out
+}
+
+#[test]
+fn announces_at_start_then_twice_more() {
+    let mut s = server();
+    let sent = run(&mut s, Instant::ZERO + Duration::from_secs(10));
+    let times: Vec<u64> = sent.iter().map(|(t, _, _)| t.as_millis()).collect();
+    assert_eq!(times, vec![0, 200, 1200]);
+    for (_, to, d) in &sent {
+        assert_eq!(*to, GROUP);
+        let Datagram::Announce(info) = d else {
+            panic!("not an ANNOUNCE: {d:?}")
+        };
+        assert_eq!((info.instance, info.sctp_udp_port, info.sctp_port), (0xD00D, 19899, 9899));
+    }
+}
+
+#[test]
+fn a_hello_gets_a_welcome_to_its_sender() {
+    let mut s = server();
+    let from: SocketAddr = "10.9.8.7:4321".parse().unwrap();
+    s.handle_discovery(Instant::ZERO, from, &hello(42));
+    let out = discovery_out(&mut s);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let (to, Datagram::Welcome { to: instance, daemon }) = out[0] else {
+        panic!("not a WELCOME: {out:?}")
+    };
+    assert_eq!((to, instance, daemon.instance, daemon.sctp_udp_port), (from, 42, 0xD00D, 19899));
+    assert_eq!(s.stats().hellos, 1);
+}
+
+#[test]
+fn hostile_discovery_input_is_counted_and_unanswered() {
+    let mut s = server();
+    let from: SocketAddr = "10.9.8.7:4321".parse().unwrap();
+    let mut good = hello(1);
+    s.handle_discovery(Instant::ZERO, from, b"GET / HTTP/1.0\r\n");
+    // Our magic, an unknown version.
+    good[4] = 99;
+    s.handle_discovery(Instant::ZERO, from, &good);
+    let good = hello(1);
+    for cut in 0..good.len() {
+        s.handle_discovery(Instant::ZERO, from, &good[..cut]);
+    }
+    assert!(discovery_out(&mut s).is_empty());
+    let st = s.stats();
+    assert_eq!(st.discovery_foreign, 1 + 4, "{st:?}"); // the HTTP line and cuts shorter than the magic
+    assert_eq!(st.discovery_bad_version, 1, "{st:?}");
+    assert_eq!(st.discovery_malformed, good.len() as u64 - 4, "{st:?}");
+    assert_eq!(st.hellos, 0);
+}
+
+#[test]
+fn a_flood_of_hellos_queues_a_bounded_number_of_replies() {
+    let mut s = server();
+    let from: SocketAddr = "10.9.8.7:4321".parse().unwrap();
+    let h = hello(5);
+    let n = MAX_DISCOVERY_REPLIES + 100;
+    for _ in 0..n {
+        s.handle_discovery(Instant::ZERO, from, &h);
+    }
+    assert_eq!(discovery_out(&mut s).len(), MAX_DISCOVERY_REPLIES);
+    assert_eq!(s.stats().hellos_unanswered, 100);
+}
+
+#[test]
+fn another_daemons_announce_is_reported_and_our_own_is_not() {
+    let mut s = server();
+    let ours = run(&mut s, Instant::ZERO);
+    let (_, _, own) = &ours[0];
+    let mut b = Vec::new();
+    own.write(&mut b);
+    let from: SocketAddr = "10.0.0.1:9".parse().unwrap();
+    s.handle_discovery(Instant::ZERO, from, &b);
+    let other = Datagram::Announce(crate::discovery::DaemonInfo {
+        instance: 0xBAD,
+        sctp_udp_port: 1,
+        sctp_port: 1,
+        addr: None,
+    });
+    other.write(&mut b);
+    s.handle_discovery(Instant::ZERO, from, &b);
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event(Instant::ZERO)).collect();
+    assert_eq!(events, vec![Event::ForeignDaemon(from)]);
+    assert_eq!(s.stats().foreign_announces, 1);
+}
+
+#[test]
+fn stopping_with_no_clients_stops_at_once() {
+    let mut s = server();
+    s.stop(Instant::ZERO);
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event(Instant::ZERO)).collect();
+    assert_eq!(events, vec![Event::Stopped { unfinished: 0 }]);
+}
