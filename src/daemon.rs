@@ -88,7 +88,12 @@ impl Options {
 
     /// The server core's configuration for a daemon of instance `instance` whose SCTP socket is bound to UDP
     /// port `sctp_udp_port`.
-    fn server_config(&self, instance: u64, sctp_udp_port: u16, host_ip: Option<IpAddr>) -> server::Config {
+    fn server_config(
+        &self,
+        instance: u64,
+        sctp_udp_port: u16,
+        host_ip: Option<IpAddr>,
+    ) -> server::Config {
         server::Config {
             sctp_port: self.sctp_port,
             sctp_udp_port,
@@ -383,12 +388,11 @@ impl Service {
                 self.server.handle_timeout(now);
             }
             let server = &mut self.server;
-            backlog = self.udp.write_budget_with(
-                self.reactor.registry(),
-                SCTP,
-                SEND_BUDGET,
-                |buf| server.poll_transmit(now, buf),
-            )?;
+            backlog =
+                self.udp
+                    .write_budget_with(self.reactor.registry(), SCTP, SEND_BUDGET, |buf| {
+                        server.poll_transmit(now, buf)
+                    })?;
             self.send_discovery();
             while let Some(ev) = self.server.poll_event(now) {
                 if self.on_event(now, ev) {

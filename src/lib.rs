@@ -24,6 +24,7 @@ pub mod registry;
 pub mod sctp;
 pub mod server;
 pub mod session;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod time;
 pub mod wheel;

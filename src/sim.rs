@@ -1,46 +1,28 @@
-//! A seeded network simulator for the sans-IO cores: several SCTP endpoints joined by a virtual network with
-//! latency, jitter (hence reordering), loss and duplication, on a virtual clock.
+//! A seeded network simulator for the sans-IO cores, built only for tests and fuzzing (feature `sim`).
+//! [`Sim`] joins SCTP endpoints alone; [`World`] runs the whole system: a [`crate::server::Server`], its
+//! clients, discovery by multicast, crashes, stalls and restarts. Both sit on one [`Network`] with latency,
+//! jitter (hence reordering), loss and duplication, on a virtual clock.
 //!
 //! Each [`Sim::step`] jumps to whichever comes first, the next datagram delivery or an endpoint's timer, so
 //! a test covering minutes of protocol time runs in milliseconds and gives the same result for the same seed.
 //! Every run is bounded by a step limit; a test that fails prints its seed, and `MULTIPROTO_SIM_SEED`
 //! replays one seed.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+mod net;
+#[cfg(test)]
+mod scenarios;
+mod world;
+
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, SeedableRng};
 
 use crate::sctp::chunk::{Chunk, ChunkIter};
 use crate::sctp::wire::HEADER_LEN;
 use crate::sctp::{AssocId, Config, Endpoint, Event};
 use crate::time::Instant;
-
-/// Network impairments, applied independently to every datagram.
-#[derive(Copy, Clone, Debug, PartialEq)]
-pub struct Netem {
-    /// One-way delay.
-    pub latency: Duration,
-    /// Extra delay drawn uniformly from `0..jitter`; datagrams overtake each other when it exceeds their spacing.
-    pub jitter: Duration,
-    /// Probability a datagram is lost.
-    pub loss: f64,
-    /// Probability a datagram is delivered twice (the copy with its own jitter).
-    pub duplicate: f64,
-}
-
-impl Netem {
-    /// A perfect network with a 100 µs one-way delay.
-    pub const IDEAL: Netem = Netem {
-        latency: Duration::from_micros(100),
-        jitter: Duration::ZERO,
-        loss: 0.0,
-        duplicate: 0.0,
-    };
-}
+pub use net::{Delivery, NetStats, Netem, Network, earliest};
+pub use world::{ClientHost, Host, ServerHost, World};
 
 /// One simulated host: an endpoint at an address, and the events it produced.
 pub struct Node {
@@ -52,59 +34,16 @@ pub struct Node {
     pub events: Vec<(AssocId, Event)>,
 }
 
-struct InFlight {
-    at: Instant,
-    seq: u64,
-    from: SocketAddr,
-    to: usize,
-    bytes: Vec<u8>,
-}
-
-impl PartialEq for InFlight {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for InFlight {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
-/// Counts of what the network did.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct NetStats {
-    /// Datagrams sent by endpoints.
-    pub sent: u64,
-    /// Datagrams delivered (copies included).
-    pub delivered: u64,
-    /// Datagrams lost to `Netem::loss` or a blocked link.
-    pub dropped: u64,
-    /// Extra copies made.
-    pub duplicated: u64,
-}
-
-/// The simulator.
+/// The simulator of SCTP endpoints alone.
 pub struct Sim {
     /// Virtual time.
     pub now: Instant,
     /// The hosts.
     pub nodes: Vec<Node>,
-    /// Impairments for every link.
-    pub netem: Netem,
-    /// What the network did so far.
-    pub stats: NetStats,
-    queue: BinaryHeap<Reverse<InFlight>>,
+    /// The network between them (its `now` follows [`Sim::now`]).
+    pub net: Network,
     blocked: HashSet<(usize, usize)>,
     data_blocked: HashSet<(usize, usize)>,
-    rng: ChaCha8Rng,
-    seq: u64,
     buf: Vec<u8>,
 }
 
@@ -127,21 +66,21 @@ impl Sim {
         Sim {
             now: Instant::ZERO,
             nodes: Vec::new(),
-            netem,
-            stats: NetStats::default(),
-            queue: BinaryHeap::new(),
+            net: Network::new(seed, netem),
             blocked: HashSet::new(),
             data_blocked: HashSet::new(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            seq: 0,
             buf: vec![0; 65536],
         }
     }
 
+    /// What the network did so far.
+    pub fn stats(&self) -> NetStats {
+        self.net.stats
+    }
+
     /// Adds a host with an endpoint built from `cfg`; its CSPRNG is seeded from the simulator's.
     pub fn add_node(&mut self, addr: SocketAddr, cfg: Config) -> usize {
-        let mut seed = [0u8; 32];
-        self.rng.fill_bytes(&mut seed);
+        let seed = self.net.seed();
         self.nodes.push(Node {
             addr,
             ep: Endpoint::new(cfg, seed),
@@ -175,46 +114,17 @@ impl Sim {
         self.nodes.iter().position(|n| n.addr == addr)
     }
 
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
-    }
-
-    fn delay(&mut self) -> Duration {
-        let j = self.netem.jitter.as_micros() as u64;
-        let extra = if j == 0 { 0 } else { self.rng.next_u64() % j };
-        self.netem.latency + Duration::from_micros(extra)
-    }
-
     fn schedule(&mut self, from_node: usize, dst: SocketAddr, bytes: &[u8]) {
-        self.stats.sent += 1;
-        let Some(to) = self.node_at(dst) else {
-            self.stats.dropped += 1;
-            return;
-        };
-        if self.blocked.contains(&(from_node, to))
-            || (self.data_blocked.contains(&(from_node, to)) && carries_data(bytes))
-            || self.chance(self.netem.loss)
-        {
-            self.stats.dropped += 1;
-            return;
-        }
-        let copies = if self.chance(self.netem.duplicate) {
-            2
+        let to = self.node_at(dst);
+        let cut = to.is_none_or(|to| {
+            self.blocked.contains(&(from_node, to))
+                || (self.data_blocked.contains(&(from_node, to)) && carries_data(bytes))
+        });
+        if cut {
+            self.net.drop_sent();
         } else {
-            1
-        };
-        self.stats.duplicated += copies - 1;
-        for _ in 0..copies {
-            let at = self.now + self.delay();
-            self.seq += 1;
-            let from = self.nodes[from_node].addr;
-            self.queue.push(Reverse(InFlight {
-                at,
-                seq: self.seq,
-                from,
-                to,
-                bytes: bytes.to_vec(),
-            }));
+            self.net.now = self.now;
+            self.net.send(self.nodes[from_node].addr, dst, bytes);
         }
     }
 
@@ -240,12 +150,8 @@ impl Sim {
 
     /// The time of the next thing that will happen, if anything will.
     pub fn next_time(&self) -> Option<Instant> {
-        let net = self.queue.peek().map(|Reverse(f)| f.at);
         let timers = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
-        match (net, timers) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.net.next_arrival(), timers)
     }
 
     /// Advances to the next delivery or timer and handles everything due then. False if nothing is pending.
@@ -255,15 +161,11 @@ impl Sim {
             return false;
         };
         self.now = self.now.max(t);
-        while let Some(Reverse(f)) = self.queue.peek() {
-            if f.at > self.now {
-                break;
+        self.net.now = self.now;
+        while let Some(d) = self.net.pop_due() {
+            if let Some(to) = self.node_at(d.to) {
+                self.nodes[to].ep.handle(self.now, d.from, &d.bytes);
             }
-            let Some(Reverse(f)) = self.queue.pop() else {
-                break;
-            };
-            self.stats.delivered += 1;
-            self.nodes[f.to].ep.handle(self.now, f.from, &f.bytes);
         }
         for n in &mut self.nodes {
             if n.ep.poll_timeout().is_some_and(|d| d <= self.now) {

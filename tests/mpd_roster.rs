@@ -1,6 +1,11 @@
 //! The daemon with real clients: discovery, registration, roster deltas, liveness (crash, stop, clean exit),
 //! restarts on the same ports, a stalled daemon, nickname clashes, and hostile datagrams. Each test runs its
 //! own `mpd run` and `mpc listen --json` processes on its own group and ports, multicast on 127.0.0.1.
+//!
+//! These check that the real processes do each thing, end to end, waiting for events with generous deadlines.
+//! *How fast* (the detection bound, offline at once on a clean exit, back within 2 s of a restart) and that
+//! something does *not* happen (a healthy client never marked offline) are asserted in virtual time by the
+//! whole-system simulation (`src/sim/scenarios.rs`), where load on the machine cannot change the answer.
 
 mod common;
 mod roster_harness;
@@ -10,10 +15,6 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use roster_harness::*;
-
-/// The daemon's default detection bound (heartbeat 1 s, RTO 100..400 ms, 3 retransmissions): 2.25 s.
-/// DESIGN.md asks for at most 3 s; a little slack covers process scheduling on a loaded 2-core machine.
-const DETECT: Duration = Duration::from_millis(3500);
 
 #[test]
 fn clients_discover_register_and_see_each_other_join() {
@@ -56,7 +57,7 @@ fn clients_discover_register_and_see_each_other_join() {
 }
 
 #[test]
-fn a_killed_client_goes_offline_at_the_others_within_the_bound() {
+fn a_killed_client_goes_offline_at_the_others() {
     let net = Net::new("roster-kill", 2);
     let _mpd = Mpd::start(&net, &[]);
     let watcher = Mpc::listen(&net, "watcher", &[]);
@@ -71,7 +72,6 @@ fn a_killed_client_goes_offline_at_the_others_within_the_bound() {
         .wait_for(Duration::from_secs(10), |v| is(v, "offline", "victim"))
         .expect("the killed client never went offline");
     assert_eq!(off["status"], "offline");
-    assert!(took <= DETECT, "offline after {took:?}");
     eprintln!("SIGKILL -> offline at the watcher: {took:?}");
 }
 
@@ -88,10 +88,9 @@ fn a_stopped_client_goes_offline_and_comes_back_after_sigcont() {
         .unwrap();
     // Mute but alive: its socket is open, it just answers nothing.
     sleeper.signal(Signal::SIGSTOP);
-    let (_, took) = watcher
+    watcher
         .wait_for(Duration::from_secs(10), |v| is(v, "offline", "sleeper"))
         .expect("the stopped client never went offline");
-    assert!(took <= DETECT, "offline after {took:?}");
     sleeper.signal(Signal::SIGCONT);
     // It notices its association is gone, finds the daemon again and registers: online again by itself.
     watcher
@@ -120,11 +119,10 @@ fn a_clean_exit_is_offline_at_once() {
         .wait_exit(Duration::from_secs(5))
         .expect("mpc did not exit on SIGINT");
     assert!(st.success(), "{st}");
-    let (_, took) = watcher
+    watcher
         .wait_for(Duration::from_secs(5), |v| is(v, "offline", "leaver"))
         .expect("no offline after a clean exit");
-    // A graceful SHUTDOWN, not a heartbeat timeout: well under one heartbeat interval.
-    assert!(took < Duration::from_millis(900), "{took:?}");
+    // A graceful SHUTDOWN, not a heartbeat timeout: the daemon says so.
     assert!(mpd.log_contains("offline: leaver (left)"));
 }
 
@@ -144,11 +142,10 @@ fn a_client_restarted_on_the_same_ports_takes_its_entry_back() {
     let second = Mpc::listen(&net, "phoenix", &ports);
     second.wait_registered();
     // The new instance is online at the watcher, as one entry, without waiting for a timeout.
-    let (online, took) = watcher
+    let (online, _) = watcher
         .wait_for(Duration::from_secs(5), |v| is(v, "online", "phoenix"))
         .expect("the restarted client did not take its entry back");
     assert_ne!(online["instance"], joined["instance"]);
-    assert!(took < Duration::from_secs(2), "{took:?}");
     let entries = list(&net);
     assert_eq!(
         entries.iter().filter(|e| e["nick"] == "phoenix").count(),
@@ -174,29 +171,29 @@ fn a_stalled_daemon_does_not_mark_healthy_clients_offline() {
         .wait_for(Duration::from_secs(10), |v| is(v, "joined", "healthy"))
         .unwrap();
     mpd.signal(Signal::SIGSTOP);
-    // Ten seconds of silence: the clients give up on the daemon and look for it again.
-    let lost = watcher.wait_for(Duration::from_secs(20), |v| v["event"] == "daemon_lost");
-    assert!(
-        lost.is_some(),
-        "the watcher never noticed the stopped daemon"
-    );
-    std::thread::sleep(Duration::from_secs(10).saturating_sub(lost.unwrap().1));
+    // Silence until both clients gave up on the daemon and look for it again.
+    for c in [&watcher, &healthy] {
+        assert!(
+            c.wait_for(Duration::from_secs(20), |v| v["event"] == "daemon_lost")
+                .is_some(),
+            "{} never noticed the stopped daemon",
+            c.nick
+        );
+    }
     mpd.signal(Signal::SIGCONT);
-    // Both register again; the watcher's fresh roster shows healthy online, and it never saw it offline.
-    assert!(
-        watcher
-            .wait_for_nth(2, Duration::from_secs(20), |v| v["event"] == "registered")
-            .is_some()
-    );
-    assert!(
-        healthy
-            .wait_for_nth(2, Duration::from_secs(20), |v| v["event"] == "registered")
-            .is_some()
-    );
+    // Both register again.
+    for c in [&watcher, &healthy] {
+        assert!(
+            c.wait_for_nth(2, Duration::from_secs(20), |v| v["event"] == "registered")
+                .is_some(),
+            "{} never registered again",
+            c.nick
+        );
+    }
     let st = mpd.status().expect("status after the stall");
     assert!(st["daemon"]["stalls"].as_u64().unwrap() >= 1, "{st}");
-    // Give any wrong verdict time to show, then check none came.
-    std::thread::sleep(Duration::from_secs(3));
+    // What the watcher was told so far never had healthy offline. (That no verdict comes later either is
+    // the simulation's `a_stalled_daemon_does_not_mark_healthy_clients_offline`, in virtual time.)
     let offline: Vec<_> = watcher
         .events()
         .into_iter()

@@ -101,7 +101,7 @@ fn handshake_and_small_messages() {
     assert_eq!(sim.nodes[1].ep.state(c), Some(State::Established));
     assert_eq!(sim.nodes[0].ep.state(s), Some(State::Established));
     // Four packets: INIT, INIT ACK, COOKIE ECHO, COOKIE ACK.
-    assert_eq!(sim.stats.sent, 4);
+    assert_eq!(sim.stats().sent, 4);
     assert_eq!(sim.nodes[0].ep.len(), 1);
     sim.nodes[1].ep.send(c, 0, false, b"hello").unwrap();
     sim.nodes[0].ep.send(s, 3, true, b"world").unwrap();
@@ -165,7 +165,7 @@ fn lossy_transfer(seed: u64, netem: Netem) {
         ok,
         "seed {seed}: delivered {} of {sent}; net {:?}",
         got.len(),
-        sim.stats
+        sim.stats()
     );
     // Let retransmissions and duplicates settle, then check nothing arrived twice.
     sim.run_for(Duration::from_secs(30), 2_000_000);
@@ -248,7 +248,7 @@ fn transfer_with_thirty_percent_loss() {
         assert!(
             ok,
             "seed {seed}: {:?} {:?}",
-            sim.stats,
+            sim.stats(),
             sim.nodes[1].ep.stats()
         );
         sim.run_for(Duration::from_secs(30), 1_000_000);
@@ -534,7 +534,7 @@ fn shutdown_and_abort_in_handshake_states() {
     assert_eq!(downs(&sim, 1), vec![DownReason::InitFailed]);
     // 1 + Max.Init.Retransmits INITs were sent.
     assert_eq!(
-        sim.stats.sent,
+        sim.stats().sent,
         1 + u64::from(client_cfg().max_init_retransmits)
     );
 }
@@ -1103,7 +1103,7 @@ fn stale_cookie_error_makes_the_client_retry() {
         },
         [3; 32],
     );
-    sim.netem.latency = Duration::from_millis(5);
+    sim.net.netem.latency = Duration::from_millis(5);
     let c = sim.nodes[1]
         .ep
         .connect(sim.now, addr(SERVER), 5000)

@@ -565,7 +565,9 @@ mod tests {
         let mut sent = Vec::new();
         for _ in 0..3 {
             let more = b
-                .write_budget_with(reactor.registry(), Token(1), 2, |buf| eb.poll_transmit(now, buf))
+                .write_budget_with(reactor.registry(), Token(1), 2, |buf| {
+                    eb.poll_transmit(now, buf)
+                })
                 .unwrap();
             sent.push((b.stats().datagrams_out, more));
         }

@@ -31,7 +31,12 @@ fn hello(instance: u64) -> Vec<u8> {
 
 fn discovery_out(s: &mut Server) -> Vec<(SocketAddr, Datagram)> {
     std::iter::from_fn(|| s.poll_discovery_transmit())
-        .map(|(to, b)| (to, Datagram::parse(&b).expect("the server sent a malformed datagram")))
+        .map(|(to, b)| {
+            (
+                to,
+                Datagram::parse(&b).expect("the server sent a malformed datagram"),
+            )
+        })
         .collect()
 }
 
@@ -56,7 +61,10 @@ fn announces_at_start_then_twice_more() {
         let Datagram::Announce(info) = d else {
             panic!("not an ANNOUNCE: {d:?}")
         };
-        assert_eq!((info.instance, info.sctp_udp_port, info.sctp_port), (0xD00D, 19899, 9899));
+        assert_eq!(
+            (info.instance, info.sctp_udp_port, info.sctp_port),
+            (0xD00D, 19899, 9899)
+        );
     }
 }
 
@@ -67,10 +75,20 @@ fn a_hello_gets_a_welcome_to_its_sender() {
     s.handle_discovery(Instant::ZERO, from, &hello(42));
     let out = discovery_out(&mut s);
     assert_eq!(out.len(), 1, "{out:?}");
-    let (to, Datagram::Welcome { to: instance, daemon }) = out[0] else {
+    let (
+        to,
+        Datagram::Welcome {
+            to: instance,
+            daemon,
+        },
+    ) = out[0]
+    else {
         panic!("not a WELCOME: {out:?}")
     };
-    assert_eq!((to, instance, daemon.instance, daemon.sctp_udp_port), (from, 42, 0xD00D, 19899));
+    assert_eq!(
+        (to, instance, daemon.instance, daemon.sctp_udp_port),
+        (from, 42, 0xD00D, 19899)
+    );
     assert_eq!(s.stats().hellos, 1);
 }
 

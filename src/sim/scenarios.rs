@@ -1,0 +1,468 @@
+//! The whole system in virtual time: the scenarios whose timing or absence the process-level tests could only
+//! assert with wall clocks and sleeps (join, crash, mute, clean exit, a client restarted on its ports, a
+//! stalled daemon, a nickname clash, daemon restarts), plus what no process test can arrange: loss,
+//! duplication, reordering and partitions. Each test is deterministic for its seed (`MULTIPROTO_SIM_SEED`
+//! replays one) and prints the seed when it fails.
+
+use std::time::Duration;
+
+use super::world::{Host, World};
+use super::{Netem, seed_or};
+use crate::client::ClientEvent;
+use crate::client::roster::{Applied, Change};
+use crate::registry::wire::RegisterResult;
+use crate::server;
+use crate::time::Instant;
+
+/// Long enough for anything these scenarios wait for; a wait that runs out is a failure, not a hang.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn world(seed: u64, netem: Netem) -> World {
+    let mut w = World::new(seed, netem);
+    w.start_server();
+    w
+}
+
+/// Adds clients and waits until each is registered and every roster holds all of them, online.
+fn join_all(w: &mut World, nicks: &[&str], seed: u64) -> Vec<usize> {
+    let ids: Vec<usize> = nicks.iter().map(|n| w.add_client(n, |_| {})).collect();
+    let ok = w.wait(PATIENCE, |w| {
+        ids.iter().all(|&i| {
+            let c = w.client(i);
+            c.is_registered() && nicks.iter().all(|n| c.sees(n, true))
+        })
+    });
+    assert!(
+        ok.is_some(),
+        "seed {seed}: rosters never converged: {}",
+        describe(w)
+    );
+    ids
+}
+
+fn describe(w: &World) -> String {
+    let mut s = format!("t={:?} net={:?}", w.now(), w.net.stats);
+    for (i, c) in w.clients.iter().enumerate() {
+        s += &format!(
+            "\n  #{i} {} registered={} roster={:?}",
+            c.nick,
+            c.is_registered(),
+            c.roster()
+        );
+    }
+    s
+}
+
+/// Roster changes client `watcher` was told about, with when.
+fn changes(w: &World, watcher: usize) -> Vec<(Instant, Change)> {
+    w.client(watcher)
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            ClientEvent::Roster(Applied::Changes(c)) => {
+                Some(c.iter().map(move |c| (*t, c.clone())))
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn went_offline(w: &World, watcher: usize, nick: &str, after: Instant) -> Option<Instant> {
+    changes(w, watcher).into_iter().find_map(|(t, c)| match c {
+        Change::Offline(e) if e.nick.as_str() == nick && t >= after => Some(t),
+        _ => None,
+    })
+}
+
+fn registrations(w: &World, n: usize) -> usize {
+    w.client(n)
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, ClientEvent::Registered { .. }))
+        .count()
+}
+
+#[test]
+fn clients_discover_register_and_see_each_other_join() {
+    let seed = seed_or(1);
+    let mut w = world(seed, Netem::IDEAL);
+    let alice = w.add_client("alice", |_| {});
+    let took = w.wait(PATIENCE, |w| w.client(alice).sees("alice", true));
+    // One HELLO/WELCOME, the handshake, REGISTER and the snapshot: a few round trips of 200 µs.
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(10)),
+        "seed {seed}: {took:?}"
+    );
+    assert_eq!(w.client(alice).roster(), vec![("alice".into(), true)]);
+    let bob = w.add_client("bob", |_| {});
+    let registered = w
+        .wait(PATIENCE, |w| w.client(bob).is_registered())
+        .map(|_| w.now())
+        .expect("bob never registered");
+    // bob's join reaches alice as a delta, within a round trip of his registration.
+    let took = w.wait(PATIENCE, |w| w.client(alice).sees("bob", true));
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(5)),
+        "seed {seed}: {took:?}"
+    );
+    let joined = changes(&w, alice)
+        .into_iter()
+        .find(|(_, c)| matches!(c, Change::Joined(e) if e.nick.as_str() == "bob"));
+    assert!(joined.is_some_and(|(t, _)| t >= registered), "seed {seed}");
+    assert_eq!(
+        w.client(bob).roster(),
+        vec![("alice".into(), true), ("bob".into(), true)]
+    );
+    let (online, offline, _) = w.daemon().server.registry().counts();
+    assert_eq!((online, offline), (2, 0));
+    let log = &w.daemon().events;
+    assert!(log.iter().any(|(_, e)| matches!(e, server::Event::Roster(crate::registry::Event::Joined { nick, .. }) if nick.as_str() == "bob")));
+}
+
+/// A client whose host vanished (no ICMP comes back) is offline at the others within the daemon's detection
+/// bound, counted from its last heartbeat answer.
+#[test]
+fn a_silently_dead_client_goes_offline_within_the_detection_bound() {
+    let seed = seed_or(2);
+    let mut w = world(seed, Netem::IDEAL);
+    w.icmp = false;
+    let [watcher, victim] = join_all(&mut w, &["watcher", "victim"], seed)[..] else {
+        unreachable!()
+    };
+    w.run_for(Duration::from_secs(5));
+    let killed = w.now();
+    w.crash(Host::Client(victim));
+    let bound = w.daemon().server.config().detection_bound();
+    w.wait(PATIENCE, |w| w.client(watcher).sees("victim", false))
+        .expect("the dead client never went offline");
+    let at = went_offline(&w, watcher, "victim", killed).expect("no offline change");
+    let took = at.saturating_since(killed);
+    assert!(
+        took <= bound,
+        "seed {seed}: offline after {took:?}, bound {bound:?}"
+    );
+    // And not before its silence could be known: at least the heartbeat retries.
+    assert!(took >= Duration::from_millis(700), "seed {seed}: {took:?}");
+}
+
+/// With the OS reporting the closed port (ICMP port unreachable, as on one host or a LAN with a live machine),
+/// the verdict comes at the daemon's next packet to the dead client: within one heartbeat interval.
+#[test]
+fn a_killed_client_whose_port_is_closed_goes_offline_within_a_heartbeat() {
+    let seed = seed_or(3);
+    let mut w = world(seed, Netem::IDEAL);
+    let [watcher, victim] = join_all(&mut w, &["watcher", "victim"], seed)[..] else {
+        unreachable!()
+    };
+    let killed = w.now();
+    w.crash(Host::Client(victim));
+    w.wait(PATIENCE, |w| w.client(watcher).sees("victim", false))
+        .expect("the killed client never went offline");
+    let took = went_offline(&w, watcher, "victim", killed)
+        .unwrap()
+        .saturating_since(killed);
+    let hb = w.daemon().server.config().heartbeat;
+    assert!(took <= hb + hb / 2, "seed {seed}: {took:?}");
+    assert!(w.daemon().events.iter().any(|(_, e)| matches!(e,
+        server::Event::Roster(crate::registry::Event::Offline { nick, why: "its port is closed" }) if nick.as_str() == "victim")));
+}
+
+#[test]
+fn a_stopped_client_goes_offline_and_comes_back_after_it_continues() {
+    let seed = seed_or(4);
+    let mut w = world(seed, Netem::IDEAL);
+    let [watcher, sleeper] = join_all(&mut w, &["watcher", "sleeper"], seed)[..] else {
+        unreachable!()
+    };
+    let stopped = w.now();
+    w.pause(Host::Client(sleeper));
+    w.wait(PATIENCE, |w| w.client(watcher).sees("sleeper", false))
+        .expect("the stopped client never went offline");
+    let took = went_offline(&w, watcher, "sleeper", stopped)
+        .unwrap()
+        .saturating_since(stopped);
+    let bound = w.daemon().server.config().detection_bound();
+    assert!(took <= bound, "seed {seed}: {took:?}");
+    w.run_for(Duration::from_secs(10));
+    w.resume(Host::Client(sleeper));
+    // It finds its association gone, looks for the daemon again and registers: online by itself.
+    let back = w.wait(PATIENCE, |w| w.client(watcher).sees("sleeper", true));
+    assert!(
+        back.is_some_and(|t| t < Duration::from_secs(5)),
+        "seed {seed}: {back:?}"
+    );
+    assert_eq!(registrations(&w, sleeper), 2);
+}
+
+#[test]
+fn a_clean_exit_is_offline_at_once() {
+    let seed = seed_or(5);
+    let mut w = world(seed, Netem::IDEAL);
+    let [watcher, leaver] = join_all(&mut w, &["watcher", "leaver"], seed)[..] else {
+        unreachable!()
+    };
+    w.exit_client(leaver);
+    // A graceful SHUTDOWN, not a heartbeat timeout: a few round trips.
+    let took = w.wait(PATIENCE, |w| w.client(watcher).sees("leaver", false));
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(5)),
+        "seed {seed}: {took:?}"
+    );
+    assert!(
+        w.client(leaver).client.is_none(),
+        "the leaver's process did not end"
+    );
+    assert!(w.daemon().events.iter().any(|(_, e)| matches!(e,
+        server::Event::Roster(crate::registry::Event::Offline { nick, why: "left" }) if nick.as_str() == "leaver")));
+}
+
+#[test]
+fn a_client_restarted_on_the_same_ports_takes_its_entry_back_without_going_offline() {
+    let seed = seed_or(6);
+    let mut w = world(seed, Netem::IDEAL);
+    let [watcher, phoenix] = join_all(&mut w, &["watcher", "phoenix"], seed)[..] else {
+        unreachable!()
+    };
+    let first = w.client(phoenix).client.as_ref().unwrap().instance();
+    let restarted = w.now();
+    w.crash(Host::Client(phoenix));
+    w.start_client(phoenix, |_| {});
+    let second = w.client(phoenix).client.as_ref().unwrap().instance();
+    assert_ne!(first, second);
+    let took = w.wait(PATIENCE, |w| {
+        w.client(watcher).client.as_ref().and_then(|c| {
+            c.roster()
+                .entries()
+                .find(|e| e.nick.as_str() == "phoenix")
+                .map(|e| e.instance)
+        }) == Some(second)
+    });
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(50)),
+        "seed {seed}: {took:?}"
+    );
+    assert_eq!(
+        w.client(watcher).roster(),
+        vec![("phoenix".into(), true), ("watcher".into(), true)]
+    );
+    w.run_for(Duration::from_secs(30));
+    assert_eq!(
+        went_offline(&w, watcher, "phoenix", restarted),
+        None,
+        "seed {seed}"
+    );
+    assert!(w.client(watcher).sees("phoenix", true));
+}
+
+/// A daemon stopped for 10 s (SIGSTOP, a suspended VM) loses its clients' associations, but nobody alive is
+/// ever reported offline: the clients come back, and the daemon forgives what it could not hear.
+#[test]
+fn a_stalled_daemon_does_not_mark_healthy_clients_offline() {
+    let seed = seed_or(7);
+    let mut w = world(seed, Netem::IDEAL);
+    let [watcher, healthy] = join_all(&mut w, &["watcher", "healthy"], seed)[..] else {
+        unreachable!()
+    };
+    let stalled = w.now();
+    w.pause(Host::Server);
+    w.wait(PATIENCE, |w| {
+        w.client(watcher)
+            .first_event(stalled, |e| matches!(e, ClientEvent::DaemonLost { .. }))
+            .is_some()
+    })
+    .expect("the watcher never noticed the stopped daemon");
+    w.run_until(stalled + Duration::from_secs(10), 10_000_000, |_| false);
+    w.resume(Host::Server);
+    let back = w.wait(PATIENCE, |w| {
+        registrations(w, watcher) == 2 && registrations(w, healthy) == 2
+    });
+    assert!(
+        back.is_some_and(|t| t < Duration::from_secs(5)),
+        "seed {seed}: {back:?}"
+    );
+    // Long enough for any wrong verdict (the detection bound, twice over) to have shown.
+    w.run_for(Duration::from_secs(10));
+    assert_eq!(
+        went_offline(&w, watcher, "healthy", stalled),
+        None,
+        "seed {seed}"
+    );
+    assert!(w.client(watcher).sees("healthy", true));
+    assert!(w.daemon().server.stats().stalls >= 1);
+    assert!(
+        w.daemon()
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, server::Event::Stalled(d) if *d >= Duration::from_secs(9)))
+    );
+}
+
+#[test]
+fn a_taken_nickname_is_refused_with_a_reason_and_the_holder_is_undisturbed() {
+    let seed = seed_or(8);
+    let mut w = world(seed, Netem::IDEAL);
+    let [first] = join_all(&mut w, &["taken"], seed)[..] else {
+        unreachable!()
+    };
+    let second = w.add_client("taken", |_| {});
+    w.wait(PATIENCE, |w| {
+        w.client(second)
+            .first_event(Instant::ZERO, |e| matches!(e, ClientEvent::Rejected { .. }))
+            .is_some()
+    })
+    .expect("the clashing client was never refused");
+    let rejected = w.client(second).events.iter().find_map(|(_, e)| match e {
+        ClientEvent::Rejected { result, reason, .. } => Some((*result, reason.clone())),
+        _ => None,
+    });
+    let (result, reason) = rejected.unwrap();
+    assert_eq!(result, RegisterResult::NickTaken);
+    assert!(
+        reason.contains("in use") && reason.contains("choose another"),
+        "{reason}"
+    );
+    w.run_for(Duration::from_secs(10));
+    assert!(
+        w.client(first)
+            .events
+            .iter()
+            .all(|(_, e)| !matches!(e, ClientEvent::DaemonLost { .. }))
+    );
+    assert_eq!(w.daemon().server.registry().counts().0, 1);
+    assert!(w.client(first).is_registered());
+}
+
+/// DESIGN.md: a daemon restart → every client registered again within 2 s. A graceful stop tells clients at
+/// once; the new daemon's ANNOUNCE calls them back.
+#[test]
+fn clients_register_again_within_two_seconds_of_a_daemon_restart() {
+    let seed = seed_or(9);
+    let mut w = world(seed, Netem::IDEAL);
+    let ids = join_all(&mut w, &["anna", "bert", "cleo"], seed);
+    w.stop_server();
+    let told = w.wait(PATIENCE, |w| {
+        w.server.is_none()
+            && ids.iter().all(|&i| {
+                w.client(i)
+                    .events
+                    .iter()
+                    .any(|(_, e)| matches!(e, ClientEvent::DaemonLost { .. }))
+            })
+    });
+    // A graceful stop tells every client at once (SHUTDOWN, not a heartbeat timeout).
+    assert!(
+        told.is_some_and(|t| t < Duration::from_millis(5)),
+        "seed {seed}: {told:?}"
+    );
+    w.run_for(Duration::from_millis(500));
+    w.start_server();
+    let took = w.wait(PATIENCE, |w| ids.iter().all(|&i| registrations(w, i) == 2));
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(2)),
+        "seed {seed}: {took:?}"
+    );
+    // The saved roster came back with the daemon: everyone is one entry, online.
+    let took = w.wait(PATIENCE, |w| {
+        ids.iter().all(|&i| {
+            w.client(i).roster()
+                == vec![
+                    ("anna".into(), true),
+                    ("bert".into(), true),
+                    ("cleo".into(), true),
+                ]
+        })
+    });
+    assert!(took.is_some(), "seed {seed}: {}", describe(&w));
+}
+
+/// A daemon killed with SIGKILL and started again on the same ports: clients find out from the closed port
+/// (or their heartbeats), look for it, and come back to the new one, which loaded the roster saved before.
+#[test]
+fn clients_come_back_after_the_daemon_crashes_and_is_started_again() {
+    let seed = seed_or(10);
+    let mut w = world(seed, Netem::IDEAL);
+    let ids = join_all(&mut w, &["anna", "bert"], seed);
+    // Past the save delay: the roster is on disk.
+    w.run_for(Duration::from_secs(2));
+    assert!(w.disk.as_ref().is_some_and(|d| d.0.len() == 2));
+    w.crash(Host::Server);
+    w.run_for(Duration::from_secs(1));
+    w.start_server();
+    assert_eq!(
+        w.daemon().server.registry().counts(),
+        (0, 2, 0),
+        "loaded offline until they register"
+    );
+    let took = w.wait(PATIENCE, |w| ids.iter().all(|&i| registrations(w, i) == 2));
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(2)),
+        "seed {seed}: {took:?}"
+    );
+    assert_eq!(w.daemon().server.registry().counts().0, 2);
+}
+
+/// Loss, duplication and reordering: every roster still converges, and every client stays registered.
+#[test]
+fn rosters_converge_on_a_lossy_reordering_duplicating_network() {
+    for seed in [11, 12, 13] {
+        let seed = seed_or(seed);
+        let netem = Netem {
+            latency: Duration::from_millis(1),
+            jitter: Duration::from_millis(3),
+            loss: 0.05,
+            duplicate: 0.03,
+        };
+        let mut w = world(seed, netem);
+        let nicks: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = nicks.iter().map(String::as_str).collect();
+        let ids = join_all(&mut w, &refs, seed);
+        // One leaves cleanly, one dies: everyone else learns both.
+        w.exit_client(ids[0]);
+        w.crash(Host::Client(ids[1]));
+        let ok = w.wait(PATIENCE, |w| {
+            ids[2..]
+                .iter()
+                .all(|&i| w.client(i).sees("c0", false) && w.client(i).sees("c1", false))
+        });
+        assert!(ok.is_some(), "seed {seed}: {}", describe(&w));
+        w.run_for(Duration::from_secs(20));
+        for &i in &ids[2..] {
+            assert!(
+                w.client(i).is_registered(),
+                "seed {seed}: client {i} lost the daemon"
+            );
+            assert_eq!(w.client(i).roster().len(), 12, "seed {seed}");
+        }
+    }
+}
+
+/// A client cut off from the daemon (a partition, not a crash) goes offline at the others, and comes back by
+/// itself once the link is restored.
+#[test]
+fn a_partitioned_client_goes_offline_and_returns_when_the_link_heals() {
+    let seed = seed_or(14);
+    let mut w = world(seed, Netem::IDEAL);
+    let [watcher, island] = join_all(&mut w, &["watcher", "island"], seed)[..] else {
+        unreachable!()
+    };
+    let cut = w.now();
+    w.partition(Host::Client(island), Host::Server, true);
+    w.wait(PATIENCE, |w| w.client(watcher).sees("island", false))
+        .expect("never offline");
+    let took = went_offline(&w, watcher, "island", cut)
+        .unwrap()
+        .saturating_since(cut);
+    assert!(
+        took <= w.daemon().server.config().detection_bound(),
+        "seed {seed}: {took:?}"
+    );
+    w.run_for(Duration::from_secs(20));
+    w.partition(Host::Client(island), Host::Server, false);
+    let back = w.wait(PATIENCE, |w| w.client(watcher).sees("island", true));
+    // The island retries discovery with backoff (at most 5 s between HELLOs, jittered).
+    assert!(
+        back.is_some_and(|t| t < Duration::from_secs(8)),
+        "seed {seed}: {back:?}"
+    );
+}

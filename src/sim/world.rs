@@ -1,0 +1,557 @@
+//! The whole system in virtual time: one [`Server`] (the daemon) and any number of [`Client`]s, each on its
+//! own simulated host, talking over a [`Network`]: discovery by multicast (HELLO to the group, WELCOME back,
+//! ANNOUNCE to the group), SCTP over UDP between each client and the daemon.
+//!
+//! What a test can do to it, as an operator or a bad day would: crash a host's process (its port then answers
+//! with ICMP port unreachable, as Linux does, or stays silent with [`World::icmp`] off), stop it (SIGSTOP:
+//! datagrams wait in its socket buffer, its timers do not run) and continue it, exit it cleanly, cut the link
+//! between two hosts, stop and restart the daemon on the same ports with the roster it saved. Each host's
+//! events are recorded with their times, so a test asserts *when* something happened, and that something did
+//! *not* happen within a stretch of virtual time, without sleeping.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::net::{Delivery, Netem, Network, earliest};
+use crate::client::{self, Client, ClientEvent};
+use crate::discovery::Nick;
+use crate::registry::wire;
+use crate::server::{self, Server};
+use crate::time::Instant;
+
+/// The daemon's UDP port for SCTP.
+pub const SERVER_SCTP: u16 = 9899;
+/// The daemon's discovery sender socket's port.
+pub const SERVER_SENDER: u16 = 10002;
+/// Each client's SCTP UDP port (every client has a host of its own).
+pub const CLIENT_SCTP: u16 = 40000;
+/// Each client's discovery sender socket's port (WELCOMEs come back here).
+pub const CLIENT_SENDER: u16 = 40001;
+/// Datagrams a stopped process's socket holds; more are dropped, as by a full receive buffer.
+const SOCKET_BUFFER: usize = 4096;
+
+/// A process that can be stopped (SIGSTOP) and continued.
+#[derive(Default)]
+struct Pause {
+    since: Option<Instant>,
+    backlog: Vec<Delivery>,
+}
+
+impl Pause {
+    fn hold(&mut self, d: Delivery, net: &mut Network) {
+        if self.backlog.len() < SOCKET_BUFFER {
+            self.backlog.push(d);
+        } else {
+            net.stats.dropped += 1;
+        }
+    }
+}
+
+/// The daemon's host.
+pub struct ServerHost {
+    /// Its address.
+    pub ip: IpAddr,
+    /// The daemon's core.
+    pub server: Server,
+    /// Every event it reported, with when.
+    pub events: Vec<(Instant, server::Event)>,
+    pause: Pause,
+}
+
+/// A client's host.
+pub struct ClientHost {
+    /// Its address.
+    pub ip: IpAddr,
+    /// The nickname it was started with.
+    pub nick: Nick,
+    /// The client's core; `None` once its process is gone (crashed or exited).
+    pub client: Option<Client>,
+    /// Every event it reported, with when (across restarts of its process).
+    pub events: Vec<(Instant, ClientEvent)>,
+    pause: Pause,
+}
+
+impl ClientHost {
+    /// Whether its process runs and is registered.
+    pub fn is_registered(&self) -> bool {
+        self.client.as_ref().is_some_and(Client::is_registered)
+    }
+
+    /// The roster as this client knows it: (nickname, online) pairs, sorted.
+    pub fn roster(&self) -> Vec<(String, bool)> {
+        let Some(c) = &self.client else {
+            return Vec::new();
+        };
+        let mut v: Vec<(String, bool)> = c
+            .roster()
+            .entries()
+            .map(|e| (e.nick.to_string(), e.status == wire::Status::Online))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the roster it holds has `nick` with that status.
+    pub fn sees(&self, nick: &str, online: bool) -> bool {
+        self.client.as_ref().is_some_and(|c| {
+            c.roster()
+                .entries()
+                .any(|e| e.nick.as_str() == nick && (e.status == wire::Status::Online) == online)
+        })
+    }
+
+    /// The time of the first event after `after` matching `f`.
+    pub fn first_event(
+        &self,
+        after: Instant,
+        mut f: impl FnMut(&ClientEvent) -> bool,
+    ) -> Option<Instant> {
+        self.events
+            .iter()
+            .find(|(t, e)| *t >= after && f(e))
+            .map(|(t, _)| *t)
+    }
+}
+
+/// Which host.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// The daemon's.
+    Server,
+    /// Client number `n` (in the order added).
+    Client(usize),
+}
+
+/// The whole system on a simulated network.
+pub struct World {
+    /// The network (its `now` is the world's time).
+    pub net: Network,
+    /// The discovery group.
+    pub group: SocketAddr,
+    /// The daemon's host, while a daemon runs there.
+    pub server: Option<ServerHost>,
+    /// Settings for the next daemon started ([`World::start_server`]).
+    pub server_config: server::Config,
+    /// The clients' hosts.
+    pub clients: Vec<ClientHost>,
+    /// The roster the daemon saved last (entries, version, wall-clock ms): what a restarted one loads.
+    pub disk: Option<(Vec<wire::Entry>, u64, u64)>,
+    /// Whether a datagram to a closed port on a live host comes back as ICMP port unreachable (Linux does).
+    pub icmp: bool,
+    server_ip: IpAddr,
+    wall0: u64,
+    cut: HashSet<(IpAddr, IpAddr)>,
+    daemons_started: u64,
+    buf: Vec<u8>,
+}
+
+fn client_ip(n: usize) -> IpAddr {
+    let n = n as u32 + 2;
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | n))
+}
+
+impl World {
+    /// A network with no hosts yet; time zero is 2026-01-01 on the wall clock.
+    pub fn new(seed: u64, netem: Netem) -> World {
+        World {
+            net: Network::new(seed, netem),
+            group: crate::discovery::DEFAULT_GROUP,
+            server: None,
+            server_config: server::Config {
+                sctp_port: SERVER_SCTP,
+                sctp_udp_port: SERVER_SCTP,
+                ..server::Config::new(0)
+            },
+            clients: Vec::new(),
+            disk: None,
+            icmp: true,
+            server_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            wall0: 1_767_225_600_000,
+            cut: HashSet::new(),
+            daemons_started: 0,
+            buf: vec![0; 65_536],
+        }
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.net.now
+    }
+
+    /// Starts a daemon (a new instance, as a new process would be) on the daemon's host, loading the roster
+    /// it saved last.
+    pub fn start_server(&mut self) {
+        self.daemons_started += 1;
+        let cfg = server::Config {
+            instance: 0xD000 + self.daemons_started,
+            group: self.group,
+            ..self.server_config.clone()
+        };
+        let seed = self.net.seed();
+        let mut server = Server::new(cfg, seed, self.wall0, self.now());
+        if let Some((entries, version, saved)) = &self.disk {
+            server.load(entries.iter().cloned(), *version, *saved);
+        }
+        self.server = Some(ServerHost {
+            ip: self.server_ip,
+            server,
+            events: Vec::new(),
+            pause: Pause::default(),
+        });
+    }
+
+    /// The daemon's host; panics if no daemon runs.
+    pub fn daemon(&self) -> &ServerHost {
+        self.server.as_ref().expect("no daemon is running")
+    }
+
+    /// Client number `n`'s host.
+    pub fn client(&self, n: usize) -> &ClientHost {
+        &self.clients[n]
+    }
+
+    /// Adds a host and starts a client on it with mpc's defaults, changed by `tweak`. Returns its number.
+    pub fn add_client(&mut self, nick: &str, tweak: impl FnOnce(&mut client::Config)) -> usize {
+        let n = self.clients.len();
+        self.clients.push(ClientHost {
+            ip: client_ip(n),
+            nick: Nick::new(nick).expect("a valid nickname"),
+            client: None,
+            events: Vec::new(),
+            pause: Pause::default(),
+        });
+        self.start_client(n, tweak);
+        n
+    }
+
+    /// Starts a new process of client `n` on the same host and ports (after a crash or exit).
+    pub fn start_client(&mut self, n: usize, tweak: impl FnOnce(&mut client::Config)) {
+        let seed = self.net.seed();
+        let instance = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
+        let mut cfg = client::Config::new(self.clients[n].nick, instance, self.group, CLIENT_SCTP);
+        cfg.chat_port = 7000;
+        tweak(&mut cfg);
+        let now = self.now();
+        self.clients[n].client = Some(Client::new(cfg, seed, now));
+    }
+
+    /// Kills a host's process at once (SIGKILL): no goodbye; its ports are closed from now on.
+    pub fn crash(&mut self, h: Host) {
+        match h {
+            Host::Server => self.server = None,
+            Host::Client(n) => {
+                self.clients[n].client = None;
+                self.clients[n].pause = Pause::default();
+            }
+        }
+    }
+
+    /// Client `n` leaves cleanly (Ctrl-D, SIGINT): its association shuts down; the process ends once closed.
+    pub fn exit_client(&mut self, n: usize) {
+        let now = self.now();
+        if let Some(c) = &mut self.clients[n].client {
+            c.shutdown(now);
+        }
+    }
+
+    /// Stops the daemon gracefully (SIGTERM): it shuts every association down, saves, and exits.
+    pub fn stop_server(&mut self) {
+        let now = self.now();
+        if let Some(s) = &mut self.server {
+            s.server.stop(now);
+        }
+    }
+
+    fn pause_of(&mut self, h: Host) -> Option<&mut Pause> {
+        match h {
+            Host::Server => self.server.as_mut().map(|s| &mut s.pause),
+            Host::Client(n) => Some(&mut self.clients[n].pause),
+        }
+    }
+
+    /// Stops a host's process (SIGSTOP): it reads, sends and times out nothing until [`World::resume`].
+    pub fn pause(&mut self, h: Host) {
+        let now = self.now();
+        if let Some(p) = self.pause_of(h) {
+            p.since.get_or_insert(now);
+        }
+    }
+
+    /// Continues a stopped process (SIGCONT): it sees how late it woke, then reads what waited in its socket.
+    pub fn resume(&mut self, h: Host) {
+        let now = self.now();
+        let Some(p) = self.pause_of(h) else {
+            return;
+        };
+        if p.since.take().is_none() {
+            return;
+        }
+        let backlog = std::mem::take(&mut p.backlog);
+        match h {
+            Host::Server => {
+                if let Some(s) = &mut self.server {
+                    let late = s
+                        .server
+                        .poll_timeout()
+                        .map_or(Duration::ZERO, |t| now.saturating_since(t));
+                    s.server.handle_stall(now, late);
+                }
+            }
+            Host::Client(n) => {
+                if let Some(c) = &mut self.clients[n].client {
+                    let late = c
+                        .poll_timeout()
+                        .map_or(Duration::ZERO, |t| now.saturating_since(t));
+                    if late > server::STALL {
+                        c.handle_stall(now);
+                    }
+                }
+            }
+        }
+        for d in backlog {
+            self.arrive(d);
+        }
+        self.run_timers();
+        self.drain();
+    }
+
+    /// Cuts (or restores) the link between two hosts, both directions.
+    pub fn partition(&mut self, a: Host, b: Host, cut: bool) {
+        let (a, b) = (self.ip_of(a), self.ip_of(b));
+        for k in [(a, b), (b, a)] {
+            if cut {
+                self.cut.insert(k);
+            } else {
+                self.cut.remove(&k);
+            }
+        }
+    }
+
+    fn ip_of(&self, h: Host) -> IpAddr {
+        match h {
+            Host::Server => self.server_ip,
+            Host::Client(n) => self.clients[n].ip,
+        }
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        if to == self.group {
+            // Multicast: a copy to every member's group socket (the sender's own too, as IP_MULTICAST_LOOP
+            // does), each lost or delayed on its own.
+            let mut members: Vec<IpAddr> = self.server.iter().map(|s| s.ip).collect();
+            members.extend(
+                self.clients
+                    .iter()
+                    .filter(|c| c.client.is_some())
+                    .map(|c| c.ip),
+            );
+            for ip in members {
+                self.send(from, SocketAddr::new(ip, self.group.port()), bytes);
+            }
+            return;
+        }
+        if self.cut.contains(&(from.ip(), to.ip())) {
+            self.net.drop_sent();
+        } else {
+            self.net.send(from, to, bytes);
+        }
+    }
+
+    /// Moves every process's datagrams onto the network and records its events.
+    fn drain(&mut self) {
+        let now = self.now();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut stopped = false;
+        if let Some(s) = &mut self.server
+            && s.pause.since.is_none()
+        {
+            let sctp = SocketAddr::new(s.ip, SERVER_SCTP);
+            while let Some(t) = s.server.poll_transmit(now, &mut buf) {
+                out.push((sctp, t.dst, buf[..t.len].to_vec()));
+            }
+            let sender = SocketAddr::new(s.ip, SERVER_SENDER);
+            while let Some((to, b)) = s.server.poll_discovery_transmit() {
+                out.push((sender, to, b));
+            }
+            while let Some(e) = s.server.poll_event(now) {
+                match &e {
+                    server::Event::SaveDue => {
+                        let r = s.server.registry();
+                        self.disk =
+                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
+                    }
+                    server::Event::Stopped { .. } => {
+                        let r = s.server.registry();
+                        self.disk =
+                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
+                        stopped = true;
+                    }
+                    _ => {}
+                }
+                s.events.push((now, e));
+            }
+        }
+        if stopped {
+            self.server = None;
+        }
+        for h in &mut self.clients {
+            let Some(c) = &mut h.client else { continue };
+            if h.pause.since.is_some() {
+                continue;
+            }
+            let sctp = SocketAddr::new(h.ip, CLIENT_SCTP);
+            while let Some(t) = c.poll_sctp_transmit(now, &mut buf) {
+                out.push((sctp, t.dst, buf[..t.len].to_vec()));
+            }
+            let sender = SocketAddr::new(h.ip, CLIENT_SENDER);
+            while let Some((to, b)) = c.poll_discovery_transmit() {
+                out.push((sender, to, b));
+            }
+            while let Some(e) = c.poll_event() {
+                h.events.push((now, e));
+            }
+            if c.is_closed() {
+                // An exited process: its ports close.
+                h.client = None;
+            }
+        }
+        self.buf = buf;
+        for (from, to, b) in out {
+            self.send(from, to, &b);
+        }
+    }
+
+    /// Hands an arrived datagram to the socket it was sent to, or bounces it if nothing listens there.
+    fn arrive(&mut self, d: Delivery) {
+        let now = self.now();
+        let group_port = self.group.port();
+        if let Some(s) = &mut self.server
+            && d.to.ip() == s.ip
+        {
+            if s.pause.since.is_some() {
+                s.pause.hold(d, &mut self.net);
+                return;
+            }
+            match d.to.port() {
+                SERVER_SCTP if d.unreachable => s.server.handle_unreachable(d.from, &d.bytes),
+                SERVER_SCTP => s.server.handle_sctp(now, d.from, &d.bytes),
+                p if p == group_port => s.server.handle_discovery(now, d.from, &d.bytes),
+                _ => {}
+            }
+            return;
+        }
+        if let Some(h) = self.clients.iter_mut().find(|h| h.ip == d.to.ip())
+            && let Some(c) = &mut h.client
+        {
+            if h.pause.since.is_some() {
+                h.pause.hold(d, &mut self.net);
+                return;
+            }
+            match d.to.port() {
+                CLIENT_SCTP if d.unreachable => c.handle_unreachable(now, d.from, &d.bytes),
+                CLIENT_SCTP => c.handle_sctp(now, d.from, &d.bytes),
+                p if p == CLIENT_SENDER || p == group_port => {
+                    c.handle_discovery(now, d.from, &d.bytes)
+                }
+                _ => {}
+            }
+            return;
+        }
+        // Nobody listens there. A live host answers a unicast datagram with ICMP port unreachable.
+        let host_up = d.to.ip() == self.server_ip || self.clients.iter().any(|h| h.ip == d.to.ip());
+        if self.icmp && host_up && !d.unreachable && d.to.port() != group_port {
+            self.net.send_unreachable(d);
+        } else {
+            self.net.stats.dropped += 1;
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now();
+        if let Some(s) = &mut self.server
+            && s.pause.since.is_none()
+            && s.server.poll_timeout().is_some_and(|t| t <= now)
+        {
+            s.server.handle_timeout(now);
+        }
+        for h in &mut self.clients {
+            if let Some(c) = &mut h.client
+                && h.pause.since.is_none()
+                && c.poll_timeout().is_some_and(|t| t <= now)
+            {
+                c.handle_timeout(now);
+            }
+        }
+    }
+
+    /// When something happens next: a datagram arrives or a running process's timer is due.
+    pub fn next_time(&self) -> Option<Instant> {
+        let server = self
+            .server
+            .as_ref()
+            .filter(|s| s.pause.since.is_none())
+            .and_then(|s| s.server.poll_timeout());
+        let clients = self
+            .clients
+            .iter()
+            .filter(|h| h.pause.since.is_none())
+            .filter_map(|h| h.client.as_ref()?.poll_timeout())
+            .min();
+        earliest(self.net.next_arrival(), earliest(server, clients))
+    }
+
+    /// Advances to the next arrival or timer and handles everything due then. False if nothing is pending.
+    pub fn step(&mut self) -> bool {
+        self.drain();
+        let Some(t) = self.next_time() else {
+            return false;
+        };
+        self.net.now = self.net.now.max(t);
+        while let Some(d) = self.net.pop_due() {
+            self.arrive(d);
+        }
+        self.run_timers();
+        self.drain();
+        true
+    }
+
+    /// Steps until `done` holds, time passes `deadline`, or `max_steps` steps ran. Returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        deadline: Instant,
+        max_steps: usize,
+        mut done: impl FnMut(&World) -> bool,
+    ) -> bool {
+        for _ in 0..max_steps {
+            self.drain();
+            if done(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(t) if t <= deadline => {
+                    self.step();
+                }
+                _ => {
+                    self.net.now = self.net.now.max(deadline);
+                    return done(self);
+                }
+            }
+        }
+        done(self)
+    }
+
+    /// Runs until `done` holds, for at most `within` of virtual time; returns how long it took.
+    pub fn wait(&mut self, within: Duration, done: impl FnMut(&World) -> bool) -> Option<Duration> {
+        let start = self.now();
+        self.run_until(start + within, 10_000_000, done)
+            .then(|| self.now().saturating_since(start))
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now() + d;
+        self.run_until(end, 10_000_000, |_| false);
+    }
+}
