@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use crate::client::roster::{Applied, Change, Roster};
 use crate::discovery::Nick;
+use crate::registry::wire::Status;
 use crate::time::Instant;
 use frame::{Frame, FrameError, MAX_TEXT, Reader};
 
@@ -435,6 +437,23 @@ impl Peer {
                 }
             }
             self.pump(now, t);
+        }
+    }
+
+    /// Keeps the contacts in step with the roster client's copy after it applied `applied` (a snapshot or
+    /// changes): every entry's address and status, and nicknames removed from the roster.
+    pub fn follow_roster(&mut self, now: Instant, roster: &Roster, applied: &Applied) {
+        let (Applied::Snapshot(changes) | Applied::Changes(changes)) = applied else {
+            return;
+        };
+        // The roster copy is authoritative after any application: refresh every contact.
+        for e in roster.entries() {
+            self.set_contact(now, e.nick, e.chat, e.status == Status::Online);
+        }
+        for c in changes {
+            if let Change::Removed(n) = c {
+                self.remove_contact(n);
+            }
         }
     }
 

@@ -10,11 +10,9 @@ use mio::Token;
 
 use crate::client::ClientEvent;
 use crate::client::io::{ClientIo, FIRST_APP_TOKEN, Setup};
-use crate::client::roster::{Applied, Change};
 use crate::peer::io::ChatIo;
 use crate::peer::{Config as PeerConfig, Peer, PeerEvent};
 use crate::reactor::ReactorEvent;
-use crate::registry::wire::{Entry, Status};
 use crate::time::Instant;
 
 const CHAT_LISTENER: Token = Token(FIRST_APP_TOKEN);
@@ -43,10 +41,6 @@ pub struct Session {
     pub chat: ChatIo,
     events: VecDeque<SessionEvent>,
     app: Vec<ReactorEvent>,
-}
-
-fn contact(peer: &mut Peer, now: Instant, e: &Entry) {
-    peer.set_contact(now, e.nick, e.chat, e.status == Status::Online);
 }
 
 impl Session {
@@ -128,19 +122,10 @@ impl Session {
     /// Moves client and peer events out, keeping the peer's contacts in step with the roster.
     fn collect(&mut self, now: Instant) {
         while let Some(ev) = self.io.client.poll_event() {
-            if let ClientEvent::Roster(Applied::Snapshot(_) | Applied::Changes(_)) = &ev {
-                // The roster copy is authoritative after any application: refresh every contact.
-                let entries: Vec<Entry> = self.io.client.roster().entries().copied().collect();
-                for e in &entries {
-                    contact(&mut self.chat.peer, now, e);
-                }
-                if let ClientEvent::Roster(Applied::Changes(cs) | Applied::Snapshot(cs)) = &ev {
-                    for c in cs {
-                        if let Change::Removed(n) = c {
-                            self.chat.peer.remove_contact(n);
-                        }
-                    }
-                }
+            if let ClientEvent::Roster(applied) = &ev {
+                self.chat
+                    .peer
+                    .follow_roster(now, self.io.client.roster(), applied);
             }
             self.events.push_back(SessionEvent::Client(ev));
         }

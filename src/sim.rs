@@ -11,6 +11,7 @@
 mod net;
 #[cfg(test)]
 mod scenarios;
+pub mod tcp;
 mod world;
 
 use std::collections::HashSet;
@@ -21,7 +22,7 @@ use crate::sctp::chunk::{Chunk, ChunkIter};
 use crate::sctp::wire::HEADER_LEN;
 use crate::sctp::{AssocId, Config, Endpoint, Event};
 use crate::time::Instant;
-pub use net::{Delivery, NetStats, Netem, Network, earliest};
+pub use net::{Delivery, NetStats, Netem, Network, Schedule, earliest};
 pub use world::{ClientHost, Host, ServerHost, World};
 
 /// One simulated host: an endpoint at an address, and the events it produced.

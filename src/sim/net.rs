@@ -62,26 +62,67 @@ pub struct Delivery {
     pub unreachable: bool,
 }
 
-struct InFlight {
-    at: Instant,
+/// Things due at virtual times, taken in time order; equal times keep the order they were scheduled in (so
+/// one stream's bytes never overtake each other).
+pub struct Schedule<T> {
+    heap: BinaryHeap<Reverse<Timed<T>>>,
     seq: u64,
-    d: Delivery,
 }
 
-impl PartialEq for InFlight {
+struct Timed<T> {
+    at: Instant,
+    seq: u64,
+    item: T,
+}
+
+impl<T> PartialEq for Timed<T> {
     fn eq(&self, o: &Self) -> bool {
         (self.at, self.seq) == (o.at, o.seq)
     }
 }
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
+impl<T> Eq for Timed<T> {}
+impl<T> PartialOrd for Timed<T> {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for InFlight {
+impl<T> Ord for Timed<T> {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+impl<T> Default for Schedule<T> {
+    fn default() -> Self {
+        Schedule {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<T> Schedule<T> {
+    /// Schedules `item` for `at`.
+    pub fn push(&mut self, at: Instant, item: T) {
+        self.seq += 1;
+        self.heap.push(Reverse(Timed {
+            at,
+            seq: self.seq,
+            item,
+        }));
+    }
+
+    /// When the next item is due.
+    pub fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(t)| t.at)
+    }
+
+    /// The next item due by `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
+        if self.next_at()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse(t)| t.item)
     }
 }
 
@@ -93,9 +134,8 @@ pub struct Network {
     pub netem: Netem,
     /// What the network did so far.
     pub stats: NetStats,
-    queue: BinaryHeap<Reverse<InFlight>>,
+    queue: Schedule<Delivery>,
     rng: ChaCha8Rng,
-    seq: u64,
 }
 
 impl Network {
@@ -105,9 +145,8 @@ impl Network {
             now: Instant::ZERO,
             netem,
             stats: NetStats::default(),
-            queue: BinaryHeap::new(),
+            queue: Schedule::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            seq: 0,
         }
     }
 
@@ -149,17 +188,13 @@ impl Network {
         self.stats.duplicated += copies - 1;
         for _ in 0..copies {
             let at = self.now + self.delay();
-            self.seq += 1;
-            self.queue.push(Reverse(InFlight {
-                at,
-                seq: self.seq,
-                d: Delivery {
-                    from,
-                    to,
-                    bytes: bytes.to_vec(),
-                    unreachable: false,
-                },
-            }));
+            let d = Delivery {
+                from,
+                to,
+                bytes: bytes.to_vec(),
+                unreachable: false,
+            };
+            self.queue.push(at, d);
         }
     }
 
@@ -167,32 +202,25 @@ impl Network {
     /// (after the latency; never lost: the tests that use it are about the answer, not about ICMP loss).
     pub fn send_unreachable(&mut self, d: Delivery) {
         self.stats.sent += 1;
-        self.seq += 1;
-        self.queue.push(Reverse(InFlight {
-            at: self.now + self.netem.latency,
-            seq: self.seq,
-            d: Delivery {
-                from: d.to,
-                to: d.from,
-                bytes: d.bytes,
-                unreachable: true,
-            },
-        }));
+        let icmp = Delivery {
+            from: d.to,
+            to: d.from,
+            bytes: d.bytes,
+            unreachable: true,
+        };
+        self.queue.push(self.now + self.netem.latency, icmp);
     }
 
     /// When the next datagram arrives.
     pub fn next_arrival(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse(f)| f.at)
+        self.queue.next_at()
     }
 
     /// The next datagram due by `now`, if any.
     pub fn pop_due(&mut self) -> Option<Delivery> {
-        if self.next_arrival()? > self.now {
-            return None;
-        }
-        let Reverse(f) = self.queue.pop()?;
+        let d = self.queue.pop_due(self.now)?;
         self.stats.delivered += 1;
-        Some(f.d)
+        Some(d)
     }
 }
 

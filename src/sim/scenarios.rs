@@ -10,6 +10,7 @@ use super::world::{Host, World};
 use super::{Netem, seed_or};
 use crate::client::ClientEvent;
 use crate::client::roster::{Applied, Change};
+use crate::peer::PeerEvent;
 use crate::registry::wire::RegisterResult;
 use crate::server;
 use crate::time::Instant;
@@ -465,4 +466,98 @@ fn a_partitioned_client_goes_offline_and_returns_when_the_link_heals() {
         back.is_some_and(|t| t < Duration::from_secs(8)),
         "seed {seed}: {back:?}"
     );
+}
+
+fn queued(w: &World, n: usize, id: u64) -> bool {
+    w.client(n)
+        .chat
+        .iter()
+        .any(|(_, e)| matches!(e, PeerEvent::Queued { id: i, .. } if *i == id))
+}
+
+#[test]
+fn a_chat_message_goes_peer_to_peer_and_is_acknowledged() {
+    let seed = seed_or(20);
+    let mut w = world(seed, Netem::IDEAL);
+    let [alice, bob] = join_all(&mut w, &["alice", "bob"], seed)[..] else {
+        unreachable!()
+    };
+    let sctp_before = w.daemon().server.endpoint().stats().messages_in;
+    let id = w.send_chat(alice, "bob", "hello bob").expect("send");
+    let took = w.wait(PATIENCE, |w| w.client(alice).delivered(id).is_some());
+    // Connect, HELLO both ways, MSG, ACK: a few round trips of 200 µs.
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(5)),
+        "seed {seed}: {took:?}"
+    );
+    assert_eq!(
+        w.client(bob).received(),
+        vec![("alice".into(), "hello bob".into(), true)]
+    );
+    // The daemon saw no part of it.
+    assert_eq!(
+        w.daemon().server.endpoint().stats().messages_in,
+        sctp_before
+    );
+    // The idle connection is reused for the next message: no new HELLO exchange, one round trip.
+    let id2 = w.send_chat(alice, "bob", "again").unwrap();
+    let took = w.wait(PATIENCE, |w| w.client(alice).delivered(id2).is_some());
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(1)),
+        "seed {seed}: {took:?}"
+    );
+}
+
+#[test]
+fn a_message_for_an_offline_peer_waits_and_arrives_once_when_it_returns() {
+    let seed = seed_or(21);
+    let mut w = world(seed, Netem::IDEAL);
+    let [alice, bob] = join_all(&mut w, &["alice", "bob"], seed)[..] else {
+        unreachable!()
+    };
+    w.crash(Host::Client(bob));
+    w.wait(PATIENCE, |w| w.client(alice).sees("bob", false))
+        .expect("bob never went offline");
+    let id = w.send_chat(alice, "bob", "are you there?").unwrap();
+    w.run_for(Duration::from_secs(30));
+    assert!(queued(&w, alice, id), "seed {seed}: not reported queued");
+    assert_eq!(w.client(alice).delivered(id), None);
+    w.start_client(bob, |_| {});
+    let took = w.wait(PATIENCE, |w| w.client(alice).delivered(id).is_some());
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(1)),
+        "seed {seed}: {took:?}"
+    );
+    w.run_for(Duration::from_secs(30));
+    assert_eq!(
+        w.client(bob).received(),
+        vec![("alice".into(), "are you there?".into(), true)],
+        "seed {seed}: not exactly once"
+    );
+}
+
+/// A receiver stopped (SIGSTOP) while messages are in flight: they are delivered, once each, after it
+/// continues, whether the sender had given the connection up meanwhile or not.
+#[test]
+fn messages_to_a_stopped_receiver_arrive_once_each_after_it_continues() {
+    let seed = seed_or(22);
+    let mut w = world(seed, Netem::IDEAL);
+    let [alice, bob] = join_all(&mut w, &["alice", "bob"], seed)[..] else {
+        unreachable!()
+    };
+    w.pause(Host::Client(bob));
+    let ids: Vec<u64> = (0..5)
+        .map(|i| w.send_chat(alice, "bob", &format!("m{i}")).unwrap())
+        .collect();
+    w.run_for(Duration::from_secs(20));
+    w.resume(Host::Client(bob));
+    let ok = w.wait(PATIENCE, |w| {
+        ids.iter()
+            .all(|&id| w.client(alice).delivered(id).is_some())
+    });
+    assert!(ok.is_some(), "seed {seed}: {:?}", w.client(alice).chat);
+    w.run_for(Duration::from_secs(30));
+    let mut got: Vec<String> = w.client(bob).received().into_iter().map(|m| m.1).collect();
+    got.sort();
+    assert_eq!(got, vec!["m0", "m1", "m2", "m3", "m4"], "seed {seed}");
 }

@@ -1,6 +1,7 @@
-//! The whole system in virtual time: one [`Server`] (the daemon) and any number of [`Client`]s, each on its
-//! own simulated host, talking over a [`Network`]: discovery by multicast (HELLO to the group, WELCOME back,
-//! ANNOUNCE to the group), SCTP over UDP between each client and the daemon.
+//! The whole system in virtual time: one [`Server`] (the daemon) and any number of clients, each on its own
+//! simulated host, talking over a [`Network`]: discovery by multicast (HELLO to the group, WELCOME back,
+//! ANNOUNCE to the group), SCTP over UDP between each [`Client`] and the daemon, and chat between the clients'
+//! [`Peer`]s over simulated TCP ([`super::tcp`]), fed the roster as `mpc` feeds it.
 //!
 //! What a test can do to it, as an operator or a bad day would: crash a host's process (its port then answers
 //! with ICMP port unreachable, as Linux does, or stays silent with [`World::icmp`] off), stop it (SIGSTOP:
@@ -14,8 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::net::{Delivery, Netem, Network, earliest};
+use super::tcp::{CONNECT_TIMEOUT, End, Segment, Tcp};
 use crate::client::{self, Client, ClientEvent};
 use crate::discovery::Nick;
+use crate::peer::{self, Action, Peer, PeerEvent, Target};
 use crate::registry::wire;
 use crate::server::{self, Server};
 use crate::time::Instant;
@@ -28,6 +31,8 @@ pub const SERVER_SENDER: u16 = 10002;
 pub const CLIENT_SCTP: u16 = 40000;
 /// Each client's discovery sender socket's port (WELCOMEs come back here).
 pub const CLIENT_SENDER: u16 = 40001;
+/// Each client's chat listener's TCP port.
+pub const CLIENT_CHAT: u16 = 7000;
 /// Datagrams a stopped process's socket holds; more are dropped, as by a full receive buffer.
 const SOCKET_BUFFER: usize = 4096;
 
@@ -36,6 +41,9 @@ const SOCKET_BUFFER: usize = 4096;
 struct Pause {
     since: Option<Instant>,
     backlog: Vec<Delivery>,
+    /// TCP segments for a stopped process: its kernel holds them (connections still complete, bytes are
+    /// buffered) until it reads.
+    segments: Vec<Segment>,
 }
 
 impl Pause {
@@ -67,8 +75,14 @@ pub struct ClientHost {
     pub nick: Nick,
     /// The client's core; `None` once its process is gone (crashed or exited).
     pub client: Option<Client>,
+    /// The process's chat peer, beside its client.
+    pub peer: Option<Peer>,
     /// Every event it reported, with when (across restarts of its process).
     pub events: Vec<(Instant, ClientEvent)>,
+    /// Every chat event its peer reported, with when.
+    pub chat: Vec<(Instant, PeerEvent)>,
+    /// Starts of its process so far.
+    life: u32,
     pause: Pause,
 }
 
@@ -98,6 +112,30 @@ impl ClientHost {
             c.roster()
                 .entries()
                 .any(|e| e.nick.as_str() == nick && (e.status == wire::Status::Online) == online)
+        })
+    }
+
+    /// Messages its peer received: (sender, text, verified).
+    pub fn received(&self) -> Vec<(String, String, bool)> {
+        self.chat
+            .iter()
+            .filter_map(|(_, e)| match e {
+                PeerEvent::Message {
+                    from,
+                    text,
+                    verified,
+                    ..
+                } => Some((from.to_string(), text.clone(), *verified)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When message `id` was reported delivered.
+    pub fn delivered(&self, id: u64) -> Option<Instant> {
+        self.chat.iter().find_map(|(t, e)| match e {
+            PeerEvent::Delivered { id: i, .. } if *i == id => Some(*t),
+            _ => None,
         })
     }
 
@@ -139,7 +177,10 @@ pub struct World {
     pub disk: Option<(Vec<wire::Entry>, u64, u64)>,
     /// Whether a datagram to a closed port on a live host comes back as ICMP port unreachable (Linux does).
     pub icmp: bool,
+    /// TCP between the chat peers.
+    pub tcp: Tcp,
     server_ip: IpAddr,
+    next_ephemeral: u16,
     wall0: u64,
     cut: HashSet<(IpAddr, IpAddr)>,
     daemons_started: u64,
@@ -166,6 +207,8 @@ impl World {
             clients: Vec::new(),
             disk: None,
             icmp: true,
+            tcp: Tcp::default(),
+            next_ephemeral: 50_000,
             server_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             wall0: 1_767_225_600_000,
             cut: HashSet::new(),
@@ -218,7 +261,10 @@ impl World {
             ip: client_ip(n),
             nick: Nick::new(nick).expect("a valid nickname"),
             client: None,
+            peer: None,
             events: Vec::new(),
+            chat: Vec::new(),
+            life: 0,
             pause: Pause::default(),
         });
         self.start_client(n, tweak);
@@ -229,21 +275,52 @@ impl World {
     pub fn start_client(&mut self, n: usize, tweak: impl FnOnce(&mut client::Config)) {
         let seed = self.net.seed();
         let instance = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
-        let mut cfg = client::Config::new(self.clients[n].nick, instance, self.group, CLIENT_SCTP);
-        cfg.chat_port = 7000;
+        let nick = self.clients[n].nick;
+        let mut cfg = client::Config::new(nick, instance, self.group, CLIENT_SCTP);
+        cfg.chat_port = CLIENT_CHAT;
         tweak(&mut cfg);
         let now = self.now();
-        self.clients[n].client = Some(Client::new(cfg, seed, now));
+        let h = &mut self.clients[n];
+        h.client = Some(Client::new(cfg, seed, now));
+        h.peer = Some(Peer::new(peer::Config::new(nick, instance)));
+        h.life += 1;
+    }
+
+    /// Client `n`'s peer queues `text` for `to` (a nickname); returns the message id.
+    pub fn send_chat(&mut self, n: usize, to: &str, text: &str) -> Result<u64, peer::SendError> {
+        let now = self.now();
+        let wall = self.wall_ms();
+        let to = Target::Nick(Nick::new(to).expect("a valid nickname"));
+        let peer = self.clients[n]
+            .peer
+            .as_mut()
+            .expect("client n is not running");
+        peer.send(now, wall, to, text)
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.wall0 + self.now().as_millis()
+    }
+
+    /// Client `n`'s process ended: its connections are reset (the other ends hear of it after the latency).
+    fn end_process(&mut self, n: usize) {
+        let h = &mut self.clients[n];
+        h.client = None;
+        h.peer = None;
+        h.pause = Pause::default();
+        let at = self.net.now + self.net.netem.latency;
+        for e in self.tcp.ends_of(n) {
+            if let Some(other) = self.tcp.unlink(e) {
+                self.tcp.queue.push(at, Segment::Closed(other));
+            }
+        }
     }
 
     /// Kills a host's process at once (SIGKILL): no goodbye; its ports are closed from now on.
     pub fn crash(&mut self, h: Host) {
         match h {
             Host::Server => self.server = None,
-            Host::Client(n) => {
-                self.clients[n].client = None;
-                self.clients[n].pause = Pause::default();
-            }
+            Host::Client(n) => self.end_process(n),
         }
     }
 
@@ -288,6 +365,7 @@ impl World {
             return;
         }
         let backlog = std::mem::take(&mut p.backlog);
+        let segments = std::mem::take(&mut p.segments);
         match h {
             Host::Server => {
                 if let Some(s) = &mut self.server {
@@ -311,6 +389,9 @@ impl World {
         }
         for d in backlog {
             self.arrive(d);
+        }
+        for seg in segments {
+            self.arrive_segment(seg);
         }
         self.run_timers();
         self.drain();
@@ -396,8 +477,12 @@ impl World {
         if stopped {
             self.server = None;
         }
-        for h in &mut self.clients {
-            let Some(c) = &mut h.client else { continue };
+        let mut ended = Vec::new();
+        let mut actions = Vec::new();
+        for (n, h) in self.clients.iter_mut().enumerate() {
+            let (Some(c), Some(p)) = (&mut h.client, &mut h.peer) else {
+                continue;
+            };
             if h.pause.since.is_some() {
                 continue;
             }
@@ -410,16 +495,162 @@ impl World {
                 out.push((sender, to, b));
             }
             while let Some(e) = c.poll_event() {
+                // As mpc's session does: the roster feeds the chat peer's contacts.
+                if let ClientEvent::Roster(applied) = &e {
+                    p.follow_roster(now, c.roster(), applied);
+                }
                 h.events.push((now, e));
+            }
+            while let Some(a) = p.poll_action() {
+                let bytes = match a {
+                    Action::Write(conn) => {
+                        let b = p.output(conn).to_vec();
+                        p.wrote(now, conn, b.len());
+                        b
+                    }
+                    _ => Vec::new(),
+                };
+                actions.push((n, h.life, a, bytes));
+            }
+            while let Some(e) = p.poll_event() {
+                h.chat.push((now, e));
             }
             if c.is_closed() {
                 // An exited process: its ports close.
-                h.client = None;
+                ended.push(n);
             }
         }
         self.buf = buf;
         for (from, to, b) in out {
             self.send(from, to, &b);
+        }
+        for (n, life, a, bytes) in actions {
+            self.act(n, life, a, bytes);
+        }
+        for n in ended {
+            self.end_process(n);
+        }
+    }
+
+    /// Carries out what client `n`'s peer asked of its sockets.
+    fn act(&mut self, n: usize, life: u32, a: Action, bytes: Vec<u8>) {
+        let at = self.now() + self.net.netem.latency;
+        match a {
+            Action::Connect { conn, addr } => {
+                self.next_ephemeral = self.next_ephemeral.checked_add(1).unwrap_or(50_000);
+                let from_addr = SocketAddr::new(self.clients[n].ip, self.next_ephemeral);
+                let from = End {
+                    host: n,
+                    life,
+                    conn,
+                };
+                self.tcp.queue.push(
+                    at,
+                    Segment::Syn {
+                        from,
+                        from_addr,
+                        to: addr,
+                    },
+                );
+            }
+            Action::Write(conn) => {
+                let me = End {
+                    host: n,
+                    life,
+                    conn,
+                };
+                if let Some(other) = self.tcp.other(me)
+                    && !self
+                        .cut
+                        .contains(&(self.clients[n].ip, self.clients[other.host].ip))
+                {
+                    self.tcp.queue.push(at, Segment::Data(other, bytes));
+                }
+            }
+            Action::Close(conn) => {
+                if let Some(other) = self.tcp.unlink(End {
+                    host: n,
+                    life,
+                    conn,
+                }) {
+                    self.tcp.queue.push(at, Segment::Closed(other));
+                }
+            }
+        }
+    }
+
+    /// A TCP segment reaches its host.
+    fn arrive_segment(&mut self, seg: Segment) {
+        let now = self.now();
+        let wall = self.wall_ms();
+        let latency = self.net.netem.latency;
+        let host = match &seg {
+            Segment::Syn { to, .. } => self.clients.iter().position(|h| h.ip == to.ip()),
+            Segment::Established(e) | Segment::Closed(e) | Segment::Data(e, _) => Some(e.host),
+        };
+        let Some(n) = host else {
+            // No such host: a connection attempt times out.
+            if let Segment::Syn { from, .. } = seg {
+                self.tcp
+                    .queue
+                    .push(now + CONNECT_TIMEOUT, Segment::Closed(from));
+            }
+            return;
+        };
+        let h = &mut self.clients[n];
+        if h.pause.since.is_some() && h.peer.is_some() {
+            h.pause.segments.push(seg);
+            return;
+        }
+        match seg {
+            Segment::Syn {
+                from,
+                from_addr,
+                to,
+            } => {
+                let cut = self.cut.contains(&(from_addr.ip(), h.ip));
+                let listening = to.port() == CLIENT_CHAT;
+                match h.peer.as_mut() {
+                    _ if cut => self
+                        .tcp
+                        .queue
+                        .push(now + CONNECT_TIMEOUT, Segment::Closed(from)),
+                    Some(p) if listening => match p.accepted(now, from_addr) {
+                        Some(conn) => {
+                            let me = End {
+                                host: n,
+                                life: h.life,
+                                conn,
+                            };
+                            self.tcp.link(from, me);
+                            self.tcp
+                                .queue
+                                .push(now + latency, Segment::Established(from));
+                        }
+                        None => self.tcp.queue.push(now + latency, Segment::Closed(from)),
+                    },
+                    // Nobody listens: RST.
+                    _ => self.tcp.queue.push(now + latency, Segment::Closed(from)),
+                }
+            }
+            Segment::Established(e) | Segment::Closed(e) | Segment::Data(e, _)
+                if e.life != h.life => {}
+            Segment::Established(e) => {
+                if let Some(p) = h.peer.as_mut() {
+                    p.connected(now, e.conn);
+                }
+            }
+            Segment::Data(e, bytes) => {
+                if let Some(p) = h.peer.as_mut() {
+                    p.handle_data(now, wall, e.conn, &bytes);
+                }
+            }
+            Segment::Closed(e) => {
+                self.tcp.unlink(e);
+                if let Some(p) = h.peer.as_mut() {
+                    p.closed(now, e.conn);
+                }
+            }
         }
     }
 
@@ -477,11 +708,18 @@ impl World {
             s.server.handle_timeout(now);
         }
         for h in &mut self.clients {
+            if h.pause.since.is_some() {
+                continue;
+            }
             if let Some(c) = &mut h.client
-                && h.pause.since.is_none()
                 && c.poll_timeout().is_some_and(|t| t <= now)
             {
                 c.handle_timeout(now);
+            }
+            if let Some(p) = &mut h.peer
+                && p.poll_timeout().is_some_and(|t| t <= now)
+            {
+                p.handle_timeout(now);
             }
         }
     }
@@ -497,9 +735,15 @@ impl World {
             .clients
             .iter()
             .filter(|h| h.pause.since.is_none())
-            .filter_map(|h| h.client.as_ref()?.poll_timeout())
+            .flat_map(|h| {
+                let c = h.client.as_ref().and_then(Client::poll_timeout);
+                let p = h.peer.as_ref().and_then(Peer::poll_timeout);
+                [c, p]
+            })
+            .flatten()
             .min();
-        earliest(self.net.next_arrival(), earliest(server, clients))
+        let arrivals = earliest(self.net.next_arrival(), self.tcp.queue.next_at());
+        earliest(arrivals, earliest(server, clients))
     }
 
     /// Advances to the next arrival or timer and handles everything due then. False if nothing is pending.
@@ -511,6 +755,9 @@ impl World {
         self.net.now = self.net.now.max(t);
         while let Some(d) = self.net.pop_due() {
             self.arrive(d);
+        }
+        while let Some(seg) = self.tcp.queue.pop_due(self.net.now) {
+            self.arrive_segment(seg);
         }
         self.run_timers();
         self.drain();
