@@ -12,7 +12,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use mio::Token;
 use multiproto::discovery::Nick;
-use multiproto::peer::io::ChatIo;
+use multiproto::io::chat::ChatIo;
 use multiproto::peer::{Config, Peer, PeerEvent, Target};
 use multiproto::reactor::{Reactor, ReactorEvent};
 

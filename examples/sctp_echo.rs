@@ -16,8 +16,8 @@ use argh::FromArgs;
 use mio::Token;
 use nix::sys::signal::Signal;
 
+use multiproto::io::sctp_udp::UdpTransport;
 use multiproto::reactor::{Reactor, ReactorEvent};
-use multiproto::sctp::transport::UdpTransport;
 use multiproto::sctp::{AssocId, Config, DownReason, Endpoint, Event, SendError};
 use multiproto::time::Instant;
 

@@ -6,7 +6,8 @@
 //! UDP socket and the discovery sender socket, plus the group socket for ANNOUNCE) and calls
 //! [`Client::handle_timeout`] when [`Client::poll_timeout`] passes.
 
-pub mod io;
+#![forbid(unsafe_code)]
+
 pub mod roster;
 
 use std::collections::VecDeque;

@@ -30,9 +30,9 @@ use std::time::Duration;
 use mio::Token;
 
 use crate::client::ClientEvent;
-use crate::client::io::Setup;
 use crate::client::roster::{Applied, Change};
 use crate::discovery::Nick;
+use crate::io::client::Setup;
 use crate::outbox;
 use crate::peer::{PeerEvent, Target};
 use crate::reactor::ReactorEvent;

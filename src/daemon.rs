@@ -18,10 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mio::Token;
 use nix::sys::signal::Signal;
 
-use crate::discovery::{self, Iface};
+use crate::discovery;
+use crate::io::discovery::{Iface, multicast_socket, resolve_iface, sender_socket};
+use crate::io::roster_file as persist;
+use crate::io::sctp_udp::{Coalescing, UdpTransport};
 use crate::reactor::{Reactor, ReactorEvent};
-use crate::registry::{Event as RosterEvent, persist};
-use crate::sctp::transport::{Coalescing, UdpTransport};
+use crate::registry::Event as RosterEvent;
 use crate::server::{self, Event, Server};
 use crate::time::Instant;
 
@@ -63,7 +65,7 @@ impl Options {
             dir,
             group: discovery::DEFAULT_GROUP,
             iface: None,
-            sctp_port: crate::sctp::transport::DEFAULT_UDP_PORT,
+            sctp_port: crate::io::sctp_udp::DEFAULT_UDP_PORT,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             heartbeat: Duration::from_secs(1),
             max_retransmits: 3,
@@ -221,15 +223,15 @@ impl Service {
         reactor
             .watch_signals(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP], SIGNALS)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let iface = discovery::resolve_iface(opts.iface.as_deref(), opts.group.ip())
+        let iface = resolve_iface(opts.iface.as_deref(), opts.group.ip())
             .map_err(|e| format!("--iface: {e}"))?;
-        let (mut group_sock, joined) = discovery::multicast_socket(opts.group, iface).map_err(|e| {
+        let (mut group_sock, joined) = multicast_socket(opts.group, iface).map_err(|e| {
             format!(
                 "cannot join the discovery group {} on interface {iface}: {e} (check --group and --iface)",
                 opts.group
             )
         })?;
-        let sender = discovery::sender_socket(opts.group, joined)
+        let sender = sender_socket(opts.group, joined)
             .map_err(|e| format!("cannot open the discovery sender socket: {e}"))?;
         let bind = SocketAddr::new(opts.bind, opts.sctp_port);
         let mut udp = UdpTransport::bind(bind, 1200).map_err(|e| {

@@ -1,15 +1,13 @@
 //! Discovery over UDP multicast: clients send HELLO to the group until a daemon answers with a unicast WELCOME;
 //! a daemon multicasts ANNOUNCE when it starts, so waiting clients find it at once.
 //!
-//! The codec is sans-IO and allocation-free ([`Datagram::parse`], [`Datagram::write`]); the socket helpers
-//! ([`multicast_socket`], [`resolve_iface`]) do the one-time setup. Layouts are in `docs/PROTOCOL.md`.
+//! The codec is sans-IO and allocation-free ([`Datagram::parse`], [`Datagram::write`]); the sockets are
+//! [`crate::io::discovery`]'s. Layouts are in `docs/PROTOCOL.md`.
 
-pub mod socket;
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
-pub use socket::{Iface, multicast_socket, resolve_iface, sender_socket};
 
 /// First bytes of every discovery datagram.
 pub const MAGIC: [u8; 4] = *b"mpro";

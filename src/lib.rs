@@ -5,8 +5,12 @@
 //!   association with the daemon: liveness by heartbeats, roster updates as messages,
 //! - TCP carries chat text peer to peer.
 //!
-//! The protocol cores ([`sctp`], [`registry`], [`server`], [`client`], [`peer`]) are sans-IO: bytes and a clock go in, datagrams, timers and events come out.
-//! [`reactor`] is the only place that touches sockets, signals or the clock.
+//! The protocol cores ([`sctp`], [`registry`], [`server`], [`client`], [`peer`], [`discovery`]) are sans-IO:
+//! bytes and a clock go in, datagrams, timers and events come out; none of them touches a socket, a file, a
+//! thread or the clock, and none holds `unsafe` code. [`io`] holds the adapters between them and real
+//! sockets and files; [`reactor`] is the mio loop and the only clock read; [`daemon`] and [`session`] drive
+//! the server and the client on it. `sim` (tests and the `sim` feature) runs the cores together in virtual
+//! time.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -17,6 +21,7 @@ pub mod console;
 pub mod daemon;
 pub mod discovery;
 pub mod heap;
+pub mod io;
 pub mod outbox;
 pub mod peer;
 pub mod reactor;

@@ -12,8 +12,9 @@
 //! shows offline wait in a bounded queue until it shows it online. Every input is bounded: one frame at a
 //! time per connection, a deadline for HELLO and for each started frame (slowloris), a cap on connections.
 
+#![forbid(unsafe_code)]
+
 pub mod frame;
-pub mod io;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

@@ -10,7 +10,9 @@
 //! [`Event`]s for the log. Nothing here touches a socket or a clock. Memory: one slab entry (about 120 bytes)
 //! per client plus its index entry; per connected client one small [`Conn`].
 
-pub mod persist;
+#![forbid(unsafe_code)]
+
+pub mod saved;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};

@@ -1,5 +1,5 @@
 //! A userspace SCTP (RFC 9260), sans-IO: datagrams and the time go in, datagrams, timer deadlines and events
-//! come out. It knows nothing of sockets; [`transport`] carries it in UDP (RFC 6951).
+//! come out. It knows nothing of sockets; [`crate::io::sctp_udp`] carries it in UDP (RFC 6951).
 //!
 //! # Driving an [`Endpoint`]
 //! After every call that changes it (`handle`, `handle_timeout`, `connect`, `send`, `shutdown`, `abort`),
@@ -17,6 +17,8 @@
 //! # What can panic
 //! Nothing reachable from peer input. Internal invariants are `debug_assert!`ed.
 
+#![forbid(unsafe_code)]
+
 pub mod assoc;
 pub mod chunk;
 pub mod cookie;
@@ -26,7 +28,6 @@ mod payload;
 mod recv;
 mod send;
 pub mod timer;
-pub mod transport;
 pub mod wire;
 
 use std::fmt;
@@ -37,6 +38,9 @@ pub use assoc::State;
 pub use endpoint::Endpoint;
 pub use payload::Payload;
 pub use timer::RtoConfig;
+
+/// The IANA-assigned UDP port for SCTP encapsulation (RFC 6951 §5.1).
+pub const DEFAULT_UDP_PORT: u16 = 9899;
 
 /// Names an association of an [`Endpoint`]: its slab index plus a generation, so an id kept after its
 /// association closed never reaches a newer one that reused the slot.

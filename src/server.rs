@@ -21,6 +21,8 @@
 //! # What can panic
 //! Nothing reachable from network input.
 
+#![forbid(unsafe_code)]
+
 mod responder;
 #[cfg(test)]
 mod tests;
@@ -75,8 +77,8 @@ impl Config {
     pub fn new(instance: u64) -> Config {
         Config {
             instance,
-            sctp_port: crate::sctp::transport::DEFAULT_UDP_PORT,
-            sctp_udp_port: crate::sctp::transport::DEFAULT_UDP_PORT,
+            sctp_port: crate::io::sctp_udp::DEFAULT_UDP_PORT,
+            sctp_udp_port: crate::io::sctp_udp::DEFAULT_UDP_PORT,
             group: crate::discovery::DEFAULT_GROUP,
             heartbeat: Duration::from_secs(1),
             max_retransmits: 3,

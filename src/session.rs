@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpListener};
 use mio::Token;
 
 use crate::client::ClientEvent;
-use crate::client::io::{ClientIo, FIRST_APP_TOKEN, Setup};
-use crate::peer::io::ChatIo;
+use crate::io::chat::ChatIo;
+use crate::io::client::{ClientIo, FIRST_APP_TOKEN, Setup};
 use crate::peer::{Config as PeerConfig, Peer, PeerEvent};
 use crate::reactor::ReactorEvent;
 use crate::time::Instant;

@@ -324,11 +324,11 @@ fn clients_register_again_by_themselves_after_a_daemon_restart() {
 /// REGISTER is answered, on its own protocol identifier, with a refusal that says what to do, and counted.
 #[test]
 fn a_client_of_the_old_roster_protocol_is_told_to_upgrade() {
+    use multiproto::io::sctp_udp::UdpTransport;
     use multiproto::reactor::Reactor;
     use multiproto::registry::wire::{
         ClientMsg, PPID_V1, Register, RegisterResult, ServerMsg, flags,
     };
-    use multiproto::sctp::transport::UdpTransport;
     use multiproto::sctp::{Endpoint, Event};
 
     let net = Net::new("roster-v1", 30);

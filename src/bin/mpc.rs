@@ -10,9 +10,9 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use multiproto::client::ClientEvent;
-use multiproto::client::io::{ClientIo, Setup};
 use multiproto::client::roster::{Applied, Change};
 use multiproto::discovery::{self, Nick};
+use multiproto::io::client::{ClientIo, Setup};
 use multiproto::peer::{PeerEvent, Target};
 use multiproto::reactor::ReactorEvent;
 use multiproto::registry::wire::{Entry, RegisterResult, Status};
@@ -130,7 +130,7 @@ fn print_line(v: &serde_json::Value) {
     let _ = out.flush();
 }
 
-fn no_daemon_message(a: &Args, iface: discovery::Iface) -> String {
+fn no_daemon_message(a: &Args, iface: multiproto::io::discovery::Iface) -> String {
     format!(
         "mpc: {}",
         setup(a, Nick::new("x").unwrap_or_else(|_| unreachable!())).no_daemon_message(iface)

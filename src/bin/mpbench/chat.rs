@@ -26,7 +26,7 @@ use nix::unistd::{Pid, gettid};
 use serde_json::Value;
 
 use multiproto::discovery::Nick;
-use multiproto::peer::io::ChatIo;
+use multiproto::io::chat::ChatIo;
 use multiproto::peer::{Config, Peer, PeerEvent, SendError, Stats, Target};
 use multiproto::reactor::{Reactor, ReactorEvent};
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use fixedbitset::FixedBitSet;
 use mio::{Events, Poll, Token, Waker};
 
+use multiproto::io::sctp_udp::{Coalescing, UdpTransport};
 use multiproto::sctp::Transmit;
-use multiproto::sctp::transport::{Coalescing, UdpTransport};
 
 /// How long one round may take before the baseline gives up.
 const ROUND_LIMIT: Duration = Duration::from_secs(30);

@@ -57,8 +57,9 @@ fn err(e: impl std::fmt::Display) -> String {
 
 /// Finds the daemon with one HELLO (retried) and returns its SCTP address, SCTP port and instance.
 fn discover(net: &Net, limit: Duration) -> Result<(SocketAddr, u16, u64), String> {
-    let iface = discovery::resolve_iface(net.iface.as_deref(), net.group.ip()).map_err(err)?;
-    let mut sender = discovery::sender_socket(net.group, iface).map_err(err)?;
+    let iface = multiproto::io::discovery::resolve_iface(net.iface.as_deref(), net.group.ip())
+        .map_err(err)?;
+    let mut sender = multiproto::io::discovery::sender_socket(net.group, iface).map_err(err)?;
     let mut poll = Poll::new().map_err(err)?;
     poll.registry()
         .register(&mut sender, Token(0), Interest::READABLE)
@@ -107,10 +108,13 @@ impl Bench {
         let group = match p.daemon {
             Some(_) => None,
             None => {
-                let iface = discovery::resolve_iface(p.net.iface.as_deref(), p.net.group.ip())
-                    .map_err(err)?;
+                let iface = multiproto::io::discovery::resolve_iface(
+                    p.net.iface.as_deref(),
+                    p.net.group.ip(),
+                )
+                .map_err(err)?;
                 Some(
-                    discovery::multicast_socket(p.net.group, iface)
+                    multiproto::io::discovery::multicast_socket(p.net.group, iface)
                         .map_err(err)?
                         .0,
                 )

@@ -25,11 +25,11 @@ use rand_core::{Rng, SeedableRng};
 
 use multiproto::client::sctp_config;
 use multiproto::discovery::{Datagram, Nick};
+use multiproto::io::sctp_udp::{Coalescing, UdpTransport};
 use multiproto::reactor::{Reactor, ReactorEvent};
 use multiproto::registry::wire::{
     ClientMsg, PPID, Register, RegisterResult, ServerMsg, ServerView, Status, flags,
 };
-use multiproto::sctp::transport::{Coalescing, UdpTransport};
 use multiproto::sctp::{AssocId, DownReason, Endpoint, Event};
 use multiproto::time::Instant;
 

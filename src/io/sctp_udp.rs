@@ -1,4 +1,5 @@
-//! SCTP over UDP (RFC 6951): one nonblocking UDP socket carries every association of an [`Endpoint`].
+//! SCTP over UDP (RFC 6951): one nonblocking UDP socket carries every association of an [`Endpoint`] (or of
+//! a core that owns one: a server, a client).
 //!
 //! The socket is bound once; every datagram received is an SCTP packet handed to [`Endpoint::handle`] with its
 //! source address, which is also where replies go (RFC 6951 §5.1: the peer's encapsulation port is learned from
@@ -16,12 +17,11 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Endpoint;
 use crate::reactor::udp::{self, RecvBatch, SendBatch};
+use crate::sctp::{Endpoint, Transmit};
 use crate::time::Instant;
 
-/// The IANA-assigned UDP port for SCTP encapsulation (RFC 6951 §5.1).
-pub const DEFAULT_UDP_PORT: u16 = 9899;
+pub use crate::sctp::DEFAULT_UDP_PORT;
 
 /// Counters of the UDP layer (the endpoint counts SCTP-level events itself).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -280,7 +280,7 @@ impl UdpTransport {
         registry: &Registry,
         token: Token,
         budget: usize,
-        next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
+        next: impl FnMut(&mut [u8]) -> Option<Transmit>,
     ) -> io::Result<bool> {
         self.write_inner(registry, token, budget, next)
     }
@@ -290,7 +290,7 @@ impl UdpTransport {
         &mut self,
         registry: &Registry,
         token: Token,
-        next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
+        next: impl FnMut(&mut [u8]) -> Option<Transmit>,
     ) -> io::Result<()> {
         self.write_inner(registry, token, usize::MAX, next)
             .map(|_| ())
@@ -301,7 +301,7 @@ impl UdpTransport {
         registry: &Registry,
         token: Token,
         mut budget: usize,
-        mut next: impl FnMut(&mut [u8]) -> Option<super::Transmit>,
+        mut next: impl FnMut(&mut [u8]) -> Option<Transmit>,
     ) -> io::Result<bool> {
         loop {
             let mut more = false;

@@ -1,93 +1,23 @@
-//! The saved roster: a JSON file in the daemon's directory, written atomically (temporary file, fsync,
-//! rename, fsync of the directory) so a crash leaves either the old file or the new one, never half of one.
+//! The saved roster on disk: `roster.json` in the daemon's directory (its format is
+//! [`crate::registry::saved`]), written atomically (temporary file, fsync, rename, fsync of the directory) so
+//! a crash leaves either the old file or the new one, never half of one, and written by a thread of its own
+//! so the daemon's loop never waits for it.
 //!
 //! A file that cannot be read back (truncated, corrupt, from a future version) is renamed aside with a
 //! timestamp and reported; the daemon then starts with an empty roster. Nothing is silently dropped.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use serde::{Deserialize, Serialize};
-
-use super::wire::{Entry, Status};
-use crate::discovery::Nick;
+use crate::registry::saved::{self, Decoded};
+use crate::registry::wire::Entry;
 
 /// Name of the roster file inside the daemon's directory.
 pub const FILE_NAME: &str = "roster.json";
-const FORMAT: &str = "multiproto-roster";
-const FORMAT_VERSION: u32 = 1;
-
-#[derive(Deserialize)]
-struct Image {
-    format: String,
-    version: u32,
-    saved_unix_ms: u64,
-    roster_version: u64,
-    entries: Vec<SavedEntry>,
-}
-
-#[derive(Deserialize)]
-struct SavedEntry {
-    nick: String,
-    instance: u64,
-    chat: SocketAddr,
-    online: bool,
-    since_unix_ms: u64,
-    flaps: u32,
-}
-
-/// The file's layout for writing: the same fields as [`Image`], with the entries serialised straight from
-/// the roster (no intermediate copy of 100 000 entries, no image held whole in memory).
-#[derive(Serialize)]
-struct ImageOut<'a> {
-    format: &'static str,
-    version: u32,
-    saved_unix_ms: u64,
-    roster_version: u64,
-    #[serde(serialize_with = "saved_entries")]
-    entries: &'a [Entry],
-}
-
-#[derive(Serialize)]
-struct SavedEntryOut<'a> {
-    nick: &'a str,
-    instance: u64,
-    chat: SocketAddr,
-    online: bool,
-    since_unix_ms: u64,
-    flaps: u32,
-}
-
-fn saved_entries<S: serde::Serializer>(entries: &&[Entry], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(
-        entries
-            .iter()
-            .filter(|e| e.status != Status::Removed)
-            .map(|e| SavedEntryOut {
-                nick: e.nick.as_str(),
-                instance: e.instance,
-                chat: e.chat,
-                online: e.status == Status::Online,
-                since_unix_ms: e.since_ms,
-                flaps: e.flaps,
-            }),
-    )
-}
-
-fn image_out(entries: &[Entry], version: u64, saved_unix_ms: u64) -> ImageOut<'_> {
-    ImageOut {
-        format: FORMAT,
-        version: FORMAT_VERSION,
-        saved_unix_ms,
-        roster_version: version,
-        entries,
-    }
-}
 
 /// What [`load`] found.
 #[derive(Debug)]
@@ -114,12 +44,6 @@ pub enum Loaded {
     },
 }
 
-/// Serialises the roster (what [`save_roster`] writes), for tests and tools.
-pub fn encode(entries: &[Entry], version: u64, saved_unix_ms: u64) -> Vec<u8> {
-    // Serialising plain data into memory cannot fail.
-    serde_json::to_vec_pretty(&image_out(entries, version, saved_unix_ms)).unwrap_or_default()
-}
-
 /// Writes `bytes` as `dir/roster.json`, atomically and durably.
 pub fn save(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomically(dir, |f| f.write_all(bytes))
@@ -134,8 +58,7 @@ pub fn save_roster(
 ) -> io::Result<()> {
     write_atomically(dir, |f| {
         let mut w = io::BufWriter::with_capacity(64 * 1024, f);
-        serde_json::to_writer_pretty(&mut w, &image_out(entries, version, saved_unix_ms))
-            .map_err(io::Error::other)?;
+        saved::encode_into(&mut w, entries, version, saved_unix_ms)?;
         w.flush()
     })
 }
@@ -272,45 +195,6 @@ fn write_images(dir: &Path, shared: &Shared) {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<(Vec<Entry>, u64, u64, usize), String> {
-    let image: Image = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if image.format != FORMAT {
-        return Err(format!("not a roster file (format {:?})", image.format));
-    }
-    if image.version != FORMAT_VERSION {
-        return Err(format!(
-            "roster file version {} is not supported",
-            image.version
-        ));
-    }
-    let mut skipped = 0;
-    let mut seen = std::collections::HashSet::new();
-    let mut entries = Vec::with_capacity(image.entries.len());
-    for e in image.entries {
-        let Ok(nick) = Nick::new(&e.nick) else {
-            skipped += 1;
-            continue;
-        };
-        if !seen.insert(nick) {
-            skipped += 1;
-            continue;
-        }
-        entries.push(Entry {
-            nick,
-            instance: e.instance,
-            status: if e.online {
-                Status::Online
-            } else {
-                Status::Offline
-            },
-            since_ms: e.since_unix_ms,
-            chat: e.chat,
-            flaps: e.flaps,
-        });
-    }
-    Ok((entries, image.roster_version, image.saved_unix_ms, skipped))
-}
-
 /// Reads `dir/roster.json`. An unreadable file is renamed to `roster.json.bad-<now_ms>` and reported.
 pub fn load(dir: &Path, now_unix_ms: u64) -> io::Result<Loaded> {
     let path = dir.join(FILE_NAME);
@@ -319,14 +203,20 @@ pub fn load(dir: &Path, now_unix_ms: u64) -> io::Result<Loaded> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
         Err(e) => return Err(e),
     };
-    match decode(&bytes) {
-        Ok((entries, version, saved_unix_ms, skipped)) => Ok(Loaded::Roster {
+    match saved::decode(&bytes) {
+        Ok(Decoded {
+            entries,
+            version,
+            saved_unix_ms,
+            skipped,
+        }) => Ok(Loaded::Roster {
             entries,
             version,
             saved_unix_ms,
             skipped,
         }),
-        Err(reason) => {
+        Err(e) => {
+            let reason = e.to_string();
             let moved_to = dir.join(format!("{FILE_NAME}.bad-{now_unix_ms}"));
             fs::rename(&path, &moved_to)?;
             Ok(Loaded::SetAside { reason, moved_to })
@@ -337,6 +227,9 @@ pub fn load(dir: &Path, now_unix_ms: u64) -> io::Result<Loaded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::Nick;
+    use crate::registry::saved::encode;
+    use crate::registry::wire::Status;
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mp-persist-{name}-{}", std::process::id()));

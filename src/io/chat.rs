@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use super::{Action, ConnId, Peer};
+use crate::peer::{Action, ConnId, Peer};
 use crate::reactor::{Readiness, Sources};
 use crate::time::Instant;
 

@@ -10,10 +10,11 @@ use mio::net::UdpSocket;
 use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
-use super::{Client, Config};
-use crate::discovery::{self, Iface, Nick};
+use super::discovery::{self, Iface};
+use super::sctp_udp::UdpTransport;
+use crate::client::{Client, Config};
+use crate::discovery::Nick;
 use crate::reactor::{Reactor, ReactorEvent};
-use crate::sctp::transport::UdpTransport;
 use crate::time::Instant;
 
 const SCTP: Token = Token(0);
@@ -70,7 +71,7 @@ impl Setup {
             observer: false,
             subscribe: true,
             chat_port: 0,
-            group: discovery::DEFAULT_GROUP,
+            group: crate::discovery::DEFAULT_GROUP,
             iface: None,
             daemon: None,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
