@@ -3,7 +3,7 @@
 //! directory, state directory and tmux server (its socket in the test's directory, killed when the test
 //! ends), multicast on 127.0.0.1 only, and every wait has a deadline.
 //!
-//! Needs `tmux` (CI installs it).
+//! Needs `tmux`: without it the tests that drive a console skip, or fail in CI (see tests/common/require.rs).
 
 mod common;
 mod roster_harness;
@@ -12,7 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{require_program, skip_unless};
 use roster_harness::*;
+
+/// Whether `tmux` is installed; if not, [`require_program`] has said so (or panicked, in CI).
+fn tmux_installed() -> bool {
+    require_program("tmux", "tmux")
+}
 
 /// How long a screen may take to show what a test waits for.
 const SCREEN: Duration = Duration::from_secs(15);
@@ -267,6 +273,7 @@ fn messages(bob: &Mpc) -> Vec<String> {
 
 #[test]
 fn list_shows_an_aligned_table() {
+    skip_unless!(tmux_installed());
     let (_mpd, _bob, alice) = alice_and_bob("console-list", 101);
     alice.type_text("list");
     alice.keys(&["Enter"]);
@@ -296,6 +303,7 @@ fn list_shows_an_aligned_table() {
 
 #[test]
 fn msg_is_sent_delivered_and_shown() {
+    skip_unless!(tmux_installed());
     let (_mpd, bob, alice) = alice_and_bob("console-msg", 102);
     alice.type_text("msg bob hello");
     alice.keys(&["Enter"]);
@@ -312,6 +320,7 @@ fn msg_is_sent_delivered_and_shown() {
 
 #[test]
 fn a_message_arriving_mid_line_leaves_the_typed_text_intact() {
+    skip_unless!(tmux_installed());
     let net = Net::new("console-midline", 103);
     let _mpd = Mpd::start(&net, &[]);
     let bob = Mpc::listen(&net, "bob", &[]);
@@ -349,6 +358,7 @@ fn a_message_arriving_mid_line_leaves_the_typed_text_intact() {
 
 #[test]
 fn tab_completes_nicknames_and_commands() {
+    skip_unless!(tmux_installed());
     let (_mpd, bob, alice) = alice_and_bob("console-tab", 104);
     alice.type_text("msg b");
     alice.keys(&["Tab"]);
@@ -367,6 +377,7 @@ fn tab_completes_nicknames_and_commands() {
 
 #[test]
 fn history_is_recalled_with_up_and_kept_across_runs() {
+    skip_unless!(tmux_installed());
     let net = Net::new("console-history", 105);
     let _mpd = Mpd::start(&net, &[]);
     let state = net.dir.join("alice");
@@ -437,6 +448,7 @@ fn piped_stdin_reads_commands_line_by_line() {
 
 #[test]
 fn colours_follow_no_color_and_a_message_rings_the_bell() {
+    skip_unless!(tmux_installed());
     let net = Net::new("console-colour", 107);
     let _mpd = Mpd::start(&net, &[]);
     let bob = Mpc::listen(&net, "bob", &[]);
@@ -482,6 +494,7 @@ fn colours_follow_no_color_and_a_message_rings_the_bell() {
 
 #[test]
 fn a_multi_line_paste_is_confirmed_before_it_is_sent() {
+    skip_unless!(tmux_installed());
     let (_mpd, bob, alice) = alice_and_bob("console-paste", 108);
     // A bracketed paste lands in the line as one piece; Enter submits it; the console asks.
     alice.paste("msg bob one\ntwo", true);
@@ -516,6 +529,7 @@ fn a_multi_line_paste_is_confirmed_before_it_is_sent() {
 
 #[test]
 fn a_queued_message_survives_a_restart_and_arrives_once() {
+    skip_unless!(tmux_installed());
     let net = Net::new("console-queue", 109);
     let _mpd = Mpd::start(&net, &[]);
     // bob registers once, so the roster knows him, then leaves.
@@ -547,6 +561,7 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
 
 #[test]
 fn a_taken_nickname_gets_a_suggestion_not_a_crash() {
+    skip_unless!(tmux_installed());
     let net = Net::new("console-taken", 110);
     let _mpd = Mpd::start(&net, &[]);
     let holder = Mpc::listen(&net, "alice", &[]);
@@ -561,6 +576,7 @@ fn a_taken_nickname_gets_a_suggestion_not_a_crash() {
 
 #[test]
 fn without_a_daemon_it_says_what_it_tried_and_what_to_check() {
+    skip_unless!(tmux_installed());
     let net = Net::new("console-nodaemon", 111);
     let alice = Console::start(
         &net,
@@ -585,6 +601,7 @@ fn without_a_daemon_it_says_what_it_tried_and_what_to_check() {
 
 #[test]
 fn chat_goes_on_while_the_daemon_is_away_and_it_registers_again() {
+    skip_unless!(tmux_installed());
     let net = Net::new("console-dmnaway", 112);
     let mpd = Mpd::start(&net, &[]);
     let bob = Mpc::listen(&net, "bob", &[]);
