@@ -27,15 +27,15 @@ pub fn require(have: bool, need: &str) -> bool {
     if in_ci() {
         panic!("needs {need}; CI is set, so this fails instead of being skipped");
     }
-    // Straight to the process's stderr: the test harness captures `eprintln!` of passing tests, and a skip
-    // should show in a plain `cargo test`.
-    use std::io::Write;
     // Parallel tests interleave: say which one skipped (libtest names each test's thread after it).
     let test = std::thread::current()
         .name()
         .filter(|n| *n != "main")
         .map_or(String::new(), |n| format!("{n}: "));
-    let _ = writeln!(std::io::stderr(), "{test}skipped: needs {need}");
+    // Straight to the process's stderr, in one write: the harness hides `eprintln!` output of passing tests
+    // (a skip should show in a plain `cargo test`), and one write keeps parallel tests' lines whole.
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{test}skipped: needs {need}\n").as_bytes());
     false
 }
 
