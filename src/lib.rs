@@ -34,6 +34,13 @@ pub mod sim;
 pub mod time;
 pub mod wheel;
 
+/// What a unit test needs beyond a bare toolchain (IPv6 on loopback, UDP GRO): skipped with the reason on
+/// stderr, or failed when `CI` is set. The integration tests' own helper, included so there is one copy.
+#[cfg(test)]
+#[path = "../tests/common/require.rs"]
+#[allow(dead_code)]
+mod test_require;
+
 /// The longest prefix of `s` that fits in `max` bytes without splitting a character. Encoders that cap a
 /// string field use it: a cut inside a multi-byte character would send bytes the receiving parser rejects as
 /// invalid UTF-8, turning an over-long field into an unreadable message. (`str::floor_char_boundary` does

@@ -8,8 +8,9 @@
 //! line each and a `KERNEL-INTEROP RESULT:` line, and powers off. The VM has no network device: nothing it
 //! sends leaves it.
 //!
-//! Needs the Debian packages qemu-system-x86, busybox-static, cpio, gcc and libc6-dev, and apt package lists
-//! (`apt-get update`) the first time, to `apt-get download` the kernel. Environment:
+//! Needs the Debian packages qemu-system-x86, busybox-static, cpio, gcc, libc6-dev and xz-utils, and apt
+//! package lists (`apt-get update`) the first time, to `apt-get download` the kernel. Without them the test
+//! skips before downloading anything, or fails in CI (see tests/common/require.rs). Environment:
 //! - `MULTIPROTO_KERNEL_VM_DIR`: where build.sh caches its work (default `<target dir>/kernel-interop`);
 //!   `KERNEL_CARGO_TARGET_DIR` and `KERNEL_PACKAGE` are passed on to it (see build.sh).
 //! - `MULTIPROTO_KERNEL_KVM=1`: use KVM instead of TCG. Off by default: some hosts offer a /dev/kvm whose
@@ -72,6 +73,37 @@ fn vm_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().join("kernel-interop")
 }
 
+/// tests/kernel/build.sh, which prepares the VM.
+fn build_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernel/build.sh")
+}
+
+/// Whether everything the VM needs is here: qemu, and what `build.sh --check` looks for (its list is the only
+/// one). If not, [`require`] has said what is missing (or panicked, in CI).
+fn vm_prerequisites() -> bool {
+    if !require_program("qemu-system-x86_64", "qemu-system-x86") {
+        return false;
+    }
+    let out = run_with_limit(
+        Command::new("bash")
+            .arg(build_script())
+            .arg("--check")
+            .arg(vm_dir()),
+        Duration::from_secs(60),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Exit status 3: a prerequisite is missing, named on a `build.sh: needs ...` line.
+    let missing = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("build.sh: needs "));
+    match (out.status.code(), missing) {
+        (Some(0), _) => require(true, "what tests/kernel/build.sh needs"),
+        (Some(3), Some(need)) => require(false, need),
+        _ => panic!("build.sh --check failed ({}):\n{stderr}", out.status),
+    }
+}
+
 /// Runs tests/kernel/build.sh once per test process; returns the directory with vmlinuz and initramfs.gz.
 fn build_vm() -> PathBuf {
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
@@ -82,13 +114,8 @@ fn build_vm() -> PathBuf {
     if let Some(d) = built.as_ref() {
         return d.clone();
     }
-    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
-    assert!(
-        qemu.is_ok_and(|o| o.status.success()),
-        "qemu-system-x86_64 missing: apt-get install qemu-system-x86"
-    );
     let dir = vm_dir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernel/build.sh");
+    let script = build_script();
     let started = Instant::now();
     let out = run_with_limit(
         Command::new("bash").arg(&script).arg(&dir),
@@ -189,6 +216,7 @@ fn lines_with<'a>(console: &'a str, prefix: &str) -> Vec<&'a str> {
 
 #[test]
 fn linux_kernel_sctp_interoperates_in_both_directions() {
+    skip_unless!(vm_prerequisites());
     let console = boot("kernel-interop", "");
     let scenarios = lines_with(&console, "SCENARIO ");
     eprintln!("{}", scenarios.join("\n"));

@@ -396,6 +396,7 @@ mod tests {
     use super::*;
     use crate::reactor::{Reactor, ReactorEvent};
     use crate::sctp::{Config, Event};
+    use crate::test_require::{require_ipv6_loopback, skip_unless};
     use std::time::Duration;
 
     /// The connecting side of these tests: SCTP port 8, accepts nothing.
@@ -419,10 +420,7 @@ mod tests {
     /// The same over IPv6 loopback, when the host has it.
     #[test]
     fn handshake_over_ipv6_loopback_udp() {
-        if std::net::UdpSocket::bind("[::1]:0").is_err() {
-            eprintln!("no IPv6 loopback here; skipped");
-            return;
-        }
+        skip_unless!(require_ipv6_loopback());
         handshake_over("[::1]:0");
     }
 

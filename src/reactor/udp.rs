@@ -787,6 +787,7 @@ fn storage_to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_require::{require, require_ipv6_loopback, skip_unless};
     use std::time::{Duration, Instant};
 
     fn any_v4() -> SocketAddr {
@@ -888,10 +889,15 @@ mod tests {
     #[test]
     fn gro_receiver_cuts_a_run_back_into_datagrams() {
         let mut rx = mio::net::UdpSocket::bind(any_v4()).unwrap();
-        if let Err(e) = enable_gro(&rx) {
-            eprintln!("skipped: no UDP_GRO on this kernel ({e})");
-            return;
-        }
+        let gro = enable_gro(&rx);
+        let refused = gro.as_ref().map_or_else(
+            |e| format!("; this kernel refused UDP_GRO: {e}"),
+            |()| String::new(),
+        );
+        skip_unless!(require(
+            gro.is_ok(),
+            &format!("UDP GRO (Linux 5.0 or later{refused})")
+        ));
         let tx = mio::net::UdpSocket::bind(any_v4()).unwrap();
         let dst = rx.local_addr().unwrap();
         let mut send = SendBatch::with_capacity(64, 1500);
@@ -1047,17 +1053,10 @@ mod tests {
 
     #[test]
     fn ipv6_loopback_batch() {
+        skip_unless!(require_ipv6_loopback());
         let any6: SocketAddr = "[::1]:0".parse().unwrap();
-        let (mut rx, tx) = match (
-            mio::net::UdpSocket::bind(any6),
-            mio::net::UdpSocket::bind(any6),
-        ) {
-            (Ok(rx), Ok(tx)) => (rx, tx),
-            (Err(e), _) | (_, Err(e)) => {
-                println!("note: skipping IPv6 test, ::1 unavailable: {e}");
-                return;
-            }
-        };
+        let mut rx = mio::net::UdpSocket::bind(any6).unwrap();
+        let tx = mio::net::UdpSocket::bind(any6).unwrap();
         let dst = rx.local_addr().unwrap();
         let mut send = SendBatch::new();
         for i in 0..5u8 {
@@ -1246,10 +1245,8 @@ mod tests {
 
     #[test]
     fn icmp6_port_unreachable_shows_up_in_the_error_queue() {
-        let Ok(mut sock) = mio::net::UdpSocket::bind("[::1]:0".parse().unwrap()) else {
-            println!("note: skipping IPv6 error-queue test, ::1 unavailable");
-            return;
-        };
+        skip_unless!(require_ipv6_loopback());
+        let mut sock = mio::net::UdpSocket::bind("[::1]:0".parse().unwrap()).unwrap();
         enable_recverr(&sock).unwrap();
         let dead = closed_port("[::1]").unwrap();
         let mut send = SendBatch::new();

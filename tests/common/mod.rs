@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+mod require;
+pub use require::*;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -11,15 +14,29 @@ use std::time::{Duration, Instant};
 /// Moves the calling thread into a new network namespace with only `lo`, up. Children spawned from this
 /// thread inherit it, so nothing they send can leave the machine, and ports never collide with other tests.
 ///
-/// Panics with what to do if the kernel refuses (the tests need root or CAP_SYS_ADMIN, as CI has).
-pub fn enter_private_netns() {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare(CLONE_NEWNET) failed: run the tests as root (CI does), or in a container allowed to create network namespaces");
+/// Returns false (through [`require`]: skipped, or a panic in CI) if `ip` is missing or the kernel refuses,
+/// as it does to a user without root or CAP_SYS_ADMIN.
+#[must_use]
+pub fn enter_private_netns() -> bool {
+    if !require_program("ip", "iproute2") {
+        return false;
+    }
+    let entered = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET);
+    let need = "a network namespace of its own (run the tests as root, as CI does, or in a container allowed \
+                to create network namespaces)";
+    let need = match entered {
+        Ok(()) => need.to_string(),
+        Err(e) => format!("{need}; the kernel said: {e}"),
+    };
+    if !require(entered.is_ok(), &need) {
+        return false;
+    }
     let st = Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status()
-        .expect("`ip` not found: install iproute2");
+        .expect("cannot run `ip`");
     assert!(st.success(), "ip link set lo up failed");
+    true
 }
 
 /// A child process killed (SIGKILL, by its PID) and reaped when dropped, so a failing test leaves nothing
@@ -199,13 +216,7 @@ pub fn sctp_echo() -> PathBuf {
     p
 }
 
-/// Path of a usrsctp example program, or a panic that says how to install it.
+/// Path of a usrsctp example program (Debian's libusrsctp-examples installs them there).
 pub fn usrsctp(prog: &str) -> PathBuf {
-    let p = Path::new("/usr/lib/usrsctp").join(prog);
-    assert!(
-        p.exists(),
-        "{} missing: apt-get install libusrsctp-examples (.ci/run does)",
-        p.display()
-    );
-    p
+    Path::new("/usr/lib/usrsctp").join(prog)
 }

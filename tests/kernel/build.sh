@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the Linux-kernel-SCTP interop VM for tests/interop_kernel.rs:
 #
-#   tests/kernel/build.sh OUTDIR
+#   tests/kernel/build.sh [--check] OUTDIR
 #
 # writes OUTDIR/vmlinuz, OUTDIR/initramfs.gz and OUTDIR/kernel-release. Idempotent and cached under OUTDIR: the
 # Debian kernel package is downloaded and unpacked once per version, cargo and gcc rebuild only what changed,
@@ -13,8 +13,12 @@
 # dependencies, a static sctp_echo (our example), a static ksctp (tests/kernel/ksctp.c: kernel SCTP echo
 # server and client) and tests/kernel/init.sh as /init.
 #
-# Needs (Debian packages): busybox-static cpio gcc libc6-dev (and apt, dpkg, cargo, gzip, as on any Debian
-# with Rust). Running the VM needs qemu-system-x86 as well. Environment:
+# Needs (Debian packages): busybox-static cpio gcc libc6-dev xz-utils (and apt, dpkg, cargo, gzip, as on any
+# Debian with Rust), and apt package lists (apt-get update) or a kernel unpacked by an earlier run. Running the
+# VM needs qemu-system-x86 as well. A missing one stops it with exit status 3 and the line
+# `build.sh: needs WHAT (install: apt-get install PACKAGE)` (or `(run: ...)`) on stderr; with --check it stops
+# after those checks, before downloading or building anything, so the test can skip (or, in CI, fail) on
+# exactly that line. Environment:
 #   KERNEL_PACKAGE            a versioned kernel image package to use instead (e.g. linux-image-6.1.0-56-amd64)
 #   KERNEL_CARGO_TARGET_DIR   cargo target directory for the static sctp_echo (default OUTDIR/cargo)
 #   CARGO                     cargo to run (default: cargo)
@@ -24,7 +28,12 @@ die() {
 	echo "build.sh: $*" >&2
 	exit 1
 }
-[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+check_only=false
+if [ "${1:-}" = --check ]; then
+	check_only=true
+	shift
+fi
+[ $# -eq 1 ] || die "usage: $0 [--check] OUTDIR"
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 mkdir -p "$1"
@@ -32,18 +41,26 @@ out=$(cd "$1" && pwd)
 cargo=${CARGO:-cargo}
 target_triple=x86_64-unknown-linux-gnu
 
+missing() { # missing WHAT HOW: a prerequisite is not there (exit status 3, which the test reads)
+	echo "build.sh: needs $1 ($2)" >&2
+	exit 3
+}
 need() { # need COMMAND PACKAGE
-	command -v "$1" >/dev/null 2>&1 || die "$1 not found: apt-get install $2"
+	command -v "$1" >/dev/null 2>&1 || missing "$1" "install: apt-get install $2"
 }
 need cpio cpio
 need gzip gzip
 need gcc gcc
 need dpkg-deb dpkg
 need apt-get apt
-[ -x /bin/busybox ] || die "/bin/busybox not found: apt-get install busybox-static"
+# Debian compresses kernel modules with xz (trixie and later); build.sh unpacks them for the initramfs.
+need xz xz-utils
+# gcc -static links against libc.a; gcc prints the bare name when it has none.
+[ "$(gcc -print-file-name=libc.a)" != libc.a ] || missing "libc.a for gcc -static" "install: apt-get install libc6-dev"
+[ -x /bin/busybox ] || missing /bin/busybox "install: apt-get install busybox-static"
 # The dynamically linked busybox (package busybox) would not run in the VM, which has no libc.
 if command -v readelf >/dev/null 2>&1 && readelf -l /bin/busybox | grep -q 'Requesting program interpreter'; then
-	die "/bin/busybox is dynamically linked: apt-get install busybox-static"
+	missing "a static /bin/busybox" "install: apt-get install busybox-static"
 fi
 
 # ---- 1. The kernel: vmlinuz and the SCTP modules -------------------------------------------------------------
@@ -54,10 +71,15 @@ if [ -z "$pkg" ]; then
 fi
 if [ -z "$pkg" ]; then
 	# No package lists (apt-get update not run, or offline): use a kernel unpacked earlier, if any.
-	cached=$(ls -d "$out"/kernel/linux-image-* 2>/dev/null | sort -V | tail -n 1 || true)
-	[ -n "$cached" ] || die "apt knows no linux-image-cloud-amd64: run apt-get update (the kernel package is fetched with apt-get download)"
-	pkg=$(basename "$cached")
+	cached=$(ls -d "$out"/kernel/linux-image-*/.done 2>/dev/null | sort -V | tail -n 1 || true)
+	# The kernel package is fetched with apt-get download, which needs the package lists.
+	[ -n "$cached" ] || missing "apt package lists that know linux-image-cloud-amd64" "run: apt-get update"
+	pkg=$(basename "$(dirname "$cached")")
 	echo "build.sh: apt lists unavailable, using cached $pkg" >&2
+fi
+if $check_only; then
+	echo "build.sh: everything needed is here (kernel package $pkg)" >&2
+	exit 0
 fi
 kdir=$out/kernel/$pkg
 if [ ! -e "$kdir/.done" ]; then

@@ -216,6 +216,24 @@ impl Mpc {
         found
     }
 
+    /// The texts of the chat messages printed so far, in order.
+    pub fn messages(&self) -> Vec<String> {
+        message_texts(&self.events())
+    }
+
+    /// Waits (up to `limit`, else panics) for the chat message `text`; returns the texts of the messages
+    /// printed up to and including it, in order. Sending a marker after something that must not arrive (a
+    /// duplicate, a message that was never confirmed) and calling this proves it did not, without sleeping:
+    /// mpc prints messages in the order it reads them, so anything sent before the marker shows before it.
+    pub fn messages_until(&self, limit: Duration, text: &str) -> Vec<String> {
+        let is_it = |v: &Value| v["event"] == "message" && v["text"] == text;
+        self.wait_for(limit, is_it)
+            .unwrap_or_else(|| panic!("{} never got {text:?}: {:?}", self.nick, self.messages()));
+        let events = self.events();
+        let end = events.iter().position(is_it).unwrap();
+        message_texts(&events[..=end])
+    }
+
     /// Waits until registered with the daemon.
     pub fn wait_registered(&self) {
         let r = self.wait_for(Duration::from_secs(15), |v| v["event"] == "registered");
@@ -257,6 +275,15 @@ impl Drop for Mpc {
             let _ = c.wait();
         }
     }
+}
+
+/// The texts of the `message` events among `events`.
+fn message_texts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .map(|v| v["text"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 /// Whether `v` is event `event` about `nick`.
