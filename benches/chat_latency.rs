@@ -11,8 +11,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant as StdInstant};
 
 use mio::Token;
-use multiproto::discovery::Nick;
 use multiproto::io::chat::ChatIo;
+use multiproto::nick::Nick;
 use multiproto::peer::{Config, Peer, PeerEvent, Target};
 use multiproto::reactor::{Reactor, ReactorEvent};
 

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use multiproto::discovery::Nick;
+use multiproto::nick::Nick;
 use multiproto::registry::wire::{
     self, ClientMsg, Entry, Register, ServerMsg, ServerView, Status, flags,
 };

@@ -17,7 +17,8 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::discovery::{DaemonInfo, Datagram, Hello, Nick};
+use crate::discovery::{DaemonInfo, Datagram, Hello};
+use crate::nick::Nick;
 use crate::registry::wire::{ClientMsg, PPID, Register, RegisterResult, ServerMsg, flags};
 use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event, RtoConfig, Transmit,

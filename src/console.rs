@@ -31,8 +31,8 @@ use mio::Token;
 
 use crate::client::ClientEvent;
 use crate::client::roster::{Applied, Change};
-use crate::discovery::Nick;
 use crate::io::client::Setup;
+use crate::nick::Nick;
 use crate::outbox;
 use crate::peer::{PeerEvent, Target};
 use crate::reactor::ReactorEvent;

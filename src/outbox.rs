@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::Nick;
+use crate::nick::Nick;
 use crate::peer::Target;
 
 /// The default state directory.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::client::roster::{Applied, Change, Roster};
-use crate::discovery::Nick;
+use crate::nick::Nick;
 use crate::registry::wire::Status;
 use crate::time::Instant;
 use frame::{Frame, FrameError, MAX_TEXT, Reader};

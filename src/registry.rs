@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use slab::Slab;
 
-use crate::discovery::Nick;
+use crate::nick::Nick;
 use crate::sctp::{AssocId, Payload};
 use crate::time::Instant;
 use wire::{ClientMsg, Entry as WireEntry, Register, RegisterResult, ServerMsg, Status, flags};

@@ -19,8 +19,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use multiproto::discovery::{
-    DaemonInfo, Datagram, DiscoveryError, Hello, MAGIC, MAX_DATAGRAM, Nick, VERSION,
+    DaemonInfo, Datagram, DiscoveryError, Hello, MAGIC, MAX_DATAGRAM, VERSION,
 };
+use multiproto::nick::Nick;
 use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
 use multiproto::registry::wire::{
     ClientMsg, Entry, MAX_ENTRY_LEN, MAX_REASON, Register, RegisterResult, ServerMsg, Status,

@@ -23,7 +23,8 @@
 
 use std::net::IpAddr;
 
-use multiproto::discovery::{Datagram, DiscoveryError, MAGIC, MAX_DATAGRAM, Nick, VERSION};
+use multiproto::discovery::{Datagram, DiscoveryError, MAGIC, MAX_DATAGRAM, VERSION};
+use multiproto::nick::Nick;
 use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
 use multiproto::registry::wire::{
     ClientMsg, MAX_REASON, Register, RegisterResult, ServerMsg, WireError,

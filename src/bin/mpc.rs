@@ -11,8 +11,9 @@ use argh::FromArgs;
 
 use multiproto::client::ClientEvent;
 use multiproto::client::roster::{Applied, Change};
-use multiproto::discovery::{self, Nick};
+use multiproto::discovery;
 use multiproto::io::client::{ClientIo, Setup};
+use multiproto::nick::Nick;
 use multiproto::peer::{PeerEvent, Target};
 use multiproto::reactor::ReactorEvent;
 use multiproto::registry::wire::{Entry, RegisterResult, Status};

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::discovery::Nick;
+use crate::nick::Nick;
 use crate::registry::wire::{Entry, ServerMsg, Status};
 
 /// What happened to one entry.

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use super::{Command, parse_command};
-use crate::discovery::Nick;
+use crate::nick::Nick;
 use crate::peer::Target;
 
 /// One thing a batch of lines asks for.

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use super::discovery::{self, Iface};
 use super::sctp_udp::UdpTransport;
 use crate::client::{Client, Config};
-use crate::discovery::Nick;
+use crate::nick::Nick;
 use crate::reactor::{Reactor, ReactorEvent};
 use crate::time::Instant;
 

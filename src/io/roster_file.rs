@@ -227,7 +227,7 @@ pub fn load(dir: &Path, now_unix_ms: u64) -> io::Result<Loaded> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Nick;
+    use crate::nick::Nick;
     use crate::registry::saved::encode;
     use crate::registry::wire::Status;
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::discovery::Nick;
+use crate::nick::Nick;
 
 /// Largest message text, in bytes of UTF-8 (DESIGN.md: 4 KiB).
 pub const MAX_TEXT: usize = 4096;

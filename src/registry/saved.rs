@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{Entry, Status};
-use crate::discovery::Nick;
+use crate::nick::Nick;
 
 const FORMAT: &str = "multiproto-roster";
 const FORMAT_VERSION: u32 = 1;

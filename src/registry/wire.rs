@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::discovery::Nick;
+use crate::nick::Nick;
 
 /// SCTP payload protocol identifier of roster messages: "MPR2", roster protocol 2 (compact entries).
 pub const PPID: u32 = u32::from_be_bytes(*b"MPR2");

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::discovery::{Datagram, Hello, Nick};
+use crate::discovery::{Datagram, Hello};
+use crate::nick::Nick;
 
 const GROUP: SocketAddr = crate::discovery::DEFAULT_GROUP;
 

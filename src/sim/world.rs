@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::net::{Delivery, Netem, Network, earliest};
 use super::tcp::{CONNECT_TIMEOUT, End, Segment, Tcp};
 use crate::client::{self, Client, ClientEvent};
-use crate::discovery::Nick;
+use crate::nick::Nick;
 use crate::peer::{self, Action, Peer, PeerEvent, Target};
 use crate::registry::wire;
 use crate::server::{self, Server};

@@ -25,8 +25,8 @@ use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::{Pid, gettid};
 use serde_json::Value;
 
-use multiproto::discovery::Nick;
 use multiproto::io::chat::ChatIo;
+use multiproto::nick::Nick;
 use multiproto::peer::{Config, Peer, PeerEvent, SendError, Stats, Target};
 use multiproto::reactor::{Reactor, ReactorEvent};
 

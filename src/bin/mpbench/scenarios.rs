@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 
-use multiproto::discovery::{self, Datagram, Hello};
+use multiproto::discovery::{Datagram, Hello};
 use multiproto::sctp::chunk::{DATA_HEADER_LEN, SACK_FIXED_LEN};
 use multiproto::sctp::wire::HEADER_LEN;
 
@@ -237,7 +237,7 @@ const SACK_PACKET_LEN: usize = HEADER_LEN + SACK_FIXED_LEN;
 
 /// Bytes of the SCTP packet that carries the delta of `nick` joining: common header, DATA chunk header, the
 /// delta message padded to 4.
-fn delta_packet_len(nick: &discovery::Nick) -> usize {
+fn delta_packet_len(nick: &multiproto::nick::Nick) -> usize {
     use multiproto::registry::wire::{Entry, ServerMsg, Status};
     let since_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -24,8 +24,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use multiproto::client::sctp_config;
-use multiproto::discovery::{Datagram, Nick};
+use multiproto::discovery::Datagram;
 use multiproto::io::sctp_udp::{Coalescing, UdpTransport};
+use multiproto::nick::Nick;
 use multiproto::reactor::{Reactor, ReactorEvent};
 use multiproto::registry::wire::{
     ClientMsg, PPID, Register, RegisterResult, ServerMsg, ServerView, Status, flags,
