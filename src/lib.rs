@@ -17,6 +17,7 @@ pub mod console;
 pub mod daemon;
 pub mod discovery;
 pub mod heap;
+pub mod logging;
 pub mod outbox;
 pub mod peer;
 pub mod reactor;

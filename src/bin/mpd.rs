@@ -38,12 +38,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use log::LevelFilter;
 use multiproto::daemon::{self, Options, Ready};
+use multiproto::logging::{self, LogFile};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{AccessFlags, ForkResult, Pid};
@@ -348,19 +348,6 @@ impl ServiceArgs {
         }
         Ok(o)
     }
-
-    /// `--log-level`, else `$MULTIPROTO_LOG`, else info.
-    fn level(&self) -> Result<LevelFilter, String> {
-        if let Some(l) = self.log_level {
-            return Ok(l);
-        }
-        match std::env::var("MULTIPROTO_LOG") {
-            Ok(v) if !v.trim().is_empty() => {
-                parse_level(&v).map_err(|e| format!("MULTIPROTO_LOG: {e}"))
-            }
-            _ => Ok(LevelFilter::Info),
-        }
-    }
 }
 
 /// Parses `24h`, `90m`, `30s`, `500ms`, `2d`, combinations like `1h30m`, or plain seconds (`3600`).
@@ -412,9 +399,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses a log level name (any case).
 fn parse_level(s: &str) -> Result<LevelFilter, String> {
-    s.trim().parse::<LevelFilter>().map_err(|_| {
-        format!("{s:?} is not a log level; use one of off, error, warn, info, debug, trace")
-    })
+    logging::parse_level(s).map_err(|e| e.to_string())
 }
 
 /// Like `argh::from_env`, but a usage error exits with 2 (LSB: invalid arguments), not 1.
@@ -659,6 +644,18 @@ fn already_running(dir: &Path, pid: Option<i32>) -> String {
     )
 }
 
+/// Opens `dir/multiproto.log`; the error says what to do.
+fn open_log(dir: &Path) -> Result<LogFile, String> {
+    let path = dir.join(LOGFILE);
+    LogFile::open(&path).map_err(|e| {
+        format!(
+            "cannot write the log file {}: {}; choose another --dir or fix its permissions",
+            path.display(),
+            reason(&e)
+        )
+    })
+}
+
 /// Whether process `pid` is gone (no longer exists, or is a zombie waiting to be reaped).
 fn process_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -671,115 +668,7 @@ fn process_gone(pid: i32) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Logging
-
-/// The log file, reopened on SIGHUP.
-struct LogFile {
-    path: PathBuf,
-    file: File,
-}
-
-type SharedLog = Arc<Mutex<LogFile>>;
-
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(path)
-}
-
-fn open_shared_log(dir: &Path) -> Result<SharedLog, String> {
-    let path = dir.join(LOGFILE);
-    let file = open_log(&path).map_err(|e| {
-        format!(
-            "cannot write the log file {}: {}; choose another --dir or fix its permissions",
-            path.display(),
-            reason(&e)
-        )
-    })?;
-    Ok(Arc::new(Mutex::new(LogFile { path, file })))
-}
-
-/// Reopens the log file (after logrotate moved it away), then says so in the new one.
-fn reopen_log(log: &SharedLog) {
-    let Ok(mut l) = log.lock() else { return };
-    match open_log(&l.path) {
-        Ok(f) => l.file = f,
-        Err(e) => {
-            let path = l.path.clone();
-            drop(l);
-            log::error!(
-                "cannot reopen the log file {} on SIGHUP: {e}; still writing to the old one",
-                path.display()
-            );
-        }
-    }
-}
-
-/// `2026-11-25T05:12:03.123Z`.
-fn utc_timestamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Sends the `log` crate's records to the log file (and stderr when `stderr`), one line each.
-fn init_logging(level: LevelFilter, log: &SharedLog, stderr: bool) -> Result<(), String> {
-    let file_log = Arc::clone(log);
-    let mut d = fern::Dispatch::new()
-        .format(|out, message, record| {
-            out.finish(format_args!(
-                "{} {:<5} {}",
-                utc_timestamp(SystemTime::now()),
-                record.level(),
-                message
-            ))
-        })
-        .level(level)
-        .chain(fern::Output::call(move |record| {
-            // One write per line, so lines stay whole.
-            let mut line = String::with_capacity(128);
-            let _ = writeln!(line, "{}", record.args());
-            if let Ok(mut l) = file_log.lock() {
-                let _ = l.file.write_all(line.as_bytes());
-            }
-        }));
-    if stderr {
-        d = d.chain(io::stderr());
-    }
-    d.apply()
-        .map_err(|e| format!("cannot set up logging: {e}"))?;
-    // A panic is an event that matters: put it in the log (stderr may be /dev/null).
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        log::error!("mpd panicked: {info}");
-        default_hook(info);
-    }));
-    Ok(())
-}
+// The service
 
 /// Blocks the signals the service loop handles, so that one arriving before the loop watches them waits as
 /// pending instead of killing the process.
@@ -795,12 +684,11 @@ fn block_service_signals() {
 fn serve(
     opts: Options,
     lock: &PidLock,
-    log: &SharedLog,
+    log: &LogFile,
     ready: &mut dyn FnMut(Result<&Ready, String>),
 ) -> i32 {
     let dir = opts.dir.clone();
-    let hup_log = Arc::clone(log);
-    let mut hup = move || reopen_log(&hup_log);
+    let mut hup = || log.reopen();
     let mut started = false;
     let mut on_ready = |r: Result<&Ready, String>| {
         match &r {
@@ -841,7 +729,7 @@ struct Service {
 /// Checks the command line (usage errors before the directory is touched), prepares the directory and takes
 /// its lock; on failure, the exit code after the message is printed.
 fn acquire_service(args: &ServiceArgs) -> Result<Service, i32> {
-    let level = args.level().map_err(|e| fail(exit::USAGE, e))?;
+    let level = logging::level(args.log_level).map_err(|e| fail(exit::USAGE, e))?;
     args.options(PathBuf::new())
         .map_err(|e| fail(exit::USAGE, e))?;
     let dir = prepare_dir(&args.dir).map_err(|e| fail(exit::ERROR, e))?;
@@ -882,7 +770,7 @@ fn cmd_start(args: &ServiceArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let log = match open_shared_log(&dir) {
+    let log = match open_log(&dir) {
         Ok(l) => l,
         Err(e) => {
             lock.remove();
@@ -1009,7 +897,7 @@ fn daemon_main(
     level: LevelFilter,
     lock: PidLock,
     stale: Option<i32>,
-    log: SharedLog,
+    log: LogFile,
     mut tx: File,
 ) -> i32 {
     block_service_signals();
@@ -1036,12 +924,12 @@ fn daemon_main(
         }
         Err(e) => return fail_early(&mut tx, format!("cannot open /dev/null: {e}")),
     }
-    let log_fd = log.lock().map(|l| l.file.as_raw_fd()).unwrap_or(-1);
+    let log_fd = log.raw_fd();
     close_fds_except(&[lock.file.as_raw_fd(), log_fd, tx.as_raw_fd()]);
     // Every path is absolute: do not keep the caller's directory busy.
     let _ = nix::unistd::chdir("/");
-    if let Err(e) = init_logging(level, &log, false) {
-        return fail_early(&mut tx, e);
+    if let Err(e) = logging::init("mpd", level, &log, false) {
+        return fail_early(&mut tx, format!("cannot set up logging: {e}"));
     }
     if let Some(p) = stale {
         log::warn!("replaced a stale pidfile from pid {p} (that mpd did not stop cleanly)");
@@ -1084,16 +972,16 @@ fn cmd_run(args: &ServiceArgs) -> i32 {
             format!("cannot write {}: {}", lock.path.display(), reason(&e)),
         );
     }
-    let log = match open_shared_log(&dir) {
+    let log = match open_log(&dir) {
         Ok(l) => l,
         Err(e) => {
             lock.remove();
             return fail(exit::ERROR, e);
         }
     };
-    if let Err(e) = init_logging(level, &log, true) {
+    if let Err(e) = logging::init("mpd", level, &log, true) {
         lock.remove();
-        return fail(exit::ERROR, e);
+        return fail(exit::ERROR, format!("cannot set up logging: {e}"));
     }
     if let Some(p) = stale {
         log::warn!("replaced a stale pidfile from pid {p} (that mpd did not stop cleanly)");
@@ -1187,7 +1075,10 @@ fn wait_for(end: Instant, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 fn cmd_restart(args: &ServiceArgs) -> i32 {
-    if let Err(e) = args.level().and_then(|_| args.options(PathBuf::new())) {
+    if let Err(e) = logging::level(args.log_level) {
+        return fail(exit::USAGE, e);
+    }
+    if let Err(e) = args.options(PathBuf::new()) {
         return fail(exit::USAGE, e);
     }
     match cmd_stop(&args.dir, STOP_TIMEOUT, true) {
@@ -1417,27 +1308,6 @@ mod tests {
             assert!(e.contains(bad.trim()), "{bad:?}: {e}");
         }
         assert!(parse_duration("999999999999999999d").is_err());
-    }
-
-    #[test]
-    fn levels() {
-        assert_eq!(parse_level("info"), Ok(LevelFilter::Info));
-        assert_eq!(parse_level("DEBUG"), Ok(LevelFilter::Debug));
-        assert_eq!(parse_level("off"), Ok(LevelFilter::Off));
-        assert!(parse_level("loud").unwrap_err().contains("one of off"));
-    }
-
-    #[test]
-    fn utc_timestamps() {
-        let at = |s: u64, ms: u64| {
-            utc_timestamp(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms))
-        };
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.007Z");
-        assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
-        assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000Z");
-        assert_eq!(at(1_798_173_123, 0), "2026-12-25T04:32:03.000Z");
     }
 
     #[test]
