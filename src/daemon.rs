@@ -7,6 +7,9 @@
 //! registry, flush the registry's coalesced deltas, and send.
 
 mod control;
+pub mod detach;
+pub mod pidfile;
+pub mod status_view;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
