@@ -9,8 +9,9 @@
 //! `mpd start` returns only once the daemon listens, and fails with the daemon's own one-line error.
 //!
 //! **No threads before the forks.** A forked child of a multi-threaded process may only call async-signal-safe
-//! functions; the daemon runs everything. So nothing may start a thread before [`detach`]: the caller's only
-//! thread (the one that waits on the pipe with a deadline) is started after it, in the original process.
+//! functions; the daemon runs everything. So nothing may start a thread before [`detach`], which checks that
+//! (it counts `/proc/self/task`) and refuses otherwise: the caller's only thread (the one that waits on the
+//! pipe with a deadline) is started after it, in the original process.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -39,6 +40,8 @@ pub enum DetachError {
     Pipe(nix::Error),
     /// The first fork failed.
     Fork(nix::Error),
+    /// This process runs this many threads (0: they cannot be counted), not one, so it must not fork.
+    Threads(usize),
 }
 
 impl std::fmt::Display for DetachError {
@@ -46,6 +49,15 @@ impl std::fmt::Display for DetachError {
         match self {
             DetachError::Pipe(e) => write!(f, "cannot create a pipe: {e}"),
             DetachError::Fork(e) => write!(f, "cannot fork: {e}"),
+            DetachError::Threads(0) => {
+                write!(
+                    f,
+                    "cannot fork: cannot count this process's threads in /proc/self/task"
+                )
+            }
+            DetachError::Threads(n) => {
+                write!(f, "cannot fork: this process runs {n} threads, not one")
+            }
         }
     }
 }
@@ -59,13 +71,18 @@ impl std::error::Error for DetachError {}
 /// Descriptors are inherited as they are: an open file description shared with the daemon (the pidfile lock)
 /// stays with the daemon when the caller closes its copy.
 ///
-/// Call it while this process has a single thread (see the module docs). Flushes stdout and stderr first, so
-/// that nothing buffered is printed twice.
+/// Refuses ([`DetachError::Threads`]) unless this process has a single thread (see the module docs). Flushes
+/// stdout and stderr first, so that nothing buffered is printed twice.
 pub fn detach() -> Result<Detached, DetachError> {
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(DetachError::Threads(threads));
+    }
     let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(DetachError::Pipe)?;
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
-    // SAFETY: the caller guarantees that this process has a single thread, so the child may run any code.
+    // SAFETY: this process has a single thread (counted just now; only this thread could have started
+    // another since), so the child may run any code.
     match unsafe { nix::unistd::fork() }.map_err(DetachError::Fork)? {
         ForkResult::Parent { child } => {
             drop(tx);
@@ -92,6 +109,11 @@ pub fn detach() -> Result<Detached, DetachError> {
             }
         }
     }
+}
+
+/// The number of threads in this process, 0 if `/proc/self/task` cannot be read.
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
 /// Ends the intermediate child at once, without the parent's exit handlers or buffered output.
@@ -272,6 +294,24 @@ mod tests {
         // The write end stays open and silent: the deadline decides.
         let (rx, _tx) = pipe();
         assert_eq!(rx.wait(Duration::from_millis(1)), Report::TimedOut);
+    }
+
+    /// With a second thread alive, detach refuses before it creates or forks anything.
+    #[test]
+    fn refuses_to_fork_a_threaded_process() {
+        let (hold, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = wait.recv();
+        });
+        match detach() {
+            Err(DetachError::Threads(n)) => assert!(n >= 2, "{n}"),
+            Err(e) => panic!("{e}"),
+            // Unreachable with the guard; without it, only the caller returns here (the daemon side exits).
+            Ok(Detached::Caller(_)) => panic!("forked a threaded process"),
+            Ok(Detached::Daemon(_)) => std::process::exit(0),
+        }
+        drop(hold);
+        other.join().unwrap();
     }
 
     #[test]
