@@ -1,13 +1,18 @@
 //! `mpd`'s service loop: one reactor driving the sans-IO [`Server`] on its sockets (the SCTP-over-UDP socket,
 //! the discovery group and sender sockets), plus what only a process has: the control socket, the roster saver
-//! thread, signals and handing freed heap back to the OS. Process management (daemonizing, the pidfile, log
-//! files) lives in `src/bin/mpd.rs`; this module only runs the service until it is told to stop.
+//! thread, signals and handing freed heap back to the OS. Process management lives beside it: the pidfile lock
+//! ([`pidfile`]), daemonizing ([`detach`]), the status text ([`status_view`]) and log files
+//! ([`crate::logging`]); `src/bin/mpd.rs` wires them to the command line. [`run`] only runs the service until
+//! it is told to stop.
 //!
 //! Each loop turn: read the clock once, tell the server how late the turn woke (it judges stalls), move
 //! datagrams into the server, run its timers, send what it has (a bounded number of datagrams per turn), and
 //! act on its events (log, save).
 
 mod control;
+pub mod detach;
+pub mod pidfile;
+pub mod status_view;
 
 use std::cell::RefCell;
 use std::io;

@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod heap;
 pub mod io;
+pub mod logging;
 pub mod nick;
 pub mod outbox;
 pub mod peer;

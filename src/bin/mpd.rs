@@ -1,4 +1,4 @@
-//! `mpd`, the multiproto daemon: process management around [`multiproto::daemon::run`].
+//! `mpd`, the multiproto daemon: its command line, and the wiring from it to the library.
 //!
 //! ```text
 //! mpd start   [--dir DIR] [service options]   daemonize; returns once the daemon listens (or with its error)
@@ -11,45 +11,31 @@
 //! `DIR` (default: the current directory) holds `multiproto.pid`, `multiproto.log`, the control socket
 //! `multiproto.sock` and the saved roster `roster.json`.
 //!
-//! **The pidfile lock.** The running daemon holds an exclusive open-file-description lock (`F_OFD_SETLK`, Linux)
-//! on `DIR/multiproto.pid` for its whole life; the kernel drops it when the daemon exits, however it exits. So
-//! "is a daemon running here?" is "is the lock held?", never "is the pid in the file alive?" (pids are reused),
-//! and a pidfile whose lock nobody holds is the stale leftover of a crash: `start` takes it over. `status` and
-//! `stop` ask with `F_OFD_GETLK`, which tests for a conflicting lock without taking it, so a probe can never make
-//! a concurrent `start` fail. `start` takes the lock *before* it forks: the open file description (and with it
-//! the lock) is shared by the forked daemon, so the directory is never unlocked between the check and the
-//! daemon.
+//! What it wires together, and where the explanations are:
+//! - [`multiproto::daemon::pidfile`]: the pidfile's OFD lock, which says whether a daemon runs in `DIR`;
+//! - [`multiproto::daemon::detach`]: `start`'s double fork and the ready pipe it waits on;
+//! - [`multiproto::logging`]: the log file, its line format, SIGHUP reopening, the level;
+//! - [`multiproto::daemon::run`]: the service itself; [`multiproto::daemon::status_view`]: `status` for people.
 //!
-//! **Start-up handshake.** `start` forks, the child calls `setsid` and forks again; the grandchild is the
-//! daemon. It writes its pid, points stdin/stdout/stderr at `/dev/null`, closes every other inherited
-//! descriptor, logs to `DIR/multiproto.log` and runs the service, whose ready callback writes `ok …` or
-//! `error MESSAGE` into a pipe the original process waits on (10 s at most). So `mpd start` returns only once
-//! the daemon listens, and fails with the daemon's own one-line error. Nothing creates a thread before the
-//! forks.
-//!
-//! **Logs.** fern, one line per event that matters, `2026-11-25T05:12:03.123Z INFO  join: alice at …` (UTC).
-//! SIGHUP reopens the log file (for logrotate). The level is `--log-level`, else `$MULTIPROTO_LOG`, else
-//! `info`.
+//! Every failure is one line on stderr, `mpd: WHAT; WHAT TO DO`, and an exit code from [`exit`].
 
-use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use log::LevelFilter;
-use multiproto::daemon::{self, Options, Ready};
+use multiproto::cli::os_reason as reason;
+use multiproto::daemon::detach::{self, Detached, ReadySender, Report};
+use multiproto::daemon::pidfile::{LockError, PIDFILE, PidLock, Probe, probe};
+use multiproto::daemon::{self, Options, status_view};
+use multiproto::logging::{self, LogFile};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
-use nix::unistd::{AccessFlags, ForkResult, Pid};
+use nix::unistd::{AccessFlags, Pid};
 
-/// The pidfile's name in `--dir`.
-const PIDFILE: &str = "multiproto.pid";
 /// The log file's name in `--dir`.
 const LOGFILE: &str = "multiproto.log";
 /// How long `start` waits for the daemon to report that it listens.
@@ -58,8 +44,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `status` waits for the control socket to answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a reader waits for a locked pidfile to get its pid (the daemon writes it right after forking).
-const PID_WAIT: Duration = Duration::from_secs(2);
 
 /// Exit codes (documented in `--help`, shared with LSB init-script conventions where they overlap).
 mod exit {
@@ -348,86 +332,22 @@ impl ServiceArgs {
         }
         Ok(o)
     }
-
-    /// `--log-level`, else `$MULTIPROTO_LOG`, else info.
-    fn level(&self) -> Result<LevelFilter, String> {
-        if let Some(l) = self.log_level {
-            return Ok(l);
-        }
-        match std::env::var("MULTIPROTO_LOG") {
-            Ok(v) if !v.trim().is_empty() => {
-                parse_level(&v).map_err(|e| format!("MULTIPROTO_LOG: {e}"))
-            }
-            _ => Ok(LevelFilter::Info),
-        }
-    }
 }
 
-/// Parses `24h`, `90m`, `30s`, `500ms`, `2d`, combinations like `1h30m`, or plain seconds (`3600`).
+/// `--offline-ttl`, `--timeout` (argh's `from_str_fn` takes a `String` error).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let hint =
-        || format!("{s:?} is not a duration; use e.g. 24h, 90m, 30s, 500ms or plain seconds");
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(hint());
-    }
-    if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(1000))
-            .map(Duration::from_millis)
-            .ok_or_else(|| format!("{s:?} is too long a duration"));
-    }
-    let mut total: u64 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let letters = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        if digits == 0 || letters == 0 {
-            return Err(hint());
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?} is too long a duration"))?;
-        let unit_ms: u64 = match &rest[digits..digits + letters] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(hint()),
-        };
-        total = n
-            .checked_mul(unit_ms)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
-        rest = &rest[digits + letters..];
-    }
-    Ok(Duration::from_millis(total))
+    multiproto::cli::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Parses a log level name (any case).
+/// `--log-level`.
 fn parse_level(s: &str) -> Result<LevelFilter, String> {
-    s.trim().parse::<LevelFilter>().map_err(|_| {
-        format!("{s:?} is not a log level; use one of off, error, warn, info, debug, trace")
-    })
-}
-
-/// Like `argh::from_env`, but a usage error exits with 2 (LSB: invalid arguments), not 1.
-fn parse_command_line() -> Result<Cli, i32> {
-    multiproto::cli::parse(
-        "mpd",
-        "Run `mpd --help` (or `mpd COMMAND --help`) for usage.",
-        exit::USAGE,
-    )
+    logging::parse_level(s).map_err(|e| e.to_string())
 }
 
 fn main() {
-    let code = match parse_command_line() {
+    // Like `argh::from_env`, but a usage error exits with 2 (LSB: invalid arguments), not 1.
+    let hint = "Run `mpd --help` (or `mpd COMMAND --help`) for usage.";
+    let code = match multiproto::cli::parse::<Cli>("mpd", hint, exit::USAGE) {
         Ok(cli) => match cli.cmd {
             Command::Start(a) => cmd_start(&a.service()),
             Command::Stop(a) => cmd_stop(&a.dir, a.timeout.unwrap_or(STOP_TIMEOUT), false),
@@ -447,38 +367,17 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
     code
 }
 
-/// An OS error's description without Rust's "(os error N)" suffix, starting lowercase.
-fn reason(e: &io::Error) -> String {
-    let s = match e.raw_os_error() {
-        Some(n) => Errno::from_raw(n).desc().to_string(),
-        None => e.to_string(),
-    };
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => s,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// The directory and the pidfile
-
 /// Creates `dir` if needed, checks that it is writable and returns its canonical path.
 fn prepare_dir(dir: &Path) -> Result<PathBuf, String> {
-    fs::create_dir_all(dir).map_err(|e| {
+    let cannot = |what: &str, e: &io::Error| {
         format!(
-            "cannot create {}: {}; choose another --dir",
+            "cannot {what} {}: {}; choose another --dir",
             dir.display(),
-            reason(&e)
+            reason(e)
         )
-    })?;
-    let canon = dir.canonicalize().map_err(|e| {
-        format!(
-            "cannot use {}: {}; choose another --dir",
-            dir.display(),
-            reason(&e)
-        )
-    })?;
+    };
+    fs::create_dir_all(dir).map_err(|e| cannot("create", &e))?;
+    let canon = dir.canonicalize().map_err(|e| cannot("use", &e))?;
     if !canon.is_dir() {
         return Err(format!(
             "{} is not a directory; choose another --dir",
@@ -500,147 +399,6 @@ fn existing_dir(dir: &Path) -> PathBuf {
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
-fn ofd_lock(kind: libc::c_int) -> libc::flock {
-    // SAFETY: `flock` is a plain C struct of integers, for which all-zero is a valid value.
-    let mut l: libc::flock = unsafe { std::mem::zeroed() };
-    l.l_type = kind as libc::c_short;
-    l.l_whence = libc::SEEK_SET as libc::c_short;
-    l
-}
-
-/// Takes the exclusive lock on `file`: `Ok(false)` if someone else holds it.
-fn try_lock(file: &File) -> io::Result<bool> {
-    let l = ofd_lock(libc::F_WRLCK);
-    match nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&l)) {
-        Ok(_) => Ok(true),
-        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Whether another open file description holds a lock on `file` (tested without taking it).
-fn lock_held(file: &File) -> io::Result<bool> {
-    let mut l = ofd_lock(libc::F_WRLCK);
-    nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_OFD_GETLK(&mut l))?;
-    Ok(l.l_type != libc::F_UNLCK as libc::c_short)
-}
-
-/// The pid written in a pidfile, if it holds one.
-fn read_pid(file: &File) -> Option<i32> {
-    let mut buf = [0u8; 32];
-    let n = file.read_at(&mut buf, 0).ok()?;
-    std::str::from_utf8(&buf[..n])
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&p: &i32| p > 0)
-}
-
-/// The locked pidfile of the daemon in this process.
-struct PidLock {
-    file: File,
-    path: PathBuf,
-}
-
-enum LockError {
-    /// A daemon runs in the directory (with this pid, once it has written it).
-    Running(Option<i32>),
-    /// The pidfile cannot be opened or locked.
-    Io(io::Error),
-}
-
-impl PidLock {
-    /// Takes `dir/multiproto.pid`, truncated. Also returns the pid a crashed daemon left in it, if any.
-    fn acquire(dir: &Path) -> Result<(PidLock, Option<i32>), LockError> {
-        let path = dir.join(PIDFILE);
-        loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                .open(&path)
-                .map_err(LockError::Io)?;
-            if !try_lock(&file).map_err(LockError::Io)? {
-                let mut pid = read_pid(&file);
-                let end = Instant::now() + PID_WAIT;
-                while pid.is_none() && Instant::now() < end && lock_held(&file).unwrap_or(false) {
-                    std::thread::sleep(Duration::from_millis(10));
-                    pid = read_pid(&file);
-                }
-                return Err(LockError::Running(pid));
-            }
-            // A stopping daemon removes the pidfile while it still holds the lock: if it did so between our
-            // open and our lock, we locked a file no longer in the directory. Start over with the new one.
-            let ours = file.metadata().map_err(LockError::Io)?;
-            match fs::metadata(&path) {
-                Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {}
-                _ => continue,
-            }
-            let stale = read_pid(&file);
-            file.set_len(0).map_err(LockError::Io)?;
-            return Ok((PidLock { file, path }, stale));
-        }
-    }
-
-    /// Writes this process's pid into the pidfile.
-    fn write_pid(&self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.file
-            .write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)?;
-        self.file.sync_all()
-    }
-
-    /// Removes the pidfile (the lock goes when the process exits).
-    fn remove(&self) {
-        if let Err(e) = fs::remove_file(&self.path) {
-            log::warn!("cannot remove {}: {e}", self.path.display());
-        }
-    }
-}
-
-/// Whether a daemon runs in `dir`, as far as its pidfile tells.
-enum Probe {
-    /// Nobody holds the lock; `stale` is the pid a crashed daemon left in the pidfile.
-    NotRunning { stale: Option<i32> },
-    /// The lock is held, by the process `pid` (None: no pid written yet, or not readable); `file` is our own
-    /// open of the pidfile, to watch the lock with.
-    Running { pid: Option<i32>, file: File },
-}
-
-fn probe(dir: &Path) -> io::Result<Probe> {
-    let file = match File::open(dir.join(PIDFILE)) {
-        Ok(f) => f,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(Probe::NotRunning { stale: None });
-        }
-        Err(e) => return Err(e),
-    };
-    if !lock_held(&file)? {
-        return Ok(Probe::NotRunning {
-            stale: read_pid(&file),
-        });
-    }
-    // The daemon writes its pid right after it forks; give it that moment.
-    let end = Instant::now() + PID_WAIT;
-    let mut pid = read_pid(&file);
-    while pid.is_none() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-        if !lock_held(&file)? {
-            return Ok(Probe::NotRunning { stale: None });
-        }
-        pid = read_pid(&file);
-    }
-    Ok(Probe::Running { pid, file })
-}
-
 fn stale_note(stale: Option<i32>) -> String {
     match stale {
         Some(p) => format!(
@@ -650,182 +408,20 @@ fn stale_note(stale: Option<i32>) -> String {
     }
 }
 
-fn already_running(dir: &Path, pid: Option<i32>) -> String {
-    let who = pid.map_or_else(String::new, |p| format!(" (pid {p})"));
-    format!(
-        "already running in {}{who}; stop it first with `mpd stop --dir {}`, or choose another --dir",
-        dir.display(),
-        dir.display()
-    )
-}
-
-/// Whether process `pid` is gone (no longer exists, or is a zombie waiting to be reaped).
-fn process_gone(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses (which may itself contain ") ").
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-        Err(_) => nix::sys::signal::kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Logging
-
-/// The log file, reopened on SIGHUP.
-struct LogFile {
-    path: PathBuf,
-    file: File,
-}
-
-type SharedLog = Arc<Mutex<LogFile>>;
-
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(path)
-}
-
-fn open_shared_log(dir: &Path) -> Result<SharedLog, String> {
+/// Opens `dir/multiproto.log`; the error says what to do.
+fn open_log(dir: &Path) -> Result<LogFile, String> {
     let path = dir.join(LOGFILE);
-    let file = open_log(&path).map_err(|e| {
+    LogFile::open(&path).map_err(|e| {
         format!(
             "cannot write the log file {}: {}; choose another --dir or fix its permissions",
             path.display(),
             reason(&e)
         )
-    })?;
-    Ok(Arc::new(Mutex::new(LogFile { path, file })))
-}
-
-/// Reopens the log file (after logrotate moved it away), then says so in the new one.
-fn reopen_log(log: &SharedLog) {
-    let Ok(mut l) = log.lock() else { return };
-    match open_log(&l.path) {
-        Ok(f) => l.file = f,
-        Err(e) => {
-            let path = l.path.clone();
-            drop(l);
-            log::error!(
-                "cannot reopen the log file {} on SIGHUP: {e}; still writing to the old one",
-                path.display()
-            );
-        }
-    }
-}
-
-/// `2026-11-25T05:12:03.123Z`.
-fn utc_timestamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Sends the `log` crate's records to the log file (and stderr when `stderr`), one line each.
-fn init_logging(level: LevelFilter, log: &SharedLog, stderr: bool) -> Result<(), String> {
-    let file_log = Arc::clone(log);
-    let mut d = fern::Dispatch::new()
-        .format(|out, message, record| {
-            out.finish(format_args!(
-                "{} {:<5} {}",
-                utc_timestamp(SystemTime::now()),
-                record.level(),
-                message
-            ))
-        })
-        .level(level)
-        .chain(fern::Output::call(move |record| {
-            // One write per line, so lines stay whole.
-            let mut line = String::with_capacity(128);
-            let _ = writeln!(line, "{}", record.args());
-            if let Ok(mut l) = file_log.lock() {
-                let _ = l.file.write_all(line.as_bytes());
-            }
-        }));
-    if stderr {
-        d = d.chain(io::stderr());
-    }
-    d.apply()
-        .map_err(|e| format!("cannot set up logging: {e}"))?;
-    // A panic is an event that matters: put it in the log (stderr may be /dev/null).
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        log::error!("mpd panicked: {info}");
-        default_hook(info);
-    }));
-    Ok(())
-}
-
-/// Blocks the signals the service loop handles, so that one arriving before the loop watches them waits as
-/// pending instead of killing the process.
-fn block_service_signals() {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        set.add(s);
-    }
-    let _ = set.thread_block();
-}
-
-/// Runs the service until it stops; removes the pidfile and control socket afterwards. Returns the exit code.
-fn serve(
-    opts: Options,
-    lock: &PidLock,
-    log: &SharedLog,
-    ready: &mut dyn FnMut(Result<&Ready, String>),
-) -> i32 {
-    let dir = opts.dir.clone();
-    let hup_log = Arc::clone(log);
-    let mut hup = move || reopen_log(&hup_log);
-    let mut started = false;
-    let mut on_ready = |r: Result<&Ready, String>| {
-        match &r {
-            Ok(_) => started = true,
-            Err(msg) => log::error!("mpd cannot start: {msg}"),
-        }
-        ready(r);
-    };
-    let result = daemon::run(opts, &mut on_ready, &mut hup);
-    // We hold the directory's lock, so the control socket file is ours (or a crashed predecessor's).
-    let _ = fs::remove_file(daemon::control_path(&dir));
-    lock.remove();
-    match result {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            if started {
-                log::error!("mpd failed: {e}");
-            }
-            exit::ERROR
-        }
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Commands
+// start and run
 
 /// What `start` and `run` settle before the daemon itself: the log level, the options, the directory and
 /// its pid lock.
@@ -841,27 +437,34 @@ struct Service {
 /// Checks the command line (usage errors before the directory is touched), prepares the directory and takes
 /// its lock; on failure, the exit code after the message is printed.
 fn acquire_service(args: &ServiceArgs) -> Result<Service, i32> {
-    let level = args.level().map_err(|e| fail(exit::USAGE, e))?;
+    let level = logging::level(args.log_level).map_err(|e| fail(exit::USAGE, e))?;
     args.options(PathBuf::new())
         .map_err(|e| fail(exit::USAGE, e))?;
     let dir = prepare_dir(&args.dir).map_err(|e| fail(exit::ERROR, e))?;
     let opts = args
         .options(dir.clone())
         .map_err(|e| fail(exit::USAGE, e))?;
-    let (lock, stale) = match PidLock::acquire(&dir) {
-        Ok(x) => x,
-        Err(LockError::Running(pid)) => return Err(fail(exit::ERROR, already_running(&dir, pid))),
-        Err(LockError::Io(e)) => {
-            return Err(fail(
+    let (lock, stale) = PidLock::acquire(&dir).map_err(|e| match e {
+        LockError::Running(pid) => {
+            let who = pid.map_or_else(String::new, |p| format!(" (pid {p})"));
+            fail(
                 exit::ERROR,
                 format!(
-                    "cannot write to {}: {}; choose another --dir or fix its permissions",
-                    dir.join(PIDFILE).display(),
-                    reason(&e)
+                    "already running in {}{who}; stop it first with `mpd stop --dir {}`, or choose another --dir",
+                    dir.display(),
+                    dir.display()
                 ),
-            ));
+            )
         }
-    };
+        LockError::Io(e) => fail(
+            exit::ERROR,
+            format!(
+                "cannot write to {}: {}; choose another --dir or fix its permissions",
+                dir.join(PIDFILE).display(),
+                reason(&e)
+            ),
+        ),
+    })?;
     Ok(Service {
         level,
         dir,
@@ -882,185 +485,100 @@ fn cmd_start(args: &ServiceArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let log = match open_shared_log(&dir) {
+    let log = match open_log(&dir) {
         Ok(l) => l,
         Err(e) => {
             lock.remove();
             return fail(exit::ERROR, e);
         }
     };
-    let (rx, tx) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-        Ok(p) => p,
+    // Nothing before this point starts a thread (detach's requirement).
+    match detach::detach() {
         Err(e) => {
             lock.remove();
-            return fail(exit::ERROR, format!("cannot create a pipe: {e}"));
+            fail(exit::ERROR, e)
         }
-    };
-    let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
-    // SAFETY: this process has a single thread (nothing before this point starts one), so the child may run
-    // any code.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => {
-            lock.remove();
-            fail(exit::ERROR, format!("cannot fork: {e}"))
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(tx);
+        Ok(Detached::Caller(rx)) => {
             // The lock lives on in the daemon, which shares its open file description: closing ours keeps it.
             drop(lock);
             drop(log);
-            // The first child exits as soon as it has forked the daemon.
-            let _ = nix::sys::wait::waitpid(child, None);
-            await_ready(rx, &dir)
+            report_start(rx.wait(READY_TIMEOUT), &dir)
         }
-        Ok(ForkResult::Child) => {
-            drop(rx);
-            let mut tx = File::from(tx);
-            if let Err(e) = nix::unistd::setsid() {
-                let _ = writeln!(tx, "error cannot start a new session: {e}");
-                // SAFETY: ends this forked child at once, without running the parent's exit handlers.
-                unsafe { libc::_exit(1) };
-            }
-            // SAFETY: still single-threaded.
-            match unsafe { nix::unistd::fork() } {
-                Ok(ForkResult::Child) => daemon_main(opts, level, lock, stale, log, tx),
-                Ok(ForkResult::Parent { .. }) => {
-                    // SAFETY: as above; the daemon carries on alone, reparented away from the caller's session.
-                    unsafe { libc::_exit(0) }
-                }
-                Err(e) => {
-                    let _ = writeln!(tx, "error cannot fork: {e}");
-                    // SAFETY: as above.
-                    unsafe { libc::_exit(1) }
-                }
-            }
-        }
+        Ok(Detached::Daemon(tx)) => daemon_main(opts, level, lock, stale, log, tx),
     }
 }
 
-/// Waits for the daemon's `ok …` or `error …` line; prints the outcome.
-fn await_ready(rx: OwnedFd, dir: &Path) -> i32 {
-    let (tx_line, rx_line) = std::sync::mpsc::channel();
-    // The daemon is detached by now, so this (parent) process may use a thread for the deadline.
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = File::from(rx).take(64 * 1024).read_to_string(&mut s);
-        let _ = tx_line.send(s);
-    });
+/// Prints the outcome of `start` from the daemon's report.
+fn report_start(report: Report, dir: &Path) -> i32 {
     let log_path = dir.join(LOGFILE);
-    let line = match rx_line.recv_timeout(READY_TIMEOUT) {
-        Ok(s) => s,
-        Err(_) => {
-            return fail(
-                exit::ERROR,
-                format!(
-                    "mpd did not report that it listens within {} s; see {}, and check with `mpd status --dir {}`",
-                    READY_TIMEOUT.as_secs(),
-                    log_path.display(),
-                    dir.display()
-                ),
-            );
-        }
-    };
-    let line = line.lines().next().unwrap_or("");
-    if let Some(rest) = line.strip_prefix("ok\t") {
-        let f: Vec<&str> = rest.splitn(4, '\t').collect();
-        if let [pid, sctp, group, iface] = f[..] {
+    match report {
+        Report::Listening {
+            pid,
+            sctp,
+            group,
+            iface,
+        } => {
             println!(
                 "mpd started (pid {pid}): SCTP on udp {sctp}, discovery {group} on interface {iface}, log {}",
                 log_path.display()
             );
-            return exit::OK;
+            exit::OK
         }
-    }
-    if let Some(msg) = line.strip_prefix("error ") {
-        return fail(exit::ERROR, msg);
-    }
-    fail(
-        exit::ERROR,
-        format!(
-            "mpd exited before it was listening; see {}",
-            log_path.display()
+        Report::Failed(msg) => fail(exit::ERROR, msg),
+        Report::Exited => fail(
+            exit::ERROR,
+            format!(
+                "mpd exited before it was listening; see {}",
+                log_path.display()
+            ),
         ),
-    )
-}
-
-/// Closes every descriptor above 2 except `keep` (a daemon must not hold its caller's pipes or files).
-fn close_fds_except(keep: &[RawFd]) {
-    let Ok(rd) = fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<RawFd> = rd
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        if fd > 2 && !keep.contains(&fd) {
-            // SAFETY: these descriptors were inherited from our caller and are owned by nothing in this
-            // process (the ones we own are in `keep`; the directory listing's own is already closed, EBADF).
-            unsafe { libc::close(fd) };
-        }
+        Report::TimedOut => fail(
+            exit::ERROR,
+            format!(
+                "mpd did not report that it listens within {} s; see {}, and check with `mpd status --dir {}`",
+                READY_TIMEOUT.as_secs(),
+                log_path.display(),
+                dir.display()
+            ),
+        ),
     }
 }
 
-/// The daemon (the grandchild of `mpd start`). Never returns to the caller's code path: returns the exit code.
+/// The daemon (the grandchild of `mpd start`): returns its exit code, never to the caller's code path.
 fn daemon_main(
     opts: Options,
     level: LevelFilter,
     lock: PidLock,
     stale: Option<i32>,
-    log: SharedLog,
-    mut tx: File,
+    log: LogFile,
+    tx: ReadySender,
 ) -> i32 {
     block_service_signals();
-    let fail_early = |tx: &mut File, msg: String| {
-        let _ = writeln!(tx, "error {msg}");
+    // The pidfile goes before the caller hears (it exits on the message).
+    let fail_early = |tx: ReadySender, msg: String| {
         lock.remove();
+        tx.error(&msg);
         exit::ERROR
     };
     if let Err(e) = lock.write_pid() {
+        let path = lock.path().display();
         return fail_early(
-            &mut tx,
-            format!(
-                "cannot write {}: {}; choose another --dir",
-                lock.path.display(),
-                reason(&e)
-            ),
+            tx,
+            format!("cannot write {path}: {}; choose another --dir", reason(&e)),
         );
     }
-    match File::options().read(true).write(true).open("/dev/null") {
-        Ok(null) => {
-            let _ = nix::unistd::dup2_stdin(&null);
-            let _ = nix::unistd::dup2_stdout(&null);
-            let _ = nix::unistd::dup2_stderr(&null);
-        }
-        Err(e) => return fail_early(&mut tx, format!("cannot open /dev/null: {e}")),
+    if let Err(e) = detach::isolate(&[lock.raw_fd(), log.raw_fd(), tx.raw_fd()]) {
+        return fail_early(tx, format!("cannot open /dev/null: {e}"));
     }
-    let log_fd = log.lock().map(|l| l.file.as_raw_fd()).unwrap_or(-1);
-    close_fds_except(&[lock.file.as_raw_fd(), log_fd, tx.as_raw_fd()]);
-    // Every path is absolute: do not keep the caller's directory busy.
-    let _ = nix::unistd::chdir("/");
-    if let Err(e) = init_logging(level, &log, false) {
-        return fail_early(&mut tx, e);
+    if let Err(e) = logging::init("mpd", level, &log, false) {
+        return fail_early(tx, format!("cannot set up logging: {e}"));
     }
-    if let Some(p) = stale {
-        log::warn!("replaced a stale pidfile from pid {p} (that mpd did not stop cleanly)");
-    }
+    warn_stale(stale);
     let mut tx = Some(tx);
-    let mut ready = |r: Result<&Ready, String>| {
-        if let Some(mut t) = tx.take() {
-            let _ = match r {
-                Ok(ready) => writeln!(
-                    t,
-                    "ok\t{}\t{}\t{}\t{}",
-                    std::process::id(),
-                    ready.sctp,
-                    ready.group,
-                    ready.iface
-                ),
-                Err(msg) => writeln!(t, "error {msg}"),
-            };
-        }
+    let mut ready = |r: Result<&daemon::Ready, String>| match (tx.take(), r) {
+        (Some(t), Ok(ready)) => t.ready(ready),
+        (Some(t), Err(msg)) => t.error(&msg),
+        (None, _) => {}
     };
     serve(opts, &lock, &log, &mut ready)
 }
@@ -1077,38 +595,83 @@ fn cmd_run(args: &ServiceArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if let Err(e) = lock.write_pid() {
-        lock.remove();
-        return fail(
-            exit::ERROR,
-            format!("cannot write {}: {}", lock.path.display(), reason(&e)),
-        );
-    }
-    let log = match open_shared_log(&dir) {
-        Ok(l) => l,
+    let set_up = lock
+        .write_pid()
+        .map_err(|e| format!("cannot write {}: {}", lock.path().display(), reason(&e)))
+        .and_then(|()| open_log(&dir))
+        .and_then(|log| {
+            logging::init("mpd", level, &log, true)
+                .map_err(|e| format!("cannot set up logging: {e}"))?;
+            Ok(log)
+        });
+    let log = match set_up {
+        Ok(log) => log,
         Err(e) => {
             lock.remove();
             return fail(exit::ERROR, e);
         }
     };
-    if let Err(e) = init_logging(level, &log, true) {
-        lock.remove();
-        return fail(exit::ERROR, e);
-    }
-    if let Some(p) = stale {
-        log::warn!("replaced a stale pidfile from pid {p} (that mpd did not stop cleanly)");
-    }
+    warn_stale(stale);
     // Errors are logged (stderr and the file) by `serve`.
     serve(opts, &lock, &log, &mut |_| {})
 }
 
+fn warn_stale(stale: Option<i32>) {
+    if let Some(p) = stale {
+        log::warn!("replaced a stale pidfile from pid {p} (that mpd did not stop cleanly)");
+    }
+}
+
+/// Blocks the signals the service loop handles, so that one arriving before the loop watches them waits as
+/// pending instead of killing the process.
+fn block_service_signals() {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+}
+
+/// Runs the service until it stops; removes the pidfile and control socket afterwards. Returns the exit code.
+fn serve(
+    opts: Options,
+    lock: &PidLock,
+    log: &LogFile,
+    ready: &mut dyn FnMut(Result<&daemon::Ready, String>),
+) -> i32 {
+    let dir = opts.dir.clone();
+    let mut started = false;
+    let mut on_ready = |r: Result<&daemon::Ready, String>| {
+        match &r {
+            Ok(_) => started = true,
+            Err(msg) => log::error!("mpd cannot start: {msg}"),
+        }
+        ready(r);
+    };
+    let result = daemon::run(opts, &mut on_ready, &mut || log.reopen());
+    // We hold the directory's lock, so the control socket file is ours (or a crashed predecessor's).
+    let _ = fs::remove_file(daemon::control_path(&dir));
+    lock.remove();
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            if started {
+                log::error!("mpd failed: {e}");
+            }
+            exit::ERROR
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// stop, restart, status
+
 fn cmd_stop(dir: &Path, timeout: Duration, quiet_if_stopped: bool) -> i32 {
     let dir = existing_dir(dir);
-    let (pid, file) = match probe(&dir) {
+    let pidfile = dir.join(PIDFILE).display().to_string();
+    let (pid, holder) = match probe(&dir) {
+        Ok(Probe::NotRunning { .. }) if quiet_if_stopped => return exit::STOP_NOT_RUNNING,
         Ok(Probe::NotRunning { stale }) => {
-            if quiet_if_stopped {
-                return exit::STOP_NOT_RUNNING;
-            }
             return fail(
                 exit::STOP_NOT_RUNNING,
                 format!(
@@ -1121,14 +684,13 @@ fn cmd_stop(dir: &Path, timeout: Duration, quiet_if_stopped: bool) -> i32 {
         }
         Ok(Probe::Running {
             pid: Some(pid),
-            file,
-        }) => (pid, file),
+            holder,
+        }) => (pid, holder),
         Ok(Probe::Running { pid: None, .. }) => {
             return fail(
                 exit::ERROR,
                 format!(
-                    "an mpd holds {} but it names no pid; see {} and stop it by hand",
-                    dir.join(PIDFILE).display(),
+                    "an mpd holds {pidfile} but it names no pid; see {} and stop it by hand",
                     dir.join(LOGFILE).display()
                 ),
             );
@@ -1137,8 +699,7 @@ fn cmd_stop(dir: &Path, timeout: Duration, quiet_if_stopped: bool) -> i32 {
             return fail(
                 exit::ERROR,
                 format!(
-                    "cannot read {}: {}; run as the user that started mpd",
-                    dir.join(PIDFILE).display(),
+                    "cannot read {pidfile}: {}; run as the user that started mpd",
                     reason(&e)
                 ),
             );
@@ -1156,10 +717,7 @@ fn cmd_stop(dir: &Path, timeout: Duration, quiet_if_stopped: bool) -> i32 {
         }
         Err(e) => return fail(exit::ERROR, format!("cannot signal mpd (pid {pid}): {e}")),
     }
-    let end = Instant::now() + timeout;
-    let released = wait_for(end, || !lock_held(&file).unwrap_or(true));
-    // The lock goes as the process exits; wait for the exit to finish too.
-    if released && wait_for(end, || process_gone(pid)) {
+    if holder.wait_exit(pid, Instant::now() + timeout) {
         println!("mpd stopped (pid {pid})");
         return exit::OK;
     }
@@ -1173,21 +731,11 @@ fn cmd_stop(dir: &Path, timeout: Duration, quiet_if_stopped: bool) -> i32 {
     )
 }
 
-/// Polls `cond` every 10 ms until it holds (true) or `end` passes (false).
-fn wait_for(end: Instant, mut cond: impl FnMut() -> bool) -> bool {
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn cmd_restart(args: &ServiceArgs) -> i32 {
-    if let Err(e) = args.level().and_then(|_| args.options(PathBuf::new())) {
+    if let Err(e) = logging::level(args.log_level) {
+        return fail(exit::USAGE, e);
+    }
+    if let Err(e) = args.options(PathBuf::new()) {
         return fail(exit::USAGE, e);
     }
     match cmd_stop(&args.dir, STOP_TIMEOUT, true) {
@@ -1237,7 +785,7 @@ fn cmd_status(dir: &Path, json: bool) -> i32 {
                 if json {
                     println!("{v}");
                 } else {
-                    print_status(&v);
+                    print!("{}", status_view::render(&v));
                 }
                 return exit::OK;
             }
@@ -1247,9 +795,8 @@ fn cmd_status(dir: &Path, json: bool) -> i32 {
         if Instant::now() >= end {
             break;
         }
-        match probe(&dir) {
-            Ok(Probe::NotRunning { stale }) => return not_running(stale),
-            Ok(Probe::Running { .. }) | Err(_) => {}
+        if let Ok(Probe::NotRunning { stale }) = probe(&dir) {
+            return not_running(stale);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1270,195 +817,9 @@ fn cmd_status(dir: &Path, json: bool) -> i32 {
     )
 }
 
-/// `3d 04h 05m 06s`, `5m 00s`, `42s`.
-fn fmt_uptime(s: u64) -> String {
-    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    if d > 0 {
-        format!("{d}d {h:02}h {m:02}m {s:02}s")
-    } else if h > 0 {
-        format!("{h}h {m:02}m {s:02}s")
-    } else if m > 0 {
-        format!("{m}m {s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// The human form of the daemon's status JSON.
-fn print_status(v: &serde_json::Value) {
-    let text = |k: &str| match &v[k] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "?".into(),
-        other => other.to_string(),
-    };
-    let num = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "mpd is running (pid {}), up {}, version {}, instance {}",
-        text("pid"),
-        fmt_uptime(num(&v["uptime_s"])),
-        text("version"),
-        text("instance")
-    );
-    let _ = writeln!(out, "  directory:  {}", text("dir"));
-    let _ = writeln!(
-        out,
-        "  discovery:  group {} on interface {}",
-        text("group"),
-        text("iface")
-    );
-    let _ = writeln!(
-        out,
-        "  SCTP:       udp {} (SCTP port {}), heartbeat every {} ms, silent clients detected within {} ms",
-        text("sctp_udp"),
-        text("sctp_port"),
-        text("heartbeat_ms"),
-        text("detection_bound_ms")
-    );
-    let c = &v["clients"];
-    let _ = writeln!(
-        out,
-        "  clients:    {} online, {} offline ({} associations, roster version {})",
-        num(&c["online"]),
-        num(&c["offline"]),
-        num(&v["associations"]),
-        num(&v["roster_version"])
-    );
-    let flapping: Vec<String> = v["flapping"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    format!(
-                        "{} ({} flaps)",
-                        f["nick"].as_str().unwrap_or("?"),
-                        num(&f["flaps"])
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  flapping:   {}",
-        if flapping.is_empty() {
-            "none".into()
-        } else {
-            flapping.join(", ")
-        }
-    );
-    let drops: Vec<String> = v["drops"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(_, n)| num(n) > 0)
-                .map(|(k, n)| format!("{k} {}", num(n)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  drops:      {}",
-        if drops.is_empty() {
-            "none".into()
-        } else {
-            drops.join(", ")
-        }
-    );
-    let d = &v["daemon"];
-    let _ = writeln!(
-        out,
-        "  stalls:     {} (longest {} ms)",
-        num(&d["stalls"]),
-        num(&d["longest_stall_ms"])
-    );
-    if num(&d["save_errors"]) > 0 || num(&d["send_buffer_full"]) > 0 {
-        let _ = writeln!(
-            out,
-            "  problems:   {} roster saves failed, {} roster messages dropped on full send buffers",
-            num(&d["save_errors"]),
-            num(&d["send_buffer_full"])
-        );
-    }
-    print!("{out}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let ms = |s: &str| parse_duration(s).map(|d| d.as_millis() as u64);
-        assert_eq!(ms("24h"), Ok(86_400_000));
-        assert_eq!(ms("90m"), Ok(5_400_000));
-        assert_eq!(ms("30s"), Ok(30_000));
-        assert_eq!(ms("500ms"), Ok(500));
-        assert_eq!(ms("2d"), Ok(172_800_000));
-        assert_eq!(ms("1h30m"), Ok(5_400_000));
-        assert_eq!(ms("1m30s250ms"), Ok(90_250));
-        assert_eq!(ms("3600"), Ok(3_600_000));
-        assert_eq!(ms(" 45 "), Ok(45_000));
-        assert_eq!(ms("0"), Ok(0));
-        assert_eq!(ms("5min"), Ok(300_000));
-        for bad in [
-            "",
-            "h",
-            "10x",
-            "1.5h",
-            "-3s",
-            "s10",
-            "10 s",
-            "99999999999999999999",
-            "1h30",
-        ] {
-            let e = parse_duration(bad).unwrap_err();
-            assert!(e.contains(bad.trim()), "{bad:?}: {e}");
-        }
-        assert!(parse_duration("999999999999999999d").is_err());
-    }
-
-    #[test]
-    fn levels() {
-        assert_eq!(parse_level("info"), Ok(LevelFilter::Info));
-        assert_eq!(parse_level("DEBUG"), Ok(LevelFilter::Debug));
-        assert_eq!(parse_level("off"), Ok(LevelFilter::Off));
-        assert!(parse_level("loud").unwrap_err().contains("one of off"));
-    }
-
-    #[test]
-    fn utc_timestamps() {
-        let at = |s: u64, ms: u64| {
-            utc_timestamp(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms))
-        };
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.007Z");
-        assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
-        assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000Z");
-        assert_eq!(at(1_798_173_123, 0), "2026-12-25T04:32:03.000Z");
-    }
-
-    #[test]
-    fn uptimes() {
-        assert_eq!(fmt_uptime(42), "42s");
-        assert_eq!(fmt_uptime(300), "5m 00s");
-        assert_eq!(fmt_uptime(3 * 3600 + 7), "3h 00m 07s");
-        assert_eq!(fmt_uptime(90_061), "1d 01h 01m 01s");
-    }
-
-    #[test]
-    fn os_reasons_read_as_text() {
-        assert_eq!(
-            reason(&io::Error::from_raw_os_error(libc::EACCES)),
-            "permission denied"
-        );
-        assert_eq!(
-            reason(&io::Error::from_raw_os_error(libc::ENOTDIR)),
-            "not a directory"
-        );
-    }
 
     #[test]
     fn option_checks() {

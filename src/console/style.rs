@@ -3,6 +3,9 @@
 
 use std::io::IsTerminal;
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
 /// What a piece of text is, for its colour.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -80,18 +83,20 @@ impl Style {
     }
 }
 
-/// `HH:MM` of a Unix time in ms, in the local time zone (UTC if the C library cannot say).
+/// `HH:MM` of a Unix time in ms, in the local time zone (`TZ`, else `/etc/localtime`; UTC if neither says).
 pub fn hh_mm(wall_ms: u64) -> String {
-    let secs = (wall_ms / 1000) as libc::time_t;
-    // SAFETY: localtime_r only writes into `tm`, which we own; a null return means failure.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
-    if ok {
-        format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
-    } else {
-        let day_s = (wall_ms / 1000) % 86_400;
-        format!("{:02}:{:02}", day_s / 3600, (day_s % 3600) / 60)
-    }
+    hh_mm_in(wall_ms, &TimeZone::system())
+}
+
+/// `HH:MM` of a Unix time in ms, in `tz`. Times past year 9999 (jiff's range) read as the
+/// latest time it holds.
+fn hh_mm_in(wall_ms: u64, tz: &TimeZone) -> String {
+    let t = i64::try_from(wall_ms)
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(Timestamp::MAX);
+    let local = t.to_zoned_datetime(tz.clone());
+    format!("{:02}:{:02}", local.hour(), local.minute())
 }
 
 #[cfg(test)]
@@ -119,5 +124,12 @@ mod tests {
         assert_eq!(t.len(), 5, "{t}");
         assert_eq!(&t[2..3], ":");
         assert!(t[..2].parse::<u8>().unwrap() < 24 && t[3..].parse::<u8>().unwrap() < 60);
+        // 2023-11-14T22:13:20Z, in UTC and at +05:30 (the next day there).
+        assert_eq!(hh_mm_in(1_700_000_000_000, &TimeZone::UTC), "22:13");
+        let ist = jiff::tz::Offset::from_seconds(5 * 3600 + 1800).unwrap();
+        assert_eq!(hh_mm_in(1_700_000_000_000, &TimeZone::fixed(ist)), "03:43");
+        assert_eq!(hh_mm_in(0, &TimeZone::UTC), "00:00");
+        // Past the range: the latest time there is (9999-12-30T22:00Z), not a panic.
+        assert_eq!(hh_mm_in(u64::MAX, &TimeZone::UTC), "22:00");
     }
 }

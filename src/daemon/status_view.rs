@@ -1,0 +1,192 @@
+//! `mpd status` for people: the daemon's status JSON (what the control socket answers, and what
+//! `mpd status --json` prints as is) rendered as a few aligned lines.
+//!
+//! The renderer reads the JSON rather than the daemon's types, so it shows what a running daemon reports even
+//! when that daemon is of another version: a key it does not know is left out, a key that is missing reads as
+//! `?` (text) or 0 (counts). Only nonzero drop counters are listed, and the "problems" line appears only when
+//! there is one. Nothing here panics.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// An uptime in seconds, to the second, largest unit first: `3d 04h 05m 06s`, `5m 00s`, `42s`.
+pub fn uptime(s: u64) -> String {
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h:02}h {m:02}m {s:02}s")
+    } else if h > 0 {
+        format!("{h}h {m:02}m {s:02}s")
+    } else if m > 0 {
+        format!("{m}m {s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The human form of the daemon's status JSON `v`: one line saying it runs, then indented detail lines, each
+/// ending in a newline.
+pub fn render(v: &Value) -> String {
+    let text = |k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "?".into(),
+        other => other.to_string(),
+    };
+    let num = |x: &Value| x.as_u64().unwrap_or(0);
+    let none_or = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".into()
+        } else {
+            items.join(", ")
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mpd is running (pid {}), up {}, version {}, instance {}",
+        text("pid"),
+        uptime(num(&v["uptime_s"])),
+        text("version"),
+        text("instance")
+    );
+    let _ = writeln!(out, "  directory:  {}", text("dir"));
+    let _ = writeln!(
+        out,
+        "  discovery:  group {} on interface {}",
+        text("group"),
+        text("iface")
+    );
+    let _ = writeln!(
+        out,
+        "  SCTP:       udp {} (SCTP port {}), heartbeat every {} ms, silent clients detected within {} ms",
+        text("sctp_udp"),
+        text("sctp_port"),
+        text("heartbeat_ms"),
+        text("detection_bound_ms")
+    );
+    let c = &v["clients"];
+    let _ = writeln!(
+        out,
+        "  clients:    {} online, {} offline ({} associations, roster version {})",
+        num(&c["online"]),
+        num(&c["offline"]),
+        num(&v["associations"]),
+        num(&v["roster_version"])
+    );
+    let flapping: Vec<String> = v["flapping"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    format!(
+                        "{} ({} flaps)",
+                        f["nick"].as_str().unwrap_or("?"),
+                        num(&f["flaps"])
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(out, "  flapping:   {}", none_or(flapping));
+    let drops: Vec<String> = v["drops"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| num(n) > 0)
+                .map(|(k, n)| format!("{k} {}", num(n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(out, "  drops:      {}", none_or(drops));
+    let d = &v["daemon"];
+    let _ = writeln!(
+        out,
+        "  stalls:     {} (longest {} ms)",
+        num(&d["stalls"]),
+        num(&d["longest_stall_ms"])
+    );
+    if num(&d["save_errors"]) > 0 || num(&d["send_buffer_full"]) > 0 {
+        let _ = writeln!(
+            out,
+            "  problems:   {} roster saves failed, {} roster messages dropped on full send buffers",
+            num(&d["save_errors"]),
+            num(&d["send_buffer_full"])
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn uptimes() {
+        assert_eq!(uptime(0), "0s");
+        assert_eq!(uptime(42), "42s");
+        assert_eq!(uptime(300), "5m 00s");
+        assert_eq!(uptime(3 * 3600 + 7), "3h 00m 07s");
+        assert_eq!(uptime(90_061), "1d 01h 01m 01s");
+    }
+
+    /// The shape `daemon.rs` answers (trimmed to the keys shown, plus one the view ignores).
+    fn sample() -> Value {
+        json!({
+            "running": true, "pid": 4242, "version": "0.1.0", "instance": "00000000deadbeef",
+            "uptime_s": 3725, "dir": "/var/lib/multiproto", "group": "239.255.77.77:10001",
+            "iface": "127.0.0.1", "sctp_udp": "0.0.0.0:9899", "sctp_port": 9899, "heartbeat_ms": 1000,
+            "detection_bound_ms": 2700,
+            "clients": {"online": 3, "offline": 1, "other_connections": 0},
+            "associations": 3, "roster_version": 17,
+            "flapping": [{"nick": "alice", "flaps": 4}, {"nick": "bob", "flaps": 2}],
+            "drops": {"discovery_foreign": 0, "sctp_bad_checksum": 2, "udp_truncated": 1},
+            "daemon": {"stalls": 1, "longest_stall_ms": 310, "save_errors": 0, "send_buffer_full": 0},
+            "sctp": {"whatever": 1},
+        })
+    }
+
+    #[test]
+    fn renders_a_running_daemon() {
+        assert_eq!(
+            render(&sample()),
+            "mpd is running (pid 4242), up 1h 02m 05s, version 0.1.0, instance 00000000deadbeef
+  directory:  /var/lib/multiproto
+  discovery:  group 239.255.77.77:10001 on interface 127.0.0.1
+  SCTP:       udp 0.0.0.0:9899 (SCTP port 9899), heartbeat every 1000 ms, silent clients detected within 2700 ms
+  clients:    3 online, 1 offline (3 associations, roster version 17)
+  flapping:   alice (4 flaps), bob (2 flaps)
+  drops:      sctp_bad_checksum 2, udp_truncated 1
+  stalls:     1 (longest 310 ms)
+"
+        );
+    }
+
+    #[test]
+    fn problems_appear_only_when_there_are_some() {
+        let mut v = sample();
+        v["daemon"]["send_buffer_full"] = 5.into();
+        let out = render(&v);
+        assert!(out.ends_with(
+            "  problems:   0 roster saves failed, 5 roster messages dropped on full send buffers\n"
+        ));
+        assert_eq!(out.lines().count(), 9);
+    }
+
+    #[test]
+    fn missing_keys_read_as_unknown_or_zero() {
+        let out = render(&json!({"pid": 7}));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "mpd is running (pid 7), up 0s, version ?, instance ?"
+        );
+        assert_eq!(
+            lines[4],
+            "  clients:    0 online, 0 offline (0 associations, roster version 0)"
+        );
+        assert_eq!(lines[5], "  flapping:   none");
+        assert_eq!(lines[6], "  drops:      none");
+        assert_eq!(lines.len(), 8);
+    }
+}
