@@ -446,7 +446,7 @@ impl Client {
         let m = match ServerMsg::parse(data) {
             Ok(m) => m,
             Err(e) => {
-                log::warn!("daemon sent {e}");
+                log::warn!("daemon sent a malformed roster message: {e}");
                 return;
             }
         };

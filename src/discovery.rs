@@ -7,8 +7,9 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use crate::codec::{Malformed, Put, Reader};
 use crate::nick::Nick;
 
 /// First bytes of every discovery datagram.
@@ -96,45 +97,6 @@ impl fmt::Display for DiscoveryError {
     }
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// Reads (family, address) at `at`: family 0 (none), 4 (IPv4) or 6 (IPv6). Returns the address and the
-/// offset after it.
-fn addr_at(b: &[u8], at: usize) -> Option<(Option<IpAddr>, usize)> {
-    match *b.get(at)? {
-        0 => Some((None, at + 1)),
-        4 => {
-            let o: [u8; 4] = b.get(at + 1..at + 5)?.try_into().ok()?;
-            Some((Some(IpAddr::V4(Ipv4Addr::from(o))), at + 5))
-        }
-        6 => {
-            let o: [u8; 16] = b.get(at + 1..at + 17)?.try_into().ok()?;
-            Some((Some(IpAddr::V6(Ipv6Addr::from(o))), at + 17))
-        }
-        _ => None,
-    }
-}
-
-fn put_addr(out: &mut Vec<u8>, a: Option<IpAddr>) {
-    match a {
-        None => out.push(0),
-        Some(IpAddr::V4(v)) => {
-            out.push(4);
-            out.extend_from_slice(&v.octets());
-        }
-        Some(IpAddr::V6(v)) => {
-            out.push(6);
-            out.extend_from_slice(&v.octets());
-        }
-    }
-}
-
 impl Datagram {
     /// Parses a datagram; anything not exactly one of ours is an error (trailing bytes are allowed, for
     /// fields a later version may add).
@@ -142,32 +104,34 @@ impl Datagram {
         if b.len() < 4 || b[..4] != MAGIC {
             return Err(DiscoveryError::Foreign);
         }
-        let m = DiscoveryError::Malformed;
         if b.len() < HEADER_LEN {
-            return Err(m);
+            return Err(DiscoveryError::Malformed);
         }
         if b[4] != VERSION {
             return Err(DiscoveryError::Version(b[4]));
         }
-        let instance = u64_at(b, 8).ok_or(m)?;
-        match b[5] {
+        Self::read(b[5], &mut Reader::at(b, 8)).map_err(|_| DiscoveryError::Malformed)
+    }
+
+    /// The fields after the header's magic, version, type (`kind`) and two reserved bytes.
+    fn read(kind: u8, r: &mut Reader<'_>) -> Result<Datagram, Malformed> {
+        let instance = r.u64()?;
+        match kind {
             TYPE_HELLO => {
-                let n = usize::from(*b.get(16).ok_or(m)?);
-                let nick = Nick::from_bytes(b.get(17..17 + n).ok_or(m)?).map_err(|_| m)?;
-                let at = 17 + n;
+                let nick = r.nick()?;
                 Ok(Datagram::Hello(Hello {
                     instance,
                     nick,
-                    chat_port: u16_at(b, at).ok_or(m)?,
-                    sctp_udp_port: u16_at(b, at + 2).ok_or(m)?,
+                    chat_port: r.u16()?,
+                    sctp_udp_port: r.u16()?,
                 }))
             }
             TYPE_WELCOME | TYPE_ANNOUNCE => {
-                let sctp_udp_port = u16_at(b, 16).ok_or(m)?;
-                let sctp_port = u16_at(b, 18).ok_or(m)?;
-                let (addr, at) = addr_at(b, 20).ok_or(m)?;
+                let sctp_udp_port = r.u16()?;
+                let sctp_port = r.u16()?;
+                let addr = r.ip()?;
                 if sctp_udp_port == 0 || sctp_port == 0 {
-                    return Err(m);
+                    return Err(Malformed("zero port"));
                 }
                 let daemon = DaemonInfo {
                     instance,
@@ -175,49 +139,48 @@ impl Datagram {
                     sctp_port,
                     addr,
                 };
-                if b[5] == TYPE_WELCOME {
+                if kind == TYPE_WELCOME {
                     Ok(Datagram::Welcome {
-                        to: u64_at(b, at).ok_or(m)?,
+                        to: r.u64()?,
                         daemon,
                     })
                 } else {
                     Ok(Datagram::Announce(daemon))
                 }
             }
-            _ => Err(m),
+            _ => Err(Malformed("type")),
         }
     }
 
     /// Encodes the datagram (at most [`MAX_DATAGRAM`] bytes) into `out`, replacing its contents.
     pub fn write(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.put_bytes(&MAGIC);
+        out.put_u8(VERSION);
         let (kind, instance) = match self {
             Datagram::Hello(h) => (TYPE_HELLO, h.instance),
             Datagram::Welcome { daemon, .. } => (TYPE_WELCOME, daemon.instance),
             Datagram::Announce(d) => (TYPE_ANNOUNCE, d.instance),
         };
-        out.push(kind);
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&instance.to_be_bytes());
+        out.put_u8(kind);
+        out.put_u16(0);
+        out.put_u64(instance);
         match self {
             Datagram::Hello(h) => {
-                out.push(h.nick.as_bytes().len() as u8);
-                out.extend_from_slice(h.nick.as_bytes());
-                out.extend_from_slice(&h.chat_port.to_be_bytes());
-                out.extend_from_slice(&h.sctp_udp_port.to_be_bytes());
+                out.put_nick(&h.nick);
+                out.put_u16(h.chat_port);
+                out.put_u16(h.sctp_udp_port);
             }
             Datagram::Welcome { daemon, to } => {
-                out.extend_from_slice(&daemon.sctp_udp_port.to_be_bytes());
-                out.extend_from_slice(&daemon.sctp_port.to_be_bytes());
-                put_addr(out, daemon.addr);
-                out.extend_from_slice(&to.to_be_bytes());
+                out.put_u16(daemon.sctp_udp_port);
+                out.put_u16(daemon.sctp_port);
+                out.put_ip(daemon.addr);
+                out.put_u64(*to);
             }
             Datagram::Announce(d) => {
-                out.extend_from_slice(&d.sctp_udp_port.to_be_bytes());
-                out.extend_from_slice(&d.sctp_port.to_be_bytes());
-                put_addr(out, d.addr);
+                out.put_u16(d.sctp_udp_port);
+                out.put_u16(d.sctp_port);
+                out.put_ip(d.addr);
             }
         }
     }

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod console;
 pub mod daemon;
 pub mod discovery;

@@ -18,6 +18,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use multiproto::codec::Malformed;
 use multiproto::discovery::{
     DaemonInfo, Datagram, DiscoveryError, Hello, MAGIC, MAX_DATAGRAM, VERSION,
 };
@@ -25,7 +26,6 @@ use multiproto::nick::Nick;
 use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
 use multiproto::registry::wire::{
     ClientMsg, Entry, MAX_ENTRY_LEN, MAX_REASON, Register, RegisterResult, ServerMsg, Status,
-    WireError,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
@@ -335,7 +335,7 @@ proptest! {
         prop_assert_eq!(ClientMsg::parse(&enc), Ok(m.clone()));
         prop_assert_eq!(parser_checks::roster(&enc).0, Ok(m));
         enc.push(0);
-        prop_assert_eq!(ClientMsg::parse(&enc), Err(WireError("trailing bytes")));
+        prop_assert_eq!(ClientMsg::parse(&enc), Err(Malformed("trailing bytes")));
     }
 
     /// Server messages round-trip, entries stay within `MAX_ENTRY_LEN`, and a byte more is refused.
@@ -349,7 +349,7 @@ proptest! {
         }
         prop_assert_eq!(parser_checks::roster(&enc).1, Ok(m));
         enc.push(0);
-        prop_assert_eq!(ServerMsg::parse(&enc), Err(WireError("trailing bytes")));
+        prop_assert_eq!(ServerMsg::parse(&enc), Err(Malformed("trailing bytes")));
     }
 
     /// Arbitrary bytes never panic either parser, whether the type byte is a real one or not; an unknown
@@ -363,10 +363,10 @@ proptest! {
         data.extend_from_slice(&tail);
         let (c, s) = parser_checks::roster(&data);
         if ![1, 2].contains(&kind) {
-            prop_assert_eq!(c, Err(WireError("message type")));
+            prop_assert_eq!(c, Err(Malformed("message type")));
         }
         if ![16, 17, 18].contains(&kind) {
-            prop_assert_eq!(s, Err(WireError("message type")));
+            prop_assert_eq!(s, Err(Malformed("message type")));
         }
     }
 

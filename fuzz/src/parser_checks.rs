@@ -23,12 +23,11 @@
 
 use std::net::IpAddr;
 
+use multiproto::codec::Malformed;
 use multiproto::discovery::{Datagram, DiscoveryError, MAGIC, MAX_DATAGRAM, VERSION};
 use multiproto::nick::Nick;
 use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
-use multiproto::registry::wire::{
-    ClientMsg, MAX_REASON, Register, RegisterResult, ServerMsg, WireError,
-};
+use multiproto::registry::wire::{ClientMsg, MAX_REASON, Register, RegisterResult, ServerMsg};
 
 /// Length of the discovery header (magic, version, type, reserved, instance), per `docs/PROTOCOL.md`.
 pub const DISCOVERY_HEADER: usize = 16;
@@ -101,14 +100,14 @@ pub fn discovery(data: &[u8]) -> Result<Datagram, DiscoveryError> {
 
 /// The `roster_wire` fuzz target: [`roster_parse`] and [`roster_encoders`] on the same bytes. Returns both
 /// parse results.
-pub fn roster(data: &[u8]) -> (Result<ClientMsg, WireError>, Result<ServerMsg, WireError>) {
+pub fn roster(data: &[u8]) -> (Result<ClientMsg, Malformed>, Result<ServerMsg, Malformed>) {
     roster_encoders(data);
     roster_parse(data)
 }
 
 /// Both roster parsers on arbitrary bytes: no panic, and what parses re-encodes to exactly the input (bar
 /// reasons over `MAX_REASON`, which the encoder cuts). Returns both parse results.
-pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, WireError>, Result<ServerMsg, WireError>) {
+pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, Malformed>, Result<ServerMsg, Malformed>) {
     let client = ClientMsg::parse(data);
     if let Ok(m) = &client {
         if let ClientMsg::Register(r) = m {

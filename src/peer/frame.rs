@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::codec::{self, Malformed, Put};
 use crate::nick::Nick;
 
 /// Largest message text, in bytes of UTF-8 (DESIGN.md: 4 KiB).
@@ -74,74 +75,65 @@ impl Frame {
     /// Appends the frame, length prefix included, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        out.extend_from_slice(&[0; 4]);
+        out.put_u32(0);
         match self {
             Frame::Hello { nick, instance } => {
-                out.push(HELLO);
-                out.push(VERSION);
-                out.extend_from_slice(&instance.to_be_bytes());
-                out.push(nick.as_bytes().len() as u8);
-                out.extend_from_slice(nick.as_bytes());
+                out.put_u8(HELLO);
+                out.put_u8(VERSION);
+                out.put_u64(*instance);
+                out.put_nick(nick);
             }
             Frame::Msg { id, sent_ms, text } => {
-                out.push(MSG);
-                out.extend_from_slice(&id.to_be_bytes());
-                out.extend_from_slice(&sent_ms.to_be_bytes());
+                out.put_u8(MSG);
+                out.put_u64(*id);
+                out.put_u64(*sent_ms);
                 // Cut at a char boundary, so an over-long text still makes a frame the peer accepts.
                 let t = crate::utf8_prefix(text, MAX_TEXT).as_bytes();
-                out.extend_from_slice(&(t.len() as u16).to_be_bytes());
-                out.extend_from_slice(t);
+                out.put_u16(t.len() as u16);
+                out.put_bytes(t);
             }
             Frame::Ack { id } => {
-                out.push(ACK);
-                out.extend_from_slice(&id.to_be_bytes());
+                out.put_u8(ACK);
+                out.put_u64(*id);
             }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    /// Parses a frame body (type byte onwards).
+    /// Parses a frame body (type byte onwards). Every field is checked and nothing may follow the frame.
     pub fn parse(b: &[u8]) -> Result<Frame, FrameError> {
-        let m = FrameError::Malformed;
-        let u64_at = |at: usize| -> Result<u64, FrameError> {
-            Ok(u64::from_be_bytes(
-                b.get(at..at + 8).ok_or(m)?.try_into().map_err(|_| m)?,
-            ))
-        };
-        match *b.first().ok_or(m)? {
+        Self::read(&mut codec::Reader::new(b)).map_err(|_| FrameError::Malformed)
+    }
+
+    fn read(r: &mut codec::Reader<'_>) -> Result<Frame, Malformed> {
+        let f = match r.u8()? {
             HELLO => {
-                if *b.get(1).ok_or(m)? != VERSION {
-                    return Err(m);
+                if r.u8()? != VERSION {
+                    return Err(Malformed("version"));
                 }
-                let instance = u64_at(2)?;
-                let n = usize::from(*b.get(10).ok_or(m)?);
-                if b.len() != 11 + n {
-                    return Err(m);
+                let instance = r.u64()?;
+                Frame::Hello {
+                    nick: r.nick()?,
+                    instance,
                 }
-                let nick = Nick::from_bytes(&b[11..]).map_err(|_| m)?;
-                Ok(Frame::Hello { nick, instance })
             }
             MSG => {
-                let id = u64_at(1)?;
-                let sent_ms = u64_at(9)?;
-                let n = usize::from(u16::from_be_bytes(
-                    b.get(17..19).ok_or(m)?.try_into().map_err(|_| m)?,
-                ));
-                if n > MAX_TEXT || b.len() != 19 + n {
-                    return Err(m);
+                let id = r.u64()?;
+                let sent_ms = r.u64()?;
+                let n = usize::from(r.u16()?);
+                if n > MAX_TEXT {
+                    return Err(Malformed("text too long"));
                 }
-                let text = String::from_utf8(b[19..].to_vec()).map_err(|_| m)?;
-                Ok(Frame::Msg { id, sent_ms, text })
+                let text = String::from_utf8(r.take(n)?.to_vec())
+                    .map_err(|_| Malformed("text not UTF-8"))?;
+                Frame::Msg { id, sent_ms, text }
             }
-            ACK => {
-                if b.len() != 9 {
-                    return Err(m);
-                }
-                Ok(Frame::Ack { id: u64_at(1)? })
-            }
-            _ => Err(m),
-        }
+            ACK => Frame::Ack { id: r.u64()? },
+            _ => return Err(Malformed("frame type")),
+        };
+        r.end()?;
+        Ok(f)
     }
 }
 

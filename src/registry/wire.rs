@@ -2,11 +2,11 @@
 //! ordered, payload protocol identifier [`PPID`]). Binary, big-endian; layouts in `docs/PROTOCOL.md`.
 //!
 //! Parsing is bounds-checked and never panics; every message from the network goes through
-//! [`ClientMsg::parse`] or [`ServerMsg::parse`] and any malformed one is a [`WireError`].
+//! [`ClientMsg::parse`] or [`ServerMsg::parse`] and any malformed one is a [`Malformed`].
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::codec::{Malformed, Put, Reader, TRUNCATED};
 use crate::nick::Nick;
 
 /// SCTP payload protocol identifier of roster messages: "MPR2", roster protocol 2 (compact entries).
@@ -21,18 +21,6 @@ const RESYNC: u8 = 2;
 const REGISTERED: u8 = 16;
 const SNAPSHOT: u8 = 17;
 const DELTA: u8 = 18;
-
-/// A malformed roster message.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct WireError(pub &'static str);
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed roster message: {}", self.0)
-    }
-}
-
-impl std::error::Error for WireError {}
 
 /// Bits of [`Register::flags`].
 pub mod flags {
@@ -186,96 +174,23 @@ mod kind {
     pub const IPV6: u8 = 0b100;
 }
 
-#[derive(Clone, Debug)]
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+/// Roster fields read with the shared [`Reader`].
+trait ReadEntries<'a> {
+    fn entry(&mut self, prev_since: &mut u64) -> Result<EntryRef<'a>, Malformed>;
+    fn entry_iter(&mut self) -> Result<EntryIter<'a>, Malformed>;
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.at.checked_add(n).ok_or(WireError("length"))?;
-        let s = self.b.get(self.at..end).ok_or(WireError("truncated"))?;
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().unwrap_or([0; 2]),
-        ))
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().unwrap_or([0; 4]),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_be_bytes(
-            self.take(8)?.try_into().unwrap_or([0; 8]),
-        ))
-    }
-    fn ip(&mut self) -> Result<Option<IpAddr>, WireError> {
-        match self.u8()? {
-            0 => Ok(None),
-            4 => {
-                let o: [u8; 4] = self.take(4)?.try_into().map_err(|_| WireError("address"))?;
-                Ok(Some(IpAddr::V4(Ipv4Addr::from(o))))
-            }
-            6 => {
-                let o: [u8; 16] = self
-                    .take(16)?
-                    .try_into()
-                    .map_err(|_| WireError("address"))?;
-                Ok(Some(IpAddr::V6(Ipv6Addr::from(o))))
-            }
-            _ => Err(WireError("address family")),
-        }
-    }
-    /// An unsigned LEB128 integer of at most `bits` bits, in its shortest form only: each value has one
-    /// encoding, so what parses re-encodes to the same bytes.
-    #[inline]
-    fn varint(&mut self, bits: u32) -> Result<u64, WireError> {
-        // Most of a roster's varints (flaps, the distance between neighbours' `since`) are one byte.
-        let first = *self.b.get(self.at).ok_or(WireError("truncated"))?;
-        if first < 0x80 {
-            self.at += 1;
-            return Ok(u64::from(first));
-        }
-        self.varint_long(bits)
-    }
-    #[cold]
-    fn varint_long(&mut self, bits: u32) -> Result<u64, WireError> {
-        let mut v = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let b = self.u8()?;
-            let low = u64::from(b & 0x7f);
-            if shift >= bits || (shift > 0 && low >> (bits - shift).min(63) != 0) {
-                return Err(WireError("varint too large"));
-            }
-            v |= low << shift;
-            if b & 0x80 == 0 {
-                if b == 0 && shift > 0 {
-                    return Err(WireError("varint not in its shortest form"));
-                }
-                return Ok(v);
-            }
-            shift += 7;
-        }
-    }
+impl<'a> ReadEntries<'a> for Reader<'a> {
     /// One entry; `prev_since` is the previous entry's `since` in this message (0 before the first), and
     /// becomes this one's. Reads the fixed-size runs with one bounds check each: every client reads every
-    /// entry of every roster change (the load harness 10⁸ of them in a 10 000-client storm).
+    /// entry of every roster change (the load harness 10⁸ of them in a 10 000-client storm), so it works on
+    /// the reader's slice and position directly (fields the crate may use), measured by `benches/registry.rs`.
     #[inline]
-    fn entry(&mut self, prev_since: &mut u64) -> Result<EntryRef<'a>, WireError> {
-        const TRUNCATED: WireError = WireError("truncated");
+    fn entry(&mut self, prev_since: &mut u64) -> Result<EntryRef<'a>, Malformed> {
         let b = self.b;
         let n = usize::from(*b.get(self.at).ok_or(TRUNCATED)?);
         let nick = b.get(self.at + 1..self.at + 1 + n).ok_or(TRUNCATED)?;
-        Nick::check(nick).map_err(|_| WireError("nickname"))?;
+        Nick::check(nick).map_err(|_| Malformed("nickname"))?;
         self.at += 1 + n;
         // Instance and kind.
         let fixed: &[u8; 9] = b
@@ -285,13 +200,13 @@ impl<'a> Reader<'a> {
         let (instance, k) = (u64::from_be_bytes(*split8(fixed)), fixed[8]);
         self.at += 9;
         if k & !(kind::STATUS | kind::IPV6) != 0 {
-            return Err(WireError("entry kind"));
+            return Err(Malformed("entry kind"));
         }
         let status = match k & kind::STATUS {
             0 => Status::Offline,
             1 => Status::Online,
             2 => Status::Removed,
-            _ => return Err(WireError("status")),
+            _ => return Err(Malformed("status")),
         };
         let since_ms = prev_since.wrapping_add(unzigzag(self.varint(64)?));
         *prev_since = since_ms;
@@ -324,11 +239,11 @@ impl<'a> Reader<'a> {
         })
     }
     /// The entry count, checked against the bytes left, and an iterator over the entries.
-    fn entry_iter(&mut self) -> Result<EntryIter<'a>, WireError> {
+    fn entry_iter(&mut self) -> Result<EntryIter<'a>, Malformed> {
         let n = self.u16()?;
         // Refuse counts the message cannot hold before anything is sized by them.
-        if usize::from(n) > (self.b.len() - self.at) / MIN_ENTRY_LEN {
-            return Err(WireError("entry count"));
+        if usize::from(n) > self.remaining() / MIN_ENTRY_LEN {
+            return Err(Malformed("entry count"));
         }
         Ok(EntryIter {
             r: self.clone(),
@@ -337,40 +252,6 @@ impl<'a> Reader<'a> {
             prev_since: 0,
         })
     }
-    fn end(&self) -> Result<(), WireError> {
-        if self.at == self.b.len() {
-            Ok(())
-        } else {
-            Err(WireError("trailing bytes"))
-        }
-    }
-}
-
-fn put_nick(out: &mut Vec<u8>, n: &Nick) {
-    out.push(n.as_bytes().len() as u8);
-    out.extend_from_slice(n.as_bytes());
-}
-
-fn put_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
-    match ip {
-        None => out.push(0),
-        Some(IpAddr::V4(a)) => {
-            out.push(4);
-            out.extend_from_slice(&a.octets());
-        }
-        Some(IpAddr::V6(a)) => {
-            out.push(6);
-            out.extend_from_slice(&a.octets());
-        }
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// The signed distance from one `since` to the next, folded so that small distances either way are small
@@ -388,18 +269,18 @@ fn unzigzag(z: u64) -> u64 {
 /// (0 before the first) and becomes this one's: each `since` is sent as the distance from the one before,
 /// a byte or two between clients that came online around the same time.
 pub fn put_entry(out: &mut Vec<u8>, e: &Entry, prev_since: &mut u64) {
-    put_nick(out, &e.nick);
+    out.put_nick(&e.nick);
     out.extend_from_slice(&e.instance.to_be_bytes());
     let v6 = matches!(e.chat.ip(), IpAddr::V6(_));
     out.push(e.status as u8 | if v6 { kind::IPV6 } else { 0 });
-    put_varint(out, zigzag(e.since_ms.wrapping_sub(*prev_since)));
+    out.put_varint(zigzag(e.since_ms.wrapping_sub(*prev_since)));
     *prev_since = e.since_ms;
     match e.chat.ip() {
         IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
         IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
     }
     out.extend_from_slice(&e.chat.port().to_be_bytes());
-    put_varint(out, u64::from(e.flaps));
+    out.put_varint(u64::from(e.flaps));
 }
 
 /// Appends `entries` to a message begun by [`begin_snapshot`] or [`begin_delta`], chaining their `since`
@@ -456,8 +337,8 @@ pub fn set_delta_range(out: &mut [u8], from: u64, to: u64) {
 
 impl ClientMsg {
     /// Parses a message from a client.
-    pub fn parse(b: &[u8]) -> Result<ClientMsg, WireError> {
-        let mut r = Reader { b, at: 0 };
+    pub fn parse(b: &[u8]) -> Result<ClientMsg, Malformed> {
+        let mut r = Reader::new(b);
         let m = match r.u8()? {
             REGISTER => ClientMsg::Register(Register {
                 flags: r.u8()?,
@@ -465,13 +346,13 @@ impl ClientMsg {
                 nick: {
                     let n = usize::from(r.u8()?);
                     String::from_utf8(r.take(n)?.to_vec())
-                        .map_err(|_| WireError("nickname is not UTF-8"))?
+                        .map_err(|_| Malformed("nickname is not UTF-8"))?
                 },
                 chat_port: r.u16()?,
                 chat_ip: r.ip()?,
             }),
             RESYNC => ClientMsg::Resync,
-            _ => return Err(WireError("message type")),
+            _ => return Err(Malformed("message type")),
         };
         r.end()?;
         Ok(m)
@@ -490,7 +371,7 @@ impl ClientMsg {
                 out.push(n.len() as u8);
                 out.extend_from_slice(n);
                 out.extend_from_slice(&g.chat_port.to_be_bytes());
-                put_ip(&mut out, g.chat_ip);
+                out.put_ip(g.chat_ip);
             }
             ClientMsg::Resync => out.push(RESYNC),
         }
@@ -605,7 +486,7 @@ impl EntryRef<'_> {
 }
 
 impl<'a> Iterator for EntryIter<'a> {
-    type Item = Result<EntryRef<'a>, WireError>;
+    type Item = Result<EntryRef<'a>, Malformed>;
 
     // Inlined into the caller's loop, the reader's position stays in registers between entries.
     #[inline]
@@ -628,16 +509,16 @@ impl<'a> Iterator for EntryIter<'a> {
 impl ServerMsg {
     /// Checks a message's header and leaves its entries to be decoded as they are read (see
     /// [`ServerView`]).
-    pub fn view(b: &[u8]) -> Result<ServerView<'_>, WireError> {
-        let mut r = Reader { b, at: 0 };
+    pub fn view(b: &[u8]) -> Result<ServerView<'_>, Malformed> {
+        let mut r = Reader::new(b);
         match r.u8()? {
             REGISTERED => {
-                let result = RegisterResult::from_u8(r.u8()?).ok_or(WireError("result"))?;
+                let result = RegisterResult::from_u8(r.u8()?).ok_or(Malformed("result"))?;
                 let daemon = r.u64()?;
                 let retry_after_ms = r.u32()?;
                 let n = usize::from(r.u16()?);
                 let reason =
-                    String::from_utf8(r.take(n)?.to_vec()).map_err(|_| WireError("reason"))?;
+                    String::from_utf8(r.take(n)?.to_vec()).map_err(|_| Malformed("reason"))?;
                 r.end()?;
                 Ok(ServerView::Registered(ServerMsg::Registered {
                     result,
@@ -651,7 +532,7 @@ impl ServerMsg {
                 let page = r.u16()?;
                 let pages = r.u16()?;
                 if page >= pages {
-                    return Err(WireError("page number"));
+                    return Err(Malformed("page number"));
                 }
                 Ok(ServerView::Snapshot {
                     version,
@@ -664,7 +545,7 @@ impl ServerMsg {
                 let from = r.u64()?;
                 let to = r.u64()?;
                 if to <= from {
-                    return Err(WireError("version range"));
+                    return Err(Malformed("version range"));
                 }
                 Ok(ServerView::Delta {
                     from,
@@ -672,16 +553,16 @@ impl ServerMsg {
                     entries: r.entry_iter()?,
                 })
             }
-            _ => Err(WireError("message type")),
+            _ => Err(Malformed("message type")),
         }
     }
 
     /// Parses a message from the daemon, all or nothing: [`ServerMsg::view`] with every entry decoded.
-    pub fn parse(b: &[u8]) -> Result<ServerMsg, WireError> {
-        fn all(it: EntryIter<'_>) -> Result<Vec<Entry>, WireError> {
+    pub fn parse(b: &[u8]) -> Result<ServerMsg, Malformed> {
+        fn all(it: EntryIter<'_>) -> Result<Vec<Entry>, Malformed> {
             let mut v = Vec::with_capacity(it.remaining());
             for e in it {
-                v.push(e?.to_entry().ok_or(WireError("nickname"))?);
+                v.push(e?.to_entry().ok_or(Malformed("nickname"))?);
             }
             Ok(v)
         }
@@ -873,7 +754,7 @@ mod tests {
 
     #[test]
     fn varints_must_be_short_and_in_range() {
-        let parse = |b: &[u8], bits| Reader { b, at: 0 }.varint(bits);
+        let parse = |b: &[u8], bits| Reader::new(b).varint(bits);
         assert_eq!(parse(&[0], 32), Ok(0));
         assert_eq!(parse(&[0x7f], 32), Ok(127));
         assert_eq!(parse(&[0x80, 0x01], 32), Ok(128));
@@ -908,7 +789,7 @@ mod tests {
             u64::MAX,
         ] {
             let mut b = Vec::new();
-            put_varint(&mut b, v);
+            b.put_varint(v);
             assert_eq!(parse(&b, 64), Ok(v), "{v}");
             assert_eq!(zigzag(unzigzag(v)), v);
         }
@@ -1011,7 +892,7 @@ mod tests {
         let mut b = Vec::new();
         begin_delta(&mut b, 1, 2);
         finish_entries(&mut b, u16::MAX);
-        assert_eq!(ServerMsg::parse(&b), Err(WireError("entry count")));
+        assert_eq!(ServerMsg::parse(&b), Err(Malformed("entry count")));
         assert!(ServerMsg::parse(&[SNAPSHOT, 0, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0, 3, 0, 0]).is_err());
         let d = ServerMsg::Delta {
             from: 5,
@@ -1020,7 +901,7 @@ mod tests {
         };
         assert_eq!(
             ServerMsg::parse(&d.encode()),
-            Err(WireError("version range"))
+            Err(Malformed("version range"))
         );
         assert!(ClientMsg::parse(&[9]).is_err());
         assert!(ClientMsg::parse(&[]).is_err());
