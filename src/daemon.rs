@@ -141,7 +141,8 @@ pub struct Counters {
     pub discovery_bad_version: u64,
     /// Malformed discovery datagrams.
     pub discovery_malformed: u64,
-    /// Roster messages that could not be delivered because a client's send buffer was full.
+    /// Roster messages dropped because a client's send buffer was full. None are since roster output is
+    /// paced by flow control (the registry's `paced_waits` counts the waits); kept for `mpd status` readers.
     pub send_buffer_full: u64,
     /// Messages from clients of roster protocol 1, each answered with a refusal.
     pub old_protocol: u64,
@@ -514,6 +515,10 @@ impl Service {
                 Event::Down(r) => self.registry.connection_lost(now, wall, id, why(r)),
             }
         }
+        // Flow control: clients whose roster output waited for room in their association resume.
+        while let Some(id) = self.ep.poll_writable() {
+            self.registry.handle_writable(id);
+        }
         self.registry.tick(now, wall);
         self.registry.flush();
         while let Some(out) = self.registry.poll_output() {
@@ -580,12 +585,12 @@ impl Service {
     }
 
     fn deliver(&mut self, id: AssocId, bytes: Payload) {
-        if let Err(crate::sctp::SendError::BufferFull) =
-            self.ep.send_owned(id, 0, false, wire::PPID, bytes)
+        // Flow control: a message the association has no room for goes back to the registry, which holds it
+        // and what follows for this client until the endpoint reports room (`poll_writable` in `pump`).
+        if let Err((crate::sctp::SendError::BufferFull, bytes)) =
+            self.ep.try_send(id, 0, false, wire::PPID, bytes)
         {
-            // The client lags: it will miss this message, so it gets a fresh snapshot once it catches up.
-            self.counters.send_buffer_full += 1;
-            self.registry.desync(id);
+            self.registry.handle_blocked(id, bytes);
         }
     }
 
