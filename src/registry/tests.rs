@@ -702,6 +702,9 @@ fn a_snapshot_larger_than_the_send_buffer_is_paced_not_dropped() {
     assert!(h.links[&o].bytes > 8000);
     h.turn();
     assert_eq!(h.links[&o].queued.len(), left, "no room reported yet");
+    // Someone joins meanwhile: the observer asked for no deltas, so it holds none.
+    let j = h.connect("127.0.0.2:1");
+    h.register(j, "joiner", 5, 1);
     let mut turns = 0;
     while h.clients[&o].0.version().is_none() {
         h.ack(o, 8000);
@@ -711,17 +714,21 @@ fn a_snapshot_larger_than_the_send_buffer_is_paced_not_dropped() {
     }
     assert_eq!(h.clients[&o].0.entries().count(), 3000);
     assert_eq!(h.clients[&o].0.version(), Some(7));
+    assert_eq!(h.reg.stats().deltas_held, 0);
+    h.ack(o, usize::MAX);
     let st = *h.reg.stats();
     // Every page was handed out once: none dropped, none sent again.
-    let pages = h.snapshot_versions(o).len() as u64;
-    assert_eq!(pages, 1);
-    assert_eq!(st.snapshots, 1);
-    assert!(st.snapshot_pages >= 40, "{st:?}");
+    assert_eq!(h.snapshot_versions(o), vec![7]);
+    assert_eq!(st.snapshots, 2, "the observer's and the joiner's");
+    let mine = h.clients[&o].1.len() as u64 - 1;
+    assert!(mine >= 40, "REGISTERED + {mine} pages");
+    let joiners = h.clients[&j].1.len() as u64 - 1;
     assert_eq!(
         st.snapshot_pages,
-        h.clients[&o].1.len() as u64 - 1,
-        "REGISTERED + pages"
+        mine + joiners,
+        "REGISTERED + pages, each"
     );
+    assert_eq!(h.clients[&j].0.entries().count(), 3001);
     assert!(
         st.paced_resumes >= 5 && st.paced_waits == st.paced_resumes,
         "{st:?}"
