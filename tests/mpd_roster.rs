@@ -456,9 +456,21 @@ fn a_new_client_gets_a_roster_of_100_000_whole() {
     nicks.dedup();
     assert_eq!(nicks.len(), N, "every entry once");
     eprintln!("mpc list of {N} entries: {took:?} (this build's profile)");
+    // A member gets the same roster, itself included, and then deltas: the next join reaches it.
+    let alice = Mpc::listen(&net, "alice", &[]);
+    alice.wait_registered();
+    let (roster, _) = alice
+        .wait_for(Duration::from_secs(60), |v| v["event"] == "roster")
+        .expect("alice got no roster");
+    assert_eq!(roster["entries"].as_array().unwrap().len(), N + 1);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    alice
+        .wait_for(Duration::from_secs(60), |v| is(v, "joined", "bob"))
+        .expect("alice never heard bob join");
     let st = mpd.status().unwrap();
     let reg = &st["registry"];
-    assert!(reg["snapshots_paced"].as_u64() >= Some(1), "{reg}");
+    assert!(reg["snapshots_paced"].as_u64() >= Some(3), "{reg}");
     assert_eq!(reg["held_overflows"], 0, "{reg}");
     assert_eq!(st["daemon"]["send_buffer_full"], 0, "{st}");
     mpd.stop();
