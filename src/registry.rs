@@ -269,11 +269,19 @@ impl Pace {
 
     /// Starts (or restarts) a snapshot: what was held for the previous one is superseded.
     fn start(&mut self, snap: Arc<Snapshot>) {
+        self.drop_roster();
         self.version = Some(snap.version);
         self.snapshot = Some((snap, 0));
         self.snapshot_waited = false;
+    }
+
+    /// Drops the snapshot and deltas not handed out yet (the held messages stay): a newer snapshot will
+    /// replace them.
+    fn drop_roster(&mut self) {
+        self.snapshot = None;
         self.deltas.clear();
         self.delta_bytes = 0;
+        self.version = None;
     }
 }
 
@@ -520,10 +528,7 @@ impl Registry {
             {
                 // Too far behind (or, which cannot happen, a gap): a snapshot at the newer version replaces
                 // the snapshot and deltas held; what went out already is superseded by it.
-                pace.snapshot = None;
-                pace.deltas.clear();
-                pace.delta_bytes = 0;
-                pace.version = None;
+                pace.drop_roster();
                 self.stats.held_overflows += 1;
                 if !self.want_snapshot.contains(id) {
                     self.want_snapshot.push(*id);

@@ -474,16 +474,7 @@ fn observers_see_the_roster_without_joining() {
     h.register(a, "alice", 1, 5000);
     h.turn();
     let o = h.connect("127.0.0.1:7");
-    h.send(
-        o,
-        ClientMsg::Register(Register {
-            flags: flags::OBSERVER,
-            instance: 5,
-            nick: "curious".into(),
-            chat_port: 0,
-            chat_ip: None,
-        }),
-    );
+    h.observe(o, false);
     let got = h.turn();
     assert_eq!(got[&o], 2);
     assert_eq!(h.clients[&o].0.entries().count(), 1);
@@ -493,7 +484,7 @@ fn observers_see_the_roster_without_joining() {
         "not subscribed: no deltas"
     );
     assert!(h.events().contains(&Event::Observed {
-        nick: "curious".into()
+        nick: "observer".into()
     }));
     // Its connection ending leaves the roster as it was.
     h.reg.connection_lost(h.now, h.wall, o, "shutdown");
