@@ -7,7 +7,7 @@
 //!
 //! # Flow control
 //! A snapshot can be far larger than an association's send buffer (100 000 entries are about 3 MB), so it is
-//! never queued whole. A client being sent one is *paced*: it has a [`Pace`] holding a cursor into the
+//! never queued whole. A client being sent one is *paced*: it has a `Pace` holding a cursor into the
 //! snapshot's pages (encoded once per version and shared by every client receiving that version), and the
 //! deltas broadcast meanwhile (shared too, bounded in count and bytes). [`Registry::poll_output`] hands out its
 //! messages one at a time; one the association has no room for comes back through
@@ -23,7 +23,8 @@
 //! Inputs are roster messages, connection events and the time (monotonic `now` for timers, wall-clock `wall_ms`
 //! for the "since" times users see); outputs are messages to send ([`Out`]), connections to probe, and
 //! [`Event`]s for the log. Nothing here touches a socket or a clock. Memory: one slab entry (about 120 bytes)
-//! per client plus its index entry; per connected client one small [`Conn`].
+//! per client plus its index entry; per connected client one small `Conn`, and a `Pace` (about 120 bytes plus
+//! a pointer per held message) only while it is paced.
 
 pub mod persist;
 pub mod wire;
