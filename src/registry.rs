@@ -5,10 +5,26 @@
 //! every synced subscriber, so a storm of N joins costs O(N · turns) messages, not O(N²). A client that just
 //! registered gets a snapshot (in pages) at the version the turn ends with, and deltas after that.
 //!
+//! # Flow control
+//! A snapshot can be far larger than an association's send buffer (100 000 entries are about 3 MB), so it is
+//! never queued whole. A client being sent one is *paced*: it has a `Pace` holding a cursor into the
+//! snapshot's pages (encoded once per version and shared by every client receiving that version), and the
+//! deltas broadcast meanwhile (shared too, bounded in count and bytes). [`Registry::poll_output`] hands out its
+//! messages one at a time; one the association has no room for comes back through
+//! [`Registry::handle_blocked`], and the client waits, handed nothing more, until the transport reports room
+//! ([`Registry::handle_writable`]). Its messages follow one another in order: held messages first, then the
+//! snapshot's pages, then the deltas that came after the snapshot's version, so its version sequence has no
+//! gap; then it is synced and gets deltas as they are broadcast. A synced client whose buffer fills with
+//! deltas (a slow reader) is paced the same way from the delta that did not fit. Held deltas past the bound
+//! are dropped for a fresh snapshot at the newer version: cheaper to send than a long backlog. Only clients
+//! being paced have a `Pace`; idle ones cost nothing more, and a turn's cost is in the clients with something
+//! to send, never a walk over every connection.
+//!
 //! Inputs are roster messages, connection events and the time (monotonic `now` for timers, wall-clock `wall_ms`
 //! for the "since" times users see); outputs are messages to send ([`Out`]), connections to probe, and
 //! [`Event`]s for the log. Nothing here touches a socket or a clock. Memory: one slab entry (about 120 bytes)
-//! per client plus its index entry; per connected client one small [`Conn`].
+//! per client plus its index entry; per connected client one small `Conn`, and a `Pace` (about 120 bytes plus
+//! a pointer per held message) only while it is paced.
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +33,7 @@ pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use slab::Slab;
@@ -50,6 +66,12 @@ pub struct Config {
     /// loopback address runs on the daemon's host; peers on other hosts reach it at this address instead, so
     /// no roster entry ever carries a loopback address where other hosts can read it.
     pub host_ip: Option<IpAddr>,
+    /// Deltas held at most for a client whose snapshot (or earlier roster messages) waits for room in its
+    /// association; past this, or past `max_held_bytes`, they are dropped for a fresh snapshot.
+    pub max_held_deltas: usize,
+    /// Bytes of deltas held at most for one client (see `max_held_deltas`). The bytes are shared with every
+    /// other client holding the same deltas; each client's own cost is a pointer per delta.
+    pub max_held_bytes: usize,
 }
 
 impl Default for Config {
@@ -63,6 +85,8 @@ impl Default for Config {
             flap_window: Duration::from_secs(60),
             retry_hint: Duration::from_secs(3),
             host_ip: None,
+            max_held_deltas: 1024,
+            max_held_bytes: 1024 * 1024,
         }
     }
 }
@@ -134,8 +158,21 @@ pub struct Stats {
     pub malformed: u64,
     /// Delta messages built (each sent to every subscriber).
     pub deltas: u64,
-    /// Snapshot pages sent.
+    /// Snapshots started (one per client that asked or registered; a restarted one counts again).
+    pub snapshots: u64,
+    /// Snapshot pages handed out for sending.
     pub snapshot_pages: u64,
+    /// Snapshots that waited for room in their association at least once (paced by flow control).
+    pub snapshots_paced: u64,
+    /// Times a roster message did not fit in its association's send buffer and was held, with what follows
+    /// it for that client, until the association had room.
+    pub paced_waits: u64,
+    /// Times a waiting client got room again and resumed.
+    pub paced_resumes: u64,
+    /// Deltas held for a client until its snapshot (or earlier messages) had gone out.
+    pub deltas_held: u64,
+    /// Clients whose held deltas passed the bound and who got a fresh snapshot instead.
+    pub held_overflows: u64,
     /// Comebacks within the flap window.
     pub flaps: u64,
     /// Entries removed after their TTL.
@@ -172,6 +209,85 @@ impl Entry {
     }
 }
 
+/// A roster message waiting in [`Registry::poll_output`]'s queue.
+enum Queued {
+    /// To one client.
+    To(AssocId, Payload),
+    /// A delta from version `from` to `to`, for every synced subscriber; a paced one holds it instead.
+    Delta {
+        from: u64,
+        to: u64,
+        bytes: Arc<[u8]>,
+    },
+}
+
+/// The roster at one version, encoded once as snapshot pages, shared by every client receiving it.
+struct Snapshot {
+    version: u64,
+    pages: Vec<Arc<[u8]>>,
+}
+
+/// The roster output of one client that is paced by flow control (see the module docs), in sending order.
+#[derive(Default)]
+struct Pace {
+    /// Messages that go first: one handed back for lack of room, and messages addressed to the client while
+    /// it is paced (a REGISTERED), which must not overtake what is held.
+    held: VecDeque<Payload>,
+    /// The snapshot being sent and the index of its next page.
+    snapshot: Option<(Arc<Snapshot>, usize)>,
+    /// Deltas broadcast after the snapshot's version (or after the delta that did not fit), in order.
+    deltas: VecDeque<Arc<[u8]>>,
+    /// Bytes in `deltas`.
+    delta_bytes: usize,
+    /// The roster version the client holds once everything above is delivered; `None` while it has no roster
+    /// coming (held messages only, its snapshot not started yet).
+    version: Option<u64>,
+    /// Handed a message that did not fit: wait for [`Registry::handle_writable`].
+    waiting: bool,
+    /// In `Registry::pace_ready`.
+    queued: bool,
+    /// The current snapshot has waited for room at least once (counted once in `snapshots_paced`).
+    snapshot_waited: bool,
+}
+
+impl Pace {
+    /// The next message to hand out, if any.
+    fn next(&mut self, stats: &mut Stats) -> Option<Payload> {
+        if let Some(m) = self.held.pop_front() {
+            return Some(m);
+        }
+        if let Some((snap, next)) = &mut self.snapshot {
+            if let Some(page) = snap.pages.get(*next) {
+                *next += 1;
+                stats.snapshot_pages += 1;
+                return Some(Payload::Shared(Arc::clone(page)));
+            }
+            // Every page handed out: let the shared encoding go once no one else needs it.
+            self.snapshot = None;
+        }
+        let d = self.deltas.pop_front()?;
+        self.delta_bytes -= d.len();
+        Some(Payload::Shared(d))
+    }
+
+    /// Starts (or restarts) a snapshot: what was held for the previous one is superseded.
+    fn start(&mut self, snap: Arc<Snapshot>) {
+        self.drop_roster();
+        self.version = Some(snap.version);
+        self.snapshot = Some((snap, 0));
+        self.snapshot_waited = false;
+    }
+
+    /// Drops the snapshot and deltas not handed out yet (the held messages stay): a newer snapshot will
+    /// replace them.
+    fn drop_roster(&mut self) {
+        self.snapshot = None;
+        self.deltas.clear();
+        self.delta_bytes = 0;
+        self.version = None;
+    }
+}
+
 /// One connected client (registered or not).
 #[derive(Clone, Debug)]
 struct Conn {
@@ -194,7 +310,17 @@ pub struct Registry {
     removed: Vec<WireEntry>,
     /// Connections waiting for a snapshot at the end of this turn.
     want_snapshot: Vec<AssocId>,
-    out: VecDeque<(Out, Option<AssocId>)>,
+    out: VecDeque<Queued>,
+    /// Clients paced by flow control (see the module docs): only those being sent a snapshot or held
+    /// messages.
+    paced: HashMap<AssocId, Pace>,
+    /// Paced clients that may have something to send and room for it, in turn order (a client that started
+    /// waiting is dropped from here when reached).
+    pace_ready: VecDeque<AssocId>,
+    /// The latest snapshot encoding, while any client is still being sent it.
+    snapshot: Weak<Snapshot>,
+    /// The version the last delta handed out leads to: what every synced subscriber holds once it is sent.
+    delivered: u64,
     events: VecDeque<Event>,
     probes: Vec<AssocId>,
     /// Entries whose association restarted: online until the deadline unless registered again (rare, so a
@@ -221,6 +347,10 @@ impl Registry {
             removed: Vec::new(),
             want_snapshot: Vec::new(),
             out: VecDeque::new(),
+            paced: HashMap::new(),
+            pace_ready: VecDeque::new(),
+            snapshot: Weak::new(),
+            delivered: 0,
             events: VecDeque::new(),
             probes: Vec::new(),
             graces: Vec::new(),
@@ -265,6 +395,7 @@ impl Registry {
         }
         self.version = version;
         self.flushed = version;
+        self.delivered = version;
         n
     }
 
@@ -312,23 +443,141 @@ impl Registry {
             .map(|(id, _)| *id)
     }
 
-    /// The next message to send.
+    /// The next message to send: replies and broadcasts first, then the paced clients' snapshot pages and held
+    /// deltas, one message at a time. Hand each to the client's association; one it has no room for goes back
+    /// through [`Registry::handle_blocked`] before the next call.
     pub fn poll_output(&mut self) -> Option<Out> {
-        let Some((out, synced)) = self.out.pop_front() else {
-            // A burst (a storm of joins) can grow the queue a lot; do not keep that memory once it is empty.
-            if self.out.capacity() > 4096 {
-                self.out = VecDeque::new();
+        while let Some(q) = self.out.pop_front() {
+            match q {
+                Queued::To(id, p) => match self.paced.get_mut(&id) {
+                    // Behind what is held for it, not ahead.
+                    Some(pace) => {
+                        pace.held.push_back(p);
+                        Self::ready(&mut self.pace_ready, id, pace);
+                    }
+                    None => return Some(Out::To(id, p)),
+                },
+                Queued::Delta { from, to, bytes } => {
+                    self.delivered = to;
+                    self.hold_delta(from, to, &bytes);
+                    return Some(Out::Broadcast(bytes));
+                }
             }
-            return None;
-        };
-        // A client counts as synced once its last snapshot page leaves, so the broadcast queued before that
-        // page (the delta to the version the snapshot already includes) does not reach it.
-        if let Some(id) = synced
-            && let Some(c) = self.conns.get_mut(&id)
-        {
-            c.synced = true;
         }
-        Some(out)
+        // A burst (a storm of joins) can grow the queue a lot; do not keep that memory once it is empty.
+        if self.out.capacity() > 4096 {
+            self.out = VecDeque::new();
+        }
+        self.poll_paced()
+    }
+
+    /// The next message of a paced client that may send; a client with nothing left is synced and unpaced.
+    fn poll_paced(&mut self) -> Option<Out> {
+        while let Some(&id) = self.pace_ready.front() {
+            let Some(pace) = self.paced.get_mut(&id) else {
+                self.pace_ready.pop_front();
+                continue;
+            };
+            if !pace.waiting
+                && let Some(m) = pace.next(&mut self.stats)
+            {
+                // It stays first in line: the next call continues with it until it waits or is done.
+                return Some(Out::To(id, m));
+            }
+            self.pace_ready.pop_front();
+            pace.queued = false;
+            if pace.waiting {
+                continue;
+            }
+            // Everything went out: from here on it gets deltas as they are broadcast.
+            let version = pace.version;
+            self.paced.remove(&id);
+            if let Some(v) = version
+                && let Some(c) = self.conns.get_mut(&id)
+            {
+                // A subscriber held every delta since its snapshot; an observer's roster stays as it was sent.
+                debug_assert!(
+                    !c.subscribed || v == self.delivered,
+                    "a paced subscriber ends at the broadcast version"
+                );
+                c.synced = true;
+            }
+        }
+        if self.pace_ready.capacity() > 4096 && self.pace_ready.is_empty() {
+            self.pace_ready = VecDeque::new();
+        }
+        None
+    }
+
+    fn ready(pace_ready: &mut VecDeque<AssocId>, id: AssocId, pace: &mut Pace) {
+        if !pace.queued {
+            pace.queued = true;
+            pace_ready.push_back(id);
+        }
+    }
+
+    /// A delta from `from` to `to` is being broadcast: every paced subscriber whose roster will be at `from`
+    /// holds it, to follow what it is being sent; one that would hold more than the bound gets a fresh
+    /// snapshot instead. Costs a step per paced client (few), not per connection.
+    fn hold_delta(&mut self, from: u64, to: u64, bytes: &Arc<[u8]>) {
+        let (max_n, max_bytes) = (self.cfg.max_held_deltas, self.cfg.max_held_bytes);
+        for (id, pace) in self.paced.iter_mut() {
+            let Some(v) = pace.version else { continue };
+            if v > from || !self.conns.get(id).is_some_and(|c| c.subscribed) {
+                // Its snapshot already includes this change, or it wants no deltas.
+                continue;
+            }
+            if v < from || pace.deltas.len() >= max_n || pace.delta_bytes + bytes.len() > max_bytes
+            {
+                // Too far behind (or, which cannot happen, a gap): a snapshot at the newer version replaces
+                // the snapshot and deltas held; what went out already is superseded by it.
+                pace.drop_roster();
+                self.stats.held_overflows += 1;
+                if !self.want_snapshot.contains(id) {
+                    self.want_snapshot.push(*id);
+                }
+                continue;
+            }
+            pace.deltas.push_back(Arc::clone(bytes));
+            pace.delta_bytes += bytes.len();
+            pace.version = Some(to);
+            self.stats.deltas_held += 1;
+        }
+    }
+
+    /// The message just polled for `conn` did not fit in its association's send buffer: it is held, with
+    /// everything after it for this client, until [`Registry::handle_writable`]. A synced client stops getting
+    /// broadcasts meanwhile; the deltas it misses are held for it (bounded) instead.
+    pub fn handle_blocked(&mut self, conn: AssocId, msg: Payload) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        // A synced client holds the version of the broadcast just handed out, whether or not this message was
+        // that broadcast.
+        let synced = std::mem::replace(&mut c.synced, false);
+        let pace = self.paced.entry(conn).or_insert_with(|| Pace {
+            version: synced.then_some(self.delivered),
+            ..Pace::default()
+        });
+        pace.held.push_front(msg);
+        pace.waiting = true;
+        self.stats.paced_waits += 1;
+        if pace.snapshot.is_some() && !pace.snapshot_waited {
+            pace.snapshot_waited = true;
+            self.stats.snapshots_paced += 1;
+        }
+    }
+
+    /// `conn`'s association has room again (after [`Registry::handle_blocked`]): its paced output resumes at
+    /// the next [`Registry::poll_output`].
+    pub fn handle_writable(&mut self, conn: AssocId) {
+        if let Some(pace) = self.paced.get_mut(&conn)
+            && pace.waiting
+        {
+            pace.waiting = false;
+            self.stats.paced_resumes += 1;
+            Self::ready(&mut self.pace_ready, conn, pace);
+        }
     }
 
     /// The next event to log.
@@ -368,7 +617,7 @@ impl Registry {
             retry_after_ms: retry_after.as_millis().min(u128::from(u32::MAX)) as u32,
             reason,
         };
-        self.out.push_back((Out::To(conn, m.encode().into()), None));
+        self.out.push_back(Queued::To(conn, m.encode().into()));
     }
 
     fn reject(
@@ -403,17 +652,6 @@ impl Registry {
     fn want_snapshot(&mut self, conn: AssocId) {
         if !self.want_snapshot.contains(&conn) {
             self.want_snapshot.push(conn);
-        }
-    }
-
-    /// `conn` missed a message (its send buffer was full): it gets a fresh snapshot at the next flush instead
-    /// of deltas it could not apply.
-    pub fn desync(&mut self, conn: AssocId) {
-        if let Some(c) = self.conns.get_mut(&conn)
-            && c.synced
-        {
-            c.synced = false;
-            self.want_snapshot(conn);
         }
     }
 
@@ -632,6 +870,7 @@ impl Registry {
             return;
         };
         self.want_snapshot.retain(|&x| x != conn);
+        self.paced.remove(&conn);
         if now < self.stall_grace_until
             && let Some(k) = c.entry
         {
@@ -666,6 +905,8 @@ impl Registry {
             self.graces.push((now + self.cfg.restart_grace, conn, k));
         }
         self.want_snapshot.retain(|&x| x != conn);
+        // What was queued in the association is gone with the restart, and what was held is moot.
+        self.paced.remove(&conn);
     }
 
     /// When [`Registry::handle_timeout`] has work next: the earliest restart grace period's end, or the next
@@ -728,23 +969,20 @@ impl Registry {
             self.push_deltas(&changed);
             self.flushed = self.version;
         }
-        // Every client that needs the roster this turn gets the same pages, encoded once.
+        // Every client that needs the roster gets the pages of the current version, encoded once, paced.
         let want = std::mem::take(&mut self.want_snapshot);
-        let want: Vec<AssocId> = want
-            .into_iter()
-            .filter(|c| self.conns.contains_key(c))
-            .collect();
-        if !want.is_empty() {
-            let pages = self.snapshot_pages();
-            for conn in want {
-                for (p, b) in pages.iter().enumerate() {
-                    let last = p + 1 == pages.len();
-                    self.out.push_back((
-                        Out::To(conn, Payload::Shared(Arc::clone(b))),
-                        last.then_some(conn),
-                    ));
-                    self.stats.snapshot_pages += 1;
-                }
+        for conn in want {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            // Off the broadcast list until its snapshot and the deltas after it have gone out.
+            c.synced = false;
+            let snap = self.current_snapshot();
+            let pace = self.paced.entry(conn).or_default();
+            pace.start(snap);
+            self.stats.snapshots += 1;
+            if !pace.waiting {
+                Self::ready(&mut self.pace_ready, conn, pace);
             }
         }
     }
@@ -765,14 +1003,24 @@ impl Registry {
                 (from + 1).min(to - 1)
             };
             wire::set_delta_range(&mut b, from, end);
-            self.out.push_back((Out::Broadcast(b.into()), None));
+            self.out.push_back(Queued::Delta {
+                from,
+                to: end,
+                bytes: b.into(),
+            });
             self.stats.deltas += 1;
             from = end;
         }
     }
 
-    /// The roster at the current version, encoded once as snapshot pages.
-    fn snapshot_pages(&mut self) -> Vec<Arc<[u8]>> {
+    /// The roster at the current version as snapshot pages: the encoding still in use if there is one for
+    /// this version, else a new one.
+    fn current_snapshot(&mut self) -> Arc<Snapshot> {
+        if let Some(s) = self.snapshot.upgrade()
+            && s.version == self.version
+        {
+            return s;
+        }
         let version = self.version;
         let mut pages = wire::encode_pages(
             self.entries.iter().map(|(_, e)| e.wire()),
@@ -783,7 +1031,12 @@ impl Registry {
         for (p, b) in pages.iter_mut().enumerate() {
             wire::set_snapshot_page(b, p as u16, n);
         }
-        pages.into_iter().map(Arc::from).collect()
+        let s = Arc::new(Snapshot {
+            version,
+            pages: pages.into_iter().map(Arc::from).collect(),
+        });
+        self.snapshot = Arc::downgrade(&s);
+        s
     }
 }
 

@@ -5,8 +5,9 @@
 //! After every call that changes it (`handle`, `handle_timeout`, `connect`, `send`, `shutdown`, `abort`),
 //! drain [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`] until they return `None`, then read
 //! [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`] when it passes. Time must not go
-//! backwards. Nothing in this module reads a clock, opens a socket or draws OS randomness: the caller seeds the
-//! endpoint's CSPRNG (from `getrandom` in programs, a constant in tests).
+//! backwards. A sender that paces itself by flow control sends with [`Endpoint::try_send`] and also drains
+//! [`Endpoint::poll_writable`]. Nothing in this module reads a clock, opens a socket or draws OS randomness:
+//! the caller seeds the endpoint's CSPRNG (from `getrandom` in programs, a constant in tests).
 //!
 //! # What allocates
 //! A listener allocates nothing for an INIT beyond the reply it queues (bounded); an association is created

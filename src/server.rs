@@ -178,8 +178,6 @@ pub struct Stats {
     pub discovery_malformed: u64,
     /// ANNOUNCEs of another daemon heard on our group.
     pub foreign_announces: u64,
-    /// Roster messages that could not be delivered because a client's send buffer was full.
-    pub send_buffer_full: u64,
     /// Messages from clients of roster protocol 1, each answered with a refusal.
     pub old_protocol: u64,
     /// Stalls detected (turns that woke more than [`STALL`] late).
@@ -439,6 +437,10 @@ impl Server {
                 SctpEvent::Down(r) => self.registry.connection_lost(now, wall, id, why(r)),
             }
         }
+        // Flow control: clients whose roster output waited for room in their association resume.
+        while let Some(id) = self.ep.poll_writable() {
+            self.registry.handle_writable(id);
+        }
         self.registry.handle_timeout(now, wall);
         self.registry.flush();
         while let Some(out) = self.registry.poll_output() {
@@ -490,11 +492,14 @@ impl Server {
             .send_owned(id, 0, false, wire::PPID_V1, reply.encode());
     }
 
+    /// Hands a roster message to its association. One the association has no room for goes back to the
+    /// registry at once (before the next `poll_output`, as the registry requires), which holds it and what
+    /// follows for this client until the endpoint reports room (`poll_writable` above).
     fn deliver(&mut self, id: AssocId, bytes: Payload) {
-        if let Err(SendError::BufferFull) = self.ep.send_owned(id, 0, false, wire::PPID, bytes) {
-            // The client lags: it will miss this message, so it gets a fresh snapshot once it catches up.
-            self.stats.send_buffer_full += 1;
-            self.registry.desync(id);
+        if let Err((SendError::BufferFull, bytes)) =
+            self.ep.try_send(id, 0, false, wire::PPID, bytes)
+        {
+            self.registry.handle_blocked(id, bytes);
         }
     }
 }

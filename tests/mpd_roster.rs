@@ -388,3 +388,88 @@ fn a_client_of_the_old_roster_protocol_is_told_to_upgrade() {
     assert_eq!(s["daemon"]["old_protocol"], 1, "{s}");
     assert_eq!(s["clients"]["online"], 0, "{s}");
 }
+
+/// DESIGN.md: a new client's roster with 100 000 registered is delivered whole, paced by the association's
+/// flow control (the snapshot is about three times the 1 MiB send buffer), never dropped. The entries come
+/// from a saved roster, loaded offline; `mpc list` must print every one of them.
+#[test]
+fn a_new_client_gets_a_roster_of_100_000_whole() {
+    use multiproto::io::roster_file as persist;
+    use multiproto::nick::Nick;
+    use multiproto::registry::wire::{Entry, Status};
+
+    const N: usize = 100_000;
+    let net = Net::new("roster-100k", 31);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let entries: Vec<Entry> = (0..N)
+        .map(|i| Entry {
+            nick: Nick::new(&format!("member-{i}")).unwrap(),
+            instance: i as u64 + 1,
+            status: Status::Offline,
+            since_ms: now_ms - 60_000 + (i as u64 % 1000),
+            chat: std::net::SocketAddr::from((
+                [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                4000,
+            )),
+            flaps: 0,
+        })
+        .collect();
+    persist::save_roster(&net.dir, &entries, 5, now_ms).unwrap();
+    let mpd = Mpd::start(&net, &[]);
+    let st = mpd.status().unwrap();
+    assert_eq!(
+        st["clients"]["offline"], N,
+        "the saved roster did not load whole"
+    );
+    let started = std::time::Instant::now();
+    let out = common::run_with_limit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mpc"))
+            .args([
+                "--nick",
+                "lister",
+                "--group",
+                &net.group,
+                "--iface",
+                "127.0.0.1",
+            ])
+            .args(["--timeout", "60", "list", "--json"]),
+        Duration::from_secs(90),
+        b"",
+    );
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "mpc list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("no JSON from mpc list");
+    let listed = v["entries"].as_array().expect("no entries");
+    assert_eq!(listed.len(), N);
+    let mut nicks: Vec<&str> = listed.iter().filter_map(|e| e["nick"].as_str()).collect();
+    nicks.sort_unstable();
+    nicks.dedup();
+    assert_eq!(nicks.len(), N, "every entry once");
+    eprintln!("mpc list of {N} entries: {took:?} (this build's profile)");
+    // A member gets the same roster, itself included, and then deltas: the next join reaches it.
+    let alice = Mpc::listen(&net, "alice", &[]);
+    alice.wait_registered();
+    let (roster, _) = alice
+        .wait_for(Duration::from_secs(60), |v| v["event"] == "roster")
+        .expect("alice got no roster");
+    assert_eq!(roster["entries"].as_array().unwrap().len(), N + 1);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    alice
+        .wait_for(Duration::from_secs(60), |v| is(v, "joined", "bob"))
+        .expect("alice never heard bob join");
+    let st = mpd.status().unwrap();
+    let reg = &st["registry"];
+    assert!(reg["snapshots_paced"].as_u64() >= Some(3), "{reg}");
+    assert_eq!(reg["held_overflows"], 0, "{reg}");
+    mpd.stop();
+    // The saved roster is 18 MB: do not leave it behind.
+    let _ = std::fs::remove_dir_all(&net.dir);
+}

@@ -105,12 +105,13 @@ pub fn render(v: &Value) -> String {
         num(&d["stalls"]),
         num(&d["longest_stall_ms"])
     );
-    if num(&d["save_errors"]) > 0 || num(&d["send_buffer_full"]) > 0 {
+    let overflows = num(&v["registry"]["held_overflows"]);
+    if num(&d["save_errors"]) > 0 || overflows > 0 {
         let _ = writeln!(
             out,
-            "  problems:   {} roster saves failed, {} roster messages dropped on full send buffers",
+            "  problems:   {} roster saves failed, {} times a client fell so far behind that it got the whole roster again",
             num(&d["save_errors"]),
-            num(&d["send_buffer_full"])
+            overflows
         );
     }
     out
@@ -141,7 +142,7 @@ mod tests {
             "associations": 3, "roster_version": 17,
             "flapping": [{"nick": "alice", "flaps": 4}, {"nick": "bob", "flaps": 2}],
             "drops": {"discovery_foreign": 0, "sctp_bad_checksum": 2, "udp_truncated": 1},
-            "daemon": {"stalls": 1, "longest_stall_ms": 310, "save_errors": 0, "send_buffer_full": 0},
+            "daemon": {"stalls": 1, "longest_stall_ms": 310, "save_errors": 0},
             "sctp": {"whatever": 1},
         })
     }
@@ -165,10 +166,10 @@ mod tests {
     #[test]
     fn problems_appear_only_when_there_are_some() {
         let mut v = sample();
-        v["daemon"]["send_buffer_full"] = 5.into();
+        v["registry"] = json!({"held_overflows": 5});
         let out = render(&v);
         assert!(out.ends_with(
-            "  problems:   0 roster saves failed, 5 roster messages dropped on full send buffers\n"
+            "  problems:   0 roster saves failed, 5 times a client fell so far behind that it got the whole roster again\n"
         ));
         assert_eq!(out.lines().count(), 9);
     }

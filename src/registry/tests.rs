@@ -1,7 +1,7 @@
 //! Registry tests: registration rules, coalesced deltas, snapshots, liveness transitions, TTL, and that every
 //! client's copy of the roster (a [`Roster`]) converges on the daemon's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,7 +15,20 @@ struct Harness {
     now: Instant,
     wall: u64,
     clients: HashMap<AssocId, (Roster, Vec<ServerMsg>)>,
+    /// Clients whose association has a bounded send buffer; the others take everything at once.
+    links: HashMap<AssocId, Link>,
     next: u32,
+}
+
+/// A client's association with a send buffer of `cap` bytes, as the SCTP endpoint keeps it: messages wait in
+/// it until [`Harness::ack`] delivers them, and one that does not fit is refused; the association is reported
+/// writable once it has drained to half.
+struct Link {
+    cap: usize,
+    queued: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// A message was refused: report room at half the buffer.
+    want_room: bool,
 }
 
 fn id(n: u32) -> AssocId {
@@ -32,6 +45,7 @@ impl Harness {
             now: Instant::from_millis(1),
             wall: 1_700_000_000_000,
             clients: HashMap::new(),
+            links: HashMap::new(),
             next: 0,
         }
     }
@@ -67,22 +81,119 @@ impl Harness {
         self.reg.flush();
         let mut got: HashMap<AssocId, usize> = HashMap::new();
         while let Some(o) = self.reg.poll_output() {
-            let targets: Vec<(AssocId, Vec<u8>)> = match o {
-                Out::To(c, b) => vec![(c, b.to_vec())],
-                Out::Broadcast(b) => self.reg.subscribers().map(|c| (c, b.to_vec())).collect(),
+            let targets: Vec<(AssocId, Payload)> = match o {
+                Out::To(c, b) => vec![(c, b)],
+                Out::Broadcast(b) => self
+                    .reg
+                    .subscribers()
+                    .map(|c| (c, Payload::Shared(Arc::clone(&b))))
+                    .collect(),
             };
             for (c, b) in targets {
-                let m = ServerMsg::parse(&b).expect("registry sent a malformed message");
-                *got.entry(c).or_default() += 1;
-                if let Some((roster, log)) = self.clients.get_mut(&c) {
-                    if let Applied::NeedResync = roster.apply(&m) {
-                        panic!("client {c} saw a delta gap: {m:?}");
+                match self.links.get_mut(&c) {
+                    Some(l) if l.bytes + b.len() > l.cap => {
+                        l.want_room = true;
+                        self.reg.handle_blocked(c, b);
                     }
-                    log.push(m);
+                    Some(l) => {
+                        l.bytes += b.len();
+                        l.queued.push_back(b.to_vec());
+                    }
+                    None => {
+                        *got.entry(c).or_default() += 1;
+                        self.receive(c, &b);
+                    }
                 }
             }
         }
         got
+    }
+
+    /// `c` receives one message: its roster applies it, and a gap fails the test.
+    fn receive(&mut self, c: AssocId, b: &[u8]) {
+        let m = ServerMsg::parse(b).expect("registry sent a malformed message");
+        if let Some((roster, log)) = self.clients.get_mut(&c) {
+            if let Applied::NeedResync = roster.apply(&m) {
+                panic!("client {c} saw a delta gap: {m:?}");
+            }
+            log.push(m);
+        }
+    }
+
+    /// Gives `c`'s association a send buffer of `cap` bytes.
+    fn limit(&mut self, c: AssocId, cap: usize) {
+        let l = Link {
+            cap,
+            queued: VecDeque::new(),
+            bytes: 0,
+            want_room: false,
+        };
+        self.links.insert(c, l);
+    }
+
+    /// `c`'s peer acknowledges about `n` bytes (whole messages, at least one): they reach its roster, and the
+    /// association is reported writable if it asked and has drained to half. Returns how many arrived.
+    fn ack(&mut self, c: AssocId, n: usize) -> usize {
+        let mut done = 0;
+        let mut arrived = 0;
+        while done < n.max(1) {
+            let l = self.links.get_mut(&c).unwrap();
+            let Some(m) = l.queued.pop_front() else { break };
+            l.bytes -= m.len();
+            done += m.len();
+            arrived += 1;
+            self.receive(c, &m);
+        }
+        let l = self.links.get_mut(&c).unwrap();
+        if l.want_room && l.bytes <= l.cap / 2 {
+            l.want_room = false;
+            self.reg.handle_writable(c);
+        }
+        arrived
+    }
+
+    /// A registry with `n` offline entries loaded.
+    fn loaded(cfg: Config, n: usize) -> Self {
+        let mut h = Harness::new(cfg);
+        let saved = (0..n).map(|i| WireEntry {
+            nick: nick(&format!("member-{i}")),
+            instance: i as u64,
+            status: Status::Offline,
+            since_ms: 1_699_999_000_000 + i as u64,
+            chat: SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000)),
+            flaps: 0,
+        });
+        assert_eq!(h.reg.load(saved, 7, 1), n);
+        h
+    }
+
+    /// An observer (`mpc list`): registers, is sent the roster, is never an entry.
+    fn observe(&mut self, c: AssocId, subscribe: bool) {
+        let flags = flags::OBSERVER | if subscribe { flags::SUBSCRIBE } else { 0 };
+        self.send(
+            c,
+            ClientMsg::Register(Register {
+                flags,
+                instance: 99,
+                nick: "observer".into(),
+                chat_port: 0,
+                chat_ip: None,
+            }),
+        );
+    }
+
+    /// Snapshot versions `c` received, in order, one per page 0.
+    fn snapshot_versions(&self, c: AssocId) -> Vec<u64> {
+        self.clients[&c]
+            .1
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Snapshot {
+                    version, page: 0, ..
+                } => Some(*version),
+                _ => None,
+            })
+            .collect()
     }
 
     fn last_registered(&self, c: AssocId) -> Option<(RegisterResult, u32, String)> {
@@ -363,16 +474,7 @@ fn observers_see_the_roster_without_joining() {
     h.register(a, "alice", 1, 5000);
     h.turn();
     let o = h.connect("127.0.0.1:7");
-    h.send(
-        o,
-        ClientMsg::Register(Register {
-            flags: flags::OBSERVER,
-            instance: 5,
-            nick: "curious".into(),
-            chat_port: 0,
-            chat_ip: None,
-        }),
-    );
+    h.observe(o, false);
     let got = h.turn();
     assert_eq!(got[&o], 2);
     assert_eq!(h.clients[&o].0.entries().count(), 1);
@@ -382,7 +484,7 @@ fn observers_see_the_roster_without_joining() {
         "not subscribed: no deltas"
     );
     assert!(h.events().contains(&Event::Observed {
-        nick: "curious".into()
+        nick: "observer".into()
     }));
     // Its connection ending leaves the roster as it was.
     h.reg.connection_lost(h.now, h.wall, o, "shutdown");
@@ -555,4 +657,260 @@ fn a_liveness_only_member_is_listed_but_sent_no_roster() {
     h.send(quiet, ClientMsg::Resync);
     assert_eq!(h.turn()[&quiet], 1, "one snapshot page on request");
     h.assert_converged();
+}
+
+// ---- flow control: paced snapshots and held deltas ----------------------------------------------------------
+
+/// 3 000 entries in pages of 2 000 bytes: about 45 pages, sent through a 16 000-byte send buffer.
+fn big(cfg: Config) -> Harness {
+    Harness::loaded(
+        Config {
+            page_bytes: 2000,
+            ..cfg
+        },
+        3000,
+    )
+}
+
+#[test]
+fn a_snapshot_larger_than_the_send_buffer_is_paced_not_dropped() {
+    let mut h = big(Config::default());
+    let o = h.connect("127.0.0.1:7");
+    h.limit(o, 16_000);
+    h.observe(o, false);
+    h.turn();
+    let first = h.links[&o].queued.len();
+    assert!(
+        (6..=10).contains(&first),
+        "{first} messages fit in the buffer"
+    );
+    assert!(h.links[&o].bytes > 14_000, "filled: {}", h.links[&o].bytes);
+    assert_eq!(h.reg.stats().paced_waits, 1);
+    assert_eq!(h.reg.stats().snapshots_paced, 1);
+    // Nothing more until the buffer drains to half; then the pages go on where they stopped.
+    h.ack(o, 1);
+    let left = h.links[&o].queued.len();
+    assert!(h.links[&o].bytes > 8000);
+    h.turn();
+    assert_eq!(h.links[&o].queued.len(), left, "no room reported yet");
+    // Someone joins meanwhile: the observer asked for no deltas, so it holds none.
+    let j = h.connect("127.0.0.2:1");
+    h.register(j, "joiner", 5, 1);
+    let mut turns = 0;
+    while h.clients[&o].0.version().is_none() {
+        h.ack(o, 8000);
+        h.turn();
+        turns += 1;
+        assert!(turns < 100, "the snapshot never completed");
+    }
+    assert_eq!(h.clients[&o].0.entries().count(), 3000);
+    assert_eq!(h.clients[&o].0.version(), Some(7));
+    assert_eq!(h.reg.stats().deltas_held, 0);
+    h.ack(o, usize::MAX);
+    let st = *h.reg.stats();
+    // Every page was handed out once: none dropped, none sent again.
+    assert_eq!(h.snapshot_versions(o), vec![7]);
+    assert_eq!(st.snapshots, 2, "the observer's and the joiner's");
+    let mine = h.clients[&o].1.len() as u64 - 1;
+    assert!(mine >= 40, "REGISTERED + {mine} pages");
+    let joiners = h.clients[&j].1.len() as u64 - 1;
+    assert_eq!(
+        st.snapshot_pages,
+        mine + joiners,
+        "REGISTERED + pages, each"
+    );
+    assert_eq!(h.clients[&j].0.entries().count(), 3001);
+    assert!(
+        st.paced_resumes >= 5 && st.paced_waits == st.paced_resumes,
+        "{st:?}"
+    );
+    assert!(h.reg.paced.is_empty() && h.reg.snapshot.upgrade().is_none());
+}
+
+#[test]
+fn deltas_during_a_paced_snapshot_follow_its_last_page_without_a_gap() {
+    let mut h = big(Config::default());
+    let a = h.connect("127.0.0.1:7");
+    h.limit(a, 16_000);
+    h.register(a, "alice", 1, 1);
+    h.turn();
+    let snapshot = h.reg.version();
+    // Others join while alice's snapshot trickles out: one delta per turn.
+    let mut turns = 0;
+    while h.clients[&a].0.version().is_none() || !h.links[&a].queued.is_empty() {
+        if turns < 10 {
+            let c = h.connect(&format!("127.0.0.2:{turns}"));
+            h.register(c, &format!("joiner{turns}"), 100 + turns, 1);
+        }
+        h.ack(a, 8000);
+        h.turn();
+        turns += 1;
+        assert!(turns < 100, "alice never caught up");
+    }
+    // One snapshot, at the version of her turn, then every delta from that version on, in order.
+    assert_eq!(h.snapshot_versions(a), vec![snapshot]);
+    let deltas: Vec<(u64, u64)> = h.clients[&a]
+        .1
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Delta { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deltas.len(), 10, "{deltas:?}");
+    assert_eq!(deltas[0].0, snapshot);
+    assert!(deltas.windows(2).all(|w| w[0].1 == w[1].0), "{deltas:?}");
+    assert!(h.reg.stats().deltas_held >= 5, "{:?}", h.reg.stats());
+    assert!(h.reg.subscribers().any(|c| c == a), "synced once caught up");
+    // From here on, deltas reach her as they are broadcast.
+    let late = h.connect("127.0.0.3:1");
+    h.register(late, "late", 999, 1);
+    h.turn();
+    h.ack(a, usize::MAX);
+    h.assert_converged();
+    assert_eq!(h.reg.stats().held_overflows, 0);
+}
+
+#[test]
+fn held_deltas_past_the_bound_restart_the_snapshot_at_the_newer_version() {
+    let mut h = big(Config {
+        max_held_deltas: 3,
+        ..Config::default()
+    });
+    let a = h.connect("127.0.0.1:7");
+    h.limit(a, 16_000);
+    h.register(a, "alice", 1, 1);
+    h.turn();
+    let first = h.reg.version();
+    // Alice's peer acknowledges nothing while five others join, one per turn.
+    for i in 0..5 {
+        let c = h.connect(&format!("127.0.0.2:{i}"));
+        h.register(c, &format!("joiner{i}"), 100 + i, 1);
+        h.turn();
+    }
+    let st = *h.reg.stats();
+    assert_eq!((st.deltas_held, st.held_overflows), (3, 1), "{st:?}");
+    let pace = &h.reg.paced[&a];
+    assert!(
+        pace.held.len() == 1 && pace.snapshot.is_some(),
+        "the page handed back still goes first, then the new snapshot"
+    );
+    let restarted = pace.version.unwrap();
+    assert!(restarted > first);
+    let mut turns = 0;
+    while h.clients[&a].0.version() != Some(h.reg.version()) || !h.links[&a].queued.is_empty() {
+        h.ack(a, 8000);
+        h.turn();
+        turns += 1;
+        assert!(turns < 200, "alice never caught up");
+    }
+    // She read part of the first snapshot, dropped it for the second and has the roster whole.
+    assert_eq!(h.snapshot_versions(a), vec![first, restarted]);
+    assert_eq!(
+        h.reg.stats().snapshots,
+        1 + 1 + 5,
+        "alice twice, each joiner once"
+    );
+    h.assert_converged();
+}
+
+#[test]
+fn a_slow_subscriber_holds_deltas_instead_of_being_resynced() {
+    let mut h = Harness::new(Config {
+        page_bytes: 2000,
+        ..Config::default()
+    });
+    let a = h.connect("127.0.0.1:1");
+    h.register(a, "slow", 1, 1);
+    h.turn();
+    // Synced; then its association's buffer turns out small and its peer stops acknowledging.
+    h.limit(a, 3000);
+    let mut joined = 0;
+    while h.reg.stats().paced_waits == 0 {
+        for _ in 0..30 {
+            let c = h.connect(&format!("127.0.0.2:{joined}"));
+            h.register(c, &format!("joiner{joined}"), 100 + joined, 1);
+            joined += 1;
+        }
+        h.turn();
+        assert!(joined < 1000);
+    }
+    assert!(
+        h.reg.subscribers().all(|c| c != a),
+        "off the broadcast list"
+    );
+    for _ in 0..3 {
+        let c = h.connect(&format!("127.0.0.2:{joined}"));
+        h.register(c, &format!("joiner{joined}"), 100 + joined, 1);
+        joined += 1;
+        h.turn();
+    }
+    assert_eq!(h.reg.stats().deltas_held, 3);
+    let mut turns = 0;
+    while h.reg.subscribers().all(|c| c != a) || !h.links[&a].queued.is_empty() {
+        h.ack(a, 1000);
+        h.turn();
+        turns += 1;
+        assert!(turns < 100, "the slow client never caught up");
+    }
+    // Every delta in order (the harness fails on a gap), and no second snapshot.
+    assert_eq!(h.snapshot_versions(a).len(), 1);
+    assert_eq!(h.reg.stats().held_overflows, 0);
+    h.assert_converged();
+}
+
+#[test]
+fn clients_snapshotting_one_version_share_its_pages_until_the_last_is_done() {
+    let mut h = big(Config::default());
+    let (o1, o2) = (h.connect("127.0.0.1:7"), h.connect("127.0.0.1:8"));
+    h.limit(o1, 16_000);
+    h.limit(o2, 16_000);
+    h.observe(o1, false);
+    h.turn();
+    // A later turn, the same version: the same encoding, not a second one.
+    h.observe(o2, false);
+    h.turn();
+    let shared = h
+        .reg
+        .snapshot
+        .upgrade()
+        .expect("the snapshot is held while in use");
+    assert!(Arc::ptr_eq(
+        &h.reg.paced[&o1].snapshot.as_ref().unwrap().0,
+        &shared
+    ));
+    assert!(Arc::ptr_eq(
+        &h.reg.paced[&o2].snapshot.as_ref().unwrap().0,
+        &shared
+    ));
+    // Its pages are in flight in both buffers; what each client holds beyond them is one cursor.
+    assert_eq!(Arc::strong_count(&shared), 3);
+    assert!(h.reg.paced[&o1].deltas.is_empty() && h.reg.paced[&o1].held.len() == 1);
+    drop(shared);
+    let mut turns = 0;
+    while h.clients[&o1].0.version().is_none() {
+        h.ack(o1, 8000);
+        h.turn();
+        turns += 1;
+        assert!(turns < 100);
+    }
+    assert!(h.reg.snapshot.upgrade().is_some(), "o2 still reads it");
+    assert!(
+        !h.reg.paced.contains_key(&o1),
+        "a finished client holds nothing"
+    );
+    while h.clients[&o2].0.version().is_none() {
+        h.ack(o2, 8000);
+        h.turn();
+        turns += 1;
+        assert!(turns < 200);
+    }
+    for c in [o1, o2] {
+        h.ack(c, usize::MAX);
+    }
+    assert!(
+        h.reg.snapshot.upgrade().is_none(),
+        "freed with its last reader"
+    );
+    assert!(h.reg.paced.is_empty() && h.reg.pace_ready.is_empty());
 }

@@ -118,6 +118,9 @@ mod flag {
     pub const SACK_NOW: u16 = 1 << 12;
     /// The user asked for a shutdown before the handshake completed: do it once established.
     pub const SHUTDOWN_REQUESTED: u16 = 1 << 13;
+    /// A send was refused for lack of room: report the association writable (`Shared::writable`) once its
+    /// queue has drained to the low-water mark.
+    pub const WANT_ROOM: u16 = 1 << 14;
 
     pub const ANY_OUTPUT: u16 = SEND_INIT
         | SEND_COOKIE_ECHO
@@ -362,6 +365,27 @@ impl Assoc {
         self.send.is_some()
     }
 
+    /// User bytes queued or unacknowledged: what counts against [`Config::send_buffer`].
+    pub fn queued_bytes(&self) -> usize {
+        self.send.as_ref().map_or(0, |q| q.user_bytes())
+    }
+
+    /// Asks for one writable report (`Shared::writable`) once the queue has drained to the low-water mark,
+    /// half of [`Config::send_buffer`]: at once if it already has. The report is edge-triggered and
+    /// one-shot: [`super::Endpoint::try_send`] arms it again each time it refuses a message for lack of room.
+    pub fn want_room(&mut self, sh: &mut Shared, id: AssocId) {
+        self.flags |= flag::WANT_ROOM;
+        self.report_room(sh, id);
+    }
+
+    /// Reports the association writable if a report is wanted and the queue is at the low-water mark.
+    fn report_room(&mut self, sh: &mut Shared, id: AssocId) {
+        if self.flags & flag::WANT_ROOM != 0 && self.queued_bytes() <= sh.cfg.send_buffer / 2 {
+            self.flags &= !flag::WANT_ROOM;
+            sh.writable.push_back(id);
+        }
+    }
+
     /// Heap bytes held beyond the struct (queues, stream tables, handshake data), for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         let ssn = self.ssn.as_ref().map_or(0, |s| s.len() * 2);
@@ -456,7 +480,7 @@ impl Assoc {
             .get_or_insert_with(|| vec![0u16; o + i].into_boxed_slice())
     }
 
-    /// Queues a user message (§6.1).
+    /// Queues a user message (§6.1). A refused message is handed back with the reason.
     pub fn send(
         &mut self,
         stream: u16,
@@ -464,17 +488,17 @@ impl Assoc {
         ppid: u32,
         data: Payload,
         sh: &mut Shared,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), (SendError, Payload)> {
         let cfg = &sh.cfg;
         match self.phase {
             Phase::CookieWait { .. } | Phase::CookieEchoed(_) | Phase::Established => {}
-            _ => return Err(SendError::ShuttingDown),
+            _ => return Err((SendError::ShuttingDown, data)),
         }
         if data.is_empty() {
-            return Err(SendError::Empty);
+            return Err((SendError::Empty, data));
         }
         if data.len() > cfg.max_message {
-            return Err(SendError::TooLarge);
+            return Err((SendError::TooLarge, data));
         }
         // Before the handshake completes the stream count is unknown; the smallest count a peer may offer is
         // 1, and we ask for `cfg.streams`, so accept anything below ours and check again on establishment.
@@ -484,11 +508,10 @@ impl Assoc {
             cfg.streams
         };
         if stream >= limit {
-            return Err(SendError::InvalidStream);
+            return Err((SendError::InvalidStream, data));
         }
-        let queued = self.send.as_ref().map_or(0, |q| q.user_bytes());
-        if queued + data.len() > cfg.send_buffer {
-            return Err(SendError::BufferFull);
+        if self.queued_bytes() + data.len() > cfg.send_buffer {
+            return Err((SendError::BufferFull, data));
         }
         // Ordered messages queued before establishment get their SSN once the stream count is known.
         let ssn = if unordered || self.state() != State::Established {
@@ -862,6 +885,7 @@ impl Assoc {
         {
             sh.pools.put_send(q);
         }
+        self.report_room(sh, id);
         self.progress_shutdown(sh, id, now);
     }
 

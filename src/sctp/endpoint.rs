@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     pub cfg: Config,
     pub pools: Pools,
     pub events: VecDeque<(AssocId, Event)>,
+    /// Associations that had refused a message for lack of room and have drained to the low-water mark
+    /// (see [`Endpoint::poll_writable`]). Each is queued at most once per refusal.
+    pub writable: VecDeque<AssocId>,
     pub stats: Stats,
     pub rng: ChaCha12Rng,
     replies: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -158,6 +161,7 @@ impl Endpoint {
                 cfg,
                 pools: Pools::default(),
                 events: VecDeque::new(),
+                writable: VecDeque::new(),
                 stats: Stats::default(),
                 rng,
                 replies: VecDeque::new(),
@@ -353,11 +357,52 @@ impl Endpoint {
         ppid: u32,
         data: impl Into<Payload>,
     ) -> Result<(), SendError> {
-        let key = self.key_of(id).ok_or(SendError::UnknownAssoc)?;
-        self.assocs[key].send(stream, unordered, ppid, data.into(), &mut self.sh)?;
+        self.try_send(id, stream, unordered, ppid, data.into())
+            .map_err(|(e, _)| e)
+    }
+
+    /// Like [`Endpoint::send_owned`], for a sender that paces itself by flow control: a refused message is
+    /// handed back with the reason, and one refused for lack of room ([`SendError::BufferFull`]) also asks
+    /// for the association to be reported by [`Endpoint::poll_writable`] once its send buffer has drained to
+    /// half (at once if it already has, for a message larger than half the buffer). The sender keeps the
+    /// message, and what it would send after it, until then. A message of at most half the buffer is
+    /// therefore always taken in the end, unless the association goes down first (reported as usual).
+    pub fn try_send(
+        &mut self,
+        id: AssocId,
+        stream: u16,
+        unordered: bool,
+        ppid: u32,
+        data: Payload,
+    ) -> Result<(), (SendError, Payload)> {
+        let Some(key) = self.key_of(id) else {
+            return Err((SendError::UnknownAssoc, data));
+        };
+        let a = &mut self.assocs[key];
+        if let Err((e, data)) = a.send(stream, unordered, ppid, data, &mut self.sh) {
+            if e == SendError::BufferFull {
+                a.want_room(&mut self.sh, id);
+            }
+            return Err((e, data));
+        }
         self.sh.stats.messages_out += 1;
         self.enqueue(key);
         Ok(())
+    }
+
+    /// Bytes of user data the association's send buffer ([`Config::send_buffer`]) can still take now, or
+    /// `None` for an unknown association.
+    pub fn send_room(&self, id: AssocId) -> Option<usize> {
+        self.get(id)
+            .map(|a| self.sh.cfg.send_buffer.saturating_sub(a.queued_bytes()))
+    }
+
+    /// The next association that refused a message for lack of room ([`Endpoint::try_send`]) and has room
+    /// again: its queue has drained to half the send buffer. Kept apart from [`Endpoint::poll_event`]
+    /// because only a sender that paces itself asks for it; the id may have gone down since (its `Down`
+    /// event says so).
+    pub fn poll_writable(&mut self) -> Option<AssocId> {
+        self.sh.writable.pop_front()
     }
 
     /// The slab key of a live association.

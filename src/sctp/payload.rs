@@ -8,7 +8,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// A message handed to [`crate::sctp::Endpoint::send_payload`].
+/// A message handed to [`crate::sctp::Endpoint::send_owned`] or [`crate::sctp::Endpoint::try_send`].
 ///
 /// `Arc` rather than `Rc` keeps endpoints `Send` (benches move them to pinned threads); the count is touched
 /// once per association per message, far from the per-byte work.

@@ -705,6 +705,69 @@ fn send_errors() {
     );
 }
 
+/// Flow control for a sender that paces itself: `try_send` hands a refused message back, and the association
+/// is reported once, when its queue has drained to half the send buffer (not only when it is empty).
+#[test]
+fn a_refused_message_is_handed_back_and_the_association_reported_writable_at_half_the_buffer() {
+    let mut sim = pair(19, Netem::IDEAL);
+    let (s, _) = establish(&mut sim);
+    let buf = server_cfg().send_buffer;
+    let len = 200 * 1024;
+    let msg = Payload::Shared(std::sync::Arc::from(payload(1, len)));
+    let ep = &mut sim.nodes[0].ep;
+    assert_eq!(ep.send_room(s), Some(buf));
+    let mut taken = 0;
+    let back = loop {
+        match ep.try_send(s, 0, false, 0, msg.clone()) {
+            Ok(()) => taken += 1,
+            Err((e, back)) => {
+                assert_eq!(e, SendError::BufferFull);
+                break back;
+            }
+        }
+    };
+    assert_eq!(taken, buf / len);
+    assert_eq!(back, msg, "the refused message is handed back whole");
+    assert_eq!(ep.send_room(s), Some(buf - taken * len));
+    assert_eq!(ep.poll_writable(), None, "nothing is acknowledged yet");
+    // A plain send asks for no report, and an unknown association hands the message back too.
+    assert_eq!(
+        ep.send(s, 0, false, &[0; 250 * 1024]),
+        Err(SendError::BufferFull)
+    );
+    let stale = AssocId {
+        index: s.index,
+        generation: s.generation + 1,
+    };
+    assert!(matches!(
+        ep.try_send(stale, 0, false, 0, msg.clone()),
+        Err((SendError::UnknownAssoc, m)) if m == msg
+    ));
+    assert_eq!(ep.send_room(stale), None);
+    let mut report = None;
+    for _ in 0..100_000 {
+        sim.step();
+        if let Some(id) = sim.nodes[0].ep.poll_writable() {
+            report = Some((id, sim.nodes[0].ep.send_room(s).unwrap()));
+            break;
+        }
+    }
+    let (id, room) = report.expect("the association was never reported writable");
+    assert_eq!(id, s);
+    assert!(room >= buf / 2, "reported with only {room} bytes of room");
+    assert!(room < buf, "reported only once everything was acknowledged");
+    assert!(sim.nodes[0].ep.try_send(s, 0, false, 0, back).is_ok());
+    sim.run_for(Duration::from_secs(2), 100_000);
+    assert_eq!(messages(&sim, 1).len(), taken + 1);
+    assert!(messages(&sim, 1).iter().all(|(_, m)| m[..] == msg[..]));
+    assert_eq!(sim.nodes[0].ep.send_room(s), Some(buf));
+    assert_eq!(
+        sim.nodes[0].ep.poll_writable(),
+        None,
+        "one report per refusal"
+    );
+}
+
 // ---- hostile and malformed packets -----------------------------------------------------------------------
 
 /// A server endpoint alone, for feeding crafted packets.

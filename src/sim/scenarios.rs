@@ -561,3 +561,126 @@ fn messages_to_a_stopped_receiver_arrive_once_each_after_it_continues() {
     got.sort();
     assert_eq!(got, vec!["m0", "m1", "m2", "m3", "m4"], "seed {seed}");
 }
+
+/// DESIGN.md: a new client's roster with 100 000 registered is delivered whole, paced by the association's
+/// flow control, never dropped; changes made while it arrives follow it with no gap. On a lossy network.
+#[test]
+fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
+    use crate::nick::Nick;
+    use crate::registry::wire::{Entry, Status};
+    const N: usize = 100_000;
+    let seed = seed_or(30);
+    let netem = Netem {
+        latency: Duration::from_micros(200),
+        jitter: Duration::from_micros(100),
+        loss: 0.01,
+        duplicate: 0.0,
+    };
+    let mut w = World::new(seed, netem);
+    let entries: Vec<Entry> = (0..N)
+        .map(|i| Entry {
+            nick: Nick::new(&format!("m{i}")).unwrap(),
+            instance: i as u64,
+            status: Status::Offline,
+            since_ms: 1_767_225_000_000 + i as u64,
+            chat: std::net::SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7000)),
+            flaps: 0,
+        })
+        .collect();
+    w.disk = Some((entries, 7, 1_767_225_600_000));
+    w.start_server();
+    let [anna, bert] = join_all(&mut w, &["anna", "bert"], seed)[..] else {
+        unreachable!()
+    };
+    assert_eq!(w.client(anna).roster().len(), N + 2);
+    let late = w.add_client("late", |_| {});
+    // Changes while late's snapshot is on its way: a departure and an arrival.
+    let mid_snapshot = w.wait(PATIENCE, |w| {
+        let c = w.client(late).client.as_ref().unwrap();
+        c.is_registered() && c.roster().version().is_none()
+    });
+    assert!(
+        mid_snapshot.is_some(),
+        "seed {seed}: never registered before its snapshot completed"
+    );
+    w.exit_client(bert);
+    let extra = w.add_client("extra", |_| {});
+    // Cheap checks only (this runs after every step): the same roster version everywhere, and late's copy
+    // holding the changes; the copies themselves are compared once, below.
+    let took = w.wait(PATIENCE, |w| {
+        let v = |n: usize| {
+            w.client(n)
+                .client
+                .as_ref()
+                .and_then(|c| c.roster().version())
+        };
+        let c = w.client(late);
+        v(late).is_some()
+            && v(anna) == v(late)
+            && v(extra) == v(late)
+            && c.sees("bert", false)
+            && c.sees("extra", true)
+            && c.sees("late", true)
+    });
+    let online = |n: usize| -> Vec<String> {
+        w.client(n)
+            .roster()
+            .into_iter()
+            .filter(|e| e.1)
+            .map(|e| e.0)
+            .collect()
+    };
+    let version = |n: usize| {
+        w.client(n)
+            .client
+            .as_ref()
+            .and_then(|c| c.roster().version())
+    };
+    assert!(
+        took.is_some(),
+        "seed {seed}: late {} {:?} {:?}, anna {:?} {:?}, extra {:?} {:?}; {:?}",
+        w.client(late).roster().len(),
+        online(late),
+        version(late),
+        online(anna),
+        version(anna),
+        online(extra),
+        version(extra),
+        w.daemon().server.registry().stats()
+    );
+    let stats = *w.daemon().server.registry().stats();
+    // One snapshot each: the changes made during late's arrived as deltas after it, with no gap to resync.
+    let snapshots = |n: usize| {
+        w.client(n)
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, ClientEvent::Roster(Applied::Snapshot(_))))
+            .count()
+    };
+    assert_eq!(
+        [snapshots(anna), snapshots(late), snapshots(extra)],
+        [1, 1, 1],
+        "seed {seed}"
+    );
+    assert!(stats.snapshots_paced >= 1, "{stats:?}");
+    assert_eq!(stats.held_overflows, 0, "{stats:?}");
+    // Everyone agrees (compared by count and a digest: a failure must not print 100 000 entries).
+    let digest = |n: usize| {
+        let r = w.client(n).roster();
+        (
+            r.len(),
+            r.iter().filter(|e| e.1).count(),
+            r.first().cloned(),
+            r.last().cloned(),
+        )
+    };
+    for n in [anna, extra] {
+        let lost: Vec<_> = w
+            .client(n)
+            .events
+            .iter()
+            .filter(|(_, e)| !matches!(e, ClientEvent::Roster(_)))
+            .collect();
+        assert_eq!(digest(n), digest(late), "seed {seed}: client {n}: {lost:?}");
+    }
+}
