@@ -126,6 +126,7 @@ fn receive_rounds(
             .wake()
             .map_err(|e| format!("raw fan-out: wake: {e}"))?;
         let done = loop {
+            crate::signals::check().map_err(|e| format!("raw fan-out: {e}"))?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(format!(

@@ -76,6 +76,7 @@ fn discover(net: &Net, limit: Duration) -> Result<(SocketAddr, u16, u64), String
     let mut events = Events::with_capacity(8);
     let mut buf = [0u8; 512];
     while std::time::Instant::now() < end {
+        crate::signals::check().map_err(err)?;
         sender.send_to(&hello, net.group).map_err(err)?;
         poll.poll(&mut events, Some(Duration::from_millis(200)))
             .map_err(err)?;

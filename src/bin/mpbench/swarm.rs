@@ -35,6 +35,8 @@ use multiproto::time::Instant;
 
 /// The reactor token of the group socket (ANNOUNCE); lanes use their index + [`FIRST_LANE`].
 const GROUP: Token = Token(0);
+/// The reactor token of the waker a signal rings (see `signals`).
+const WAKE: Token = Token(usize::MAX);
 const FIRST_LANE: usize = 1;
 /// First SCTP port handed to clients of a lane.
 const FIRST_PORT: u16 = 1024;
@@ -203,6 +205,8 @@ pub struct Swarm {
     /// Clients whose bits must not be reported as unexpected (the silenced ones).
     expect_offline: FixedBitSet,
     events: Vec<ReactorEvent>,
+    /// Rung by the signal watcher, so a turn waiting for its deadline ends at once.
+    _wake: std::sync::Arc<mio::Waker>,
 }
 
 impl Swarm {
@@ -219,7 +223,9 @@ impl Swarm {
                 .registry()
                 .register(g, GROUP, mio::Interest::READABLE)?;
         }
+        let wake = crate::signals::wake_on_signal(mio::Waker::new(reactor.registry(), WAKE)?);
         Ok(Swarm {
+            _wake: wake,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             expect_offline: FixedBitSet::with_capacity(cfg.capacity),
             cfg,
@@ -436,11 +442,16 @@ impl Swarm {
                 s.state = State::Refused(RegisterResult::Ok);
             }
         }
-        self.run_until(limit, |sw| {
-            sw.lanes
+        // Not `run_until`: leaving is what a signal asks for, so this loop does not stop at one.
+        let end = self.now() + limit;
+        while self.now() < end
+            && !self
+                .lanes
                 .iter()
                 .all(|l| l.udp.is_none() || l.muted || l.ep.is_empty())
-        })?;
+        {
+            self.step(end)?;
+        }
         Ok(())
     }
 
@@ -470,8 +481,13 @@ impl Swarm {
         self.turn(now)
     }
 
-    /// One turn of the loop, waiting at most until `deadline`.
+    /// One turn of the loop, waiting at most until `deadline`; an error once a signal came.
     pub fn turn(&mut self, deadline: Instant) -> io::Result<()> {
+        crate::signals::check()?;
+        self.step(deadline)
+    }
+
+    fn step(&mut self, deadline: Instant) -> io::Result<()> {
         // What the scenario queued since the last turn (a connect, a shutdown) goes out before waiting.
         self.write_all()?;
         let live = |l: &&Lane| l.udp.is_some() && !l.muted;
@@ -490,6 +506,8 @@ impl Swarm {
         for ev in &events {
             match *ev {
                 ReactorEvent::Io(GROUP, _) => self.read_group(),
+                // The signal watcher: `turn` checks at the start of the next one.
+                ReactorEvent::Io(WAKE, _) => {}
                 ReactorEvent::Io(Token(t), r) => {
                     let l = t - FIRST_LANE;
                     if let Some(lane) = self.lanes.get_mut(l)
