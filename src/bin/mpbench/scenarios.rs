@@ -9,6 +9,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use multiproto::discovery::{self, Datagram, Hello};
 use multiproto::sctp::chunk::{DATA_HEADER_LEN, SACK_FIXED_LEN};
+use multiproto::sctp::transport::SOCKET_BUFFER;
 use multiproto::sctp::wire::HEADER_LEN;
 
 use crate::daemon::{Net, OwnDaemon, proc_stats, udp_rcvbuf_errors};
@@ -255,6 +256,57 @@ fn delta_packet_len(nick: &discovery::Nick) -> usize {
     HEADER_LEN + DATA_HEADER_LEN + m.len().next_multiple_of(4)
 }
 
+/// Rounds of the storm's raw floor (its p50 is reported).
+const STORM_FLOOR_ROUNDS: usize = 3;
+
+/// What a complete storm must move, as a raw fan-out shape: each client's REGISTER up (its packet), and
+/// down to each client a snapshot holding every client online, the least any client can receive to know
+/// the whole roster. Sizes come from the protocol's encoder (`Register::encode`, `wire::encode_pages` with
+/// the registry's default page size, the entries the storm's clients make), not from the run's messages:
+/// how the daemon splits a storm into snapshots and deltas is what the floor is compared with. The
+/// snapshot's pages are counted as one stream of full SCTP packets (DATA chunk header each), and every
+/// second packet is acknowledged (RFC 9260 §6.2).
+fn storm_floor(sw: &Swarm, p: &Params) -> fanout::Shape {
+    use multiproto::registry::wire::{self, Entry, Status};
+    let n = p.clients as u32;
+    let since_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let entries = (0..n).map(|i| Entry {
+        nick: sw.nick(i),
+        instance: u64::MAX - u64::from(i),
+        status: Status::Online,
+        since_ms: since_ms + u64::from(i),
+        chat: SocketAddr::from(([127, 0, 0, 1], swarm::chat_port(i))),
+        flaps: 0,
+    });
+    let roster: usize = wire::encode_pages(
+        entries,
+        multiproto::registry::Config::default().page_bytes,
+        |b| wire::begin_snapshot(b, 1, 0, 1),
+    )
+    .iter()
+    .map(Vec::len)
+    .sum();
+    let packet = multiproto::sctp::Config::default().max_packet;
+    let per_packet = (packet - HEADER_LEN - DATA_HEADER_LEN) & !3;
+    let packets = roster.div_ceil(per_packet);
+    let register = swarm::register(&sw.cfg, sw.nick(n - 1), u64::MAX, n - 1).encode();
+    fanout::Shape {
+        bind: sw.cfg.bind,
+        receivers: p.clients,
+        per_lane: p.per_lane,
+        size: packet,
+        bytes: roster + packets * (HEADER_LEN + DATA_HEADER_LEN),
+        request: HEADER_LEN + DATA_HEADER_LEN + register.len().next_multiple_of(4),
+        reply: SACK_PACKET_LEN,
+        ack_every: 2,
+        // A quarter of a harness socket's receive buffer in flight at most: the floor never drops.
+        window: SOCKET_BUFFER / 4 / packet,
+        rounds: STORM_FLOOR_ROUNDS,
+    }
+}
+
 /// `join`: N online, then `joins` more, one at a time.
 pub fn join(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let mut b = Bench::open(p, p.clients + p.joins)?;
@@ -264,12 +316,17 @@ pub fn join(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
         p.clients, p.joins
     ));
     let joiner = b.swarm.nick(p.clients as u32);
+    let size = delta_packet_len(&joiner);
     let mut raw = fanout::measure(fanout::Shape {
         bind: b.swarm.cfg.bind,
         receivers: p.clients,
         per_lane: p.per_lane,
-        size: delta_packet_len(&joiner),
+        size,
+        bytes: size,
+        request: 0,
         reply: SACK_PACKET_LEN,
+        ack_every: 1,
+        window: usize::MAX,
         rounds: p.joins,
     })?;
     b.swarm.catch_up().map_err(err)?;
@@ -348,6 +405,16 @@ pub fn join(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
 /// `storm`: N clients start at once.
 pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let mut b = Bench::open(p, p.clients)?;
+    // The floor first, while the daemon is still empty and quiet: what the storm must move, as plain datagrams.
+    let shape = storm_floor(&b.swarm, p);
+    progress.phase(format!(
+        "storm's raw floor: {} KiB to each of {} receivers, {} rounds",
+        shape.bytes / 1024,
+        p.clients,
+        shape.rounds
+    ));
+    let (raw, _, _) = summary(&mut fanout::measure(shape)?);
+    b.swarm.catch_up().map_err(err)?;
     let pid = b.daemon_pid();
     let before = pid.map(proc_stats).transpose()?;
     let sctp_before = b.daemon_sctp_stats();
@@ -387,7 +454,13 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let s1 = pid.map(proc_stats).transpose()?;
     let settled = w0.elapsed();
     let mut f = Figures::new("storm");
-    f.set("clients", n).ms("complete_ms", complete);
+    f.set("clients", n)
+        .ms("complete_ms", complete)
+        .ms("raw_floor_ms", raw)
+        .set(
+            "complete_vs_raw",
+            round3(complete.as_secs_f64() / raw.as_secs_f64().max(1e-9)),
+        );
     if let (Some(b0), Some(d), Some(s0), Some(s1)) = (before, during, s0, s1) {
         f.set("peak_rss_kib", s1.hwm_kib)
             .set(
@@ -417,6 +490,13 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
         f.set("daemon_t3_timeouts", delta("t3_timeouts"))
             .set("daemon_retransmits", delta("retransmits"));
     }
+    f.notes.push(format!(
+        "raw_floor: what a complete storm must move (each client's REGISTER packet up, a snapshot of all N \
+         entries down to each, {} B, as full packets, every second one answered), sent by a plain UDP sender \
+         thread with mpd's batching over the harness's lanes, measured before the clients started (p50 of {} \
+         rounds)",
+        shape.bytes, STORM_FLOOR_ROUNDS
+    ));
     f.notes.push(
         "udp_rcvbuf_drops: datagrams the kernel dropped for full receive buffers during the storm, on the \
          whole machine (the harness's sockets, when it falls behind)"

@@ -338,17 +338,7 @@ impl Swarm {
             .connect_from(now, sim.port, self.cfg.daemon, self.cfg.daemon_port)
         {
             Ok(assoc) => {
-                let reg = ClientMsg::Register(Register {
-                    flags: if self.cfg.liveness_only {
-                        flags::NO_ROSTER
-                    } else {
-                        flags::SUBSCRIBE
-                    },
-                    instance: sim.instance,
-                    nick: nick.to_string(),
-                    chat_port: 20_000 + (i % 40_000) as u16,
-                    chat_ip: None,
-                });
+                let reg = register(&self.cfg, nick, sim.instance, i);
                 let _ = lane.ep.send_owned(assoc, 0, false, PPID, reg.encode());
                 lane.members.insert(assoc, i);
                 sim.assoc = Some(assoc);
@@ -885,6 +875,26 @@ impl<'e> RosterStore<EntryRef<'e>> for RosterBits<'_> {
             None => self.seen.counters.foreign += 1,
         }
     }
+}
+
+/// The REGISTER client `i` (named `nick`, with `instance`) sends.
+pub fn register(cfg: &Config, nick: Nick, instance: u64, i: u32) -> ClientMsg {
+    ClientMsg::Register(Register {
+        flags: if cfg.liveness_only {
+            flags::NO_ROSTER
+        } else {
+            flags::SUBSCRIBE
+        },
+        instance,
+        nick: nick.to_string(),
+        chat_port: chat_port(i),
+        chat_ip: None,
+    })
+}
+
+/// The chat port client `i` registers (no one connects to it).
+pub fn chat_port(i: u32) -> u16 {
+    20_000 + (i % 40_000) as u16
 }
 
 /// The nickname of simulated client `i` under `tag`.
