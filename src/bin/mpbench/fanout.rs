@@ -75,6 +75,11 @@ impl Shape {
         self.receivers.div_ceil(self.per_lane()).max(1)
     }
 
+    /// The receivers on harness socket `l`.
+    fn lane_range(&self, l: usize) -> std::ops::Range<usize> {
+        (l * self.per_lane()).min(self.receivers)..((l + 1) * self.per_lane()).min(self.receivers)
+    }
+
     /// Datagrams to each receiver per round.
     fn datagrams(&self) -> usize {
         self.bytes.div_ceil(self.size.max(TAG)).max(1)
@@ -94,11 +99,7 @@ impl Shape {
     fn replies_per_round(&self) -> u64 {
         (0..self.lanes())
             .map(|l| {
-                let on_lane = self
-                    .receivers
-                    .saturating_sub(l * self.per_lane())
-                    .min(self.per_lane());
-                (on_lane * self.datagrams()).div_ceil(self.ack_every.max(1)) as u64
+                (self.lane_range(l).len() * self.datagrams()).div_ceil(self.ack_every.max(1)) as u64
             })
             .sum()
     }
@@ -207,8 +208,7 @@ fn receive_rounds(
             .map_err(|e| format!("raw fan-out: wake: {e}"))?;
         if shape.request > 0 {
             for (l, r) in owed.requests.iter_mut().enumerate() {
-                *r = (l * shape.per_lane()).min(shape.receivers)
-                    ..((l + 1) * shape.per_lane()).min(shape.receivers);
+                *r = shape.lane_range(l);
             }
         }
         let done = loop {
@@ -392,8 +392,8 @@ impl Plan {
         self.round = round;
         self.cur = 0;
         for (l, lane) in self.lanes.iter_mut().enumerate() {
-            lane.next = (l * shape.per_lane()).min(shape.receivers);
-            lane.end = ((l + 1) * shape.per_lane()).min(shape.receivers);
+            let r = shape.lane_range(l);
+            (lane.next, lane.end) = (r.start, r.end);
             lane.seq = 0;
         }
     }

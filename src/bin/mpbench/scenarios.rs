@@ -8,6 +8,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use multiproto::discovery::{self, Datagram, Hello};
+use multiproto::registry::wire::{self, Entry, ServerMsg, Status};
 use multiproto::sctp::chunk::{DATA_HEADER_LEN, SACK_FIXED_LEN};
 use multiproto::sctp::transport::SOCKET_BUFFER;
 use multiproto::sctp::wire::HEADER_LEN;
@@ -233,24 +234,32 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 /// Bytes of a SCTP packet carrying one SACK with no gaps: common header and the SACK chunk.
 const SACK_PACKET_LEN: usize = HEADER_LEN + SACK_FIXED_LEN;
 
-/// Bytes of the SCTP packet that carries the delta of `nick` joining: common header, DATA chunk header, the
-/// delta message padded to 4.
-fn delta_packet_len(nick: &discovery::Nick) -> usize {
-    use multiproto::registry::wire::{Entry, ServerMsg, Status};
-    let since_ms = std::time::SystemTime::now()
+/// Milliseconds since the Unix epoch, as the daemon stamps entries.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Simulated client `i`'s roster entry as the daemon lists it once online (since `since_ms`).
+fn entry_of(sw: &Swarm, i: u32, since_ms: u64) -> Entry {
+    Entry {
+        nick: sw.nick(i),
+        instance: u64::MAX - u64::from(i),
+        status: Status::Online,
+        since_ms,
+        chat: SocketAddr::from(([127, 0, 0, 1], swarm::chat_port(i))),
+        flaps: 0,
+    }
+}
+
+/// Bytes of the SCTP packet that carries the delta of `joiner` joining: common header, DATA chunk header,
+/// the delta message padded to 4.
+fn delta_packet_len(joiner: Entry) -> usize {
     let m = ServerMsg::Delta {
         from: 1,
         to: 2,
-        entries: vec![Entry {
-            nick: *nick,
-            instance: u64::MAX,
-            status: Status::Online,
-            since_ms,
-            chat: SocketAddr::from(([127, 0, 0, 1], 20000)),
-            flaps: 0,
-        }],
+        entries: vec![joiner],
     }
     .encode();
     HEADER_LEN + DATA_HEADER_LEN + m.len().next_multiple_of(4)
@@ -267,19 +276,10 @@ const STORM_FLOOR_ROUNDS: usize = 3;
 /// snapshot's pages are counted as one stream of full SCTP packets (DATA chunk header each), and every
 /// second packet is acknowledged (RFC 9260 §6.2).
 fn storm_floor(sw: &Swarm, p: &Params) -> fanout::Shape {
-    use multiproto::registry::wire::{self, Entry, Status};
     let n = p.clients as u32;
-    let since_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let entries = (0..n).map(|i| Entry {
-        nick: sw.nick(i),
-        instance: u64::MAX - u64::from(i),
-        status: Status::Online,
-        since_ms: since_ms + u64::from(i),
-        chat: SocketAddr::from(([127, 0, 0, 1], swarm::chat_port(i))),
-        flaps: 0,
-    });
+    let since_ms = unix_ms();
+    // Joined one after the other, as in a storm: each `since` a little after the one before.
+    let entries = (0..n).map(|i| entry_of(sw, i, since_ms + u64::from(i)));
     let roster: usize = wire::encode_pages(
         entries,
         multiproto::registry::Config::default().page_bytes,
@@ -315,8 +315,7 @@ pub fn join(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
         "raw fan-out baseline: {} datagrams, {} rounds",
         p.clients, p.joins
     ));
-    let joiner = b.swarm.nick(p.clients as u32);
-    let size = delta_packet_len(&joiner);
+    let size = delta_packet_len(entry_of(&b.swarm, p.clients as u32, unix_ms()));
     let mut raw = fanout::measure(fanout::Shape {
         bind: b.swarm.cfg.bind,
         receivers: p.clients,
