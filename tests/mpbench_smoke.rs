@@ -76,6 +76,9 @@ fn storm_completes_every_roster() {
     assert_eq!(num(&v, "clients"), 50.0);
     assert!(num(&v, "complete_ms") > 0.0);
     assert!(num(&v, "peak_rss_kib") > 0.0);
+    // The same run's raw floor, and the storm's time as a multiple of it.
+    assert!(num(&v, "raw_floor_ms") > 0.0, "{v}");
+    assert!(num(&v, "complete_vs_raw") > 0.0, "{v}");
     // Every client learned every client: at least N² entries arrived.
     assert!(num(&v, "roster_entries_received") >= 2500.0, "{v}");
 }

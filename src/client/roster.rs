@@ -4,9 +4,15 @@
 //! applies only if it starts at the version held, otherwise the copy is out of step and the caller must ask
 //! for a resync ([`Applied::NeedResync`]). Each application reports what changed, entry by entry, in the
 //! terms `mpc listen --json` prints: joined, online, offline, removed.
+//!
+//! The rules for versions and pages live in [`RosterSync`], apart from where the entries are kept (a
+//! [`RosterStore`]): [`Roster`] keeps every field of every entry by nickname, and a load harness that plays
+//! thousands of clients in one process keeps one bit per entry through the same rules. Nothing here reads a
+//! clock or allocates beyond what the store does; nothing panics on any message.
 
 use std::collections::BTreeMap;
 
+use crate::codec::Malformed;
 use crate::nick::Nick;
 use crate::registry::wire::{Entry, ServerMsg, Status};
 
@@ -38,17 +44,69 @@ pub enum Applied {
     NeedResync,
 }
 
-/// The roster as this client knows it.
-#[derive(Clone, Debug, Default)]
-pub struct Roster {
-    version: Option<u64>,
-    entries: BTreeMap<Nick, Entry>,
-    /// Pages of a snapshot being received: (version, pages expected, entries so far, pages seen).
-    partial: Option<(u64, u16, Vec<Entry>, u16)>,
+/// Where a copy of the roster keeps its entries, filled by [`RosterSync`] with entries of type `E` (an owned
+/// [`Entry`], or a borrowed `EntryRef` read in place from the message). The store decides what to keep of
+/// each entry and how to report what changed.
+pub trait RosterStore<E> {
+    /// A snapshot being assembled from its pages.
+    type Pending;
+    /// Page 0 of a snapshot arrived: an empty snapshot to fill.
+    fn begin_snapshot(&mut self) -> Self::Pending;
+    /// One entry of a snapshot page, in order.
+    fn snapshot_entry(&mut self, pending: &mut Self::Pending, entry: E);
+    /// Every page arrived: the copy becomes `pending`.
+    fn end_snapshot(&mut self, pending: Self::Pending);
+    /// One entry of a delta that follows the version held, in order.
+    fn delta_entry(&mut self, entry: E);
 }
 
-impl Roster {
-    /// An empty, unsynchronised roster.
+/// What [`RosterSync`] did with one message.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Synced {
+    /// Nothing changed: a snapshot page with more to come or whose first page was missed, a delta before the
+    /// first snapshot, or a delta already applied.
+    Nothing,
+    /// A snapshot's last page arrived and the store holds that snapshot now. `first`: no version was held
+    /// before (the first snapshot, or the first since a gap or a reset).
+    Snapshot {
+        /// No version was held before.
+        first: bool,
+    },
+    /// A delta was applied.
+    Delta,
+    /// A delta did not follow the version held: request a resync; deltas are ignored until the snapshot.
+    NeedResync,
+}
+
+/// The version held and the snapshot being assembled, for one copy of the roster whose entries are kept
+/// by a [`RosterStore`]: the gap, duplicate and page-order rules every roster client follows.
+#[derive(Clone, Debug)]
+pub struct RosterSync<P> {
+    version: Option<u64>,
+    partial: Option<Pages<P>>,
+}
+
+/// A snapshot being received page by page.
+#[derive(Clone, Debug)]
+struct Pages<P> {
+    version: u64,
+    pages: u16,
+    /// Pages received, in order.
+    seen: u16,
+    pending: P,
+}
+
+impl<P> Default for RosterSync<P> {
+    fn default() -> Self {
+        RosterSync {
+            version: None,
+            partial: None,
+        }
+    }
+}
+
+impl<P> RosterSync<P> {
+    /// Unsynchronised: no version, no snapshot under way.
     pub fn new() -> Self {
         Self::default()
     }
@@ -58,22 +116,117 @@ impl Roster {
         self.version
     }
 
-    /// Every entry, by nickname.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
-    }
-
-    /// One entry.
-    pub fn get(&self, nick: &Nick) -> Option<&Entry> {
-        self.entries.get(nick)
-    }
-
-    /// Forgets everything (the daemon restarted or was lost); the next snapshot is diffed against nothing.
+    /// Forgets the version and any snapshot under way (the daemon restarted or was lost). The store keeps
+    /// its entries: the next snapshot replaces them.
     pub fn reset(&mut self) {
         self.version = None;
         self.partial = None;
     }
 
+    /// Applies one snapshot page (`page` of `pages`, at `version`) to `store`. Pages must come in order from
+    /// page 0; a page out of that order drops the snapshot under way and waits for the next one.
+    ///
+    /// An `Err` is a malformed entry: the snapshot under way is dropped and the copy is out of step, as after
+    /// [`Synced::NeedResync`].
+    pub fn snapshot<E, S: RosterStore<E, Pending = P>>(
+        &mut self,
+        store: &mut S,
+        version: u64,
+        page: u16,
+        pages: u16,
+        entries: impl IntoIterator<Item = Result<E, Malformed>>,
+    ) -> Result<Synced, Malformed> {
+        let next_page = matches!(&self.partial,
+            Some(p) if p.version == version && p.pages == pages && p.seen == page);
+        if !next_page {
+            if page != 0 {
+                // A page of a snapshot whose start we missed: wait for the next one.
+                self.partial = None;
+                return Ok(Synced::Nothing);
+            }
+            self.partial = Some(Pages {
+                version,
+                pages,
+                seen: 0,
+                pending: store.begin_snapshot(),
+            });
+        }
+        let Some(p) = &mut self.partial else {
+            return Ok(Synced::Nothing);
+        };
+        for e in entries {
+            match e {
+                Ok(e) => store.snapshot_entry(&mut p.pending, e),
+                Err(e) => {
+                    self.reset();
+                    return Err(e);
+                }
+            }
+        }
+        p.seen += 1;
+        if p.seen < p.pages {
+            return Ok(Synced::Nothing);
+        }
+        let Some(p) = self.partial.take() else {
+            return Ok(Synced::Nothing);
+        };
+        let first = self.version.is_none();
+        store.end_snapshot(p.pending);
+        self.version = Some(p.version);
+        Ok(Synced::Snapshot { first })
+    }
+
+    /// Applies a delta from version `from` to `to` to `store`, if it follows the version held.
+    ///
+    /// An `Err` is a malformed entry (the entries before it were applied): the copy is out of step, as after
+    /// [`Synced::NeedResync`].
+    pub fn delta<E, S: RosterStore<E, Pending = P>>(
+        &mut self,
+        store: &mut S,
+        from: u64,
+        to: u64,
+        entries: impl IntoIterator<Item = Result<E, Malformed>>,
+    ) -> Result<Synced, Malformed> {
+        match self.version {
+            // Not synchronised yet: the snapshot on its way already includes this.
+            None => return Ok(Synced::Nothing),
+            Some(v) if v == from => {}
+            // Already applied (a duplicate after a resync raced with it).
+            Some(v) if v >= to => return Ok(Synced::Nothing),
+            Some(_) => {
+                self.reset();
+                return Ok(Synced::NeedResync);
+            }
+        }
+        for e in entries {
+            match e {
+                Ok(e) => store.delta_entry(e),
+                Err(e) => {
+                    self.reset();
+                    return Err(e);
+                }
+            }
+        }
+        self.version = Some(to);
+        Ok(Synced::Delta)
+    }
+}
+
+/// The roster as this client knows it.
+#[derive(Clone, Debug, Default)]
+pub struct Roster {
+    sync: RosterSync<Vec<Entry>>,
+    copy: Entries,
+}
+
+/// [`Roster`]'s store: every entry by nickname, and the changes of the message being applied.
+#[derive(Clone, Debug, Default)]
+struct Entries {
+    by_nick: BTreeMap<Nick, Entry>,
+    changes: Vec<Change>,
+}
+
+impl Entries {
     fn diff_one(old: Option<&Entry>, new: &Entry) -> Option<Change> {
         match (old, new.status) {
             (None, Status::Removed) => None,
@@ -91,92 +244,106 @@ impl Roster {
             _ => None,
         }
     }
+}
+
+impl RosterStore<Entry> for Entries {
+    type Pending = Vec<Entry>;
+
+    fn begin_snapshot(&mut self) -> Vec<Entry> {
+        Vec::new()
+    }
+
+    fn snapshot_entry(&mut self, pending: &mut Vec<Entry>, entry: Entry) {
+        pending.push(entry);
+    }
+
+    fn end_snapshot(&mut self, all: Vec<Entry>) {
+        let mut next: BTreeMap<Nick, Entry> = BTreeMap::new();
+        for e in all.into_iter().filter(|e| e.status != Status::Removed) {
+            next.insert(e.nick, e);
+        }
+        let by_nick = &self.by_nick;
+        self.changes.extend(
+            next.values()
+                .filter_map(|e| Self::diff_one(by_nick.get(&e.nick), e)),
+        );
+        self.changes.extend(
+            by_nick
+                .keys()
+                .filter(|k| !next.contains_key(k))
+                .map(|k| Change::Removed(*k)),
+        );
+        self.by_nick = next;
+    }
+
+    fn delta_entry(&mut self, e: Entry) {
+        if let Some(c) = Self::diff_one(self.by_nick.get(&e.nick), &e) {
+            self.changes.push(c);
+        }
+        if e.status == Status::Removed {
+            self.by_nick.remove(&e.nick);
+        } else {
+            self.by_nick.insert(e.nick, e);
+        }
+    }
+}
+
+impl Roster {
+    /// An empty, unsynchronised roster.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The version held, once a snapshot arrived.
+    pub fn version(&self) -> Option<u64> {
+        self.sync.version()
+    }
+
+    /// Every entry, by nickname.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.copy.by_nick.values()
+    }
+
+    /// One entry.
+    pub fn get(&self, nick: &Nick) -> Option<&Entry> {
+        self.copy.by_nick.get(nick)
+    }
+
+    /// Forgets everything (the daemon restarted or was lost); the next snapshot is diffed against nothing.
+    pub fn reset(&mut self) {
+        self.sync.reset();
+    }
 
     /// Applies one message from the daemon.
     pub fn apply(&mut self, m: &ServerMsg) -> Applied {
-        match m {
-            ServerMsg::Registered { .. } => Applied::Nothing,
+        let synced = match m {
+            ServerMsg::Registered { .. } => return Applied::Nothing,
             ServerMsg::Snapshot {
                 version,
                 page,
                 pages,
                 entries,
-            } => {
-                let fresh = match &mut self.partial {
-                    Some((v, n, acc, seen)) if v == version && n == pages && *seen == *page => {
-                        acc.extend_from_slice(entries);
-                        *seen += 1;
-                        false
-                    }
-                    _ => true,
-                };
-                if fresh {
-                    if *page != 0 {
-                        // A page of a snapshot whose start we missed: wait for the next one.
-                        self.partial = None;
-                        return Applied::Nothing;
-                    }
-                    self.partial = Some((*version, *pages, entries.clone(), 1));
-                }
-                let Some((v, n, _, seen)) = &self.partial else {
-                    return Applied::Nothing;
-                };
-                if seen < n {
-                    return Applied::Nothing;
-                }
-                let v = *v;
-                let (_, _, all, _) = self.partial.take().unwrap_or_default();
-                let first = self.version.is_none();
-                let mut next: BTreeMap<Nick, Entry> = BTreeMap::new();
-                for e in all.into_iter().filter(|e| e.status != Status::Removed) {
-                    next.insert(e.nick, e);
-                }
-                let mut changes: Vec<Change> = next
-                    .values()
-                    .filter_map(|e| Self::diff_one(self.entries.get(&e.nick), e))
-                    .collect();
-                changes.extend(
-                    self.entries
-                        .keys()
-                        .filter(|k| !next.contains_key(k))
-                        .map(|k| Change::Removed(*k)),
-                );
-                self.entries = next;
-                self.version = Some(v);
-                if first {
-                    Applied::Snapshot(changes)
-                } else {
-                    Applied::Changes(changes)
-                }
-            }
+            } => self
+                .sync
+                .snapshot(&mut self.copy, *version, *page, *pages, owned(entries)),
             ServerMsg::Delta { from, to, entries } => {
-                match self.version {
-                    // Not synchronised yet: the snapshot on its way already includes this.
-                    None => return Applied::Nothing,
-                    Some(v) if v == *from => {}
-                    // Already applied (a duplicate after a resync raced with it).
-                    Some(v) if v >= *to => return Applied::Nothing,
-                    Some(_) => {
-                        self.version = None;
-                        return Applied::NeedResync;
-                    }
-                }
-                let mut changes = Vec::new();
-                for e in entries {
-                    if let Some(c) = Self::diff_one(self.entries.get(&e.nick), e) {
-                        changes.push(c);
-                    }
-                    if e.status == Status::Removed {
-                        self.entries.remove(&e.nick);
-                    } else {
-                        self.entries.insert(e.nick, *e);
-                    }
-                }
-                self.version = Some(*to);
-                Applied::Changes(changes)
+                self.sync.delta(&mut self.copy, *from, *to, owned(entries))
             }
+        };
+        let changes = std::mem::take(&mut self.copy.changes);
+        match synced {
+            Ok(Synced::Nothing) => Applied::Nothing,
+            Ok(Synced::Snapshot { first: true }) => Applied::Snapshot(changes),
+            Ok(Synced::Snapshot { first: false } | Synced::Delta) => Applied::Changes(changes),
+            // Entries of a `ServerMsg` were all checked when it was parsed: no `Err` comes here.
+            Ok(Synced::NeedResync) | Err(_) => Applied::NeedResync,
         }
     }
+}
+
+/// A parsed message's entries as [`RosterSync`] takes them.
+fn owned(entries: &[Entry]) -> impl Iterator<Item = Result<Entry, Malformed>> + '_ {
+    entries.iter().copied().map(Ok)
 }
 
 #[cfg(test)]

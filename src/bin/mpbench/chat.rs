@@ -651,6 +651,8 @@ impl Sender {
     /// One reactor turn, waiting at most `wait`: readiness, timers, and the peer's events (a message that
     /// failed or was queued is an error: the receiver is online on loopback).
     fn turn(&mut self, wait: Duration) -> Result<(), String> {
+        // The receiver and the echo thread end with the sender.
+        crate::signals::check().map_err(|e| e.to_string())?;
         let limit = self.reactor.now() + wait;
         let wake = self.io.peer.poll_timeout().map_or(limit, |t| t.min(limit));
         self.reactor

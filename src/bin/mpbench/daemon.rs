@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,6 +19,20 @@ pub struct Net {
     pub group: SocketAddr,
     /// The daemon's SCTP-over-UDP port.
     pub sctp_port: u16,
+}
+
+/// Every daemon directory given to `mpd start` and not yet stopped, with the `mpd` binary: what
+/// [`stop_started`] stops when the signal watcher cannot wait for the main thread to do it.
+static STARTED: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+
+/// Runs `mpd stop` for every daemon started and not yet stopped (the signal watcher's last resort).
+pub fn stop_started() {
+    let started = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|e| e.into_inner()));
+    for (mpd, dir) in started {
+        if let Err(e) = mpd_command(&mpd, &dir, "stop", &[]) {
+            eprintln!("mpbench: {e}");
+        }
+    }
 }
 
 /// An `mpd` this process started; stopped and its directory removed on drop.
@@ -122,29 +137,31 @@ impl OwnDaemon {
             args,
             started: false,
         };
-        d.command("start", true)?;
+        // Known before it runs: a signal during `mpd start` must find it.
+        STARTED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((d.mpd.clone(), d.dir.clone()));
         d.started = true;
+        if let Err(e) = mpd_command(&d.mpd, &d.dir, "start", &d.args) {
+            // A start that failed left no daemon, unless a signal cut it short (Ctrl-C reaches `mpd start`
+            // too): then stop whatever it got to start.
+            if crate::signals::caught().is_some() {
+                let _ = mpd_command(&d.mpd, &d.dir, "stop", &[]);
+            }
+            d.forget();
+            d.started = false;
+            return Err(e);
+        }
         Ok(d)
     }
 
-    fn command(&self, verb: &str, service_args: bool) -> Result<String, String> {
-        let mut c = Command::new(&self.mpd);
-        c.arg(verb).arg("--dir").arg(&self.dir);
-        if service_args {
-            c.args(&self.args);
-        }
-        let out = c
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.mpd.display()))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "mpd {verb} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+    /// Takes this daemon off the list [`stop_started`] stops.
+    fn forget(&self) {
+        STARTED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, dir)| dir != &self.dir);
     }
 
     /// The daemon's `status --json` object, over its control socket.
@@ -173,12 +190,33 @@ pub fn status_of(dir: &Path) -> Result<Value, String> {
         .ok_or_else(|| "mpd does not answer on its control socket".into())
 }
 
+/// Runs `mpd VERB --dir DIR ARGS…` and returns its stdout, or its exit status and stderr.
+fn mpd_command(mpd: &Path, dir: &Path, verb: &str, args: &[String]) -> Result<String, String> {
+    let out = Command::new(mpd)
+        .arg(verb)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", mpd.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "mpd {verb} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 impl Drop for OwnDaemon {
     fn drop(&mut self) {
-        if self.started
-            && let Err(e) = self.command("stop", false)
-        {
-            eprintln!("mpbench: {e}");
+        if self.started {
+            if let Err(e) = mpd_command(&self.mpd, &self.dir, "stop", &[]) {
+                eprintln!("mpbench: {e}");
+            }
+            self.forget();
         }
         if std::env::var_os("MPBENCH_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);

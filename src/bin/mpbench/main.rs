@@ -8,6 +8,7 @@ mod fanout;
 mod plot;
 mod report;
 mod scenarios;
+mod signals;
 mod swarm;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use scenarios::Params;
     note = "Without --daemon, each scenario starts its own mpd (the binary next to mpbench) in a temporary directory, on --group/--sctp-port/--iface, and stops it afterwards.",
     note = "Multicast stays on --iface (default 127.0.0.1): nothing leaves the machine unless you say so.",
     note = "Every phase has a deadline; a run always ends by itself. Results: a table, or JSON lines with --json.",
+    note = "SIGINT, SIGTERM or SIGHUP stop the mpd that mpbench started, then mpbench exits with 128 + the signal (130 for Ctrl-C).",
     error_code(
         1,
         "a scenario failed: its deadline passed, or one of the harness's own checks did not hold."
@@ -98,6 +100,11 @@ struct Args {
 const SCENARIOS: [&str; 6] = ["join", "storm", "detect", "restart", "idle", "chat"];
 
 fn main() -> ExitCode {
+    // First, before any thread exists: the signal mask is inherited.
+    if let Err(e) = signals::install() {
+        eprintln!("mpbench: cannot watch signals: {e}");
+        return ExitCode::FAILURE;
+    }
     let args: Args = match multiproto::cli::parse("mpbench", "Run `mpbench --help` for usage.", 2) {
         Ok(a) => a,
         Err(code) => return ExitCode::from(code as u8),
@@ -152,7 +159,7 @@ fn main() -> ExitCode {
     let mut progress = Progress::new(args.quiet || args.json);
     let mut results: Vec<Figures> = Vec::new();
     let mut failed = false;
-    for &n in &ns {
+    'sizes: for &n in &ns {
         let params = Params {
             clients: n,
             daemon: args.daemon,
@@ -172,6 +179,9 @@ fn main() -> ExitCode {
             mpd_args: args.mpd_arg.clone(),
         };
         for name in &names {
+            if signals::caught().is_some() {
+                break 'sizes;
+            }
             // Chat does not depend on N: once, with the first, is enough.
             if *name == "chat" && n != ns[0] {
                 continue;
@@ -207,6 +217,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+    if let Some(s) = signals::caught() {
+        return ExitCode::from(signals::exit_code(s));
     }
     if let Some(path) = &args.plot
         && let Err(e) = plot::draw(path, &results)

@@ -8,6 +8,8 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use multiproto::discovery::{Datagram, Hello};
+use multiproto::io::sctp_udp::SOCKET_BUFFER;
+use multiproto::registry::wire::{self, Entry, ServerMsg, Status};
 use multiproto::sctp::chunk::{DATA_HEADER_LEN, SACK_FIXED_LEN};
 use multiproto::sctp::wire::HEADER_LEN;
 
@@ -77,6 +79,7 @@ fn discover(net: &Net, limit: Duration) -> Result<(SocketAddr, u16, u64), String
     let mut events = Events::with_capacity(8);
     let mut buf = [0u8; 512];
     while std::time::Instant::now() < end {
+        crate::signals::check().map_err(err)?;
         sender.send_to(&hello, net.group).map_err(err)?;
         poll.poll(&mut events, Some(Duration::from_millis(200)))
             .map_err(err)?;
@@ -235,27 +238,77 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 /// Bytes of a SCTP packet carrying one SACK with no gaps: common header and the SACK chunk.
 const SACK_PACKET_LEN: usize = HEADER_LEN + SACK_FIXED_LEN;
 
-/// Bytes of the SCTP packet that carries the delta of `nick` joining: common header, DATA chunk header, the
-/// delta message padded to 4.
-fn delta_packet_len(nick: &multiproto::nick::Nick) -> usize {
-    use multiproto::registry::wire::{Entry, ServerMsg, Status};
-    let since_ms = std::time::SystemTime::now()
+/// Milliseconds since the Unix epoch, as the daemon stamps entries.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Simulated client `i`'s roster entry as the daemon lists it once online (since `since_ms`).
+fn entry_of(sw: &Swarm, i: u32, since_ms: u64) -> Entry {
+    Entry {
+        nick: sw.nick(i),
+        instance: u64::MAX - u64::from(i),
+        status: Status::Online,
+        since_ms,
+        chat: SocketAddr::from(([127, 0, 0, 1], swarm::chat_port(i))),
+        flaps: 0,
+    }
+}
+
+/// Bytes of the SCTP packet that carries the delta of `joiner` joining: common header, DATA chunk header,
+/// the delta message padded to 4.
+fn delta_packet_len(joiner: Entry) -> usize {
     let m = ServerMsg::Delta {
         from: 1,
         to: 2,
-        entries: vec![Entry {
-            nick: *nick,
-            instance: u64::MAX,
-            status: Status::Online,
-            since_ms,
-            chat: SocketAddr::from(([127, 0, 0, 1], 20000)),
-            flaps: 0,
-        }],
+        entries: vec![joiner],
     }
     .encode();
     HEADER_LEN + DATA_HEADER_LEN + m.len().next_multiple_of(4)
+}
+
+/// Rounds of the storm's raw floor (its p50 is reported).
+const STORM_FLOOR_ROUNDS: usize = 3;
+
+/// What a complete storm must move, as a raw fan-out shape: each client's REGISTER up (its packet), and
+/// down to each client a snapshot holding every client online, the least any client can receive to know
+/// the whole roster. Sizes come from the protocol's encoder (`Register::encode`, `wire::encode_pages` with
+/// the registry's default page size, the entries the storm's clients make), not from the run's messages:
+/// how the daemon splits a storm into snapshots and deltas is what the floor is compared with. The
+/// snapshot's pages are counted as one stream of full SCTP packets (DATA chunk header each), and every
+/// second packet is acknowledged (RFC 9260 §6.2).
+fn storm_floor(sw: &Swarm, p: &Params) -> fanout::Shape {
+    let n = p.clients as u32;
+    let since_ms = unix_ms();
+    // Joined one after the other, as in a storm: each `since` a little after the one before.
+    let entries = (0..n).map(|i| entry_of(sw, i, since_ms + u64::from(i)));
+    let roster: usize = wire::encode_pages(
+        entries,
+        multiproto::registry::Config::default().page_bytes,
+        |b| wire::begin_snapshot(b, 1, 0, 1),
+    )
+    .iter()
+    .map(Vec::len)
+    .sum();
+    let packet = multiproto::sctp::Config::default().max_packet;
+    let per_packet = (packet - HEADER_LEN - DATA_HEADER_LEN) & !3;
+    let packets = roster.div_ceil(per_packet);
+    let register = swarm::register(&sw.cfg, sw.nick(n - 1), u64::MAX, n - 1).encode();
+    fanout::Shape {
+        bind: sw.cfg.bind,
+        receivers: p.clients,
+        per_lane: p.per_lane,
+        size: packet,
+        bytes: roster + packets * (HEADER_LEN + DATA_HEADER_LEN),
+        request: HEADER_LEN + DATA_HEADER_LEN + register.len().next_multiple_of(4),
+        reply: SACK_PACKET_LEN,
+        ack_every: 2,
+        // A quarter of a harness socket's receive buffer in flight at most: the floor never drops.
+        window: SOCKET_BUFFER / 4 / packet,
+        rounds: STORM_FLOOR_ROUNDS,
+    }
 }
 
 /// `join`: N online, then `joins` more, one at a time.
@@ -266,13 +319,17 @@ pub fn join(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
         "raw fan-out baseline: {} datagrams, {} rounds",
         p.clients, p.joins
     ));
-    let joiner = b.swarm.nick(p.clients as u32);
+    let size = delta_packet_len(entry_of(&b.swarm, p.clients as u32, unix_ms()));
     let mut raw = fanout::measure(fanout::Shape {
         bind: b.swarm.cfg.bind,
         receivers: p.clients,
         per_lane: p.per_lane,
-        size: delta_packet_len(&joiner),
+        size,
+        bytes: size,
+        request: 0,
         reply: SACK_PACKET_LEN,
+        ack_every: 1,
+        window: usize::MAX,
         rounds: p.joins,
     })?;
     b.swarm.catch_up().map_err(err)?;
@@ -351,6 +408,16 @@ pub fn join(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
 /// `storm`: N clients start at once.
 pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let mut b = Bench::open(p, p.clients)?;
+    // The floor first, while the daemon is still empty and quiet: what the storm must move, as plain datagrams.
+    let shape = storm_floor(&b.swarm, p);
+    progress.phase(format!(
+        "storm's raw floor: {} KiB to each of {} receivers, {} rounds",
+        shape.bytes / 1024,
+        p.clients,
+        shape.rounds
+    ));
+    let (raw, _, _) = summary(&mut fanout::measure(shape)?);
+    b.swarm.catch_up().map_err(err)?;
     let pid = b.daemon_pid();
     let before = pid.map(proc_stats).transpose()?;
     let sctp_before = b.daemon_sctp_stats();
@@ -390,7 +457,13 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let s1 = pid.map(proc_stats).transpose()?;
     let settled = w0.elapsed();
     let mut f = Figures::new("storm");
-    f.set("clients", n).ms("complete_ms", complete);
+    f.set("clients", n)
+        .ms("complete_ms", complete)
+        .ms("raw_floor_ms", raw)
+        .set(
+            "complete_vs_raw",
+            round3(complete.as_secs_f64() / raw.as_secs_f64().max(1e-9)),
+        );
     if let (Some(b0), Some(d), Some(s0), Some(s1)) = (before, during, s0, s1) {
         f.set("peak_rss_kib", s1.hwm_kib)
             .set(
@@ -420,6 +493,13 @@ pub fn storm(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
         f.set("daemon_t3_timeouts", delta("t3_timeouts"))
             .set("daemon_retransmits", delta("retransmits"));
     }
+    f.notes.push(format!(
+        "raw_floor: what a complete storm must move (each client's REGISTER packet up, a snapshot of all N \
+         entries down to each, {} B, as full packets, every second one answered), sent by a plain UDP sender \
+         thread with mpd's batching over the harness's lanes, measured before the clients started (p50 of {} \
+         rounds)",
+        shape.bytes, STORM_FLOOR_ROUNDS
+    ));
     f.notes.push(
         "udp_rcvbuf_drops: datagrams the kernel dropped for full receive buffers during the storm, on the \
          whole machine (the harness's sockets, when it falls behind)"

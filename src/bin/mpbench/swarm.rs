@@ -9,9 +9,10 @@
 //! and unread, as a stopped process's would).
 //!
 //! What a client knows of the roster is a bitset over the simulated clients' indexes (who is online), so that
-//! N clients' views cost N²/8 bytes rather than N² entries. Entries of nicknames not from this swarm are
-//! counted and ignored. Every change of a bit goes through [`Swarm::flip`], which feeds the scenario's
-//! [`Watch`]es.
+//! N clients' views cost N²/8 bytes rather than N² entries. The library's [`RosterSync`] (what `mpc` runs)
+//! decides what each roster message does: pages in order, deltas that follow the version held, RESYNC on a
+//! gap. The swarm is only its store ([`RosterBits`]): entries of nicknames not from this swarm are counted and
+//! ignored, and every change of a bit is reported to the scenario's [`Watch`]es.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,19 +24,22 @@ use mio::Token;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use multiproto::client::roster::{RosterStore, RosterSync, Synced};
 use multiproto::client::sctp_config;
 use multiproto::discovery::Datagram;
 use multiproto::io::sctp_udp::{Coalescing, UdpTransport};
 use multiproto::nick::Nick;
 use multiproto::reactor::{Reactor, ReactorEvent};
 use multiproto::registry::wire::{
-    ClientMsg, PPID, Register, RegisterResult, ServerMsg, ServerView, Status, flags,
+    ClientMsg, EntryRef, PPID, Register, RegisterResult, ServerMsg, ServerView, Status, flags,
 };
 use multiproto::sctp::{AssocId, DownReason, Endpoint, Event};
 use multiproto::time::Instant;
 
 /// The reactor token of the group socket (ANNOUNCE); lanes use their index + [`FIRST_LANE`].
 const GROUP: Token = Token(0);
+/// The reactor token of the waker a signal rings (see `signals`).
+const WAKE: Token = Token(usize::MAX);
 const FIRST_LANE: usize = 1;
 /// First SCTP port handed to clients of a lane.
 const FIRST_PORT: u16 = 1024;
@@ -101,8 +105,8 @@ pub struct Sim {
     pub registered_at: Option<Instant>,
     /// When a complete snapshot last arrived after registering.
     pub synced_at: Option<Instant>,
-    version: Option<u64>,
-    partial: Option<Partial>,
+    /// Its roster's version and the snapshot it is receiving (the pages go into a bitset).
+    roster: RosterSync<FixedBitSet>,
     /// Who this client sees online, by simulated-client index.
     pub online: FixedBitSet,
     /// Bits set in `online`.
@@ -114,16 +118,8 @@ pub struct Sim {
 impl Sim {
     /// The roster version held (once synced).
     pub fn version(&self) -> Option<u64> {
-        self.version
+        self.roster.version()
     }
-}
-
-/// A snapshot being received page by page.
-struct Partial {
-    version: u64,
-    pages: u16,
-    seen: u16,
-    next: FixedBitSet,
 }
 
 struct Lane {
@@ -199,11 +195,10 @@ pub struct Swarm {
     rng: ChaCha8Rng,
     /// Counters.
     pub counters: Counters,
-    watches: Vec<Watch>,
-    watch_of: HashMap<u32, usize>,
-    /// Clients whose bits must not be reported as unexpected (the silenced ones).
-    expect_offline: FixedBitSet,
+    watches: Watches,
     events: Vec<ReactorEvent>,
+    /// Rung by the signal watcher, so a turn waiting for its deadline ends at once.
+    _wake: std::sync::Arc<mio::Waker>,
 }
 
 impl Swarm {
@@ -220,9 +215,15 @@ impl Swarm {
                 .registry()
                 .register(g, GROUP, mio::Interest::READABLE)?;
         }
+        let wake = crate::signals::wake_on_signal(mio::Waker::new(reactor.registry(), WAKE)?);
         Ok(Swarm {
+            _wake: wake,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
-            expect_offline: FixedBitSet::with_capacity(cfg.capacity),
+            watches: Watches {
+                list: Vec::new(),
+                of: HashMap::new(),
+                expect_offline: FixedBitSet::with_capacity(cfg.capacity),
+            },
             cfg,
             reactor,
             lanes: Vec::new(),
@@ -230,8 +231,6 @@ impl Swarm {
             group,
             daemon_instance,
             counters: Counters::default(),
-            watches: Vec::new(),
-            watch_of: HashMap::new(),
             events: Vec::new(),
         })
     }
@@ -306,8 +305,7 @@ impl Swarm {
                 connect_at: None,
                 registered_at: None,
                 synced_at: None,
-                version: None,
-                partial: None,
+                roster: RosterSync::new(),
                 online: FixedBitSet::new(),
                 online_count: 0,
                 retry_delay: RETRY_MIN,
@@ -341,24 +339,13 @@ impl Swarm {
             .connect_from(now, sim.port, self.cfg.daemon, self.cfg.daemon_port)
         {
             Ok(assoc) => {
-                let reg = ClientMsg::Register(Register {
-                    flags: if self.cfg.liveness_only {
-                        flags::NO_ROSTER
-                    } else {
-                        flags::SUBSCRIBE
-                    },
-                    instance: sim.instance,
-                    nick: nick.to_string(),
-                    chat_port: 20_000 + (i % 40_000) as u16,
-                    chat_ip: None,
-                });
+                let reg = register(&self.cfg, nick, sim.instance, i);
                 let _ = lane.ep.send_owned(assoc, 0, false, PPID, reg.encode());
                 lane.members.insert(assoc, i);
                 sim.assoc = Some(assoc);
                 sim.state = State::Connecting;
                 sim.connect_at = Some(now);
-                sim.version = None;
-                sim.partial = None;
+                sim.roster.reset();
             }
             Err(e) => {
                 log::debug!("client {i}: connect failed: {e}");
@@ -370,8 +357,9 @@ impl Swarm {
 
     /// Watches client `nick` reaching `online` at every client from now on.
     pub fn watch(&mut self, nick: u32, online: bool) {
-        self.watch_of.insert(nick, self.watches.len());
-        self.watches.push(Watch {
+        let w = &mut self.watches;
+        w.of.insert(nick, w.list.len());
+        w.list.push(Watch {
             nick,
             online,
             seen: FixedBitSet::with_capacity(self.cfg.capacity),
@@ -383,13 +371,13 @@ impl Swarm {
 
     /// Ends every watch and returns them.
     pub fn take_watches(&mut self) -> Vec<Watch> {
-        self.watch_of.clear();
-        std::mem::take(&mut self.watches)
+        self.watches.of.clear();
+        std::mem::take(&mut self.watches.list)
     }
 
     /// The watches in progress.
     pub fn watches(&self) -> &[Watch] {
-        &self.watches
+        &self.watches.list
     }
 
     /// Silences every client of `lane` as a crash would: `close` shuts the socket (the daemon's next packet
@@ -414,7 +402,7 @@ impl Swarm {
         }
         for i in 0..self.sims.len() {
             if self.sims[i].lane == lane {
-                self.expect_offline.insert(i);
+                self.watches.expect_offline.insert(i);
             }
         }
     }
@@ -437,11 +425,16 @@ impl Swarm {
                 s.state = State::Refused(RegisterResult::Ok);
             }
         }
-        self.run_until(limit, |sw| {
-            sw.lanes
+        // Not `run_until`: leaving is what a signal asks for, so this loop does not stop at one.
+        let end = self.now() + limit;
+        while self.now() < end
+            && !self
+                .lanes
                 .iter()
                 .all(|l| l.udp.is_none() || l.muted || l.ep.is_empty())
-        })?;
+        {
+            self.step(end)?;
+        }
         Ok(())
     }
 
@@ -471,8 +464,13 @@ impl Swarm {
         self.turn(now)
     }
 
-    /// One turn of the loop, waiting at most until `deadline`.
+    /// One turn of the loop, waiting at most until `deadline`; an error once a signal came.
     pub fn turn(&mut self, deadline: Instant) -> io::Result<()> {
+        crate::signals::check()?;
+        self.step(deadline)
+    }
+
+    fn step(&mut self, deadline: Instant) -> io::Result<()> {
         // What the scenario queued since the last turn (a connect, a shutdown) goes out before waiting.
         self.write_all()?;
         let live = |l: &&Lane| l.udp.is_some() && !l.muted;
@@ -491,6 +489,8 @@ impl Swarm {
         for ev in &events {
             match *ev {
                 ReactorEvent::Io(GROUP, _) => self.read_group(),
+                // The signal watcher: `turn` checks at the start of the next one.
+                ReactorEvent::Io(WAKE, _) => {}
                 ReactorEvent::Io(Token(t), r) => {
                     let l = t - FIRST_LANE;
                     if let Some(lane) = self.lanes.get_mut(l)
@@ -614,8 +614,7 @@ impl Swarm {
     fn on_down(&mut self, now: Instant, i: u32, reason: DownReason) {
         let sim = &mut self.sims[i as usize];
         sim.assoc = None;
-        sim.version = None;
-        sim.partial = None;
+        sim.roster.reset();
         if matches!(sim.state, State::Silenced | State::Refused(_)) {
             return;
         }
@@ -653,9 +652,8 @@ impl Swarm {
     }
 
     /// Handles one message from the daemon. Entries are decoded as they are applied (no `Vec` per message:
-    /// a storm brings 10⁸ of them); a malformed one is counted and ends the message.
+    /// a storm brings 10⁸ of them); a malformed one is counted, ends the message, and asks for a resync.
     fn on_message(&mut self, now: Instant, i: u32, m: ServerView<'_>) {
-        let cap = self.cfg.capacity;
         match m {
             ServerView::Registered(ServerMsg::Registered { result, .. }) => {
                 let sim = &mut self.sims[i as usize];
@@ -677,155 +675,80 @@ impl Swarm {
                 }
             }
             ServerView::Registered(_) => {}
+            ServerView::Snapshot { .. } | ServerView::Delta { .. } => self.on_roster(now, i, m),
+        }
+    }
+
+    /// Applies a snapshot page or a delta to client `i`'s copy through the library's [`RosterSync`], and
+    /// sends RESYNC when it is out of step.
+    fn on_roster(&mut self, now: Instant, i: u32, m: ServerView<'_>) {
+        let cap = self.cfg.capacity;
+        let sim = &mut self.sims[i as usize];
+        if sim.state != State::Registered {
+            return;
+        }
+        if sim.online.len() < cap {
+            sim.online.grow(cap);
+        }
+        let Sim {
+            roster,
+            online,
+            online_count,
+            synced_at,
+            assoc,
+            lane,
+            ..
+        } = sim;
+        let counters = &mut self.counters;
+        counters.roster_msgs += 1;
+        let mut copy = RosterBits {
+            online,
+            tag: &self.cfg.tag,
+            cap,
+            seen: Seen {
+                i,
+                now,
+                online_count,
+                watches: &mut self.watches,
+                counters,
+            },
+        };
+        let synced = match m {
             ServerView::Snapshot {
                 version,
                 page,
                 pages,
                 entries,
             } => {
-                if self.sims[i as usize].state != State::Registered {
-                    return;
-                }
-                self.counters.roster_msgs += 1;
-                self.counters.roster_entries += entries.remaining() as u64;
-                let sim = &mut self.sims[i as usize];
-                let fresh = !matches!(&sim.partial, Some(p) if p.version == version && p.pages == pages && p.seen == page);
-                if fresh {
-                    if page != 0 {
-                        sim.partial = None;
-                        return;
-                    }
-                    sim.partial = Some(Partial {
-                        version,
-                        pages,
-                        seen: 0,
-                        next: FixedBitSet::with_capacity(cap),
-                    });
-                }
-                let mut foreign = 0;
-                if let Some(p) = &mut sim.partial {
-                    for e in entries {
-                        let Ok(e) = e else {
-                            self.counters.malformed += 1;
-                            sim.partial = None;
-                            return;
-                        };
-                        match index_of(&self.cfg.tag, e.nick, cap) {
-                            Some(x) if e.status == Status::Online => p.next.insert(x as usize),
-                            Some(_) => {}
-                            None => foreign += 1,
-                        }
-                    }
-                    p.seen += 1;
-                }
-                self.counters.foreign += foreign;
-                if sim.partial.as_ref().is_some_and(|p| p.seen == p.pages) {
-                    let p = sim.partial.take().expect("checked above");
-                    if sim.online.len() < cap {
-                        sim.online.grow(cap);
-                    }
-                    let changed: Vec<(u32, bool)> = sim
-                        .online
-                        .symmetric_difference(&p.next)
-                        .map(|x| (x as u32, p.next.contains(x)))
-                        .collect();
-                    sim.version = Some(p.version);
-                    if sim.synced_at.is_none() {
-                        sim.synced_at = Some(now);
-                    }
-                    for (x, on) in changed {
-                        self.flip(now, i, x, on);
-                    }
-                }
+                copy.seen.counters.roster_entries += entries.remaining() as u64;
+                roster.snapshot(&mut copy, version, page, pages, entries)
             }
             ServerView::Delta { from, to, entries } => {
-                if self.sims[i as usize].state != State::Registered {
-                    return;
-                }
-                self.counters.roster_msgs += 1;
-                self.counters.roster_entries += entries.remaining() as u64;
-                let sim = &mut self.sims[i as usize];
-                match sim.version {
-                    None => return,
-                    Some(v) if v == from => {}
-                    Some(v) if v >= to => return,
-                    Some(_) => {
-                        sim.version = None;
-                        self.counters.resyncs += 1;
-                        if let Some(a) = sim.assoc {
-                            let _ = self.lanes[sim.lane as usize].ep.send_owned(
-                                a,
-                                0,
-                                false,
-                                PPID,
-                                ClientMsg::Resync.encode(),
-                            );
-                        }
-                        return;
-                    }
-                }
-                sim.version = Some(to);
-                if sim.online.len() < cap {
-                    sim.online.grow(cap);
-                }
-                for e in entries {
-                    let Ok(e) = e else {
-                        self.counters.malformed += 1;
-                        return;
-                    };
-                    match index_of(&self.cfg.tag, e.nick, cap) {
-                        Some(x) => {
-                            let on = e.status == Status::Online;
-                            if self.sims[i as usize].online.contains(x as usize) != on {
-                                self.flip(now, i, x, on);
-                            } else if on {
-                                // Online again while shown online: a second join of a watched client.
-                                if let Some(&w) = self.watch_of.get(&x) {
-                                    let w = &mut self.watches[w];
-                                    if w.online && w.seen.contains(i as usize) {
-                                        w.dups += 1;
-                                    }
-                                }
-                            }
-                        }
-                        None => self.counters.foreign += 1,
-                    }
+                copy.seen.counters.roster_entries += entries.remaining() as u64;
+                roster.delta(&mut copy, from, to, entries)
+            }
+            ServerView::Registered(_) => return,
+        };
+        match synced {
+            Ok(Synced::Snapshot { .. }) => {
+                if synced_at.is_none() {
+                    *synced_at = Some(now);
                 }
             }
-        }
-    }
-
-    /// Client `i` now sees client `x` as `on`line.
-    fn flip(&mut self, now: Instant, i: u32, x: u32, on: bool) {
-        let sim = &mut self.sims[i as usize];
-        sim.online.set(x as usize, on);
-        if on {
-            sim.online_count += 1;
-        } else {
-            sim.online_count -= 1;
-        }
-        // A client's own entry is not news to anyone: watches count what the others see.
-        if i == x {
-            return;
-        }
-        match self.watch_of.get(&x) {
-            Some(&w) => {
-                let w = &mut self.watches[w];
-                if w.online == on {
-                    if w.seen.contains(i as usize) {
-                        w.dups += 1;
-                    } else {
-                        w.seen.insert(i as usize);
-                        w.count += 1;
-                        w.last_at = Some(now);
-                    }
-                } else if !on {
-                    self.counters.unexpected_offline += 1;
+            Ok(Synced::Nothing | Synced::Delta) => {}
+            Ok(Synced::NeedResync) | Err(_) => {
+                if synced.is_err() {
+                    self.counters.malformed += 1;
                 }
-            }
-            None => {
-                if !on && !self.watches.is_empty() && !self.expect_offline.contains(x as usize) {
-                    self.counters.unexpected_offline += 1;
+                self.counters.resyncs += 1;
+                if let Some(a) = *assoc {
+                    let _ = self.lanes[*lane as usize].ep.send_owned(
+                        a,
+                        0,
+                        false,
+                        PPID,
+                        ClientMsg::Resync.encode(),
+                    );
                 }
             }
         }
@@ -838,6 +761,141 @@ impl Swarm {
             (s + st.heartbeats_sent, a + st.heartbeats_acked)
         })
     }
+}
+
+/// The scenario's watches, and who may go offline without it being unexpected.
+struct Watches {
+    list: Vec<Watch>,
+    /// Index in `list` by watched client.
+    of: HashMap<u32, usize>,
+    /// Clients whose bits must not be reported as unexpected (the silenced ones).
+    expect_offline: FixedBitSet,
+}
+
+/// One simulated client's copy of the roster, as the library's [`RosterSync`] fills it: a bit per simulated
+/// client that is online, a snapshot assembled in a new bitset.
+struct RosterBits<'a> {
+    online: &'a mut FixedBitSet,
+    tag: &'a str,
+    cap: usize,
+    seen: Seen<'a>,
+}
+
+/// Where client `i`'s changes of a bit are reported.
+struct Seen<'a> {
+    i: u32,
+    now: Instant,
+    online_count: &'a mut u32,
+    watches: &'a mut Watches,
+    counters: &'a mut Counters,
+}
+
+impl Seen<'_> {
+    /// Client `i` now sees client `x` as `on`line (its bit has just changed).
+    fn flipped(&mut self, x: u32, on: bool) {
+        if on {
+            *self.online_count += 1;
+        } else {
+            *self.online_count -= 1;
+        }
+        // A client's own entry is not news to anyone: watches count what the others see.
+        if self.i == x {
+            return;
+        }
+        let (i, w) = (self.i as usize, &mut *self.watches);
+        match w.of.get(&x) {
+            Some(&k) => {
+                let w = &mut w.list[k];
+                if w.online == on {
+                    if w.seen.contains(i) {
+                        w.dups += 1;
+                    } else {
+                        w.seen.insert(i);
+                        w.count += 1;
+                        w.last_at = Some(self.now);
+                    }
+                } else if !on {
+                    self.counters.unexpected_offline += 1;
+                }
+            }
+            None => {
+                if !on && !w.list.is_empty() && !w.expect_offline.contains(x as usize) {
+                    self.counters.unexpected_offline += 1;
+                }
+            }
+        }
+    }
+
+    /// Client `i` was told again that client `x` is online while showing it online: a second join of a
+    /// watched client.
+    fn online_again(&mut self, x: u32) {
+        if let Some(&k) = self.watches.of.get(&x) {
+            let w = &mut self.watches.list[k];
+            if w.online && w.seen.contains(self.i as usize) {
+                w.dups += 1;
+            }
+        }
+    }
+}
+
+impl<'e> RosterStore<EntryRef<'e>> for RosterBits<'_> {
+    type Pending = FixedBitSet;
+
+    fn begin_snapshot(&mut self) -> FixedBitSet {
+        FixedBitSet::with_capacity(self.cap)
+    }
+
+    #[inline]
+    fn snapshot_entry(&mut self, next: &mut FixedBitSet, e: EntryRef<'e>) {
+        match index_of(self.tag, e.nick, self.cap) {
+            Some(x) if e.status == Status::Online => next.insert(x as usize),
+            Some(_) => {}
+            None => self.seen.counters.foreign += 1,
+        }
+    }
+
+    fn end_snapshot(&mut self, next: FixedBitSet) {
+        let old = std::mem::replace(self.online, next);
+        for x in old.symmetric_difference(self.online) {
+            self.seen.flipped(x as u32, self.online.contains(x));
+        }
+    }
+
+    #[inline]
+    fn delta_entry(&mut self, e: EntryRef<'e>) {
+        match index_of(self.tag, e.nick, self.cap) {
+            Some(x) => {
+                let on = e.status == Status::Online;
+                if self.online.contains(x as usize) != on {
+                    self.online.set(x as usize, on);
+                    self.seen.flipped(x, on);
+                } else if on {
+                    self.seen.online_again(x);
+                }
+            }
+            None => self.seen.counters.foreign += 1,
+        }
+    }
+}
+
+/// The REGISTER client `i` (named `nick`, with `instance`) sends.
+pub fn register(cfg: &Config, nick: Nick, instance: u64, i: u32) -> ClientMsg {
+    ClientMsg::Register(Register {
+        flags: if cfg.liveness_only {
+            flags::NO_ROSTER
+        } else {
+            flags::SUBSCRIBE
+        },
+        instance,
+        nick: nick.to_string(),
+        chat_port: chat_port(i),
+        chat_ip: None,
+    })
+}
+
+/// The chat port client `i` registers (no one connects to it).
+pub fn chat_port(i: u32) -> u16 {
+    20_000 + (i % 40_000) as u16
 }
 
 /// The nickname of simulated client `i` under `tag`.
