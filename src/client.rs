@@ -352,9 +352,15 @@ impl Client {
         self.drain_endpoint(now);
     }
 
-    /// The process was stalled (see [`Endpoint::handle_stall`]).
-    pub fn handle_stall(&mut self, now: Instant) {
+    /// The caller's loop woke `late` after the deadline it asked for. Past [`crate::time::STALL`], the
+    /// process was stalled and the association forgives what it could not have heard (see
+    /// [`Endpoint::handle_stall`]); returns whether it counted as a stall.
+    pub fn handle_stall(&mut self, now: Instant, late: Duration) -> bool {
+        if late <= crate::time::STALL {
+            return false;
+        }
         self.ep.handle_stall(now, Duration::from_millis(200));
+        true
     }
 
     /// When [`Client::handle_timeout`] should run next.
@@ -383,7 +389,7 @@ impl Client {
     }
 
     /// The next SCTP datagram to send.
-    pub fn poll_sctp_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.ep.poll_transmit(now, buf)
     }
 

@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mio::Token;
 use nix::sys::signal::Signal;
 
-use crate::discovery;
 use crate::io::discovery::{Iface, multicast_socket, resolve_iface, sender_socket};
 use crate::io::roster_file as persist;
 use crate::io::sctp_udp::{Coalescing, UdpTransport};
@@ -39,28 +38,14 @@ pub use control::{CONTROL_SOCKET, query_status};
 pub struct Options {
     /// Directory for `multiproto.sock`, `roster.json` (the pidfile and log are the binary's).
     pub dir: PathBuf,
-    /// Discovery multicast group and port.
-    pub group: SocketAddr,
     /// `--iface ADDR|NAME`, or `None` for the routing table's choice.
     pub iface: Option<String>,
-    /// UDP port of the SCTP encapsulation socket (also used as the SCTP port).
-    pub sctp_port: u16,
     /// Address the SCTP socket binds to (the unspecified address: all of them).
     pub bind: IpAddr,
-    /// SCTP heartbeat interval.
-    pub heartbeat: Duration,
-    /// Unanswered heartbeats (or timeouts) after which a client is declared gone is this + 1.
-    pub max_retransmits: u8,
-    /// RTO bounds for client associations.
-    pub rto_min: Duration,
-    /// See `rto_min`.
-    pub rto_max: Duration,
-    /// How long offline entries are kept.
-    pub offline_ttl: Duration,
-    /// Roster entries held at most.
-    pub max_clients: usize,
-    /// How long after a change the roster is saved (changes in between are saved together).
-    pub save_delay: Duration,
+    /// The protocol settings: discovery group, SCTP port (also the UDP port the encapsulation socket binds),
+    /// heartbeat and RTO bounds, offline TTL, roster size, save delay. The instance id, the bound UDP port and
+    /// the host address are filled in when the daemon opens its sockets.
+    pub server: server::Config,
 }
 
 impl Options {
@@ -68,52 +53,9 @@ impl Options {
     pub fn new(dir: PathBuf) -> Options {
         Options {
             dir,
-            group: discovery::DEFAULT_GROUP,
             iface: None,
-            sctp_port: crate::io::sctp_udp::DEFAULT_UDP_PORT,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            heartbeat: Duration::from_secs(1),
-            max_retransmits: 3,
-            rto_min: Duration::from_millis(100),
-            rto_max: Duration::from_millis(400),
-            offline_ttl: Duration::from_secs(24 * 3600),
-            max_clients: 200_000,
-            save_delay: Duration::from_secs(1),
-        }
-    }
-
-    /// The longest a silent client can stay online, from the last heartbeat it answered: one interval (plus
-    /// jitter), then `max_retransmits + 1` unanswered heartbeats of one backed-off RTO each.
-    pub fn detection_bound(&self) -> Duration {
-        server::detection_bound(
-            self.heartbeat,
-            self.rto_min,
-            self.rto_max,
-            self.max_retransmits,
-        )
-    }
-
-    /// The server core's configuration for a daemon of instance `instance` whose SCTP socket is bound to UDP
-    /// port `sctp_udp_port`.
-    fn server_config(
-        &self,
-        instance: u64,
-        sctp_udp_port: u16,
-        host_ip: Option<IpAddr>,
-    ) -> server::Config {
-        server::Config {
-            sctp_port: self.sctp_port,
-            sctp_udp_port,
-            group: self.group,
-            heartbeat: self.heartbeat,
-            max_retransmits: self.max_retransmits,
-            rto_min: self.rto_min,
-            rto_max: self.rto_max,
-            offline_ttl: self.offline_ttl,
-            max_clients: self.max_clients,
-            save_delay: self.save_delay,
-            host_ip,
-            ..server::Config::new(instance)
+            server: server::Config::new(0),
         }
     }
 }
@@ -228,22 +170,22 @@ impl Service {
         reactor
             .watch_signals(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP], SIGNALS)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let iface = resolve_iface(opts.iface.as_deref(), opts.group.ip())
+        let iface = resolve_iface(opts.iface.as_deref(), opts.server.group.ip())
             .map_err(|e| format!("--iface: {e}"))?;
-        let (mut group_sock, joined) = multicast_socket(opts.group, iface).map_err(|e| {
+        let (mut group_sock, joined) = multicast_socket(opts.server.group, iface).map_err(|e| {
             format!(
                 "cannot join the discovery group {} on interface {iface}: {e} (check --group and --iface)",
-                opts.group
+                opts.server.group
             )
         })?;
-        let sender = sender_socket(opts.group, joined)
+        let sender = sender_socket(opts.server.group, joined)
             .map_err(|e| format!("cannot open the discovery sender socket: {e}"))?;
-        let bind = SocketAddr::new(opts.bind, opts.sctp_port);
+        let bind = SocketAddr::new(opts.bind, opts.server.sctp_port);
         let mut udp = UdpTransport::bind(bind, 1200).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 format!(
                     "UDP port {} is already in use (another mpd?): stop it, or choose another with --sctp-port",
-                    opts.sctp_port
+                    opts.server.sctp_port
                 )
             } else {
                 format!("cannot bind the SCTP socket to {bind}: {e}")
@@ -275,13 +217,18 @@ impl Service {
         };
         let ready = Ready {
             sctp: udp.local_addr().map_err(|e| e.to_string())?,
-            group: opts.group,
+            group: opts.server.group,
             iface: joined,
         };
         // The server's clock starts at the reactor's zero; the wall clock is read once, here, for the "since"
         // times users see.
         let wall0 = unix_ms().saturating_sub(reactor.now().as_millis());
-        let cfg = opts.server_config(instance, ready.sctp.port(), host_ip);
+        let cfg = server::Config {
+            instance,
+            sctp_udp_port: ready.sctp.port(),
+            host_ip,
+            ..opts.server.clone()
+        };
         let mut server = Server::new(cfg, seed, wall0, reactor.now());
         match persist::load(&opts.dir, unix_ms())
             .map_err(|e| dir_hint(e, "cannot read the saved roster"))?
@@ -359,7 +306,7 @@ impl Service {
                         let server = RefCell::new(&mut self.server);
                         self.udp.read_with(
                             |from, b| server.borrow_mut().handle_sctp(now, from, b),
-                            |dst, p| server.borrow_mut().handle_unreachable(dst, p),
+                            |dst, p| server.borrow_mut().handle_unreachable(now, dst, p),
                         )?
                     }
                     ReactorEvent::Io(GROUP, _) => self.read_discovery(now)?,
@@ -420,7 +367,7 @@ impl Service {
             ),
             Event::ForeignDaemon(from) => log::warn!(
                 "another mpd announces itself on {} from {from}",
-                self.opts.group
+                self.opts.server.group
             ),
             Event::OldProtocol(remote) => log::info!(
                 "client at {} speaks roster protocol 1 (MPR1): refused, it must be upgraded",
@@ -509,9 +456,9 @@ impl Service {
             "group": self.ready.group.to_string(),
             "iface": self.ready.iface.to_string(),
             "sctp_udp": self.ready.sctp.to_string(),
-            "sctp_port": self.opts.sctp_port,
-            "heartbeat_ms": self.opts.heartbeat.as_millis() as u64,
-            "detection_bound_ms": self.opts.detection_bound().as_millis() as u64,
+            "sctp_port": self.opts.server.sctp_port,
+            "heartbeat_ms": self.opts.server.heartbeat.as_millis() as u64,
+            "detection_bound_ms": self.opts.server.detection_bound().as_millis() as u64,
             "clients": {"online": online, "offline": offline, "other_connections": other},
             "associations": ep.len(),
             "roster_version": registry.version(),

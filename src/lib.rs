@@ -40,6 +40,8 @@ pub mod wheel;
 /// What a unit test needs beyond a bare toolchain (IPv6 on loopback, UDP GRO): skipped with the reason on
 /// stderr, or failed when `CI` is set. The integration tests' own helper, included so there is one copy.
 #[cfg(test)]
+mod test_dir;
+#[cfg(test)]
 #[path = "../tests/common/require.rs"]
 #[allow(dead_code)]
 mod test_require;

@@ -199,24 +199,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    /// A fresh directory under the system's temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir()
-                .join(format!("multiproto-logging-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     #[test]
     fn utc_timestamps() {
@@ -265,8 +248,8 @@ mod tests {
     /// moved away `reopen` sends the next lines to a new file at the path.
     #[test]
     fn lines_and_reopen() {
-        let dir = TempDir::new("lines");
-        let path = dir.0.join("test.log");
+        let dir = TempDir::new("logging-lines");
+        let path = dir.path().join("test.log");
         let file = LogFile::open(&path).unwrap();
         let (_, logger) = dispatch(LevelFilter::Info, &file, false).into_log();
         let emit = |level: log::Level, msg: &str| {
@@ -296,7 +279,7 @@ mod tests {
         assert!(lines[1].ends_with(" WARN  two"), "{}", lines[1]);
         assert_eq!(lines[2], "lines");
 
-        let moved = dir.0.join("test.log.1");
+        let moved = dir.path().join("test.log.1");
         std::fs::rename(&path, &moved).unwrap();
         emit(log::Level::Error, "before the reopen");
         file.reopen();

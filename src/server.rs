@@ -37,7 +37,7 @@ use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event as SctpEvent, Payload, RtoConfig,
     SendError, Transmit,
 };
-use crate::time::Instant;
+use crate::time::{Instant, STALL};
 pub use responder::MAX_DISCOVERY_REPLIES;
 use responder::Responder;
 
@@ -159,10 +159,6 @@ pub fn detection_bound(
     total
 }
 
-/// A turn that woke this much later than it asked counts as a stall (the process was stopped, the machine
-/// suspended or overloaded): see [`Server::handle_stall`].
-pub const STALL: Duration = Duration::from_millis(250);
-
 /// Counters of the server's own work (the endpoint and the registry count theirs).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -180,7 +176,7 @@ pub struct Stats {
     pub foreign_announces: u64,
     /// Messages from clients of roster protocol 1, each answered with a refusal.
     pub old_protocol: u64,
-    /// Stalls detected (turns that woke more than [`STALL`] late).
+    /// Stalls detected (turns that woke more than [`crate::time::STALL`] late).
     pub stalls: u64,
     /// The longest stall, in ms.
     pub longest_stall_ms: u64,
@@ -309,7 +305,7 @@ impl Server {
     }
 
     /// An ICMP port unreachable arrived for a datagram we sent (see [`Endpoint::handle_unreachable`]).
-    pub fn handle_unreachable(&mut self, dst: SocketAddr, payload: &[u8]) {
+    pub fn handle_unreachable(&mut self, _now: Instant, dst: SocketAddr, payload: &[u8]) {
         self.ep.handle_unreachable(dst, payload);
         self.unpumped = true;
     }
@@ -321,7 +317,7 @@ impl Server {
         }
     }
 
-    /// The caller's loop woke `late` after the deadline it asked for. Past [`STALL`], the server was stalled
+    /// The caller's loop woke `late` after the deadline it asked for. Past [`crate::time::STALL`], the server was stalled
     /// (stopped, suspended, starved): what it could not hear meanwhile is not held against any client.
     pub fn handle_stall(&mut self, now: Instant, late: Duration) {
         if late <= STALL {

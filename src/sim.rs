@@ -25,6 +25,49 @@ use crate::time::Instant;
 pub use net::{Delivery, NetStats, Netem, Network, Schedule, earliest};
 pub use world::{ClientHost, Host, ServerHost, World};
 
+/// What both simulators share: the next thing that happens, a step to it, and running until a condition
+/// holds.
+pub trait Simulate {
+    /// The time of the next thing that will happen, if anything will.
+    fn next_time(&self) -> Option<Instant>;
+    /// Advances to the next delivery or timer and handles everything due then. False if nothing is pending.
+    fn step(&mut self) -> bool;
+    /// Moves what the hosts have to send onto the network, and their events into the record.
+    fn drain(&mut self);
+    /// Moves the clock forward to `t` (nothing happens before it).
+    fn advance_to(&mut self, t: Instant);
+
+    /// Steps until `done` holds, time passes `deadline`, or `max_steps` steps ran. Returns whether `done`
+    /// held.
+    fn run_until(
+        &mut self,
+        deadline: Instant,
+        max_steps: usize,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> bool
+    where
+        Self: Sized,
+    {
+        for _ in 0..max_steps {
+            self.drain();
+            if done(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(t) if t <= deadline => {
+                    self.step();
+                }
+                _ => {
+                    // Nothing more happens before the deadline: jump there.
+                    self.advance_to(deadline);
+                    return done(self);
+                }
+            }
+        }
+        done(self)
+    }
+}
+
 /// One simulated host: an endpoint at an address, and the events it produced.
 pub struct Node {
     /// The node's UDP address.
@@ -129,34 +172,22 @@ impl Sim {
         }
     }
 
-    /// Drains every endpoint's transmits (onto the network) and events (into its node).
-    pub fn drain(&mut self) {
-        for i in 0..self.nodes.len() {
-            loop {
-                let mut buf = std::mem::take(&mut self.buf);
-                let t = self.nodes[i].ep.poll_transmit(self.now, &mut buf);
-                if let Some(t) = t {
-                    self.schedule(i, t.dst, &buf[..t.len]);
-                }
-                self.buf = buf;
-                if t.is_none() {
-                    break;
-                }
-            }
-            while let Some(e) = self.nodes[i].ep.poll_event() {
-                self.nodes[i].events.push(e);
-            }
-        }
+    /// Runs for `d` of virtual time (bounded by `max_steps`).
+    pub fn run_for(&mut self, d: Duration, max_steps: usize) {
+        let end = self.now + d;
+        self.run_until(end, max_steps, |_| false);
     }
+}
 
+impl Simulate for Sim {
     /// The time of the next thing that will happen, if anything will.
-    pub fn next_time(&self) -> Option<Instant> {
+    fn next_time(&self) -> Option<Instant> {
         let timers = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
         earliest(self.net.next_arrival(), timers)
     }
 
     /// Advances to the next delivery or timer and handles everything due then. False if nothing is pending.
-    pub fn step(&mut self) -> bool {
+    fn step(&mut self) -> bool {
         self.drain();
         let Some(t) = self.next_time() else {
             return false;
@@ -177,35 +208,27 @@ impl Sim {
         true
     }
 
-    /// Steps until `done` holds, time passes `deadline`, or `max_steps` steps ran. Returns whether `done` held.
-    pub fn run_until(
-        &mut self,
-        deadline: Instant,
-        max_steps: usize,
-        mut done: impl FnMut(&Sim) -> bool,
-    ) -> bool {
-        for _ in 0..max_steps {
-            self.drain();
-            if done(self) {
-                return true;
+    /// Drains every endpoint's transmits (onto the network) and events (into its node).
+    fn drain(&mut self) {
+        for i in 0..self.nodes.len() {
+            loop {
+                let mut buf = std::mem::take(&mut self.buf);
+                let t = self.nodes[i].ep.poll_transmit(self.now, &mut buf);
+                if let Some(t) = t {
+                    self.schedule(i, t.dst, &buf[..t.len]);
+                }
+                self.buf = buf;
+                if t.is_none() {
+                    break;
+                }
             }
-            match self.next_time() {
-                Some(t) if t <= deadline => {
-                    self.step();
-                }
-                _ => {
-                    // Nothing more happens before the deadline: jump there.
-                    self.now = self.now.max(deadline);
-                    return done(self);
-                }
+            while let Some(e) = self.nodes[i].ep.poll_event() {
+                self.nodes[i].events.push(e);
             }
         }
-        done(self)
     }
 
-    /// Runs for `d` of virtual time (bounded by `max_steps`).
-    pub fn run_for(&mut self, d: Duration, max_steps: usize) {
-        let end = self.now + d;
-        self.run_until(end, max_steps, |_| false);
+    fn advance_to(&mut self, t: Instant) {
+        self.now = self.now.max(t);
     }
 }

@@ -8,6 +8,10 @@ use core::fmt;
 use core::ops::{Add, AddAssign, Sub};
 use std::time::Duration;
 
+/// A loop turn that woke this much later than it asked counts as a stall (the process was stopped, the
+/// machine suspended or starved): the cores' `handle_stall` then forgive what they could not have heard.
+pub const STALL: Duration = Duration::from_millis(250);
+
 /// A point in time, in microseconds since an epoch chosen by whoever drives the cores.
 ///
 /// Arithmetic saturates instead of panicking: a deadline past `u64::MAX` µs (half a million years) simply never

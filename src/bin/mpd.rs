@@ -284,14 +284,14 @@ impl ServiceArgs {
                     "--group {g} needs a port; use one like 239.255.77.77:10001"
                 ));
             }
-            o.group = g;
+            o.server.group = g;
         }
         o.iface = self.iface.clone();
         if let Some(p) = self.sctp_port {
             if p == 0 {
                 return Err("--sctp-port must be between 1 and 65535".into());
             }
-            o.sctp_port = p;
+            o.server.sctp_port = p;
         }
         if let Some(b) = self.bind {
             o.bind = b;
@@ -300,35 +300,35 @@ impl ServiceArgs {
             if ms == 0 {
                 return Err("--heartbeat-ms must be at least 1".into());
             }
-            o.heartbeat = Duration::from_millis(ms);
+            o.server.heartbeat = Duration::from_millis(ms);
         }
         if let Some(n) = self.max_retransmits {
-            o.max_retransmits = n;
+            o.server.max_retransmits = n;
         }
         if let Some(ms) = self.rto_min_ms {
-            o.rto_min = Duration::from_millis(ms);
+            o.server.rto_min = Duration::from_millis(ms);
         }
         if let Some(ms) = self.rto_max_ms {
-            o.rto_max = Duration::from_millis(ms);
+            o.server.rto_max = Duration::from_millis(ms);
         }
-        if o.rto_min.is_zero() {
+        if o.server.rto_min.is_zero() {
             return Err("--rto-min-ms must be at least 1".into());
         }
-        if o.rto_min > o.rto_max {
+        if o.server.rto_min > o.server.rto_max {
             return Err(format!(
                 "--rto-min-ms ({} ms) is above --rto-max-ms ({} ms); make the minimum the smaller one",
-                o.rto_min.as_millis(),
-                o.rto_max.as_millis()
+                o.server.rto_min.as_millis(),
+                o.server.rto_max.as_millis()
             ));
         }
         if let Some(t) = self.offline_ttl {
-            o.offline_ttl = t;
+            o.server.offline_ttl = t;
         }
         if let Some(n) = self.max_clients {
             if n == 0 {
                 return Err("--max-clients must be at least 1".into());
             }
-            o.max_clients = n;
+            o.server.max_clients = n;
         }
         Ok(o)
     }
@@ -838,7 +838,7 @@ mod tests {
             log_level: None,
         };
         let o = a.options("/x".into()).unwrap();
-        assert_eq!(o.sctp_port, 9899);
+        assert_eq!(o.server.sctp_port, 9899);
         a.group = Some("10.0.0.1:10001".parse().unwrap());
         assert!(a.options("/x".into()).unwrap_err().contains("multicast"));
         a.group = Some("239.255.77.78:10002".parse().unwrap());
@@ -847,8 +847,8 @@ mod tests {
         a.rto_max_ms = Some(800);
         a.offline_ttl = Some(Duration::from_secs(60));
         let o = a.options("/x".into()).unwrap();
-        assert_eq!(o.group.port(), 10002);
-        assert_eq!(o.rto_max, Duration::from_millis(800));
-        assert_eq!(o.offline_ttl, Duration::from_secs(60));
+        assert_eq!(o.server.group.port(), 10002);
+        assert_eq!(o.server.rto_max, Duration::from_millis(800));
+        assert_eq!(o.server.offline_ttl, Duration::from_secs(60));
     }
 }

@@ -276,24 +276,7 @@ fn process_gone(pid: i32) -> bool {
 mod tests {
     use super::*;
 
-    /// A fresh directory under the system's temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir()
-                .join(format!("multiproto-pidfile-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     fn me() -> i32 {
         std::process::id() as i32
@@ -301,13 +284,13 @@ mod tests {
 
     #[test]
     fn no_pidfile_is_not_running() {
-        let d = TempDir::new("none");
+        let d = TempDir::new("pidfile-none");
         assert!(matches!(
-            probe(&d.0).unwrap(),
+            probe(d.path()).unwrap(),
             Probe::NotRunning { stale: None }
         ));
         assert!(matches!(
-            probe(&d.0.join("missing")).unwrap(),
+            probe(&d.path().join("missing")).unwrap(),
             Probe::NotRunning { stale: None }
         ));
     }
@@ -316,21 +299,21 @@ mod tests {
     /// description is closed, the pidfile is stale: a probe reports its pid and the next lock takes it over.
     #[test]
     fn held_lock_is_seen_then_taken_over() {
-        let d = TempDir::new("held");
-        let (lock, stale) = PidLock::acquire(&d.0).unwrap();
+        let d = TempDir::new("pidfile-held");
+        let (lock, stale) = PidLock::acquire(d.path()).unwrap();
         assert_eq!(stale, None);
-        assert_eq!(lock.path(), d.0.join(PIDFILE));
+        assert_eq!(lock.path(), d.path().join(PIDFILE));
         lock.write_pid().unwrap();
         assert_eq!(
             fs::read_to_string(lock.path()).unwrap(),
             format!("{}\n", me())
         );
 
-        match PidLock::acquire_within(&d.0, Duration::ZERO) {
+        match PidLock::acquire_within(d.path(), Duration::ZERO) {
             Err(LockError::Running(pid)) => assert_eq!(pid, Some(me())),
             other => panic!("{other:?}"),
         }
-        let holder = match probe(&d.0).unwrap() {
+        let holder = match probe(d.path()).unwrap() {
             Probe::Running { pid, holder } => {
                 assert_eq!(pid, Some(me()));
                 holder
@@ -343,18 +326,18 @@ mod tests {
 
         drop(lock);
         assert!(holder.released());
-        match probe(&d.0).unwrap() {
+        match probe(d.path()).unwrap() {
             Probe::NotRunning { stale } => assert_eq!(stale, Some(me())),
             other => panic!("{other:?}"),
         }
-        let (again, stale) = PidLock::acquire(&d.0).unwrap();
+        let (again, stale) = PidLock::acquire(d.path()).unwrap();
         assert_eq!(stale, Some(me()));
         // Taken over and emptied until the new daemon writes its pid.
         assert_eq!(fs::read_to_string(again.path()).unwrap(), "");
         again.remove();
-        assert!(!d.0.join(PIDFILE).exists());
+        assert!(!d.path().join(PIDFILE).exists());
         assert!(matches!(
-            probe(&d.0).unwrap(),
+            probe(d.path()).unwrap(),
             Probe::NotRunning { stale: None }
         ));
     }
@@ -362,22 +345,22 @@ mod tests {
     /// A held lock whose pid is not written yet reads as running with no pid once the wait is over.
     #[test]
     fn held_lock_without_a_pid() {
-        let d = TempDir::new("nopid");
-        let (_lock, _) = PidLock::acquire(&d.0).unwrap();
+        let d = TempDir::new("pidfile-nopid");
+        let (_lock, _) = PidLock::acquire(d.path()).unwrap();
         assert!(matches!(
-            probe_within(&d.0, Duration::ZERO).unwrap(),
+            probe_within(d.path(), Duration::ZERO).unwrap(),
             Probe::Running { pid: None, .. }
         ));
         assert!(matches!(
-            PidLock::acquire_within(&d.0, Duration::ZERO),
+            PidLock::acquire_within(d.path(), Duration::ZERO),
             Err(LockError::Running(None))
         ));
     }
 
     #[test]
     fn pids_read_from_the_file() {
-        let d = TempDir::new("read");
-        let path = d.0.join("p");
+        let d = TempDir::new("pidfile-read");
+        let path = d.path().join("p");
         for (text, want) in [
             ("42\n", Some(42)),
             (" 7 ", Some(7)),

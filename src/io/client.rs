@@ -24,9 +24,6 @@ const SIGNALS: Token = Token(3);
 /// Tokens below this belong to [`ClientIo`].
 pub const FIRST_APP_TOKEN: usize = 8;
 
-/// A turn that woke this much later than it asked counts as a stall (see [`Client::handle_stall`]).
-const STALL: Duration = Duration::from_millis(250);
-
 /// What to open.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -160,7 +157,7 @@ impl ClientIo {
         let now = self.reactor.now();
         let client = &mut self.client;
         self.udp.write_with(self.reactor.registry(), SCTP, |buf| {
-            client.poll_sctp_transmit(now, buf)
+            client.poll_transmit(now, buf)
         })?;
         while let Some((dst, bytes)) = self.client.poll_discovery_transmit() {
             if let Some(s) = &self.sender
@@ -201,9 +198,8 @@ impl ClientIo {
         };
         self.reactor.turn(wake, app)?;
         let now = self.reactor.now();
-        if self.reactor.lateness() > STALL {
+        if self.client.handle_stall(now, self.reactor.lateness()) {
             self.stalls += 1;
-            self.client.handle_stall(now);
         }
         let mut i = 0;
         while i < app.len() {

@@ -9,7 +9,7 @@ use super::chunk::{self, Chunk, ChunkIter, InitOut, kind};
 use super::param::{self, cause, ptype};
 use super::wire::{HEADER_LEN, Header, Packet, Tsn, Writer};
 use super::*;
-use crate::sim::{Netem, Sim, seed_or};
+use crate::sim::{Netem, Sim, Simulate, seed_or};
 use crate::time::Instant;
 
 const SERVER: &str = "127.0.0.1:9899";

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::world::{Host, World};
-use super::{Netem, seed_or};
+use super::{Netem, Simulate, seed_or};
 use crate::client::ClientEvent;
 use crate::client::roster::{Applied, Change};
 use crate::peer::PeerEvent;
@@ -39,6 +39,12 @@ fn join_all(w: &mut World, nicks: &[&str], seed: u64) -> Vec<usize> {
         describe(w)
     );
     ids
+}
+
+/// [`join_all`] for a fixed number of clients, as an array to destructure.
+fn join<const K: usize>(w: &mut World, nicks: [&str; K], seed: u64) -> [usize; K] {
+    let ids = join_all(w, &nicks, seed);
+    std::array::from_fn(|i| ids[i])
 }
 
 fn describe(w: &World) -> String {
@@ -74,6 +80,15 @@ fn went_offline(w: &World, watcher: usize, nick: &str, after: Instant) -> Option
         Change::Offline(e) if e.nick.as_str() == nick && t >= after => Some(t),
         _ => None,
     })
+}
+
+/// Waits until `watcher` sees `nick` offline; how long after `since` it was told.
+fn offline_after(w: &mut World, watcher: usize, nick: &str, since: Instant) -> Duration {
+    w.wait(PATIENCE, |w| w.client(watcher).sees(nick, false))
+        .unwrap_or_else(|| panic!("{nick} never went offline at client {watcher}"));
+    went_offline(w, watcher, nick, since)
+        .expect("offline in the roster without an offline change")
+        .saturating_since(since)
 }
 
 fn registrations(w: &World, n: usize) -> usize {
@@ -128,9 +143,7 @@ fn a_silently_dead_client_goes_offline_within_the_detection_bound() {
     let seed = seed_or(2);
     let mut w = world(seed, Netem::IDEAL);
     w.icmp = false;
-    let [watcher, victim] = join_all(&mut w, &["watcher", "victim"], seed)[..] else {
-        unreachable!()
-    };
+    let [watcher, victim] = join(&mut w, ["watcher", "victim"], seed);
     w.run_for(Duration::from_secs(5));
     let killed = w.now();
     w.crash(Host::Client(victim));
@@ -153,16 +166,10 @@ fn a_silently_dead_client_goes_offline_within_the_detection_bound() {
 fn a_killed_client_whose_port_is_closed_goes_offline_within_a_heartbeat() {
     let seed = seed_or(3);
     let mut w = world(seed, Netem::IDEAL);
-    let [watcher, victim] = join_all(&mut w, &["watcher", "victim"], seed)[..] else {
-        unreachable!()
-    };
+    let [watcher, victim] = join(&mut w, ["watcher", "victim"], seed);
     let killed = w.now();
     w.crash(Host::Client(victim));
-    w.wait(PATIENCE, |w| w.client(watcher).sees("victim", false))
-        .expect("the killed client never went offline");
-    let took = went_offline(&w, watcher, "victim", killed)
-        .unwrap()
-        .saturating_since(killed);
+    let took = offline_after(&mut w, watcher, "victim", killed);
     let hb = w.daemon().server.config().heartbeat;
     assert!(took <= hb + hb / 2, "seed {seed}: {took:?}");
     assert!(w.daemon().events.iter().any(|(_, e)| matches!(e,
@@ -173,16 +180,10 @@ fn a_killed_client_whose_port_is_closed_goes_offline_within_a_heartbeat() {
 fn a_stopped_client_goes_offline_and_comes_back_after_it_continues() {
     let seed = seed_or(4);
     let mut w = world(seed, Netem::IDEAL);
-    let [watcher, sleeper] = join_all(&mut w, &["watcher", "sleeper"], seed)[..] else {
-        unreachable!()
-    };
+    let [watcher, sleeper] = join(&mut w, ["watcher", "sleeper"], seed);
     let stopped = w.now();
     w.pause(Host::Client(sleeper));
-    w.wait(PATIENCE, |w| w.client(watcher).sees("sleeper", false))
-        .expect("the stopped client never went offline");
-    let took = went_offline(&w, watcher, "sleeper", stopped)
-        .unwrap()
-        .saturating_since(stopped);
+    let took = offline_after(&mut w, watcher, "sleeper", stopped);
     let bound = w.daemon().server.config().detection_bound();
     assert!(took <= bound, "seed {seed}: {took:?}");
     w.run_for(Duration::from_secs(10));
@@ -200,9 +201,7 @@ fn a_stopped_client_goes_offline_and_comes_back_after_it_continues() {
 fn a_clean_exit_is_offline_at_once() {
     let seed = seed_or(5);
     let mut w = world(seed, Netem::IDEAL);
-    let [watcher, leaver] = join_all(&mut w, &["watcher", "leaver"], seed)[..] else {
-        unreachable!()
-    };
+    let [watcher, leaver] = join(&mut w, ["watcher", "leaver"], seed);
     w.exit_client(leaver);
     // A graceful SHUTDOWN, not a heartbeat timeout: a few round trips.
     let took = w.wait(PATIENCE, |w| w.client(watcher).sees("leaver", false));
@@ -222,9 +221,7 @@ fn a_clean_exit_is_offline_at_once() {
 fn a_client_restarted_on_the_same_ports_takes_its_entry_back_without_going_offline() {
     let seed = seed_or(6);
     let mut w = world(seed, Netem::IDEAL);
-    let [watcher, phoenix] = join_all(&mut w, &["watcher", "phoenix"], seed)[..] else {
-        unreachable!()
-    };
+    let [watcher, phoenix] = join(&mut w, ["watcher", "phoenix"], seed);
     let first = w.client(phoenix).client.as_ref().unwrap().instance();
     let restarted = w.now();
     w.crash(Host::Client(phoenix));
@@ -262,9 +259,7 @@ fn a_client_restarted_on_the_same_ports_takes_its_entry_back_without_going_offli
 fn a_stalled_daemon_does_not_mark_healthy_clients_offline() {
     let seed = seed_or(7);
     let mut w = world(seed, Netem::IDEAL);
-    let [watcher, healthy] = join_all(&mut w, &["watcher", "healthy"], seed)[..] else {
-        unreachable!()
-    };
+    let [watcher, healthy] = join(&mut w, ["watcher", "healthy"], seed);
     let stalled = w.now();
     w.pause(Host::Server);
     w.wait(PATIENCE, |w| {
@@ -303,9 +298,7 @@ fn a_stalled_daemon_does_not_mark_healthy_clients_offline() {
 fn a_taken_nickname_is_refused_with_a_reason_and_the_holder_is_undisturbed() {
     let seed = seed_or(8);
     let mut w = world(seed, Netem::IDEAL);
-    let [first] = join_all(&mut w, &["taken"], seed)[..] else {
-        unreachable!()
-    };
+    let [first] = join(&mut w, ["taken"], seed);
     let second = w.add_client("taken", |_| {});
     w.wait(PATIENCE, |w| {
         w.client(second)
@@ -444,16 +437,10 @@ fn rosters_converge_on_a_lossy_reordering_duplicating_network() {
 fn a_partitioned_client_goes_offline_and_returns_when_the_link_heals() {
     let seed = seed_or(14);
     let mut w = world(seed, Netem::IDEAL);
-    let [watcher, island] = join_all(&mut w, &["watcher", "island"], seed)[..] else {
-        unreachable!()
-    };
+    let [watcher, island] = join(&mut w, ["watcher", "island"], seed);
     let cut = w.now();
     w.partition(Host::Client(island), Host::Server, true);
-    w.wait(PATIENCE, |w| w.client(watcher).sees("island", false))
-        .expect("never offline");
-    let took = went_offline(&w, watcher, "island", cut)
-        .unwrap()
-        .saturating_since(cut);
+    let took = offline_after(&mut w, watcher, "island", cut);
     assert!(
         took <= w.daemon().server.config().detection_bound(),
         "seed {seed}: {took:?}"
@@ -479,9 +466,7 @@ fn queued(w: &World, n: usize, id: u64) -> bool {
 fn a_chat_message_goes_peer_to_peer_and_is_acknowledged() {
     let seed = seed_or(20);
     let mut w = world(seed, Netem::IDEAL);
-    let [alice, bob] = join_all(&mut w, &["alice", "bob"], seed)[..] else {
-        unreachable!()
-    };
+    let [alice, bob] = join(&mut w, ["alice", "bob"], seed);
     let sctp_before = w.daemon().server.endpoint().stats().messages_in;
     let id = w.send_chat(alice, "bob", "hello bob").expect("send");
     let took = w.wait(PATIENCE, |w| w.client(alice).delivered(id).is_some());
@@ -512,9 +497,7 @@ fn a_chat_message_goes_peer_to_peer_and_is_acknowledged() {
 fn a_message_for_an_offline_peer_waits_and_arrives_once_when_it_returns() {
     let seed = seed_or(21);
     let mut w = world(seed, Netem::IDEAL);
-    let [alice, bob] = join_all(&mut w, &["alice", "bob"], seed)[..] else {
-        unreachable!()
-    };
+    let [alice, bob] = join(&mut w, ["alice", "bob"], seed);
     w.crash(Host::Client(bob));
     w.wait(PATIENCE, |w| w.client(alice).sees("bob", false))
         .expect("bob never went offline");
@@ -542,9 +525,7 @@ fn a_message_for_an_offline_peer_waits_and_arrives_once_when_it_returns() {
 fn messages_to_a_stopped_receiver_arrive_once_each_after_it_continues() {
     let seed = seed_or(22);
     let mut w = world(seed, Netem::IDEAL);
-    let [alice, bob] = join_all(&mut w, &["alice", "bob"], seed)[..] else {
-        unreachable!()
-    };
+    let [alice, bob] = join(&mut w, ["alice", "bob"], seed);
     w.pause(Host::Client(bob));
     let ids: Vec<u64> = (0..5)
         .map(|i| w.send_chat(alice, "bob", &format!("m{i}")).unwrap())
@@ -589,9 +570,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
         .collect();
     w.disk = Some((entries, 7, 1_767_225_600_000));
     w.start_server();
-    let [anna, bert] = join_all(&mut w, &["anna", "bert"], seed)[..] else {
-        unreachable!()
-    };
+    let [anna, bert] = join(&mut w, ["anna", "bert"], seed);
     assert_eq!(w.client(anna).roster().len(), N + 2);
     let late = w.add_client("late", |_| {});
     // Changes while late's snapshot is on its way: a departure and an arrival.

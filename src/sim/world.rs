@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::Simulate;
 use super::net::{Delivery, Netem, Network, earliest};
 use super::tcp::{CONNECT_TIMEOUT, End, Segment, Tcp};
 use crate::client::{self, Client, ClientEvent};
@@ -381,9 +382,7 @@ impl World {
                     let late = c
                         .poll_timeout()
                         .map_or(Duration::ZERO, |t| now.saturating_since(t));
-                    if late > server::STALL {
-                        c.handle_stall(now);
-                    }
+                    c.handle_stall(now, late);
                 }
             }
         }
@@ -436,99 +435,6 @@ impl World {
             self.net.drop_sent();
         } else {
             self.net.send(from, to, bytes);
-        }
-    }
-
-    /// Moves every process's datagrams onto the network and records its events.
-    fn drain(&mut self) {
-        let now = self.now();
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
-        let mut stopped = false;
-        if let Some(s) = &mut self.server
-            && s.pause.since.is_none()
-        {
-            let sctp = SocketAddr::new(s.ip, SERVER_SCTP);
-            while let Some(t) = s.server.poll_transmit(now, &mut buf) {
-                out.push((sctp, t.dst, buf[..t.len].to_vec()));
-            }
-            let sender = SocketAddr::new(s.ip, SERVER_SENDER);
-            while let Some((to, b)) = s.server.poll_discovery_transmit() {
-                out.push((sender, to, b));
-            }
-            while let Some(e) = s.server.poll_event(now) {
-                match &e {
-                    server::Event::SaveDue => {
-                        let r = s.server.registry();
-                        self.disk =
-                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
-                    }
-                    server::Event::Stopped { .. } => {
-                        let r = s.server.registry();
-                        self.disk =
-                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
-                        stopped = true;
-                    }
-                    _ => {}
-                }
-                s.events.push((now, e));
-            }
-        }
-        if stopped {
-            self.server = None;
-        }
-        let mut ended = Vec::new();
-        let mut actions = Vec::new();
-        for (n, h) in self.clients.iter_mut().enumerate() {
-            let (Some(c), Some(p)) = (&mut h.client, &mut h.peer) else {
-                continue;
-            };
-            if h.pause.since.is_some() {
-                continue;
-            }
-            let sctp = SocketAddr::new(h.ip, CLIENT_SCTP);
-            while let Some(t) = c.poll_sctp_transmit(now, &mut buf) {
-                out.push((sctp, t.dst, buf[..t.len].to_vec()));
-            }
-            let sender = SocketAddr::new(h.ip, CLIENT_SENDER);
-            while let Some((to, b)) = c.poll_discovery_transmit() {
-                out.push((sender, to, b));
-            }
-            while let Some(e) = c.poll_event() {
-                // As mpc's session does: the roster feeds the chat peer's contacts.
-                if let ClientEvent::Roster(applied) = &e {
-                    p.follow_roster(now, c.roster(), applied);
-                }
-                h.events.push((now, e));
-            }
-            while let Some(a) = p.poll_action() {
-                let bytes = match a {
-                    Action::Write(conn) => {
-                        let b = p.output(conn).to_vec();
-                        p.wrote(now, conn, b.len());
-                        b
-                    }
-                    _ => Vec::new(),
-                };
-                actions.push((n, h.life, a, bytes));
-            }
-            while let Some(e) = p.poll_event() {
-                h.chat.push((now, e));
-            }
-            if c.is_closed() {
-                // An exited process: its ports close.
-                ended.push(n);
-            }
-        }
-        self.buf = buf;
-        for (from, to, b) in out {
-            self.send(from, to, &b);
-        }
-        for (n, life, a, bytes) in actions {
-            self.act(n, life, a, bytes);
-        }
-        for n in ended {
-            self.end_process(n);
         }
     }
 
@@ -666,7 +572,7 @@ impl World {
                 return;
             }
             match d.to.port() {
-                SERVER_SCTP if d.unreachable => s.server.handle_unreachable(d.from, &d.bytes),
+                SERVER_SCTP if d.unreachable => s.server.handle_unreachable(now, d.from, &d.bytes),
                 SERVER_SCTP => s.server.handle_sctp(now, d.from, &d.bytes),
                 p if p == group_port => s.server.handle_discovery(now, d.from, &d.bytes),
                 _ => {}
@@ -724,8 +630,23 @@ impl World {
         }
     }
 
+    /// Runs until `done` holds, for at most `within` of virtual time; returns how long it took.
+    pub fn wait(&mut self, within: Duration, done: impl FnMut(&World) -> bool) -> Option<Duration> {
+        let start = self.now();
+        self.run_until(start + within, 10_000_000, done)
+            .then(|| self.now().saturating_since(start))
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now() + d;
+        self.run_until(end, 10_000_000, |_| false);
+    }
+}
+
+impl Simulate for World {
     /// When something happens next: a datagram arrives or a running process's timer is due.
-    pub fn next_time(&self) -> Option<Instant> {
+    fn next_time(&self) -> Option<Instant> {
         let server = self
             .server
             .as_ref()
@@ -747,7 +668,7 @@ impl World {
     }
 
     /// Advances to the next arrival or timer and handles everything due then. False if nothing is pending.
-    pub fn step(&mut self) -> bool {
+    fn step(&mut self) -> bool {
         self.drain();
         let Some(t) = self.next_time() else {
             return false;
@@ -764,41 +685,100 @@ impl World {
         true
     }
 
-    /// Steps until `done` holds, time passes `deadline`, or `max_steps` steps ran. Returns whether `done` held.
-    pub fn run_until(
-        &mut self,
-        deadline: Instant,
-        max_steps: usize,
-        mut done: impl FnMut(&World) -> bool,
-    ) -> bool {
-        for _ in 0..max_steps {
-            self.drain();
-            if done(self) {
-                return true;
+    /// Moves every process's datagrams onto the network and records its events.
+    fn drain(&mut self) {
+        let now = self.now();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut stopped = false;
+        if let Some(s) = &mut self.server
+            && s.pause.since.is_none()
+        {
+            let sctp = SocketAddr::new(s.ip, SERVER_SCTP);
+            while let Some(t) = s.server.poll_transmit(now, &mut buf) {
+                out.push((sctp, t.dst, buf[..t.len].to_vec()));
             }
-            match self.next_time() {
-                Some(t) if t <= deadline => {
-                    self.step();
+            let sender = SocketAddr::new(s.ip, SERVER_SENDER);
+            while let Some((to, b)) = s.server.poll_discovery_transmit() {
+                out.push((sender, to, b));
+            }
+            while let Some(e) = s.server.poll_event(now) {
+                match &e {
+                    server::Event::SaveDue => {
+                        let r = s.server.registry();
+                        self.disk =
+                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
+                    }
+                    server::Event::Stopped { .. } => {
+                        let r = s.server.registry();
+                        self.disk =
+                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
+                        stopped = true;
+                    }
+                    _ => {}
                 }
-                _ => {
-                    self.net.now = self.net.now.max(deadline);
-                    return done(self);
-                }
+                s.events.push((now, e));
             }
         }
-        done(self)
+        if stopped {
+            self.server = None;
+        }
+        let mut ended = Vec::new();
+        let mut actions = Vec::new();
+        for (n, h) in self.clients.iter_mut().enumerate() {
+            let (Some(c), Some(p)) = (&mut h.client, &mut h.peer) else {
+                continue;
+            };
+            if h.pause.since.is_some() {
+                continue;
+            }
+            let sctp = SocketAddr::new(h.ip, CLIENT_SCTP);
+            while let Some(t) = c.poll_transmit(now, &mut buf) {
+                out.push((sctp, t.dst, buf[..t.len].to_vec()));
+            }
+            let sender = SocketAddr::new(h.ip, CLIENT_SENDER);
+            while let Some((to, b)) = c.poll_discovery_transmit() {
+                out.push((sender, to, b));
+            }
+            while let Some(e) = c.poll_event() {
+                // As mpc's session does: the roster feeds the chat peer's contacts.
+                if let ClientEvent::Roster(applied) = &e {
+                    p.follow_roster(now, c.roster(), applied);
+                }
+                h.events.push((now, e));
+            }
+            while let Some(a) = p.poll_action() {
+                let bytes = match a {
+                    Action::Write(conn) => {
+                        let b = p.output(conn).to_vec();
+                        p.wrote(now, conn, b.len());
+                        b
+                    }
+                    _ => Vec::new(),
+                };
+                actions.push((n, h.life, a, bytes));
+            }
+            while let Some(e) = p.poll_event() {
+                h.chat.push((now, e));
+            }
+            if c.is_closed() {
+                // An exited process: its ports close.
+                ended.push(n);
+            }
+        }
+        self.buf = buf;
+        for (from, to, b) in out {
+            self.send(from, to, &b);
+        }
+        for (n, life, a, bytes) in actions {
+            self.act(n, life, a, bytes);
+        }
+        for n in ended {
+            self.end_process(n);
+        }
     }
 
-    /// Runs until `done` holds, for at most `within` of virtual time; returns how long it took.
-    pub fn wait(&mut self, within: Duration, done: impl FnMut(&World) -> bool) -> Option<Duration> {
-        let start = self.now();
-        self.run_until(start + within, 10_000_000, done)
-            .then(|| self.now().saturating_since(start))
-    }
-
-    /// Runs for `d` of virtual time.
-    pub fn run_for(&mut self, d: Duration) {
-        let end = self.now() + d;
-        self.run_until(end, 10_000_000, |_| false);
+    fn advance_to(&mut self, t: Instant) {
+        self.net.now = self.net.now.max(t);
     }
 }
