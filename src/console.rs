@@ -85,8 +85,36 @@ pub enum Command {
     Nothing,
 }
 
-/// Parses one line typed at the console; the error says what is wrong and how to say it right.
-pub fn parse_command(line: &str) -> Result<Command, String> {
+/// Why a typed line is not a command; its `Display` says what is wrong and how to say it right.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// `msg` without a receiver or without text.
+    MsgUsage,
+    /// The receiver is neither an address nor a valid nickname.
+    BadNick {
+        /// What was typed.
+        typed: String,
+        /// Which rule it breaks.
+        why: crate::nick::NickError,
+    },
+    /// Not a command.
+    Unknown(String),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::MsgUsage => f.write_str("usage: msg NAME text   (or msg IP:PORT text)"),
+            CommandError::BadNick { typed, why } => write!(f, "{typed:?} is not a nickname: {why}"),
+            CommandError::Unknown(w) => write!(f, "unknown command {w:?}; type `help`"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Parses one line typed at the console.
+pub fn parse_command(line: &str) -> Result<Command, CommandError> {
     let line = line.trim();
     let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     match word {
@@ -98,17 +126,18 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             let rest = rest.trim_start();
             let (to, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             if to.is_empty() || text.trim().is_empty() {
-                return Err("usage: msg NAME text   (or msg IP:PORT text)".into());
+                return Err(CommandError::MsgUsage);
             }
             let target = match to.parse::<SocketAddr>() {
                 Ok(a) => Target::Addr(a),
-                Err(_) => Target::Nick(
-                    Nick::new(to).map_err(|e| format!("{to:?} is not a nickname: {e}"))?,
-                ),
+                Err(_) => Target::Nick(Nick::new(to).map_err(|why| CommandError::BadNick {
+                    typed: to.to_string(),
+                    why,
+                })?),
             };
             Ok(Command::Msg(target, text.trim().to_string()))
         }
-        other => Err(format!("unknown command {other:?}; type `help`")),
+        other => Err(CommandError::Unknown(other.to_string())),
     }
 }
 
@@ -627,7 +656,7 @@ impl Console {
 
     fn step(&mut self, s: Step) -> Flow {
         match s {
-            Step::Error(e) => self.say(&self.style.paint(Kind::Error, &e)),
+            Step::Error(e) => self.say(&self.style.paint(Kind::Error, &e.to_string())),
             Step::Run(Command::Exit) => return Flow::Leave(0),
             Step::Run(Command::Nothing) => {}
             Step::Run(Command::Help) => self.say(HELP),
@@ -862,9 +891,15 @@ mod tests {
         assert!(
             parse_command("msg b!ob hi")
                 .unwrap_err()
+                .to_string()
                 .contains("not a nickname")
         );
-        assert!(parse_command("dance").unwrap_err().contains("help"));
+        assert!(
+            parse_command("dance")
+                .unwrap_err()
+                .to_string()
+                .contains("help")
+        );
         assert_eq!(parse_command(""), Ok(Command::Nothing));
         assert_eq!(parse_command("exit"), Ok(Command::Exit));
     }

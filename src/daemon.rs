@@ -117,10 +117,6 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn random_u64() -> io::Result<u64> {
-    getrandom::u64().map_err(|e| io::Error::other(format!("no OS randomness: {e}")))
-}
-
 /// The daemon's sockets and process state around its [`Server`].
 struct Service {
     opts: Options,
@@ -138,18 +134,84 @@ struct Service {
     trim_armed: bool,
 }
 
+/// Why the daemon could not start; `Display` is the one-line message `mpd` prints, saying what to do.
+#[derive(Debug)]
+pub enum StartError {
+    /// The event loop, its signal watch or a socket's registration with it (`what` says which).
+    Setup(&'static str, io::Error),
+    /// `--iface` names no usable interface.
+    Iface(io::Error),
+    /// The discovery group could not be joined on the interface.
+    Join {
+        /// The group.
+        group: SocketAddr,
+        /// The interface.
+        iface: Iface,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// The discovery sender socket could not be opened.
+    Sender(io::Error),
+    /// Another process holds the SCTP port.
+    PortInUse(u16),
+    /// The SCTP socket could not be bound for another reason.
+    Bind(SocketAddr, io::Error),
+    /// Something in the daemon's directory (`what` says what).
+    Dir {
+        /// What failed.
+        what: &'static str,
+        /// The directory.
+        dir: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The OS gave no randomness (for the instance id and the SCTP secrets).
+    Randomness(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Setup(what, e) => write!(f, "cannot {what}: {e}"),
+            StartError::Iface(e) => write!(f, "--iface: {e}"),
+            StartError::Join {
+                group,
+                iface,
+                source,
+            } => write!(
+                f,
+                "cannot join the discovery group {group} on interface {iface}: {source} (check --group and --iface)"
+            ),
+            StartError::Sender(e) => write!(f, "cannot open the discovery sender socket: {e}"),
+            StartError::PortInUse(p) => write!(
+                f,
+                "UDP port {p} is already in use (another mpd?): stop it, or choose another with --sctp-port"
+            ),
+            StartError::Bind(a, e) => write!(f, "cannot bind the SCTP socket to {a}: {e}"),
+            StartError::Dir { what, dir, source } => write!(
+                f,
+                "{what} in {}: {source}; fix the directory's permissions or choose another --dir",
+                dir.display()
+            ),
+            StartError::Randomness(e) => write!(f, "no OS randomness: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// Runs the daemon until SIGTERM or SIGINT. `ready` is called once: with what it listens on when every
-/// socket is open (the caller may then detach), or with a one-line error if it cannot start. `hup` is called
-/// on SIGHUP (the caller reopens its log file).
+/// socket is open (the caller may then detach), or with why it cannot start. `hup` is called on SIGHUP (the
+/// caller reopens its log file).
 pub fn run(
     opts: Options,
-    ready: &mut dyn FnMut(Result<&Ready, String>),
+    ready: &mut dyn FnMut(Result<&Ready, &StartError>),
     hup: &mut dyn FnMut(),
 ) -> io::Result<()> {
     let mut svc = match Service::open(opts) {
         Ok(s) => s,
         Err(e) => {
-            ready(Err(e.clone()));
+            ready(Err(&e));
             return Err(io::Error::other(e));
         }
     };
@@ -158,65 +220,62 @@ pub fn run(
 }
 
 impl Service {
-    fn open(opts: Options) -> Result<Service, String> {
-        let dir_hint = |e: io::Error, what: &str| {
-            format!(
-                "{what} in {}: {e}; fix the directory's permissions or choose another --dir",
-                opts.dir.display()
-            )
+    fn open(opts: Options) -> Result<Service, StartError> {
+        let dir_err = |what: &'static str| {
+            let dir = opts.dir.clone();
+            move |source| StartError::Dir { what, dir, source }
         };
-        let mut reactor =
-            Reactor::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let setup = |what: &'static str| move |e| StartError::Setup(what, e);
+        let mut reactor = Reactor::new().map_err(setup("create the event loop"))?;
         reactor
             .watch_signals(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP], SIGNALS)
-            .map_err(|e| format!("cannot watch signals: {e}"))?;
+            .map_err(setup("watch signals"))?;
         let iface = resolve_iface(opts.iface.as_deref(), opts.server.group.ip())
-            .map_err(|e| format!("--iface: {e}"))?;
-        let (mut group_sock, joined) = multicast_socket(opts.server.group, iface).map_err(|e| {
-            format!(
-                "cannot join the discovery group {} on interface {iface}: {e} (check --group and --iface)",
-                opts.server.group
-            )
-        })?;
-        let sender = sender_socket(opts.server.group, joined)
-            .map_err(|e| format!("cannot open the discovery sender socket: {e}"))?;
+            .map_err(StartError::Iface)?;
+        let (mut group_sock, joined) =
+            multicast_socket(opts.server.group, iface).map_err(|source| StartError::Join {
+                group: opts.server.group,
+                iface,
+                source,
+            })?;
+        let sender = sender_socket(opts.server.group, joined).map_err(StartError::Sender)?;
         let bind = SocketAddr::new(opts.bind, opts.server.sctp_port);
         let mut udp = UdpTransport::bind(bind, 1200).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
-                format!(
-                    "UDP port {} is already in use (another mpd?): stop it, or choose another with --sctp-port",
-                    opts.server.sctp_port
-                )
+                StartError::PortInUse(opts.server.sctp_port)
             } else {
-                format!("cannot bind the SCTP socket to {bind}: {e}")
+                StartError::Bind(bind, e)
             }
         })?;
         let mut control = control::Control::bind(&opts.dir)
-            .map_err(|e| dir_hint(e, "cannot create the control socket"))?;
+            .map_err(dir_err("cannot create the control socket"))?;
         // Bursts to one client (a roster snapshot) leave as segmented sends. GRO stays off here: each
         // client's packets are few and small, and a load harness that runs many clients behind one socket
         // must not get its clients' packets merged into one read, which real clients on their own hosts
         // would never be.
         udp.set_coalescing(Coalescing::Association);
         udp.register(reactor.registry(), SCTP)
-            .map_err(|e| e.to_string())?;
+            .map_err(setup("register the SCTP socket"))?;
         reactor
             .registry()
             .register(&mut group_sock, GROUP, mio::Interest::READABLE)
-            .map_err(|e| e.to_string())?;
+            .map_err(setup("register the discovery socket"))?;
         control
             .register(reactor.registry(), CONTROL)
-            .map_err(|e| e.to_string())?;
+            .map_err(setup("register the control socket"))?;
 
-        let instance = random_u64().map_err(|e| e.to_string())?;
+        let randomness = |e: getrandom::Error| StartError::Randomness(e.to_string());
+        let instance = getrandom::u64().map_err(randomness)?;
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| format!("no OS randomness: {e}"))?;
+        getrandom::fill(&mut seed).map_err(randomness)?;
         let host_ip = match joined {
             Iface::V4(a) if !a.is_loopback() => Some(IpAddr::V4(a)),
             _ => None,
         };
         let ready = Ready {
-            sctp: udp.local_addr().map_err(|e| e.to_string())?,
+            sctp: udp
+                .local_addr()
+                .map_err(setup("read the SCTP socket's address"))?,
             group: opts.server.group,
             iface: joined,
         };
@@ -231,7 +290,7 @@ impl Service {
         };
         let mut server = Server::new(cfg, seed, wall0, reactor.now());
         match persist::load(&opts.dir, unix_ms())
-            .map_err(|e| dir_hint(e, "cannot read the saved roster"))?
+            .map_err(dir_err("cannot read the saved roster"))?
         {
             persist::Loaded::Missing => {
                 log::info!("no saved roster in {}: starting empty", opts.dir.display())
@@ -256,7 +315,7 @@ impl Service {
             ),
         }
         let saver = persist::Saver::start(opts.dir.clone())
-            .map_err(|e| format!("cannot start the roster saver thread: {e}"))?;
+            .map_err(setup("start the roster saver thread"))?;
         Ok(Service {
             opts,
             reactor,

@@ -575,9 +575,9 @@ fn daemon_main(
     }
     warn_stale(stale);
     let mut tx = Some(tx);
-    let mut ready = |r: Result<&daemon::Ready, String>| match (tx.take(), r) {
+    let mut ready = |r: Result<&daemon::Ready, &daemon::StartError>| match (tx.take(), r) {
         (Some(t), Ok(ready)) => t.ready(ready),
-        (Some(t), Err(msg)) => t.error(&msg),
+        (Some(t), Err(e)) => t.error(&e.to_string()),
         (None, _) => {}
     };
     serve(opts, &lock, &log, &mut ready)
@@ -637,11 +637,11 @@ fn serve(
     opts: Options,
     lock: &PidLock,
     log: &LogFile,
-    ready: &mut dyn FnMut(Result<&daemon::Ready, String>),
+    ready: &mut dyn FnMut(Result<&daemon::Ready, &daemon::StartError>),
 ) -> i32 {
     let dir = opts.dir.clone();
     let mut started = false;
-    let mut on_ready = |r: Result<&daemon::Ready, String>| {
+    let mut on_ready = |r: Result<&daemon::Ready, &daemon::StartError>| {
         match &r {
             Ok(_) => started = true,
             Err(msg) => log::error!("mpd cannot start: {msg}"),

@@ -17,7 +17,7 @@ pub enum Step {
     /// Run a command (`Msg` included).
     Run(Command),
     /// A line that is not a command: say so.
-    Error(String),
+    Error(super::CommandError),
 }
 
 /// What a batch of lines asks for.
