@@ -370,6 +370,7 @@ impl<'a> ChunkIter<'a> {
 impl<'a> Iterator for ChunkIter<'a> {
     type Item = Result<Chunk<'a>, WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;
