@@ -182,7 +182,7 @@ pub struct Client {
     rng: ChaCha8Rng,
     attempts: u32,
     events: VecDeque<ClientEvent>,
-    discovery_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    discovery_out: VecDeque<(SocketAddr, Datagram)>,
 }
 
 impl Client {
@@ -266,15 +266,13 @@ impl Client {
             self.connect(now, given_daemon(addr), addr);
             return;
         }
-        let mut b = Vec::new();
-        Datagram::Hello(Hello {
+        let hello = Datagram::Hello(Hello {
             instance: self.cfg.instance,
             nick: self.cfg.nick,
             chat_port: self.cfg.chat_port,
             sctp_udp_port: self.cfg.sctp_port,
-        })
-        .write(&mut b);
-        self.discovery_out.push_back((self.cfg.group, b));
+        });
+        self.discovery_out.push_back((self.cfg.group, hello));
         self.events.push_back(ClientEvent::Searching {
             attempt: self.attempts,
         });
@@ -393,9 +391,16 @@ impl Client {
         self.ep.poll_transmit(now, buf)
     }
 
-    /// The next discovery datagram to send (to the group).
-    pub fn poll_discovery_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.discovery_out.pop_front()
+    /// The next discovery datagram to send (a HELLO to the group), written into `buf` (at least
+    /// [`crate::discovery::MAX_DATAGRAM`] bytes).
+    pub fn poll_discovery_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some((dst, d)) = self.discovery_out.pop_front() {
+            // Only a buffer under MAX_DATAGRAM bytes fails; the HELLO is sent again later anyway.
+            if let Some(len) = d.write_into(buf) {
+                return Some(Transmit { dst, len, flow: 0 });
+            }
+        }
+        None
     }
 
     /// The next event.

@@ -212,6 +212,45 @@ pub trait Put {
     }
 }
 
+/// Writes into a caller's buffer (the next `sendmmsg` slot) instead of a `Vec`: a field that does not fit
+/// is not written and marks the writer full, so nothing is ever written past the end.
+pub struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    overflow: bool,
+}
+
+impl<'a> SliceWriter<'a> {
+    /// A writer at the start of `buf`.
+    pub fn new(buf: &'a mut [u8]) -> SliceWriter<'a> {
+        SliceWriter {
+            buf,
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    /// The bytes written, or `None` if something did not fit.
+    pub fn finish(self) -> Option<usize> {
+        (!self.overflow).then_some(self.len)
+    }
+}
+
+impl Put for SliceWriter<'_> {
+    fn put_u8(&mut self, v: u8) {
+        self.put_bytes(&[v]);
+    }
+    fn put_bytes(&mut self, b: &[u8]) {
+        match self.buf.get_mut(self.len..self.len + b.len()) {
+            Some(dst) if !self.overflow => {
+                dst.copy_from_slice(b);
+                self.len += b.len();
+            }
+            _ => self.overflow = true,
+        }
+    }
+}
+
 impl Put for Vec<u8> {
     #[inline]
     fn put_u8(&mut self, v: u8) {
@@ -260,6 +299,24 @@ mod tests {
         for n in 0..b.len() {
             assert!(read(&b[..n]).is_err(), "cut at {n}");
         }
+    }
+
+    #[test]
+    fn a_slice_writer_writes_what_fits_and_says_when_something_did_not() {
+        let mut buf = [0u8; 5];
+        let mut w = SliceWriter::new(&mut buf);
+        w.put_u32(0x0102_0304);
+        w.put_u8(5);
+        assert_eq!(w.finish(), Some(5));
+        assert_eq!(buf, [1, 2, 3, 4, 5]);
+        let mut small = [0u8; 3];
+        let mut w = SliceWriter::new(&mut small);
+        w.put_u16(7);
+        w.put_u16(8);
+        // A later field that would fit does not go in after one that did not.
+        w.put_u8(9);
+        assert_eq!(w.finish(), None);
+        assert_eq!(small, [0, 7, 0]);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mio::Token;
 use nix::sys::signal::Signal;
 
+use crate::discovery;
 use crate::io::discovery::{Iface, multicast_socket, resolve_iface, sender_socket};
 use crate::io::roster_file as persist;
 use crate::io::sctp_udp::{Coalescing, UdpTransport};
@@ -93,7 +94,7 @@ const TRIM_DELAY: Duration = Duration::from_secs(1);
 /// (one delta each) to leave in one turn: with 2 048, mpd read and handled the SACKs of the fan-out's first
 /// recipients before sending to the rest, and a join at 10 000 took 1.3-1.4 × as long (PERF.md). About 70 ms
 /// of sending on loopback.
-const SEND_BUDGET: usize = 16384;
+pub const SEND_BUDGET: usize = 16384;
 
 /// Counters of what the process around the server does.
 #[derive(Copy, Clone, Debug, Default, serde::Serialize)]
@@ -474,8 +475,10 @@ impl Service {
     /// Sends the server's WELCOMEs and ANNOUNCEs. A lost one is resent by its client's next HELLO (or is one
     /// of three ANNOUNCEs), so a failed send is only logged.
     fn send_discovery(&mut self) {
-        while let Some((to, bytes)) = self.server.poll_discovery_transmit() {
-            if let Err(e) = self.sender.send_to(&bytes, to) {
+        let mut buf = [0u8; discovery::MAX_DATAGRAM];
+        while let Some(t) = self.server.poll_discovery_transmit(&mut buf) {
+            let to = t.dst;
+            if let Err(e) = self.sender.send_to(&buf[..t.len], to) {
                 log::debug!("discovery datagram to {to} failed: {e}");
             }
         }

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::codec::{Malformed, Put, Reader};
+use crate::codec::{Malformed, Put, Reader, SliceWriter};
 use crate::nick::Nick;
 
 /// First bytes of every discovery datagram.
@@ -155,6 +155,18 @@ impl Datagram {
     /// Encodes the datagram (at most [`MAX_DATAGRAM`] bytes) into `out`, replacing its contents.
     pub fn write(&self, out: &mut Vec<u8>) {
         out.clear();
+        self.put(out);
+    }
+
+    /// Encodes the datagram at the start of `buf`; its length, or `None` if `buf` is too small (one of
+    /// [`MAX_DATAGRAM`] bytes always holds it).
+    pub fn write_into(&self, buf: &mut [u8]) -> Option<usize> {
+        let mut w = SliceWriter::new(buf);
+        self.put(&mut w);
+        w.finish()
+    }
+
+    fn put(&self, out: &mut impl Put) {
         out.put_bytes(&MAGIC);
         out.put_u8(VERSION);
         let (kind, instance) = match self {

@@ -375,9 +375,11 @@ impl Server {
         self.ep.poll_transmit(now, buf)
     }
 
-    /// The next discovery datagram to send (a WELCOME to a client, or an ANNOUNCE to the group).
-    pub fn poll_discovery_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.responder.poll_transmit()
+    /// The next discovery datagram to send (a WELCOME to a client, or an ANNOUNCE to the group), written
+    /// into `buf` (at least [`crate::discovery::MAX_DATAGRAM`] bytes), to leave from the discovery sender
+    /// socket.
+    pub fn poll_discovery_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        self.responder.poll_transmit(buf)
     }
 
     /// The next event. Call after draining [`Server::poll_transmit`] (which moves the batch into the

@@ -1,6 +1,7 @@
 //! Property tests for the parsers that read from the network outside SCTP, on stable and in plain `cargo test`:
 //! the discovery datagram (`discovery::Datagram`), the roster messages (`registry::wire::{ClientMsg,
-//! ServerMsg}`) and the chat frames (`peer::frame::{Frame, Reader}`). For each:
+//! ServerMsg}`), the chat frames (`peer::frame::{Frame, Reader}`) and the saved roster read from disk
+//! (`registry::saved`). For each:
 //!
 //! - every value the strategies generate encodes and parses back to itself;
 //! - arbitrary bytes (and bytes that start like a real message, to get past the first checks) never panic,
@@ -681,5 +682,58 @@ fn fuzz_seeds_are_valid() {
             "chat_frame/{name}: {out:?}"
         );
         parser_checks::chat(&b);
+    }
+}
+
+fn saved_entry() -> impl Strategy<Value = Entry> {
+    (
+        "[a-z][a-z0-9._-]{0,31}",
+        any::<u64>(),
+        prop_oneof![Just(Status::Online), Just(Status::Offline)],
+        any::<u64>(),
+        any::<[u8; 4]>(),
+        any::<u16>(),
+        any::<u32>(),
+    )
+        .prop_map(|(n, instance, status, since_ms, ip, port, flaps)| Entry {
+            nick: Nick::new(&n).unwrap(),
+            instance,
+            status,
+            since_ms,
+            chat: SocketAddr::from((ip, port)),
+            flaps,
+        })
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// A saved roster loads back as it was (first of each nickname kept), and every cut or flipped image is
+    /// refused or loads something consistent, never panics.
+    #[test]
+    fn saved_roster_round_trips_and_survives_damage(
+        entries in proptest::collection::vec(saved_entry(), 0..20),
+        version in any::<u64>(),
+        saved in any::<u64>(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let mut unique = std::collections::HashSet::new();
+        let entries: Vec<Entry> = entries.into_iter().filter(|e| unique.insert(e.nick)).collect();
+        let image = multiproto::registry::saved::encode(&entries, version, saved);
+        let d = multiproto::registry::saved::decode(&image).unwrap();
+        prop_assert_eq!(&d.entries, &entries);
+        prop_assert_eq!((d.version, d.saved_unix_ms, d.skipped), (version, saved, 0));
+        parser_checks::saved_roster(&image);
+        parser_checks::saved_roster(&image[..cut.index(image.len())]);
+        let mut flipped = image.clone();
+        let i = flip.index(flipped.len());
+        flipped[i] ^= 1 << (i % 8);
+        parser_checks::saved_roster(&flipped);
+    }
+
+    #[test]
+    fn saved_roster_arbitrary_bytes(b in bytes(256)) {
+        parser_checks::saved_roster(&b);
     }
 }

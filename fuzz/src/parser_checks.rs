@@ -12,6 +12,9 @@
 //!   bytes as a TCP stream into `Reader`, whole and in chunks, compared with an independent model decoder
 //!   (same frames, same error, same bytes held), with the reader's buffer bounded after every push; and
 //!   `Frame::encode` of a MSG with the input as text parses back.
+//! - [`saved_roster`]: `registry::saved::decode` (the daemon's `roster.json`, read from disk at start) never
+//!   panics; what it accepts holds only valid, distinct nicknames and no removed entries, and re-encodes to an
+//!   image that decodes back to the same roster.
 //!
 //! # `chat` input format
 //!
@@ -27,7 +30,10 @@ use multiproto::codec::Malformed;
 use multiproto::discovery::{Datagram, DiscoveryError, MAGIC, MAX_DATAGRAM, VERSION};
 use multiproto::nick::Nick;
 use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
-use multiproto::registry::wire::{ClientMsg, MAX_REASON, Register, RegisterResult, ServerMsg};
+use multiproto::registry::saved;
+use multiproto::registry::wire::{
+    ClientMsg, MAX_REASON, Register, RegisterResult, ServerMsg, Status,
+};
 
 /// Length of the discovery header (magic, version, type, reserved, instance), per `docs/PROTOCOL.md`.
 pub const DISCOVERY_HEADER: usize = 16;
@@ -362,5 +368,33 @@ pub fn chat(data: &[u8]) {
     assert_eq!(
         Frame::parse(&enc[4..]),
         Ok(msg(utf8_prefix(&text, MAX_TEXT)))
+    );
+}
+
+/// The saved roster (`roster.json`): arbitrary bytes to `saved::decode`; see the module docs.
+pub fn saved_roster(data: &[u8]) {
+    let Ok(d) = saved::decode(data) else {
+        return;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for e in &d.entries {
+        assert!(
+            Nick::new(e.nick.as_str()).is_ok(),
+            "invalid nickname accepted: {:?}",
+            e.nick
+        );
+        assert!(
+            seen.insert(e.nick),
+            "duplicate nickname accepted: {:?}",
+            e.nick
+        );
+        assert_ne!(e.status, Status::Removed, "a removed entry loaded");
+    }
+    let again = saved::decode(&saved::encode(&d.entries, d.version, d.saved_unix_ms))
+        .expect("a decoded roster re-encodes to an image that decodes");
+    assert_eq!(again.entries, d.entries);
+    assert_eq!(
+        (again.version, again.saved_unix_ms, again.skipped),
+        (d.version, d.saved_unix_ms, 0)
     );
 }

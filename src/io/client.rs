@@ -159,9 +159,11 @@ impl ClientIo {
         self.udp.write_with(self.reactor.registry(), SCTP, |buf| {
             client.poll_transmit(now, buf)
         })?;
-        while let Some((dst, bytes)) = self.client.poll_discovery_transmit() {
+        let mut buf = [0u8; crate::discovery::MAX_DATAGRAM];
+        while let Some(t) = self.client.poll_discovery_transmit(&mut buf) {
+            let dst = t.dst;
             if let Some(s) = &self.sender
-                && let Err(e) = s.send_to(&bytes, dst)
+                && let Err(e) = s.send_to(&buf[..t.len], dst)
             {
                 log::debug!("HELLO to {dst} failed: {e}");
             }

@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{Config, Stats};
-use crate::discovery::{DaemonInfo, Datagram, DiscoveryError, MAX_DATAGRAM};
+use crate::discovery::{DaemonInfo, Datagram, DiscoveryError};
+use crate::sctp::Transmit;
 use crate::time::Instant;
 
 /// Discovery replies queued at most between two drains. The caller drains every loop turn, so this bounds
-/// the memory a flood of HELLOs read in one turn can take (about 10 MB), not the rate they are answered at.
+/// the memory a flood of HELLOs read in one turn can take (about 3 MB), not the rate they are answered at.
 pub const MAX_DISCOVERY_REPLIES: usize = 65_536;
 
 /// When the ANNOUNCEs after the first one go out, counted from the one before.
@@ -20,7 +21,7 @@ const ANNOUNCE_AFTER: [Duration; 2] = [Duration::from_millis(200), Duration::fro
 pub(super) struct Responder {
     info: DaemonInfo,
     group: SocketAddr,
-    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    out: VecDeque<(SocketAddr, Datagram)>,
     /// The next ANNOUNCE, and how many of [`ANNOUNCE_AFTER`] are still to come after it.
     next_announce: Option<(Instant, usize)>,
 }
@@ -45,9 +46,7 @@ impl Responder {
         if self.out.len() >= MAX_DISCOVERY_REPLIES {
             return false;
         }
-        let mut b = Vec::with_capacity(MAX_DATAGRAM);
-        d.write(&mut b);
-        self.out.push_back((to, b));
+        self.out.push_back((to, d));
         true
     }
 
@@ -111,12 +110,20 @@ impl Responder {
         });
     }
 
-    pub(super) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        let d = self.out.pop_front();
-        if d.is_none() && self.out.capacity() > 1024 {
-            // A flood grew the queue: do not keep its memory.
-            self.out = VecDeque::new();
+    /// The next datagram, encoded into `buf` (at least [`crate::discovery::MAX_DATAGRAM`] bytes).
+    pub(super) fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        loop {
+            let Some((dst, d)) = self.out.pop_front() else {
+                if self.out.capacity() > 1024 {
+                    // A flood grew the queue: do not keep its memory.
+                    self.out = VecDeque::new();
+                }
+                return None;
+            };
+            // Only a buffer smaller than the documented minimum fails; drop rather than stall the queue.
+            if let Some(len) = d.write_into(buf) {
+                return Some(Transmit { dst, len, flow: 0 });
+            }
         }
-        d
     }
 }

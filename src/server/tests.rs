@@ -31,14 +31,13 @@ fn hello(instance: u64) -> Vec<u8> {
 }
 
 fn discovery_out(s: &mut Server) -> Vec<(SocketAddr, Datagram)> {
-    std::iter::from_fn(|| s.poll_discovery_transmit())
-        .map(|(to, b)| {
-            (
-                to,
-                Datagram::parse(&b).expect("the server sent a malformed datagram"),
-            )
-        })
-        .collect()
+    let mut buf = [0u8; crate::discovery::MAX_DATAGRAM];
+    std::iter::from_fn(|| {
+        let t = s.poll_discovery_transmit(&mut buf)?;
+        let d = Datagram::parse(&buf[..t.len]).expect("the server sent a malformed datagram");
+        Some((t.dst, d))
+    })
+    .collect()
 }
 
 /// Runs timers up to `until`, returning when each discovery datagram left.

@@ -699,8 +699,8 @@ impl Simulate for World {
                 out.push((sctp, t.dst, buf[..t.len].to_vec()));
             }
             let sender = SocketAddr::new(s.ip, SERVER_SENDER);
-            while let Some((to, b)) = s.server.poll_discovery_transmit() {
-                out.push((sender, to, b));
+            while let Some(t) = s.server.poll_discovery_transmit(&mut buf) {
+                out.push((sender, t.dst, buf[..t.len].to_vec()));
             }
             while let Some(e) = s.server.poll_event(now) {
                 match &e {
@@ -737,8 +737,8 @@ impl Simulate for World {
                 out.push((sctp, t.dst, buf[..t.len].to_vec()));
             }
             let sender = SocketAddr::new(h.ip, CLIENT_SENDER);
-            while let Some((to, b)) = c.poll_discovery_transmit() {
-                out.push((sender, to, b));
+            while let Some(t) = c.poll_discovery_transmit(&mut buf) {
+                out.push((sender, t.dst, buf[..t.len].to_vec()));
             }
             while let Some(e) = c.poll_event() {
                 // As mpc's session does: the roster feeds the chat peer's contacts.

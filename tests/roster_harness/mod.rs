@@ -100,9 +100,15 @@ impl Mpd {
     }
 
     /// Stops the daemon with SIGTERM and waits for it to exit.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_within(Duration::from_secs(10));
+    }
+
+    /// [`Mpd::stop`], allowing `limit` (a daemon with a large roster to save, in a debug build, on a loaded
+    /// machine, takes longer than the usual ten seconds).
+    pub fn stop_within(mut self, limit: Duration) {
         self.signal(Signal::SIGTERM);
-        let st = self.guard.wait(Duration::from_secs(10));
+        let st = self.guard.wait(limit);
         assert!(
             st.is_some_and(|s| s.success()),
             "mpd did not stop cleanly: {st:?}"

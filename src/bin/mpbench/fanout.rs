@@ -31,6 +31,11 @@ use multiproto::sctp::Transmit;
 
 /// How long one round may take before the baseline gives up.
 const ROUND_LIMIT: Duration = Duration::from_secs(30);
+/// Datagrams the sender sends before it reads again: mpd's own budget per loop turn. A round to 100 000
+/// receivers sent in one go had their replies overflow the sender's receive buffer (a fifth of them lost),
+/// where mpd reads its SACKs between bursts.
+const SEND_BUDGET: usize = multiproto::daemon::SEND_BUDGET;
+
 /// How long the sender waits for the last round's replies after it is told to stop.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 const SOCKET: Token = Token(0);
@@ -457,6 +462,7 @@ fn send_rounds(
     let (mut replies, mut requests) = (0u64, 0u64);
     let mut plan = Plan::new(&shape);
     let mut sending = false;
+    let mut more = false;
     let mut stop_at: Option<Instant> = None;
     let expected = shape.rounds as u64 * shape.replies_per_round();
     let every = shape.ack_every.max(1);
@@ -466,7 +472,13 @@ fn send_rounds(
         {
             return Ok((replies, requests));
         }
-        poll.poll(&mut events, Some(Duration::from_millis(100)))
+        // More to send than the last turn's budget: look at the socket without waiting.
+        let wait = if more {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        poll.poll(&mut events, Some(wait))
             .map_err(|e| format!("raw fan-out: sender poll: {e}"))?;
         while let Ok(c) = cmd.try_recv() {
             match c {
@@ -498,19 +510,21 @@ fn send_rounds(
             |_, _| {},
         )
         .map_err(|e| format!("raw fan-out: sender read: {e}"))?;
+        more = false;
         if sending {
-            sock.write_with(poll.registry(), SOCKET, |buf| {
-                let (l, k, len) = plan.next(&shape)?;
-                // `buf` holds a whole packet (the socket was bound for 1 200-byte packets).
-                let len = len.min(buf.len());
-                tag(&mut buf[..len], plan.round, k);
-                Some(Transmit {
-                    dst: dsts[l.min(dsts.len() - 1)],
-                    len,
-                    flow: k as u32 + 1,
+            more = sock
+                .write_budget_with(poll.registry(), SOCKET, SEND_BUDGET, |buf| {
+                    let (l, k, len) = plan.next(&shape)?;
+                    // `buf` holds a whole packet (the socket was bound for 1 200-byte packets).
+                    let len = len.min(buf.len());
+                    tag(&mut buf[..len], plan.round, k);
+                    Some(Transmit {
+                        dst: dsts[l.min(dsts.len() - 1)],
+                        len,
+                        flow: k as u32 + 1,
+                    })
                 })
-            })
-            .map_err(|e| format!("raw fan-out: send: {e}"))?;
+                .map_err(|e| format!("raw fan-out: send: {e}"))?;
             // Until every receiver has its datagrams; the rest wait for replies or requests to come in.
             sending = plan.lanes.iter().any(|l| l.next < l.end);
         }
