@@ -285,6 +285,28 @@ fn a_stalled_daemon_does_not_mark_healthy_clients_offline() {
         "seed {seed}"
     );
     assert!(w.client(watcher).sees("healthy", true));
+    // Not even the daemon judged anyone offline (the clients all lost it, so none could have seen such a
+    // verdict; it would show as an Offline event and a flap in everyone's roster).
+    let verdicts: Vec<_> = w
+        .daemon()
+        .events
+        .iter()
+        .filter(|(t, e)| {
+            *t >= stalled
+                && matches!(
+                    e,
+                    server::Event::Roster(crate::registry::Event::Offline { .. })
+                )
+        })
+        .collect();
+    assert!(verdicts.is_empty(), "seed {seed}: {verdicts:?}");
+    let flaps = w.client(watcher).client.as_ref().and_then(|c| {
+        c.roster()
+            .entries()
+            .find(|e| e.nick.as_str() == "healthy")
+            .map(|e| e.flaps)
+    });
+    assert_eq!(flaps, Some(0), "seed {seed}");
     assert!(w.daemon().server.stats().stalls >= 1);
     assert!(
         w.daemon()
