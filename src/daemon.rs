@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mio::Token;
 use nix::sys::signal::Signal;
@@ -110,12 +110,6 @@ pub struct Counters {
     pub heap_trims: u64,
     /// Free heap memory held at those times, in KiB, summed.
     pub heap_trimmed_kib: u64,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The daemon's sockets and process state around its [`Server`].
@@ -280,9 +274,9 @@ impl Service {
             group: opts.server.group,
             iface: joined,
         };
-        // The server's clock starts at the reactor's zero; the wall clock is read once, here, for the "since"
-        // times users see.
-        let wall0 = unix_ms().saturating_sub(reactor.now().as_millis());
+        // The server's clock is the reactor's, and so is the wall clock for the "since" times users see (the
+        // reactor reads it once, at its start).
+        let wall0 = reactor.wall_ms().saturating_sub(reactor.now().as_millis());
         let cfg = server::Config {
             instance,
             sctp_udp_port: ready.sctp.port(),
@@ -290,7 +284,7 @@ impl Service {
             ..opts.server.clone()
         };
         let mut server = Server::new(cfg, seed, wall0, reactor.now());
-        match persist::load(&opts.dir, unix_ms())
+        match persist::load(&opts.dir, reactor.wall_ms())
             .map_err(dir_err("cannot read the saved roster"))?
         {
             persist::Loaded::Missing => {
@@ -326,7 +320,7 @@ impl Service {
             sender,
             control,
             ready,
-            started_ms: unix_ms(),
+            started_ms: wall0,
             counters: Counters::default(),
             saver,
             trim_armed: false,

@@ -8,9 +8,9 @@
 //! The protocol cores ([`sctp`], [`registry`], [`server`], [`client`], [`peer`], [`discovery`]) are sans-IO:
 //! bytes and a clock go in, datagrams, timers and events come out; none of them touches a socket, a file, a
 //! thread or the clock, and none holds `unsafe` code. [`io`] holds the adapters between them and real
-//! sockets and files; [`reactor`] is the mio loop and the only clock read; [`daemon`] and [`session`] drive
-//! the server and the client on it. `sim` (tests and the `sim` feature) runs the cores together in virtual
-//! time.
+//! sockets and files; [`reactor`] is the mio loop, whose clock is the cores' only time; [`daemon`] and
+//! [`session`] drive the server and the client on it. `sim` (tests and the `sim` feature) runs the cores
+//! together in virtual time.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
