@@ -123,6 +123,8 @@ struct Service {
     control: control::Control,
     ready: Ready,
     started_ms: u64,
+    /// The daemon's long-term key (the handshake that uses it is issue 14's next step).
+    identity: crate::identity::Identity,
     counters: Counters,
     /// Writes the roster off the loop.
     saver: persist::Saver,
@@ -162,6 +164,8 @@ pub enum StartError {
     },
     /// The OS gave no randomness (for the instance id and the SCTP secrets).
     Randomness(String),
+    /// The daemon's key (`DIR/daemon.key`) could not be read or made.
+    Key(crate::io::keyfile::KeyError),
 }
 
 impl std::fmt::Display for StartError {
@@ -189,6 +193,7 @@ impl std::fmt::Display for StartError {
                 dir.display()
             ),
             StartError::Randomness(e) => write!(f, "no OS randomness: {e}"),
+            StartError::Key(e) => write!(f, "{e}"),
         }
     }
 }
@@ -242,6 +247,13 @@ impl Service {
                 StartError::Bind(bind, e)
             }
         })?;
+        // The daemon's identity, made on its first start (`mpd key` prints it).
+        let key_path = opts.dir.join(crate::io::keyfile::DAEMON_KEY);
+        let (identity, created) =
+            crate::io::keyfile::load_or_create(&key_path).map_err(StartError::Key)?;
+        if created {
+            log::info!("created a new daemon key in {}", key_path.display());
+        }
         let mut control = control::Control::bind(&opts.dir)
             .map_err(dir_err("cannot create the control socket"))?;
         // Bursts to one client (a roster snapshot) leave as segmented sends. GRO stays off here: each
@@ -321,6 +333,7 @@ impl Service {
             control,
             ready,
             started_ms: wall0,
+            identity,
             counters: Counters::default(),
             saver,
             trim_armed: false,
@@ -329,8 +342,9 @@ impl Service {
 
     fn serve(&mut self, hup: &mut dyn FnMut()) -> io::Result<()> {
         log::info!(
-            "mpd started: instance {:016x}, SCTP on udp {}, discovery {} on interface {}, pid {}",
+            "mpd started: instance {:016x}, key {}, SCTP on udp {}, discovery {} on interface {}, pid {}",
             self.server.config().instance,
+            self.identity.public().fingerprint(),
             self.ready.sctp,
             self.ready.group,
             self.ready.iface,
@@ -506,6 +520,7 @@ impl Service {
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
             "instance": format!("{:016x}", self.server.config().instance),
+            "key": self.identity.public().fingerprint().to_string(),
             "started_unix_ms": self.started_ms,
             "uptime_s": now.as_millis() / 1000,
             "dir": self.opts.dir.display().to_string(),

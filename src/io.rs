@@ -8,5 +8,6 @@
 pub mod chat;
 pub mod client;
 pub mod discovery;
+pub mod keyfile;
 pub mod roster_file;
 pub mod sctp_udp;

@@ -22,6 +22,7 @@ pub mod console;
 pub mod daemon;
 pub mod discovery;
 pub mod heap;
+pub mod identity;
 pub mod io;
 pub mod logging;
 pub mod nick;

@@ -1,7 +1,7 @@
 //! Property tests for the parsers that read from the network outside SCTP, on stable and in plain `cargo test`:
 //! the discovery datagram (`discovery::Datagram`), the roster messages (`registry::wire::{ClientMsg,
 //! ServerMsg}`), the chat frames (`peer::frame::{Frame, Reader}`) and the saved roster read from disk
-//! (`registry::saved`). For each:
+//! (`registry::saved`) and key files (`identity`). For each:
 //!
 //! - every value the strategies generate encodes and parses back to itself;
 //! - arbitrary bytes (and bytes that start like a real message, to get past the first checks) never panic,
@@ -735,5 +735,28 @@ proptest! {
     #[test]
     fn saved_roster_arbitrary_bytes(b in bytes(256)) {
         parser_checks::saved_roster(&b);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Key files: a written one reads back; cut, flipped or arbitrary bytes never panic.
+    #[test]
+    fn key_files_round_trip_and_survive_damage(
+        secret in any::<[u8; 32]>(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        junk in bytes(300),
+    ) {
+        let id = multiproto::identity::Identity::from_secret(secret);
+        let file = id.to_file().into_bytes();
+        parser_checks::key_file(&file);
+        parser_checks::key_file(&file[..cut.index(file.len())]);
+        let mut flipped = file.clone();
+        let i = flip.index(flipped.len());
+        flipped[i] ^= 1 << (i % 8);
+        parser_checks::key_file(&flipped);
+        parser_checks::key_file(&junk);
     }
 }

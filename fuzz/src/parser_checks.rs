@@ -12,6 +12,8 @@
 //!   bytes as a TCP stream into `Reader`, whole and in chunks, compared with an independent model decoder
 //!   (same frames, same error, same bytes held), with the reader's buffer bounded after every push; and
 //!   `Frame::encode` of a MSG with the input as text parses back.
+//! - [`key_file`]: `Identity::from_file` (a key file read from disk) never panics, refuses anything larger
+//!   than `MAX_KEY_FILE`, and what it accepts writes back (`to_file`) to a file that reads back as the same key.
 //! - [`saved_roster`]: `registry::saved::decode` (the daemon's `roster.json`, read from disk at start) never
 //!   panics; what it accepts holds only valid, distinct nicknames and no removed entries, and re-encodes to an
 //!   image that decodes back to the same roster.
@@ -397,4 +399,19 @@ pub fn saved_roster(data: &[u8]) {
         (again.version, again.saved_unix_ms, again.skipped),
         (d.version, d.saved_unix_ms, 0)
     );
+}
+
+/// A key file: arbitrary bytes to `identity::Identity::from_file`; see the module docs.
+pub fn key_file(data: &[u8]) {
+    use multiproto::identity::{Identity, KeyFileError, MAX_KEY_FILE};
+    match Identity::from_file(data) {
+        Ok(id) => {
+            assert!(data.len() <= MAX_KEY_FILE);
+            let back = Identity::from_file(id.to_file().as_bytes()).expect("a written key file reads back");
+            assert_eq!(back.public(), id.public());
+            assert_eq!(back.secret_bytes(), id.secret_bytes());
+        }
+        Err(KeyFileError::TooLarge) => assert!(data.len() > MAX_KEY_FILE),
+        Err(_) => {}
+    }
 }

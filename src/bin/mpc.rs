@@ -64,6 +64,7 @@ enum Cmd {
     Listen(Listen),
     Send(Send),
     List(List),
+    Whoami(Whoami),
 }
 
 /// stay online; print roster changes, received messages and delivery results, one JSON object per line with
@@ -96,6 +97,31 @@ struct List {
     /// print one JSON object instead of a table
     #[argh(switch)]
     json: bool,
+}
+
+/// print this client's key fingerprint (creating its key in the state directory on first use); read it to
+/// a peer who wants to check it is you
+#[derive(FromArgs)]
+#[argh(subcommand, name = "whoami")]
+struct Whoami {}
+
+/// `mpc whoami`: the fingerprint on stdout; a note on stderr when the key was made just now.
+fn whoami(a: &Args) -> std::io::Result<ExitCode> {
+    let dir = state_dir(a);
+    let path = dir.join(multiproto::io::keyfile::CLIENT_KEY);
+    let (id, created) =
+        multiproto::io::keyfile::load_or_create(&path).map_err(std::io::Error::other)?;
+    if created {
+        eprintln!("mpc: created a new key in {}", path.display());
+    }
+    println!("{}", id.public().fingerprint());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_dir(a: &Args) -> PathBuf {
+    a.state_dir
+        .clone()
+        .unwrap_or_else(multiproto::outbox::default_state_dir)
 }
 
 fn init_logging() {
@@ -481,6 +507,13 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
 fn main() -> ExitCode {
     init_logging();
     let a: Args = argh::from_env();
+    if let Some(Cmd::Whoami(_)) = &a.cmd {
+        // Needs no nickname.
+        return whoami(&a).unwrap_or_else(|e| {
+            eprintln!("mpc: {e}");
+            ExitCode::from(1)
+        });
+    }
     let raw = a.nick.clone().unwrap_or_else(default_nick);
     let nick = match Nick::new(&raw) {
         Ok(n) => n,
@@ -490,16 +523,14 @@ fn main() -> ExitCode {
         }
     };
     let r = match &a.cmd {
+        Some(Cmd::Whoami(_)) => unreachable!("handled above"),
         Some(Cmd::Listen(l)) => listen(&a, l, nick),
         Some(Cmd::Send(s)) => send(&a, s, nick),
         Some(Cmd::List(l)) => list(&a, l, nick),
         None => multiproto::console::run(multiproto::console::Options {
             setup: setup(&a, nick),
             chat: chat_bind(&a),
-            state_dir: a
-                .state_dir
-                .clone()
-                .unwrap_or_else(multiproto::outbox::default_state_dir),
+            state_dir: state_dir(&a),
             daemon_wait: Duration::from_secs(a.timeout),
         }),
     };

@@ -89,6 +89,7 @@ enum Command {
     Restart(RestartArgs),
     Status(StatusArgs),
     Run(RunArgs),
+    Key(KeyArgs),
 }
 
 /// Declares a subcommand with the service options (start, restart and run share them: argh cannot flatten).
@@ -253,6 +254,31 @@ struct StatusArgs {
     json: bool,
 }
 
+/// print the daemon's key fingerprint (creating DIR/daemon.key if there is none yet), for people to
+/// compare with what their clients see
+#[derive(FromArgs)]
+#[argh(subcommand, name = "key")]
+struct KeyArgs {
+    /// the daemon's directory (default: the current directory)
+    #[argh(option, default = "PathBuf::from(\".\")")]
+    dir: PathBuf,
+}
+
+/// `mpd key`: the fingerprint on stdout; a note on stderr when the key was made just now.
+fn cmd_key(dir: &Path) -> i32 {
+    let path = dir.join(multiproto::io::keyfile::DAEMON_KEY);
+    match multiproto::io::keyfile::load_or_create(&path) {
+        Ok((id, created)) => {
+            if created {
+                eprintln!("mpd: created a new daemon key in {}", path.display());
+            }
+            println!("{}", id.public().fingerprint());
+            exit::OK
+        }
+        Err(e) => fail(exit::ERROR, e),
+    }
+}
+
 /// The service options of start, restart and run.
 struct ServiceArgs {
     dir: PathBuf,
@@ -354,6 +380,7 @@ fn main() {
             Command::Restart(a) => cmd_restart(&a.service()),
             Command::Status(a) => cmd_status(&a.dir, a.json),
             Command::Run(a) => cmd_run(&a.service()),
+            Command::Key(a) => cmd_key(&a.dir),
         },
         Err(code) => code,
     };

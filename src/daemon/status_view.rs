@@ -50,6 +50,7 @@ pub fn render(v: &Value) -> String {
         text("instance")
     );
     let _ = writeln!(out, "  directory:  {}", text("dir"));
+    let _ = writeln!(out, "  key:        {}", text("key"));
     let _ = writeln!(
         out,
         "  discovery:  group {} on interface {}",
@@ -136,6 +137,7 @@ mod tests {
         json!({
             "running": true, "pid": 4242, "version": "0.1.0", "instance": "00000000deadbeef",
             "uptime_s": 3725, "dir": "/var/lib/multiproto", "group": "239.255.77.77:10001",
+            "key": "mpk:honl-d7pi-urbx-fa5h-idbx-uuc7-2ooh-m6n5",
             "iface": "127.0.0.1", "sctp_udp": "0.0.0.0:9899", "sctp_port": 9899, "heartbeat_ms": 1000,
             "detection_bound_ms": 2700,
             "clients": {"online": 3, "offline": 1, "other_connections": 0},
@@ -153,6 +155,7 @@ mod tests {
             render(&sample()),
             "mpd is running (pid 4242), up 1h 02m 05s, version 0.1.0, instance 00000000deadbeef
   directory:  /var/lib/multiproto
+  key:        mpk:honl-d7pi-urbx-fa5h-idbx-uuc7-2ooh-m6n5
   discovery:  group 239.255.77.77:10001 on interface 127.0.0.1
   SCTP:       udp 0.0.0.0:9899 (SCTP port 9899), heartbeat every 1000 ms, silent clients detected within 2700 ms
   clients:    3 online, 1 offline (3 associations, roster version 17)
@@ -171,7 +174,7 @@ mod tests {
         assert!(out.ends_with(
             "  problems:   0 roster saves failed, 5 times a client fell so far behind that it got the whole roster again\n"
         ));
-        assert_eq!(out.lines().count(), 9);
+        assert_eq!(out.lines().count(), 10);
     }
 
     #[test]
@@ -182,12 +185,13 @@ mod tests {
             lines[0],
             "mpd is running (pid 7), up 0s, version ?, instance ?"
         );
+        assert_eq!(lines[2], "  key:        ?");
         assert_eq!(
-            lines[4],
+            lines[5],
             "  clients:    0 online, 0 offline (0 associations, roster version 0)"
         );
-        assert_eq!(lines[5], "  flapping:   none");
-        assert_eq!(lines[6], "  drops:      none");
-        assert_eq!(lines.len(), 8);
+        assert_eq!(lines[6], "  flapping:   none");
+        assert_eq!(lines[7], "  drops:      none");
+        assert_eq!(lines.len(), 9);
     }
 }
