@@ -74,20 +74,22 @@ fn the_daemon_key_is_made_once_shown_by_status_and_guarded() {
     assert_eq!(out_text(&d.mpd("key", &[])).0, fp);
 }
 
+/// `mpc --state-dir DIR whoami`.
+fn whoami(dir: &std::path::Path) -> Output {
+    run_with_limit(
+        Command::new(env!("CARGO_BIN_EXE_mpc"))
+            .arg("--state-dir")
+            .arg(dir)
+            .arg("whoami"),
+        Duration::from_secs(30),
+        b"",
+    )
+}
+
 #[test]
 fn a_client_key_is_made_once_in_the_state_directory() {
     let dir = temp_dir("identity-client");
-    let whoami = || {
-        run_with_limit(
-            Command::new(env!("CARGO_BIN_EXE_mpc"))
-                .arg("--state-dir")
-                .arg(&dir)
-                .arg("whoami"),
-            Duration::from_secs(30),
-            b"",
-        )
-    };
-    let first = whoami();
+    let first = whoami(&dir);
     assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
     let (fp, err) = out_text(&first);
     assert!(is_fingerprint(&fp), "{fp:?}");
@@ -97,20 +99,12 @@ fn a_client_key_is_made_once_in_the_state_directory() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let (again, err) = out_text(&whoami());
+    let (again, err) = out_text(&whoami(&dir));
     assert_eq!(again, fp);
     assert!(err.is_empty(), "{err}");
     // Another state directory, another identity.
     let other = temp_dir("identity-client-2");
-    let o = run_with_limit(
-        Command::new(env!("CARGO_BIN_EXE_mpc"))
-            .arg("--state-dir")
-            .arg(&other)
-            .arg("whoami"),
-        Duration::from_secs(30),
-        b"",
-    );
-    assert_ne!(out_text(&o).0, fp);
+    assert_ne!(out_text(&whoami(&other)).0, fp);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other);
 }

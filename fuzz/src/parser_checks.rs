@@ -407,7 +407,8 @@ pub fn key_file(data: &[u8]) {
     match Identity::from_file(data) {
         Ok(id) => {
             assert!(data.len() <= MAX_KEY_FILE);
-            let back = Identity::from_file(id.to_file().as_bytes()).expect("a written key file reads back");
+            let back = Identity::from_file(id.to_file().as_bytes())
+                .expect("a written key file reads back");
             assert_eq!(back.public(), id.public());
             assert_eq!(back.secret_bytes(), id.secret_bytes());
         }
