@@ -99,13 +99,8 @@ pub fn sctp_config(port: u16, heartbeat: Duration) -> SctpConfig {
 /// less than this lost no client to the stall, whatever the heartbeat interval.
 pub fn shortest_give_up() -> Duration {
     let cfg = sctp_config(0, Duration::from_secs(1));
-    let mut rto = cfg.rto.min;
-    let mut total = Duration::ZERO;
-    for _ in 0..=cfg.max_retransmits {
-        total += rto;
-        rto = (rto * 2).min(cfg.rto.max);
-    }
-    total
+    cfg.rto
+        .backoff_total(cfg.rto.min, u32::from(cfg.max_retransmits) + 1)
 }
 
 /// The daemon named by `--daemon ADDR` instead of found by discovery: its SCTP port is taken to be its UDP

@@ -92,20 +92,18 @@ impl Config {
         }
     }
 
-    /// See [`detection_bound`].
+    /// The longest a silent client can stay online, from the last heartbeat it answered (or, for one that
+    /// never answered any, from its association's start): the next heartbeat is due one interval plus up to
+    /// 1.5 RTO later (RFC 9260 §8.3 jitter; deferring to the client's own heartbeats waits interval + 2 RTO
+    /// after its last one, no longer), then `max_retransmits + 1` unanswered heartbeats of one backed-off RTO
+    /// each. The RTO is taken at its initial value, as it is before the first round trip is measured: the
+    /// whole-system simulation found a client that died within a second of registering outliving a bound
+    /// built on RTO.Min.
     pub fn detection_bound(&self) -> Duration {
-        detection_bound(
-            self.heartbeat,
-            self.rto_min,
-            self.rto_max,
-            self.max_retransmits,
-        )
-    }
-
-    /// RTO.Initial of client associations: RFC 9260's 1 s is far too slow for a LAN, so 300 ms (clamped
-    /// into the configured bounds).
-    fn rto_initial(&self) -> Duration {
-        rto_initial(self.rto_min, self.rto_max)
+        let rto = self.sctp().rto;
+        self.heartbeat
+            + rto.initial * 3 / 2
+            + rto.backoff_total(rto.initial, u32::from(self.max_retransmits) + 1)
     }
 
     /// The SCTP settings of the daemon's endpoint.
@@ -115,7 +113,8 @@ impl Config {
             accept: true,
             heartbeat_interval: Some(self.heartbeat),
             rto: RtoConfig {
-                initial: self.rto_initial(),
+                // RFC 9260's RTO.Initial of 1 s is far too slow for a LAN: 300 ms, within the bounds.
+                initial: Duration::from_millis(300).clamp(self.rto_min, self.rto_max),
                 min: self.rto_min,
                 max: self.rto_max,
             },
@@ -131,32 +130,6 @@ impl Config {
             ..SctpConfig::default()
         }
     }
-}
-
-fn rto_initial(rto_min: Duration, rto_max: Duration) -> Duration {
-    Duration::from_millis(300).clamp(rto_min, rto_max)
-}
-
-/// The longest a silent client can stay online, from the last heartbeat it answered (or, for one that never
-/// answered any, from its association's start): the next heartbeat is due one interval plus up to 1.5 RTO
-/// later (RFC 9260 §8.3 jitter; deferring to the client's own heartbeats waits interval + 2 RTO after its
-/// last one, no longer), then `max_retransmits + 1` unanswered heartbeats of one backed-off RTO each. The
-/// RTO is taken at its initial value, as it is before the first round trip is measured: the whole-system
-/// simulation found a client that died within a second of registering outliving a bound built on RTO.Min.
-pub fn detection_bound(
-    heartbeat: Duration,
-    rto_min: Duration,
-    rto_max: Duration,
-    max_retransmits: u8,
-) -> Duration {
-    let initial = rto_initial(rto_min, rto_max);
-    let mut rto = initial;
-    let mut total = heartbeat + initial * 3 / 2;
-    for _ in 0..=max_retransmits {
-        total += rto;
-        rto = (rto * 2).min(rto_max);
-    }
-    total
 }
 
 /// Counters of the server's own work (the endpoint and the registry count theirs).

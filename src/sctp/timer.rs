@@ -119,6 +119,21 @@ pub struct RtoConfig {
     pub max: Duration,
 }
 
+impl RtoConfig {
+    /// How long `probes` consecutive unanswered probes take when the first waits `from` and each timeout
+    /// doubles the RTO up to [`RtoConfig::max`] (RFC 9260 §6.3.3, rule E2): the time a silent peer is given
+    /// before Association.Max.Retrans + 1 timeouts end the association.
+    pub fn backoff_total(&self, from: Duration, probes: u32) -> Duration {
+        let mut rto = from;
+        let mut total = Duration::ZERO;
+        for _ in 0..probes {
+            total += rto;
+            rto = (rto * 2).min(self.max);
+        }
+        total
+    }
+}
+
 /// Smoothed RTT, RTT variation and the current RTO, in microseconds (RFC 9260 §6.3.1).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Rto {

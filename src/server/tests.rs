@@ -155,3 +155,17 @@ fn stopping_with_no_clients_stops_at_once() {
     let events: Vec<Event> = std::iter::from_fn(|| s.poll_event(Instant::ZERO)).collect();
     assert_eq!(events, vec![Event::Stopped { unfinished: 0 }]);
 }
+
+#[test]
+fn the_default_detection_bound_is_the_documented_2_95_s() {
+    // 1 s interval + 1.5 × RTO.Initial 300 ms, then 300 + 400 + 400 + 400 ms of backed-off probes (PERF.md).
+    assert_eq!(
+        Config::new(1).detection_bound(),
+        Duration::from_millis(2950)
+    );
+    // A client gives up after 100 + 200 + 400 + 800 + 1000 + 1000 ms (RTO.Min 100 ms, max 1 s, 5 retransmits).
+    assert_eq!(
+        crate::client::shortest_give_up(),
+        Duration::from_millis(3500)
+    );
+}
