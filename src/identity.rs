@@ -165,13 +165,14 @@ impl Fingerprint {
     pub fn parse(s: &str) -> Option<Fingerprint> {
         let s = s.trim();
         let s = s.strip_prefix(FINGERPRINT_PREFIX).unwrap_or(s);
+        // RFC 4648's alphabet is upper case; we show it lower case.
         let compact: String = s
             .chars()
             .filter(|c| *c != '-')
-            .map(|c| c.to_ascii_lowercase())
+            .map(|c| c.to_ascii_uppercase())
             .collect();
         let raw = data_encoding::BASE32_NOPAD
-            .decode(compact.to_ascii_uppercase().as_bytes())
+            .decode(compact.as_bytes())
             .ok()?;
         raw.try_into().ok().map(Fingerprint)
     }

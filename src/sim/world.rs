@@ -367,22 +367,19 @@ impl World {
         }
         let backlog = std::mem::take(&mut p.backlog);
         let segments = std::mem::take(&mut p.segments);
+        // How late the process wakes, as the reactor would measure it: past the deadline it had asked for.
+        let late = |deadline: Option<Instant>| {
+            deadline.map_or(Duration::ZERO, |t| now.saturating_since(t))
+        };
         match h {
             Host::Server => {
                 if let Some(s) = &mut self.server {
-                    let late = s
-                        .server
-                        .poll_timeout()
-                        .map_or(Duration::ZERO, |t| now.saturating_since(t));
-                    s.server.handle_stall(now, late);
+                    s.server.handle_stall(now, late(s.server.poll_timeout()));
                 }
             }
             Host::Client(n) => {
                 if let Some(c) = &mut self.clients[n].client {
-                    let late = c
-                        .poll_timeout()
-                        .map_or(Duration::ZERO, |t| now.saturating_since(t));
-                    c.handle_stall(now, late);
+                    c.handle_stall(now, late(c.poll_timeout()));
                 }
             }
         }
@@ -704,16 +701,12 @@ impl Simulate for World {
             }
             while let Some(e) = s.server.poll_event(now) {
                 match &e {
-                    server::Event::SaveDue => {
+                    // As mpd does: save when due, and once more on the way out.
+                    server::Event::SaveDue | server::Event::Stopped { .. } => {
                         let r = s.server.registry();
                         self.disk =
                             Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
-                    }
-                    server::Event::Stopped { .. } => {
-                        let r = s.server.registry();
-                        self.disk =
-                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
-                        stopped = true;
+                        stopped |= matches!(e, server::Event::Stopped { .. });
                     }
                     _ => {}
                 }
