@@ -22,6 +22,13 @@ mod pair;
 
 const CLIENTS: u32 = 10_000;
 
+/// A distinct key per client, as real clients have (the registry binds each nickname to one).
+fn key_of(n: u64) -> multiproto::identity::PublicKey {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&n.to_le_bytes());
+    multiproto::identity::PublicKey(k)
+}
+
 fn register_msg(nick: &str, instance: u64) -> Vec<u8> {
     ClientMsg::Register(Register {
         flags: flags::SUBSCRIBE,
@@ -75,7 +82,7 @@ fn setup() -> (Registry, Endpoint, Endpoint, Vec<u8>) {
         .map(|id| (id, server.remote(id).unwrap().0))
         .collect();
     for (n, (id, remote)) in ids.into_iter().enumerate() {
-        reg.connected(id, remote);
+        reg.connected(id, remote, key_of(n as u64));
         reg.handle_message(now, 1, id, &register_msg(&format!("c{n}"), n as u64));
     }
     reg.flush();
@@ -101,7 +108,7 @@ fn bench(c: &mut Criterion) {
                 .ids()
                 .find(|&id| server.remote(id).unwrap().0 == pair::client_addr(i))
                 .unwrap();
-            reg.connected(sid, pair::client_addr(i));
+            reg.connected(sid, pair::client_addr(i), key_of(1_000_000 + u64::from(n)));
             reg.handle_message(
                 now,
                 2,
@@ -124,7 +131,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("one_change_registry_only_delta_for_10k", |b| {
         b.iter(|| {
             reg.connection_lost(now, 3, flip, "bench");
-            reg.connected(flip, remote);
+            reg.connected(flip, remote, key_of(0));
             reg.handle_message(now, 3, flip, &register_msg("c0", 0));
             reg.flush();
             let mut copies = 0;

@@ -5,6 +5,21 @@
 //! [`Client`] owns its SCTP [`Endpoint`]; the caller moves datagrams between it and two sockets (the SCTP
 //! UDP socket and the discovery sender socket, plus the group socket for ANNOUNCE) and calls
 //! [`Client::handle_timeout`] when [`Client::poll_timeout`] passes.
+//!
+//! # Trust
+//! The client trusts one daemon key per group, its [`Pin`] (kept by the application, like SSH's
+//! known_hosts). WELCOMEs and ANNOUNCEs name a key; one that is not the pinned key is never followed (the
+//! application is told once, with both fingerprints). With nothing pinned (first contact), the client listens
+//! a moment after the first answer: two daemons with different keys are named and nothing is chosen;
+//! otherwise the one key heard is trusted on first use once its handshake completes
+//! ([`ClientEvent::DaemonPinned`]). The association then carries a Noise session ([`crate::secure`]): IK to
+//! the key a WELCOME named (the handshake fails unless the daemon holds it), XX when the daemon was given by
+//! address and only a fingerprint or nothing is known. Registration and every roster message are sealed.
+//!
+//! No datagram that did not come through the session makes the client drop a working association: an
+//! ANNOUNCE of a new instance of our daemon only has the association probed, and a daemon that really
+//! restarted answers the probe with an ABORT, after which the client connects to the announced address at
+//! once.
 
 #![forbid(unsafe_code)]
 
@@ -17,14 +32,48 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::discovery::{DaemonInfo, Datagram, Hello};
+use crate::discovery::{Auth, DaemonInfo, Datagram, DiscoveryError, Hello};
+use crate::identity::{Fingerprint, Identity, PublicKey};
 use crate::nick::Nick;
 use crate::registry::wire::{ClientMsg, PPID, Register, RegisterResult, ServerMsg, flags};
 use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event, RtoConfig, Transmit,
 };
+use crate::secure::{Context, Initiator, Psk, Seeds, Step};
 use crate::time::Instant;
 use roster::{Applied, Roster};
+
+/// Which daemon key the client trusts for its group.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// Nothing yet: the first daemon heard is trusted once its handshake completes, unless another key
+    /// answers too.
+    None,
+    /// A fingerprint given up front (`--daemon-key`): only a key with this fingerprint is followed.
+    Fingerprint(Fingerprint),
+    /// The key pinned on an earlier contact.
+    Key(PublicKey),
+}
+
+impl Pin {
+    /// Whether a daemon holding `key` may be followed.
+    pub fn accepts(&self, key: &PublicKey) -> bool {
+        match self {
+            Pin::None => true,
+            Pin::Fingerprint(f) => key.fingerprint() == *f,
+            Pin::Key(k) => k == key,
+        }
+    }
+
+    /// The pinned fingerprint, if any.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        match self {
+            Pin::None => None,
+            Pin::Fingerprint(f) => Some(*f),
+            Pin::Key(k) => Some(k.fingerprint()),
+        }
+    }
+}
 
 /// How the client finds and talks to the daemon.
 #[derive(Clone, Debug)]
@@ -51,11 +100,26 @@ pub struct Config {
     pub hello_min: Duration,
     /// Longest HELLO retry delay.
     pub hello_max: Duration,
+    /// Our long-term key.
+    pub identity: Identity,
+    /// The daemon key we trust.
+    pub pin: Pin,
+    /// The network secret, if the LAN uses one.
+    pub psk: Option<Psk>,
+    /// On first contact (nothing pinned), how long after the first answer to listen for another daemon
+    /// before trusting the one heard.
+    pub first_contact_wait: Duration,
 }
 
 impl Config {
-    /// A configuration with mpc's defaults.
-    pub fn new(nick: Nick, instance: u64, group: SocketAddr, sctp_port: u16) -> Config {
+    /// A configuration with mpc's defaults, for a client holding `identity`, nothing pinned.
+    pub fn new(
+        nick: Nick,
+        instance: u64,
+        group: SocketAddr,
+        sctp_port: u16,
+        identity: Identity,
+    ) -> Config {
         Config {
             nick,
             instance,
@@ -68,6 +132,10 @@ impl Config {
             heartbeat: Duration::from_secs(1),
             hello_min: Duration::from_millis(200),
             hello_max: Duration::from_secs(5),
+            identity,
+            pin: Pin::None,
+            psk: None,
+            first_contact_wait: Duration::from_millis(300),
         }
     }
 }
@@ -101,17 +169,6 @@ pub fn shortest_give_up() -> Duration {
     let cfg = sctp_config(0, Duration::from_secs(1));
     cfg.rto
         .backoff_total(cfg.rto.min, u32::from(cfg.max_retransmits) + 1)
-}
-
-/// The daemon named by `--daemon ADDR` instead of found by discovery: its SCTP port is taken to be its UDP
-/// port, and its instance is unknown (0).
-fn given_daemon(addr: SocketAddr) -> DaemonInfo {
-    DaemonInfo {
-        instance: 0,
-        sctp_udp_port: addr.port(),
-        sctp_port: addr.port(),
-        addr: Some(addr.ip()),
-    }
 }
 
 /// What happened, for the application to show.
@@ -148,6 +205,91 @@ pub enum ClientEvent {
         /// How it ended.
         reason: DownReason,
     },
+    /// A daemon whose key is not the pinned one answered or announced itself; it is not followed. Said once
+    /// per key.
+    DaemonKeyMismatch {
+        /// Where it answered from.
+        addr: SocketAddr,
+        /// The fingerprint we trust.
+        pinned: Fingerprint,
+        /// The one it claims.
+        offered: Fingerprint,
+    },
+    /// With nothing pinned, two daemons with different keys answered: the client chose neither and stopped.
+    DaemonsDisagree {
+        /// The first one heard.
+        first: (SocketAddr, Fingerprint),
+        /// The other.
+        second: (SocketAddr, Fingerprint),
+    },
+    /// The handshake proved the daemon holds this key, which was not pinned as a whole key before: keep it
+    /// as the pin for the group.
+    DaemonPinned {
+        /// The daemon's key.
+        key: PublicKey,
+    },
+    /// The daemon refused the session and said why (unauthenticated words, shown as its claim). The client
+    /// tries again later.
+    Refused {
+        /// Its words.
+        reason: String,
+    },
+    /// The daemon at this address requires the network secret, which we do not have. Said once.
+    SecretRequired {
+        /// Where it answered from.
+        addr: SocketAddr,
+    },
+    /// A daemon answered without proving it holds our network secret; it is not followed. Said once.
+    SecretMismatch {
+        /// Where it answered from.
+        addr: SocketAddr,
+    },
+    /// A daemon of an older protocol answered; it must be upgraded. Said once.
+    OldDaemon {
+        /// Where it answered from.
+        addr: SocketAddr,
+    },
+}
+
+impl ClientEvent {
+    /// What a user must be told about an event of trust (daemon keys, the network secret, an old daemon), in
+    /// words that say what to do; `None` for other events.
+    pub fn trust_notice(&self) -> Option<String> {
+        Some(match self {
+            ClientEvent::DaemonKeyMismatch {
+                addr,
+                pinned,
+                offered,
+            } => format!(
+                "a daemon at {addr} has key {offered}, not the key this client trusts ({pinned}); it is not \
+                 followed. If the daemon was reinstalled, check its new key with its operator (`mpd key` on \
+                 its host) and accept it by starting mpc once with --daemon-key {offered}"
+            ),
+            ClientEvent::DaemonsDisagree { first, second } => format!(
+                "two daemons with different keys answer here: {} at {} and {} at {}; this client trusts \
+                 neither until told which. Ask the operator for the right one (`mpd key` on its host) and \
+                 start mpc with --daemon-key FINGERPRINT",
+                first.1, first.0, second.1, second.0
+            ),
+            ClientEvent::DaemonPinned { key } => format!(
+                "trusting the daemon with key {} from now on (`mpd key` on its host shows the same)",
+                key.fingerprint()
+            ),
+            ClientEvent::Refused { reason } => format!("the daemon refused the session: {reason}"),
+            ClientEvent::SecretRequired { addr } => format!(
+                "the daemon at {addr} requires the network secret: start mpc with --secret-file PATH (the \
+                 file comes from its operator)"
+            ),
+            ClientEvent::SecretMismatch { addr } => format!(
+                "a daemon at {addr} does not hold this client's network secret; it is not followed (check \
+                 --secret-file)"
+            ),
+            ClientEvent::OldDaemon { addr } => format!(
+                "the daemon at {addr} speaks an older protocol (no keys, no encryption): it must be upgraded"
+            ),
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +297,12 @@ enum State {
     Discovering {
         next_hello: Instant,
         delay: Duration,
+    },
+    /// First contact: a daemon answered; listening until `until` for another key before connecting to it.
+    Choosing {
+        until: Instant,
+        daemon: DaemonInfo,
+        addr: SocketAddr,
     },
     Connecting {
         assoc: AssocId,
@@ -168,16 +316,29 @@ enum State {
     Stopped,
 }
 
+/// Things said once ([`ClientEvent`]s that could repeat with every datagram), bounded.
+const MAX_TOLD: usize = 64;
+
 /// The client.
 pub struct Client {
     cfg: Config,
     ep: Endpoint,
     state: State,
+    /// The session on our association to the daemon.
+    link: Initiator,
     roster: Roster,
     rng: ChaCha8Rng,
+    seeds: Seeds,
     attempts: u32,
     events: VecDeque<ClientEvent>,
     discovery_out: VecDeque<(SocketAddr, Datagram)>,
+    /// Our daemon announced a new instance at this address: where to connect once the association it
+    /// replaces is seen to fail (the probe answered with an ABORT).
+    announced: Option<(DaemonInfo, SocketAddr)>,
+    /// Keys and addresses already reported (see [`MAX_TOLD`]).
+    told: Vec<(u8, [u8; 32])>,
+    /// The last refusal reported, so a repeated one is not reported again.
+    last_refusal: Option<String>,
 }
 
 impl Client {
@@ -190,11 +351,16 @@ impl Client {
         let mut c = Client {
             ep: Endpoint::new(sctp, ep_seed),
             state: State::Stopped,
+            link: Initiator::Idle,
             roster: Roster::new(),
+            seeds: Seeds::new(&seed),
             rng,
             attempts: 0,
             events: VecDeque::new(),
             discovery_out: VecDeque::new(),
+            announced: None,
+            told: Vec::new(),
+            last_refusal: None,
             cfg,
         };
         c.begin_search(now, Duration::ZERO);
@@ -211,6 +377,12 @@ impl Client {
         &self.roster
     }
 
+    /// Whether the client stopped trying by itself (refused, or it heard two daemons and trusts neither);
+    /// only [`Client::retry`] starts it again.
+    pub fn has_given_up(&self) -> bool {
+        self.state == State::Stopped
+    }
+
     /// Whether the client is registered with a daemon right now.
     pub fn is_registered(&self) -> bool {
         matches!(self.state, State::Registered { .. })
@@ -219,6 +391,28 @@ impl Client {
     /// The SCTP endpoint's counters.
     pub fn sctp_stats(&self) -> &crate::sctp::Stats {
         self.ep.stats()
+    }
+
+    /// The daemon key trusted now (updated when a first contact pins one).
+    pub fn pin(&self) -> Pin {
+        self.cfg.pin
+    }
+
+    /// Our public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.cfg.identity.public()
+    }
+
+    /// Reports `ev` unless an event of this `kind` about `what` was reported already.
+    fn tell_once(&mut self, kind: u8, what: [u8; 32], ev: ClientEvent) {
+        if self.told.contains(&(kind, what)) {
+            return;
+        }
+        if self.told.len() >= MAX_TOLD {
+            self.told.remove(0);
+        }
+        self.told.push((kind, what));
+        self.events.push_back(ev);
     }
 
     fn jitter(&mut self, d: Duration) -> Duration {
@@ -231,15 +425,15 @@ impl Client {
     }
 
     fn begin_search(&mut self, now: Instant, first_delay: Duration) {
+        self.link = Initiator::Idle;
         if let Some(addr) = self.cfg.daemon {
             // No discovery: connect straight to the given address.
-            let daemon = given_daemon(addr);
             self.state = State::Discovering {
                 next_hello: now + first_delay,
                 delay: self.cfg.hello_min,
             };
             if first_delay.is_zero() {
-                self.connect(now, daemon, addr);
+                self.connect(now, None, addr);
             }
             return;
         }
@@ -258,13 +452,11 @@ impl Client {
         };
         self.attempts += 1;
         if let Some(addr) = self.cfg.daemon {
-            self.connect(now, given_daemon(addr), addr);
+            self.connect(now, None, addr);
             return;
         }
         let hello = Datagram::Hello(Hello {
             instance: self.cfg.instance,
-            nick: self.cfg.nick,
-            chat_port: self.cfg.chat_port,
             sctp_udp_port: self.cfg.sctp_port,
         });
         self.discovery_out.push_back((self.cfg.group, hello));
@@ -278,33 +470,64 @@ impl Client {
         };
     }
 
-    fn connect(&mut self, now: Instant, daemon: DaemonInfo, addr: SocketAddr) {
-        match self.ep.connect(now, addr, daemon.sctp_port) {
+    /// Opens an association to the daemon at `addr` and queues the first handshake message (sent as soon as
+    /// the association is up): IK to the key `daemon` names (already checked against the pin), or XX for a
+    /// daemon given by address.
+    fn connect(&mut self, now: Instant, daemon: Option<DaemonInfo>, addr: SocketAddr) {
+        let sctp_port = daemon.map_or(addr.port(), |d| d.sctp_port);
+        let expect = daemon.map(|d| d.key).or(match self.cfg.pin {
+            Pin::Key(k) => Some(k),
+            _ => None,
+        });
+        match self.ep.connect(now, addr, sctp_port) {
             Ok(assoc) => {
                 self.events.push_back(ClientEvent::DaemonFound { addr });
-                let reg = ClientMsg::Register(Register {
-                    flags: if self.cfg.observer {
-                        flags::OBSERVER
-                    } else {
-                        0
-                    } | if self.cfg.subscribe {
-                        flags::SUBSCRIBE
-                    } else {
-                        0
-                    },
-                    instance: self.cfg.instance,
-                    nick: self.cfg.nick.to_string(),
-                    chat_port: self.cfg.chat_port,
-                    chat_ip: None,
-                });
-                // Queued now, sent as soon as the association is up.
-                let _ = self.ep.send_owned(assoc, 0, false, PPID, reg.encode());
+                let (link, first) = Initiator::start(
+                    Context::Roster,
+                    &self.cfg.identity,
+                    expect.as_ref(),
+                    self.cfg.psk.as_ref(),
+                    self.seeds.next_seed(),
+                );
+                match first {
+                    Ok(m) => {
+                        let _ = self.ep.send_owned(assoc, 0, false, PPID, m);
+                    }
+                    Err(e) => log::debug!("handshake to {addr}: {e}"),
+                }
+                self.link = link;
                 self.state = State::Connecting {
                     assoc,
-                    daemon: daemon.instance,
+                    daemon: daemon.map_or(0, |d| d.instance),
                 };
             }
             Err(e) => log::debug!("connect to {addr} failed: {e}"),
+        }
+    }
+
+    /// The REGISTER (or observation) that opens the roster, sealed.
+    fn register(&mut self, assoc: AssocId) {
+        let reg = ClientMsg::Register(Register {
+            flags: if self.cfg.observer {
+                flags::OBSERVER
+            } else {
+                0
+            } | if self.cfg.subscribe {
+                flags::SUBSCRIBE
+            } else {
+                0
+            },
+            instance: self.cfg.instance,
+            nick: self.cfg.nick.to_string(),
+            chat_port: self.cfg.chat_port,
+            chat_ip: None,
+        });
+        self.send_sealed(assoc, &reg.encode());
+    }
+
+    fn send_sealed(&mut self, assoc: AssocId, plain: &[u8]) {
+        if let Some(m) = self.link.seal(plain) {
+            let _ = self.ep.send_owned(assoc, 0, false, PPID, m);
         }
     }
 
@@ -313,21 +536,78 @@ impl Client {
         if self.cfg.daemon.is_some() {
             return;
         }
-        let (daemon, announce) = match Datagram::parse(bytes) {
-            Ok(Datagram::Welcome { to, daemon }) if to == self.cfg.instance => (daemon, false),
-            Ok(Datagram::Announce(daemon)) => (daemon, true),
+        let mac_key = self.cfg.psk.as_ref().map(|p| *p.discovery_key());
+        let (d, auth) = match Datagram::parse(bytes, mac_key.as_ref()) {
+            Ok(x) => x,
+            Err(DiscoveryError::Version(v)) if v < crate::discovery::VERSION => {
+                let mut what = [0u8; 32];
+                what[..2].copy_from_slice(&from.port().to_be_bytes());
+                if let std::net::IpAddr::V4(a) = from.ip() {
+                    what[2..6].copy_from_slice(&a.octets());
+                }
+                self.tell_once(4, what, ClientEvent::OldDaemon { addr: from });
+                return;
+            }
+            Err(_) => return,
+        };
+        let (daemon, announce) = match d {
+            Datagram::Welcome { to, daemon } if to == self.cfg.instance => (daemon, false),
+            Datagram::Announce(daemon) => (daemon, true),
             _ => return,
         };
-        match self.state {
-            State::Discovering { .. } => self.connect(now, daemon, daemon.sctp_addr(from)),
-            // Another daemon instance announcing itself means ours restarted: our association is stale, so
-            // start over with the new one at once rather than wait for it to fail.
+        let addr = daemon.sctp_addr(from);
+        if self.cfg.psk.is_some() && auth != Auth::Valid {
+            self.tell_once(3, daemon.key.0, ClientEvent::SecretMismatch { addr });
+            return;
+        }
+        if self.cfg.psk.is_none() && daemon.needs_secret {
+            self.tell_once(2, daemon.key.0, ClientEvent::SecretRequired { addr });
+            return;
+        }
+        if let Some(pinned) = self.cfg.pin.fingerprint()
+            && !self.cfg.pin.accepts(&daemon.key)
+        {
+            let offered = daemon.key.fingerprint();
+            self.tell_once(
+                1,
+                daemon.key.0,
+                ClientEvent::DaemonKeyMismatch {
+                    addr,
+                    pinned,
+                    offered,
+                },
+            );
+            return;
+        }
+        match self.state.clone() {
+            State::Discovering { .. } if self.cfg.pin == Pin::None => {
+                // First contact: give another daemon a moment to answer before trusting this one.
+                self.state = State::Choosing {
+                    until: now + self.cfg.first_contact_wait,
+                    daemon,
+                    addr,
+                };
+            }
+            State::Discovering { .. } => self.connect(now, Some(daemon), addr),
+            State::Choosing {
+                daemon: first,
+                addr: first_addr,
+                ..
+            } if first.key != daemon.key => {
+                self.events.push_back(ClientEvent::DaemonsDisagree {
+                    first: (first_addr, first.key.fingerprint()),
+                    second: (addr, daemon.key.fingerprint()),
+                });
+                self.state = State::Stopped;
+            }
+            // Our daemon announcing a new instance: it restarted, or someone replays or forges its
+            // ANNOUNCE. Only a probe of the working association tells; if it fails, the new instance is
+            // where to go.
             State::Connecting { assoc, daemon: d } | State::Registered { assoc, daemon: d }
-                if announce && d != 0 && d != daemon.instance =>
+                if announce && d != daemon.instance =>
             {
-                self.ep.abort(assoc);
-                self.drain_endpoint(now);
-                self.connect(now, daemon, daemon.sctp_addr(from));
+                self.announced = Some((daemon, addr));
+                self.ep.probe(now, assoc);
             }
             _ => {}
         }
@@ -360,6 +640,7 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let hello = match self.state {
             State::Discovering { next_hello, .. } => Some(next_hello),
+            State::Choosing { until, .. } => Some(until),
             _ => None,
         };
         match (self.ep.poll_timeout(), hello) {
@@ -374,10 +655,14 @@ impl Client {
             self.ep.handle_timeout(now);
             self.drain_endpoint(now);
         }
-        if let State::Discovering { next_hello, .. } = self.state
-            && next_hello <= now
-        {
-            self.hello(now);
+        match self.state {
+            State::Discovering { next_hello, .. } if next_hello <= now => self.hello(now),
+            State::Choosing {
+                until,
+                daemon,
+                addr,
+            } if until <= now => self.connect(now, Some(daemon), addr),
+            _ => {}
         }
     }
 
@@ -391,7 +676,8 @@ impl Client {
     pub fn poll_discovery_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         while let Some((dst, d)) = self.discovery_out.pop_front() {
             // Only a buffer under MAX_DATAGRAM bytes fails; the HELLO is sent again later anyway.
-            if let Some(len) = d.write_into(buf) {
+            let mac_key = self.cfg.psk.as_ref().map(|p| *p.discovery_key());
+            if let Some(len) = d.write_into(buf, mac_key.as_ref()) {
                 return Some(Transmit { dst, len, flow: 0 });
             }
         }
@@ -409,6 +695,7 @@ impl Client {
             self.ep.shutdown(now, assoc);
         }
         self.state = State::Stopped;
+        self.link = Initiator::Idle;
         self.drain_endpoint(now);
     }
 
@@ -426,13 +713,23 @@ impl Client {
             match e {
                 Event::Up | Event::Restarted => {}
                 Event::Message { ppid, data, .. } if ours && ppid == PPID => {
-                    self.on_message(now, &data)
+                    self.on_secured(now, id, &data)
                 }
                 Event::Message { .. } => {}
                 Event::Down(reason) if ours => {
                     self.events.push_back(ClientEvent::DaemonLost { reason });
                     self.roster.reset();
                     self.attempts = 0;
+                    self.link = Initiator::Idle;
+                    // Our daemon announced a new instance and this association failed since: go there now.
+                    if let Some((daemon, addr)) = self.announced.take() {
+                        self.state = State::Discovering {
+                            next_hello: now + self.cfg.hello_min,
+                            delay: self.cfg.hello_min,
+                        };
+                        self.connect(now, Some(daemon), addr);
+                        continue;
+                    }
                     // A daemon that shut down cleanly is probably restarting: look again at once; otherwise
                     // after a short, jittered pause.
                     let first = if reason == DownReason::Shutdown {
@@ -444,6 +741,58 @@ impl Client {
                     self.begin_search(now, first);
                 }
                 Event::Down(_) => {}
+            }
+        }
+    }
+
+    /// A message of roster protocol 3 on our association: a handshake step, sealed roster data, or a
+    /// refusal.
+    fn on_secured(&mut self, now: Instant, assoc: AssocId, data: &[u8]) {
+        let pin = self.cfg.pin;
+        match self.link.handle(data, |k| pin.accepts(k)) {
+            Step::Nothing => {}
+            Step::Data(plain) => self.on_message(now, &plain),
+            Step::Opened { key, reply } => {
+                if let Some(m) = reply {
+                    let _ = self.ep.send_owned(assoc, 0, false, PPID, m);
+                }
+                self.last_refusal = None;
+                if self.cfg.pin != Pin::Key(key) {
+                    self.cfg.pin = Pin::Key(key);
+                    self.events.push_back(ClientEvent::DaemonPinned { key });
+                }
+                self.register(assoc);
+            }
+            Step::NotAccepted(key) => {
+                // A daemon given by address whose key is not the pinned one: never followed.
+                if let (Some(pinned), Some((addr, _))) = (pin.fingerprint(), self.ep.remote(assoc))
+                {
+                    self.tell_once(
+                        1,
+                        key.0,
+                        ClientEvent::DaemonKeyMismatch {
+                            addr,
+                            pinned,
+                            offered: key.fingerprint(),
+                        },
+                    );
+                }
+                self.ep.abort(assoc);
+                self.state = State::Stopped;
+            }
+            Step::Failed => {
+                // Not the key holder, or garbage: this association is worthless; look again.
+                log::debug!("handshake with the daemon failed");
+                self.ep.abort(assoc);
+            }
+            Step::Refused(why) => {
+                if self.last_refusal.as_deref() != Some(why.as_str()) {
+                    self.last_refusal = Some(why.clone());
+                    self.events.push_back(ClientEvent::Refused { reason: why });
+                }
+                self.ep.abort(assoc);
+                let wait = self.cfg.hello_max;
+                self.begin_search(now, wait);
             }
         }
     }
@@ -488,11 +837,7 @@ impl Client {
                 State::Registered { assoc, .. },
             ) => match self.roster.apply(&m) {
                 Applied::Nothing => {}
-                Applied::NeedResync => {
-                    let _ = self
-                        .ep
-                        .send_owned(assoc, 0, false, PPID, ClientMsg::Resync.encode());
-                }
+                Applied::NeedResync => self.send_sealed(assoc, &ClientMsg::Resync.encode()),
                 a => self.events.push_back(ClientEvent::Roster(a)),
             },
             _ => {}

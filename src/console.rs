@@ -805,12 +805,48 @@ impl Console {
                     return Flow::Leave(1);
                 }
             }
+            ClientEvent::Rejected {
+                result: RegisterResult::NickOwned,
+                reason,
+                ..
+            } => {
+                self.warn_at = None;
+                self.notice(
+                    Some(Kind::Error),
+                    &format!(
+                        "{reason}\n      start mpc again with another nickname, e.g. --nick {}",
+                        suggest_nick(&me)
+                    ),
+                );
+                return Flow::Leave(1);
+            }
             ClientEvent::Rejected { reason, .. } => {
                 self.notice(
                     Some(Kind::Error),
                     &format!("the daemon refused us: {reason}"),
                 );
                 return Flow::Leave(1);
+            }
+            ClientEvent::DaemonPinned { .. } => {
+                if let Some(msg) = c.trust_notice() {
+                    self.notice(Some(Kind::System), &msg);
+                }
+            }
+            ClientEvent::DaemonKeyMismatch { .. }
+            | ClientEvent::DaemonsDisagree { .. }
+            | ClientEvent::Refused { .. }
+            | ClientEvent::SecretRequired { .. }
+            | ClientEvent::SecretMismatch { .. }
+            | ClientEvent::OldDaemon { .. } => {
+                // A daemon answered: not the "no daemon" warning, this one.
+                self.warn_at = None;
+                let given_up = self.sess.io.client.has_given_up();
+                if let Some(msg) = c.trust_notice() {
+                    self.notice(Some(if given_up { Kind::Error } else { Kind::Warn }), &msg);
+                }
+                if given_up {
+                    return Flow::Leave(1);
+                }
             }
             ClientEvent::DaemonLost { reason } => {
                 self.warn_at = Some(now + self.opts.daemon_wait);

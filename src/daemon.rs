@@ -32,7 +32,7 @@ use crate::registry::Event as RosterEvent;
 use crate::server::{self, Event, Server};
 use crate::time::Instant;
 
-pub use control::{CONTROL_SOCKET, query_status};
+pub use control::{CONTROL_SOCKET, query, query_status};
 
 /// Where and how the daemon runs. `src/bin/mpd.rs` builds this from its command line.
 #[derive(Clone, Debug)]
@@ -44,9 +44,12 @@ pub struct Options {
     /// Address the SCTP socket binds to (the unspecified address: all of them).
     pub bind: IpAddr,
     /// The protocol settings: discovery group, SCTP port (also the UDP port the encapsulation socket binds),
-    /// heartbeat and RTO bounds, offline TTL, roster size, save delay. The instance id, the bound UDP port and
-    /// the host address are filled in when the daemon opens its sockets.
+    /// heartbeat and RTO bounds, offline TTL, roster size, save delay. The instance id, the bound UDP port,
+    /// the host address, the identity (from `dir/daemon.key`) and the network secret (from `secret_file`) are
+    /// filled in when the daemon starts.
     pub server: server::Config,
+    /// `--secret-file`: the network secret every client must hold.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -56,7 +59,9 @@ impl Options {
             dir,
             iface: None,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            server: server::Config::new(0),
+            // A placeholder: `Service::start` always puts the key from `dir` in its place.
+            server: server::Config::new(0, crate::identity::Identity::from_secret([0; 32])),
+            secret_file: None,
         }
     }
 }
@@ -254,6 +259,10 @@ impl Service {
         if created {
             log::info!("created a new daemon key in {}", key_path.display());
         }
+        let psk = match &opts.secret_file {
+            Some(p) => Some(crate::io::keyfile::load_secret(p).map_err(StartError::Key)?),
+            None => None,
+        };
         let mut control = control::Control::bind(&opts.dir)
             .map_err(dir_err("cannot create the control socket"))?;
         // Bursts to one client (a roster snapshot) leave as segmented sends. GRO stays off here: each
@@ -289,10 +298,17 @@ impl Service {
         // The server's clock is the reactor's, and so is the wall clock for the "since" times users see (the
         // reactor reads it once, at its start).
         let wall0 = reactor.wall_ms().saturating_sub(reactor.now().as_millis());
+        if psk.is_some() {
+            log::info!(
+                "network secret required: only clients holding it can find, join or read this daemon"
+            );
+        }
         let cfg = server::Config {
             instance,
             sctp_udp_port: ready.sctp.port(),
             host_ip,
+            identity: identity.clone(),
+            psk,
             ..opts.server.clone()
         };
         let mut server = Server::new(cfg, seed, wall0, reactor.now());
@@ -302,13 +318,8 @@ impl Service {
             persist::Loaded::Missing => {
                 log::info!("no saved roster in {}: starting empty", opts.dir.display())
             }
-            persist::Loaded::Roster {
-                entries,
-                version,
-                saved_unix_ms,
-                skipped,
-            } => {
-                let n = server.load(entries, version, saved_unix_ms);
+            persist::Loaded::Roster { image, skipped } => {
+                let n = server.load(image);
                 log::info!("loaded {n} roster entries (all offline until they register again)");
                 if skipped > 0 {
                     log::warn!(
@@ -380,8 +391,13 @@ impl Service {
                     ReactorEvent::Io(GROUP, _) => self.read_discovery(now)?,
                     ReactorEvent::Io(CONTROL, _) => self.control.accept(self.reactor.registry())?,
                     ReactorEvent::Io(t, _) if t.0 >= CONTROL_CONNS.0 => {
-                        let status = self.status(now);
-                        self.control.serve(t, self.reactor.registry(), &status);
+                        if let Some(r) = self.control.serve(t, self.reactor.registry()) {
+                            let answer = match r {
+                                control::Request::Status => self.status(now),
+                                control::Request::Release(name) => self.release(now, &name),
+                            };
+                            self.control.reply(t, self.reactor.registry(), &answer);
+                        }
                     }
                     ReactorEvent::Signal(Signal::SIGHUP) => {
                         hup();
@@ -438,8 +454,12 @@ impl Service {
                 self.opts.server.group
             ),
             Event::OldProtocol(remote) => log::info!(
-                "client at {} speaks roster protocol 1 (MPR1): refused, it must be upgraded",
+                "client at {} speaks an older protocol (no keys, no encryption): told to upgrade",
                 remote.map(|a| a.to_string()).unwrap_or_default()
+            ),
+            Event::HandshakeFailed { from, why } => log::info!(
+                "client at {}: {why}",
+                from.map(|a| a.to_string()).unwrap_or_default()
             ),
             Event::Stopped { unfinished } => {
                 self.save(now);
@@ -492,12 +512,26 @@ impl Service {
         }
     }
 
+    /// `mpd release NAME`: frees the nickname from its key, and says what happened (`{"released": NAME}` or
+    /// `{"error": WHY}`).
+    fn release(&mut self, now: Instant, name: &str) -> serde_json::Value {
+        let nick = match crate::nick::Nick::new(name) {
+            Ok(n) => n,
+            Err(e) => {
+                return serde_json::json!({"error": format!("{name:?} is not a nickname: {e}")});
+            }
+        };
+        match self.server.release(now, &nick) {
+            Ok(()) => serde_json::json!({"released": nick.as_str()}),
+            Err(e) => serde_json::json!({"error": format!("{nick}: {e}")}),
+        }
+    }
+
     /// Hands the roster to the saver thread (which logs and counts failures), and arms the heap trim: the
     /// copy handed over, and the queues the change filled, are freed once written and drained.
     fn save(&mut self, now: Instant) {
         let reg = self.server.registry();
-        self.saver
-            .save(reg.entries(), reg.version(), self.server.wall_ms(now));
+        self.saver.save(reg.image(self.server.wall_ms(now)));
         if !self.trim_armed {
             self.trim_armed = true;
             self.reactor.arm(now + TRIM_DELAY, TIMER_TRIM);
@@ -578,6 +612,9 @@ fn log_event(ev: &RosterEvent) {
         }
         RosterEvent::Rejected { nick, reason } => log::info!("rejected: {nick:?}: {reason}"),
         RosterEvent::Observed { nick } => log::debug!("observer {nick:?} read the roster"),
+        RosterEvent::Released { nick } => {
+            log::info!("released: {nick} (an operator freed it from its key)")
+        }
     }
 }
 

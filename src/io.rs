@@ -9,5 +9,6 @@ pub mod chat;
 pub mod client;
 pub mod discovery;
 pub mod keyfile;
+pub mod known_keys;
 pub mod roster_file;
 pub mod sctp_udp;

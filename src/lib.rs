@@ -24,6 +24,7 @@ pub mod discovery;
 pub mod heap;
 pub mod identity;
 pub mod io;
+pub mod known_keys;
 pub mod logging;
 pub mod nick;
 pub mod outbox;
@@ -31,6 +32,7 @@ pub mod peer;
 pub mod reactor;
 pub mod registry;
 pub mod sctp;
+pub mod secure;
 pub mod server;
 pub mod session;
 #[cfg(any(test, feature = "sim"))]

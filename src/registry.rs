@@ -38,9 +38,11 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use crate::identity::PublicKey;
 use crate::nick::Nick;
 use crate::sctp::{AssocId, Payload};
 use crate::time::Instant;
+use saved::{Binding, Image, Record};
 use wire::{ClientMsg, Entry as WireEntry, Register, RegisterResult, ServerMsg, Status, flags};
 
 /// Registry settings.
@@ -72,6 +74,10 @@ pub struct Config {
     /// Bytes of deltas held at most for one client (see `max_held_deltas`). The bytes are shared with every
     /// other client holding the same deltas; each client's own cost is a pointer per delta.
     pub max_held_bytes: usize,
+    /// How long a nickname stays bound to its key after its owner was last online (its roster entry expires
+    /// sooner, after `offline_ttl`; the binding outlives it, so a nickname is not up for grabs the day after
+    /// its owner's holiday starts).
+    pub binding_ttl: Duration,
 }
 
 impl Default for Config {
@@ -87,6 +93,7 @@ impl Default for Config {
             host_ip: None,
             max_held_deltas: 1024,
             max_held_bytes: 1024 * 1024,
+            binding_ttl: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -134,6 +141,11 @@ pub enum Event {
         /// The nickname it gave.
         nick: String,
     },
+    /// An operator released a nickname from its key.
+    Released {
+        /// Which.
+        nick: Nick,
+    },
 }
 
 /// A message for the daemon to send.
@@ -177,10 +189,18 @@ pub struct Stats {
     pub flaps: u64,
     /// Entries removed after their TTL.
     pub expired: u64,
+    /// Registrations refused because the nickname is bound to another key (takeover attempts, or a user who
+    /// lost their key).
+    pub owned_refusals: u64,
+    /// Nickname bindings that lapsed (their owner away longer than the binding TTL).
+    pub bindings_expired: u64,
 }
 
 struct Entry {
     nick: Nick,
+    /// The key the nickname is bound to; `None` only for an entry loaded from a file saved before nicknames
+    /// were owned (the first key to register claims it).
+    key: Option<PublicKey>,
     instance: u64,
     chat: SocketAddr,
     online: bool,
@@ -293,6 +313,8 @@ impl Pace {
 struct Conn {
     entry: Option<usize>,
     remote: SocketAddr,
+    /// The client's key, authenticated by its handshake.
+    key: PublicKey,
     subscribed: bool,
     /// Has received its snapshot; deltas follow from then on.
     synced: bool,
@@ -303,6 +325,8 @@ pub struct Registry {
     cfg: Config,
     entries: Slab<Entry>,
     by_nick: HashMap<Nick, usize>,
+    /// Nicknames whose entries expired, still bound to their key: key and when last online (Unix ms).
+    bindings: HashMap<Nick, (PublicKey, u64)>,
     conns: HashMap<AssocId, Conn>,
     version: u64,
     flushed: u64,
@@ -340,6 +364,7 @@ impl Registry {
             cfg,
             entries: Slab::new(),
             by_nick: HashMap::new(),
+            bindings: HashMap::new(),
             conns: HashMap::new(),
             version: 0,
             flushed: 0,
@@ -361,16 +386,13 @@ impl Registry {
         }
     }
 
-    /// Restores saved entries, all offline (a loaded client is online only once it registers again). Entries
-    /// that were online when saved go offline at `saved_ms`. Returns how many were loaded.
-    pub fn load(
-        &mut self,
-        entries: impl IntoIterator<Item = WireEntry>,
-        version: u64,
-        saved_ms: u64,
-    ) -> usize {
+    /// Restores a saved roster: entries all offline (a loaded client is online only once it registers again;
+    /// entries that were online when saved go offline at the time of the save), with their keys, and the
+    /// bindings of expired entries. Returns how many entries were loaded.
+    pub fn load(&mut self, img: Image) -> usize {
+        let (version, saved_ms) = (img.version, img.saved_unix_ms);
         let mut n = 0;
-        for e in entries {
+        for Record { entry: e, key } in img.records {
             if self.by_nick.contains_key(&e.nick) || self.entries.len() >= self.cfg.max_clients {
                 continue;
             }
@@ -381,6 +403,7 @@ impl Registry {
             };
             let k = self.entries.insert(Entry {
                 nick: e.nick,
+                key,
                 instance: e.instance,
                 chat: e.chat,
                 online: false,
@@ -392,6 +415,11 @@ impl Registry {
             });
             self.by_nick.insert(e.nick, k);
             n += 1;
+        }
+        for b in img.bindings {
+            if !self.by_nick.contains_key(&b.nick) {
+                self.bindings.insert(b.nick, (b.key, b.last_unix_ms));
+            }
         }
         self.version = version;
         self.flushed = version;
@@ -417,9 +445,60 @@ impl Registry {
         (online, self.entries.len() - online, observers)
     }
 
-    /// Every entry, as the wire shows it (for saving and for status).
+    /// Every entry, as the wire shows it (for status).
     pub fn entries(&self) -> impl Iterator<Item = WireEntry> + '_ {
         self.entries.iter().map(|(_, e)| e.wire())
+    }
+
+    /// What to save: every entry with its key, and the bindings of expired entries, at `wall_ms`.
+    pub fn image(&self, wall_ms: u64) -> Image {
+        Image {
+            records: self
+                .entries
+                .iter()
+                .map(|(_, e)| Record {
+                    entry: e.wire(),
+                    key: e.key,
+                })
+                .collect(),
+            bindings: self
+                .bindings
+                .iter()
+                .map(|(nick, &(key, last_unix_ms))| Binding {
+                    nick: *nick,
+                    key,
+                    last_unix_ms,
+                })
+                .collect(),
+            version: self.version,
+            saved_unix_ms: wall_ms,
+        }
+    }
+
+    /// The key a nickname is bound to (its entry's, or its binding's after the entry expired).
+    pub fn owner(&self, nick: &Nick) -> Option<PublicKey> {
+        match self.by_nick.get(nick) {
+            Some(&k) => self.entries[k].key,
+            None => self.bindings.get(nick).map(|b| b.0),
+        }
+    }
+
+    /// Frees `nick` from its key (`mpd release`): its offline entry is removed from the roster and its
+    /// binding forgotten, so the next key to register it owns it. An online nickname is not released: its
+    /// holder would keep it until it leaves, which is not what an operator asking expects.
+    pub fn release(&mut self, wall_ms: u64, nick: &Nick) -> Result<(), ReleaseError> {
+        if let Some(&k) = self.by_nick.get(nick) {
+            if self.entries[k].online {
+                return Err(ReleaseError::Online);
+            }
+            self.remove_entry(k, wall_ms);
+        } else if self.bindings.remove(nick).is_none() {
+            return Err(ReleaseError::Unknown);
+        } else {
+            self.unsaved = true;
+        }
+        self.events.push_back(Event::Released { nick: *nick });
+        Ok(())
     }
 
     /// Entries that flapped at least once, with their counts.
@@ -636,13 +715,14 @@ impl Registry {
         self.reply(conn, result, retry, reason);
     }
 
-    /// A new association is up (before it registers).
-    pub fn connected(&mut self, conn: AssocId, remote: SocketAddr) {
+    /// A client whose handshake proved it holds `key` is connected on `conn` (before it registers).
+    pub fn connected(&mut self, conn: AssocId, remote: SocketAddr, key: PublicKey) {
         self.conns.insert(
             conn,
             Conn {
                 entry: None,
                 remote,
+                key,
                 subscribed: false,
                 synced: false,
             },
@@ -731,6 +811,23 @@ impl Registry {
                 return;
             }
         }
+        let key = self.conns[&conn].key;
+        if self.owner(&nick).is_some_and(|owner| owner != key) {
+            // Whether its owner is online or not, and without saying where the owner is.
+            self.stats.owned_refusals += 1;
+            let reason = format!(
+                "the nickname {nick} belongs to another user's key; choose another nickname (if it is yours and \
+                 you lost your key, ask the daemon's operator to run `mpd release {nick}`)"
+            );
+            self.reject(
+                conn,
+                nick.to_string(),
+                RegisterResult::NickOwned,
+                Duration::ZERO,
+                reason,
+            );
+            return;
+        }
         let k = match self.by_nick.get(&nick).copied() {
             Some(k) => {
                 let e = &self.entries[k];
@@ -767,6 +864,8 @@ impl Registry {
                     oc.entry = None;
                 }
                 let e = &mut self.entries[k];
+                // An entry saved before nicknames were owned is claimed by the first key to register it.
+                e.key = Some(key);
                 let was_online = e.online;
                 let changed = !was_online || e.instance != r.instance || e.chat != chat;
                 if !was_online
@@ -808,8 +907,10 @@ impl Registry {
                     );
                     return;
                 }
+                self.bindings.remove(&nick);
                 let k = self.entries.insert(Entry {
                     nick,
+                    key: Some(key),
                     instance: r.instance,
                     chat,
                     online: true,
@@ -940,19 +1041,39 @@ impl Registry {
             .map(|(k, _)| k)
             .collect();
         for k in old {
-            let e = self.entries.remove(k);
-            self.by_nick.remove(&e.nick);
-            self.dirty.retain(|&d| d != k);
-            self.version += 1;
-            self.unsaved = true;
+            let e = self.remove_entry(k, wall_ms);
             self.stats.expired += 1;
-            self.removed.push(WireEntry {
-                status: Status::Removed,
-                since_ms: wall_ms,
-                ..e.wire()
-            });
+            // The nickname stays its owner's for the rest of the binding TTL, counted from when it was
+            // last online.
+            if let Some(key) = e.key {
+                self.bindings.insert(e.nick, (key, e.since_ms));
+            }
             self.events.push_back(Event::Expired { nick: e.nick });
         }
+        let binding_ms = self.cfg.binding_ttl.as_millis() as u64;
+        let before = self.bindings.len();
+        self.bindings
+            .retain(|_, b| wall_ms.saturating_sub(b.1) < binding_ms);
+        let lapsed = before - self.bindings.len();
+        if lapsed > 0 {
+            self.stats.bindings_expired += lapsed as u64;
+            self.unsaved = true;
+        }
+    }
+
+    /// Removes an entry from the roster (a `Removed` delta tells the clients) and returns it.
+    fn remove_entry(&mut self, k: usize, wall_ms: u64) -> Entry {
+        let e = self.entries.remove(k);
+        self.by_nick.remove(&e.nick);
+        self.dirty.retain(|&d| d != k);
+        self.version += 1;
+        self.unsaved = true;
+        self.removed.push(WireEntry {
+            status: Status::Removed,
+            since_ms: wall_ms,
+            ..e.wire()
+        });
+        e
     }
 
     /// Ends a loop turn: one coalesced delta of everything that changed for the synced subscribers, then
@@ -1039,6 +1160,28 @@ impl Registry {
         s
     }
 }
+
+/// Why [`Registry::release`] did nothing.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseError {
+    /// No entry or binding has this nickname.
+    Unknown,
+    /// Its owner is online now.
+    Online,
+}
+
+impl std::fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReleaseError::Unknown => "no such nickname in the roster or its bindings",
+            ReleaseError::Online => {
+                "its owner is online now; it can be released once that client has left"
+            }
+        })
+    }
+}
+
+impl std::error::Error for ReleaseError {}
 
 #[cfg(test)]
 mod tests;

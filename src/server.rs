@@ -1,7 +1,14 @@
 //! The daemon's side of the protocol, sans-IO: the twin of [`crate::client::Client`].
 //!
 //! A [`Server`] owns the SCTP [`Endpoint`] every client associates with, the [`Registry`] (the roster), and
-//! the discovery responder (HELLO → WELCOME, ANNOUNCE at start). The caller moves datagrams between it and
+//! the discovery responder (HELLO → WELCOME, ANNOUNCE at start).
+//!
+//! # Sessions
+//! Every association carries one Noise session ([`crate::secure`]) between the daemon's key and the
+//! client's: the client opens it (IK when it knows our key, XX on first contact), and only once the
+//! handshake has proved the client's key does the registry hear of the connection, with that key. Every
+//! roster message in either direction is then sealed. An association that has not completed its handshake
+//! within [`Config::handshake_timeout`] is aborted, so half-open sessions cannot pile up. The caller moves datagrams between it and
 //! three sockets (the SCTP-over-UDP socket, the group socket HELLOs arrive on, the sender socket WELCOMEs and
 //! ANNOUNCEs leave from), calls [`Server::handle_timeout`] when [`Server::poll_timeout`] passes, and acts on
 //! [`Event`]s (log them, save the roster). Nothing here reads a clock, opens a socket or a file, or starts a
@@ -27,16 +34,18 @@ mod responder;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::identity::Identity;
 use crate::registry::{self, Out, Registry, wire};
 use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event as SctpEvent, Payload, RtoConfig,
     SendError, Transmit,
 };
+use crate::secure::{Context, Frame, Handshake, Psk, Seeds, Session, TAG_LEN, kind};
 use crate::time::{Instant, STALL};
 pub use responder::MAX_DISCOVERY_REPLIES;
 use responder::Responder;
@@ -70,11 +79,20 @@ pub struct Config {
     pub host_ip: Option<IpAddr>,
     /// On [`Server::stop`], how long to wait for clients to acknowledge the shutdown of their associations.
     pub stop_grace: Duration,
+    /// The daemon's long-term key: clients pin it, and every session is a handshake with it.
+    pub identity: Identity,
+    /// The network secret, if the daemon requires one (`--secret-file`).
+    pub psk: Option<Psk>,
+    /// An association must complete its handshake within this long after it comes up, or it is aborted.
+    pub handshake_timeout: Duration,
+    /// How long a nickname stays bound to its key after its owner was last online.
+    pub binding_ttl: Duration,
 }
 
 impl Config {
-    /// DESIGN.md's defaults for a daemon of instance `instance` on the default group and port.
-    pub fn new(instance: u64) -> Config {
+    /// DESIGN.md's defaults for a daemon of instance `instance`, holding `identity`, on the default group
+    /// and port.
+    pub fn new(instance: u64, identity: Identity) -> Config {
         Config {
             instance,
             sctp_port: crate::io::sctp_udp::DEFAULT_UDP_PORT,
@@ -89,6 +107,10 @@ impl Config {
             save_delay: Duration::from_secs(1),
             host_ip: None,
             stop_grace: Duration::from_secs(2),
+            identity,
+            psk: None,
+            handshake_timeout: Duration::from_secs(5),
+            binding_ttl: Duration::from_secs(90 * 24 * 3600),
         }
     }
 
@@ -147,8 +169,23 @@ pub struct Stats {
     pub discovery_malformed: u64,
     /// ANNOUNCEs of another daemon heard on our group.
     pub foreign_announces: u64,
-    /// Messages from clients of roster protocol 1, each answered with a refusal.
+    /// Messages and HELLOs from clients of an older protocol, each answered with a refusal that says to
+    /// upgrade.
     pub old_protocol: u64,
+    /// Discovery datagrams without a valid MAC while the daemon requires the network secret.
+    pub discovery_unauthenticated: u64,
+    /// Handshakes completed (sessions opened).
+    pub handshakes: u64,
+    /// Handshakes that failed (a wrong key or secret, garbage, a message out of place).
+    pub handshakes_failed: u64,
+    /// Handshakes refused because the client's use of the network secret does not match ours.
+    pub handshakes_refused: u64,
+    /// Associations aborted for not completing their handshake in time.
+    pub handshake_timeouts: u64,
+    /// Sealed messages that did not open (altered, replayed, forged), dropped.
+    pub sealed_rejected: u64,
+    /// Messages that were not a well-formed secured frame, or came before the session was open, dropped.
+    pub unsealed_dropped: u64,
     /// Stalls detected (turns that woke more than [`crate::time::STALL`] late).
     pub stalls: u64,
     /// The longest stall, in ms.
@@ -167,8 +204,15 @@ pub enum Event {
     Stalled(Duration),
     /// Another daemon announced itself on our group from this address.
     ForeignDaemon(SocketAddr),
-    /// A client of roster protocol 1 at this address was told to upgrade.
+    /// A client of an older protocol at this address was told to upgrade.
     OldProtocol(Option<SocketAddr>),
+    /// A client's handshake failed or was refused (`why` says which), at this address.
+    HandshakeFailed {
+        /// The client's address.
+        from: Option<SocketAddr>,
+        /// Why, in a few words.
+        why: &'static str,
+    },
     /// After [`Server::stop`]: every association closed, or the grace period passed with this many left.
     Stopped {
         /// Associations that did not finish their shutdown in time.
@@ -189,12 +233,25 @@ pub fn why(r: DownReason) -> &'static str {
     }
 }
 
+/// The Noise state of one association.
+enum Link {
+    /// Responding to an XX handshake: the client's last message is still due.
+    Handshake(Handshake),
+    /// The session is open; the registry knows the connection.
+    Open(Session),
+}
+
 /// The daemon's protocol core.
 pub struct Server {
     cfg: Config,
     ep: Endpoint,
     registry: Registry,
     responder: Responder,
+    /// Each association's session (or handshake); none before its first handshake message.
+    links: HashMap<AssocId, Link>,
+    /// Associations that came up, in order, with the deadline for their handshake.
+    deadlines: VecDeque<(Instant, AssocId)>,
+    seeds: Seeds,
     /// Wall-clock time (Unix ms) at `Instant::ZERO`: the "since" times users see.
     wall0: u64,
     stats: Stats,
@@ -218,10 +275,14 @@ impl Server {
             offline_ttl: cfg.offline_ttl,
             daemon: cfg.instance,
             host_ip: cfg.host_ip,
+            binding_ttl: cfg.binding_ttl,
             ..registry::Config::default()
         });
         Server {
             responder: Responder::new(&cfg, now),
+            links: HashMap::new(),
+            deadlines: VecDeque::new(),
+            seeds: Seeds::new(&seed),
             cfg,
             ep,
             registry,
@@ -237,13 +298,19 @@ impl Server {
 
     /// Restores a saved roster (see [`Registry::load`]); call before any input. Returns how many entries
     /// were loaded.
-    pub fn load(
+    pub fn load(&mut self, img: registry::saved::Image) -> usize {
+        self.registry.load(img)
+    }
+
+    /// Frees a nickname from its key (`mpd release`; see [`Registry::release`]).
+    pub fn release(
         &mut self,
-        entries: impl IntoIterator<Item = wire::Entry>,
-        version: u64,
-        saved_ms: u64,
-    ) -> usize {
-        self.registry.load(entries, version, saved_ms)
+        now: Instant,
+        nick: &crate::nick::Nick,
+    ) -> Result<(), registry::ReleaseError> {
+        let r = self.registry.release(self.wall_ms(now), nick);
+        self.unpumped = true;
+        r
     }
 
     /// The configuration.
@@ -322,6 +389,7 @@ impl Server {
             self.responder.poll_timeout(),
             self.save_at,
             stop,
+            self.deadlines.front().map(|d| d.0),
         ]
         .into_iter()
         .flatten()
@@ -334,6 +402,16 @@ impl Server {
             self.ep.handle_timeout(now);
         }
         self.responder.handle_timeout(now);
+        while let Some(&(t, id)) = self.deadlines.front()
+            && t <= now
+        {
+            self.deadlines.pop_front();
+            if !matches!(self.links.get(&id), Some(Link::Open(_))) && self.ep.remote(id).is_some() {
+                self.stats.handshake_timeouts += 1;
+                self.links.remove(&id);
+                self.ep.abort(id);
+            }
+        }
         if self.save_at.is_some_and(|t| t <= now) {
             self.save_at = None;
             self.events.push_back(Event::SaveDue);
@@ -394,18 +472,29 @@ impl Server {
         let wall = self.wall_ms(now);
         while let Some((id, e)) = self.ep.poll_event() {
             match e {
-                SctpEvent::Up => {
-                    if let Some((remote, _)) = self.ep.remote(id) {
-                        self.registry.connected(id, remote);
-                    }
-                }
+                SctpEvent::Up => self
+                    .deadlines
+                    .push_back((now + self.cfg.handshake_timeout, id)),
                 SctpEvent::Message { ppid, data, .. } if ppid == wire::PPID => {
-                    self.registry.handle_message(now, wall, id, &data)
+                    self.on_secured(now, wall, id, &data)
                 }
-                SctpEvent::Message { ppid, .. } if ppid == wire::PPID_V1 => self.refuse_v1(id),
+                SctpEvent::Message { ppid, .. }
+                    if ppid == wire::PPID_V1 || ppid == wire::PPID_V2 =>
+                {
+                    self.refuse_old(id, ppid)
+                }
                 SctpEvent::Message { .. } => {}
-                SctpEvent::Restarted => self.registry.connection_restarted(now, id),
-                SctpEvent::Down(r) => self.registry.connection_lost(now, wall, id, why(r)),
+                SctpEvent::Restarted => {
+                    // A new process on the same address and port: it must prove its key again.
+                    self.links.remove(&id);
+                    self.deadlines
+                        .push_back((now + self.cfg.handshake_timeout, id));
+                    self.registry.connection_restarted(now, id)
+                }
+                SctpEvent::Down(r) => {
+                    self.links.remove(&id);
+                    self.registry.connection_lost(now, wall, id, why(r))
+                }
             }
         }
         // Flow control: clients whose roster output waited for room in their association resume.
@@ -445,9 +534,9 @@ impl Server {
         }
     }
 
-    /// A client of roster protocol 1 (fixed-size entries) would not understand our snapshots. Its REGISTERED
-    /// has the same layout in both versions, so it is told why in words it can show, and nothing else.
-    fn refuse_v1(&mut self, id: AssocId) {
+    /// A client of roster protocol 1 or 2 (no keys, no encryption) cannot talk to us. Its REGISTERED has the
+    /// same layout in every version, so it is told why in words it can show, and nothing else.
+    fn refuse_old(&mut self, id: AssocId, ppid: u32) {
         self.stats.old_protocol += 1;
         self.events
             .push_back(Event::OldProtocol(self.ep.remote(id).map(|(a, _)| a)));
@@ -455,22 +544,140 @@ impl Server {
             result: wire::RegisterResult::BadRequest,
             daemon: self.cfg.instance,
             retry_after_ms: 0,
-            reason: "this mpd speaks roster protocol 2 (MPR2) and this client protocol 1: upgrade the client"
+            reason: "this mpd speaks roster protocol 3 (keys and encryption) and this client an older one: \
+                     upgrade the client"
                 .into(),
         };
-        let _ = self
-            .ep
-            .send_owned(id, 0, false, wire::PPID_V1, reply.encode());
+        let _ = self.ep.send_owned(id, 0, false, ppid, reply.encode());
     }
 
-    /// Hands a roster message to its association. One the association has no room for goes back to the
-    /// registry at once (before the next `poll_output`, as the registry requires), which holds it and what
-    /// follows for this client until the endpoint reports room (`poll_writable` above).
-    fn deliver(&mut self, id: AssocId, bytes: Payload) {
-        if let Err((SendError::BufferFull, bytes)) =
-            self.ep.try_send(id, 0, false, wire::PPID, bytes)
+    /// A message of roster protocol 3: a handshake step, or a sealed roster message.
+    fn on_secured(&mut self, now: Instant, wall: u64, id: AssocId, data: &[u8]) {
+        let Ok(frame) = Frame::parse(data) else {
+            self.stats.unsealed_dropped += 1;
+            return;
+        };
+        match (frame, self.links.get_mut(&id)) {
+            (Frame::Data(sealed), Some(Link::Open(s))) => match s.open_vec(sealed) {
+                Ok(plain) => self.registry.handle_message(now, wall, id, &plain),
+                Err(_) => self.stats.sealed_rejected += 1,
+            },
+            (
+                Frame::Init {
+                    pattern,
+                    psk,
+                    noise,
+                },
+                None,
+            ) => {
+                if psk != self.cfg.psk.is_some() {
+                    self.stats.handshakes_refused += 1;
+                    let why = if psk {
+                        "this daemon has no network secret: start mpc without --secret-file"
+                    } else {
+                        "this daemon requires the network secret: start mpc with --secret-file PATH"
+                    };
+                    self.refuse(now, id, "network secret mismatch", why);
+                    return;
+                }
+                let mut hs = Handshake::respond(
+                    Context::Roster,
+                    pattern,
+                    &self.cfg.identity,
+                    self.cfg.psk.as_ref(),
+                    self.seeds.next_seed(),
+                );
+                let mut payload = vec![0u8; noise.len()];
+                let reply = hs
+                    .read(noise, &mut payload)
+                    .and_then(|_| hs.write_vec(&[kind::HANDSHAKE], &[]));
+                let Ok(reply) = reply else {
+                    self.handshake_failed(now, id);
+                    return;
+                };
+                let _ = self.ep.send_owned(id, 0, false, wire::PPID, reply);
+                if hs.is_finished() {
+                    self.open(now, id, hs);
+                } else {
+                    self.links.insert(id, Link::Handshake(hs));
+                }
+            }
+            (Frame::Handshake(noise), Some(Link::Handshake(hs))) => {
+                let mut payload = vec![0u8; noise.len()];
+                if hs.read(noise, &mut payload).is_err() || !hs.is_finished() {
+                    self.handshake_failed(now, id);
+                    return;
+                }
+                if let Some(Link::Handshake(hs)) = self.links.remove(&id) {
+                    self.open(now, id, hs);
+                }
+            }
+            // A client's refusal needs no answer; anything else is out of place (data before the session, a
+            // second handshake on an open one).
+            (Frame::Refuse(_), _) => {}
+            _ => self.stats.unsealed_dropped += 1,
+        }
+    }
+
+    /// The handshake on `id` is finished: the session opens and the registry learns of the client, with the
+    /// key the handshake proved.
+    fn open(&mut self, now: Instant, id: AssocId, hs: Handshake) {
+        let (Ok((session, key)), Some((remote, _))) = (hs.into_session(), self.ep.remote(id))
+        else {
+            self.handshake_failed(now, id);
+            return;
+        };
+        self.stats.handshakes += 1;
+        self.links.insert(id, Link::Open(session));
+        self.registry.connected(id, remote, key);
+    }
+
+    fn handshake_failed(&mut self, now: Instant, id: AssocId) {
+        self.stats.handshakes_failed += 1;
+        // Words for an honest client (a stale pin, a wrong secret); an attacker learns nothing it did not
+        // know.
+        self.refuse(
+            now,
+            id,
+            "handshake failed",
+            "handshake failed: this daemon's key or network secret is not the one this client used",
+        );
+    }
+
+    /// Tells the client why in words (unauthenticated: it only gives up on its own) and closes.
+    fn refuse(&mut self, now: Instant, id: AssocId, short: &'static str, why: &str) {
+        self.events.push_back(Event::HandshakeFailed {
+            from: self.ep.remote(id).map(|(a, _)| a),
+            why: short,
+        });
+        self.links.remove(&id);
+        let _ = self
+            .ep
+            .send_owned(id, 0, false, wire::PPID, Frame::refusal(why));
+        self.ep.shutdown(now, id);
+    }
+
+    /// Seals a roster message and hands it to its association. One the association has no room for goes
+    /// back to the registry at once, unsealed (before the next `poll_output`, as the registry requires), which
+    /// holds it and what follows for this client until the endpoint reports room (`poll_writable` above).
+    /// Room is asked for before sealing: a sealed message uses up a nonce, so it must be sent exactly as
+    /// sealed and in order.
+    fn deliver(&mut self, id: AssocId, plain: Payload) {
+        let Some(Link::Open(session)) = self.links.get_mut(&id) else {
+            return;
+        };
+        if !self.ep.reserve(id, 1 + plain.len() + TAG_LEN) {
+            self.registry.handle_blocked(id, plain);
+            return;
+        }
+        let Ok(sealed) = session.seal_vec(&[kind::DATA], &plain) else {
+            return;
+        };
+        if let Err((e, _)) = self
+            .ep
+            .try_send(id, 0, false, wire::PPID, Payload::Owned(sealed))
         {
-            self.registry.handle_blocked(id, bytes);
+            debug_assert!(e != SendError::BufferFull, "room was reserved");
         }
     }
 }

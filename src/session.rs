@@ -121,7 +121,7 @@ impl Session {
 
     /// Moves client and peer events out, keeping the peer's contacts in step with the roster.
     fn collect(&mut self, now: Instant) {
-        while let Some(ev) = self.io.client.poll_event() {
+        while let Some(ev) = self.io.poll_event() {
             if let ClientEvent::Roster(applied) = &ev {
                 self.chat
                     .peer

@@ -12,6 +12,8 @@ mod net;
 #[cfg(test)]
 mod scenarios;
 pub mod tcp;
+#[cfg(test)]
+mod trust;
 mod world;
 
 use std::collections::HashSet;

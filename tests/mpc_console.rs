@@ -580,7 +580,8 @@ fn a_taken_nickname_gets_a_suggestion_not_a_crash() {
     holder.wait_registered();
     let alice = Console::start(&net, "alice", &net.dir.join("alice"), &[], &[], "taken");
     let s = alice.wait_for("[exit 1]");
-    assert!(s.contains("in use"), "{s}");
+    // Another state directory is another user's key: the nickname is that user's.
+    assert!(s.contains("belongs to another user's key"), "{s}");
     assert!(s.contains("another nickname, e.g. --nick alice2"), "{s}");
     let err = std::fs::read_to_string(&alice.err).unwrap_or_default();
     assert!(!err.contains("panicked"), "{err}");

@@ -261,7 +261,8 @@ fn hostile_datagrams_are_counted_and_the_daemon_keeps_serving() {
     for junk in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
         &wrong_version,
-        b"mpro\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\xff",
+        // Our version, an unknown type.
+        b"mpro\x02\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\xff\x00\x00\x00",
         b"mpro\x01\x07",
         &[0u8; 0],
     ] {
@@ -396,6 +397,7 @@ fn a_client_of_the_old_roster_protocol_is_told_to_upgrade() {
 fn a_new_client_gets_a_roster_of_100_000_whole() {
     use multiproto::io::roster_file as persist;
     use multiproto::nick::Nick;
+    use multiproto::registry::saved::{Image, Record};
     use multiproto::registry::wire::{Entry, Status};
 
     const N: usize = 100_000;
@@ -404,20 +406,29 @@ fn a_new_client_gets_a_roster_of_100_000_whole() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let entries: Vec<Entry> = (0..N)
-        .map(|i| Entry {
-            nick: Nick::new(&format!("member-{i}")).unwrap(),
-            instance: i as u64 + 1,
-            status: Status::Offline,
-            since_ms: now_ms - 60_000 + (i as u64 % 1000),
-            chat: std::net::SocketAddr::from((
-                [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
-                4000,
-            )),
-            flaps: 0,
+    let records: Vec<Record> = (0..N)
+        .map(|i| Record {
+            entry: Entry {
+                nick: Nick::new(&format!("member-{i}")).unwrap(),
+                instance: i as u64 + 1,
+                status: Status::Offline,
+                since_ms: now_ms - 60_000 + (i as u64 % 1000),
+                chat: std::net::SocketAddr::from((
+                    [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                    4000,
+                )),
+                flaps: 0,
+            },
+            key: Some(multiproto::identity::PublicKey([(i % 251) as u8; 32])),
         })
         .collect();
-    persist::save_roster(&net.dir, &entries, 5, now_ms).unwrap();
+    let image = Image {
+        records,
+        bindings: Vec::new(),
+        version: 5,
+        saved_unix_ms: now_ms,
+    };
+    persist::save_roster(&net.dir, &image).unwrap();
     let mpd = Mpd::start(&net, &[]);
     let st = mpd.status().unwrap();
     assert_eq!(
@@ -427,14 +438,8 @@ fn a_new_client_gets_a_roster_of_100_000_whole() {
     let started = std::time::Instant::now();
     let out = common::run_with_limit(
         std::process::Command::new(env!("CARGO_BIN_EXE_mpc"))
-            .args([
-                "--nick",
-                "lister",
-                "--group",
-                &net.group,
-                "--iface",
-                "127.0.0.1",
-            ])
+            .args(["--nick", "lister"])
+            .args(net.client_args("lister"))
             .args(["--timeout", "60", "list", "--json"]),
         Duration::from_secs(90),
         b"",

@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use multiproto::codec::Malformed;
 use multiproto::discovery::{
-    DaemonInfo, Datagram, DiscoveryError, Hello, MAGIC, MAX_DATAGRAM, VERSION,
+    Auth, DaemonInfo, Datagram, DiscoveryError, Hello, MAGIC, MAX_DATAGRAM, VERSION,
 };
 use multiproto::nick::Nick;
 use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
@@ -111,25 +111,27 @@ fn daemon_info() -> impl Strategy<Value = DaemonInfo> {
         1..=u16::MAX,
         1..=u16::MAX,
         prop::option::of(ip()),
+        any::<[u8; 32]>(),
+        any::<bool>(),
     )
-        .prop_map(|(instance, sctp_udp_port, sctp_port, addr)| DaemonInfo {
-            instance,
-            sctp_udp_port,
-            sctp_port,
-            addr,
-        })
+        .prop_map(
+            |(instance, sctp_udp_port, sctp_port, addr, key, needs_secret)| DaemonInfo {
+                instance,
+                sctp_udp_port,
+                sctp_port,
+                addr,
+                key: multiproto::identity::PublicKey(key),
+                needs_secret,
+            },
+        )
 }
 
 fn datagram() -> impl Strategy<Value = Datagram> {
     prop_oneof![
-        (any::<u64>(), nick(), any::<u16>(), any::<u16>()).prop_map(
-            |(instance, nick, chat_port, sctp_udp_port)| Datagram::Hello(Hello {
-                instance,
-                nick,
-                chat_port,
-                sctp_udp_port,
-            })
-        ),
+        (any::<u64>(), any::<u16>()).prop_map(|(instance, sctp_udp_port)| Datagram::Hello(Hello {
+            instance,
+            sctp_udp_port,
+        })),
         (any::<u64>(), daemon_info()).prop_map(|(to, daemon)| Datagram::Welcome { to, daemon }),
         daemon_info().prop_map(Datagram::Announce),
     ]
@@ -266,14 +268,19 @@ proptest! {
     /// Every datagram round-trips, fits `MAX_DATAGRAM`, and still parses with trailing bytes after it (room
     /// for fields a later version adds).
     #[test]
-    fn discovery_round_trips(d in datagram(), trailing in bytes(16)) {
+    fn discovery_round_trips(d in datagram(), trailing in bytes(16), mac in any::<bool>()) {
+        let key = mac.then_some(&parser_checks::DISCOVERY_MAC_KEY);
         let mut enc = Vec::new();
-        d.write(&mut enc);
+        d.write(&mut enc, key);
         prop_assert!(enc.len() <= MAX_DATAGRAM);
-        prop_assert_eq!(Datagram::parse(&enc), Ok(d));
+        let auth = if mac { Auth::Valid } else { Auth::Open };
+        prop_assert_eq!(Datagram::parse(&enc, key), Ok((d, auth)));
         prop_assert_eq!(parser_checks::discovery(&enc), Ok(d));
-        enc.extend_from_slice(&trailing);
-        prop_assert_eq!(parser_checks::discovery(&enc), Ok(d));
+        if !mac {
+            // Trailing bytes (fields a later version adds) are read past; after a MAC they would be the MAC.
+            enc.extend_from_slice(&trailing);
+            prop_assert_eq!(parser_checks::discovery(&enc), Ok(d));
+        }
     }
 
     /// Arbitrary bytes, with or without a valid header in front, never panic, and the error is the one the
@@ -300,24 +307,29 @@ proptest! {
     #[test]
     fn discovery_truncations_are_errors(d in datagram()) {
         let mut enc = Vec::new();
-        d.write(&mut enc);
+        d.write(&mut enc, None);
         for cut in 0..enc.len() {
             let want = if cut < 4 { DiscoveryError::Foreign } else { DiscoveryError::Malformed };
             prop_assert_eq!(parser_checks::discovery(&enc[..cut]), Err(want), "cut at {}", cut);
         }
     }
 
-    /// A single flipped bit never panics, and changes the outcome unless it is in the reserved bytes.
+    /// A single flipped bit never panics, and changes the outcome unless it is in the reserved byte; under
+    /// a MAC, it also fails the MAC.
     #[test]
-    fn discovery_bit_flips(d in datagram()) {
+    fn discovery_bit_flips(d in datagram(), mac in any::<bool>()) {
+        let key = mac.then_some(&parser_checks::DISCOVERY_MAC_KEY);
         let mut enc = Vec::new();
-        d.write(&mut enc);
+        d.write(&mut enc, key);
         for (at, bad) in bit_flips(&enc) {
             let r = parser_checks::discovery(&bad);
-            if (6..8).contains(&at) {
+            if at == 7 && !mac {
                 prop_assert_eq!(r, Ok(d), "reserved byte {} is not ignored", at);
-            } else {
+            } else if !mac {
                 prop_assert_ne!(r, Ok(d), "flip in byte {} went unnoticed", at);
+            } else {
+                let verified = Datagram::parse(&bad, key).is_ok_and(|(_, a)| a == Auth::Valid);
+                prop_assert!(!verified, "flip in byte {} kept the MAC valid", at);
             }
         }
     }
@@ -621,11 +633,9 @@ fn fuzz_entry_points_on_random_inputs() {
     let mut hello = Vec::new();
     Datagram::Hello(Hello {
         instance: 1,
-        nick: Nick::new("seed").unwrap(),
-        chat_port: 2,
         sctp_udp_port: 3,
     })
-    .write(&mut hello);
+    .write(&mut hello, None);
     assert!(parser_checks::discovery(&hello).is_ok());
     let reg = ClientMsg::Resync.encode();
     assert!(parser_checks::roster(&reg).0.is_ok());
@@ -647,7 +657,7 @@ fn fuzz_entry_points_on_random_inputs() {
         .unwrap();
 }
 
-/// The fuzz seeds (`fuzz/seeds/{discovery,roster_wire,chat_frame}`) are what their names say: valid messages,
+/// The fuzz seeds (`fuzz/seeds/{discovery,known_keys,roster_wire,chat_frame}`) are what their names say: valid messages,
 /// so the fuzzers start from inputs that get past every check. Catches seeds left stale by a layout change.
 #[test]
 fn fuzz_seeds_are_valid() {
@@ -667,6 +677,11 @@ fn fuzz_seeds_are_valid() {
     };
     for (name, b) in seeds("discovery") {
         assert!(parser_checks::discovery(&b).is_ok(), "discovery/{name}");
+    }
+    for (name, b) in seeds("known_keys") {
+        let k = multiproto::known_keys::KnownKeys::parse(&b);
+        assert!(k.is_ok_and(|k| !k.is_empty()), "known_keys/{name}");
+        parser_checks::known_keys(&b);
     }
     for (name, b) in seeds("roster_wire") {
         let (c, s) = parser_checks::roster(&b);
@@ -712,18 +727,31 @@ proptest! {
     /// refused or loads something consistent, never panics.
     #[test]
     fn saved_roster_round_trips_and_survives_damage(
-        entries in proptest::collection::vec(saved_entry(), 0..20),
+        entries in proptest::collection::vec((saved_entry(), prop::option::of(any::<[u8; 32]>())), 0..20),
+        bound in proptest::collection::vec(("[a-z][a-z0-9]{0,8}", any::<[u8; 32]>(), any::<u64>()), 0..5),
         version in any::<u64>(),
         saved in any::<u64>(),
         cut in any::<prop::sample::Index>(),
         flip in any::<prop::sample::Index>(),
     ) {
+        use multiproto::identity::PublicKey;
+        use multiproto::registry::saved::{Binding, Image, Record};
         let mut unique = std::collections::HashSet::new();
-        let entries: Vec<Entry> = entries.into_iter().filter(|e| unique.insert(e.nick)).collect();
-        let image = multiproto::registry::saved::encode(&entries, version, saved);
+        let records: Vec<Record> = entries
+            .into_iter()
+            .filter(|(e, _)| unique.insert(e.nick))
+            .map(|(entry, key)| Record { entry, key: key.map(PublicKey) })
+            .collect();
+        let bindings: Vec<Binding> = bound
+            .into_iter()
+            .map(|(n, k, t)| Binding { nick: Nick::new(&format!("b-{n}")).unwrap(), key: PublicKey(k), last_unix_ms: t })
+            .filter(|b| unique.insert(b.nick))
+            .collect();
+        let img = Image { records, bindings, version, saved_unix_ms: saved };
+        let image = multiproto::registry::saved::encode(&img);
         let d = multiproto::registry::saved::decode(&image).unwrap();
-        prop_assert_eq!(&d.entries, &entries);
-        prop_assert_eq!((d.version, d.saved_unix_ms, d.skipped), (version, saved, 0));
+        prop_assert_eq!(&d.image, &img);
+        prop_assert_eq!(d.skipped, 0);
         parser_checks::saved_roster(&image);
         parser_checks::saved_roster(&image[..cut.index(image.len())]);
         let mut flipped = image.clone();
@@ -758,5 +786,24 @@ proptest! {
         flipped[i] ^= 1 << (i % 8);
         parser_checks::key_file(&flipped);
         parser_checks::key_file(&junk);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Remembered-key files and secured frames: arbitrary bytes never panic and meet the fuzz targets' checks.
+    #[test]
+    fn known_keys_and_secured_frames_survive_arbitrary_bytes(b in bytes(300)) {
+        parser_checks::known_keys(&b);
+        parser_checks::secured(&b);
+    }
+
+    /// Each kind byte followed by arbitrary bytes, so every branch of the secured checks is reached.
+    #[test]
+    fn secured_frames_of_every_kind(kind in 0u8..8, psk in any::<bool>(), tail in bytes(200)) {
+        let mut b = vec![if psk { kind | 0x80 } else { kind }];
+        b.extend_from_slice(&tail);
+        parser_checks::secured(&b);
     }
 }

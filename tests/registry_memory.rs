@@ -47,8 +47,12 @@ fn a_registered_client_costs_the_registry_little() {
     // Clients arrive a hundred per loop turn; each turn's output is sent, so what remains is what the
     // registry keeps.
     for batch in ids.chunks(100).zip(msgs.chunks(100)) {
-        for ((id, remote), m) in batch.0.iter().zip(batch.1) {
-            reg.connected(*id, *remote);
+        for (((id, remote), m), n) in batch.0.iter().zip(batch.1).zip(0u32..) {
+            // Each client its own key, as real ones have.
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&n.to_le_bytes());
+            key[4..8].copy_from_slice(&remote.port().to_le_bytes().repeat(2));
+            reg.connected(*id, *remote, multiproto::identity::PublicKey(key));
             reg.handle_message(now, 1, *id, m);
         }
         reg.flush();

@@ -12,6 +12,7 @@ use argh::FromArgs;
 use multiproto::client::ClientEvent;
 use multiproto::client::roster::{Applied, Change};
 use multiproto::discovery;
+use multiproto::identity::Fingerprint;
 use multiproto::io::client::{ClientIo, Setup};
 use multiproto::nick::Nick;
 use multiproto::peer::{PeerEvent, Target};
@@ -50,10 +51,18 @@ struct Args {
     /// (default 10)
     #[argh(option, default = "10")]
     timeout: u64,
-    /// where messages for offline peers and the command history are kept (default
-    /// $XDG_STATE_HOME/multiproto or ~/.local/state/multiproto)
+    /// where this client's key, the daemon keys it trusts (known_daemons), messages for offline peers and
+    /// the command history are kept (default $XDG_STATE_HOME/multiproto or ~/.local/state/multiproto)
     #[argh(option)]
     state_dir: Option<PathBuf>,
+    /// trust only the daemon whose key has this fingerprint (as `mpd key` prints it on the daemon's host);
+    /// replaces the key pinned for this group once the daemon proves it holds it (after a reinstall)
+    #[argh(option, from_str_fn(parse_fingerprint))]
+    daemon_key: Option<Fingerprint>,
+    /// the network secret, if the daemon requires one: a file readable only by you, the same as the
+    /// daemon's --secret-file
+    #[argh(option)]
+    secret_file: Option<PathBuf>,
     #[argh(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -118,6 +127,12 @@ fn whoami(a: &Args) -> std::io::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    Fingerprint::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a key fingerprint: expected mpk:xxxx-xxxx-… as `mpd key` prints it")
+    })
+}
+
 fn state_dir(a: &Args) -> PathBuf {
     a.state_dir
         .clone()
@@ -170,7 +185,22 @@ fn setup(a: &Args, nick: Nick) -> Setup {
     s.iface = a.iface.clone();
     s.daemon = a.daemon;
     s.bind.set_port(a.sctp_port);
+    s.state_dir = state_dir(a);
+    s.daemon_key = a.daemon_key;
+    s.secret_file = a.secret_file.clone();
     s
+}
+
+/// Tells the user about an event of trust (see [`ClientEvent::trust_notice`]); true if the client gave up
+/// on it, so a one-shot command should stop too.
+fn trust(ev: &ClientEvent, client: &multiproto::client::Client) -> bool {
+    match ev.trust_notice() {
+        Some(msg) => {
+            eprintln!("mpc: {msg}");
+            client.has_given_up()
+        }
+        None => false,
+    }
 }
 
 fn chat_bind(a: &Args) -> SocketAddr {
@@ -189,7 +219,10 @@ fn list(a: &Args, l: &List, nick: Nick) -> std::io::Result<ExitCode> {
         if app.iter().any(|e| matches!(e, ReactorEvent::Signal(_))) {
             return Ok(ExitCode::from(1));
         }
-        while let Some(ev) = io.client.poll_event() {
+        while let Some(ev) = io.poll_event() {
+            if trust(&ev, &io.client) {
+                return Ok(ExitCode::from(1));
+            }
             match ev {
                 ClientEvent::Roster(Applied::Snapshot(_)) => {
                     let entries: Vec<Entry> = io.client.roster().entries().copied().collect();
@@ -391,6 +424,20 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
                         continue;
                     }
                     ClientEvent::Roster(_) => continue,
+                    other => {
+                        let Some(msg) = other.trust_notice() else {
+                            continue;
+                        };
+                        if !l.json {
+                            eprintln!("mpc: {msg}");
+                        }
+                        let v = serde_json::json!({"event": "trust", "nick": me, "message": msg});
+                        if sess.io.client.has_given_up() {
+                            emit(l.json, &v);
+                            return Ok(ExitCode::from(1));
+                        }
+                        v
+                    }
                 },
             };
             emit(l.json, &line);
@@ -455,6 +502,9 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                 SessionEvent::Signal => return finish(&mut sess, 1),
                 SessionEvent::Client(ClientEvent::Rejected { reason, .. }) => {
                     eprintln!("mpc: the daemon refused: {reason}");
+                    return finish(&mut sess, 1);
+                }
+                SessionEvent::Client(ev) if trust(&ev, &sess.io.client) => {
                     return finish(&mut sess, 1);
                 }
                 SessionEvent::Client(ClientEvent::Roster(Applied::Snapshot(_)))

@@ -6,6 +6,8 @@
 //! mpd restart [--dir DIR] [service options]   stop if running, then start
 //! mpd status  [--dir DIR] [--json]            0 running, 3 not running, 4 cannot tell (LSB)
 //! mpd run     [--dir DIR] [service options]   foreground (systemd, containers); logs also to stderr
+//! mpd key     [--dir DIR]                     the daemon's key fingerprint (clients pin it)
+//! mpd release NAME [--dir DIR]                free a nickname from the key that owns it
 //! ```
 //!
 //! `DIR` (default: the current directory) holds `multiproto.pid`, `multiproto.log`, the control socket
@@ -90,6 +92,7 @@ enum Command {
     Status(StatusArgs),
     Run(RunArgs),
     Key(KeyArgs),
+    Release(ReleaseArgs),
 }
 
 /// Declares a subcommand with the service options (start, restart and run share them: argh cannot flatten).
@@ -135,6 +138,15 @@ macro_rules! service_command {
             /// roster entries held at most (default 200000)
             #[argh(option)]
             max_clients: Option<usize>,
+            /// the network secret: a file readable only by the daemon's user (at least 16 bytes; make one
+            /// with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`). Only clients given the same
+            /// file with their --secret-file can find, join or read this daemon
+            #[argh(option)]
+            secret_file: Option<PathBuf>,
+            /// how long a nickname stays bound to the key that registered it after its owner was last
+            /// online, e.g. 90d (default 90d; offline entries leave the roster sooner, after --offline-ttl)
+            #[argh(option, from_str_fn(parse_duration))]
+            nick_binding_ttl: Option<Duration>,
             /// log level: off, error, warn, info, debug or trace (default: $MULTIPROTO_LOG, else info)
             #[argh(option, from_str_fn(parse_level))]
             log_level: Option<LevelFilter>,
@@ -154,6 +166,8 @@ macro_rules! service_command {
                     rto_max_ms: self.rto_max_ms,
                     offline_ttl: self.offline_ttl,
                     max_clients: self.max_clients,
+                    secret_file: self.secret_file.clone(),
+                    nick_binding_ttl: self.nick_binding_ttl,
                     log_level: self.log_level,
                 }
             }
@@ -264,6 +278,97 @@ struct KeyArgs {
     dir: PathBuf,
 }
 
+/// free a nickname from the key that registered it, so that another key (the same person after losing
+/// theirs, or someone else) can register it
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "release",
+    note = "Works on a running daemon (through its control socket) and on a stopped one (in DIR/roster.json). The nickname must be offline: ask its client to leave first.",
+    error_code(0, "released."),
+    error_code(
+        1,
+        "not released; the message says why (unknown, online, no daemon directory)."
+    ),
+    error_code(2, "invalid command line.")
+)]
+struct ReleaseArgs {
+    /// the nickname
+    #[argh(positional)]
+    name: String,
+    /// the daemon's directory (default: the current directory)
+    #[argh(option, default = "PathBuf::from(\".\")")]
+    dir: PathBuf,
+}
+
+/// `mpd release NAME`: through the running daemon if there is one, else in the saved roster.
+fn cmd_release(a: &ReleaseArgs) -> i32 {
+    let dir = existing_dir(&a.dir);
+    match daemon::query(&dir, &format!("release {}", a.name), STATUS_TIMEOUT) {
+        Ok(Some(v)) => {
+            return match v["released"].as_str() {
+                Some(n) => {
+                    println!("released {n}: the next key to register it owns it");
+                    exit::OK
+                }
+                None => fail(
+                    exit::ERROR,
+                    v["error"].as_str().unwrap_or("the daemon refused"),
+                ),
+            };
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return fail(
+                exit::ERROR,
+                format!("cannot ask the daemon in {}: {e}", dir.display()),
+            );
+        }
+    }
+    // No daemon runs there: edit the saved roster, with the registry's own rules.
+    let nick = match multiproto::nick::Nick::new(&a.name) {
+        Ok(n) => n,
+        Err(e) => return fail(exit::ERROR, format!("{:?} is not a nickname: {e}", a.name)),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    use multiproto::io::roster_file as persist;
+    let image = match persist::load(&dir, now_ms) {
+        Ok(persist::Loaded::Roster { image, .. }) => image,
+        Ok(_) => {
+            return fail(
+                exit::ERROR,
+                format!(
+                    "no saved roster in {}: is that the daemon's --dir?",
+                    dir.display()
+                ),
+            );
+        }
+        Err(e) => {
+            return fail(
+                exit::ERROR,
+                format!("cannot read the roster in {}: {e}", dir.display()),
+            );
+        }
+    };
+    let mut reg = multiproto::registry::Registry::new(multiproto::registry::Config::default());
+    reg.load(image);
+    if let Err(e) = reg.release(now_ms, &nick) {
+        return fail(exit::ERROR, format!("{nick}: {e}"));
+    }
+    match persist::save_roster(&dir, &reg.image(now_ms)) {
+        Ok(()) => {
+            println!("released {nick}: the next key to register it owns it");
+            exit::OK
+        }
+        Err(e) => fail(
+            exit::ERROR,
+            format!("cannot save the roster in {}: {e}", dir.display()),
+        ),
+    }
+}
+
 /// `mpd key`: the fingerprint on stdout; a note on stderr when the key was made just now.
 fn cmd_key(dir: &Path) -> i32 {
     let path = dir.join(multiproto::io::keyfile::DAEMON_KEY);
@@ -292,6 +397,8 @@ struct ServiceArgs {
     rto_max_ms: Option<u64>,
     offline_ttl: Option<Duration>,
     max_clients: Option<usize>,
+    secret_file: Option<PathBuf>,
+    nick_binding_ttl: Option<Duration>,
     log_level: Option<LevelFilter>,
 }
 
@@ -356,6 +463,22 @@ impl ServiceArgs {
             }
             o.server.max_clients = n;
         }
+        if let Some(t) = self.nick_binding_ttl {
+            o.server.binding_ttl = t;
+        }
+        if o.server.binding_ttl < o.server.offline_ttl {
+            return Err(format!(
+                "--nick-binding-ttl ({} s) is shorter than --offline-ttl ({} s): a nickname would be free \
+                 while its owner still shows in the roster; make it at least as long",
+                o.server.binding_ttl.as_secs(),
+                o.server.offline_ttl.as_secs()
+            ));
+        }
+        // Relative to where mpd was started: the daemon runs from its directory after detaching.
+        o.secret_file = self
+            .secret_file
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
         Ok(o)
     }
 }
@@ -381,6 +504,7 @@ fn main() {
             Command::Status(a) => cmd_status(&a.dir, a.json),
             Command::Run(a) => cmd_run(&a.service()),
             Command::Key(a) => cmd_key(&a.dir),
+            Command::Release(a) => cmd_release(&a),
         },
         Err(code) => code,
     };
@@ -862,9 +986,19 @@ mod tests {
             rto_max_ms: None,
             offline_ttl: None,
             max_clients: None,
+            secret_file: None,
+            nick_binding_ttl: None,
             log_level: None,
         };
         let o = a.options("/x".into()).unwrap();
+        assert_eq!(o.server.binding_ttl, Duration::from_secs(90 * 86_400));
+        a.nick_binding_ttl = Some(Duration::from_secs(3600));
+        assert!(
+            a.options("/x".into())
+                .unwrap_err()
+                .contains("--offline-ttl")
+        );
+        a.nick_binding_ttl = None;
         assert_eq!(o.server.sctp_port, 9899);
         a.group = Some("10.0.0.1:10001".parse().unwrap());
         assert!(a.options("/x".into()).unwrap_err().contains("multicast"));

@@ -1,5 +1,7 @@
 //! The control socket: a Unix stream socket `multiproto.sock` in the daemon's directory, where `mpd status`
-//! asks for the daemon's state. One request per connection: the line `status`, answered by one line of JSON.
+//! asks for the daemon's state and `mpd release` frees a nickname. One request per connection: the line
+//! `status` or `release NAME`, answered by one line of JSON. Only the daemon's user can reach the socket (it
+//! lives in the daemon's directory), and that user is its operator.
 //!
 //! Requests are bounded (256 bytes); a connection that sends more, or anything else, is answered with an
 //! error object and closed.
@@ -81,38 +83,61 @@ impl Control {
         }
     }
 
-    /// Handles readiness on a control connection; `status` builds the answer when a request is complete.
-    pub fn serve(&mut self, token: Token, registry: &Registry, status: &serde_json::Value) {
+    /// Handles readiness on a control connection: reads its request and returns it once complete (answer it
+    /// with [`Control::reply`]), or goes on writing an answer. A request that is not one is answered with an
+    /// error here.
+    pub fn serve(&mut self, token: Token, registry: &Registry) -> Option<Request> {
+        let c = self.conns.get_mut(token)?;
+        if !c.output.is_empty() {
+            self.write(token, registry);
+            return None;
+        }
+        let mut buf = [0u8; 128];
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.input.extend_from_slice(&buf[..n]);
+                    if c.input.len() > MAX_REQUEST || c.input.contains(&b'\n') {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close(token, registry);
+                    return None;
+                }
+            }
+        }
+        let line = c.input.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        match Request::parse(line) {
+            Some(r) => Some(r),
+            None => {
+                self.reply(
+                    token,
+                    registry,
+                    &serde_json::json!({"error": "unknown request; they are: status, release NAME"}),
+                );
+                None
+            }
+        }
+    }
+
+    /// Answers the request [`Control::serve`] returned for `token`.
+    pub fn reply(&mut self, token: Token, registry: &Registry, answer: &serde_json::Value) {
         let Some(c) = self.conns.get_mut(token) else {
             return;
         };
-        if c.output.is_empty() {
-            let mut buf = [0u8; 128];
-            loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        c.input.extend_from_slice(&buf[..n]);
-                        if c.input.len() > MAX_REQUEST || c.input.contains(&b'\n') {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        self.close(token, registry);
-                        return;
-                    }
-                }
-            }
-            let request = c.input.split(|&b| b == b'\n').next().unwrap_or(&[]);
-            let answer = match request {
-                b"status" => status.clone(),
-                _ => serde_json::json!({"error": "unknown request; the only one is: status"}),
-            };
-            c.output = answer.to_string().into_bytes();
-            c.output.push(b'\n');
-        }
+        c.output = answer.to_string().into_bytes();
+        c.output.push(b'\n');
+        self.write(token, registry);
+    }
+
+    fn write(&mut self, token: Token, registry: &Registry) {
+        let Some(c) = self.conns.get_mut(token) else {
+            return;
+        };
         loop {
             match c.stream.write(&c.output[c.written..]) {
                 Ok(n) => {
@@ -139,9 +164,40 @@ impl Control {
     }
 }
 
+/// A request on the control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// The daemon's state.
+    Status,
+    /// Free this nickname from its key.
+    Release(String),
+}
+
+impl Request {
+    /// Parses one request line.
+    pub fn parse(line: &[u8]) -> Option<Request> {
+        let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+        match line.split_once(' ') {
+            None if line == "status" => Some(Request::Status),
+            Some(("release", name)) if !name.is_empty() => Some(Request::Release(name.into())),
+            _ => None,
+        }
+    }
+}
+
 /// Asks the daemon running in `dir` for its status (blocking, with a timeout): `Ok(None)` if no daemon
 /// answers there.
 pub fn query_status(dir: &Path, timeout: Duration) -> io::Result<Option<serde_json::Value>> {
+    query(dir, "status", timeout)
+}
+
+/// Sends one request line to the daemon in `dir` and reads its JSON answer: `Ok(None)` if no daemon answers
+/// there.
+pub fn query(
+    dir: &Path,
+    request: &str,
+    timeout: Duration,
+) -> io::Result<Option<serde_json::Value>> {
     let path = dir.join(CONTROL_SOCKET);
     let mut s = match StdUnixStream::connect(&path) {
         Ok(s) => s,
@@ -157,7 +213,7 @@ pub fn query_status(dir: &Path, timeout: Duration) -> io::Result<Option<serde_js
     };
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    s.write_all(b"status\n")?;
+    s.write_all(format!("{request}\n").as_bytes())?;
     let mut out = Vec::new();
     s.take(16 << 20).read_to_end(&mut out)?;
     let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
@@ -167,4 +223,29 @@ pub fn query_status(dir: &Path, timeout: Duration) -> io::Result<Option<serde_js
         )
     })?;
     Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_strictly() {
+        assert_eq!(Request::parse(b"status"), Some(Request::Status));
+        assert_eq!(Request::parse(b"status\r"), Some(Request::Status));
+        assert_eq!(
+            Request::parse(b"release alice"),
+            Some(Request::Release("alice".into()))
+        );
+        for bad in [
+            &b"release"[..],
+            b"release ",
+            b"statu",
+            b"status x",
+            b"\xff",
+            b"",
+        ] {
+            assert_eq!(Request::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -1,9 +1,13 @@
 //! The I/O around a [`Client`]: a reactor, the SCTP-over-UDP socket, the discovery sockets, and SIGINT /
 //! SIGTERM. A program (mpc, a test client, the load harness) adds its own sources with tokens from
 //! [`FIRST_APP_TOKEN`] up and handles their events itself; [`ClientIo::turn`] does everything else.
+//!
+//! It also keeps the client's keys on disk: its identity (`identity.key`) and the pinned daemon keys
+//! (`known_daemons`) in the state directory, and the network secret from `--secret-file`.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
@@ -12,7 +16,8 @@ use nix::sys::signal::Signal;
 
 use super::discovery::{self, Iface};
 use super::sctp_udp::UdpTransport;
-use crate::client::{Client, Config};
+use crate::client::{Client, ClientEvent, Config, Pin};
+use crate::identity::Fingerprint;
 use crate::nick::Nick;
 use crate::reactor::{Reactor, ReactorEvent};
 use crate::time::Instant;
@@ -45,6 +50,12 @@ pub struct Setup {
     pub bind: SocketAddr,
     /// Heartbeat interval towards the daemon.
     pub heartbeat: Duration,
+    /// The state directory: our key and the pinned daemon keys.
+    pub state_dir: PathBuf,
+    /// `--daemon-key`: trust only a daemon key with this fingerprint (replacing the pin once it is proved).
+    pub daemon_key: Option<Fingerprint>,
+    /// `--secret-file`: the network secret.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Setup {
@@ -61,7 +72,15 @@ impl Setup {
         }
     }
 
-    /// A member's setup with defaults.
+    /// The scope the daemon's key is pinned under: the group, or the address given with `--daemon`.
+    pub fn pin_scope(&self) -> String {
+        match self.daemon {
+            Some(a) => format!("daemon@{a}"),
+            None => format!("group@{}", self.group),
+        }
+    }
+
+    /// A member's setup with defaults (state in [`crate::outbox::default_state_dir`]).
     pub fn new(nick: Nick) -> Setup {
         Setup {
             nick,
@@ -73,6 +92,9 @@ impl Setup {
             daemon: None,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             heartbeat: Duration::from_secs(1),
+            state_dir: crate::outbox::default_state_dir(),
+            daemon_key: None,
+            secret_file: None,
         }
     }
 }
@@ -88,6 +110,9 @@ pub struct ClientIo {
     group: Option<UdpSocket>,
     iface: Iface,
     stalls: u64,
+    /// Where pinned daemon keys are saved, and under which scope.
+    known_daemons: PathBuf,
+    pin_scope: String,
 }
 
 impl ClientIo {
@@ -122,7 +147,24 @@ impl ClientIo {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed)
             .map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
-        let mut cfg = Config::new(s.nick, instance, s.group, sctp_port);
+        let key_err = |e: super::keyfile::KeyError| io::Error::other(e.to_string());
+        let (identity, _) =
+            super::keyfile::load_or_create(&s.state_dir.join(super::keyfile::CLIENT_KEY))
+                .map_err(key_err)?;
+        let known_daemons = s.state_dir.join(super::known_keys::KNOWN_DAEMONS);
+        let pinned = super::known_keys::load(&known_daemons)?.get(&s.pin_scope());
+        let mut cfg = Config::new(s.nick, instance, s.group, sctp_port, identity);
+        cfg.pin = match (s.daemon_key, pinned) {
+            (Some(f), Some(k)) if k.fingerprint() == f => Pin::Key(k),
+            // Given up front, it overrides what was pinned: the way to accept a reinstalled daemon's key.
+            (Some(f), _) => Pin::Fingerprint(f),
+            (None, Some(k)) => Pin::Key(k),
+            (None, None) => Pin::None,
+        };
+        cfg.psk = match &s.secret_file {
+            Some(p) => Some(super::keyfile::load_secret(p).map_err(key_err)?),
+            None => None,
+        };
         cfg.observer = s.observer;
         cfg.subscribe = s.subscribe;
         cfg.chat_port = s.chat_port;
@@ -137,6 +179,8 @@ impl ClientIo {
             group,
             iface,
             stalls: 0,
+            known_daemons,
+            pin_scope: s.pin_scope(),
         };
         io.flush()?;
         Ok(io)
@@ -145,6 +189,31 @@ impl ClientIo {
     /// The interface discovery joined on.
     pub fn iface(&self) -> Iface {
         self.iface
+    }
+
+    /// The client's next event. A daemon key proved on first contact (or for `--daemon-key`) is saved as
+    /// the pin for this group before the event is handed on.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        let ev = self.client.poll_event()?;
+        if let ClientEvent::DaemonPinned { key } = &ev {
+            let saved = super::known_keys::load(&self.known_daemons).and_then(|mut k| {
+                k.set(&self.pin_scope, *key);
+                super::known_keys::save(&self.known_daemons, &k)
+            });
+            match saved {
+                Ok(()) => log::info!(
+                    "pinned daemon key {} for {} in {}",
+                    key.fingerprint(),
+                    self.pin_scope,
+                    self.known_daemons.display()
+                ),
+                Err(e) => log::warn!(
+                    "cannot save the daemon's key in {}: {e}",
+                    self.known_daemons.display()
+                ),
+            }
+        }
+        Some(ev)
     }
 
     /// Turns that woke late enough to count as a stall.

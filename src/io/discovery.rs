@@ -202,9 +202,11 @@ mod tests {
             sctp_udp_port: 9899,
             sctp_port: 9899,
             addr: None,
+            key: crate::identity::PublicKey([3; 32]),
+            needs_secret: false,
         });
         let mut buf = Vec::new();
-        d.write(&mut buf);
+        d.write(&mut buf, None);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = None;
         let mut rbuf = [0u8; 256];
@@ -212,7 +214,7 @@ mod tests {
             tx.send_to(&buf, group).unwrap();
             std::thread::sleep(Duration::from_millis(20));
             if let Ok((n, from)) = rx.recv_from(&mut rbuf) {
-                got = Some((Datagram::parse(&rbuf[..n]).unwrap(), from));
+                got = Some((Datagram::parse(&rbuf[..n], None).unwrap().0, from));
             }
         }
         let (d2, from) = got.expect("no multicast datagram on loopback");

@@ -6,6 +6,9 @@
 //! place, so a crash leaves either no key or a whole one, and two processes starting together end up with one
 //! key (the second rename loses to nothing: both read back whatever file won). A key file that others can
 //! read or write is refused, as SSH refuses such a private key: someone else may have it.
+//!
+//! The network secret (`--secret-file`) is read here too, under the same rule: its bytes, less trailing
+//! whitespace, at least [`MIN_SECRET`] of them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -13,6 +16,12 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::identity::{Identity, KEY_LEN, KeyFileError, MAX_KEY_FILE};
+use crate::secure::Psk;
+
+/// Fewest bytes a network secret may have: 16 random bytes (128 bits), or a passphrase at least that long.
+pub const MIN_SECRET: usize = 16;
+/// Most bytes of a secret file read.
+pub const MAX_SECRET: usize = 4096;
 
 /// The daemon's key file in its directory.
 pub const DAEMON_KEY: &str = "daemon.key";
@@ -30,6 +39,10 @@ pub enum KeyError {
     Exposed(PathBuf, u32),
     /// The OS gave no randomness for a new key.
     Randomness(String),
+    /// The secret file holds fewer than [`MIN_SECRET`] bytes (this many).
+    SecretTooShort(PathBuf, usize),
+    /// The secret file is larger than [`MAX_SECRET`].
+    SecretTooLarge(PathBuf),
 }
 
 impl std::fmt::Display for KeyError {
@@ -49,6 +62,17 @@ impl std::fmt::Display for KeyError {
                 p.display()
             ),
             KeyError::Randomness(e) => write!(f, "no OS randomness for a new key: {e}"),
+            KeyError::SecretTooShort(p, n) => write!(
+                f,
+                "the secret file {} holds {n} bytes, fewer than {MIN_SECRET}: make one with \
+                 `head -c 32 /dev/urandom | base64 > {0}; chmod 600 {0}` and give it to every mpd and mpc",
+                p.display()
+            ),
+            KeyError::SecretTooLarge(p) => write!(
+                f,
+                "the secret file {} is larger than {MAX_SECRET} bytes: is it the right file?",
+                p.display()
+            ),
         }
     }
 }
@@ -93,18 +117,40 @@ pub fn load_or_create(path: &Path) -> Result<(Identity, bool), KeyError> {
 
 /// Reads the identity at `path`.
 pub fn load(path: &Path) -> Result<Identity, KeyError> {
+    let bytes = read_private(path, MAX_KEY_FILE)?;
+    Identity::from_file(&bytes).map_err(|e| KeyError::Malformed(path.to_path_buf(), e))
+}
+
+/// Reads the network secret at `path` (see the module docs) and derives its keys.
+pub fn load_secret(path: &Path) -> Result<Psk, KeyError> {
+    let bytes = read_private(path, MAX_SECRET)?;
+    if bytes.len() > MAX_SECRET {
+        return Err(KeyError::SecretTooLarge(path.to_path_buf()));
+    }
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    if end < MIN_SECRET {
+        return Err(KeyError::SecretTooShort(path.to_path_buf(), end));
+    }
+    Ok(Psk::from_secret(&bytes[..end]))
+}
+
+/// The first `max + 1` bytes of a file only its owner may read or change.
+fn read_private(path: &Path, max: usize) -> Result<Vec<u8>, KeyError> {
     let io_err = |e| KeyError::Io(path.to_path_buf(), e);
     let f = File::open(path).map_err(io_err)?;
     let mode = f.metadata().map_err(io_err)?.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(KeyError::Exposed(path.to_path_buf(), mode));
     }
-    let mut bytes = Vec::with_capacity(MAX_KEY_FILE);
-    // One byte more than any key file, so a larger one is recognised without reading all of it.
-    f.take(MAX_KEY_FILE as u64 + 1)
+    let mut bytes = Vec::with_capacity(max.min(4096));
+    // One byte more than allowed, so a larger file is recognised without reading all of it.
+    f.take(max as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io_err)?;
-    Identity::from_file(&bytes).map_err(|e| KeyError::Malformed(path.to_path_buf(), e))
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -152,5 +198,33 @@ mod tests {
             matches!(e, KeyError::Malformed(_, KeyFileError::TooLarge)),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_secret_must_be_private_and_long_enough() {
+        let d = TempDir::new("keyfile-secret");
+        let path = d.path().join("secret");
+        let write = |bytes: &[u8], mode| {
+            fs::write(&path, bytes).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(b"0123456789abcdef\n", 0o600);
+        let a = load_secret(&path).unwrap();
+        // Trailing whitespace is not part of the secret: an editor's newline does not change it.
+        write(b"0123456789abcdef", 0o600);
+        assert_eq!(load_secret(&path).unwrap(), a);
+        write(b"0123456789abcdeX", 0o600);
+        assert_ne!(load_secret(&path).unwrap(), a);
+        write(b"short   \n", 0o600);
+        let e = load_secret(&path).unwrap_err();
+        assert!(matches!(e, KeyError::SecretTooShort(_, 5)), "{e}");
+        assert!(e.to_string().contains("/dev/urandom"), "{e}");
+        write(b"0123456789abcdef", 0o640);
+        assert!(matches!(load_secret(&path), Err(KeyError::Exposed(_, _))));
+        write(&vec![b'x'; MAX_SECRET + 1], 0o600);
+        assert!(matches!(
+            load_secret(&path),
+            Err(KeyError::SecretTooLarge(_))
+        ));
     }
 }

@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::registry::saved::{self, Decoded};
-use crate::registry::wire::Entry;
+use crate::registry::saved::{self, Decoded, Image};
 
 /// Name of the roster file inside the daemon's directory.
 pub const FILE_NAME: &str = "roster.json";
@@ -26,13 +25,9 @@ pub enum Loaded {
     Missing,
     /// The saved roster.
     Roster {
-        /// Entries as saved (the registry turns the online ones offline).
-        entries: Vec<Entry>,
-        /// The roster version when saved.
-        version: u64,
-        /// When it was saved.
-        saved_unix_ms: u64,
-        /// Entries that were skipped as invalid (bad nickname, duplicate).
+        /// What was saved (the registry turns the online entries offline).
+        image: Image,
+        /// Entries that were skipped as invalid (bad nickname or key, duplicate).
         skipped: usize,
     },
     /// The file could not be read back; it was moved to `moved_to`.
@@ -50,15 +45,10 @@ pub fn save(dir: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Writes the roster as `dir/roster.json`, atomically and durably, encoding it straight into the file.
-pub fn save_roster(
-    dir: &Path,
-    entries: &[Entry],
-    version: u64,
-    saved_unix_ms: u64,
-) -> io::Result<()> {
+pub fn save_roster(dir: &Path, image: &Image) -> io::Result<()> {
     write_atomically(dir, |f| {
         let mut w = io::BufWriter::with_capacity(64 * 1024, f);
-        saved::encode_into(&mut w, entries, version, saved_unix_ms)?;
+        saved::encode_into(&mut w, image)?;
         w.flush()
     })
 }
@@ -77,9 +67,7 @@ fn write_atomically(dir: &Path, write: impl FnOnce(&mut File) -> io::Result<()>)
 
 /// One roster image to write.
 struct Job {
-    entries: Vec<Entry>,
-    version: u64,
-    saved_unix_ms: u64,
+    image: Image,
 }
 
 #[derive(Default)]
@@ -120,12 +108,8 @@ impl Saver {
     }
 
     /// Hands over the roster to be written; returns at once.
-    pub fn save(&self, entries: impl Iterator<Item = Entry>, version: u64, saved_unix_ms: u64) {
-        let job = Job {
-            entries: entries.collect(),
-            version,
-            saved_unix_ms,
-        };
+    pub fn save(&self, image: Image) {
+        let job = Job { image };
         let mut slot = self
             .shared
             .slot
@@ -185,7 +169,7 @@ fn write_images(dir: &Path, shared: &Shared) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        match save_roster(dir, &job.entries, job.version, job.saved_unix_ms) {
+        match save_roster(dir, &job.image) {
             Ok(()) => shared.saves.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
                 log::error!("cannot save the roster in {}: {e}", dir.display());
@@ -204,17 +188,7 @@ pub fn load(dir: &Path, now_unix_ms: u64) -> io::Result<Loaded> {
         Err(e) => return Err(e),
     };
     match saved::decode(&bytes) {
-        Ok(Decoded {
-            entries,
-            version,
-            saved_unix_ms,
-            skipped,
-        }) => Ok(Loaded::Roster {
-            entries,
-            version,
-            saved_unix_ms,
-            skipped,
-        }),
+        Ok(Decoded { image, skipped }) => Ok(Loaded::Roster { image, skipped }),
         Err(e) => {
             let reason = e.to_string();
             let moved_to = dir.join(format!("{FILE_NAME}.bad-{now_unix_ms}"));
@@ -228,8 +202,9 @@ pub fn load(dir: &Path, now_unix_ms: u64) -> io::Result<Loaded> {
 mod tests {
     use super::*;
     use crate::nick::Nick;
+    use crate::registry::saved::Record;
     use crate::registry::saved::encode;
-    use crate::registry::wire::Status;
+    use crate::registry::wire::{Entry, Status};
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mp-persist-{name}-{}", std::process::id()));
@@ -238,14 +213,26 @@ mod tests {
         d
     }
 
-    fn entry(n: &str, status: Status) -> Entry {
-        Entry {
-            nick: Nick::new(n).unwrap(),
-            instance: 9,
-            status,
-            since_ms: 1000,
-            chat: "127.0.0.1:5000".parse().unwrap(),
-            flaps: 1,
+    fn entry(n: &str, status: Status) -> Record {
+        Record {
+            entry: Entry {
+                nick: Nick::new(n).unwrap(),
+                instance: 9,
+                status,
+                since_ms: 1000,
+                chat: "127.0.0.1:5000".parse().unwrap(),
+                flaps: 1,
+            },
+            key: Some(crate::identity::PublicKey([n.len() as u8; 32])),
+        }
+    }
+
+    fn image(records: Vec<Record>, version: u64, saved_unix_ms: u64) -> Image {
+        Image {
+            records,
+            bindings: Vec::new(),
+            version,
+            saved_unix_ms,
         }
     }
 
@@ -254,27 +241,23 @@ mod tests {
         let d = dir("saver");
         let mut saver = Saver::start(d.clone()).unwrap();
         for v in 1..=50u64 {
-            saver.save([entry("alice", Status::Online)].into_iter(), v, v);
+            saver.save(image(vec![entry("alice", Status::Online)], v, v));
         }
-        saver.save(
-            [
+        saver.save(image(
+            vec![
                 entry("alice", Status::Online),
                 entry("bob", Status::Offline),
-            ]
-            .into_iter(),
+            ],
             51,
             51,
-        );
+        ));
         // Older images may have been skipped, never the last one.
         saver.finish();
-        let Loaded::Roster {
-            entries, version, ..
-        } = load(&d, 0).unwrap()
-        else {
+        let Loaded::Roster { image, .. } = load(&d, 0).unwrap() else {
             panic!("no roster saved")
         };
-        assert_eq!(version, 51);
-        assert_eq!(entries.len(), 2);
+        assert_eq!(image.version, 51);
+        assert_eq!(image.records.len(), 2);
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -282,7 +265,7 @@ mod tests {
     fn saver_counts_failures() {
         let d = dir("saver-fail").join("missing");
         let mut saver = Saver::start(d).unwrap();
-        saver.save([entry("alice", Status::Online)].into_iter(), 1, 1);
+        saver.save(image(vec![entry("alice", Status::Online)], 1, 1));
         saver.finish();
         assert_eq!(saver.errors(), 1);
         assert_eq!(saver.saves(), 0);
@@ -297,25 +280,19 @@ mod tests {
             entry("bob", Status::Offline),
             entry("gone", Status::Removed),
         ];
-        save_roster(&d, &es, 42, 5000).unwrap();
-        let Loaded::Roster {
-            entries,
-            version,
-            saved_unix_ms,
-            skipped,
-        } = load(&d, 0).unwrap()
-        else {
+        save_roster(&d, &image(es.clone(), 42, 5000)).unwrap();
+        let Loaded::Roster { image, skipped } = load(&d, 0).unwrap() else {
             panic!()
         };
-        assert_eq!(entries, es[..2].to_vec());
-        assert_eq!((version, saved_unix_ms, skipped), (42, 5000, 0));
+        assert_eq!(image.records, es[..2].to_vec());
+        assert_eq!((image.version, image.saved_unix_ms, skipped), (42, 5000, 0));
         assert!(!d.join("roster.json.tmp").exists());
     }
 
     #[test]
     fn truncated_and_corrupt_files_are_set_aside() {
         let d = dir("bad");
-        let good = encode(&[entry("alice", Status::Online)], 1, 1);
+        let good = encode(&image(vec![entry("alice", Status::Online)], 1, 1));
         for (i, bad) in [
             &good[..good.len() / 2],
             b"\x00\xffgarbage",
@@ -344,13 +321,10 @@ mod tests {
             {"nick":"not ok","instance":1,"chat":"127.0.0.1:1","online":false,"since_unix_ms":1,"flaps":0},
             {"nick":"ok","instance":2,"chat":"127.0.0.1:2","online":true,"since_unix_ms":1,"flaps":0}]}"#;
         fs::write(d.join(FILE_NAME), text).unwrap();
-        let Loaded::Roster {
-            entries, skipped, ..
-        } = load(&d, 0).unwrap()
-        else {
+        let Loaded::Roster { image, skipped } = load(&d, 0).unwrap() else {
             panic!()
         };
-        assert_eq!(entries.len(), 1);
+        assert_eq!(image.records.len(), 1);
         assert_eq!(skipped, 2);
     }
 }

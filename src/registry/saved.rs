@@ -3,7 +3,12 @@
 //! [`crate::io::roster_file`]'s job.
 //!
 //! Decoding is strict about the envelope (format name and version) and lenient about entries: an entry with
-//! an invalid nickname or a duplicate one is skipped and counted, so one bad line does not cost the rest.
+//! an invalid nickname, a duplicate one or an unreadable key is skipped and counted, so one bad line does not
+//! cost the rest.
+//!
+//! Since nicknames are owned (issue 14), each entry carries the key it is bound to (`key`, 64 hex digits;
+//! absent in files of earlier versions, whose entries the first key to register then claims), and `bindings`
+//! keeps the nickname → key bindings of entries that expired from the roster but not yet from their binding.
 
 use std::fmt;
 use std::io;
@@ -12,18 +17,54 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{Entry, Status};
+use crate::identity::{KEY_LEN, PublicKey};
 use crate::nick::Nick;
 
 const FORMAT: &str = "multiproto-roster";
 const FORMAT_VERSION: u32 = 1;
 
+/// One roster entry with the key its nickname is bound to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The entry as the roster shows it.
+    pub entry: Entry,
+    /// The key that owns the nickname; `None` for an entry saved before nicknames were owned.
+    pub key: Option<PublicKey>,
+}
+
+/// A nickname whose entry expired from the roster, still bound to its key.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The nickname.
+    pub nick: Nick,
+    /// Its owner.
+    pub key: PublicKey,
+    /// When its owner was last online (Unix ms): the binding lapses a configured time after.
+    pub last_unix_ms: u64,
+}
+
+/// What is saved: the roster's records and bindings, its version, and when.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    /// Every entry (removed ones are not saved).
+    pub records: Vec<Record>,
+    /// Bindings of expired entries.
+    pub bindings: Vec<Binding>,
+    /// The roster version.
+    pub version: u64,
+    /// When it was saved.
+    pub saved_unix_ms: u64,
+}
+
 #[derive(Deserialize)]
-struct Image {
+struct RawImage {
     format: String,
     version: u32,
     saved_unix_ms: u64,
     roster_version: u64,
     entries: Vec<SavedEntry>,
+    #[serde(default)]
+    bindings: Vec<SavedBinding>,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +75,25 @@ struct SavedEntry {
     online: bool,
     since_unix_ms: u64,
     flaps: u32,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedBinding {
+    nick: String,
+    key: String,
+    last_unix_ms: u64,
+}
+
+fn key_hex(k: &PublicKey) -> String {
+    data_encoding::HEXLOWER.encode(&k.0)
+}
+
+fn parse_key(s: &str) -> Option<PublicKey> {
+    let raw = data_encoding::HEXLOWER.decode(s.as_bytes()).ok()?;
+    let k: [u8; KEY_LEN] = raw.try_into().ok()?;
+    Some(PublicKey(k))
 }
 
 /// The file's layout for writing: the same fields as [`Image`], with the entries serialised straight from
@@ -45,7 +105,9 @@ struct ImageOut<'a> {
     saved_unix_ms: u64,
     roster_version: u64,
     #[serde(serialize_with = "saved_entries")]
-    entries: &'a [Entry],
+    entries: &'a [Record],
+    #[serde(serialize_with = "saved_bindings")]
+    bindings: &'a [Binding],
 }
 
 #[derive(Serialize)]
@@ -56,49 +118,55 @@ struct SavedEntryOut<'a> {
     online: bool,
     since_unix_ms: u64,
     flaps: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
-fn saved_entries<S: serde::Serializer>(entries: &&[Entry], s: S) -> Result<S::Ok, S::Error> {
+fn saved_entries<S: serde::Serializer>(records: &&[Record], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(
-        entries
+        records
             .iter()
-            .filter(|e| e.status != Status::Removed)
-            .map(|e| SavedEntryOut {
-                nick: e.nick.as_str(),
-                instance: e.instance,
-                chat: e.chat,
-                online: e.status == Status::Online,
-                since_unix_ms: e.since_ms,
-                flaps: e.flaps,
+            .filter(|r| r.entry.status != Status::Removed)
+            .map(|r| SavedEntryOut {
+                nick: r.entry.nick.as_str(),
+                instance: r.entry.instance,
+                chat: r.entry.chat,
+                online: r.entry.status == Status::Online,
+                since_unix_ms: r.entry.since_ms,
+                flaps: r.entry.flaps,
+                key: r.key.as_ref().map(key_hex),
             }),
     )
 }
 
-fn image_out(entries: &[Entry], version: u64, saved_unix_ms: u64) -> ImageOut<'_> {
+fn saved_bindings<S: serde::Serializer>(bindings: &&[Binding], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(bindings.iter().map(|b| SavedBinding {
+        nick: b.nick.to_string(),
+        key: key_hex(&b.key),
+        last_unix_ms: b.last_unix_ms,
+    }))
+}
+
+fn image_out(img: &Image) -> ImageOut<'_> {
     ImageOut {
         format: FORMAT,
         version: FORMAT_VERSION,
-        saved_unix_ms,
-        roster_version: version,
-        entries,
+        saved_unix_ms: img.saved_unix_ms,
+        roster_version: img.version,
+        entries: &img.records,
+        bindings: &img.bindings,
     }
 }
 
 /// Serialises the roster image.
-pub fn encode(entries: &[Entry], version: u64, saved_unix_ms: u64) -> Vec<u8> {
+pub fn encode(img: &Image) -> Vec<u8> {
     // Serialising plain data into memory cannot fail.
-    serde_json::to_vec_pretty(&image_out(entries, version, saved_unix_ms)).unwrap_or_default()
+    serde_json::to_vec_pretty(&image_out(img)).unwrap_or_default()
 }
 
 /// Serialises the roster image into `w` (a file: no copy of the whole image in memory).
-pub fn encode_into(
-    w: &mut impl io::Write,
-    entries: &[Entry],
-    version: u64,
-    saved_unix_ms: u64,
-) -> io::Result<()> {
-    serde_json::to_writer_pretty(w, &image_out(entries, version, saved_unix_ms))
-        .map_err(io::Error::other)
+pub fn encode_into(w: &mut impl io::Write, img: &Image) -> io::Result<()> {
+    serde_json::to_writer_pretty(w, &image_out(img)).map_err(io::Error::other)
 }
 
 /// Why a saved image could not be read.
@@ -127,19 +195,15 @@ impl std::error::Error for DecodeError {}
 /// A decoded image.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded {
-    /// Entries as saved.
-    pub entries: Vec<Entry>,
-    /// The roster version when saved.
-    pub version: u64,
-    /// When it was saved.
-    pub saved_unix_ms: u64,
-    /// Entries skipped as invalid (bad nickname, duplicate).
+    /// What was saved (less what was skipped).
+    pub image: Image,
+    /// Entries and bindings skipped as invalid (bad nickname or key, duplicate).
     pub skipped: usize,
 }
 
 /// Reads an image written by [`encode`] or [`encode_into`].
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let image: Image = serde_json::from_slice(bytes).map_err(DecodeError::Json)?;
+    let image: RawImage = serde_json::from_slice(bytes).map_err(DecodeError::Json)?;
     if image.format != FORMAT {
         return Err(DecodeError::Format(image.format));
     }
@@ -148,17 +212,27 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     }
     let mut skipped = 0;
     let mut seen = std::collections::HashSet::new();
-    let mut entries = Vec::with_capacity(image.entries.len());
+    let mut records = Vec::with_capacity(image.entries.len());
     for e in image.entries {
         let Ok(nick) = Nick::new(&e.nick) else {
             skipped += 1;
             continue;
         };
+        let key = match e.key.as_deref().map(parse_key) {
+            None => None,
+            Some(Some(k)) => Some(k),
+            // An unreadable key: without it the nickname would be anyone's to take, so the entry is
+            // skipped (and reported) rather than loaded unowned.
+            Some(None) => {
+                skipped += 1;
+                continue;
+            }
+        };
         if !seen.insert(nick) {
             skipped += 1;
             continue;
         }
-        entries.push(Entry {
+        let entry = Entry {
             nick,
             instance: e.instance,
             status: if e.online {
@@ -169,12 +243,27 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             since_ms: e.since_unix_ms,
             chat: e.chat,
             flaps: e.flaps,
-        });
+        };
+        records.push(Record { entry, key });
+    }
+    let mut bindings = Vec::with_capacity(image.bindings.len());
+    for b in image.bindings {
+        match (Nick::new(&b.nick), parse_key(&b.key)) {
+            (Ok(nick), Some(key)) if seen.insert(nick) => bindings.push(Binding {
+                nick,
+                key,
+                last_unix_ms: b.last_unix_ms,
+            }),
+            _ => skipped += 1,
+        }
     }
     Ok(Decoded {
-        entries,
-        version: image.roster_version,
-        saved_unix_ms: image.saved_unix_ms,
+        image: Image {
+            records,
+            bindings,
+            version: image.roster_version,
+            saved_unix_ms: image.saved_unix_ms,
+        },
         skipped,
     })
 }
@@ -193,17 +282,42 @@ mod tests {
             chat: "10.0.0.2:7000".parse().unwrap(),
             flaps: 2,
         };
-        let entries = [
-            e("a", Status::Online),
-            e("b", Status::Offline),
-            e("c", Status::Removed),
-        ];
-        let d = decode(&encode(&entries, 42, 99)).unwrap();
-        assert_eq!(d.entries, entries[..2].to_vec());
-        assert_eq!((d.version, d.saved_unix_ms, d.skipped), (42, 99, 0));
+        let r = |entry, key| Record { entry, key };
+        let img = Image {
+            records: vec![
+                r(e("a", Status::Online), Some(PublicKey([1; 32]))),
+                r(e("b", Status::Offline), None),
+                r(e("c", Status::Removed), Some(PublicKey([3; 32]))),
+            ],
+            bindings: vec![Binding {
+                nick: Nick::new("d").unwrap(),
+                key: PublicKey([4; 32]),
+                last_unix_ms: 5,
+            }],
+            version: 42,
+            saved_unix_ms: 99,
+        };
+        let d = decode(&encode(&img)).unwrap();
+        assert_eq!(d.image.records, img.records[..2].to_vec());
+        assert_eq!(d.image.bindings, img.bindings);
+        assert_eq!(
+            (d.image.version, d.image.saved_unix_ms, d.skipped),
+            (42, 99, 0)
+        );
         let mut via_writer = Vec::new();
-        encode_into(&mut via_writer, &entries, 42, 99).unwrap();
-        assert_eq!(via_writer, encode(&entries, 42, 99));
+        encode_into(&mut via_writer, &img).unwrap();
+        assert_eq!(via_writer, encode(&img));
+    }
+
+    #[test]
+    fn files_from_before_owned_nicknames_load_unowned_and_bad_keys_are_skipped() {
+        let old = br#"{"format":"multiproto-roster","version":1,"saved_unix_ms":9,"roster_version":3,"entries":[
+            {"nick":"old","instance":1,"chat":"10.0.0.1:1","online":false,"since_unix_ms":5,"flaps":0},
+            {"nick":"bad","instance":1,"chat":"10.0.0.1:1","online":false,"since_unix_ms":5,"flaps":0,"key":"zz"}]}"#;
+        let d = decode(old).unwrap();
+        assert_eq!(d.image.records.len(), 1);
+        assert_eq!(d.image.records[0].key, None);
+        assert_eq!(d.skipped, 1);
     }
 
     #[test]

@@ -5,8 +5,23 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::saved::{Image, Record};
 use super::wire::{ClientMsg, Register, RegisterResult, ServerMsg, Status, flags};
 use super::*;
+
+/// The key of every test client that does not say otherwise.
+const KEY: PublicKey = PublicKey([1; 32]);
+/// Someone else's key.
+const MALLORY: PublicKey = PublicKey([66; 32]);
+
+fn image(records: Vec<Record>, version: u64, saved_unix_ms: u64) -> Image {
+    Image {
+        records,
+        bindings: Vec::new(),
+        version,
+        saved_unix_ms,
+    }
+}
 use crate::client::roster::{Applied, Change, Roster};
 
 /// A registry plus simulated clients, each with its own roster copy fed from the registry's output.
@@ -50,10 +65,16 @@ impl Harness {
         }
     }
 
+    /// A connection whose handshake proved the common test key (every test client is the same user unless
+    /// a test says otherwise with [`Harness::connect_as`]).
     fn connect(&mut self, addr: &str) -> AssocId {
+        self.connect_as(addr, KEY)
+    }
+
+    fn connect_as(&mut self, addr: &str, key: PublicKey) -> AssocId {
         self.next += 1;
         let c = id(self.next);
-        self.reg.connected(c, addr.parse().unwrap());
+        self.reg.connected(c, addr.parse().unwrap(), key);
         self.clients.insert(c, (Roster::new(), Vec::new()));
         c
     }
@@ -155,15 +176,20 @@ impl Harness {
     /// A registry with `n` offline entries loaded.
     fn loaded(cfg: Config, n: usize) -> Self {
         let mut h = Harness::new(cfg);
-        let saved = (0..n).map(|i| WireEntry {
-            nick: nick(&format!("member-{i}")),
-            instance: i as u64,
-            status: Status::Offline,
-            since_ms: 1_699_999_000_000 + i as u64,
-            chat: SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000)),
-            flaps: 0,
-        });
-        assert_eq!(h.reg.load(saved, 7, 1), n);
+        let records = (0..n)
+            .map(|i| Record {
+                entry: WireEntry {
+                    nick: nick(&format!("member-{i}")),
+                    instance: i as u64,
+                    status: Status::Offline,
+                    since_ms: 1_699_999_000_000 + i as u64,
+                    chat: SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000)),
+                    flaps: 0,
+                },
+                key: Some(KEY),
+            })
+            .collect();
+        assert_eq!(h.reg.load(image(records, 7, 1)), n);
         h
     }
 
@@ -536,15 +562,18 @@ fn resync_gives_a_fresh_snapshot() {
 #[test]
 fn loaded_roster_starts_offline_and_keeps_its_version() {
     let mut h = Harness::new(Config::default());
-    let saved = vec![wire::Entry {
-        nick: nick("alice"),
-        instance: 1,
-        status: Status::Online,
-        since_ms: 5,
-        chat: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
-        flaps: 3,
+    let saved = vec![Record {
+        entry: wire::Entry {
+            nick: nick("alice"),
+            instance: 1,
+            status: Status::Online,
+            since_ms: 5,
+            chat: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+            flaps: 3,
+        },
+        key: Some(KEY),
     }];
-    assert_eq!(h.reg.load(saved, 40, 1234), 1);
+    assert_eq!(h.reg.load(image(saved, 40, 1234)), 1);
     assert_eq!(h.reg.counts(), (0, 1, 0));
     let e = h.reg.entries().next().unwrap();
     assert_eq!((e.status, e.since_ms, e.flaps), (Status::Offline, 1234, 3));
@@ -913,4 +942,141 @@ fn clients_snapshotting_one_version_share_its_pages_until_the_last_is_done() {
         "freed with its last reader"
     );
     assert!(h.reg.paced.is_empty() && h.reg.pace_ready.is_empty());
+}
+
+#[test]
+fn a_nickname_belongs_to_its_key_online_and_offline() {
+    let mut h = Harness::new(Config::default());
+    let w = h.connect("10.0.0.9:9");
+    h.register(w, "w", 9, 9);
+    let a = h.connect("10.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    // Online: another key claiming her chat address and instance is refused, and she is not even probed.
+    let m = h.connect_as("10.0.0.1:2", MALLORY);
+    h.register(m, "alice", 1, 5000);
+    h.turn();
+    let (r, retry, reason) = h.last_registered(m).unwrap();
+    assert_eq!(r, RegisterResult::NickOwned);
+    assert_eq!(retry, 0);
+    assert!(reason.contains("mpd release alice"), "{reason}");
+    assert!(
+        !reason.contains("10.0.0.1"),
+        "the refusal reveals where she is: {reason}"
+    );
+    assert_eq!(h.reg.poll_probe(), None);
+    // Offline: the same.
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    h.turn();
+    let m2 = h.connect_as("10.0.0.7:2", MALLORY);
+    h.register(m2, "alice", 7, 6000);
+    h.turn();
+    assert_eq!(h.last_registered(m2).unwrap().0, RegisterResult::NickOwned);
+    assert_eq!(h.reg.stats().owned_refusals, 2);
+    assert!(
+        h.clients[&w]
+            .0
+            .get(&nick("alice"))
+            .is_some_and(|e| e.status == Status::Offline)
+    );
+    // Her own key takes it back, from anywhere.
+    let a2 = h.connect("10.0.0.3:1");
+    h.register(a2, "alice", 3, 7000);
+    h.turn();
+    assert_eq!(h.last_registered(a2).unwrap().0, RegisterResult::Ok);
+    h.assert_converged();
+}
+
+#[test]
+fn the_binding_outlives_the_entry_and_then_lapses() {
+    let day = Duration::from_secs(24 * 3600);
+    let mut h = Harness::new(Config {
+        offline_ttl: day,
+        binding_ttl: 90 * day,
+        ..Config::default()
+    });
+    let a = h.connect("10.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    h.turn();
+    h.advance(2 * day);
+    h.turn();
+    assert_eq!(h.reg.counts(), (0, 0, 0), "the entry expired");
+    assert_eq!(h.reg.owner(&nick("alice")), Some(KEY));
+    // The binding is saved and loaded with the roster.
+    let img = h.reg.image(h.wall);
+    assert_eq!(img.bindings.len(), 1);
+    let mut again = Harness::new(Config::default());
+    again.reg.load(img);
+    assert_eq!(again.reg.owner(&nick("alice")), Some(KEY));
+    let m = h.connect_as("10.0.0.7:2", MALLORY);
+    h.register(m, "alice", 7, 6000);
+    h.turn();
+    assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::NickOwned);
+    h.advance(89 * day);
+    h.turn();
+    assert_eq!(h.reg.owner(&nick("alice")), None, "the binding lapsed");
+    assert_eq!(h.reg.stats().bindings_expired, 1);
+    h.register(m, "alice", 7, 6000);
+    h.turn();
+    assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::Ok);
+    assert_eq!(h.reg.owner(&nick("alice")), Some(MALLORY));
+}
+
+#[test]
+fn an_operator_releases_an_offline_nickname_not_an_online_one() {
+    let mut h = Harness::new(Config::default());
+    let w = h.connect("10.0.0.9:9");
+    h.register(w, "w", 9, 9);
+    let a = h.connect("10.0.0.1:1");
+    h.register(a, "alice", 1, 5000);
+    h.turn();
+    assert_eq!(
+        h.reg.release(h.wall, &nick("alice")),
+        Err(ReleaseError::Online)
+    );
+    assert_eq!(
+        h.reg.release(h.wall, &nick("nobody")),
+        Err(ReleaseError::Unknown)
+    );
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    h.turn();
+    assert_eq!(h.reg.release(h.wall, &nick("alice")), Ok(()));
+    h.turn();
+    assert!(
+        h.clients[&w].0.get(&nick("alice")).is_none(),
+        "removed from the roster"
+    );
+    assert!(h.events().contains(&Event::Released {
+        nick: nick("alice")
+    }));
+    let m = h.connect_as("10.0.0.7:2", MALLORY);
+    h.register(m, "alice", 7, 6000);
+    h.turn();
+    assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::Ok);
+    h.assert_converged();
+}
+
+#[test]
+fn entries_saved_before_owned_nicknames_are_claimed_by_the_first_key() {
+    let mut h = Harness::new(Config::default());
+    let old = Record {
+        entry: wire::Entry {
+            nick: nick("legacy"),
+            instance: 1,
+            status: Status::Offline,
+            since_ms: 5,
+            chat: "10.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+            flaps: 0,
+        },
+        key: None,
+    };
+    h.reg.load(image(vec![old], 3, 10));
+    assert_eq!(h.reg.owner(&nick("legacy")), None);
+    let m = h.connect_as("10.0.0.7:2", MALLORY);
+    h.register(m, "legacy", 7, 6000);
+    h.turn();
+    assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::Ok);
+    assert_eq!(h.reg.owner(&nick("legacy")), Some(MALLORY));
 }

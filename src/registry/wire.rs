@@ -1,6 +1,9 @@
 //! The roster protocol: messages between `mpd` and its clients over their SCTP association (stream 0,
 //! ordered, payload protocol identifier [`PPID`]). Binary, big-endian; layouts in `docs/PROTOCOL.md`.
 //!
+//! Since roster protocol 3 every message here travels sealed inside a Noise session
+//! ([`crate::secure`]): the SCTP message is a [`crate::secure::Frame`], and these are its plaintexts.
+//!
 //! Parsing is bounds-checked and never panics; every message from the network goes through
 //! [`ClientMsg::parse`] or [`ServerMsg::parse`] and any malformed one is a [`Malformed`].
 
@@ -9,8 +12,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::codec::{Malformed, Put, Reader, TRUNCATED};
 use crate::nick::Nick;
 
-/// SCTP payload protocol identifier of roster messages: "MPR2", roster protocol 2 (compact entries).
-pub const PPID: u32 = u32::from_be_bytes(*b"MPR2");
+/// SCTP payload protocol identifier of roster messages: "MPR3", roster protocol 3 (compact entries, inside a
+/// Noise session).
+pub const PPID: u32 = u32::from_be_bytes(*b"MPR3");
+
+/// The identifier of roster protocol 2 (compact entries in clear), which this version no longer speaks: a
+/// daemon answers a version 2 client's REGISTER with a REGISTERED refusal in that protocol's layout (the same
+/// as this one's), telling its user to upgrade.
+pub const PPID_V2: u32 = u32::from_be_bytes(*b"MPR2");
 
 /// The identifier of roster protocol 1 (fixed-size entries), which this version no longer speaks: a daemon
 /// answers a version 1 client's REGISTER (whose layout is unchanged) with a refusal it can show its user.
@@ -72,6 +81,9 @@ pub enum RegisterResult {
     Full = 3,
     /// The request was not understood.
     BadRequest = 4,
+    /// The nickname is bound to another client's key (online or offline); only that key can use it until an
+    /// operator releases it.
+    NickOwned = 5,
 }
 
 impl RegisterResult {
@@ -82,6 +94,7 @@ impl RegisterResult {
             2 => RegisterResult::InvalidNick,
             3 => RegisterResult::Full,
             4 => RegisterResult::BadRequest,
+            5 => RegisterResult::NickOwned,
             _ => return None,
         })
     }

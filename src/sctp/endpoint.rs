@@ -390,6 +390,22 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Whether `id`'s send buffer can take a message of `len` bytes now. If not, the association is reported
+    /// by [`Endpoint::poll_writable`] once it has room again, as after a refused [`Endpoint::try_send`]: a
+    /// sender that must transform a message before queueing it (seal it, consuming a nonce) asks first and
+    /// transforms only what will be taken.
+    pub fn reserve(&mut self, id: AssocId, len: usize) -> bool {
+        let Some(key) = self.key_of(id) else {
+            return false;
+        };
+        let a = &mut self.assocs[key];
+        if a.queued_bytes() + len <= self.sh.cfg.send_buffer {
+            return true;
+        }
+        a.want_room(&mut self.sh, id);
+        false
+    }
+
     /// Bytes of user data the association's send buffer ([`Config::send_buffer`]) can still take now, or
     /// `None` for an unknown association.
     pub fn send_room(&self, id: AssocId) -> Option<usize> {

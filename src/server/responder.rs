@@ -1,13 +1,18 @@
 //! The discovery responder: answers each HELLO with a unicast WELCOME and announces the daemon to the group
 //! when it starts (three times, in case one is lost), so clients waiting for a restarted daemon find it at
 //! once instead of at their next HELLO.
+//!
+//! Both carry the daemon's public key. Under a network secret every datagram we send ends in a MAC, and a
+//! HELLO without a valid one is answered only with an unauthenticated WELCOME that says a secret is needed
+//! (so its user learns what to do) and is counted. A protocol-1 HELLO gets a protocol-1 WELCOME, so the old
+//! client connects and is told, in words, to upgrade.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{Config, Stats};
-use crate::discovery::{DaemonInfo, Datagram, DiscoveryError};
+use crate::discovery::{Auth, DaemonInfo, Datagram, DiscoveryError, v1};
 use crate::sctp::Transmit;
 use crate::time::Instant;
 
@@ -18,10 +23,24 @@ pub const MAX_DISCOVERY_REPLIES: usize = 65_536;
 /// When the ANNOUNCEs after the first one go out, counted from the one before.
 const ANNOUNCE_AFTER: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(1000)];
 
+/// A datagram waiting to be sent.
+enum Reply {
+    /// Ours, authenticated under the secret if we have one and `mac`.
+    Datagram {
+        to: SocketAddr,
+        d: Datagram,
+        mac: bool,
+    },
+    /// A protocol-1 WELCOME to this HELLO instance.
+    V1Welcome { to: SocketAddr, instance: u64 },
+}
+
 pub(super) struct Responder {
     info: DaemonInfo,
     group: SocketAddr,
-    out: VecDeque<(SocketAddr, Datagram)>,
+    /// The discovery MAC key, under a network secret.
+    mac_key: Option<[u8; 32]>,
+    out: VecDeque<Reply>,
     /// The next ANNOUNCE, and how many of [`ANNOUNCE_AFTER`] are still to come after it.
     next_announce: Option<(Instant, usize)>,
 }
@@ -35,18 +54,21 @@ impl Responder {
                 sctp_udp_port: cfg.sctp_udp_port,
                 sctp_port: cfg.sctp_port,
                 addr: None,
+                key: cfg.identity.public(),
+                needs_secret: cfg.psk.is_some(),
             },
             group: cfg.group,
+            mac_key: cfg.psk.as_ref().map(|p| *p.discovery_key()),
             out: VecDeque::new(),
             next_announce: Some((now, ANNOUNCE_AFTER.len())),
         }
     }
 
-    fn push(&mut self, to: SocketAddr, d: Datagram) -> bool {
+    fn push(&mut self, r: Reply) -> bool {
         if self.out.len() >= MAX_DISCOVERY_REPLIES {
             return false;
         }
-        self.out.push_back((to, d));
+        self.out.push_back(r);
         true
     }
 
@@ -57,13 +79,23 @@ impl Responder {
         bytes: &[u8],
         stats: &mut Stats,
     ) -> Option<SocketAddr> {
-        match Datagram::parse(bytes) {
-            Ok(Datagram::Hello(h)) => {
-                let welcome = Datagram::Welcome {
-                    to: h.instance,
-                    daemon: self.info,
+        match Datagram::parse(bytes, self.mac_key.as_ref()) {
+            Ok((Datagram::Hello(h), auth)) => {
+                // Without the secret, only the hint that one is needed (no MAC: we cannot make one it could
+                // check); with it, or on an open LAN, the WELCOME proper.
+                let mac = self.mac_key.is_some() && auth == Auth::Valid;
+                if self.mac_key.is_some() && !mac {
+                    stats.discovery_unauthenticated += 1;
+                }
+                let welcome = Reply::Datagram {
+                    to: from,
+                    d: Datagram::Welcome {
+                        to: h.instance,
+                        daemon: self.info,
+                    },
+                    mac,
                 };
-                if self.push(from, welcome) {
+                if self.push(welcome) {
                     stats.hellos += 1;
                 } else {
                     stats.hellos_unanswered += 1;
@@ -71,11 +103,22 @@ impl Responder {
                 None
             }
             // Our own ANNOUNCE looped back, or another daemon's.
-            Ok(Datagram::Announce(d)) if d.instance != self.info.instance => {
+            Ok((Datagram::Announce(d), _)) if d.instance != self.info.instance => {
                 stats.foreign_announces += 1;
                 Some(from)
             }
             Ok(_) => None,
+            Err(DiscoveryError::Version(1)) => {
+                if let Some(instance) = v1::hello_instance(bytes) {
+                    stats.old_protocol += 1;
+                    if !self.push(Reply::V1Welcome { to: from, instance }) {
+                        stats.hellos_unanswered += 1;
+                    }
+                } else {
+                    stats.discovery_bad_version += 1;
+                }
+                None
+            }
             Err(DiscoveryError::Foreign) => {
                 stats.discovery_foreign += 1;
                 None
@@ -102,8 +145,12 @@ impl Responder {
         if t > now {
             return;
         }
-        let group = self.group;
-        self.push(group, Datagram::Announce(self.info));
+        let announce = Reply::Datagram {
+            to: self.group,
+            d: Datagram::Announce(self.info),
+            mac: true,
+        };
+        self.push(announce);
         self.next_announce = (left > 0).then(|| {
             let after = ANNOUNCE_AFTER[ANNOUNCE_AFTER.len() - left];
             (now + after, left - 1)
@@ -113,7 +160,7 @@ impl Responder {
     /// The next datagram, encoded into `buf` (at least [`crate::discovery::MAX_DATAGRAM`] bytes).
     pub(super) fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         loop {
-            let Some((dst, d)) = self.out.pop_front() else {
+            let Some(r) = self.out.pop_front() else {
                 if self.out.capacity() > 1024 {
                     // A flood grew the queue: do not keep its memory.
                     self.out = VecDeque::new();
@@ -121,7 +168,15 @@ impl Responder {
                 return None;
             };
             // Only a buffer smaller than the documented minimum fails; drop rather than stall the queue.
-            if let Some(len) = d.write_into(buf) {
+            let (dst, len) = match r {
+                Reply::Datagram { to, d, mac } => {
+                    (to, d.write_into(buf, self.mac_key.as_ref().filter(|_| mac)))
+                }
+                Reply::V1Welcome { to, instance } => {
+                    (to, v1::welcome_into(buf, instance, &self.info))
+                }
+            };
+            if let Some(len) = len {
                 return Some(Transmit { dst, len, flow: 0 });
             }
         }

@@ -5,39 +5,56 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::discovery::{Datagram, Hello};
-use crate::nick::Nick;
+use crate::discovery::{Auth, Datagram, Hello};
+use crate::identity::Identity;
 
 const GROUP: SocketAddr = crate::discovery::DEFAULT_GROUP;
 
-fn server() -> Server {
-    let cfg = Config {
+fn config() -> Config {
+    Config {
         sctp_udp_port: 19899,
-        ..Config::new(0xD00D)
-    };
-    Server::new(cfg, [7; 32], 1_700_000_000_000, Instant::ZERO)
+        ..Config::new(0xD00D, Identity::from_secret([5; 32]))
+    }
 }
 
-fn hello(instance: u64) -> Vec<u8> {
+fn server() -> Server {
+    Server::new(config(), [7; 32], 1_700_000_000_000, Instant::ZERO)
+}
+
+fn hello_with(instance: u64, mac_key: Option<&[u8; 32]>) -> Vec<u8> {
     let mut b = Vec::new();
     Datagram::Hello(Hello {
         instance,
-        nick: Nick::new("alice").unwrap(),
-        chat_port: 4000,
         sctp_udp_port: 5000,
     })
-    .write(&mut b);
+    .write(&mut b, mac_key);
     b
 }
 
-fn discovery_out(s: &mut Server) -> Vec<(SocketAddr, Datagram)> {
+fn hello(instance: u64) -> Vec<u8> {
+    hello_with(instance, None)
+}
+
+/// The discovery datagrams sent, with how each was authenticated under `mac_key`.
+fn discovery_out_auth(
+    s: &mut Server,
+    mac_key: Option<&[u8; 32]>,
+) -> Vec<(SocketAddr, Datagram, Auth)> {
     let mut buf = [0u8; crate::discovery::MAX_DATAGRAM];
     std::iter::from_fn(|| {
         let t = s.poll_discovery_transmit(&mut buf)?;
-        let d = Datagram::parse(&buf[..t.len]).expect("the server sent a malformed datagram");
-        Some((t.dst, d))
+        let (d, auth) =
+            Datagram::parse(&buf[..t.len], mac_key).expect("the server sent a malformed datagram");
+        Some((t.dst, d, auth))
     })
     .collect()
+}
+
+fn discovery_out(s: &mut Server) -> Vec<(SocketAddr, Datagram)> {
+    discovery_out_auth(s, None)
+        .into_iter()
+        .map(|(to, d, _)| (to, d))
+        .collect()
 }
 
 /// Runs timers up to `until`, returning when each discovery datagram left.
@@ -132,7 +149,7 @@ fn another_daemons_announce_is_reported_and_our_own_is_not() {
     let ours = run(&mut s, Instant::ZERO);
     let (_, _, own) = &ours[0];
     let mut b = Vec::new();
-    own.write(&mut b);
+    own.write(&mut b, None);
     let from: SocketAddr = "10.0.0.1:9".parse().unwrap();
     s.handle_discovery(Instant::ZERO, from, &b);
     let other = Datagram::Announce(crate::discovery::DaemonInfo {
@@ -140,8 +157,10 @@ fn another_daemons_announce_is_reported_and_our_own_is_not() {
         sctp_udp_port: 1,
         sctp_port: 1,
         addr: None,
+        key: crate::identity::PublicKey([1; 32]),
+        needs_secret: false,
     });
-    other.write(&mut b);
+    other.write(&mut b, None);
     s.handle_discovery(Instant::ZERO, from, &b);
     let events: Vec<Event> = std::iter::from_fn(|| s.poll_event(Instant::ZERO)).collect();
     assert_eq!(events, vec![Event::ForeignDaemon(from)]);
@@ -159,13 +178,75 @@ fn stopping_with_no_clients_stops_at_once() {
 #[test]
 fn the_default_detection_bound_is_the_documented_2_95_s() {
     // 1 s interval + 1.5 × RTO.Initial 300 ms, then 300 + 400 + 400 + 400 ms of backed-off probes (PERF.md).
-    assert_eq!(
-        Config::new(1).detection_bound(),
-        Duration::from_millis(2950)
-    );
+    assert_eq!(config().detection_bound(), Duration::from_millis(2950));
     // A client gives up after 100 + 200 + 400 + 800 + 1000 + 1000 ms (RTO.Min 100 ms, max 1 s, 5 retransmits).
     assert_eq!(
         crate::client::shortest_give_up(),
         Duration::from_millis(3500)
     );
+}
+
+#[test]
+fn welcomes_and_announces_carry_the_daemons_key() {
+    let mut s = server();
+    let key = Identity::from_secret([5; 32]).public();
+    s.handle_discovery(Instant::ZERO, "10.0.0.9:5000".parse().unwrap(), &hello(3));
+    let out = discovery_out(&mut s);
+    assert!(!out.is_empty());
+    for (_, d) in out {
+        match d {
+            Datagram::Welcome { daemon, .. } | Datagram::Announce(daemon) => {
+                assert_eq!(daemon.key, key);
+                assert!(!daemon.needs_secret);
+            }
+            Datagram::Hello(_) => panic!("a HELLO from the server"),
+        }
+    }
+}
+
+#[test]
+fn under_a_secret_only_authenticated_hellos_get_an_authenticated_welcome() {
+    let psk = crate::secure::Psk::from_secret(b"the office secret, 32 bytes long");
+    let mac = *psk.discovery_key();
+    let cfg = Config {
+        psk: Some(psk),
+        ..config()
+    };
+    let mut s = Server::new(cfg, [7; 32], 1_700_000_000_000, Instant::ZERO);
+    // The start-up ANNOUNCE is authenticated.
+    let first = run(&mut s, Instant::ZERO);
+    assert!(!first.is_empty());
+    let from: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+    s.handle_discovery(Instant::ZERO, from, &hello_with(1, Some(&mac)));
+    let out = discovery_out_auth(&mut s, Some(&mac));
+    assert_eq!(out.len(), 1);
+    assert!(
+        matches!(out[0], (_, Datagram::Welcome { to: 1, daemon }, Auth::Valid) if daemon.needs_secret)
+    );
+    // Without the secret (or with another): only the hint that one is needed, which proves nothing.
+    for bad in [None, Some(&[9u8; 32])] {
+        s.handle_discovery(Instant::ZERO, from, &hello_with(2, bad));
+        let out = discovery_out_auth(&mut s, Some(&mac));
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(out[0], (_, Datagram::Welcome { to: 2, daemon }, Auth::Open) if daemon.needs_secret)
+        );
+    }
+    assert_eq!(s.stats().discovery_unauthenticated, 2);
+}
+
+#[test]
+fn a_protocol_1_hello_gets_a_protocol_1_welcome() {
+    let mut s = server();
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&crate::discovery::MAGIC);
+    hello.extend_from_slice(&[crate::discovery::VERSION_1, 1, 0, 0]);
+    hello.extend_from_slice(&77u64.to_be_bytes());
+    hello.extend_from_slice(&[2, b'o', b'k', 0, 1, 0, 2]);
+    s.handle_discovery(Instant::ZERO, "10.0.0.9:5000".parse().unwrap(), &hello);
+    let mut buf = [0u8; crate::discovery::MAX_DATAGRAM];
+    let t = s.poll_discovery_transmit(&mut buf).expect("an answer");
+    assert_eq!(buf[4], crate::discovery::VERSION_1);
+    assert_eq!(&buf[t.len - 8..t.len], &77u64.to_be_bytes());
+    assert_eq!(s.stats().old_protocol, 1);
 }

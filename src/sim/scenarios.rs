@@ -8,17 +8,18 @@ use std::time::Duration;
 
 use super::world::{Host, World};
 use super::{Netem, Simulate, seed_or};
-use crate::client::ClientEvent;
 use crate::client::roster::{Applied, Change};
+use crate::client::{self, ClientEvent};
+use crate::nick::Nick;
 use crate::peer::PeerEvent;
 use crate::registry::wire::RegisterResult;
 use crate::server;
 use crate::time::Instant;
 
 /// Long enough for anything these scenarios wait for; a wait that runs out is a failure, not a hang.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(super) const PATIENCE: Duration = Duration::from_secs(60);
 
-fn world(seed: u64, netem: Netem) -> World {
+pub(super) fn world(seed: u64, netem: Netem) -> World {
     let mut w = World::new(seed, netem);
     w.start_server();
     w
@@ -42,12 +43,12 @@ fn join_all(w: &mut World, nicks: &[&str], seed: u64) -> Vec<usize> {
 }
 
 /// [`join_all`] for a fixed number of clients, as an array to destructure.
-fn join<const K: usize>(w: &mut World, nicks: [&str; K], seed: u64) -> [usize; K] {
+pub(super) fn join<const K: usize>(w: &mut World, nicks: [&str; K], seed: u64) -> [usize; K] {
     let ids = join_all(w, &nicks, seed);
     std::array::from_fn(|i| ids[i])
 }
 
-fn describe(w: &World) -> String {
+pub(super) fn describe(w: &World) -> String {
     let mut s = format!("t={:?} net={:?}", w.now(), w.net.stats);
     for (i, c) in w.clients.iter().enumerate() {
         s += &format!(
@@ -105,10 +106,32 @@ fn clients_discover_register_and_see_each_other_join() {
     let mut w = world(seed, Netem::IDEAL);
     let alice = w.add_client("alice", |_| {});
     let took = w.wait(PATIENCE, |w| w.client(alice).sees("alice", true));
-    // One HELLO/WELCOME, the handshake, REGISTER and the snapshot: a few round trips of 200 µs.
+    // First contact: one HELLO/WELCOME, the wait for another daemon's answer, the handshake, REGISTER and
+    // the snapshot: a few round trips of 200 µs after the wait.
+    let wait = client::Config::new(
+        Nick::new("x").unwrap(),
+        0,
+        w.group,
+        1,
+        crate::identity::Identity::from_secret([0; 32]),
+    )
+    .first_contact_wait;
+    assert!(
+        took.is_some_and(|t| t > wait && t < wait + Duration::from_millis(10)),
+        "seed {seed}: {took:?}"
+    );
+    // The daemon's key is pinned now: the next start goes straight to the handshake.
+    assert!(matches!(w.client(alice).pin, crate::client::Pin::Key(_)));
+    w.crash(Host::Client(alice));
+    w.run_for(Duration::from_secs(5));
+    let restarted = w.now();
+    w.start_client(alice, |_| {});
+    let took = w.wait(PATIENCE, |w| {
+        w.client(alice).is_registered() && w.client(alice).sees("alice", true)
+    });
     assert!(
         took.is_some_and(|t| t < Duration::from_millis(10)),
-        "seed {seed}: {took:?}"
+        "seed {seed}: pinned, registered again after {took:?} (from {restarted:?})"
     );
     assert_eq!(w.client(alice).roster(), vec![("alice".into(), true)]);
     let bob = w.add_client("bob", |_| {});
@@ -317,7 +340,7 @@ fn a_stalled_daemon_does_not_mark_healthy_clients_offline() {
 }
 
 #[test]
-fn a_taken_nickname_is_refused_with_a_reason_and_the_holder_is_undisturbed() {
+fn anothers_nickname_is_refused_with_a_reason_and_the_holder_is_undisturbed() {
     let seed = seed_or(8);
     let mut w = world(seed, Netem::IDEAL);
     let [first] = join(&mut w, ["taken"], seed);
@@ -333,10 +356,16 @@ fn a_taken_nickname_is_refused_with_a_reason_and_the_holder_is_undisturbed() {
         _ => None,
     });
     let (result, reason) = rejected.unwrap();
-    assert_eq!(result, RegisterResult::NickTaken);
+    // Another host, another key: the nickname is someone else's, whatever the clashing client claims.
+    assert_eq!(result, RegisterResult::NickOwned);
     assert!(
-        reason.contains("in use") && reason.contains("choose another"),
+        reason.contains("belongs to another") && reason.contains("choose another"),
         "{reason}"
+    );
+    let holder = w.client(first).ip.to_string();
+    assert!(
+        !reason.contains(&holder),
+        "the refusal reveals the holder's address: {reason}"
     );
     w.run_for(Duration::from_secs(10));
     assert!(
@@ -401,7 +430,7 @@ fn clients_come_back_after_the_daemon_crashes_and_is_started_again() {
     let ids = join_all(&mut w, &["anna", "bert"], seed);
     // Past the save delay: the roster is on disk.
     w.run_for(Duration::from_secs(2));
-    assert!(w.disk.as_ref().is_some_and(|d| d.0.len() == 2));
+    assert!(w.disk.as_ref().is_some_and(|d| d.records.len() == 2));
     w.crash(Host::Server);
     w.run_for(Duration::from_secs(1));
     w.start_server();
@@ -569,7 +598,6 @@ fn messages_to_a_stopped_receiver_arrive_once_each_after_it_continues() {
 /// flow control, never dropped; changes made while it arrives follow it with no gap. On a lossy network.
 #[test]
 fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
-    use crate::nick::Nick;
     use crate::registry::wire::{Entry, Status};
     const N: usize = 100_000;
     let seed = seed_or(30);
@@ -580,17 +608,25 @@ fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
         duplicate: 0.0,
     };
     let mut w = World::new(seed, netem);
-    let entries: Vec<Entry> = (0..N)
-        .map(|i| Entry {
-            nick: Nick::new(&format!("m{i}")).unwrap(),
-            instance: i as u64,
-            status: Status::Offline,
-            since_ms: 1_767_225_000_000 + i as u64,
-            chat: std::net::SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7000)),
-            flaps: 0,
+    let records = (0..N)
+        .map(|i| crate::registry::saved::Record {
+            entry: Entry {
+                nick: Nick::new(&format!("m{i}")).unwrap(),
+                instance: i as u64,
+                status: Status::Offline,
+                since_ms: 1_767_225_000_000 + i as u64,
+                chat: std::net::SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7000)),
+                flaps: 0,
+            },
+            key: Some(crate::identity::PublicKey([i as u8; 32])),
         })
         .collect();
-    w.disk = Some((entries, 7, 1_767_225_600_000));
+    w.disk = Some(crate::registry::saved::Image {
+        records,
+        bindings: Vec::new(),
+        version: 7,
+        saved_unix_ms: 1_767_225_600_000,
+    });
     w.start_server();
     let [anna, bert] = join(&mut w, ["anna", "bert"], seed);
     assert_eq!(w.client(anna).roster().len(), N + 2);

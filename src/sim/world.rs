@@ -17,10 +17,12 @@ use std::time::Duration;
 use super::Simulate;
 use super::net::{Delivery, Netem, Network, earliest};
 use super::tcp::{CONNECT_TIMEOUT, End, Segment, Tcp};
-use crate::client::{self, Client, ClientEvent};
+use crate::client::{self, Client, ClientEvent, Pin};
+use crate::identity::Identity;
 use crate::nick::Nick;
 use crate::peer::{self, Action, Peer, PeerEvent, Target};
-use crate::registry::wire;
+use crate::registry::{saved, wire};
+use crate::secure::derive_seed;
 use crate::server::{self, Server};
 use crate::time::Instant;
 
@@ -85,6 +87,10 @@ pub struct ClientHost {
     /// Starts of its process so far.
     life: u32,
     pause: Pause,
+    /// Its key (in its state directory: the same across restarts of its process).
+    pub identity: Identity,
+    /// The daemon key it pinned (its known_daemons file), kept across restarts as mpc's file is.
+    pub pin: Pin,
 }
 
 impl ClientHost {
@@ -170,12 +176,15 @@ pub struct World {
     pub group: SocketAddr,
     /// The daemon's host, while a daemon runs there.
     pub server: Option<ServerHost>,
+    /// Another daemon, with a key of its own, on a host of its own (an attacker's, or a colleague's who ran
+    /// `mpd start` by accident), while one runs.
+    pub rogue: Option<ServerHost>,
     /// Settings for the next daemon started ([`World::start_server`]).
     pub server_config: server::Config,
     /// The clients' hosts.
     pub clients: Vec<ClientHost>,
-    /// The roster the daemon saved last (entries, version, wall-clock ms): what a restarted one loads.
-    pub disk: Option<(Vec<wire::Entry>, u64, u64)>,
+    /// The roster the daemon saved last: what a restarted one loads.
+    pub disk: Option<saved::Image>,
     /// Whether a datagram to a closed port on a live host comes back as ICMP port unreachable (Linux does).
     pub icmp: bool,
     /// TCP between the chat peers.
@@ -186,6 +195,16 @@ pub struct World {
     cut: HashSet<(IpAddr, IpAddr)>,
     daemons_started: u64,
     buf: Vec<u8>,
+}
+
+/// The rogue daemon's host.
+pub const ROGUE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 200));
+
+/// The world's seed as the 32 bytes key derivations take.
+fn seed_bytes(seed: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&seed.to_le_bytes());
+    b
 }
 
 fn client_ip(n: usize) -> IpAddr {
@@ -200,10 +219,15 @@ impl World {
             net: Network::new(seed, netem),
             group: crate::discovery::DEFAULT_GROUP,
             server: None,
+            rogue: None,
             server_config: server::Config {
                 sctp_port: SERVER_SCTP,
                 sctp_udp_port: SERVER_SCTP,
-                ..server::Config::new(0)
+                // The daemon's key, in its directory: every daemon started here holds it.
+                ..server::Config::new(
+                    0,
+                    Identity::from_secret(derive_seed(&seed_bytes(seed), "daemon key")),
+                )
             },
             clients: Vec::new(),
             disk: None,
@@ -234,8 +258,8 @@ impl World {
         };
         let seed = self.net.seed();
         let mut server = Server::new(cfg, seed, self.wall0, self.now());
-        if let Some((entries, version, saved)) = &self.disk {
-            server.load(entries.iter().cloned(), *version, *saved);
+        if let Some(img) = &self.disk {
+            server.load(img.clone());
         }
         self.server = Some(ServerHost {
             ip: self.server_ip,
@@ -243,6 +267,29 @@ impl World {
             events: Vec::new(),
             pause: Pause::default(),
         });
+    }
+
+    /// Starts another daemon, with its own key (from `key_seed`), on a host of its own (10.0.0.200), on the
+    /// same group and ports as ours.
+    pub fn start_rogue(&mut self, key_seed: [u8; 32]) {
+        let cfg = server::Config {
+            instance: 0xBAD0,
+            group: self.group,
+            identity: Identity::from_secret(key_seed),
+            ..self.server_config.clone()
+        };
+        let seed = self.net.seed();
+        self.rogue = Some(ServerHost {
+            ip: ROGUE_IP,
+            server: Server::new(cfg, seed, self.wall0, self.now()),
+            events: Vec::new(),
+            pause: Pause::default(),
+        });
+    }
+
+    /// Sends a datagram as anyone would: `from` need not be the sender's (an attacker forging it).
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.send(from, to, bytes);
     }
 
     /// The daemon's host; panics if no daemon runs.
@@ -258,7 +305,10 @@ impl World {
     /// Adds a host and starts a client on it with mpc's defaults, changed by `tweak`. Returns its number.
     pub fn add_client(&mut self, nick: &str, tweak: impl FnOnce(&mut client::Config)) -> usize {
         let n = self.clients.len();
+        let identity = Identity::from_secret(self.net.seed());
         self.clients.push(ClientHost {
+            identity,
+            pin: Pin::None,
             ip: client_ip(n),
             nick: Nick::new(nick).expect("a valid nickname"),
             client: None,
@@ -277,7 +327,10 @@ impl World {
         let seed = self.net.seed();
         let instance = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
         let nick = self.clients[n].nick;
-        let mut cfg = client::Config::new(nick, instance, self.group, CLIENT_SCTP);
+        let h = &self.clients[n];
+        let mut cfg =
+            client::Config::new(nick, instance, self.group, CLIENT_SCTP, h.identity.clone());
+        cfg.pin = h.pin;
         cfg.chat_port = CLIENT_CHAT;
         tweak(&mut cfg);
         let now = self.now();
@@ -416,7 +469,12 @@ impl World {
         if to == self.group {
             // Multicast: a copy to every member's group socket (the sender's own too, as IP_MULTICAST_LOOP
             // does), each lost or delayed on its own.
-            let mut members: Vec<IpAddr> = self.server.iter().map(|s| s.ip).collect();
+            let mut members: Vec<IpAddr> = self
+                .server
+                .iter()
+                .chain(self.rogue.iter())
+                .map(|s| s.ip)
+                .collect();
             members.extend(
                 self.clients
                     .iter()
@@ -561,9 +619,10 @@ impl World {
     fn arrive(&mut self, d: Delivery) {
         let now = self.now();
         let group_port = self.group.port();
-        if let Some(s) = &mut self.server
-            && d.to.ip() == s.ip
-        {
+        for s in [&mut self.server, &mut self.rogue].into_iter().flatten() {
+            if d.to.ip() != s.ip {
+                continue;
+            }
             if s.pause.since.is_some() {
                 s.pause.hold(d, &mut self.net);
                 return;
@@ -594,7 +653,9 @@ impl World {
             return;
         }
         // Nobody listens there. A live host answers a unicast datagram with ICMP port unreachable.
-        let host_up = d.to.ip() == self.server_ip || self.clients.iter().any(|h| h.ip == d.to.ip());
+        let host_up = d.to.ip() == self.server_ip
+            || d.to.ip() == ROGUE_IP
+            || self.clients.iter().any(|h| h.ip == d.to.ip());
         if self.icmp && host_up && !d.unreachable && d.to.port() != group_port {
             self.net.send_unreachable(d);
         } else {
@@ -604,11 +665,10 @@ impl World {
 
     fn run_timers(&mut self) {
         let now = self.now();
-        if let Some(s) = &mut self.server
-            && s.pause.since.is_none()
-            && s.server.poll_timeout().is_some_and(|t| t <= now)
-        {
-            s.server.handle_timeout(now);
+        for s in [&mut self.server, &mut self.rogue].into_iter().flatten() {
+            if s.pause.since.is_none() && s.server.poll_timeout().is_some_and(|t| t <= now) {
+                s.server.handle_timeout(now);
+            }
         }
         for h in &mut self.clients {
             if h.pause.since.is_some() {
@@ -646,9 +706,11 @@ impl Simulate for World {
     fn next_time(&self) -> Option<Instant> {
         let server = self
             .server
-            .as_ref()
+            .iter()
+            .chain(self.rogue.iter())
             .filter(|s| s.pause.since.is_none())
-            .and_then(|s| s.server.poll_timeout());
+            .filter_map(|s| s.server.poll_timeout())
+            .min();
         let clients = self
             .clients
             .iter()
@@ -703,9 +765,7 @@ impl Simulate for World {
                 match &e {
                     // As mpd does: save when due, and once more on the way out.
                     server::Event::SaveDue | server::Event::Stopped { .. } => {
-                        let r = s.server.registry();
-                        self.disk =
-                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
+                        self.disk = Some(s.server.registry().image(s.server.wall_ms(now)));
                         stopped |= matches!(e, server::Event::Stopped { .. });
                     }
                     _ => {}
@@ -715,6 +775,19 @@ impl Simulate for World {
         }
         if stopped {
             self.server = None;
+        }
+        if let Some(s) = &mut self.rogue {
+            let sctp = SocketAddr::new(s.ip, SERVER_SCTP);
+            while let Some(t) = s.server.poll_transmit(now, &mut buf) {
+                out.push((sctp, t.dst, buf[..t.len].to_vec()));
+            }
+            let sender = SocketAddr::new(s.ip, SERVER_SENDER);
+            while let Some(t) = s.server.poll_discovery_transmit(&mut buf) {
+                out.push((sender, t.dst, buf[..t.len].to_vec()));
+            }
+            while let Some(e) = s.server.poll_event(now) {
+                s.events.push((now, e));
+            }
         }
         let mut ended = Vec::new();
         let mut actions = Vec::new();
@@ -737,6 +810,10 @@ impl Simulate for World {
                 // As mpc's session does: the roster feeds the chat peer's contacts.
                 if let ClientEvent::Roster(applied) = &e {
                     p.follow_roster(now, c.roster(), applied);
+                }
+                // As mpc's I/O does: a proved daemon key is saved as the pin.
+                if let ClientEvent::DaemonPinned { key } = &e {
+                    h.pin = Pin::Key(*key);
                 }
                 h.events.push((now, e));
             }

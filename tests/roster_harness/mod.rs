@@ -45,6 +45,20 @@ impl Net {
             "127.0.0.1".into(),
         ]
     }
+
+    /// The state directory of the user `nick` in this test: each nickname is another person, with a key
+    /// and pinned daemon keys of its own (never the real user's state directory).
+    pub fn state_dir(&self, nick: &str) -> std::path::PathBuf {
+        self.dir.join(format!("state-{nick}"))
+    }
+
+    /// [`Net::common_args`] and the state directory of `nick`.
+    pub fn client_args(&self, nick: &str) -> Vec<String> {
+        let mut v = self.common_args();
+        v.push("--state-dir".into());
+        v.push(self.state_dir(nick).display().to_string());
+        v
+    }
 }
 
 /// A running `mpd run`.
@@ -142,7 +156,7 @@ impl Mpc {
     pub fn listen(net: &Net, nick: &str, extra: &[&str]) -> Mpc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mpc"))
             .args(["--nick", nick])
-            .args(net.common_args())
+            .args(net.client_args(nick))
             .args(extra)
             .args(["listen", "--json"])
             .stdin(Stdio::null())
@@ -302,7 +316,7 @@ pub fn list(net: &Net) -> Vec<Value> {
     let out = run_with_limit(
         Command::new(env!("CARGO_BIN_EXE_mpc"))
             .args(["--nick", "lister"])
-            .args(net.common_args())
+            .args(net.client_args("lister"))
             .args(["--timeout", "10", "list", "--json"]),
         Duration::from_secs(20),
         b"",
@@ -316,11 +330,17 @@ pub fn list(net: &Net) -> Vec<Value> {
     v["entries"].as_array().cloned().unwrap_or_default()
 }
 
-/// Runs mpc with `args` to completion.
+/// Runs mpc with `args` to completion, in the state directory of the `--nick` it names.
 pub fn mpc(net: &Net, args: &[&str]) -> Output {
+    let nick = args
+        .iter()
+        .position(|a| *a == "--nick")
+        .and_then(|i| args.get(i + 1))
+        .copied()
+        .unwrap_or("anonymous");
     run_with_limit(
         Command::new(env!("CARGO_BIN_EXE_mpc"))
-            .args(net.common_args())
+            .args(net.client_args(nick))
             .args(args),
         Duration::from_secs(30),
         b"",

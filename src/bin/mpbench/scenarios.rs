@@ -8,10 +8,12 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use multiproto::discovery::{Datagram, Hello};
+use multiproto::identity::PublicKey;
 use multiproto::io::sctp_udp::SOCKET_BUFFER;
 use multiproto::registry::wire::{self, Entry, ServerMsg, Status};
 use multiproto::sctp::chunk::{DATA_HEADER_LEN, SACK_FIXED_LEN};
 use multiproto::sctp::wire::HEADER_LEN;
+use multiproto::secure::SEALED_OVERHEAD;
 
 use crate::daemon::{Net, OwnDaemon, proc_stats, udp_rcvbuf_errors};
 use crate::fanout;
@@ -57,8 +59,11 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Finds the daemon with one HELLO (retried) and returns its SCTP address, SCTP port and instance.
-fn discover(net: &Net, limit: Duration) -> Result<(SocketAddr, u16, u64), String> {
+/// Finds the daemon with one HELLO (retried) and returns its SCTP address, SCTP port, instance and key.
+fn discover(
+    net: &Net,
+    limit: Duration,
+) -> Result<(SocketAddr, u16, u64, Option<PublicKey>), String> {
     let iface = multiproto::io::discovery::resolve_iface(net.iface.as_deref(), net.group.ip())
         .map_err(err)?;
     let mut sender = multiproto::io::discovery::sender_socket(net.group, iface).map_err(err)?;
@@ -70,11 +75,9 @@ fn discover(net: &Net, limit: Duration) -> Result<(SocketAddr, u16, u64), String
     let mut hello = Vec::new();
     Datagram::Hello(Hello {
         instance,
-        nick: swarm::nick_of("mpbench", 0),
-        chat_port: 0,
         sctp_udp_port: 0,
     })
-    .write(&mut hello);
+    .write(&mut hello, None);
     let end = std::time::Instant::now() + limit;
     let mut events = Events::with_capacity(8);
     let mut buf = [0u8; 512];
@@ -84,10 +87,15 @@ fn discover(net: &Net, limit: Duration) -> Result<(SocketAddr, u16, u64), String
         poll.poll(&mut events, Some(Duration::from_millis(200)))
             .map_err(err)?;
         while let Ok((n, from)) = sender.recv_from(&mut buf) {
-            if let Ok(Datagram::Welcome { to, daemon }) = Datagram::parse(&buf[..n])
+            if let Ok((Datagram::Welcome { to, daemon }, _)) = Datagram::parse(&buf[..n], None)
                 && to == instance
             {
-                return Ok((daemon.sctp_addr(from), daemon.sctp_port, daemon.instance));
+                return Ok((
+                    daemon.sctp_addr(from),
+                    daemon.sctp_port,
+                    daemon.instance,
+                    Some(daemon.key),
+                ));
             }
         }
     }
@@ -104,8 +112,10 @@ impl Bench {
             Some(_) => None,
             None => Some(OwnDaemon::start(&p.net, &p.mpd_args)?),
         };
-        let (addr, port, instance) = match p.daemon {
-            Some(a) => (a, a.port(), 0),
+        // A daemon given by address is met by an XX handshake (its key learned in it), one found by
+        // discovery by IK to the key its WELCOME names, as mpc does.
+        let (addr, port, instance, daemon_key) = match p.daemon {
+            Some(a) => (a, a.port(), 0, None),
             None => discover(&p.net, Duration::from_secs(10))?,
         };
         let group = match p.daemon {
@@ -130,6 +140,7 @@ impl Bench {
         let cfg = swarm::Config {
             daemon: addr,
             daemon_port: port,
+            daemon_key,
             bind,
             heartbeat: p.heartbeat,
             per_lane: p.per_lane,
@@ -258,7 +269,7 @@ fn entry_of(sw: &Swarm, i: u32, since_ms: u64) -> Entry {
 }
 
 /// Bytes of the SCTP packet that carries the delta of `joiner` joining: common header, DATA chunk header,
-/// the delta message padded to 4.
+/// the delta message sealed and padded to 4.
 fn delta_packet_len(joiner: Entry) -> usize {
     let m = ServerMsg::Delta {
         from: 1,
@@ -266,7 +277,7 @@ fn delta_packet_len(joiner: Entry) -> usize {
         entries: vec![joiner],
     }
     .encode();
-    HEADER_LEN + DATA_HEADER_LEN + m.len().next_multiple_of(4)
+    HEADER_LEN + DATA_HEADER_LEN + (m.len() + SEALED_OVERHEAD).next_multiple_of(4)
 }
 
 /// Rounds of the storm's raw floor (its p50 is reported).
@@ -284,13 +295,14 @@ fn storm_floor(sw: &Swarm, p: &Params) -> fanout::Shape {
     let since_ms = unix_ms();
     // Joined one after the other, as in a storm: each `since` a little after the one before.
     let entries = (0..n).map(|i| entry_of(sw, i, since_ms + u64::from(i)));
+    // Each page sealed on its own.
     let roster: usize = wire::encode_pages(
         entries,
         multiproto::registry::Config::default().page_bytes,
         |b| wire::begin_snapshot(b, 1, 0, 1),
     )
     .iter()
-    .map(Vec::len)
+    .map(|p| p.len() + SEALED_OVERHEAD)
     .sum();
     let packet = multiproto::sctp::Config::default().max_packet;
     let per_packet = (packet - HEADER_LEN - DATA_HEADER_LEN) & !3;
@@ -302,7 +314,9 @@ fn storm_floor(sw: &Swarm, p: &Params) -> fanout::Shape {
         per_lane: p.per_lane,
         size: packet,
         bytes: roster + packets * (HEADER_LEN + DATA_HEADER_LEN),
-        request: HEADER_LEN + DATA_HEADER_LEN + register.len().next_multiple_of(4),
+        request: HEADER_LEN
+            + DATA_HEADER_LEN
+            + (register.len() + SEALED_OVERHEAD).next_multiple_of(4),
         reply: SACK_PACKET_LEN,
         ack_every: 2,
         // A quarter of a harness socket's receive buffer in flight at most: the floor never drops.

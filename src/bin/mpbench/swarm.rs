@@ -1,6 +1,8 @@
-//! N simulated clients in one process, each a real client of the roster protocol: its own SCTP association to
-//! `mpd`, REGISTER, the snapshot pages and deltas applied in order with RESYNC on a gap, heartbeats, and
-//! reconnection with mpc's backoff when the daemon goes away or announces a restart.
+//! N simulated clients in one process, each a real client of the roster protocol: its own key and SCTP
+//! association to `mpd`, the Noise handshake (IK to the daemon's key, as mpc does; XX for a daemon given by
+//! address), REGISTER and every roster message sealed, the snapshot pages and deltas applied in order with
+//! RESYNC on a gap, heartbeats, and reconnection with mpc's backoff when the daemon goes away or announces a
+//! restart.
 //!
 //! Associations are multiplexed over a few UDP sockets ("lanes"), one [`Endpoint`] per lane, each client on its
 //! own SCTP port. A lane holds at most `per_lane` clients, so a fan-out of one delta to every client does not
@@ -27,6 +29,7 @@ use rand_core::{Rng, SeedableRng};
 use multiproto::client::roster::{RosterStore, RosterSync, Synced};
 use multiproto::client::sctp_config;
 use multiproto::discovery::Datagram;
+use multiproto::identity::{Identity, PublicKey};
 use multiproto::io::sctp_udp::{Coalescing, UdpTransport};
 use multiproto::nick::Nick;
 use multiproto::reactor::{Reactor, ReactorEvent};
@@ -34,6 +37,7 @@ use multiproto::registry::wire::{
     ClientMsg, EntryRef, PPID, Register, RegisterResult, ServerMsg, ServerView, Status, flags,
 };
 use multiproto::sctp::{AssocId, DownReason, Endpoint, Event};
+use multiproto::secure::{Context, Initiator, Seeds, Step, derive_seed};
 use multiproto::time::Instant;
 
 /// The reactor token of the group socket (ANNOUNCE); lanes use their index + [`FIRST_LANE`].
@@ -58,6 +62,8 @@ pub struct Config {
     pub daemon: SocketAddr,
     /// The daemon's SCTP port.
     pub daemon_port: u16,
+    /// The daemon's key, from its WELCOME (IK); `None` for a daemon given by address (XX).
+    pub daemon_key: Option<PublicKey>,
     /// Local address the lanes bind to.
     pub bind: IpAddr,
     /// Heartbeat interval of each client's association (mpc: 1 s).
@@ -113,6 +119,10 @@ pub struct Sim {
     pub online_count: u32,
     retry_delay: Duration,
     retry_timer: Option<multiproto::wheel::TimerId>,
+    /// Its key, made at its first connection (an X25519 base-point multiplication each).
+    identity: Option<Identity>,
+    /// Its session with the daemon.
+    link: Initiator,
 }
 
 impl Sim {
@@ -171,6 +181,10 @@ pub struct Counters {
     pub reconnects: u64,
     /// Roster messages that did not parse.
     pub malformed: u64,
+    /// Sessions opened (handshakes completed).
+    pub handshakes: u64,
+    /// Handshakes that failed or were refused.
+    pub handshake_failures: u64,
     /// Entries for nicknames not from this swarm.
     pub foreign: u64,
     /// Transitions of watched clients' bits that went the other way (e.g. a silenced client shown online
@@ -193,6 +207,8 @@ pub struct Swarm {
     group: Option<mio::net::UdpSocket>,
     daemon_instance: u64,
     rng: ChaCha8Rng,
+    /// Seeds for the handshakes' ephemeral keys.
+    seeds: Seeds,
     /// Counters.
     pub counters: Counters,
     watches: Watches,
@@ -216,9 +232,13 @@ impl Swarm {
                 .register(g, GROUP, mio::Interest::READABLE)?;
         }
         let wake = crate::signals::wake_on_signal(mio::Waker::new(reactor.registry(), WAKE)?);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut handshake_seed = [0u8; 32];
+        rng.fill_bytes(&mut handshake_seed);
         Ok(Swarm {
             _wake: wake,
-            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            seeds: Seeds::new(&handshake_seed),
+            rng,
             watches: Watches {
                 list: Vec::new(),
                 of: HashMap::new(),
@@ -310,6 +330,8 @@ impl Swarm {
                 online_count: 0,
                 retry_delay: RETRY_MIN,
                 retry_timer: None,
+                identity: None,
+                link: Initiator::Idle,
             });
         }
         if self.sims.len() > self.cfg.capacity {
@@ -318,10 +340,11 @@ impl Swarm {
         Ok(first..self.sims.len() as u32)
     }
 
-    /// Starts client `i`: opens its association and queues its REGISTER.
+    /// Starts client `i`: opens its association and queues its first handshake message (REGISTER follows
+    /// once the session is open).
     pub fn connect(&mut self, i: u32) {
         let now = self.now();
-        let nick = self.nick(i);
+        let seed = self.seeds.next_seed();
         let sim = &mut self.sims[i as usize];
         if matches!(sim.state, State::Silenced | State::Refused(_)) {
             return;
@@ -339,8 +362,20 @@ impl Swarm {
             .connect_from(now, sim.port, self.cfg.daemon, self.cfg.daemon_port)
         {
             Ok(assoc) => {
-                let reg = register(&self.cfg, nick, sim.instance, i);
-                let _ = lane.ep.send_owned(assoc, 0, false, PPID, reg.encode());
+                let id = sim
+                    .identity
+                    .get_or_insert_with(|| Identity::from_secret(derive_seed(&seed, "client key")));
+                let (link, first) = Initiator::start(
+                    Context::Roster,
+                    id,
+                    self.cfg.daemon_key.as_ref(),
+                    None,
+                    seed,
+                );
+                if let Ok(m) = first {
+                    let _ = lane.ep.send_owned(assoc, 0, false, PPID, m);
+                }
+                sim.link = link;
                 lane.members.insert(assoc, i);
                 sim.assoc = Some(assoc);
                 sim.state = State::Connecting;
@@ -568,8 +603,9 @@ impl Swarm {
         let mut announced = None;
         if let Some(g) = &self.group {
             while let Ok((n, _)) = g.recv_from(&mut buf) {
-                if let Ok(Datagram::Announce(d)) = Datagram::parse(&buf[..n])
+                if let Ok((Datagram::Announce(d), _)) = Datagram::parse(&buf[..n], None)
                     && d.instance != self.daemon_instance
+                    && self.cfg.daemon_key.is_none_or(|k| k == d.key)
                 {
                     announced = Some(d.instance);
                 }
@@ -598,10 +634,9 @@ impl Swarm {
                 continue;
             };
             match ev {
-                Event::Message { ppid, data, .. } if ppid == PPID => match ServerMsg::view(&data) {
-                    Ok(m) => self.on_message(now, i, m),
-                    Err(_) => self.counters.malformed += 1,
-                },
+                Event::Message { ppid, data, .. } if ppid == PPID => {
+                    self.on_secured(now, l, id, i, &data)
+                }
                 Event::Down(reason) => {
                     self.lanes[l].members.remove(&id);
                     self.on_down(now, i, reason);
@@ -611,9 +646,41 @@ impl Swarm {
         }
     }
 
+    /// A message of roster protocol 3 for client `i`: a handshake step or sealed roster data.
+    fn on_secured(&mut self, now: Instant, l: usize, id: AssocId, i: u32, data: &[u8]) {
+        let key = self.cfg.daemon_key;
+        let step = self.sims[i as usize]
+            .link
+            .handle(data, |k| key.is_none_or(|p| p == *k));
+        match step {
+            Step::Nothing => {}
+            Step::Data(plain) => match ServerMsg::view(&plain) {
+                Ok(m) => self.on_message(now, i, m),
+                Err(_) => self.counters.malformed += 1,
+            },
+            Step::Opened { reply, .. } => {
+                self.counters.handshakes += 1;
+                let ep = &mut self.lanes[l].ep;
+                if let Some(m) = reply {
+                    let _ = ep.send_owned(id, 0, false, PPID, m);
+                }
+                let sim = &mut self.sims[i as usize];
+                let reg = register(&self.cfg, nick_of(&self.cfg.tag, i), sim.instance, i);
+                if let Some(m) = sim.link.seal(&reg.encode()) {
+                    let _ = ep.send_owned(id, 0, false, PPID, m);
+                }
+            }
+            Step::NotAccepted(_) | Step::Refused(_) | Step::Failed => {
+                self.counters.handshake_failures += 1;
+                self.lanes[l].ep.abort(id);
+            }
+        }
+    }
+
     fn on_down(&mut self, now: Instant, i: u32, reason: DownReason) {
         let sim = &mut self.sims[i as usize];
         sim.assoc = None;
+        sim.link = Initiator::Idle;
         sim.roster.reset();
         if matches!(sim.state, State::Silenced | State::Refused(_)) {
             return;
@@ -697,6 +764,7 @@ impl Swarm {
             synced_at,
             assoc,
             lane,
+            link,
             ..
         } = sim;
         let counters = &mut self.counters;
@@ -741,14 +809,12 @@ impl Swarm {
                     self.counters.malformed += 1;
                 }
                 self.counters.resyncs += 1;
-                if let Some(a) = *assoc {
-                    let _ = self.lanes[*lane as usize].ep.send_owned(
-                        a,
-                        0,
-                        false,
-                        PPID,
-                        ClientMsg::Resync.encode(),
-                    );
+                if let Some(a) = *assoc
+                    && let Some(m) = link.seal(&ClientMsg::Resync.encode())
+                {
+                    let _ = self.lanes[*lane as usize]
+                        .ep
+                        .send_owned(a, 0, false, PPID, m);
                 }
             }
         }

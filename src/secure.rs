@@ -1,0 +1,636 @@
+//! Noise sessions, sans-IO: the mutual authentication and encryption of client↔daemon and chat traffic.
+//!
+//! Every session is a Noise handshake between two long-term [`Identity`] keys, then a transport in which each
+//! message is sealed with ChaCha20-Poly1305 under a fresh key per direction and a nonce counting up (so a
+//! replayed, reordered or altered message fails to open). Both carriers deliver in order (an ordered SCTP
+//! stream, a TCP connection), so the next nonce is always the expected one.
+//!
+//! # Patterns
+//! - **IK** when the initiator knows the responder's key (a pinned daemon; a chat peer whose key the
+//!   authenticated roster gave): one round trip, and the initiator's first message already proves it talks to
+//!   the key it expects.
+//! - **XX** on first contact (a daemon reached by address with nothing pinned): one and a half round trips;
+//!   the responder's key arrives in the handshake and the caller decides whether to trust it (pin it).
+//!
+//! With a network secret, both become their `psk` variants (`IKpsk2`, `XXpsk3`): without the secret nobody
+//! completes a handshake, so nobody registers, reads the roster or delivers a message.
+//!
+//! The prologue names the protocol and its version ([`Context`]), so a handshake of one can never be replayed
+//! into the other.
+//!
+//! # Framing
+//! [`Frame`] is the first byte of every message on the carrier: which handshake starts, a handshake
+//! continuation, sealed data, or a refusal in words. Parsing is bounded and total.
+//!
+//! # Randomness
+//! Ephemeral keys come from a seed handed in per handshake (the cores seed it from their CSPRNG, which real
+//! programs seed from the OS): nothing here reads the OS, and the whole-system simulation stays repeatable.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use blake2::{Blake2s256, Digest};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use snow::params::NoiseParams;
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+
+use crate::codec::Malformed;
+use crate::identity::{Identity, KEY_LEN, PublicKey};
+
+/// Bytes the AEAD tag adds to every sealed message.
+pub const TAG_LEN: usize = 16;
+/// Largest Noise message (the specification's limit).
+pub const MAX_MESSAGE: usize = 65535;
+/// Largest plaintext one sealed message carries.
+pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
+/// Bytes a sealed data frame adds to its plaintext: the kind byte and the tag.
+pub const SEALED_OVERHEAD: usize = 1 + TAG_LEN;
+/// Largest refusal text accepted.
+pub const MAX_REFUSAL: usize = 1024;
+/// Bytes of a pre-shared key.
+pub const PSK_LEN: usize = 32;
+
+/// Which Noise handshake pattern.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// The initiator knows the responder's static key: 1 round trip.
+    Ik,
+    /// Neither knows the other's key: 1.5 round trips, the responder's key learned in the handshake.
+    Xx,
+}
+
+/// What a session carries; its prologue, so a handshake for one cannot complete as the other.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Context {
+    /// Client ↔ daemon: registration and the roster (roster protocol 3).
+    Roster,
+    /// Client ↔ client: chat (chat protocol 2).
+    Chat,
+}
+
+impl Context {
+    fn prologue(self) -> &'static [u8] {
+        match self {
+            Context::Roster => b"multiproto roster 3",
+            Context::Chat => b"multiproto chat 2",
+        }
+    }
+}
+
+/// The network secret's pre-shared key (from `--secret-file`), and the discovery MAC key beside it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk {
+    noise: [u8; PSK_LEN],
+    mac: [u8; 32],
+}
+
+impl Psk {
+    /// Derives both keys from the secret's bytes (each is BLAKE2s-256 of its own label and the secret, so
+    /// neither reveals the other or the secret).
+    pub fn from_secret(secret: &[u8]) -> Psk {
+        let derive = |label: &[u8]| -> [u8; 32] {
+            let mut h = Blake2s256::new();
+            h.update(label);
+            h.update((secret.len() as u64).to_le_bytes());
+            h.update(secret);
+            h.finalize().into()
+        };
+        Psk {
+            noise: derive(b"multiproto noise psk v1"),
+            mac: derive(b"multiproto discovery mac v1"),
+        }
+    }
+
+    /// The key discovery datagrams are authenticated with.
+    pub fn discovery_key(&self) -> &[u8; 32] {
+        &self.mac
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.write_str("Psk(..)")
+    }
+}
+
+/// Why a handshake or a sealed message failed. Deliberately coarse: a peer learns nothing from which check
+/// failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NoiseError {
+    /// Authentication failed (a wrong key, a wrong secret, an altered or replayed message), or the message
+    /// does not fit the handshake step.
+    Rejected,
+    /// A message or payload over the size limits.
+    TooLarge,
+    /// Called out of turn (a bug in the caller, never caused by a peer alone).
+    OutOfTurn,
+}
+
+impl fmt::Display for NoiseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoiseError::Rejected => "authentication failed",
+            NoiseError::TooLarge => "message too large",
+            NoiseError::OutOfTurn => "handshake step out of turn",
+        })
+    }
+}
+
+impl std::error::Error for NoiseError {}
+
+impl From<snow::Error> for NoiseError {
+    fn from(e: snow::Error) -> NoiseError {
+        match e {
+            snow::Error::State(_) => NoiseError::OutOfTurn,
+            _ => NoiseError::Rejected,
+        }
+    }
+}
+
+/// A seed for one purpose derived from a core's seed (BLAKE2s of a label and the seed): the SCTP endpoint and
+/// the handshakes of one core draw from independent streams.
+pub fn derive_seed(seed: &[u8; 32], label: &str) -> [u8; 32] {
+    let mut h = Blake2s256::new();
+    h.update(label.as_bytes());
+    h.update(seed);
+    h.finalize().into()
+}
+
+/// Random seeds for handshakes, one per handshake, from a core's seed.
+pub struct Seeds(ChaCha20Rng);
+
+impl Seeds {
+    /// The stream of seeds derived from `seed`.
+    pub fn new(seed: &[u8; 32]) -> Seeds {
+        Seeds(ChaCha20Rng::from_seed(derive_seed(
+            seed,
+            "multiproto handshakes",
+        )))
+    }
+
+    /// The next handshake's seed.
+    pub fn next_seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.0.fill_bytes(&mut s);
+        s
+    }
+}
+
+impl fmt::Debug for Seeds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Seeds(..)")
+    }
+}
+
+/// `snow`'s default primitives, with the random numbers from a seed instead of the OS.
+struct Seeded([u8; 32]);
+
+struct SeededRng(ChaCha20Rng);
+
+impl Random for SeededRng {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoResolver for Seeded {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(SeededRng(ChaCha20Rng::from_seed(self.0))))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+fn params(pattern: Pattern, psk: bool) -> NoiseParams {
+    let name = match (pattern, psk) {
+        (Pattern::Ik, false) => "Noise_IK_25519_ChaChaPoly_BLAKE2s",
+        (Pattern::Ik, true) => "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s",
+        (Pattern::Xx, false) => "Noise_XX_25519_ChaChaPoly_BLAKE2s",
+        (Pattern::Xx, true) => "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s",
+    };
+    // The four names are constants this build supports; a failure would show in every test.
+    name.parse()
+        .unwrap_or_else(|_| unreachable!("{name} parses"))
+}
+
+/// A handshake in progress (either side).
+pub struct Handshake {
+    hs: Box<snow::HandshakeState>,
+    pattern: Pattern,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("pattern", &self.pattern)
+            .field("initiator", &self.hs.is_initiator())
+            .finish()
+    }
+}
+
+impl Handshake {
+    /// Starts a handshake as the initiator: IK towards `peer` if its key is known, else XX.
+    pub fn initiate(
+        ctx: Context,
+        me: &Identity,
+        peer: Option<&PublicKey>,
+        psk: Option<&Psk>,
+        seed: [u8; 32],
+    ) -> Handshake {
+        let pattern = if peer.is_some() {
+            Pattern::Ik
+        } else {
+            Pattern::Xx
+        };
+        Self::build(ctx, pattern, me, peer, psk, seed, true)
+    }
+
+    /// Starts a handshake as the responder to a first message of `pattern` (see [`Frame::Init`]).
+    pub fn respond(
+        ctx: Context,
+        pattern: Pattern,
+        me: &Identity,
+        psk: Option<&Psk>,
+        seed: [u8; 32],
+    ) -> Handshake {
+        Self::build(ctx, pattern, me, None, psk, seed, false)
+    }
+
+    fn build(
+        ctx: Context,
+        pattern: Pattern,
+        me: &Identity,
+        peer: Option<&PublicKey>,
+        psk: Option<&Psk>,
+        seed: [u8; 32],
+        initiator: bool,
+    ) -> Handshake {
+        let secret = me.secret_bytes();
+        let mut b =
+            snow::Builder::with_resolver(params(pattern, psk.is_some()), Box::new(Seeded(seed)));
+        // Each setter fails only for lengths snow does not expect; ours are fixed at 32 bytes, so these
+        // cannot fail (the tests build every combination).
+        b = b
+            .local_private_key(&secret)
+            .unwrap_or_else(|_| unreachable!());
+        b = b
+            .prologue(ctx.prologue())
+            .unwrap_or_else(|_| unreachable!());
+        if let Some(k) = peer {
+            b = b.remote_public_key(&k.0).unwrap_or_else(|_| unreachable!());
+        }
+        if let Some(p) = psk {
+            let at = match pattern {
+                Pattern::Ik => 2,
+                Pattern::Xx => 3,
+            };
+            b = b.psk(at, &p.noise).unwrap_or_else(|_| unreachable!());
+        }
+        let hs = if initiator {
+            b.build_initiator()
+        } else {
+            b.build_responder()
+        };
+        Handshake {
+            hs: Box::new(hs.unwrap_or_else(|_| unreachable!("a complete builder builds"))),
+            pattern,
+        }
+    }
+
+    /// The pattern.
+    pub fn pattern(&self) -> Pattern {
+        self.pattern
+    }
+
+    /// Whether the next step is ours to write.
+    pub fn is_my_turn(&self) -> bool {
+        self.hs.is_my_turn()
+    }
+
+    /// Whether every handshake message has been written and read.
+    pub fn is_finished(&self) -> bool {
+        self.hs.is_handshake_finished()
+    }
+
+    /// Writes our next handshake message, carrying `payload` (encrypted once the pattern allows), into
+    /// `out`; returns its length.
+    pub fn write(&mut self, payload: &[u8], out: &mut [u8]) -> Result<usize, NoiseError> {
+        if !self.hs.is_my_turn() || self.is_finished() {
+            return Err(NoiseError::OutOfTurn);
+        }
+        Ok(self.hs.write_message(payload, out)?)
+    }
+
+    /// Writes our next handshake message into a new vector, after `prefix`.
+    pub fn write_vec(&mut self, prefix: &[u8], payload: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        let mut v = vec![0u8; prefix.len() + payload.len() + 128];
+        v[..prefix.len()].copy_from_slice(prefix);
+        let n = self.write(payload, &mut v[prefix.len()..])?;
+        v.truncate(prefix.len() + n);
+        Ok(v)
+    }
+
+    /// Reads the peer's next handshake message; its payload goes into `payload` (at least as long as
+    /// `msg`). A message that fails leaves the handshake unusable: drop it.
+    pub fn read(&mut self, msg: &[u8], payload: &mut [u8]) -> Result<usize, NoiseError> {
+        if self.hs.is_my_turn() || self.is_finished() {
+            return Err(NoiseError::OutOfTurn);
+        }
+        if msg.len() > MAX_MESSAGE {
+            return Err(NoiseError::TooLarge);
+        }
+        Ok(self.hs.read_message(msg, payload)?)
+    }
+
+    /// The peer's static key, once the handshake has carried it (IK: the responder after the first
+    /// message; XX: the initiator after the second, the responder after the third).
+    pub fn remote(&self) -> Option<PublicKey> {
+        let k = self.hs.get_remote_static()?;
+        let k: [u8; KEY_LEN] = k.try_into().ok()?;
+        Some(PublicKey(k))
+    }
+
+    /// The finished handshake as a transport session, with the peer's authenticated key.
+    pub fn into_session(self) -> Result<(Session, PublicKey), NoiseError> {
+        if !self.is_finished() {
+            return Err(NoiseError::OutOfTurn);
+        }
+        let remote = self.remote().ok_or(NoiseError::Rejected)?;
+        let t = self.hs.into_transport_mode()?;
+        Ok((Session(t), remote))
+    }
+}
+
+/// An established session: seals what we send, opens what the peer sends, each direction in order.
+pub struct Session(snow::TransportState);
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Session(..)")
+    }
+}
+
+impl Session {
+    /// Seals `plain` into `out` (at least `plain.len() + TAG_LEN` bytes); returns the sealed length.
+    pub fn seal(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, NoiseError> {
+        if plain.len() > MAX_PLAINTEXT {
+            return Err(NoiseError::TooLarge);
+        }
+        Ok(self.0.write_message(plain, out)?)
+    }
+
+    /// Seals `plain` into a new vector, after `prefix` (the frame's kind byte).
+    pub fn seal_vec(&mut self, prefix: &[u8], plain: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        let mut v = vec![0u8; prefix.len() + plain.len() + TAG_LEN];
+        v[..prefix.len()].copy_from_slice(prefix);
+        let n = self.seal(plain, &mut v[prefix.len()..])?;
+        v.truncate(prefix.len() + n);
+        Ok(v)
+    }
+
+    /// Opens a sealed message into `out` (at least as long as `sealed`); returns the plaintext length. A
+    /// message that fails (altered, replayed, out of order, sealed by someone else) is rejected and the
+    /// session stays as it was, still expecting the same next message.
+    pub fn open(&mut self, sealed: &[u8], out: &mut [u8]) -> Result<usize, NoiseError> {
+        if sealed.len() > MAX_MESSAGE {
+            return Err(NoiseError::TooLarge);
+        }
+        Ok(self.0.read_message(sealed, out)?)
+    }
+
+    /// Opens a sealed message into a new vector.
+    pub fn open_vec(&mut self, sealed: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        let mut v = vec![0u8; sealed.len()];
+        let n = self.open(sealed, &mut v)?;
+        v.truncate(n);
+        Ok(v)
+    }
+}
+
+/// The initiator's side of a session over one carrier (the client's association to the daemon; a chat
+/// connection), from the first handshake message to the open session: what [`crate::client::Client`] and the
+/// load harness's simulated clients both run.
+#[derive(Debug)]
+pub enum Initiator {
+    /// No session (none started, or it failed).
+    Idle,
+    /// The handshake is under way.
+    Handshake(Handshake),
+    /// The session is open.
+    Open(Session),
+}
+
+/// What one message did to an [`Initiator`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to act on (a message out of place, or one that did not open: dropped).
+    Nothing,
+    /// The session opened: the responder proved it holds `key`. Send `reply` (XX's last handshake message)
+    /// first, if there is one, then sealed data.
+    Opened {
+        /// The responder's key.
+        key: PublicKey,
+        /// The handshake message still to send.
+        reply: Option<Vec<u8>>,
+    },
+    /// A sealed message, opened.
+    Data(Vec<u8>),
+    /// The responder holds `key`, which the caller does not accept; the session is dropped.
+    NotAccepted(PublicKey),
+    /// The responder refused, in these (unauthenticated) words; the session is dropped.
+    Refused(String),
+    /// The handshake failed (the responder does not hold the key we expected, a wrong secret, garbage).
+    Failed,
+}
+
+impl Initiator {
+    /// Starts a session: IK to `peer` if its key is known, else XX. Returns the initiator and the first
+    /// message to send.
+    pub fn start(
+        ctx: Context,
+        me: &Identity,
+        peer: Option<&PublicKey>,
+        psk: Option<&Psk>,
+        seed: [u8; 32],
+    ) -> (Initiator, Result<Vec<u8>, NoiseError>) {
+        let mut hs = Handshake::initiate(ctx, me, peer, psk, seed);
+        let first = hs.write_vec(&[Frame::init_kind(hs.pattern(), psk.is_some())], &[]);
+        (Initiator::Handshake(hs), first)
+    }
+
+    /// Whether the session is open.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Initiator::Open(_))
+    }
+
+    /// Seals `plain` as a data frame, if the session is open.
+    pub fn seal(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Initiator::Open(s) => s.seal_vec(&[kind::DATA], plain).ok(),
+            _ => None,
+        }
+    }
+
+    /// Handles one message from the responder; `accept` decides whether a key learned in an XX handshake
+    /// may be followed (IK's key was chosen before it started).
+    pub fn handle(&mut self, data: &[u8], accept: impl FnOnce(&PublicKey) -> bool) -> Step {
+        let Ok(frame) = Frame::parse(data) else {
+            return Step::Nothing;
+        };
+        match (frame, &mut *self) {
+            (Frame::Data(sealed), Initiator::Open(s)) => match s.open_vec(sealed) {
+                Ok(plain) => Step::Data(plain),
+                Err(_) => Step::Nothing,
+            },
+            (Frame::Handshake(noise), Initiator::Handshake(hs)) => {
+                let mut payload = vec![0u8; noise.len()];
+                if hs.read(noise, &mut payload).is_err() {
+                    *self = Initiator::Idle;
+                    return Step::Failed;
+                }
+                let mut reply = None;
+                if !hs.is_finished() {
+                    // XX: the responder's key arrived; say who we are only to one we accept.
+                    match hs.remote() {
+                        Some(k) if accept(&k) => {}
+                        Some(k) => {
+                            *self = Initiator::Idle;
+                            return Step::NotAccepted(k);
+                        }
+                        None => {
+                            *self = Initiator::Idle;
+                            return Step::Failed;
+                        }
+                    }
+                    match hs.write_vec(&[kind::HANDSHAKE], &[]) {
+                        Ok(m) => reply = Some(m),
+                        Err(_) => {
+                            *self = Initiator::Idle;
+                            return Step::Failed;
+                        }
+                    }
+                }
+                let Initiator::Handshake(hs) = std::mem::replace(self, Initiator::Idle) else {
+                    return Step::Failed;
+                };
+                match hs.into_session() {
+                    Ok((session, key)) => {
+                        *self = Initiator::Open(session);
+                        Step::Opened { key, reply }
+                    }
+                    Err(_) => Step::Failed,
+                }
+            }
+            // Words from the other end before a session. On an open session a refusal cannot be the
+            // responder's (it would seal it) and is ignored.
+            (Frame::Refuse(why), Initiator::Handshake(_) | Initiator::Idle) => {
+                *self = Initiator::Idle;
+                Step::Refused(why.to_string())
+            }
+            _ => Step::Nothing,
+        }
+    }
+}
+
+/// The kind byte that opens every message of a secured carrier.
+pub mod kind {
+    /// First handshake message, IK.
+    pub const INIT_IK: u8 = 1;
+    /// First handshake message, XX.
+    pub const INIT_XX: u8 = 2;
+    /// A later handshake message.
+    pub const HANDSHAKE: u8 = 3;
+    /// A sealed transport message.
+    pub const DATA: u8 = 4;
+    /// A refusal, in words, before or instead of a session (unauthenticated: shown as what the other end
+    /// claims, never acted on beyond giving up).
+    pub const REFUSE: u8 = 5;
+    /// Or-ed into `INIT_*`: the handshake uses the network secret.
+    pub const PSK: u8 = 0x80;
+}
+
+/// One message of a secured carrier.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A first handshake message.
+    Init {
+        /// Which handshake.
+        pattern: Pattern,
+        /// With the network secret.
+        psk: bool,
+        /// The Noise message.
+        noise: &'a [u8],
+    },
+    /// A later handshake message.
+    Handshake(&'a [u8]),
+    /// A sealed transport message.
+    Data(&'a [u8]),
+    /// The other end refuses, and says why (unauthenticated).
+    Refuse(&'a str),
+}
+
+impl<'a> Frame<'a> {
+    /// Parses one message; anything but one of ours, within the size limits, is an error.
+    pub fn parse(b: &'a [u8]) -> Result<Frame<'a>, Malformed> {
+        let (&k, rest) = b.split_first().ok_or(crate::codec::TRUNCATED)?;
+        if rest.len() > MAX_MESSAGE {
+            return Err(Malformed("secured message too long"));
+        }
+        let psk = k & kind::PSK != 0;
+        match k & !kind::PSK {
+            kind::INIT_IK => Ok(Frame::Init {
+                pattern: Pattern::Ik,
+                psk,
+                noise: rest,
+            }),
+            kind::INIT_XX => Ok(Frame::Init {
+                pattern: Pattern::Xx,
+                psk,
+                noise: rest,
+            }),
+            _ if psk => Err(Malformed("secret flag on a non-initial message")),
+            kind::HANDSHAKE => Ok(Frame::Handshake(rest)),
+            kind::DATA => Ok(Frame::Data(rest)),
+            kind::REFUSE if rest.len() <= MAX_REFUSAL => std::str::from_utf8(rest)
+                .map(Frame::Refuse)
+                .map_err(|_| Malformed("refusal not UTF-8")),
+            _ => Err(Malformed("unknown secured message kind")),
+        }
+    }
+
+    /// The kind byte of a first handshake message.
+    pub fn init_kind(pattern: Pattern, psk: bool) -> u8 {
+        let k = match pattern {
+            Pattern::Ik => kind::INIT_IK,
+            Pattern::Xx => kind::INIT_XX,
+        };
+        if psk { k | kind::PSK } else { k }
+    }
+
+    /// A refusal message: the kind byte and `why`, cut to [`MAX_REFUSAL`] bytes on a character boundary.
+    pub fn refusal(why: &str) -> Vec<u8> {
+        let mut end = why.len().min(MAX_REFUSAL);
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut v = Vec::with_capacity(end + 1);
+        v.push(kind::REFUSE);
+        v.extend_from_slice(&why.as_bytes()[..end]);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;

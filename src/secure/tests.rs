@@ -1,0 +1,279 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn id(n: u8) -> Identity {
+    Identity::from_secret([n; KEY_LEN])
+}
+
+/// Both ends of a finished handshake (each session with the key it learned), and the last payload read.
+type Ends = ((Session, PublicKey), (Session, PublicKey), Vec<u8>);
+
+/// Runs a whole handshake; returns both sessions and what each side learned of the other, or the first
+/// error (and which side hit it: true for the responder).
+fn handshake(
+    ctx: (Context, Context),
+    init: &Identity,
+    resp: &Identity,
+    expect: Option<&PublicKey>,
+    psk: (Option<&Psk>, Option<&Psk>),
+) -> Result<Ends, (bool, NoiseError)> {
+    let mut i = Handshake::initiate(ctx.0, init, expect, psk.0, [1; 32]);
+    let mut r = Handshake::respond(ctx.1, i.pattern(), resp, psk.1, [2; 32]);
+    let mut buf = [0u8; 1024];
+    let mut pay = [0u8; 1024];
+    let mut last_payload = Vec::new();
+    // Alternate until both are done; the last message carries a payload (XX's third carries REGISTER).
+    let mut turn_initiator = true;
+    while !(i.is_finished() && r.is_finished()) {
+        let (w, rd, side) = if turn_initiator {
+            (&mut i, &mut r, true)
+        } else {
+            (&mut r, &mut i, false)
+        };
+        let n = w.write(b"payload", &mut buf).map_err(|e| (!side, e))?;
+        let m = rd.read(&buf[..n], &mut pay).map_err(|e| (side, e))?;
+        last_payload = pay[..m].to_vec();
+        turn_initiator = !turn_initiator;
+    }
+    let a = i.into_session().map_err(|e| (false, e))?;
+    let b = r.into_session().map_err(|e| (true, e))?;
+    Ok((a, b, last_payload))
+}
+
+#[test]
+fn ik_authenticates_both_keys_and_seals_both_ways() {
+    let (alice, daemon) = (id(1), id(2));
+    let ((mut a, a_sees), (mut d, d_sees), payload) = handshake(
+        (Context::Roster, Context::Roster),
+        &alice,
+        &daemon,
+        Some(&daemon.public()),
+        (None, None),
+    )
+    .unwrap();
+    assert_eq!(a_sees, daemon.public());
+    assert_eq!(d_sees, alice.public());
+    assert_eq!(payload, b"payload");
+    let s = a.seal_vec(&[kind::DATA], b"hello").unwrap();
+    assert_eq!(s.len(), 1 + 5 + TAG_LEN);
+    assert_eq!(d.open_vec(&s[1..]).unwrap(), b"hello");
+    let s = d.seal_vec(&[], b"back").unwrap();
+    assert_eq!(a.open_vec(&s).unwrap(), b"back");
+}
+
+#[test]
+fn xx_learns_the_responders_key_in_the_handshake() {
+    let (alice, daemon) = (id(3), id(4));
+    let ((_, a_sees), (_, d_sees), payload) = handshake(
+        (Context::Roster, Context::Roster),
+        &alice,
+        &daemon,
+        None,
+        (None, None),
+    )
+    .unwrap();
+    assert_eq!(a_sees, daemon.public());
+    assert_eq!(d_sees, alice.public());
+    assert_eq!(payload, b"payload", "the third message carries a payload");
+}
+
+#[test]
+fn ik_to_the_wrong_key_fails_at_the_responder() {
+    let (alice, rogue, pinned) = (id(5), id(6), id(7));
+    let err = handshake(
+        (Context::Roster, Context::Roster),
+        &alice,
+        &rogue,
+        Some(&pinned.public()),
+        (None, None),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err, (true, NoiseError::Rejected));
+}
+
+#[test]
+fn a_wrong_or_missing_secret_fails_either_pattern() {
+    let (alice, daemon) = (id(8), id(9));
+    let (s1, s2) = (
+        Psk::from_secret(b"one secret"),
+        Psk::from_secret(b"another"),
+    );
+    for expect in [None, Some(daemon.public())] {
+        for psk in [(Some(&s1), Some(&s2)), (Some(&s1), None), (None, Some(&s1))] {
+            assert!(
+                handshake(
+                    (Context::Roster, Context::Roster),
+                    &alice,
+                    &daemon,
+                    expect.as_ref(),
+                    psk
+                )
+                .is_err(),
+                "{expect:?} {psk:?}"
+            );
+        }
+        assert!(
+            handshake(
+                (Context::Roster, Context::Roster),
+                &alice,
+                &daemon,
+                expect.as_ref(),
+                (Some(&s1), Some(&s1))
+            )
+            .is_ok()
+        );
+    }
+}
+
+#[test]
+fn a_chat_handshake_does_not_complete_as_a_roster_one() {
+    let (alice, bob) = (id(10), id(11));
+    for expect in [None, Some(bob.public())] {
+        assert!(
+            handshake(
+                (Context::Chat, Context::Roster),
+                &alice,
+                &bob,
+                expect.as_ref(),
+                (None, None)
+            )
+            .is_err()
+        );
+    }
+}
+
+#[test]
+fn replayed_altered_or_foreign_messages_do_not_open_and_the_session_goes_on() {
+    let (alice, daemon) = (id(12), id(13));
+    let ((mut a, _), (mut d, _), _) = handshake(
+        (Context::Roster, Context::Roster),
+        &alice,
+        &daemon,
+        Some(&daemon.public()),
+        (None, None),
+    )
+    .unwrap();
+    let first = a.seal_vec(&[], b"one").unwrap();
+    assert_eq!(d.open_vec(&first).unwrap(), b"one");
+    assert_eq!(d.open_vec(&first), Err(NoiseError::Rejected), "a replay");
+    let second = a.seal_vec(&[], b"two").unwrap();
+    let mut altered = second.clone();
+    altered[0] ^= 1;
+    assert_eq!(d.open_vec(&altered), Err(NoiseError::Rejected));
+    // A message from another session (another client of the same daemon) at the same counter.
+    let ((mut other, _), _, _) = handshake(
+        (Context::Roster, Context::Roster),
+        &id(30),
+        &daemon,
+        Some(&daemon.public()),
+        (None, None),
+    )
+    .unwrap();
+    let _ = other.seal_vec(&[], b"x").unwrap();
+    let foreign = other.seal_vec(&[], b"two").unwrap();
+    assert_eq!(d.open_vec(&foreign), Err(NoiseError::Rejected));
+    assert_eq!(
+        d.open_vec(&second).unwrap(),
+        b"two",
+        "the session still expects message two"
+    );
+}
+
+#[test]
+fn the_same_seeds_give_the_same_bytes() {
+    let run = || {
+        let mut i = Handshake::initiate(
+            Context::Chat,
+            &id(14),
+            Some(&id(15).public()),
+            None,
+            [9; 32],
+        );
+        i.write_vec(&[], b"").unwrap()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn out_of_turn_calls_are_errors_not_panics() {
+    let mut i = Handshake::initiate(Context::Roster, &id(16), None, None, [1; 32]);
+    assert_eq!(i.read(b"x", &mut [0; 64]), Err(NoiseError::OutOfTurn));
+    let mut r = Handshake::respond(Context::Roster, Pattern::Xx, &id(17), None, [1; 32]);
+    assert_eq!(r.write(b"", &mut [0; 256]), Err(NoiseError::OutOfTurn));
+    assert!(r.into_session().is_err());
+}
+
+#[test]
+fn frames_parse_as_written() {
+    for (p, psk) in [
+        (Pattern::Ik, false),
+        (Pattern::Ik, true),
+        (Pattern::Xx, false),
+        (Pattern::Xx, true),
+    ] {
+        let b = [Frame::init_kind(p, psk), 7, 8];
+        assert_eq!(
+            Frame::parse(&b),
+            Ok(Frame::Init {
+                pattern: p,
+                psk,
+                noise: &[7, 8]
+            })
+        );
+    }
+    assert_eq!(Frame::parse(&[kind::DATA, 1]), Ok(Frame::Data(&[1])));
+    assert_eq!(Frame::parse(&[kind::HANDSHAKE]), Ok(Frame::Handshake(&[])));
+    assert_eq!(Frame::parse(&Frame::refusal("no")), Ok(Frame::Refuse("no")));
+    assert!(Frame::parse(&[]).is_err());
+    assert!(Frame::parse(&[kind::DATA | kind::PSK]).is_err());
+    assert!(Frame::parse(&[kind::REFUSE, 0xff]).is_err());
+    assert!(Frame::parse(&[9]).is_err());
+    // A refusal is cut on a character boundary.
+    let long = "é".repeat(MAX_REFUSAL);
+    let r = Frame::refusal(&long);
+    assert!(matches!(Frame::parse(&r), Ok(Frame::Refuse(s)) if s.len() == MAX_REFUSAL));
+}
+
+proptest! {
+    #[test]
+    fn frame_parse_is_total(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(f) = Frame::parse(&b) {
+            let k = b[0];
+            match f {
+                Frame::Init { pattern, psk, noise } => {
+                    prop_assert_eq!(Frame::init_kind(pattern, psk), k);
+                    prop_assert_eq!(noise, &b[1..]);
+                }
+                Frame::Handshake(x) | Frame::Data(x) => prop_assert_eq!(x, &b[1..]),
+                Frame::Refuse(s) => prop_assert_eq!(s.as_bytes(), &b[1..]),
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_never_completes_a_handshake(
+        b in proptest::collection::vec(any::<u8>(), 0..200),
+        xx in any::<bool>(),
+    ) {
+        let pattern = if xx { Pattern::Xx } else { Pattern::Ik };
+        let mut r = Handshake::respond(Context::Roster, pattern, &id(20), None, [3; 32]);
+        let mut out = [0u8; 256];
+        // XX's first message is a bare ephemeral key: any 32 bytes are one. Nothing else reads.
+        let read = r.read(&b, &mut out);
+        prop_assert!(read.is_err() || (xx && b.len() >= 32));
+        prop_assert!(!r.is_finished());
+    }
+
+    #[test]
+    fn sealed_messages_open_in_order(msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 1..10)) {
+        let (alice, daemon) = (id(21), id(22));
+        let ((mut a, _), (mut d, _), _) = handshake(
+            (Context::Chat, Context::Chat), &alice, &daemon, Some(&daemon.public()), (None, None)).unwrap();
+        for m in &msgs {
+            let s = a.seal_vec(&[], m).unwrap();
+            prop_assert_eq!(&d.open_vec(&s).unwrap(), m);
+        }
+    }
+}
