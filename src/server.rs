@@ -70,7 +70,23 @@ pub struct Config {
     pub host_ip: Option<IpAddr>,
     /// On [`Server::stop`], how long to wait for clients to acknowledge the shutdown of their associations.
     pub stop_grace: Duration,
+    /// Roster entries registered from one source address at most (`--max-clients-per-host`; 0 = no cap;
+    /// see [`registry::Config::max_clients_per_host`]).
+    pub max_clients_per_host: usize,
+    /// Offline entries kept per source address at most (`--max-offline-per-host`; 0 = no cap; see
+    /// [`registry::Config::max_offline_per_host`]).
+    pub max_offline_per_host: usize,
+    /// WELCOMEs per second at most to one source address, with a burst of twice as many
+    /// (`--welcome-rate`; 0 = no limit): a HELLO beyond it is not answered, so spoofed HELLOs cannot turn
+    /// the daemon into a reflector aimed at someone else.
+    pub welcome_rate: u32,
 }
+
+/// The default of [`Config::welcome_rate`]. A client needs one WELCOME per start (then ANNOUNCEs find it a
+/// restarted daemon), and resends its HELLO with backoff when one goes unanswered. Ten a second with a
+/// burst of 20 serves a terminal server whose users all start `mpc` within a few seconds, while one source
+/// address receives at most ten small datagrams a second however many HELLOs claim to come from it.
+pub const DEFAULT_WELCOME_RATE: u32 = 10;
 
 impl Config {
     /// DESIGN.md's defaults for a daemon of instance `instance` on the default group and port.
@@ -89,6 +105,9 @@ impl Config {
             save_delay: Duration::from_secs(1),
             host_ip: None,
             stop_grace: Duration::from_secs(2),
+            max_clients_per_host: registry::DEFAULT_MAX_CLIENTS_PER_HOST,
+            max_offline_per_host: registry::DEFAULT_MAX_OFFLINE_PER_HOST,
+            welcome_rate: DEFAULT_WELCOME_RATE,
         }
     }
 
@@ -153,6 +172,11 @@ pub struct Stats {
     pub stalls: u64,
     /// The longest stall, in ms.
     pub longest_stall_ms: u64,
+    /// HELLOs not answered because their source address was over [`Config::welcome_rate`].
+    pub hellos_rate_limited: u64,
+    /// Source addresses forgotten by the WELCOME rate limiter to stay within its table's bound while more
+    /// than that many were sending at once (a flood from many addresses, likely spoofed).
+    pub hello_sources_evicted: u64,
 }
 
 /// What the daemon around the server should know about (log, act on).
@@ -218,6 +242,8 @@ impl Server {
             offline_ttl: cfg.offline_ttl,
             daemon: cfg.instance,
             host_ip: cfg.host_ip,
+            max_clients_per_host: cfg.max_clients_per_host,
+            max_offline_per_host: cfg.max_offline_per_host,
             ..registry::Config::default()
         });
         Server {
@@ -239,7 +265,7 @@ impl Server {
     /// were loaded.
     pub fn load(
         &mut self,
-        entries: impl IntoIterator<Item = wire::Entry>,
+        entries: impl IntoIterator<Item = impl Into<registry::saved::Record>>,
         version: u64,
         saved_ms: u64,
     ) -> usize {
@@ -284,8 +310,8 @@ impl Server {
     }
 
     /// A datagram arrived on the discovery group socket.
-    pub fn handle_discovery(&mut self, _now: Instant, from: SocketAddr, bytes: &[u8]) {
-        if let Some(addr) = self.responder.handle(from, bytes, &mut self.stats) {
+    pub fn handle_discovery(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Some(addr) = self.responder.handle(now, from, bytes, &mut self.stats) {
             self.events.push_back(Event::ForeignDaemon(addr));
         }
     }

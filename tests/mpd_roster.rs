@@ -396,6 +396,7 @@ fn a_client_of_the_old_roster_protocol_is_told_to_upgrade() {
 fn a_new_client_gets_a_roster_of_100_000_whole() {
     use multiproto::io::roster_file as persist;
     use multiproto::nick::Nick;
+    use multiproto::registry::saved::Record;
     use multiproto::registry::wire::{Entry, Status};
 
     const N: usize = 100_000;
@@ -404,7 +405,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let entries: Vec<Entry> = (0..N)
+    let entries: Vec<Record> = (0..N)
         .map(|i| Entry {
             nick: Nick::new(&format!("member-{i}")).unwrap(),
             instance: i as u64 + 1,
@@ -416,6 +417,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole() {
             )),
             flaps: 0,
         })
+        .map(Record::from)
         .collect();
     persist::save_roster(&net.dir, &entries, 5, now_ms).unwrap();
     let mpd = Mpd::start(&net, &[]);

@@ -379,7 +379,7 @@ pub fn saved_roster(data: &[u8]) {
         return;
     };
     let mut seen = std::collections::HashSet::new();
-    for e in &d.entries {
+    for e in d.entries.iter().map(|r| &r.entry) {
         assert!(
             Nick::new(e.nick.as_str()).is_ok(),
             "invalid nickname accepted: {:?}",

@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::registry::saved::{self, Decoded};
-use crate::registry::wire::Entry;
+use crate::registry::saved::{self, Decoded, Record};
 
 /// Name of the roster file inside the daemon's directory.
 pub const FILE_NAME: &str = "roster.json";
@@ -27,7 +26,7 @@ pub enum Loaded {
     /// The saved roster.
     Roster {
         /// Entries as saved (the registry turns the online ones offline).
-        entries: Vec<Entry>,
+        entries: Vec<Record>,
         /// The roster version when saved.
         version: u64,
         /// When it was saved.
@@ -52,7 +51,7 @@ pub fn save(dir: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Writes the roster as `dir/roster.json`, atomically and durably, encoding it straight into the file.
 pub fn save_roster(
     dir: &Path,
-    entries: &[Entry],
+    entries: &[Record],
     version: u64,
     saved_unix_ms: u64,
 ) -> io::Result<()> {
@@ -77,7 +76,7 @@ fn write_atomically(dir: &Path, write: impl FnOnce(&mut File) -> io::Result<()>)
 
 /// One roster image to write.
 struct Job {
-    entries: Vec<Entry>,
+    entries: Vec<Record>,
     version: u64,
     saved_unix_ms: u64,
 }
@@ -120,7 +119,7 @@ impl Saver {
     }
 
     /// Hands over the roster to be written; returns at once.
-    pub fn save(&self, entries: impl Iterator<Item = Entry>, version: u64, saved_unix_ms: u64) {
+    pub fn save(&self, entries: impl Iterator<Item = Record>, version: u64, saved_unix_ms: u64) {
         let job = Job {
             entries: entries.collect(),
             version,
@@ -229,7 +228,7 @@ mod tests {
     use super::*;
     use crate::nick::Nick;
     use crate::registry::saved::encode;
-    use crate::registry::wire::Status;
+    use crate::registry::wire::{Entry, Status};
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mp-persist-{name}-{}", std::process::id()));
@@ -238,7 +237,7 @@ mod tests {
         d
     }
 
-    fn entry(n: &str, status: Status) -> Entry {
+    fn entry(n: &str, status: Status) -> Record {
         Entry {
             nick: Nick::new(n).unwrap(),
             instance: 9,
@@ -247,6 +246,7 @@ mod tests {
             chat: "127.0.0.1:5000".parse().unwrap(),
             flaps: 1,
         }
+        .into()
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,28 @@ struct SavedEntry {
     online: bool,
     since_unix_ms: u64,
     flaps: u32,
+    /// Absent in files written before the per-host caps (the chat address's IP stands in for it then).
+    #[serde(default)]
+    host: Option<IpAddr>,
+}
+
+/// One roster entry as saved: what the roster shows, and the address the client registered from, which the
+/// per-host caps count against (see [`crate::registry::Config::max_clients_per_host`]). The roster wire format
+/// does not carry the host (clients have no use for it), so it travels beside the entry here.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The entry.
+    pub entry: Entry,
+    /// The source address of the registration that made the entry or last took it over; `None` for an entry
+    /// from a file saved before hosts were kept.
+    pub host: Option<IpAddr>,
+}
+
+impl From<Entry> for Record {
+    /// An entry whose host is not known (the registry counts it against its chat address's IP).
+    fn from(entry: Entry) -> Record {
+        Record { entry, host: None }
+    }
 }
 
 /// The file's layout for writing: the same fields as [`Image`], with the entries serialised straight from
@@ -45,7 +67,7 @@ struct ImageOut<'a> {
     saved_unix_ms: u64,
     roster_version: u64,
     #[serde(serialize_with = "saved_entries")]
-    entries: &'a [Entry],
+    entries: &'a [Record],
 }
 
 #[derive(Serialize)]
@@ -56,25 +78,28 @@ struct SavedEntryOut<'a> {
     online: bool,
     since_unix_ms: u64,
     flaps: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<IpAddr>,
 }
 
-fn saved_entries<S: serde::Serializer>(entries: &&[Entry], s: S) -> Result<S::Ok, S::Error> {
+fn saved_entries<S: serde::Serializer>(entries: &&[Record], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(
         entries
             .iter()
-            .filter(|e| e.status != Status::Removed)
-            .map(|e| SavedEntryOut {
-                nick: e.nick.as_str(),
-                instance: e.instance,
-                chat: e.chat,
-                online: e.status == Status::Online,
-                since_unix_ms: e.since_ms,
-                flaps: e.flaps,
+            .filter(|r| r.entry.status != Status::Removed)
+            .map(|&Record { ref entry, host }| SavedEntryOut {
+                nick: entry.nick.as_str(),
+                instance: entry.instance,
+                chat: entry.chat,
+                online: entry.status == Status::Online,
+                since_unix_ms: entry.since_ms,
+                flaps: entry.flaps,
+                host,
             }),
     )
 }
 
-fn image_out(entries: &[Entry], version: u64, saved_unix_ms: u64) -> ImageOut<'_> {
+fn image_out(entries: &[Record], version: u64, saved_unix_ms: u64) -> ImageOut<'_> {
     ImageOut {
         format: FORMAT,
         version: FORMAT_VERSION,
@@ -85,7 +110,7 @@ fn image_out(entries: &[Entry], version: u64, saved_unix_ms: u64) -> ImageOut<'_
 }
 
 /// Serialises the roster image.
-pub fn encode(entries: &[Entry], version: u64, saved_unix_ms: u64) -> Vec<u8> {
+pub fn encode(entries: &[Record], version: u64, saved_unix_ms: u64) -> Vec<u8> {
     // Serialising plain data into memory cannot fail.
     serde_json::to_vec_pretty(&image_out(entries, version, saved_unix_ms)).unwrap_or_default()
 }
@@ -93,7 +118,7 @@ pub fn encode(entries: &[Entry], version: u64, saved_unix_ms: u64) -> Vec<u8> {
 /// Serialises the roster image into `w` (a file: no copy of the whole image in memory).
 pub fn encode_into(
     w: &mut impl io::Write,
-    entries: &[Entry],
+    entries: &[Record],
     version: u64,
     saved_unix_ms: u64,
 ) -> io::Result<()> {
@@ -128,7 +153,7 @@ impl std::error::Error for DecodeError {}
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded {
     /// Entries as saved.
-    pub entries: Vec<Entry>,
+    pub entries: Vec<Record>,
     /// The roster version when saved.
     pub version: u64,
     /// When it was saved.
@@ -158,7 +183,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             skipped += 1;
             continue;
         }
-        entries.push(Entry {
+        let entry = Entry {
             nick,
             instance: e.instance,
             status: if e.online {
@@ -169,6 +194,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             since_ms: e.since_unix_ms,
             chat: e.chat,
             flaps: e.flaps,
+        };
+        entries.push(Record {
+            entry,
+            host: e.host,
         });
     }
     Ok(Decoded {
@@ -193,10 +222,14 @@ mod tests {
             chat: "10.0.0.2:7000".parse().unwrap(),
             flaps: 2,
         };
+        let host = Some("10.0.0.9".parse().unwrap());
         let entries = [
-            e("a", Status::Online),
-            e("b", Status::Offline),
-            e("c", Status::Removed),
+            Record {
+                entry: e("a", Status::Online),
+                host,
+            },
+            e("b", Status::Offline).into(),
+            e("c", Status::Removed).into(),
         ];
         let d = decode(&encode(&entries, 42, 99)).unwrap();
         assert_eq!(d.entries, entries[..2].to_vec());
@@ -214,5 +247,16 @@ mod tests {
         assert!(matches!(decode(other), Err(DecodeError::Format(f)) if f == "x"));
         let future = br#"{"format":"multiproto-roster","version":9,"saved_unix_ms":0,"roster_version":0,"entries":[]}"#;
         assert!(matches!(decode(future), Err(DecodeError::Version(9))));
+    }
+
+    /// Files written before the per-host caps have no `host`: they load, with the host unknown.
+    #[test]
+    fn an_image_without_hosts_still_loads() {
+        let old = br#"{"format":"multiproto-roster","version":1,"saved_unix_ms":5,"roster_version":3,
+            "entries":[{"nick":"ann","instance":1,"chat":"10.0.0.2:7000","online":false,"since_unix_ms":4,"flaps":0}]}"#;
+        let d = decode(old).unwrap();
+        assert_eq!(d.entries.len(), 1);
+        assert_eq!(d.entries[0].entry.nick.as_str(), "ann");
+        assert_eq!(d.entries[0].host, None);
     }
 }

@@ -1,9 +1,13 @@
 //! The discovery responder: answers each HELLO with a unicast WELCOME and announces the daemon to the group
 //! when it starts (three times, in case one is lost), so clients waiting for a restarted daemon find it at
 //! once instead of at their next HELLO.
+//!
+//! WELCOMEs are rate-limited per source address ([`Limiter`]): a HELLO's source address is not checked (it
+//! is UDP), so without a limit anyone could make the daemon send a WELCOME to a victim for every HELLO they
+//! send in its name.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::{Config, Stats};
@@ -15,6 +19,84 @@ use crate::time::Instant;
 /// the memory a flood of HELLOs read in one turn can take (about 3 MB), not the rate they are answered at.
 pub const MAX_DISCOVERY_REPLIES: usize = 65_536;
 
+/// Source addresses the WELCOME rate limiter remembers at most: about 40 bytes each, so 160 KiB at worst.
+/// Far more than the hosts of a LAN that start a client within the same two seconds; a flood from more
+/// addresses than this (spoofed ones) evicts, rather than growing the table.
+pub(super) const MAX_RATE_SOURCES: usize = 4096;
+
+/// A token bucket per source address, kept as the time its bucket will be full again (the generic cell rate
+/// algorithm: one `Instant` per address, no float, no refill step). An address whose bucket is full is the
+/// same as one never seen, so it is forgotten once the table fills; a flood that fills it with active
+/// addresses makes room by evicting one of them, which costs that address at most a fresh burst.
+pub(super) struct Limiter {
+    /// The time one WELCOME's token takes to come back; zero = no limit.
+    interval: Duration,
+    /// How far ahead of `now` a bucket's "full again" time may be and still allow a WELCOME: the burst
+    /// minus one token.
+    tolerance: Duration,
+    /// Per address: when its bucket is full again.
+    sources: HashMap<IpAddr, Instant>,
+    /// A full table is swept of full buckets at most this often (a sweep walks the table).
+    next_sweep: Instant,
+}
+
+impl Limiter {
+    /// `rate` WELCOMEs a second per address, in bursts of up to `burst`; `rate` 0 = no limit.
+    pub(super) fn new(rate: u32, burst: u32) -> Limiter {
+        let interval = if rate == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1) / rate
+        };
+        Limiter {
+            interval,
+            tolerance: interval * burst.max(1).saturating_sub(1),
+            sources: HashMap::new(),
+            next_sweep: Instant::ZERO,
+        }
+    }
+
+    /// Whether `ip` may be sent a WELCOME at `now` (and if so, its token is taken).
+    pub(super) fn allow(&mut self, now: Instant, ip: IpAddr, stats: &mut Stats) -> bool {
+        if self.interval.is_zero() {
+            return true;
+        }
+        let ip = ip.to_canonical();
+        let known = self.sources.get(&ip).copied();
+        let full_at = known.map_or(now, |t| t.max(now));
+        if full_at.saturating_since(now) > self.tolerance {
+            return false;
+        }
+        if known.is_none() && self.sources.len() >= MAX_RATE_SOURCES {
+            self.make_room(now, stats);
+        }
+        self.sources.insert(ip, full_at + self.interval);
+        true
+    }
+
+    /// Frees a slot in a full table: first by forgetting every address whose bucket is full by now (at most
+    /// once per burst period, since it walks the table), else by evicting an arbitrary one (the hasher's
+    /// random keys make it unpredictable to a sender).
+    fn make_room(&mut self, now: Instant, stats: &mut Stats) {
+        if now >= self.next_sweep {
+            self.sources.retain(|_, full_at| *full_at > now);
+            self.next_sweep = now + self.tolerance + self.interval;
+        }
+        if self.sources.len() >= MAX_RATE_SOURCES
+            && let Some(ip) = self.sources.keys().next().copied()
+        {
+            self.sources.remove(&ip);
+            stats.hello_sources_evicted += 1;
+        }
+    }
+
+    /// Addresses remembered now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.sources.len()
+    }
+}
+
 /// When the ANNOUNCEs after the first one go out, counted from the one before.
 const ANNOUNCE_AFTER: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(1000)];
 
@@ -24,6 +106,8 @@ pub(super) struct Responder {
     out: VecDeque<(SocketAddr, Datagram)>,
     /// The next ANNOUNCE, and how many of [`ANNOUNCE_AFTER`] are still to come after it.
     next_announce: Option<(Instant, usize)>,
+    /// WELCOMEs per source address.
+    pub(super) limiter: Limiter,
 }
 
 impl Responder {
@@ -39,6 +123,8 @@ impl Responder {
             group: cfg.group,
             out: VecDeque::new(),
             next_announce: Some((now, ANNOUNCE_AFTER.len())),
+            // A burst of two seconds' worth: a client's first HELLO and its quick resends all answered.
+            limiter: Limiter::new(cfg.welcome_rate, cfg.welcome_rate.saturating_mul(2)),
         }
     }
 
@@ -53,11 +139,16 @@ impl Responder {
     /// A datagram from the group socket. Returns the sender's address if it is another daemon's ANNOUNCE.
     pub(super) fn handle(
         &mut self,
+        now: Instant,
         from: SocketAddr,
         bytes: &[u8],
         stats: &mut Stats,
     ) -> Option<SocketAddr> {
         match Datagram::parse(bytes) {
+            Ok(Datagram::Hello(_)) if !self.limiter.allow(now, from.ip(), stats) => {
+                stats.hellos_rate_limited += 1;
+                None
+            }
             Ok(Datagram::Hello(h)) => {
                 let welcome = Datagram::Welcome {
                     to: h.instance,

@@ -590,6 +590,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
             flaps: 0,
         })
         .collect();
+    let entries = entries.into_iter().map(Into::into).collect();
     w.disk = Some((entries, 7, 1_767_225_600_000));
     w.start_server();
     let [anna, bert] = join(&mut w, ["anna", "bert"], seed);

@@ -20,6 +20,7 @@ use super::tcp::{CONNECT_TIMEOUT, End, Segment, Tcp};
 use crate::client::{self, Client, ClientEvent};
 use crate::nick::Nick;
 use crate::peer::{self, Action, Peer, PeerEvent, Target};
+use crate::registry::saved::Record;
 use crate::registry::wire;
 use crate::server::{self, Server};
 use crate::time::Instant;
@@ -175,7 +176,7 @@ pub struct World {
     /// The clients' hosts.
     pub clients: Vec<ClientHost>,
     /// The roster the daemon saved last (entries, version, wall-clock ms): what a restarted one loads.
-    pub disk: Option<(Vec<wire::Entry>, u64, u64)>,
+    pub disk: Option<(Vec<Record>, u64, u64)>,
     /// Whether a datagram to a closed port on a live host comes back as ICMP port unreachable (Linux does).
     pub icmp: bool,
     /// TCP between the chat peers.
@@ -705,7 +706,7 @@ impl Simulate for World {
                     server::Event::SaveDue | server::Event::Stopped { .. } => {
                         let r = s.server.registry();
                         self.disk =
-                            Some((r.entries().collect(), r.version(), s.server.wall_ms(now)));
+                            Some((r.records().collect(), r.version(), s.server.wall_ms(now)));
                         stopped |= matches!(e, server::Event::Stopped { .. });
                     }
                     _ => {}
