@@ -135,6 +135,18 @@ macro_rules! service_command {
             /// roster entries held at most (default 200000)
             #[argh(option)]
             max_clients: Option<usize>,
+            /// nicknames (online and offline) registered from one address at most; more are refused with a
+            /// reason (default 256: room for a terminal server's users; 0 = no limit)
+            #[argh(option)]
+            max_clients_per_host: Option<usize>,
+            /// offline nicknames kept per address: past it, that address's one offline longest is removed,
+            /// so one host cannot leave ghosts for a day (default 64; 0 = no limit)
+            #[argh(option)]
+            max_offline_per_host: Option<usize>,
+            /// WELCOMEs per second at most to one address, in bursts of twice that; further HELLOs from it are
+            /// not answered, so spoofed HELLOs cannot aim WELCOMEs at anyone (default 10; 0 = no limit)
+            #[argh(option)]
+            welcome_rate: Option<u32>,
             /// log level: off, error, warn, info, debug or trace (default: $MULTIPROTO_LOG, else info)
             #[argh(option, from_str_fn(parse_level))]
             log_level: Option<LevelFilter>,
@@ -154,6 +166,9 @@ macro_rules! service_command {
                     rto_max_ms: self.rto_max_ms,
                     offline_ttl: self.offline_ttl,
                     max_clients: self.max_clients,
+                    max_clients_per_host: self.max_clients_per_host,
+                    max_offline_per_host: self.max_offline_per_host,
+                    welcome_rate: self.welcome_rate,
                     log_level: self.log_level,
                 }
             }
@@ -232,7 +247,7 @@ struct StopArgs {
 #[argh(
     subcommand,
     name = "status",
-    note = "Shows pid, uptime, discovery group and interface, SCTP address and port, clients online and offline, flapping clients, drop counters and stalls, as reported by the control socket DIR/multiproto.sock.",
+    note = "Shows pid, uptime, discovery group and interface, SCTP address and port, clients online and offline, flapping clients, the per-host limits and what they turned away, drop counters and stalls, as reported by the control socket DIR/multiproto.sock.",
     note = "With --json: the daemon's status as one JSON object on one line; when it is not running, {{\"running\":false,\"dir\":...}}.",
     error_code(0, "running."),
     error_code(2, "invalid command line."),
@@ -292,6 +307,9 @@ struct ServiceArgs {
     rto_max_ms: Option<u64>,
     offline_ttl: Option<Duration>,
     max_clients: Option<usize>,
+    max_clients_per_host: Option<usize>,
+    max_offline_per_host: Option<usize>,
+    welcome_rate: Option<u32>,
     log_level: Option<LevelFilter>,
 }
 
@@ -355,6 +373,15 @@ impl ServiceArgs {
                 return Err("--max-clients must be at least 1".into());
             }
             o.server.max_clients = n;
+        }
+        if let Some(n) = self.max_clients_per_host {
+            o.server.max_clients_per_host = n;
+        }
+        if let Some(n) = self.max_offline_per_host {
+            o.server.max_offline_per_host = n;
+        }
+        if let Some(n) = self.welcome_rate {
+            o.server.welcome_rate = n;
         }
         Ok(o)
     }
@@ -862,10 +889,34 @@ mod tests {
             rto_max_ms: None,
             offline_ttl: None,
             max_clients: None,
+            max_clients_per_host: None,
+            max_offline_per_host: None,
+            welcome_rate: None,
             log_level: None,
         };
         let o = a.options("/x".into()).unwrap();
         assert_eq!(o.server.sctp_port, 9899);
+        // The per-host limits default to what fits a terminal server, and 0 turns each off.
+        assert_eq!(
+            (
+                o.server.max_clients_per_host,
+                o.server.max_offline_per_host,
+                o.server.welcome_rate
+            ),
+            (256, 64, 10)
+        );
+        a.max_clients_per_host = Some(0);
+        a.max_offline_per_host = Some(0);
+        a.welcome_rate = Some(0);
+        let o = a.options("/x".into()).unwrap();
+        assert_eq!(
+            (
+                o.server.max_clients_per_host,
+                o.server.max_offline_per_host,
+                o.server.welcome_rate
+            ),
+            (0, 0, 0)
+        );
         a.group = Some("10.0.0.1:10001".parse().unwrap());
         assert!(a.options("/x".into()).unwrap_err().contains("multicast"));
         a.group = Some("239.255.77.78:10002".parse().unwrap());
