@@ -50,9 +50,10 @@ pub struct Config {
     pub hello_timeout: Duration,
     /// Connections held at once (both directions); more incoming ones are refused.
     pub max_conns: usize,
-    /// Incoming connections held at once from one source address: a newcomer past it replaces that
-    /// address's oldest silent connection, else its one idle longest, so one host cannot hold the
-    /// connections every other host needs, and its own newest connection always gets in.
+    /// Incoming connections held at once from one source address (0 = no cap): a newcomer past it replaces
+    /// that address's oldest silent connection, else its one idle longest, and is refused only if every one
+    /// is in the middle of a frame. So one host cannot hold the connections every other host needs, and what
+    /// its excess costs falls on its own connections.
     pub max_conns_per_source: usize,
     /// Messages waiting (offline or undelivered) at most, per receiver and in total.
     pub max_queue_per_peer: usize,

@@ -20,6 +20,12 @@
 //! being paced have a `Pace`; idle ones cost nothing more, and a turn's cost is in the clients with something
 //! to send, never a walk over every connection.
 //!
+//! # Per-host limits
+//! So that no single host can crowd out the others, entries are counted per source address (a small record
+//! per host, not per client): a host at [`Config::max_clients_per_host`] entries cannot register more names,
+//! and past [`Config::max_offline_per_host`] offline ones its entry offline longest is removed as an expiry
+//! would remove it. The host of each entry is saved with the roster, so the bound survives a restart.
+//!
 //! Inputs are roster messages, connection events and the time (monotonic `now` for timers, wall-clock `wall_ms`
 //! for the "since" times users see); outputs are messages to send ([`Out`]), connections to probe, and
 //! [`Event`]s for the log. Nothing here touches a socket or a clock. Memory: one slab entry (about 120 bytes)
