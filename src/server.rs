@@ -16,7 +16,8 @@
 //!
 //! # What allocates
 //! The endpoint and registry (see their docs); here only the queues of events and discovery replies, which
-//! the caller drains every turn. Discovery replies are bounded per turn ([`MAX_DISCOVERY_REPLIES`]).
+//! the caller drains every turn, and the WELCOME rate limiter's table of recent sources. Discovery replies
+//! are bounded per turn ([`MAX_DISCOVERY_REPLIES`]), the limiter's table to 4 096 sources.
 //!
 //! # What can panic
 //! Nothing reachable from network input.
@@ -309,7 +310,8 @@ impl Server {
         self.unpumped = true;
     }
 
-    /// A datagram arrived on the discovery group socket.
+    /// A datagram arrived on the discovery group socket. A HELLO is answered unless its source address is
+    /// over [`Config::welcome_rate`].
     pub fn handle_discovery(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if let Some(addr) = self.responder.handle(now, from, bytes, &mut self.stats) {
             self.events.push_back(Event::ForeignDaemon(addr));
