@@ -135,10 +135,15 @@ impl Config {
             identity,
             pin: Pin::None,
             psk: None,
-            first_contact_wait: Duration::from_millis(300),
+            first_contact_wait: FIRST_CONTACT_WAIT,
         }
     }
 }
+
+/// How long a client with nothing pinned listens, after the first daemon answered, for another one with a
+/// different key before trusting the first (a WELCOME from every daemon on the LAN arrives within a few
+/// milliseconds; 300 ms leaves room for a busy one). Paid once per state directory and group.
+pub const FIRST_CONTACT_WAIT: Duration = Duration::from_millis(300);
 
 /// The SCTP settings of a client's association to the daemon (mpc's, and the load harness's simulated
 /// clients', so that they behave alike).

@@ -735,6 +735,13 @@ impl Console {
                     id & 0xffff_ffff
                 ),
             ),
+            PeerEvent::Unanswered { id, to, attempts } => self.notice(
+                Some(Kind::Warn),
+                &format!(
+                    "#{} to {to} not acknowledged after {attempts} attempts; still queued, retried while {to} is online",
+                    id & 0xffff_ffff
+                ),
+            ),
             PeerEvent::Failed { id, to, reason } => self.notice(
                 Some(Kind::Error),
                 &format!("failed #{} to {to}: {reason}", id & 0xffff_ffff),

@@ -549,6 +549,8 @@ impl Service {
         let sctp = ep.stats();
         let udp = self.udp.stats();
         let srv = self.server.stats();
+        let cfg = &self.opts.server;
+        let busiest = registry.busiest_host();
         serde_json::json!({
             "running": true,
             "pid": std::process::id(),
@@ -568,6 +570,19 @@ impl Service {
             "associations": ep.len(),
             "roster_version": registry.version(),
             "flapping": flapping,
+            // Limits on well-formed abuse (issue 14): the settings (0 = none), the host nearest its cap, and
+            // what each limit turned away. The counters are also under "registry" and "daemon".
+            "limits": {
+                "max_clients_per_host": cfg.max_clients_per_host,
+                "max_offline_per_host": cfg.max_offline_per_host,
+                "welcome_rate": cfg.welcome_rate,
+                "busiest_host": busiest.map(|(ip, _)| ip.to_string()),
+                "busiest_host_entries": busiest.map_or(0, |(_, n)| n),
+                "host_refusals": registry.stats().host_refusals,
+                "host_evictions": registry.stats().host_evictions,
+                "hellos_rate_limited": srv.hellos_rate_limited,
+                "hello_sources_evicted": srv.hello_sources_evicted,
+            },
             "drops": {
                 "discovery_foreign": srv.discovery_foreign,
                 "discovery_bad_version": srv.discovery_bad_version,
@@ -609,6 +624,11 @@ fn log_event(ev: &RosterEvent) {
         RosterEvent::Offline { nick, why } => log::info!("offline: {nick} ({why})"),
         RosterEvent::Expired { nick } => {
             log::info!("expired: {nick} (offline longer than the TTL)")
+        }
+        RosterEvent::Evicted { nick, host } => {
+            log::info!(
+                "evicted: {nick} (offline longest of the entries from {host}, past the per-host cap)"
+            )
         }
         RosterEvent::Rejected { nick, reason } => log::info!("rejected: {nick:?}: {reason}"),
         RosterEvent::Observed { nick } => log::debug!("observer {nick:?} read the roster"),

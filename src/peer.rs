@@ -8,9 +8,12 @@
 //!
 //! A message is sent over a connection this client opens to the receiver (reused while idle); the receiver
 //! acknowledges each MSG with an ACK. Unacknowledged messages are sent again after reconnecting, with
-//! backoff; the receiver drops the duplicates by (sender, instance, id). Messages for a nickname the roster
-//! shows offline wait in a bounded queue until it shows it online. Every input is bounded: one frame at a
-//! time per connection, a deadline for HELLO and for each started frame (slowloris), a cap on connections.
+//! backoff capped at 8 s; the receiver drops the duplicates by (sender, instance, id). Messages for a nickname
+//! the roster shows offline wait in a bounded queue until it shows it online, and one for a nickname shown
+//! online that does not answer stays queued and is retried for as long as it is shown online: someone holding
+//! the receiver's port busy delays a message, never loses it. Every input is bounded: one frame at a time per
+//! connection, a short deadline for an incoming connection's HELLO and one for each started frame
+//! (slowloris), a cap on connections per source address and in total.
 
 #![forbid(unsafe_code)]
 
@@ -39,15 +42,26 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A MSG not acknowledged within this long makes the connection suspect: it is closed and retried.
     pub ack_timeout: Duration,
-    /// A new connection must send HELLO within this long, and a started frame must complete within it.
+    /// A started frame must complete within this long, and a connection we opened must hear the receiver's
+    /// HELLO within it.
     pub frame_timeout: Duration,
+    /// A connection someone opened to us must send its HELLO within this long (a sender sends it at once):
+    /// connections opened and left silent to use up `max_conns` are closed soon.
+    pub hello_timeout: Duration,
     /// Connections held at once (both directions); more incoming ones are refused.
     pub max_conns: usize,
+    /// Incoming connections held at once from one source address (0 = no cap): a newcomer past it replaces
+    /// that address's oldest silent connection, else its one idle longest, and is refused only if every one
+    /// is in the middle of a frame. So one host cannot hold the connections every other host needs, and what
+    /// its excess costs falls on its own connections.
+    pub max_conns_per_source: usize,
     /// Messages waiting (offline or undelivered) at most, per receiver and in total.
     pub max_queue_per_peer: usize,
     /// See `max_queue_per_peer`.
     pub max_queue_total: usize,
-    /// Attempts to deliver to an online receiver before a message fails.
+    /// Attempts after which a message for an address given directly (no roster entry to say whether it will
+    /// be back) fails; a message for a nickname is reported [`PeerEvent::Unanswered`] after this many and
+    /// stays queued.
     pub max_attempts: u32,
     /// Dedupe memory: message ids remembered per sender (nickname and instance).
     pub dedupe_window: usize,
@@ -65,7 +79,12 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             ack_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
+            // A sender writes HELLO with its first bytes; on a LAN it arrives within milliseconds.
+            hello_timeout: Duration::from_secs(3),
             max_conns: 256,
+            // Room for the people of a terminal server writing to us at once; a connection past it only costs
+            // its sender a reconnect, since the one replaced is that host's own.
+            max_conns_per_source: 16,
             max_queue_per_peer: 100,
             max_queue_total: 1000,
             max_attempts: 5,
@@ -152,6 +171,17 @@ pub enum PeerEvent {
         /// Whom it is for.
         to: Target,
     },
+    /// The receiver, shown online, has not acknowledged the message after [`Config::max_attempts`]
+    /// attempts; it stays queued and is retried (every 8 s at most) while the roster shows the receiver
+    /// online. Reported once per message.
+    Unanswered {
+        /// Its id.
+        id: u64,
+        /// Whom it is for.
+        to: Target,
+        /// Attempts so far.
+        attempts: u32,
+    },
     /// The message will not be delivered.
     Failed {
         /// Its id.
@@ -212,6 +242,11 @@ pub struct Stats {
     pub slow: u64,
     /// Incoming connections refused, or silent ones dropped to make room, at the connection cap.
     pub refused: u64,
+    /// Incoming connections refused, or that address's own ones closed to make room, at
+    /// [`Config::max_conns_per_source`].
+    pub source_limited: u64,
+    /// Messages for a nickname not acknowledged after [`Config::max_attempts`], kept queued.
+    pub unanswered: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -564,7 +599,7 @@ impl Peer {
         if let Some(d) = self.dests.get_mut(&to) {
             for m in d.msgs.iter_mut().filter(|m| !m.in_flight) {
                 m.in_flight = true;
-                m.attempts += 1;
+                m.attempts = m.attempts.saturating_add(1);
                 if m.attempts > 1 {
                     self.stats.retransmitted += 1;
                 }
@@ -588,6 +623,9 @@ impl Peer {
 
     /// A connection came in from `addr`. `None` means refuse it (close it at once): too many connections.
     pub fn accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        if !self.room_for_source(now, addr) {
+            return None;
+        }
         if self.conns.len() >= self.cfg.max_conns {
             // A flood of silent connections must not lock real peers out: make room by dropping the oldest
             // incoming connection that has not said HELLO yet; refuse only if every one has.
@@ -610,6 +648,42 @@ impl Peer {
         };
         self.queue_frame(c, &hello);
         Some(c)
+    }
+
+    /// Whether a connection from `addr` fits under [`Config::max_conns_per_source`], after closing one of
+    /// that address's own if needed: its oldest silent connection, else the one idle longest with no frame
+    /// half-read (a half-read frame has its own deadline). A scan of our connections, at most `max_conns`.
+    fn room_for_source(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        let cap = self.cfg.max_conns_per_source;
+        if cap == 0 {
+            return true;
+        }
+        let ip = addr.ip().to_canonical();
+        let theirs: Vec<(ConnId, &Conn)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dir == Dir::In && c.addr.ip().to_canonical() == ip)
+            .map(|(k, c)| (ConnId::new(k, c.generation), c))
+            .collect();
+        if theirs.len() < cap {
+            return true;
+        }
+        self.stats.source_limited += 1;
+        let silent = theirs
+            .iter()
+            .filter(|(_, c)| c.peer.is_none())
+            .min_by_key(|(_, c)| c.opened);
+        let idle = || {
+            theirs
+                .iter()
+                .filter(|(_, c)| c.partial_since.is_none())
+                .min_by_key(|(_, c)| c.last_activity)
+        };
+        let Some(&(old, _)) = silent.or_else(idle) else {
+            return false;
+        };
+        self.close(old, now);
+        true
     }
 
     /// An outgoing connection completed.
@@ -796,12 +870,23 @@ impl Peer {
             d.conn = None;
         }
         let mut failed = Vec::new();
+        let mut unanswered = Vec::new();
         d.msgs.retain_mut(|m| {
             if m.in_flight {
                 m.in_flight = false;
-                if m.attempts >= max && online {
-                    failed.push(m.id);
-                    return false;
+                match to {
+                    // An address given directly has no roster entry to say whether it will be back.
+                    Target::Addr(_) if m.attempts >= max && online => {
+                        failed.push(m.id);
+                        return false;
+                    }
+                    // A nickname shown online that does not answer (stopped, or its port held busy by
+                    // someone) keeps the message: retried at the capped backoff, and waiting like any other
+                    // once the roster shows it offline. The queue bounds hold, as nothing is added here.
+                    Target::Nick(_) if m.attempts == max && online => {
+                        unanswered.push((m.id, m.attempts));
+                    }
+                    _ => {}
                 }
             }
             true
@@ -813,6 +898,14 @@ impl Peer {
             // Nothing waits for it and no connection leads there: forget it, or a long-running client keeps
             // an entry for every address it ever wrote to.
             self.dests.remove(&to);
+        }
+        for (mid, attempts) in unanswered {
+            self.stats.unanswered += 1;
+            self.events.push_back(PeerEvent::Unanswered {
+                id: mid,
+                to,
+                attempts,
+            });
         }
         for mid in failed {
             self.queued_total -= 1;
@@ -837,7 +930,11 @@ impl Peer {
 
     fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
         let t = self.cfg.frame_timeout;
-        let hello = c.peer.is_none().then_some(c.opened + t);
+        let hello_within = match c.dir {
+            Dir::In => self.cfg.hello_timeout,
+            Dir::Out(_) => t,
+        };
+        let hello = c.peer.is_none().then_some(c.opened + hello_within);
         let partial = c.partial_since.map(|p| p + t);
         let ack = c.in_flight.front().map(|(_, s)| *s + self.cfg.ack_timeout);
         let idle = matches!(c.dir, Dir::Out(_))

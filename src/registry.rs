@@ -20,6 +20,12 @@
 //! being paced have a `Pace`; idle ones cost nothing more, and a turn's cost is in the clients with something
 //! to send, never a walk over every connection.
 //!
+//! # Per-host limits
+//! So that no single host can crowd out the others, entries are counted per source address (a small record
+//! per host, not per client): a host at [`Config::max_clients_per_host`] entries cannot register more names,
+//! and past [`Config::max_offline_per_host`] offline ones its entry offline longest is removed as an expiry
+//! would remove it. The host of each entry is saved with the roster, so the bound survives a restart.
+//!
 //! Inputs are roster messages, connection events and the time (monotonic `now` for timers, wall-clock `wall_ms`
 //! for the "since" times users see); outputs are messages to send ([`Out`]), connections to probe, and
 //! [`Event`]s for the log. Nothing here touches a socket or a clock. Memory: one slab entry (about 120 bytes)
@@ -78,7 +84,27 @@ pub struct Config {
     /// sooner, after `offline_ttl`; the binding outlives it, so a nickname is not up for grabs the day after
     /// its owner's holiday starts).
     pub binding_ttl: Duration,
+    /// Entries (online and offline) registered from one source address at most: a registration that would
+    /// add one more for a host at the cap is refused with [`RegisterResult::Full`] and a reason. 0 = no cap.
+    /// A client at a loopback address counts against `host_ip`, as its roster entry shows it.
+    pub max_clients_per_host: usize,
+    /// Offline entries kept at most per source address: when one more of a host's entries goes offline, the
+    /// one of them that has been offline longest is removed, as an expiry would remove it. 0 = no cap.
+    pub max_offline_per_host: usize,
 }
+
+/// The default of [`Config::max_clients_per_host`]. A terminal server is the busiest honest host: a few
+/// hundred people logged in, each with a nickname (a few with two). 256 leaves room for that, while one
+/// host registering names in a loop (3 000 were seen, 200 000 a minute) stops at 256 instead of filling the
+/// roster that everyone's client downloads.
+pub const DEFAULT_MAX_CLIENTS_PER_HOST: usize = 256;
+
+/// The default of [`Config::max_offline_per_host`]. Offline entries let people see who is away and queue
+/// messages for them, so a terminal server whose users have left for the night keeps its 64 most recent;
+/// a host that registers and drops names in a loop leaves at most 64 ghosts (about 8 KiB, one roster page)
+/// instead of one per name for a day, and its older ghosts make room for its newer ones without touching any
+/// other host's entries.
+pub const DEFAULT_MAX_OFFLINE_PER_HOST: usize = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -94,6 +120,8 @@ impl Default for Config {
             max_held_deltas: 1024,
             max_held_bytes: 1024 * 1024,
             binding_ttl: Duration::from_secs(90 * 24 * 3600),
+            max_clients_per_host: DEFAULT_MAX_CLIENTS_PER_HOST,
+            max_offline_per_host: DEFAULT_MAX_OFFLINE_PER_HOST,
         }
     }
 }
@@ -128,6 +156,14 @@ pub enum Event {
     Expired {
         /// Who.
         nick: Nick,
+    },
+    /// An offline entry was removed because its host had more than [`Config::max_offline_per_host`]
+    /// offline (it was the one offline longest).
+    Evicted {
+        /// Who.
+        nick: Nick,
+        /// The host it registered from.
+        host: IpAddr,
     },
     /// A registration was refused.
     Rejected {
@@ -194,6 +230,11 @@ pub struct Stats {
     pub owned_refusals: u64,
     /// Nickname bindings that lapsed (their owner away longer than the binding TTL).
     pub bindings_expired: u64,
+    /// Registrations refused because their host had [`Config::max_clients_per_host`] entries.
+    pub host_refusals: u64,
+    /// Offline entries removed because their host had more than [`Config::max_offline_per_host`] offline
+    /// (including saved ones dropped at load for the per-host caps).
+    pub host_evictions: u64,
 }
 
 struct Entry {
@@ -210,6 +251,19 @@ struct Entry {
     flaps: u32,
     conn: Option<AssocId>,
     dirty: bool,
+    /// The host it registered from: its key in `Registry::hosts` (4 bytes, where an address would take 17).
+    host: u32,
+}
+
+/// What one host (source address, see [`Registry::host_of`]) has in the roster, for the per-host caps.
+struct HostEntries {
+    /// The address.
+    ip: IpAddr,
+    /// Entries registered from it, online and offline.
+    entries: usize,
+    /// Slab keys of its offline entries, in no order; kept only while [`Config::max_offline_per_host`] is
+    /// set, and then at most that many (so the scans below are short).
+    offline: Vec<usize>,
 }
 
 impl Entry {
@@ -327,6 +381,11 @@ pub struct Registry {
     by_nick: HashMap<Nick, usize>,
     /// Nicknames whose entries expired, still bound to their key: key and when last online (Unix ms).
     bindings: HashMap<Nick, (PublicKey, u64)>,
+    /// Per source address: its entries, for the per-host caps. One small record per host, not per client,
+    /// and only while the host has an entry.
+    hosts: Slab<HostEntries>,
+    /// Address → key in `hosts`.
+    host_index: HashMap<IpAddr, u32>,
     conns: HashMap<AssocId, Conn>,
     version: u64,
     flushed: u64,
@@ -365,6 +424,8 @@ impl Registry {
             entries: Slab::new(),
             by_nick: HashMap::new(),
             bindings: HashMap::new(),
+            hosts: Slab::new(),
+            host_index: HashMap::new(),
             conns: HashMap::new(),
             version: 0,
             flushed: 0,
@@ -388,14 +449,22 @@ impl Registry {
 
     /// Restores a saved roster: entries all offline (a loaded client is online only once it registers again;
     /// entries that were online when saved go offline at the time of the save), with their keys, and the
-    /// bindings of expired entries. Returns how many entries were loaded.
+    /// bindings of expired entries. Each entry counts against the host it registered from (its chat address's
+    /// IP if the file did not say), and a host with more than the per-host caps allow keeps its most recent
+    /// ones. Returns how many entries were loaded.
     pub fn load(&mut self, img: Image) -> usize {
         let (version, saved_ms) = (img.version, img.saved_unix_ms);
         let mut n = 0;
-        for Record { entry: e, key } in img.records {
+        for Record {
+            entry: e,
+            key,
+            host,
+        } in img.records
+        {
             if self.by_nick.contains_key(&e.nick) || self.entries.len() >= self.cfg.max_clients {
                 continue;
             }
+            let host = self.host_id(self.host_of(host.unwrap_or(e.chat.ip())));
             let since_ms = if e.status == Status::Online {
                 saved_ms
             } else {
@@ -412,8 +481,10 @@ impl Registry {
                 flaps: e.flaps,
                 conn: None,
                 dirty: false,
+                host,
             });
             self.by_nick.insert(e.nick, k);
+            self.host_add(k);
             n += 1;
         }
         for b in img.bindings {
@@ -421,10 +492,194 @@ impl Registry {
                 self.bindings.insert(b.nick, (b.key, b.last_unix_ms));
             }
         }
+        n -= self.trim_loaded();
         self.version = version;
         self.flushed = version;
         self.delivered = version;
         n
+    }
+
+    /// After [`Registry::load`]: a host with more entries than the per-host caps allow (all of them offline
+    /// now, so both caps apply) keeps its most recent ones; the rest are dropped as if evicted one by one,
+    /// and the roster is saved again without them. Returns how many were dropped.
+    fn trim_loaded(&mut self) -> usize {
+        let caps = [self.cfg.max_clients_per_host, self.cfg.max_offline_per_host];
+        let Some(keep) = caps.into_iter().filter(|&c| c > 0).min() else {
+            return 0;
+        };
+        let mut over: HashMap<u32, Vec<usize>> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.entries > keep)
+            .map(|(id, _)| (id as u32, Vec::new()))
+            .collect();
+        if over.is_empty() {
+            return 0;
+        }
+        for (k, e) in &self.entries {
+            if let Some(keys) = over.get_mut(&e.host) {
+                keys.push(k);
+            }
+        }
+        let mut dropped = 0;
+        for (id, mut keys) in over {
+            // Most recent first; the slab key breaks ties so the choice does not depend on hashing.
+            keys.sort_unstable_by_key(|&k| (std::cmp::Reverse(self.entries[k].since_ms), k));
+            let gone = keys.split_off(keep);
+            log::warn!(
+                "saved roster: {} entries from {}; kept the {keep} most recent (per-host caps)",
+                keys.len() + gone.len(),
+                self.hosts[id as usize].ip
+            );
+            for k in &gone {
+                let e = self.entries.remove(*k);
+                self.by_nick.remove(&e.nick);
+                // Dropped from the roster, still its owner's.
+                if let Some(key) = e.key {
+                    self.bindings.insert(e.nick, (key, e.since_ms));
+                }
+            }
+            let offline = if self.cfg.max_offline_per_host > 0 {
+                keys.iter()
+                    .copied()
+                    .filter(|&k| !self.entries[k].online)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let h = &mut self.hosts[id as usize];
+            h.entries = keys.len();
+            h.offline = offline;
+            dropped += gone.len();
+        }
+        self.stats.host_evictions += dropped as u64;
+        self.unsaved = true;
+        dropped
+    }
+
+    /// The address a registration from `ip` counts against: an IPv4-mapped IPv6 address as the IPv4 one, and
+    /// a loopback address as the daemon's own `host_ip` (the address the entry shows), so a client on the
+    /// daemon's host counts once whichever way it connects.
+    fn host_of(&self, ip: IpAddr) -> IpAddr {
+        let ip = ip.to_canonical();
+        match self.cfg.host_ip {
+            Some(h) if ip.is_loopback() => h,
+            _ => ip,
+        }
+    }
+
+    /// The key of `ip`'s record in `hosts`, made (with no entries yet) if it has none: the entry given it
+    /// must be counted by [`Registry::host_add`] next, or the record is never freed.
+    fn host_id(&mut self, ip: IpAddr) -> u32 {
+        if let Some(&id) = self.host_index.get(&ip) {
+            return id;
+        }
+        let id = self.hosts.insert(HostEntries {
+            ip,
+            entries: 0,
+            offline: Vec::new(),
+        }) as u32;
+        self.host_index.insert(ip, id);
+        id
+    }
+
+    /// Entry `k` (in the slab, with its host set) counts against its host.
+    fn host_add(&mut self, k: usize) {
+        let e = &self.entries[k];
+        let h = &mut self.hosts[e.host as usize];
+        h.entries += 1;
+        if !e.online && self.cfg.max_offline_per_host > 0 {
+            h.offline.push(k);
+        }
+    }
+
+    /// Entry `k` (still in the slab) no longer counts against its host: it is being removed, or moves. A
+    /// host left with no entries is forgotten.
+    fn host_remove(&mut self, k: usize) {
+        let id = self.entries[k].host as usize;
+        let Some(h) = self.hosts.get_mut(id) else {
+            return;
+        };
+        h.entries = h.entries.saturating_sub(1);
+        h.offline.retain(|&x| x != k);
+        if h.entries == 0 {
+            let h = self.hosts.remove(id);
+            self.host_index.remove(&h.ip);
+        }
+    }
+
+    /// A registration for `nick` from `host`, if it would add an entry for a host already at
+    /// [`Config::max_clients_per_host`]: the reason it is refused. Taking back an entry registered from the
+    /// same host adds nothing, so a returning client is never refused by this.
+    fn host_full(&self, host: IpAddr, nick: Nick) -> Option<String> {
+        let cap = self.cfg.max_clients_per_host;
+        let id = self.host_index.get(&host).copied();
+        let adds = self
+            .by_nick
+            .get(&nick)
+            .is_none_or(|&k| Some(self.entries[k].host) != id);
+        let held = id.map_or(0, |id| self.hosts[id as usize].entries);
+        (cap > 0 && adds && held >= cap).then(|| {
+            format!(
+                "too many nicknames registered from {host} ({held}, online and offline; the daemon allows {cap} per host): \
+                 use one of them (offline ones stay reserved for a while), or ask whoever runs mpd to raise --max-clients-per-host"
+            )
+        })
+    }
+
+    /// Entry `k` just went offline: it joins its host's offline entries, and past
+    /// [`Config::max_offline_per_host`] the one of them offline longest is removed, as an expiry would.
+    fn note_offline(&mut self, k: usize, wall_ms: u64) {
+        let cap = self.cfg.max_offline_per_host;
+        if cap == 0 {
+            return;
+        }
+        let Some(h) = self.hosts.get_mut(self.entries[k].host as usize) else {
+            return;
+        };
+        let host = h.ip;
+        h.offline.push(k);
+        if h.offline.len() <= cap {
+            return;
+        }
+        let entries = &self.entries;
+        let oldest = h
+            .offline
+            .iter()
+            .copied()
+            .filter(|&x| x != k)
+            .min_by_key(|&x| (entries[x].since_ms, x));
+        if let Some(old) = oldest {
+            let e = self.retire(old, wall_ms);
+            self.stats.host_evictions += 1;
+            self.events.push_back(Event::Evicted { nick: e.nick, host });
+        }
+    }
+
+    /// Removes offline entry `k` from the roster (expired, or evicted for its host's cap) and returns it; the
+    /// nickname stays its owner's for the rest of the binding TTL, counted from when it was last online.
+    fn retire(&mut self, k: usize, wall_ms: u64) -> Entry {
+        let e = self.remove_entry(k, wall_ms);
+        if let Some(key) = e.key {
+            self.bindings.insert(e.nick, (key, e.since_ms));
+        }
+        e
+    }
+
+    /// Removes entry `k` from the roster: its removal goes out in the next delta and the roster is saved.
+    fn remove_entry(&mut self, k: usize, wall_ms: u64) -> Entry {
+        self.host_remove(k);
+        let e = self.entries.remove(k);
+        self.by_nick.remove(&e.nick);
+        self.dirty.retain(|&d| d != k);
+        self.version += 1;
+        self.unsaved = true;
+        self.removed.push(WireEntry {
+            status: Status::Removed,
+            since_ms: wall_ms,
+            ..e.wire()
+        });
+        e
     }
 
     /// The current roster version.
@@ -459,6 +714,7 @@ impl Registry {
                 .map(|(_, e)| Record {
                     entry: e.wire(),
                     key: e.key,
+                    host: self.hosts.get(e.host as usize).map(|h| h.ip),
                 })
                 .collect(),
             bindings: self
@@ -499,6 +755,15 @@ impl Registry {
         }
         self.events.push_back(Event::Released { nick: *nick });
         Ok(())
+    }
+
+    /// The host with the most entries and how many it has, for status (how close anyone is to
+    /// [`Config::max_clients_per_host`]); `None` with an empty roster. Walks the hosts, not the entries.
+    pub fn busiest_host(&self) -> Option<(IpAddr, usize)> {
+        self.hosts
+            .iter()
+            .map(|(_, h)| (h.ip, h.entries))
+            .max_by_key(|&(ip, n)| (n, std::cmp::Reverse(ip)))
     }
 
     /// Entries that flapped at least once, with their counts.
@@ -828,6 +1093,20 @@ impl Registry {
             );
             return;
         }
+        // One host cannot fill the roster (issue 14): `Full` is what an older client already shows as a
+        // refusal with the daemon's reason, so no new result code is needed on the wire.
+        let host = self.host_of(remote.ip());
+        if let Some(reason) = self.host_full(host, nick) {
+            self.stats.host_refusals += 1;
+            self.reject(
+                conn,
+                nick.to_string(),
+                RegisterResult::Full,
+                Duration::ZERO,
+                reason,
+            );
+            return;
+        }
         let k = match self.by_nick.get(&nick).copied() {
             Some(k) => {
                 let e = &self.entries[k];
@@ -863,6 +1142,9 @@ impl Registry {
                 {
                     oc.entry = None;
                 }
+                // Counted again below, online and against the host it registers from now.
+                self.host_remove(k);
+                let host = self.host_id(host);
                 let e = &mut self.entries[k];
                 // An entry saved before nicknames were owned is claimed by the first key to register it.
                 e.key = Some(key);
@@ -883,6 +1165,8 @@ impl Registry {
                     e.since_ms = wall_ms;
                     e.offline_at = None;
                 }
+                e.host = host;
+                self.host_add(k);
                 if changed {
                     self.touch(k);
                 }
@@ -908,6 +1192,7 @@ impl Registry {
                     return;
                 }
                 self.bindings.remove(&nick);
+                let host = self.host_id(host);
                 let k = self.entries.insert(Entry {
                     nick,
                     key: Some(key),
@@ -919,8 +1204,10 @@ impl Registry {
                     flaps: 0,
                     conn: Some(conn),
                     dirty: false,
+                    host,
                 });
                 self.by_nick.insert(nick, k);
+                self.host_add(k);
                 self.touch(k);
                 self.events.push_back(Event::Joined { nick, chat });
                 k
@@ -950,6 +1237,7 @@ impl Registry {
         let nick = e.nick;
         self.touch(k);
         self.events.push_back(Event::Offline { nick, why });
+        self.note_offline(k, wall_ms);
     }
 
     /// The daemon was stalled until `now`: its clients may have given up on it meanwhile and dropped their
@@ -1041,13 +1329,8 @@ impl Registry {
             .map(|(k, _)| k)
             .collect();
         for k in old {
-            let e = self.remove_entry(k, wall_ms);
+            let e = self.retire(k, wall_ms);
             self.stats.expired += 1;
-            // The nickname stays its owner's for the rest of the binding TTL, counted from when it was
-            // last online.
-            if let Some(key) = e.key {
-                self.bindings.insert(e.nick, (key, e.since_ms));
-            }
             self.events.push_back(Event::Expired { nick: e.nick });
         }
         let binding_ms = self.cfg.binding_ttl.as_millis() as u64;
@@ -1059,21 +1342,6 @@ impl Registry {
             self.stats.bindings_expired += lapsed as u64;
             self.unsaved = true;
         }
-    }
-
-    /// Removes an entry from the roster (a `Removed` delta tells the clients) and returns it.
-    fn remove_entry(&mut self, k: usize, wall_ms: u64) -> Entry {
-        let e = self.entries.remove(k);
-        self.by_nick.remove(&e.nick);
-        self.dirty.retain(|&d| d != k);
-        self.version += 1;
-        self.unsaved = true;
-        self.removed.push(WireEntry {
-            status: Status::Removed,
-            since_ms: wall_ms,
-            ..e.wire()
-        });
-        e
     }
 
     /// Ends a loop turn: one coalesced delta of everything that changed for the synced subscribers, then

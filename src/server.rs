@@ -23,7 +23,8 @@
 //!
 //! # What allocates
 //! The endpoint and registry (see their docs); here only the queues of events and discovery replies, which
-//! the caller drains every turn. Discovery replies are bounded per turn ([`MAX_DISCOVERY_REPLIES`]).
+//! the caller drains every turn, and the WELCOME rate limiter's table of recent sources. Discovery replies
+//! are bounded per turn ([`MAX_DISCOVERY_REPLIES`]), the limiter's table to 4 096 sources.
 //!
 //! # What can panic
 //! Nothing reachable from network input.
@@ -87,7 +88,23 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long a nickname stays bound to its key after its owner was last online.
     pub binding_ttl: Duration,
+    /// Roster entries registered from one source address at most (`--max-clients-per-host`; 0 = no cap;
+    /// see [`registry::Config::max_clients_per_host`]).
+    pub max_clients_per_host: usize,
+    /// Offline entries kept per source address at most (`--max-offline-per-host`; 0 = no cap; see
+    /// [`registry::Config::max_offline_per_host`]).
+    pub max_offline_per_host: usize,
+    /// WELCOMEs per second at most to one source address, with a burst of twice as many
+    /// (`--welcome-rate`; 0 = no limit): a HELLO beyond it is not answered, so spoofed HELLOs cannot turn
+    /// the daemon into a reflector aimed at someone else.
+    pub welcome_rate: u32,
 }
+
+/// The default of [`Config::welcome_rate`]. A client needs one WELCOME per start (then ANNOUNCEs find it a
+/// restarted daemon), and resends its HELLO with backoff when one goes unanswered. Ten a second with a
+/// burst of 20 serves a terminal server whose users all start `mpc` within a few seconds, while one source
+/// address receives at most ten small datagrams a second however many HELLOs claim to come from it.
+pub const DEFAULT_WELCOME_RATE: u32 = 10;
 
 impl Config {
     /// DESIGN.md's defaults for a daemon of instance `instance`, holding `identity`, on the default group
@@ -111,6 +128,9 @@ impl Config {
             psk: None,
             handshake_timeout: Duration::from_secs(5),
             binding_ttl: Duration::from_secs(90 * 24 * 3600),
+            max_clients_per_host: registry::DEFAULT_MAX_CLIENTS_PER_HOST,
+            max_offline_per_host: registry::DEFAULT_MAX_OFFLINE_PER_HOST,
+            welcome_rate: DEFAULT_WELCOME_RATE,
         }
     }
 
@@ -190,6 +210,11 @@ pub struct Stats {
     pub stalls: u64,
     /// The longest stall, in ms.
     pub longest_stall_ms: u64,
+    /// HELLOs not answered because their source address was over [`Config::welcome_rate`].
+    pub hellos_rate_limited: u64,
+    /// Source addresses forgotten by the WELCOME rate limiter to stay within its table's bound while more
+    /// than that many were sending at once (a flood from many addresses, likely spoofed).
+    pub hello_sources_evicted: u64,
 }
 
 /// What the daemon around the server should know about (log, act on).
@@ -276,6 +301,8 @@ impl Server {
             daemon: cfg.instance,
             host_ip: cfg.host_ip,
             binding_ttl: cfg.binding_ttl,
+            max_clients_per_host: cfg.max_clients_per_host,
+            max_offline_per_host: cfg.max_offline_per_host,
             ..registry::Config::default()
         });
         Server {
@@ -350,9 +377,10 @@ impl Server {
         self.unpumped = true;
     }
 
-    /// A datagram arrived on the discovery group socket.
-    pub fn handle_discovery(&mut self, _now: Instant, from: SocketAddr, bytes: &[u8]) {
-        if let Some(addr) = self.responder.handle(from, bytes, &mut self.stats) {
+    /// A datagram arrived on the discovery group socket. A HELLO is answered unless its source address is
+    /// over [`Config::welcome_rate`].
+    pub fn handle_discovery(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Some(addr) = self.responder.handle(now, from, bytes, &mut self.stats) {
             self.events.push_back(Event::ForeignDaemon(addr));
         }
     }

@@ -420,6 +420,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole() {
                 flaps: 0,
             },
             key: Some(multiproto::identity::PublicKey([(i % 251) as u8; 32])),
+            host: None,
         })
         .collect();
     let image = Image {

@@ -740,7 +740,9 @@ proptest! {
         let records: Vec<Record> = entries
             .into_iter()
             .filter(|(e, _)| unique.insert(e.nick))
-            .map(|(entry, key)| Record { entry, key: key.map(PublicKey) })
+            .enumerate()
+            // Files from before the per-host caps have no host; both kinds load back as they were.
+            .map(|(i, (entry, key))| Record { entry, key: key.map(PublicKey), host: (i % 2 == 0).then(|| entry.chat.ip()) })
             .collect();
         let bindings: Vec<Binding> = bound
             .into_iter()

@@ -293,6 +293,9 @@ fn peer_json(me: &str, ev: &PeerEvent) -> serde_json::Value {
         PeerEvent::Queued { id, to } => {
             serde_json::json!({"event": "queued", "nick": me, "to": to.to_string(), "id": id})
         }
+        PeerEvent::Unanswered { id, to, attempts } => {
+            serde_json::json!({"event": "unanswered", "nick": me, "to": to.to_string(), "id": id, "attempts": attempts})
+        }
         PeerEvent::Failed { id, to, reason } => {
             serde_json::json!({"event": "failed", "nick": me, "to": to.to_string(), "id": id, "reason": reason})
         }

@@ -147,6 +147,18 @@ macro_rules! service_command {
             /// online, e.g. 90d (default 90d; offline entries leave the roster sooner, after --offline-ttl)
             #[argh(option, from_str_fn(parse_duration))]
             nick_binding_ttl: Option<Duration>,
+            /// nicknames (online and offline) registered from one address at most; more are refused with a
+            /// reason (default 256: room for a terminal server's users; 0 = no limit)
+            #[argh(option)]
+            max_clients_per_host: Option<usize>,
+            /// offline nicknames kept per address: past it, that address's one offline longest is removed,
+            /// so one host cannot leave ghosts for a day (default 64; 0 = no limit)
+            #[argh(option)]
+            max_offline_per_host: Option<usize>,
+            /// WELCOMEs per second at most to one address, in bursts of twice that; further HELLOs from it are
+            /// not answered, so spoofed HELLOs cannot aim WELCOMEs at anyone (default 10; 0 = no limit)
+            #[argh(option)]
+            welcome_rate: Option<u32>,
             /// log level: off, error, warn, info, debug or trace (default: $MULTIPROTO_LOG, else info)
             #[argh(option, from_str_fn(parse_level))]
             log_level: Option<LevelFilter>,
@@ -168,6 +180,9 @@ macro_rules! service_command {
                     max_clients: self.max_clients,
                     secret_file: self.secret_file.clone(),
                     nick_binding_ttl: self.nick_binding_ttl,
+                    max_clients_per_host: self.max_clients_per_host,
+                    max_offline_per_host: self.max_offline_per_host,
+                    welcome_rate: self.welcome_rate,
                     log_level: self.log_level,
                 }
             }
@@ -246,7 +261,7 @@ struct StopArgs {
 #[argh(
     subcommand,
     name = "status",
-    note = "Shows pid, uptime, discovery group and interface, SCTP address and port, clients online and offline, flapping clients, drop counters and stalls, as reported by the control socket DIR/multiproto.sock.",
+    note = "Shows pid, uptime, discovery group and interface, SCTP address and port, clients online and offline, flapping clients, the per-host limits and what they turned away, drop counters and stalls, as reported by the control socket DIR/multiproto.sock.",
     note = "With --json: the daemon's status as one JSON object on one line; when it is not running, {{\"running\":false,\"dir\":...}}.",
     error_code(0, "running."),
     error_code(2, "invalid command line."),
@@ -399,6 +414,9 @@ struct ServiceArgs {
     max_clients: Option<usize>,
     secret_file: Option<PathBuf>,
     nick_binding_ttl: Option<Duration>,
+    max_clients_per_host: Option<usize>,
+    max_offline_per_host: Option<usize>,
+    welcome_rate: Option<u32>,
     log_level: Option<LevelFilter>,
 }
 
@@ -479,6 +497,15 @@ impl ServiceArgs {
             .secret_file
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        if let Some(n) = self.max_clients_per_host {
+            o.server.max_clients_per_host = n;
+        }
+        if let Some(n) = self.max_offline_per_host {
+            o.server.max_offline_per_host = n;
+        }
+        if let Some(n) = self.welcome_rate {
+            o.server.welcome_rate = n;
+        }
         Ok(o)
     }
 }
@@ -988,6 +1015,9 @@ mod tests {
             max_clients: None,
             secret_file: None,
             nick_binding_ttl: None,
+            max_clients_per_host: None,
+            max_offline_per_host: None,
+            welcome_rate: None,
             log_level: None,
         };
         let o = a.options("/x".into()).unwrap();
@@ -1000,6 +1030,27 @@ mod tests {
         );
         a.nick_binding_ttl = None;
         assert_eq!(o.server.sctp_port, 9899);
+        // The per-host limits default to what fits a terminal server, and 0 turns each off.
+        assert_eq!(
+            (
+                o.server.max_clients_per_host,
+                o.server.max_offline_per_host,
+                o.server.welcome_rate
+            ),
+            (256, 64, 10)
+        );
+        a.max_clients_per_host = Some(0);
+        a.max_offline_per_host = Some(0);
+        a.welcome_rate = Some(0);
+        let o = a.options("/x".into()).unwrap();
+        assert_eq!(
+            (
+                o.server.max_clients_per_host,
+                o.server.max_offline_per_host,
+                o.server.welcome_rate
+            ),
+            (0, 0, 0)
+        );
         a.group = Some("10.0.0.1:10001".parse().unwrap());
         assert!(a.options("/x".into()).unwrap_err().contains("multicast"));
         a.group = Some("239.255.77.78:10002".parse().unwrap());

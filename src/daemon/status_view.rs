@@ -89,6 +89,40 @@ pub fn render(v: &Value) -> String {
         })
         .unwrap_or_default();
     let _ = writeln!(out, "  flapping:   {}", none_or(flapping));
+    // Only a daemon with the per-host limits reports them.
+    let l = &v["limits"];
+    if l.is_object() {
+        let cap = |k: &str, unit: &str, none: &str| match num(&l[k]) {
+            0 => none.to_string(),
+            n => format!("{n} {unit}"),
+        };
+        let busiest = match &l["busiest_host"] {
+            Value::String(h) => format!("busiest {h} with {}, ", num(&l["busiest_host_entries"])),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  limits:     {} ({busiest}{} refused), {} ({} evicted), {} ({} HELLOs unanswered)",
+            cap(
+                "max_clients_per_host",
+                "nicknames per host",
+                "nicknames per host not capped"
+            ),
+            num(&l["host_refusals"]),
+            cap(
+                "max_offline_per_host",
+                "offline kept per host",
+                "offline per host not capped"
+            ),
+            num(&l["host_evictions"]),
+            cap(
+                "welcome_rate",
+                "WELCOMEs/s per source",
+                "WELCOMEs not rate-limited"
+            ),
+            num(&l["hellos_rate_limited"]),
+        );
+    }
     let drops: Vec<String> = v["drops"]
         .as_object()
         .map(|m| {
@@ -143,6 +177,9 @@ mod tests {
             "clients": {"online": 3, "offline": 1, "other_connections": 0},
             "associations": 3, "roster_version": 17,
             "flapping": [{"nick": "alice", "flaps": 4}, {"nick": "bob", "flaps": 2}],
+            "limits": {"max_clients_per_host": 256, "max_offline_per_host": 64, "welcome_rate": 0,
+                       "busiest_host": "10.0.0.5", "busiest_host_entries": 256, "host_refusals": 2744,
+                       "host_evictions": 192, "hellos_rate_limited": 0, "hello_sources_evicted": 0},
             "drops": {"discovery_foreign": 0, "sctp_bad_checksum": 2, "udp_truncated": 1},
             "daemon": {"stalls": 1, "longest_stall_ms": 310, "save_errors": 0},
             "sctp": {"whatever": 1},
@@ -160,6 +197,7 @@ mod tests {
   SCTP:       udp 0.0.0.0:9899 (SCTP port 9899), heartbeat every 1000 ms, silent clients detected within 2700 ms
   clients:    3 online, 1 offline (3 associations, roster version 17)
   flapping:   alice (4 flaps), bob (2 flaps)
+  limits:     256 nicknames per host (busiest 10.0.0.5 with 256, 2744 refused), 64 offline kept per host (192 evicted), WELCOMEs not rate-limited (0 HELLOs unanswered)
   drops:      sctp_bad_checksum 2, udp_truncated 1
   stalls:     1 (longest 310 ms)
 "
@@ -174,7 +212,7 @@ mod tests {
         assert!(out.ends_with(
             "  problems:   0 roster saves failed, 5 times a client fell so far behind that it got the whole roster again\n"
         ));
-        assert_eq!(out.lines().count(), 10);
+        assert_eq!(out.lines().count(), 11);
     }
 
     #[test]

@@ -224,6 +224,7 @@ mod tests {
                 flaps: 1,
             },
             key: Some(crate::identity::PublicKey([n.len() as u8; 32])),
+            host: None,
         }
     }
 

@@ -350,13 +350,15 @@ fn messages_for_an_offline_peer_wait_until_it_returns() {
 }
 
 #[test]
-fn an_unreachable_peer_fails_after_bounded_attempts() {
+fn an_unreachable_address_fails_after_bounded_attempts() {
     let mut net = Net::new(&["alice", "bob"]);
     net.nodes[1].up = false;
     let now = net.now;
+    // An address given directly: no roster entry says whether it will be back, so it gives up.
+    let bob_addr = net.nodes[1].listen;
     let id = net.nodes[0]
         .peer
-        .send(now, 1, Target::Nick(nick("bob")), "anyone?")
+        .send(now, 1, Target::Addr(bob_addr), "anyone?")
         .unwrap();
     net.run(Duration::from_secs(60));
     let failed: Vec<_> = net.nodes[0]
@@ -402,6 +404,157 @@ fn queue_and_text_bounds() {
             .send(now, 1, Target::Nick(nick("nobody")), "hi"),
         Err(SendError::UnknownNick(nick("nobody")))
     );
+}
+
+/// The observed attack: bob's port held busy, so alice's message went unanswered and was dropped after five
+/// attempts. Now it stays queued, retried at the capped backoff, and arrives once bob answers.
+#[test]
+fn a_message_to_an_unresponsive_online_receiver_stays_queued_until_it_answers() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let bob = Target::Nick(nick("bob"));
+    net.nodes[1].up = false;
+    let now = net.now;
+    let id = net.nodes[0]
+        .peer
+        .send(now, 1, bob, "are you there?")
+        .unwrap();
+    net.settle();
+    // A minute of refused connections, then a minute in which bob accepts but never answers.
+    net.run(Duration::from_secs(60));
+    net.nodes[1].up = true;
+    net.deliver[1] = false;
+    net.run(Duration::from_secs(60));
+    let alice = &net.nodes[0];
+    let st = *alice.peer.stats();
+    assert!(st.retransmitted >= 15, "{st:?}");
+    assert_eq!(net.count(0, |e| matches!(e, PeerEvent::Failed { .. })), 0);
+    // Told once that it is slow, not once per attempt.
+    let max = alice.peer.cfg.max_attempts;
+    assert_eq!(
+        alice
+            .events
+            .iter()
+            .filter(|e| matches!(e, PeerEvent::Unanswered { .. }))
+            .collect::<Vec<_>>(),
+        vec![&PeerEvent::Unanswered {
+            id,
+            to: bob,
+            attempts: max
+        }]
+    );
+    assert_eq!(st.unanswered, 1);
+    assert_eq!(alice.peer.waiting(), 1);
+    assert_eq!(
+        alice.peer.waiting_messages()[0].1,
+        id,
+        "still queued (and saved)"
+    );
+    // The queue bounds still hold while it waits.
+    let now = net.now;
+    for i in 1..alice.peer.cfg.max_queue_per_peer {
+        net.nodes[0]
+            .peer
+            .send(now, 1, bob, &format!("m{i}"))
+            .unwrap();
+    }
+    assert_eq!(
+        net.nodes[0].peer.send(now, 1, bob, "one too many"),
+        Err(SendError::QueueFull)
+    );
+    // bob answers: within one capped backoff (8 s) plus the ACK timeout, everything is delivered, once each.
+    net.deliver[1] = true;
+    net.run(Duration::from_secs(14));
+    assert!(
+        net.nodes[0]
+            .events
+            .contains(&PeerEvent::Delivered { id, to: bob })
+    );
+    assert_eq!(net.nodes[0].peer.waiting(), 0);
+    let got = net.messages(1);
+    assert_eq!(got.len(), 100, "{got:?}");
+    assert_eq!(got.iter().filter(|m| *m == "are you there?").count(), 1);
+}
+
+#[test]
+fn a_silent_incoming_connection_is_closed_at_the_handshake_deadline() {
+    let t0 = Instant::from_millis(1);
+    let mut p = Peer::new(Config::new(nick("target"), 1));
+    let silent = raw_conn(&mut p, t0);
+    let talker = raw_conn(&mut p, t0);
+    let mut hello = Vec::new();
+    Frame::Hello {
+        nick: nick("talker"),
+        instance: 7,
+    }
+    .encode(&mut hello);
+    p.handle_data(t0, 1, talker, &hello);
+    // The handshake deadline, not the 10 s frame timeout.
+    let deadline = t0 + p.cfg.hello_timeout;
+    assert_eq!(p.poll_timeout(), Some(deadline));
+    p.handle_timeout(t0 + (p.cfg.hello_timeout - Duration::from_millis(1)));
+    assert!(!closed(&mut p, silent));
+    p.handle_timeout(deadline);
+    let closes: Vec<Action> = std::iter::from_fn(|| p.poll_action()).collect();
+    assert_eq!(
+        closes,
+        vec![Action::Close(silent)],
+        "the one that said HELLO stays"
+    );
+    assert_eq!((p.stats().slow, p.connections()), (1, 1));
+}
+
+#[test]
+fn one_source_cannot_hold_every_connection() {
+    let now = Instant::from_millis(1);
+    let mut p = Peer::new(Config::new(nick("bob"), 1));
+    let cap = p.cfg.max_conns_per_source;
+    let from = |port: u16| SocketAddr::from(([10, 6, 6, 6], port));
+    let held: Vec<ConnId> = (0..cap as u16)
+        .map(|i| {
+            p.accepted(now + Duration::from_millis(u64::from(i)), from(i))
+                .unwrap()
+        })
+        .collect();
+    while p.poll_action().is_some() {}
+    // The next one from that address replaces its oldest silent one; nothing else is touched.
+    let later = now + Duration::from_secs(1);
+    let newest = p.accepted(later, from(999)).unwrap();
+    let closed_now: Vec<Action> = std::iter::from_fn(|| p.poll_action())
+        .filter(|a| matches!(a, Action::Close(_)))
+        .collect();
+    assert_eq!(closed_now, vec![Action::Close(held[0])]);
+    assert_eq!((p.connections(), p.stats().source_limited), (cap, 1));
+    // Another host gets in without displacing anyone.
+    let alice = p.accepted(later, addr("10.0.0.2:5000")).unwrap();
+    assert_eq!(p.connections(), cap + 1);
+    assert!(!closed(&mut p, alice));
+    // Connections that said HELLO: the one idle longest makes room.
+    let mut hello = Vec::new();
+    Frame::Hello {
+        nick: nick("holder"),
+        instance: 3,
+    }
+    .encode(&mut hello);
+    let theirs: Vec<ConnId> = held[1..].iter().copied().chain([newest]).collect();
+    for (i, c) in theirs.iter().enumerate() {
+        p.handle_data(later + Duration::from_millis(i as u64), 1, *c, &hello);
+    }
+    while p.poll_action().is_some() {}
+    p.accepted(later + Duration::from_secs(1), from(1000))
+        .unwrap();
+    assert!(closed(&mut p, theirs[0]));
+    // Every one of them past HELLO and in the middle of a frame (each has its own deadline): refused instead.
+    let mut q = Peer::new(Config {
+        max_conns_per_source: 2,
+        ..Config::new(nick("bob"), 1)
+    });
+    for i in 0..2 {
+        let c = q.accepted(now, from(i)).unwrap();
+        q.handle_data(now, 1, c, &hello);
+        q.handle_data(now, 1, c, &hello[..3]);
+    }
+    assert!(q.accepted(now, from(9)).is_none());
+    assert_eq!((q.connections(), q.stats().source_limited), (2, 1));
 }
 
 fn raw_conn(p: &mut Peer, now: Instant) -> ConnId {

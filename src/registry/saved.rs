@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,13 +23,29 @@ use crate::nick::Nick;
 const FORMAT: &str = "multiproto-roster";
 const FORMAT_VERSION: u32 = 1;
 
-/// One roster entry with the key its nickname is bound to.
+/// One roster entry with what the roster wire does not carry: the key its nickname is bound to, and the
+/// address the client registered from, which the per-host caps count against (see
+/// [`crate::registry::Config::max_clients_per_host`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The entry as the roster shows it.
     pub entry: Entry,
     /// The key that owns the nickname; `None` for an entry saved before nicknames were owned.
     pub key: Option<PublicKey>,
+    /// The source address of the registration that made the entry or last took it over; `None` for an entry
+    /// from a file saved before hosts were kept (the registry counts it against its chat address's IP).
+    pub host: Option<IpAddr>,
+}
+
+impl From<Entry> for Record {
+    /// An entry with no key and no host known.
+    fn from(entry: Entry) -> Record {
+        Record {
+            entry,
+            key: None,
+            host: None,
+        }
+    }
 }
 
 /// A nickname whose entry expired from the roster, still bound to its key.
@@ -77,6 +93,9 @@ struct SavedEntry {
     flaps: u32,
     #[serde(default)]
     key: Option<String>,
+    /// Absent in files written before the per-host caps.
+    #[serde(default)]
+    host: Option<IpAddr>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +139,8 @@ struct SavedEntryOut<'a> {
     flaps: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<IpAddr>,
 }
 
 fn saved_entries<S: serde::Serializer>(records: &&[Record], s: S) -> Result<S::Ok, S::Error> {
@@ -135,6 +156,7 @@ fn saved_entries<S: serde::Serializer>(records: &&[Record], s: S) -> Result<S::O
                 since_unix_ms: r.entry.since_ms,
                 flaps: r.entry.flaps,
                 key: r.key.as_ref().map(key_hex),
+                host: r.host,
             }),
     )
 }
@@ -244,7 +266,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             chat: e.chat,
             flaps: e.flaps,
         };
-        records.push(Record { entry, key });
+        records.push(Record {
+            entry,
+            key,
+            host: e.host,
+        });
     }
     let mut bindings = Vec::with_capacity(image.bindings.len());
     for b in image.bindings {
@@ -282,7 +308,8 @@ mod tests {
             chat: "10.0.0.2:7000".parse().unwrap(),
             flaps: 2,
         };
-        let r = |entry, key| Record { entry, key };
+        let host = Some("10.0.0.9".parse().unwrap());
+        let r = |entry, key| Record { entry, key, host };
         let img = Image {
             records: vec![
                 r(e("a", Status::Online), Some(PublicKey([1; 32]))),
@@ -317,6 +344,7 @@ mod tests {
         let d = decode(old).unwrap();
         assert_eq!(d.image.records.len(), 1);
         assert_eq!(d.image.records[0].key, None);
+        assert_eq!(d.image.records[0].host, None);
         assert_eq!(d.skipped, 1);
     }
 

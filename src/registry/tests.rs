@@ -187,6 +187,7 @@ impl Harness {
                     flaps: 0,
                 },
                 key: Some(KEY),
+                host: None,
             })
             .collect();
         assert_eq!(h.reg.load(image(records, 7, 1)), n);
@@ -261,7 +262,11 @@ fn nick(s: &str) -> Nick {
 
 #[test]
 fn joins_reach_everyone_as_one_delta_per_turn() {
-    let mut h = Harness::new(Config::default());
+    // 500 names from one address: a load test's host, with no per-host cap.
+    let mut h = Harness::new(Config {
+        max_clients_per_host: 0,
+        ..Config::default()
+    });
     let a = h.connect("127.0.0.1:1000");
     h.register(a, "alice", 1, 5000);
     let got = h.turn();
@@ -572,6 +577,7 @@ fn loaded_roster_starts_offline_and_keeps_its_version() {
             flaps: 3,
         },
         key: Some(KEY),
+        host: None,
     }];
     assert_eq!(h.reg.load(image(saved, 40, 1234)), 1);
     assert_eq!(h.reg.counts(), (0, 1, 0));
@@ -1058,6 +1064,83 @@ fn an_operator_releases_an_offline_nickname_not_an_online_one() {
     h.assert_converged();
 }
 
+/// `n` registers `nick` from `addr` on a new connection and the turn ends; returns the connection and the
+/// result.
+fn join_from(h: &mut Harness, addr: &str, nick: &str, instance: u64) -> (AssocId, RegisterResult) {
+    let c = h.connect(addr);
+    h.register(c, nick, instance, 7000);
+    h.turn();
+    (c, h.last_registered(c).unwrap().0)
+}
+
+#[test]
+fn one_host_is_capped_and_other_hosts_are_not() {
+    let mut h = Harness::new(Config {
+        max_clients_per_host: 3,
+        host_ip: Some("10.0.0.1".parse().unwrap()),
+        ..Config::default()
+    });
+    let watcher = join_from(&mut h, "10.0.0.9:1", "watcher", 99).0;
+    let mut conns = Vec::new();
+    for i in 0..3 {
+        let (c, r) = join_from(
+            &mut h,
+            &format!("10.0.0.5:{}", 100 + i),
+            &format!("m{i}"),
+            i,
+        );
+        assert_eq!(r, RegisterResult::Ok);
+        conns.push(c);
+    }
+    // The fourth name from that host is refused, with the host, the cap and what to do.
+    let (_, r) = join_from(&mut h, "10.0.0.5:200", "m3", 3);
+    let (_, _, reason) = h
+        .last_registered(h.clients.keys().copied().max().unwrap())
+        .unwrap();
+    assert_eq!(r, RegisterResult::Full);
+    assert!(
+        reason.contains("from 10.0.0.5 (3,") && reason.contains("--max-clients-per-host"),
+        "{reason}"
+    );
+    assert_eq!(h.reg.stats().host_refusals, 1);
+    assert!(!h.reg.by_nick.contains_key(&nick("m3")));
+    // Offline entries count too.
+    h.reg.connection_lost(h.now, h.wall, conns[0], "lost");
+    h.turn();
+    assert_eq!(
+        join_from(&mut h, "10.0.0.5:201", "m4", 4).1,
+        RegisterResult::Full
+    );
+    // But a returning client takes its own entry back, and another host is not affected at all.
+    assert_eq!(
+        join_from(&mut h, "10.0.0.5:202", "m0", 10).1,
+        RegisterResult::Ok
+    );
+    assert_eq!(
+        join_from(&mut h, "10.0.0.6:1", "other", 5).1,
+        RegisterResult::Ok
+    );
+    assert_eq!(h.reg.stats().host_refusals, 2);
+    // A client on the daemon's host counts against the daemon's address whichever way it connects.
+    for i in 0..3 {
+        let addr = if i % 2 == 0 { "127.0.0.1" } else { "10.0.0.1" };
+        let r = join_from(
+            &mut h,
+            &format!("{addr}:{}", 300 + i),
+            &format!("local{i}"),
+            20 + i,
+        );
+        assert_eq!(r.1, RegisterResult::Ok);
+    }
+    assert_eq!(
+        join_from(&mut h, "127.0.0.1:400", "local3", 30).1,
+        RegisterResult::Full
+    );
+    assert_eq!(h.reg.busiest_host(), Some(("10.0.0.1".parse().unwrap(), 3)));
+    assert!(h.reg.subscribers().any(|c| c == watcher));
+    h.assert_converged();
+}
+
 #[test]
 fn entries_saved_before_owned_nicknames_are_claimed_by_the_first_key() {
     let mut h = Harness::new(Config::default());
@@ -1071,6 +1154,7 @@ fn entries_saved_before_owned_nicknames_are_claimed_by_the_first_key() {
             flaps: 0,
         },
         key: None,
+        host: None,
     };
     h.reg.load(image(vec![old], 3, 10));
     assert_eq!(h.reg.owner(&nick("legacy")), None);
@@ -1079,4 +1163,139 @@ fn entries_saved_before_owned_nicknames_are_claimed_by_the_first_key() {
     h.turn();
     assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::Ok);
     assert_eq!(h.reg.owner(&nick("legacy")), Some(MALLORY));
+}
+
+#[test]
+fn a_hosts_offline_entries_are_capped_oldest_first() {
+    let mut h = Harness::new(Config {
+        max_offline_per_host: 2,
+        ..Config::default()
+    });
+    let watcher = join_from(&mut h, "10.0.0.9:1", "watcher", 99).0;
+    let elsewhere = join_from(&mut h, "10.0.0.6:1", "elsewhere", 98).0;
+    let conns: Vec<AssocId> = (0..4)
+        .map(|i| {
+            join_from(
+                &mut h,
+                &format!("10.0.0.5:{}", 100 + i),
+                &format!("g{i}"),
+                i,
+            )
+            .0
+        })
+        .collect();
+    h.reg.connection_lost(h.now, h.wall, elsewhere, "lost");
+    // g0 goes offline first, then g2, g1, g3: the oldest offline goes when a third is offline.
+    for i in [0, 2, 1, 3] {
+        h.advance(Duration::from_secs(1));
+        h.reg.connection_lost(h.now, h.wall, conns[i], "lost");
+        h.turn();
+    }
+    let evicted: Vec<Event> = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Evicted { .. }))
+        .collect();
+    let host: IpAddr = "10.0.0.5".parse().unwrap();
+    assert_eq!(
+        evicted,
+        vec![
+            Event::Evicted {
+                nick: nick("g0"),
+                host
+            },
+            Event::Evicted {
+                nick: nick("g2"),
+                host
+            }
+        ]
+    );
+    assert_eq!(h.reg.stats().host_evictions, 2);
+    // The two most recent stay, offline; the other host's offline entry is untouched.
+    let roster = &h.clients[&watcher].0;
+    for (n, there) in [
+        ("g0", false),
+        ("g2", false),
+        ("g1", true),
+        ("g3", true),
+        ("elsewhere", true),
+    ] {
+        assert_eq!(roster.get(&nick(n)).is_some(), there, "{n}");
+    }
+    assert_eq!(h.reg.counts(), (1, 3, 0));
+    h.assert_converged();
+    // An evicted name is free again, and registering it from that host is a new entry.
+    assert_eq!(
+        join_from(&mut h, "10.0.0.5:300", "g0", 50).1,
+        RegisterResult::Ok
+    );
+}
+
+#[test]
+fn a_saved_roster_is_held_to_the_caps_per_host() {
+    let mut h = Harness::new(Config {
+        max_clients_per_host: 6,
+        max_offline_per_host: 4,
+        ..Config::default()
+    });
+    let entry = |n: String, i: u64, chat: &str| WireEntry {
+        nick: nick(&n),
+        instance: i,
+        status: Status::Offline,
+        since_ms: 1_699_999_000_000 + i,
+        chat: chat.parse().unwrap(),
+        flaps: 0,
+    };
+    let x: IpAddr = "10.0.0.5".parse().unwrap();
+    // Ten registered from 10.0.0.5 (their chat addresses say otherwise: the saved host is what counts),
+    // and two from a file without hosts, counted by their chat address.
+    let mut saved: Vec<Record> = (0..10)
+        .map(|i| Record {
+            entry: entry(format!("x{i}"), i, &format!("10.1.0.{i}:7000")),
+            key: Some(KEY),
+            host: Some(x),
+        })
+        .collect();
+    saved.extend((0..2).map(|i| Record::from(entry(format!("y{i}"), i, "10.0.0.6:7000"))));
+    assert_eq!(h.reg.load(image(saved, 9, 1_699_999_500_000)), 6);
+    assert_eq!(h.reg.stats().host_evictions, 6);
+    assert!(h.reg.take_unsaved(), "the trimmed roster is saved again");
+    // The four most recent from 10.0.0.5 are kept.
+    let mut kept: Vec<String> = h.reg.entries().map(|e| e.nick.to_string()).collect();
+    kept.sort();
+    assert_eq!(kept, ["x6", "x7", "x8", "x9", "y0", "y1"]);
+    let hosts: Vec<(String, Option<IpAddr>)> = h
+        .reg
+        .image(h.wall)
+        .records
+        .into_iter()
+        .filter(|r| r.entry.nick.as_str().starts_with('x'))
+        .map(|r| (r.entry.nick.to_string(), r.host))
+        .collect();
+    assert!(hosts.iter().all(|(_, host)| *host == Some(x)), "{hosts:?}");
+    // What was loaded counts: two more names from 10.0.0.5 fit under its cap of six, a third does not.
+    assert_eq!(
+        join_from(&mut h, "10.0.0.5:1", "new0", 1).1,
+        RegisterResult::Ok
+    );
+    assert_eq!(
+        join_from(&mut h, "10.0.0.5:2", "new1", 2).1,
+        RegisterResult::Ok
+    );
+    assert_eq!(
+        join_from(&mut h, "10.0.0.5:3", "new2", 3).1,
+        RegisterResult::Full
+    );
+    // Loaded entries are among the host's offline ones: a fifth going offline makes the oldest (x6) go.
+    let new0 = h.reg.by_nick[&nick("new0")];
+    let conn = h.reg.entries[new0].conn.unwrap();
+    h.advance(Duration::from_secs(1));
+    h.reg.connection_lost(h.now, h.wall, conn, "lost");
+    h.turn();
+    assert!(
+        !h.reg.by_nick.contains_key(&nick("x6")),
+        "the oldest offline one made room"
+    );
+    assert!(h.reg.by_nick.contains_key(&nick("x7")));
+    assert_eq!(h.reg.stats().host_evictions, 7);
 }

@@ -6,9 +6,13 @@
 //! HELLO without a valid one is answered only with an unauthenticated WELCOME that says a secret is needed
 //! (so its user learns what to do) and is counted. A protocol-1 HELLO gets a protocol-1 WELCOME, so the old
 //! client connects and is told, in words, to upgrade.
+//!
+//! WELCOMEs are rate-limited per source address ([`Limiter`]): a HELLO's source address is not checked (it
+//! is UDP), so without a limit anyone could make the daemon send a WELCOME to a victim for every HELLO they
+//! send in its name.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::{Config, Stats};
@@ -19,6 +23,84 @@ use crate::time::Instant;
 /// Discovery replies queued at most between two drains. The caller drains every loop turn, so this bounds
 /// the memory a flood of HELLOs read in one turn can take (about 3 MB), not the rate they are answered at.
 pub const MAX_DISCOVERY_REPLIES: usize = 65_536;
+
+/// Source addresses the WELCOME rate limiter remembers at most: about 40 bytes each, so 160 KiB at worst.
+/// Far more than the hosts of a LAN that start a client within the same two seconds; a flood from more
+/// addresses than this (spoofed ones) evicts, rather than growing the table.
+pub(super) const MAX_RATE_SOURCES: usize = 4096;
+
+/// A token bucket per source address, kept as the time its bucket will be full again (the generic cell rate
+/// algorithm: one `Instant` per address, no float, no refill step). An address whose bucket is full is the
+/// same as one never seen, so it is forgotten once the table fills; a flood that fills it with active
+/// addresses makes room by evicting one of them, which costs that address at most a fresh burst.
+pub(super) struct Limiter {
+    /// The time one WELCOME's token takes to come back; zero = no limit.
+    interval: Duration,
+    /// How far ahead of `now` a bucket's "full again" time may be and still allow a WELCOME: the burst
+    /// minus one token.
+    tolerance: Duration,
+    /// Per address: when its bucket is full again.
+    sources: HashMap<IpAddr, Instant>,
+    /// A full table is swept of full buckets at most this often (a sweep walks the table).
+    next_sweep: Instant,
+}
+
+impl Limiter {
+    /// `rate` WELCOMEs a second per address, in bursts of up to `burst`; `rate` 0 = no limit.
+    pub(super) fn new(rate: u32, burst: u32) -> Limiter {
+        let interval = if rate == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1) / rate
+        };
+        Limiter {
+            interval,
+            tolerance: interval * burst.max(1).saturating_sub(1),
+            sources: HashMap::new(),
+            next_sweep: Instant::ZERO,
+        }
+    }
+
+    /// Whether `ip` may be sent a WELCOME at `now` (and if so, its token is taken).
+    pub(super) fn allow(&mut self, now: Instant, ip: IpAddr, stats: &mut Stats) -> bool {
+        if self.interval.is_zero() {
+            return true;
+        }
+        let ip = ip.to_canonical();
+        let known = self.sources.get(&ip).copied();
+        let full_at = known.map_or(now, |t| t.max(now));
+        if full_at.saturating_since(now) > self.tolerance {
+            return false;
+        }
+        if known.is_none() && self.sources.len() >= MAX_RATE_SOURCES {
+            self.make_room(now, stats);
+        }
+        self.sources.insert(ip, full_at + self.interval);
+        true
+    }
+
+    /// Frees a slot in a full table: first by forgetting every address whose bucket is full by now (at most
+    /// once per burst period, since it walks the table), else by evicting an arbitrary one (the hasher's
+    /// random keys make it unpredictable to a sender).
+    fn make_room(&mut self, now: Instant, stats: &mut Stats) {
+        if now >= self.next_sweep {
+            self.sources.retain(|_, full_at| *full_at > now);
+            self.next_sweep = now + self.tolerance + self.interval;
+        }
+        if self.sources.len() >= MAX_RATE_SOURCES
+            && let Some(ip) = self.sources.keys().next().copied()
+        {
+            self.sources.remove(&ip);
+            stats.hello_sources_evicted += 1;
+        }
+    }
+
+    /// Addresses remembered now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.sources.len()
+    }
+}
 
 /// When the ANNOUNCEs after the first one go out, counted from the one before.
 const ANNOUNCE_AFTER: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(1000)];
@@ -43,6 +125,8 @@ pub(super) struct Responder {
     out: VecDeque<Reply>,
     /// The next ANNOUNCE, and how many of [`ANNOUNCE_AFTER`] are still to come after it.
     next_announce: Option<(Instant, usize)>,
+    /// WELCOMEs per source address.
+    pub(super) limiter: Limiter,
 }
 
 impl Responder {
@@ -61,6 +145,8 @@ impl Responder {
             mac_key: cfg.psk.as_ref().map(|p| *p.discovery_key()),
             out: VecDeque::new(),
             next_announce: Some((now, ANNOUNCE_AFTER.len())),
+            // A burst of two seconds' worth: a client's first HELLO and its quick resends all answered.
+            limiter: Limiter::new(cfg.welcome_rate, cfg.welcome_rate.saturating_mul(2)),
         }
     }
 
@@ -75,11 +161,16 @@ impl Responder {
     /// A datagram from the group socket. Returns the sender's address if it is another daemon's ANNOUNCE.
     pub(super) fn handle(
         &mut self,
+        now: Instant,
         from: SocketAddr,
         bytes: &[u8],
         stats: &mut Stats,
     ) -> Option<SocketAddr> {
         match Datagram::parse(bytes, self.mac_key.as_ref()) {
+            Ok((Datagram::Hello(_), _)) if !self.limiter.allow(now, from.ip(), stats) => {
+                stats.hellos_rate_limited += 1;
+                None
+            }
             Ok((Datagram::Hello(h), auth)) => {
                 // Without the secret, only the hint that one is needed (no MAC: we cannot make one it could
                 // check); with it, or on an open LAN, the WELCOME proper.

@@ -17,8 +17,15 @@ fn config() -> Config {
     }
 }
 
+/// A server with the test defaults, changed by `tweak`.
+fn server_with(tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut cfg = config();
+    tweak(&mut cfg);
+    Server::new(cfg, [7; 32], 1_700_000_000_000, Instant::ZERO)
+}
+
 fn server() -> Server {
-    Server::new(config(), [7; 32], 1_700_000_000_000, Instant::ZERO)
+    server_with(|_| {})
 }
 
 fn hello_with(instance: u64, mac_key: Option<&[u8; 32]>) -> Vec<u8> {
@@ -132,7 +139,8 @@ fn hostile_discovery_input_is_counted_and_unanswered() {
 
 #[test]
 fn a_flood_of_hellos_queues_a_bounded_number_of_replies() {
-    let mut s = server();
+    // One source, unlimited: the queue's own bound is what is tested.
+    let mut s = server_with(|c| c.welcome_rate = 0);
     let from: SocketAddr = "10.9.8.7:4321".parse().unwrap();
     let h = hello(5);
     let n = MAX_DISCOVERY_REPLIES + 100;
@@ -141,6 +149,87 @@ fn a_flood_of_hellos_queues_a_bounded_number_of_replies() {
     }
     assert_eq!(discovery_out(&mut s).len(), MAX_DISCOVERY_REPLIES);
     assert_eq!(s.stats().hellos_unanswered, 100);
+}
+
+#[test]
+fn welcomes_to_one_source_come_in_a_burst_then_at_the_rate() {
+    let mut s = server();
+    let from: SocketAddr = "10.9.8.7:4321".parse().unwrap();
+    let h = hello(5);
+    for _ in 0..50 {
+        s.handle_discovery(Instant::ZERO, from, &h);
+    }
+    // A burst of two seconds' worth at the default ten a second.
+    assert_eq!(discovery_out(&mut s).len(), 20);
+    assert_eq!((s.stats().hellos, s.stats().hellos_rate_limited), (20, 30));
+    // Another address (another port of the same one counts as the same) is not held back by that.
+    s.handle_discovery(Instant::ZERO, "10.9.8.7:1".parse().unwrap(), &h);
+    let other: SocketAddr = "10.9.8.8:4321".parse().unwrap();
+    s.handle_discovery(Instant::ZERO, other, &h);
+    let out = discovery_out(&mut s);
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![other]);
+    // Tokens come back at the rate: one per 100 ms, none before.
+    let mut t = Instant::ZERO + Duration::from_millis(99);
+    s.handle_discovery(t, from, &h);
+    assert!(discovery_out(&mut s).is_empty());
+    t = Instant::ZERO + Duration::from_millis(100);
+    s.handle_discovery(t, from, &h);
+    s.handle_discovery(t, from, &h);
+    assert_eq!(discovery_out(&mut s).len(), 1);
+    // After two quiet seconds, a whole burst again.
+    t += Duration::from_secs(2);
+    for _ in 0..30 {
+        s.handle_discovery(t, from, &h);
+    }
+    assert_eq!(discovery_out(&mut s).len(), 20);
+    // Spoofed HELLOs in a victim's name: at most the rate reaches it, however many are sent.
+    let mut sent = 0;
+    for ms in 0..10_000u64 {
+        for _ in 0..10 {
+            s.handle_discovery(t + Duration::from_millis(ms), from, &h);
+        }
+        sent += discovery_out(&mut s).len();
+    }
+    // The burst was spent at `t`: one every 100 ms after it, 99 within the next ten seconds.
+    assert_eq!(sent, 99, "WELCOMEs in 10 s");
+}
+
+#[test]
+fn the_rate_limiter_stays_bounded_under_a_flood_of_sources() {
+    use responder::MAX_RATE_SOURCES;
+    let mut s = server();
+    let h = hello(5);
+    let n = 3 * MAX_RATE_SOURCES;
+    for i in 0..n {
+        let from = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9));
+        s.handle_discovery(Instant::ZERO, from, &h);
+        assert!(s.responder.limiter.len() <= MAX_RATE_SOURCES);
+    }
+    // Each new address is answered once (a fresh bucket), and the table made room by evicting.
+    assert_eq!(discovery_out(&mut s).len(), n);
+    assert_eq!(
+        s.stats().hello_sources_evicted,
+        (n - MAX_RATE_SOURCES) as u64
+    );
+    // Once their buckets are full again they are forgotten at the next sweep, not kept.
+    let later = Instant::ZERO + Duration::from_secs(3);
+    for i in 0..=MAX_RATE_SOURCES {
+        let from = SocketAddr::from(([11, 0, (i >> 8) as u8, i as u8], 9));
+        s.handle_discovery(later, from, &h);
+    }
+    assert_eq!(s.responder.limiter.len(), MAX_RATE_SOURCES);
+    assert_eq!(
+        s.stats().hello_sources_evicted,
+        (n - MAX_RATE_SOURCES) as u64 + 1
+    );
+    assert_eq!(discovery_out(&mut s).len(), MAX_RATE_SOURCES + 1);
+    // No limit configured: nothing is remembered.
+    let mut u = server_with(|c| c.welcome_rate = 0);
+    for _ in 0..100 {
+        u.handle_discovery(Instant::ZERO, "10.0.0.1:9".parse().unwrap(), &h);
+    }
+    assert_eq!(discovery_out(&mut u).len(), 100);
+    assert_eq!(u.responder.limiter.len(), 0);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The whole system in virtual time: the scenarios whose timing or absence the process-level tests could only
 //! assert with wall clocks and sleeps (join, crash, mute, clean exit, a client restarted on its ports, a
 //! stalled daemon, a nickname clash, daemon restarts), plus what no process test can arrange: loss,
-//! duplication, reordering and partitions. Each test is deterministic for its seed (`MULTIPROTO_SIM_SEED`
+//! duplication, reordering and partitions, and one host registering thousands of names and flooding HELLOs. Each test is deterministic for its seed (`MULTIPROTO_SIM_SEED`
 //! replays one) and prints the seed when it fails.
 
 use std::time::Duration;
@@ -108,14 +108,7 @@ fn clients_discover_register_and_see_each_other_join() {
     let took = w.wait(PATIENCE, |w| w.client(alice).sees("alice", true));
     // First contact: one HELLO/WELCOME, the wait for another daemon's answer, the handshake, REGISTER and
     // the snapshot: a few round trips of 200 µs after the wait.
-    let wait = client::Config::new(
-        Nick::new("x").unwrap(),
-        0,
-        w.group,
-        1,
-        crate::identity::Identity::from_secret([0; 32]),
-    )
-    .first_contact_wait;
+    let wait = client::FIRST_CONTACT_WAIT;
     assert!(
         took.is_some_and(|t| t > wait && t < wait + Duration::from_millis(10)),
         "seed {seed}: {took:?}"
@@ -619,6 +612,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
                 flaps: 0,
             },
             key: Some(crate::identity::PublicKey([i as u8; 32])),
+            host: None,
         })
         .collect();
     w.disk = Some(crate::registry::saved::Image {
@@ -720,4 +714,196 @@ fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
             .collect();
         assert_eq!(digest(n), digest(late), "seed {seed}: client {n}: {lost:?}");
     }
+}
+
+/// Issue 14, item 6, as it was observed: one host registered 3 000 nicknames (all accepted, then kept for a
+/// day as offline ghosts, across restarts) and had 50 000 HELLOs answered with as many WELCOMEs. With the
+/// per-host limits, the same host gets 256 names and 64 ghosts, a HELLO flood gets it a burst of WELCOMEs
+/// and then ten a second, and clients on other hosts join throughout as if nothing happened.
+#[test]
+fn one_host_registering_3000_names_leaves_the_roster_bounded_and_others_still_join() {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::world::SERVER_SCTP;
+    use crate::client::{self, Client};
+    use crate::nick::Nick;
+
+    const NAMES: usize = 3000;
+    let seed = seed_or(40);
+    let mut w = world(seed, Netem::IDEAL);
+    let [alice] = join(&mut w, ["alice"], seed);
+    let cfg = w.server_config.clone();
+    let (cap, ghosts) = (cfg.max_clients_per_host, cfg.max_offline_per_host);
+    assert_eq!((cap, ghosts), (256, 64), "the defaults");
+    let flooder: IpAddr = "10.66.0.1".parse().unwrap();
+    // As a script would: straight to the daemon (no discovery), one association per name, no roster wanted.
+    let daemon = SocketAddr::new(w.daemon().ip, SERVER_SCTP);
+    let flood: Vec<usize> = (0..NAMES)
+        .map(|i| {
+            w.add_client_at(flooder, &format!("g{i}"), |c| {
+                c.daemon = Some(daemon);
+                c.subscribe = false;
+            })
+        })
+        .collect();
+    // Someone on another host starts in the middle of it, discovering the daemon as usual.
+    let bob = w.add_client("bob", |_| {});
+    let answered = |w: &World| {
+        let st = w.daemon().server.registry().stats();
+        st.registrations + st.host_refusals
+    };
+    let done = w.wait(PATIENCE, |w| {
+        answered(w) >= NAMES as u64 + 2 && w.client(bob).sees("bob", true)
+    });
+    assert!(
+        done.is_some(),
+        "seed {seed}: {:?}",
+        w.daemon().server.registry().stats()
+    );
+    let registered = flood
+        .iter()
+        .filter(|&&n| w.client(n).is_registered())
+        .count();
+    assert_eq!(registered, cap, "seed {seed}");
+    let refusals: Vec<&String> = flood
+        .iter()
+        .flat_map(|&n| &w.client(n).events)
+        .filter_map(|(_, e)| match e {
+            ClientEvent::Rejected {
+                result: RegisterResult::Full,
+                reason,
+                ..
+            } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), NAMES - cap, "seed {seed}");
+    assert!(
+        refusals[0].contains("from 10.66.0.1 (256,"),
+        "{}",
+        refusals[0]
+    );
+    let reg = w.daemon().server.registry();
+    assert_eq!(reg.stats().host_refusals, (NAMES - cap) as u64);
+    assert_eq!(reg.busiest_host(), Some((flooder, cap)));
+    assert_eq!(reg.counts().0, cap + 2, "the flood's names, alice and bob");
+    // bob and alice see each other; alice, who subscribed, holds the whole (bounded) roster.
+    let ok = w.wait(PATIENCE, |w| {
+        w.client(alice).sees("bob", true) && w.client(alice).roster().len() == cap + 2
+    });
+    assert!(
+        ok.is_some(),
+        "seed {seed}: {}",
+        w.client(alice).roster().len()
+    );
+
+    // The flood's processes die. Their entries go offline, and the host keeps only its 64 most recent.
+    for &n in &flood {
+        if w.client(n).client.is_some() {
+            w.crash(Host::Client(n));
+        }
+    }
+    let ok = w.wait(PATIENCE, |w| {
+        w.daemon().server.registry().busiest_host() == Some((flooder, ghosts))
+            && w.client(alice).roster().len() == ghosts + 2
+    });
+    assert!(
+        ok.is_some(),
+        "seed {seed}: {:?}",
+        w.daemon().server.registry().busiest_host()
+    );
+    let reg = w.daemon().server.registry();
+    assert_eq!(reg.counts(), (2, ghosts, 0));
+    assert_eq!(reg.stats().host_evictions, (cap - ghosts) as u64);
+    let evicted = w
+        .daemon()
+        .events
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, server::Event::Roster(crate::registry::Event::Evicted { host, .. }) if *host == flooder)
+        })
+        .count();
+    assert_eq!(evicted, cap - ghosts);
+    assert!(w.client(alice).sees("alice", true) && w.client(bob).is_registered());
+
+    // A restart keeps the bound: the saved roster remembers which host each ghost came from.
+    w.stop_server();
+    w.run_for(Duration::from_secs(3));
+    let saved = w.disk.as_ref().expect("saved on stop");
+    assert_eq!(
+        saved
+            .records
+            .iter()
+            .filter(|r| r.host == Some(flooder))
+            .count(),
+        ghosts
+    );
+    w.start_server();
+    assert_eq!(
+        w.daemon().server.registry().busiest_host(),
+        Some((flooder, ghosts))
+    );
+    let took = w.wait(PATIENCE, |w| {
+        w.client(alice).is_registered()
+            && w.client(bob).is_registered()
+            && w.daemon().server.registry().counts().0 == 2
+    });
+    assert!(took.is_some(), "seed {seed}: alice and bob never came back");
+
+    // 50 000 HELLOs from the flooder's address within a second: a burst of WELCOMEs, then ten a second. A
+    // client on another host discovering meanwhile is answered at once.
+    let mut hello = vec![0u8; crate::discovery::MAX_DATAGRAM];
+    let mut probe = Client::new(
+        client::Config::new(
+            Nick::new("g0").unwrap(),
+            1,
+            w.group,
+            40000,
+            crate::identity::Identity::from_secret([9; 32]),
+        ),
+        [1; 32],
+        w.now(),
+    );
+    let len = probe
+        .poll_discovery_transmit(&mut hello)
+        .expect("a client starts with a HELLO")
+        .len;
+    hello.truncate(len);
+    let before = *w.daemon().server.stats();
+    let from = SocketAddr::new(flooder, 40001);
+    // The daemon's copy of what the flooder multicasts.
+    let group_socket = SocketAddr::new(w.daemon().ip, w.group.port());
+    let carol_started = w.now();
+    let carol = w.add_client("carol", |_| {});
+    for _ in 0..10 {
+        for _ in 0..5000 {
+            w.net.send(from, group_socket, &hello);
+        }
+        w.run_for(Duration::from_millis(100));
+    }
+    let st = *w.daemon().server.stats();
+    let welcomes = st.hellos - before.hellos;
+    let limited = st.hellos_rate_limited - before.hellos_rate_limited;
+    assert_eq!(
+        welcomes + limited,
+        50_001,
+        "the flood and carol's HELLO; seed {seed}: {st:?}"
+    );
+    // carol's one; to the flooder the burst of 20, then one every 100 ms for the second the flood lasted.
+    let to_flooder = welcomes - 1;
+    assert!(
+        (20..=30).contains(&to_flooder),
+        "seed {seed}: {to_flooder} WELCOMEs"
+    );
+    let registered = w.client(carol).first_event(carol_started, |e| {
+        matches!(e, ClientEvent::Registered { .. })
+    });
+    // Within 50 ms of her first-contact wait (she listens that long for a second daemon before trusting
+    // the one that answered).
+    let wait = client::FIRST_CONTACT_WAIT;
+    assert!(
+        registered
+            .is_some_and(|t| t.saturating_since(carol_started) < wait + Duration::from_millis(50)),
+        "seed {seed}: carol registered at {registered:?}, started at {carol_started:?}"
+    );
 }

@@ -1,5 +1,5 @@
 //! The whole system in virtual time: one [`Server`] (the daemon) and any number of clients, each on its own
-//! simulated host, talking over a [`Network`]: discovery by multicast (HELLO to the group, WELCOME back,
+//! simulated host (or several on one address, each with its own ports: [`World::add_client_at`]), talking over a [`Network`]: discovery by multicast (HELLO to the group, WELCOME back,
 //! ANNOUNCE to the group), SCTP over UDP between each [`Client`] and the daemon, and chat between the clients'
 //! [`Peer`]s over simulated TCP ([`super::tcp`]), fed the roster as `mpc` feeds it.
 //!
@@ -70,10 +70,17 @@ pub struct ServerHost {
     pause: Pause,
 }
 
-/// A client's host.
+/// A client's host (or, for clients placed on a shared address with [`World::add_client_at`], its process's
+/// share of that host: its own ports).
 pub struct ClientHost {
     /// Its address.
     pub ip: IpAddr,
+    /// Its SCTP UDP port.
+    pub sctp_port: u16,
+    /// Its discovery sender socket's port.
+    pub sender_port: u16,
+    /// Its chat listener's TCP port.
+    pub chat_port: u16,
     /// The nickname it was started with.
     pub nick: Nick,
     /// The client's core; `None` once its process is gone (crashed or exited).
@@ -195,6 +202,8 @@ pub struct World {
     cut: HashSet<(IpAddr, IpAddr)>,
     daemons_started: u64,
     buf: Vec<u8>,
+    /// The next ports for a client placed on a shared address.
+    next_shared_port: u16,
 }
 
 /// The rogue daemon's host.
@@ -239,6 +248,7 @@ impl World {
             cut: HashSet::new(),
             daemons_started: 0,
             buf: vec![0; 65_536],
+            next_shared_port: 20_000,
         }
     }
 
@@ -305,11 +315,44 @@ impl World {
     /// Adds a host and starts a client on it with mpc's defaults, changed by `tweak`. Returns its number.
     pub fn add_client(&mut self, nick: &str, tweak: impl FnOnce(&mut client::Config)) -> usize {
         let n = self.clients.len();
+        self.add(
+            nick,
+            client_ip(n),
+            [CLIENT_SCTP, CLIENT_SENDER, CLIENT_CHAT],
+            tweak,
+        )
+    }
+
+    /// Starts a client on address `ip`, which other clients may share (as on a terminal server, or one host
+    /// running many `mpc`s), each with ports of its own. `ip` must not be the daemon's. Returns its number.
+    pub fn add_client_at(
+        &mut self,
+        ip: IpAddr,
+        nick: &str,
+        tweak: impl FnOnce(&mut client::Config),
+    ) -> usize {
+        assert_ne!(ip, self.server_ip, "the daemon's host is not a client's");
+        let p = self.next_shared_port;
+        self.next_shared_port = p.checked_add(3).expect("ports for shared-address clients");
+        self.add(nick, ip, [p, p + 1, p + 2], tweak)
+    }
+
+    fn add(
+        &mut self,
+        nick: &str,
+        ip: IpAddr,
+        [sctp_port, sender_port, chat_port]: [u16; 3],
+        tweak: impl FnOnce(&mut client::Config),
+    ) -> usize {
+        let n = self.clients.len();
         let identity = Identity::from_secret(self.net.seed());
         self.clients.push(ClientHost {
             identity,
             pin: Pin::None,
-            ip: client_ip(n),
+            ip,
+            sctp_port,
+            sender_port,
+            chat_port,
             nick: Nick::new(nick).expect("a valid nickname"),
             client: None,
             peer: None,
@@ -329,9 +372,9 @@ impl World {
         let nick = self.clients[n].nick;
         let h = &self.clients[n];
         let mut cfg =
-            client::Config::new(nick, instance, self.group, CLIENT_SCTP, h.identity.clone());
+            client::Config::new(nick, instance, self.group, h.sctp_port, h.identity.clone());
         cfg.pin = h.pin;
-        cfg.chat_port = CLIENT_CHAT;
+        cfg.chat_port = h.chat_port;
         tweak(&mut cfg);
         let now = self.now();
         let h = &mut self.clients[n];
@@ -481,6 +524,9 @@ impl World {
                     .filter(|c| c.client.is_some())
                     .map(|c| c.ip),
             );
+            // One copy per host: every process on it that joined the group reads it (see `arrive`).
+            let mut seen = HashSet::new();
+            members.retain(|ip| seen.insert(*ip));
             for ip in members {
                 self.send(from, SocketAddr::new(ip, self.group.port()), bytes);
             }
@@ -546,7 +592,12 @@ impl World {
         let wall = self.wall_ms();
         let latency = self.net.netem.latency;
         let host = match &seg {
-            Segment::Syn { to, .. } => self.clients.iter().position(|h| h.ip == to.ip()),
+            // The process listening on that port, or, if none does, its host (which answers RST).
+            Segment::Syn { to, .. } => self
+                .clients
+                .iter()
+                .position(|h| h.ip == to.ip() && h.chat_port == to.port())
+                .or_else(|| self.clients.iter().position(|h| h.ip == to.ip())),
             Segment::Established(e) | Segment::Closed(e) | Segment::Data(e, _) => Some(e.host),
         };
         let Some(n) = host else {
@@ -570,7 +621,7 @@ impl World {
                 to,
             } => {
                 let cut = self.cut.contains(&(from_addr.ip(), h.ip));
-                let listening = to.port() == CLIENT_CHAT;
+                let listening = to.port() == h.chat_port;
                 match h.peer.as_mut() {
                     _ if cut => self
                         .tcp
@@ -635,20 +686,40 @@ impl World {
             }
             return;
         }
-        if let Some(h) = self.clients.iter_mut().find(|h| h.ip == d.to.ip())
-            && let Some(c) = &mut h.client
+        let port = d.to.port();
+        if port == group_port {
+            // Multicast: every running process on the host that joined the group reads its copy.
+            let mut read = false;
+            for h in self.clients.iter_mut() {
+                let Some(c) = h.client.as_mut().filter(|_| h.ip == d.to.ip()) else {
+                    continue;
+                };
+                read = true;
+                if h.pause.since.is_some() {
+                    h.pause.hold(d.clone(), &mut self.net);
+                } else {
+                    c.handle_discovery(now, d.from, &d.bytes);
+                }
+            }
+            if read {
+                return;
+            }
+        } else if let Some(h) = self.clients.iter_mut().find(|h| {
+            h.ip == d.to.ip()
+                && h.client.is_some()
+                && (h.sctp_port == port || h.sender_port == port)
+        }) && let Some(c) = &mut h.client
         {
             if h.pause.since.is_some() {
                 h.pause.hold(d, &mut self.net);
                 return;
             }
-            match d.to.port() {
-                CLIENT_SCTP if d.unreachable => c.handle_unreachable(now, d.from, &d.bytes),
-                CLIENT_SCTP => c.handle_sctp(now, d.from, &d.bytes),
-                p if p == CLIENT_SENDER || p == group_port => {
-                    c.handle_discovery(now, d.from, &d.bytes)
+            match port {
+                p if p == h.sctp_port && d.unreachable => {
+                    c.handle_unreachable(now, d.from, &d.bytes)
                 }
-                _ => {}
+                p if p == h.sctp_port => c.handle_sctp(now, d.from, &d.bytes),
+                _ => c.handle_discovery(now, d.from, &d.bytes),
             }
             return;
         }
@@ -798,11 +869,11 @@ impl Simulate for World {
             if h.pause.since.is_some() {
                 continue;
             }
-            let sctp = SocketAddr::new(h.ip, CLIENT_SCTP);
+            let sctp = SocketAddr::new(h.ip, h.sctp_port);
             while let Some(t) = c.poll_transmit(now, &mut buf) {
                 out.push((sctp, t.dst, buf[..t.len].to_vec()));
             }
-            let sender = SocketAddr::new(h.ip, CLIENT_SENDER);
+            let sender = SocketAddr::new(h.ip, h.sender_port);
             while let Some(t) = c.poll_discovery_transmit(&mut buf) {
                 out.push((sender, t.dst, buf[..t.len].to_vec()));
             }

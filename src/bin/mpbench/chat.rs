@@ -677,6 +677,11 @@ impl Sender {
                 PeerEvent::Queued { .. } => {
                     return Err("a message was queued: the receiver looked offline".into());
                 }
+                PeerEvent::Unanswered { attempts, .. } => {
+                    return Err(format!(
+                        "a message was not acknowledged after {attempts} attempts"
+                    ));
+                }
                 PeerEvent::Message { .. } => {}
             }
         }

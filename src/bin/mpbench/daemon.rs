@@ -21,6 +21,31 @@ pub struct Net {
     pub sctp_port: u16,
 }
 
+/// The per-host limits mpbench's own daemon runs without, each with its value (0 = none): every simulated
+/// client comes from this one host, which those limits (made against one host crowding out the others)
+/// would refuse, rate-limit and evict.
+const NO_PER_HOST_LIMITS: [(&str, &str); 3] = [
+    ("--max-clients-per-host", "0"),
+    ("--max-offline-per-host", "0"),
+    ("--welcome-rate", "0"),
+];
+
+/// `extra` (the user's `--mpd-arg`s) preceded by the per-host limits turned off, except those `extra` sets
+/// itself (mpd refuses an option given twice).
+pub fn daemon_args(extra: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (flag, value) in NO_PER_HOST_LIMITS {
+        if !extra
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
 /// Every daemon directory given to `mpd start` and not yet stopped, with the `mpd` binary: what
 /// [`stop_started`] stops when the signal watcher cannot wait for the main thread to do it.
 static STARTED: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
@@ -130,7 +155,7 @@ impl OwnDaemon {
         if let Some(i) = &net.iface {
             args.extend(["--iface".to_string(), i.clone()]);
         }
-        args.extend(extra.iter().cloned());
+        args.extend(daemon_args(extra));
         let mut d = OwnDaemon {
             mpd,
             dir,
@@ -239,5 +264,35 @@ mod tests {
     fn own_process_stats_are_read() {
         let s = proc_stats(std::process::id() as i32).unwrap();
         assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+    }
+
+    #[test]
+    fn the_daemon_runs_without_per_host_limits_unless_told_otherwise() {
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            daemon_args(&[]),
+            strs(&[
+                "--max-clients-per-host",
+                "0",
+                "--max-offline-per-host",
+                "0",
+                "--welcome-rate",
+                "0"
+            ])
+        );
+        let own = strs(&["--welcome-rate", "5", "--heartbeat-ms", "500"]);
+        assert_eq!(
+            daemon_args(&own),
+            strs(&[
+                "--max-clients-per-host",
+                "0",
+                "--max-offline-per-host",
+                "0",
+                "--welcome-rate",
+                "5",
+                "--heartbeat-ms",
+                "500"
+            ])
+        );
     }
 }

@@ -682,7 +682,7 @@ fn restart_args(p: &Params) -> Vec<String> {
     if let Some(i) = &p.net.iface {
         a.extend(["--iface".to_string(), i.clone()]);
     }
-    a.extend(p.mpd_args.iter().cloned());
+    a.extend(crate::daemon::daemon_args(&p.mpd_args));
     a
 }
 
