@@ -7,7 +7,7 @@
 //! with no thread hand-offs. `cargo bench --bench chat_latency` prints p50/p99 in µs and one JSON line.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant as StdInstant};
 
 use mio::Token;
@@ -42,11 +42,15 @@ fn raw_rtt() -> Vec<f64> {
         .collect()
 }
 
+/// The key of the bench's user `name`.
+fn identity_of(name: &str) -> multiproto::identity::Identity {
+    multiproto::identity::Identity::from_secret(multiproto::secure::derive_seed(&[9; 32], name))
+}
+
 struct Pair {
     reactor: Reactor,
     a: ChatIo,
     b: ChatIo,
-    b_addr: SocketAddr,
     events: Vec<ReactorEvent>,
 }
 
@@ -54,7 +58,7 @@ impl Pair {
     fn new(idle_timeout: Duration) -> Pair {
         let reactor = Reactor::new().unwrap();
         let mk = |n: &str, i: u64, tok: usize| {
-            let mut cfg = Config::new(Nick::new(n).unwrap(), i);
+            let mut cfg = Config::new(Nick::new(n).unwrap(), i, identity_of(n));
             cfg.idle_timeout = idle_timeout;
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             ChatIo::new(
@@ -73,12 +77,17 @@ impl Pair {
             reactor,
             a,
             b,
-            b_addr,
             events: Vec::new(),
         };
         let now = p.reactor.now();
+        // What the daemon would give: bob's address and key to alice (an IK handshake on each fresh
+        // connection, as mpc does), alice's key to bob (her messages show at once, as hers).
+        let (alice, bob) = (Nick::new("alice").unwrap(), Nick::new("bob").unwrap());
+        p.a.peer.set_contact(now, bob, b_addr, true);
         p.a.peer
-            .set_contact(now, Nick::new("bob").unwrap(), b_addr, true);
+            .set_key(now, bob, Some(identity_of("bob").public()));
+        p.b.peer
+            .set_key(now, alice, Some(identity_of("alice").public()));
         p
     }
 
@@ -90,7 +99,7 @@ impl Pair {
         let id = self
             .a
             .peer
-            .send(now, wall, Target::Addr(self.b_addr), "ping")
+            .send(now, wall, Target::Nick(Nick::new("bob").unwrap()), "ping")
             .unwrap();
         self.a.process(now, self.reactor.registry());
         loop {

@@ -88,6 +88,9 @@ pub struct Config {
     pub observer: bool,
     /// Wants roster changes after the first snapshot.
     pub subscribe: bool,
+    /// An observer that speaks under its nickname (`mpc send`): it claims the nickname for its key
+    /// ([`flags::CLAIM`]).
+    pub claim: bool,
     /// Discovery group.
     pub group: SocketAddr,
     /// The daemon's SCTP-over-UDP address, skipping discovery (`--daemon HOST:PORT`).
@@ -126,6 +129,7 @@ impl Config {
             chat_port: 0,
             observer: false,
             subscribe: true,
+            claim: false,
             group,
             daemon: None,
             sctp_port,
@@ -254,6 +258,13 @@ pub enum ClientEvent {
         /// Where it answered from.
         addr: SocketAddr,
     },
+    /// The daemon's answer to [`Client::query_key`]: the key `nick` is bound to, if any.
+    Key {
+        /// The nickname.
+        nick: Nick,
+        /// Its owner's key.
+        key: Option<PublicKey>,
+    },
 }
 
 impl ClientEvent {
@@ -344,7 +355,12 @@ pub struct Client {
     told: Vec<(u8, [u8; 32])>,
     /// The last refusal reported, so a repeated one is not reported again.
     last_refusal: Option<String>,
+    /// Key queries waiting for a session to carry them (bounded: [`MAX_KEY_QUERIES`]).
+    key_queries: Vec<Nick>,
 }
+
+/// Key queries held at most while no session is open.
+const MAX_KEY_QUERIES: usize = 256;
 
 impl Client {
     /// A client that starts looking for the daemon at `now`. `seed` seeds its randomness.
@@ -366,6 +382,7 @@ impl Client {
             announced: None,
             told: Vec::new(),
             last_refusal: None,
+            key_queries: Vec::new(),
             cfg,
         };
         c.begin_search(now, Duration::ZERO);
@@ -406,6 +423,30 @@ impl Client {
     /// Our public key.
     pub fn public_key(&self) -> PublicKey {
         self.cfg.identity.public()
+    }
+
+    /// Our identity (the chat peer's sessions prove it too).
+    pub fn identity(&self) -> &Identity {
+        &self.cfg.identity
+    }
+
+    /// The network secret, if any.
+    pub fn psk(&self) -> Option<&Psk> {
+        self.cfg.psk.as_ref()
+    }
+
+    /// Asks the daemon which key `nick` is bound to; the answer comes as [`ClientEvent::Key`]. Asked now if
+    /// registered, else once registered.
+    pub fn query_key(&mut self, nick: Nick) {
+        match self.state {
+            State::Registered { assoc, .. } => {
+                self.send_sealed(assoc, &ClientMsg::KeyQuery { nick }.encode())
+            }
+            _ if self.key_queries.len() < MAX_KEY_QUERIES && !self.key_queries.contains(&nick) => {
+                self.key_queries.push(nick)
+            }
+            _ => {}
+        }
     }
 
     /// Reports `ev` unless an event of this `kind` about `what` was reported already.
@@ -521,7 +562,7 @@ impl Client {
                 flags::SUBSCRIBE
             } else {
                 0
-            },
+            } | if self.cfg.claim { flags::CLAIM } else { 0 },
             instance: self.cfg.instance,
             nick: self.cfg.nick.to_string(),
             chat_port: self.cfg.chat_port,
@@ -827,6 +868,9 @@ impl Client {
                     };
                     self.events
                         .push_back(ClientEvent::Registered { daemon: *daemon });
+                    for nick in std::mem::take(&mut self.key_queries) {
+                        self.send_sealed(assoc, &ClientMsg::KeyQuery { nick }.encode());
+                    }
                 } else {
                     self.events.push_back(ClientEvent::Rejected {
                         result: *result,
@@ -845,6 +889,12 @@ impl Client {
                 Applied::NeedResync => self.send_sealed(assoc, &ClientMsg::Resync.encode()),
                 a => self.events.push_back(ClientEvent::Roster(a)),
             },
+            (ServerMsg::Key { nick, key }, State::Registered { .. }) => {
+                self.events.push_back(ClientEvent::Key {
+                    nick: *nick,
+                    key: *key,
+                })
+            }
             _ => {}
         }
     }

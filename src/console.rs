@@ -77,6 +77,10 @@ pub enum Command {
     List,
     /// Send a message.
     Msg(Target, String),
+    /// Show a peer's key fingerprint, and whether it is the one remembered.
+    Whois(Nick),
+    /// Accept the key the daemon now gives for a peer whose key changed.
+    Trust(Nick),
     /// Show the commands.
     Help,
     /// Leave.
@@ -90,6 +94,8 @@ pub enum Command {
 pub enum CommandError {
     /// `msg` without a receiver or without text.
     MsgUsage,
+    /// `whois` or `trust` without exactly one nickname (the word says which).
+    NameUsage(&'static str),
     /// The receiver is neither an address nor a valid nickname.
     BadNick {
         /// What was typed.
@@ -105,6 +111,7 @@ impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CommandError::MsgUsage => f.write_str("usage: msg NAME text   (or msg IP:PORT text)"),
+            CommandError::NameUsage(w) => write!(f, "usage: {w} NAME"),
             CommandError::BadNick { typed, why } => write!(f, "{typed:?} is not a nickname: {why}"),
             CommandError::Unknown(w) => write!(f, "unknown command {w:?}; type `help`"),
         }
@@ -122,6 +129,25 @@ pub fn parse_command(line: &str) -> Result<Command, CommandError> {
         "list" | "ls" | "who" => Ok(Command::List),
         "help" | "?" => Ok(Command::Help),
         "exit" | "quit" => Ok(Command::Exit),
+        w @ ("whois" | "trust") => {
+            let name = rest.trim();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(CommandError::NameUsage(if w == "whois" {
+                    "whois"
+                } else {
+                    "trust"
+                }));
+            }
+            let nick = Nick::new(name).map_err(|why| CommandError::BadNick {
+                typed: name.to_string(),
+                why,
+            })?;
+            Ok(if w == "whois" {
+                Command::Whois(nick)
+            } else {
+                Command::Trust(nick)
+            })
+        }
         "msg" | "m" => {
             let rest = rest.trim_start();
             let (to, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
@@ -146,6 +172,8 @@ pub const HELP: &str = "commands:
   list                  who is in the roster, online or offline
   msg NAME text         send text to NAME (queued if NAME is offline)
   msg IP:PORT text      send text to a chat address directly
+  whois NAME            NAME's key fingerprint, and whether it is the one remembered from before
+  trust NAME            accept NAME's new key after it changed (check its fingerprint with NAME first)
   help                  this text
   exit                  leave (Ctrl-D too)";
 
@@ -291,6 +319,8 @@ struct Console {
     question: Option<Plan>,
     /// The first roster arrived (it is summed up; later changes are shown one by one).
     roster_seen: bool,
+    /// Nicknames whose key `whois` asked the daemon for.
+    whois: Vec<Nick>,
 }
 
 /// What the loop does next.
@@ -340,6 +370,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         registered_once: false,
         retry_at: None,
         retried: false,
+        whois: Vec::new(),
         waiting: Vec::new(),
         batch: Vec::new(),
         batch_until: None,
@@ -516,6 +547,23 @@ impl Console {
                 self.peer_event(&p);
                 Flow::Go
             }
+            SessionEvent::KeyChanged {
+                nick,
+                remembered,
+                now,
+            } => {
+                self.notice(
+                    Some(Kind::Error),
+                    &format!(
+                        "WARNING: the daemon gives {nick} another key than the one you talked to before \
+                         ({now}, was {remembered}). Someone may be impersonating {nick}, or {nick} reinstalled \
+                         mpc. Nothing goes to {nick} and nothing from that key shows as {nick}'s until you \
+                         check the new fingerprint with {nick} (they see theirs with `mpc whoami`) and type \
+                         `trust {nick}`."
+                    ),
+                );
+                Flow::Go
+            }
             SessionEvent::Client(c) => {
                 let roster = matches!(c, ClientEvent::Roster(_));
                 let flow = self.client_event(c);
@@ -660,6 +708,28 @@ impl Console {
             Step::Run(Command::Exit) => return Flow::Leave(0),
             Step::Run(Command::Nothing) => {}
             Step::Run(Command::Help) => self.say(HELP),
+            Step::Run(Command::Whois(n)) => {
+                if !self.whois.contains(&n) {
+                    self.whois.push(n);
+                }
+                self.sess.io.client.query_key(n);
+            }
+            Step::Run(Command::Trust(n)) => match self.sess.io.forget_peer_key(n) {
+                Ok(true) => {
+                    self.notice(
+                        Some(Kind::System),
+                        &format!(
+                            "forgot {n}'s old key; the daemon's current one is remembered now"
+                        ),
+                    );
+                    self.sess.io.client.query_key(n);
+                }
+                Ok(false) => self.notice(
+                    Some(Kind::System),
+                    &format!("no key was remembered for {n}: nothing to accept"),
+                ),
+                Err(e) => self.notice(Some(Kind::Error), &format!("cannot forget {n}'s key: {e}")),
+            },
             Step::Run(Command::List) => {
                 let es: Vec<Entry> = self.sess.io.client.roster().entries().copied().collect();
                 if es.is_empty() {
@@ -705,16 +775,26 @@ impl Console {
         match p {
             PeerEvent::Message {
                 from,
+                key,
                 text,
                 verified,
                 sent_ms,
                 ..
             } => {
                 let wall = self.sess.wall_ms();
-                let mut line = format!("<{}> {text}", st.paint(Kind::Nick, from.as_str()));
-                if !verified {
-                    line += &st.paint(Kind::System, " (unverified)");
-                }
+                // A key the roster does not give for the name it claims is someone unknown: shown by its
+                // fingerprint, never under the name.
+                let mut line = if *verified {
+                    format!("<{}> {text}", st.paint(Kind::Nick, from.as_str()))
+                } else {
+                    format!(
+                        "<{}> {text}",
+                        st.paint(
+                            Kind::Warn,
+                            &format!("unknown {} claiming to be {from}", key.fingerprint())
+                        )
+                    )
+                };
                 if sent_ms.abs_diff(wall) > 60_000 {
                     line += &st.paint(Kind::System, &format!(" (sent {})", style::hh_mm(*sent_ms)));
                 }
@@ -833,6 +913,29 @@ impl Console {
                     &format!("the daemon refused us: {reason}"),
                 );
                 return Flow::Leave(1);
+            }
+            ClientEvent::Key { nick, key } => {
+                if let Some(i) = self.whois.iter().position(|n| *n == nick) {
+                    self.whois.swap_remove(i);
+                    let remembered = self.sess.io.remembered_peer_key(nick);
+                    let text = match (key, remembered) {
+                        (None, _) => format!("{nick}: no key owns this nickname"),
+                        (Some(k), Some(r)) if r == k => format!(
+                            "{nick}: key {} (the one remembered from before)",
+                            k.fingerprint()
+                        ),
+                        (Some(k), Some(r)) => format!(
+                            "{nick}: key {} — NOT the one remembered ({}); see `trust {nick}`",
+                            k.fingerprint(),
+                            r.fingerprint()
+                        ),
+                        (Some(k), None) => format!(
+                            "{nick}: key {} (not talked to before; compare it with what {nick}'s `mpc whoami` shows)",
+                            k.fingerprint()
+                        ),
+                    };
+                    self.notice(Some(Kind::System), &text);
+                }
             }
             ClientEvent::DaemonPinned { .. } => {
                 if let Some(msg) = c.trust_notice() {

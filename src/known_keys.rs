@@ -149,6 +149,13 @@ impl KnownKeys {
         true
     }
 
+    /// Forgets `scope`'s key; whether there was one.
+    pub fn remove(&mut self, scope: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|(s, _)| s != scope);
+        self.entries.len() < before
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()

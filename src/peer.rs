@@ -15,8 +15,18 @@
 //! connection, a short deadline for an incoming connection's HELLO and one for each started frame
 //! (slowloris), a cap on connections per source address and in total.
 
+//!
+//! # Encryption and who is who
+//! Every connection is a Noise session ([`channel`]): the sender opens it with IK to the key the daemon's
+//! (authenticated) roster gives for the nickname it writes to, so only that key's holder reads the message;
+//! the receiver learns the sender's key from the handshake. Keys come from the daemon on request
+//! ([`Peer::poll_key_request`], answered with [`Peer::set_key`]); a message is reported from the nickname it
+//! claims only if that nickname's key is the one that sealed it ([`PeerEvent::Message::verified`]), else as
+//! from an unknown key. Duplicates are recognised by the sender's key, never by a claimed name.
+
 #![forbid(unsafe_code)]
 
+pub mod channel;
 pub mod frame;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -26,9 +36,12 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::client::roster::{Applied, Change, Roster};
+use crate::identity::{Identity, PublicKey};
 use crate::nick::Nick;
 use crate::registry::wire::Status;
+use crate::secure::{Psk, Seeds, derive_seed};
 use crate::time::Instant;
+use channel::{Channel, ChannelError, Keys};
 use frame::{Frame, FrameError, MAX_TEXT, Reader};
 
 /// Peer settings.
@@ -68,14 +81,36 @@ pub struct Config {
     /// Dedupe memory: senders remembered; the one heard from least recently is forgotten to make room, so a
     /// stream of made-up HELLOs costs bounded memory.
     pub dedupe_senders: usize,
+    /// Our key: what our chat sessions prove.
+    pub identity: Identity,
+    /// The network secret, if the LAN uses one.
+    pub psk: Option<Psk>,
+    /// Seeds the handshakes' ephemeral keys ([`Config::new`] derives one; real programs put OS randomness
+    /// here).
+    pub seed: [u8; 32],
+    /// How long a nickname's key, asked of the daemon, may take to come: a message held for it is shown as
+    /// from an unknown key after that.
+    pub key_timeout: Duration,
+    /// Messages held at most per connection while their sender's key is asked for.
+    pub max_held: usize,
 }
 
 impl Config {
-    /// Defaults.
-    pub fn new(me: Nick, instance: u64) -> Config {
+    /// Defaults, for `me` holding `identity`.
+    pub fn new(me: Nick, instance: u64, identity: Identity) -> Config {
+        let mut seed = identity.secret_bytes();
+        seed[..8]
+            .iter_mut()
+            .zip(instance.to_le_bytes())
+            .for_each(|(a, b)| *a ^= b);
         Config {
             me,
             instance,
+            identity,
+            psk: None,
+            seed: derive_seed(&seed, "chat handshakes"),
+            key_timeout: Duration::from_secs(5),
+            max_held: 64,
             idle_timeout: Duration::from_secs(60),
             ack_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
@@ -146,15 +181,18 @@ pub enum Action {
 pub enum PeerEvent {
     /// A message arrived.
     Message {
-        /// Who sent it, by its HELLO.
+        /// The nickname its sender claims (its HELLO): only who sent it if `verified`.
         from: Nick,
+        /// The sender's key, proved by the session's handshake: who sent it.
+        key: PublicKey,
         /// From where.
         addr: SocketAddr,
         /// When it was sent (sender's clock, Unix ms).
         sent_ms: u64,
         /// The text, with control characters and terminal escapes removed.
         text: String,
-        /// The sender's address matches the roster entry of the nickname it claims.
+        /// The roster gives this key for `from`: the message is `from`'s. Otherwise it comes from an unknown
+        /// key (show it with the key's fingerprint, never under `from`).
         verified: bool,
     },
     /// The receiver acknowledged a message.
@@ -247,6 +285,10 @@ pub struct Stats {
     pub source_limited: u64,
     /// Messages for a nickname not acknowledged after [`Config::max_attempts`], kept queued.
     pub unanswered: u64,
+    /// Connections closed because a sealed message did not open (forged, replayed, altered).
+    pub forged: u64,
+    /// Connections whose handshake failed (the other end is not the key we expected, or lacks our secret).
+    pub handshakes_failed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,6 +301,10 @@ struct Conn {
     generation: u32,
     dir: Dir,
     addr: SocketAddr,
+    /// Its Noise session.
+    chan: Channel,
+    /// Messages received whose sender's key is being asked for: shown once it comes (or does not).
+    held: VecDeque<PeerEvent>,
     /// Who is on the other end, once its HELLO arrived.
     peer: Option<(Nick, u64)>,
     open: bool,
@@ -305,8 +351,15 @@ pub struct Peer {
     contacts: HashMap<Nick, (SocketAddr, bool)>,
     queued_total: usize,
     next_id: u64,
-    /// Recently heard senders (nickname, instance) → their recent message ids, for dedupe.
-    seen: HashMap<(Nick, u64), SeenIds>,
+    /// Recently heard senders (key, instance) → their recent message ids, for dedupe.
+    seen: HashMap<(PublicKey, u64), SeenIds>,
+    /// Nicknames' keys, as the daemon gave them.
+    keys: HashMap<Nick, PublicKey>,
+    /// Nicknames whose key was asked for and not answered yet, with when.
+    asked: HashMap<Nick, Instant>,
+    /// Key requests not yet handed to the caller.
+    key_requests: VecDeque<Nick>,
+    seeds: Seeds,
     actions: VecDeque<Action>,
     events: VecDeque<PeerEvent>,
     stats: Stats,
@@ -360,6 +413,7 @@ impl Peer {
     /// A peer with no connections.
     pub fn new(cfg: Config) -> Peer {
         Peer {
+            seeds: Seeds::new(&cfg.seed),
             // Ids unique per instance: the high half from the instance, the low half counts.
             next_id: cfg.instance << 32,
             cfg,
@@ -369,9 +423,85 @@ impl Peer {
             contacts: HashMap::new(),
             queued_total: 0,
             seen: HashMap::new(),
+            keys: HashMap::new(),
+            asked: HashMap::new(),
+            key_requests: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+        }
+    }
+
+    /// The next nickname whose key the daemon should be asked for; answer with [`Peer::set_key`].
+    pub fn poll_key_request(&mut self) -> Option<Nick> {
+        self.key_requests.pop_front()
+    }
+
+    /// The key the daemon gives for `nick` (`None`: it knows none). Messages waiting for it go out, and
+    /// messages held for it are shown, verified if it is the key that sealed them. A changed key closes the
+    /// connections bound to the old one.
+    pub fn set_key(&mut self, now: Instant, nick: Nick, key: Option<PublicKey>) {
+        self.asked.remove(&nick);
+        let old = match key {
+            Some(k) => self.keys.insert(nick, k),
+            None => self.keys.remove(&nick),
+        };
+        if old.is_some() && old != key {
+            let stale: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.dir == Dir::Out(Target::Nick(nick)))
+                .map(|(k, c)| ConnId::new(k, c.generation))
+                .collect();
+            for c in stale {
+                self.close(c, now);
+            }
+        }
+        self.release_held(Some(nick));
+        self.pump(now, Target::Nick(nick));
+    }
+
+    /// Whether `nick`'s key was asked for (by [`Peer::poll_key_request`]) and not answered yet.
+    pub fn wants_key(&self, nick: &Nick) -> bool {
+        self.asked.contains_key(nick)
+    }
+
+    /// The key known for `nick`, if any.
+    pub fn key_of(&self, nick: &Nick) -> Option<PublicKey> {
+        self.keys.get(nick).copied()
+    }
+
+    /// Asks for `nick`'s key unless it was asked for already.
+    fn want_key(&mut self, now: Instant, nick: Nick) {
+        if self.keys.contains_key(&nick) || self.asked.contains_key(&nick) {
+            return;
+        }
+        // Bounded like the connections that can cause it.
+        if self.asked.len() >= self.cfg.max_conns {
+            return;
+        }
+        self.asked.insert(nick, now);
+        self.key_requests.push_back(nick);
+    }
+
+    /// Shows the messages held for their sender's key: for `nick` (or every nickname no longer asked for),
+    /// verified if the key now known for the nickname they claim is the one that sealed them.
+    fn release_held(&mut self, nick: Option<Nick>) {
+        for (_, c) in self.conns.iter_mut() {
+            let Some((from, _)) = c.peer else { continue };
+            if c.held.is_empty()
+                || nick.is_some_and(|n| n != from)
+                || self.asked.contains_key(&from)
+            {
+                continue;
+            }
+            let known = self.keys.get(&from).copied();
+            for mut ev in c.held.drain(..) {
+                if let PeerEvent::Message { key, verified, .. } = &mut ev {
+                    *verified = known == Some(*key);
+                }
+                self.events.push_back(ev);
+            }
         }
     }
 
@@ -424,17 +554,27 @@ impl Peer {
             .filter(|c| c.generation == id.0 as u32)
     }
 
-    fn new_conn(&mut self, now: Instant, dir: Dir, addr: SocketAddr, open: bool) -> ConnId {
+    fn new_conn(
+        &mut self,
+        now: Instant,
+        dir: Dir,
+        addr: SocketAddr,
+        open: bool,
+        chan: Channel,
+        out: Vec<u8>,
+    ) -> ConnId {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let key = self.conns.insert(Conn {
             generation,
             dir,
             addr,
+            chan,
+            held: VecDeque::new(),
             peer: None,
             open,
             reader: Reader::default(),
-            out: Vec::new(),
+            out,
             written: 0,
             opened: now,
             last_activity: now,
@@ -444,11 +584,14 @@ impl Peer {
         ConnId::new(key, generation)
     }
 
+    /// Seals a frame onto the connection (held until its session opens).
     fn queue_frame(&mut self, id: ConnId, f: &Frame) {
         if let Some(c) = self.get_mut(id) {
             let was_empty = c.written == c.out.len();
-            f.encode(&mut c.out);
-            if was_empty && c.open {
+            let mut plain = Vec::new();
+            f.encode(&mut plain);
+            c.chan.write(&plain, &mut c.out);
+            if was_empty && c.open && c.written < c.out.len() {
                 self.actions.push_back(Action::Write(id));
             }
         }
@@ -557,6 +700,16 @@ impl Peer {
         self.pump(now, to);
     }
 
+    /// Whether a connection to `to` can be opened now: it has an address, and for a nickname its key is
+    /// known (one being asked for is waited for, not retried in a loop).
+    fn can_connect(&self, to: Target) -> bool {
+        self.addr_of(to).is_some()
+            && match to {
+                Target::Nick(n) => self.keys.contains_key(&n),
+                Target::Addr(_) => true,
+            }
+    }
+
     /// Where messages for `to` go now, if anywhere.
     fn addr_of(&self, to: Target) -> Option<SocketAddr> {
         match to {
@@ -582,7 +735,27 @@ impl Peer {
                 if now < d.next_try {
                     return;
                 }
-                let c = self.new_conn(now, Dir::Out(to), addr, false);
+                // IK to the roster's key for the nickname: ask for it first if we do not have it. An address
+                // given directly has no key anyone vouches for: XX.
+                let key = match to {
+                    Target::Nick(n) => match self.keys.get(&n) {
+                        Some(k) => Some(*k),
+                        None => {
+                            self.want_key(now, n);
+                            return;
+                        }
+                    },
+                    Target::Addr(_) => None,
+                };
+                let (chan, first) = {
+                    let mut keys = Keys {
+                        me: &self.cfg.identity,
+                        psk: self.cfg.psk.as_ref(),
+                        seeds: &mut self.seeds,
+                    };
+                    Channel::outgoing(&mut keys, key.as_ref())
+                };
+                let c = self.new_conn(now, Dir::Out(to), addr, false, chan, first);
                 self.actions.push_back(Action::Connect { conn: c, addr });
                 let hello = Frame::Hello {
                     nick: self.cfg.me,
@@ -641,7 +814,7 @@ impl Peer {
                 None => return None,
             }
         }
-        let c = self.new_conn(now, Dir::In, addr, true);
+        let c = self.new_conn(now, Dir::In, addr, true, Channel::incoming(), Vec::new());
         let hello = Frame::Hello {
             nick: self.cfg.me,
             instance: self.cfg.instance,
@@ -717,10 +890,49 @@ impl Peer {
     /// Bytes arrived on `id`.
     pub fn handle_data(&mut self, now: Instant, wall_ms: u64, id: ConnId, bytes: &[u8]) {
         let mut frames = Vec::new();
+        let (mut plain, mut wire) = (Vec::new(), Vec::new());
+        let Peer {
+            conns, cfg, seeds, ..
+        } = self;
+        let Some(c) = conns
+            .get_mut(id.key())
+            .filter(|c| c.generation == id.0 as u32)
+        else {
+            return;
+        };
+        let mut keys = Keys {
+            me: &cfg.identity,
+            psk: cfg.psk.as_ref(),
+            seeds,
+        };
+        // An address given directly: whoever holds the key there (nobody vouches for one).
+        let sealed = c
+            .chan
+            .read(bytes, &mut keys, |_| true, &mut plain, &mut wire);
+        if !wire.is_empty() {
+            let was_empty = c.written == c.out.len();
+            c.out.extend_from_slice(&wire);
+            if was_empty && c.open {
+                self.actions.push_back(Action::Write(id));
+            }
+        }
+        if let Err(e) = sealed {
+            match e {
+                ChannelError::Forged => self.stats.forged += 1,
+                ChannelError::Handshake
+                | ChannelError::NotAccepted(_)
+                | ChannelError::Refused(_) => self.stats.handshakes_failed += 1,
+                ChannelError::Malformed => self.stats.malformed += 1,
+            }
+            log::debug!("chat connection {id:?}: {e:?}, closed");
+            // What it wrote back (a refusal) goes out before the close.
+            self.close(id, now);
+            return;
+        }
         let r = match self.get_mut(id) {
             Some(c) => {
                 c.last_activity = now;
-                let r = c.reader.push(bytes, &mut frames);
+                let r = c.reader.push(&plain, &mut frames);
                 c.partial_since = if c.reader.is_partial() {
                     c.partial_since.or(Some(now))
                 } else {
@@ -768,24 +980,39 @@ impl Peer {
                 let Some((from, instance)) = c.peer else {
                     return false;
                 };
+                // Plaintext arrives only through an open session, so the key is proved.
+                let Some(key) = c.chan.remote() else {
+                    return false;
+                };
                 let addr = c.addr;
                 self.queue_frame(id, &Frame::Ack { id: mid });
-                if !self.note_seen(now, (from, instance), mid) {
+                if !self.note_seen(now, (key, instance), mid) {
                     self.stats.duplicates += 1;
                     return true;
                 }
-                let verified = self
-                    .contacts
-                    .get(&from)
-                    .is_some_and(|(a, _)| a.ip() == addr.ip());
                 self.stats.received += 1;
-                self.events.push_back(PeerEvent::Message {
+                let ev = PeerEvent::Message {
                     from,
+                    key,
                     addr,
                     sent_ms,
                     text: sanitize(&text),
-                    verified,
-                });
+                    verified: self.keys.get(&from) == Some(&key),
+                };
+                // The roster's key for the name it claims is not known yet: ask, and show the message once
+                // the answer comes (bounded; past the bound, as from an unknown key at once).
+                if !self.keys.contains_key(&from) {
+                    self.want_key(now, from);
+                    let (max, asked) = (self.cfg.max_held, self.asked.contains_key(&from));
+                    if let Some(c) = self.get_mut(id)
+                        && c.held.len() < max
+                        && asked
+                    {
+                        c.held.push_back(ev);
+                        return true;
+                    }
+                }
+                self.events.push_back(ev);
                 true
             }
             Frame::Ack { id: mid } => {
@@ -809,7 +1036,7 @@ impl Peer {
     }
 
     /// Remembers message `mid` from `sender`; false if it was already remembered (a duplicate).
-    fn note_seen(&mut self, now: Instant, sender: (Nick, u64), mid: u64) -> bool {
+    fn note_seen(&mut self, now: Instant, sender: (PublicKey, u64), mid: u64) -> bool {
         if !self.seen.contains_key(&sender) && self.seen.len() >= self.cfg.dedupe_senders.max(1) {
             // A linear scan, only when a new sender arrives and the table is full: at most `dedupe_senders`.
             if let Some(stale) = self
@@ -857,7 +1084,9 @@ impl Peer {
 
     /// Drops a connection's state; messages in flight on it go back to waiting, with backoff.
     fn forget(&mut self, id: ConnId, now: Instant) {
-        let c = self.conns.remove(id.key());
+        let mut c = self.conns.remove(id.key());
+        // Messages held for their sender's key were acknowledged: show them, as unverified as they stand.
+        self.events.extend(c.held.drain(..));
         let Dir::Out(to) = c.dir else {
             return;
         };
@@ -923,9 +1152,15 @@ impl Peer {
         let dests = self
             .dests
             .iter()
-            .filter(|(t, d)| !d.msgs.is_empty() && d.conn.is_none() && self.addr_of(**t).is_some())
+            .filter(|(t, d)| !d.msgs.is_empty() && d.conn.is_none() && self.can_connect(**t))
             .map(|(_, d)| d.next_try);
-        conns.chain(dests).min()
+        let keys = self.asked.values().map(|t| *t + self.cfg.key_timeout);
+        // A key request not yet handed out is output: due at once.
+        let asking = self
+            .key_requests
+            .front()
+            .and_then(|n| self.asked.get(n).copied());
+        conns.chain(dests).chain(keys).chain(asking).min()
     }
 
     fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
@@ -965,10 +1200,31 @@ impl Peer {
             }
             self.close(id, now);
         }
+        // Keys the daemon did not give in time: held messages show as from an unknown key, and a nickname's
+        // messages may ask again.
+        let late = self.cfg.key_timeout;
+        let expired: Vec<Nick> = self
+            .asked
+            .iter()
+            .filter(|(_, t)| now >= **t + late)
+            .map(|(n, _)| *n)
+            .collect();
+        if !expired.is_empty() {
+            for n in &expired {
+                self.asked.remove(n);
+            }
+            self.release_held(None);
+            // Messages waiting for one of these keys ask again (at this timeout's pace, no faster).
+            for n in expired {
+                self.pump(now, Target::Nick(n));
+            }
+        }
         let ready: Vec<Target> = self
             .dests
             .iter()
-            .filter(|(_, d)| !d.msgs.is_empty() && d.conn.is_none() && d.next_try <= now)
+            .filter(|(t, d)| {
+                !d.msgs.is_empty() && d.conn.is_none() && d.next_try <= now && self.can_connect(**t)
+            })
             .map(|(t, _)| *t)
             .collect();
         for t in ready {

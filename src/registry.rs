@@ -230,6 +230,8 @@ pub struct Stats {
     pub owned_refusals: u64,
     /// Nickname bindings that lapsed (their owner away longer than the binding TTL).
     pub bindings_expired: u64,
+    /// Keys asked for by clients (a chat sender or receiver checking whom it talks to).
+    pub key_queries: u64,
     /// Registrations refused because their host had [`Config::max_clients_per_host`] entries.
     pub host_refusals: u64,
     /// Offline entries removed because their host had more than [`Config::max_offline_per_host`] offline
@@ -1021,6 +1023,14 @@ impl Registry {
                 self.want_snapshot(conn);
             }
             ClientMsg::Register(r) => self.register(now, wall_ms, conn, r),
+            ClientMsg::KeyQuery { nick } => {
+                // Any client with a session may ask (keys are public; the secret, if any, already decided
+                // who has a session). The answer follows this client's other roster messages in order.
+                self.stats.key_queries += 1;
+                let key = self.owner(&nick);
+                let m = ServerMsg::Key { nick, key };
+                self.out.push_back(Queued::To(conn, m.encode().into()));
+            }
         }
     }
 
@@ -1028,6 +1038,9 @@ impl Registry {
         let remote = self.conns[&conn].remote;
         let subscribe = r.flags & flags::SUBSCRIBE != 0;
         if r.flags & flags::OBSERVER != 0 {
+            if r.flags & flags::CLAIM != 0 && !self.claim(conn, wall_ms, &r.nick) {
+                return;
+            }
             let c = self.conns.get_mut(&conn).unwrap_or_else(|| unreachable!());
             c.subscribed = subscribe;
             self.events.push_back(Event::Observed { nick: r.nick });
@@ -1222,6 +1235,63 @@ impl Registry {
         self.reply(conn, RegisterResult::Ok, Duration::ZERO, String::new());
         if !no_roster {
             self.want_snapshot(conn);
+        }
+    }
+
+    /// An observer that speaks under `nick` (`mpc send`) claims it: refused (false, the refusal sent) if the
+    /// nickname is invalid or another key owns it; else bound to this key, as a registration would bind it,
+    /// without a roster entry.
+    fn claim(&mut self, conn: AssocId, wall_ms: u64, nick: &str) -> bool {
+        let key = self.conns[&conn].key;
+        let nick = match Nick::new(nick) {
+            Ok(n) => n,
+            Err(e) => {
+                let reason = format!("invalid nickname {nick:?}: {e}");
+                self.reject(
+                    conn,
+                    nick.to_string(),
+                    RegisterResult::InvalidNick,
+                    Duration::ZERO,
+                    reason,
+                );
+                return false;
+            }
+        };
+        match self.owner(&nick) {
+            Some(owner) if owner != key => {
+                self.stats.owned_refusals += 1;
+                let reason = format!(
+                    "the nickname {nick} belongs to another user's key; send under your own nickname (if it \
+                     is yours and you lost your key, ask the daemon's operator to run `mpd release {nick}`)"
+                );
+                self.reject(
+                    conn,
+                    nick.to_string(),
+                    RegisterResult::NickOwned,
+                    Duration::ZERO,
+                    reason,
+                );
+                false
+            }
+            Some(_) => {
+                // Ours already: a binding's "last seen" moves on, an entry keeps its own.
+                if let Some(b) = self.bindings.get_mut(&nick) {
+                    b.1 = wall_ms;
+                    self.unsaved = true;
+                }
+                true
+            }
+            None => {
+                match self.by_nick.get(&nick) {
+                    // An entry saved before nicknames were owned.
+                    Some(&k) => self.entries[k].key = Some(key),
+                    None => {
+                        self.bindings.insert(nick, (key, wall_ms));
+                    }
+                }
+                self.unsaved = true;
+                true
+            }
         }
     }
 

@@ -29,6 +29,17 @@ pub enum SessionEvent {
     Peer(PeerEvent),
     /// SIGINT or SIGTERM.
     Signal,
+    /// The daemon gives `nick` another key than the one remembered from talking to it before (SSH's
+    /// "host key changed"): nothing goes to it, and nothing from it shows under its name, until the user
+    /// accepts the new key (`trust NAME`).
+    KeyChanged {
+        /// Who.
+        nick: crate::nick::Nick,
+        /// The key remembered.
+        remembered: crate::identity::Fingerprint,
+        /// The key the daemon gives now.
+        now: crate::identity::Fingerprint,
+    },
     /// Readiness of an application source.
     App(ReactorEvent),
 }
@@ -56,7 +67,15 @@ impl Session {
             setup.chat_port = listener.local_addr()?.port();
         }
         let io = ClientIo::open(&setup)?;
-        let peer = Peer::new(PeerConfig::new(setup.nick, io.client.instance()));
+        let mut cfg = PeerConfig::new(
+            setup.nick,
+            io.client.instance(),
+            io.client.identity().clone(),
+        );
+        cfg.psk = io.client.psk().cloned();
+        getrandom::fill(&mut cfg.seed)
+            .map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+        let peer = Peer::new(cfg);
         let chat = ChatIo::new(
             listener,
             peer,
@@ -121,17 +140,46 @@ impl Session {
 
     /// Moves client and peer events out, keeping the peer's contacts in step with the roster.
     fn collect(&mut self, now: Instant) {
+        // The chat peer's questions about keys go to the daemon; its answers come back as client events.
+        while let Some(nick) = self.chat.peer.poll_key_request() {
+            self.io.client.query_key(nick);
+        }
         while let Some(ev) = self.io.poll_event() {
-            if let ClientEvent::Roster(applied) = &ev {
-                self.chat
-                    .peer
-                    .follow_roster(now, self.io.client.roster(), applied);
+            match &ev {
+                ClientEvent::Roster(applied) => {
+                    self.chat
+                        .peer
+                        .follow_roster(now, self.io.client.roster(), applied)
+                }
+                // Only the peer's own questions: a `whois` looks without remembering.
+                ClientEvent::Key { nick, key } if self.chat.peer.wants_key(nick) => {
+                    match self.io.vet_peer_key(*nick, *key) {
+                        Ok(key) => self.chat.peer.set_key(now, *nick, key),
+                        Err(remembered) => {
+                            let now_fp = key.map(|k| k.fingerprint());
+                            if let Some(now_fp) = now_fp {
+                                self.events.push_back(SessionEvent::KeyChanged {
+                                    nick: *nick,
+                                    remembered: remembered.fingerprint(),
+                                    now: now_fp,
+                                });
+                            }
+                            // Withheld: messages for it wait; messages from it show as from an unknown key.
+                            self.chat.peer.set_key(now, *nick, None);
+                        }
+                    }
+                }
+                _ => {}
             }
             self.events.push_back(SessionEvent::Client(ev));
         }
         self.chat.process(now, self.io.reactor.registry());
         while let Some(ev) = self.chat.peer.poll_event() {
             self.events.push_back(SessionEvent::Peer(ev));
+        }
+        // Asked while the peer ran just now: on their way with this turn's output.
+        while let Some(nick) = self.chat.peer.poll_key_request() {
+            self.io.client.query_key(nick);
         }
     }
 }

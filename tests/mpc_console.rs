@@ -622,12 +622,18 @@ fn chat_goes_on_while_the_daemon_is_away_and_it_registers_again() {
     let alice = Console::start(&net, "alice", &net.dir.join("alice"), &[], &[], "away");
     alice.wait_ready();
     alice.wait_for("online: bob");
+    // A first message while the daemon is there: each side learns the other's key from it.
+    alice.type_text("msg bob hi");
+    alice.keys(&["Enter"]);
+    bob_got(&bob, "hi");
+    alice.wait_for("delivered #1 to bob");
     mpd.stop();
     alice.wait_for("lost the daemon");
+    // Peers whose keys are known chat on without it.
     alice.type_text("msg bob still here");
     alice.keys(&["Enter"]);
     bob_got(&bob, "still here");
-    alice.wait_for("delivered #1 to bob");
+    alice.wait_for("delivered #2 to bob");
     let _mpd = Mpd::start(&net, &[]);
     alice.wait_for("the daemon is back: registered as alice");
 }

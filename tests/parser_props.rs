@@ -158,6 +158,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
         4 => register().prop_map(ClientMsg::Register),
         1 => Just(ClientMsg::Resync),
+        1 => nick().prop_map(|nick| ClientMsg::KeyQuery { nick }),
     ]
 }
 
@@ -168,6 +169,7 @@ fn register_result() -> impl Strategy<Value = RegisterResult> {
         RegisterResult::InvalidNick,
         RegisterResult::Full,
         RegisterResult::BadRequest,
+        RegisterResult::NickOwned,
     ])
 }
 
@@ -226,6 +228,10 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             prop::collection::vec(entry(), 0..6)
         )
             .prop_map(|((from, to), entries)| ServerMsg::Delta { from, to, entries }),
+        (nick(), prop::option::of(any::<[u8; 32]>())).prop_map(|(nick, key)| ServerMsg::Key {
+            nick,
+            key: key.map(multiproto::identity::PublicKey)
+        }),
     ]
 }
 

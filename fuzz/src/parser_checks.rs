@@ -162,6 +162,7 @@ pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, Malformed>, Result<Server
                 assert!(entries.len() * MIN_ENTRY_LEN <= data.len());
             }
             ServerMsg::Registered { .. } => {}
+            ServerMsg::Key { nick, .. } => assert!(Nick::new(nick.as_str()).is_ok()),
         }
         let enc = m.encode();
         match m {

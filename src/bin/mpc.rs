@@ -74,6 +74,7 @@ enum Cmd {
     Send(Send),
     List(List),
     Whoami(Whoami),
+    Trust(Trust),
 }
 
 /// stay online; print roster changes, received messages and delivery results, one JSON object per line with
@@ -114,6 +115,32 @@ struct List {
 #[argh(subcommand, name = "whoami")]
 struct Whoami {}
 
+/// accept the new key of NAME after `key_changed` (check its fingerprint with NAME first: they see it with
+/// `mpc whoami`): forgets the key remembered for NAME, so the one the daemon gives next is remembered
+#[derive(FromArgs)]
+#[argh(subcommand, name = "trust")]
+struct Trust {
+    /// the nickname
+    #[argh(positional)]
+    name: String,
+}
+
+/// `mpc trust NAME`: edits known_peers in the state directory (no daemon needed).
+fn trust_cmd(a: &Args, t: &Trust) -> std::io::Result<ExitCode> {
+    let path = state_dir(a).join(multiproto::io::known_keys::KNOWN_PEERS);
+    let mut known = multiproto::io::known_keys::load(&path)?;
+    if known.remove(&t.name) {
+        multiproto::io::known_keys::save(&path, &known)?;
+        println!(
+            "forgot {}'s old key; the key the daemon gives next is remembered",
+            t.name
+        );
+    } else {
+        println!("no key was remembered for {}: nothing to accept", t.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `mpc whoami`: the fingerprint on stdout; a note on stderr when the key was made just now.
 fn whoami(a: &Args) -> std::io::Result<ExitCode> {
     let dir = state_dir(a);
@@ -131,6 +158,20 @@ fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
     Fingerprint::parse(s).ok_or_else(|| {
         format!("{s:?} is not a key fingerprint: expected mpk:xxxx-xxxx-… as `mpd key` prints it")
     })
+}
+
+/// What a user is told when a peer's key changed (SSH's "host key changed").
+fn key_changed_message(
+    peer: Nick,
+    remembered: multiproto::identity::Fingerprint,
+    now: multiproto::identity::Fingerprint,
+) -> String {
+    format!(
+        "WARNING: the daemon gives {peer} another key than the one you talked to before ({now}, was \
+         {remembered}). Someone may be impersonating {peer}, or {peer} reinstalled mpc. Nothing goes to {peer} \
+         and nothing from that key shows as {peer}'s until you check the new fingerprint with {peer} (they see \
+         theirs with `mpc whoami`) and run `mpc trust {peer}`."
+    )
 }
 
 fn state_dir(a: &Args) -> PathBuf {
@@ -197,7 +238,13 @@ fn trust(ev: &ClientEvent, client: &multiproto::client::Client) -> bool {
     match ev.trust_notice() {
         Some(msg) => {
             eprintln!("mpc: {msg}");
+            // A one-shot command stops at what waiting would not change: a daemon that requires a secret we
+            // lack, or refuses our session.
             client.has_given_up()
+                || matches!(
+                    ev,
+                    ClientEvent::SecretRequired { .. } | ClientEvent::Refused { .. }
+                )
         }
         None => false,
     }
@@ -277,14 +324,19 @@ fn change_json(c: &Change) -> serde_json::Value {
 /// The JSON object for a chat event; `me` is our nickname.
 fn peer_json(me: &str, ev: &PeerEvent) -> serde_json::Value {
     match ev {
+        // A sender whose key the roster does not give for the name it claims is no one we know: "from" is
+        // null, and what it claims is only that.
         PeerEvent::Message {
             from,
+            key,
             addr,
             sent_ms,
             text,
             verified,
         } => {
-            serde_json::json!({"event": "message", "nick": me, "from": from.as_str(), "addr": addr.to_string(),
+            serde_json::json!({"event": "message", "nick": me,
+            "from": if *verified { serde_json::Value::from(from.as_str()) } else { serde_json::Value::Null },
+            "claims": from.as_str(), "key": key.fingerprint().to_string(), "addr": addr.to_string(),
             "sent_ms": sent_ms, "text": text, "verified": verified})
         }
         PeerEvent::Delivered { id, to } => {
@@ -315,12 +367,14 @@ fn emit(json: bool, v: &serde_json::Value) {
         ),
         "searching" | "daemon_found" => return,
         "message" => format!(
-            "{}{}: {}",
-            v["from"].as_str().unwrap_or(""),
-            if v["verified"] == true {
-                ""
-            } else {
-                " (unverified)"
+            "{}: {}",
+            match v["from"].as_str() {
+                Some(f) => f.to_string(),
+                None => format!(
+                    "unknown {} claiming to be {}",
+                    v["key"].as_str().unwrap_or("?"),
+                    v["claims"].as_str().unwrap_or("?")
+                ),
             },
             v["text"].as_str().unwrap_or("")
         ),
@@ -362,6 +416,15 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
         }
         while let Some(ev) = sess.poll_event() {
             let line = match ev {
+                SessionEvent::KeyChanged {
+                    nick: peer,
+                    remembered,
+                    now: fp,
+                } => {
+                    eprintln!("mpc: {}", key_changed_message(peer, remembered, fp));
+                    serde_json::json!({"event": "key_changed", "nick": me, "peer": peer.as_str(),
+                        "remembered": remembered.to_string(), "key": fp.to_string()})
+                }
                 SessionEvent::Signal => {
                     sess.io.client.shutdown(now);
                     let end = now + Duration::from_millis(500);
@@ -466,6 +529,8 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     let mut st = setup(a, nick);
     st.observer = true;
     st.subscribe = false;
+    // It speaks as `nick`: the daemon must know that name as this key's, or receivers show it as unknown.
+    st.claim = true;
     let mut sess = Session::open(st, chat_bind(a))?;
     let deadline = sess.now() + Duration::from_secs(a.timeout);
     let mut sent: Option<u64> = None;
@@ -508,6 +573,14 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                     return finish(&mut sess, 1);
                 }
                 SessionEvent::Client(ev) if trust(&ev, &sess.io.client) => {
+                    return finish(&mut sess, 1);
+                }
+                SessionEvent::KeyChanged {
+                    nick: peer,
+                    remembered,
+                    now,
+                } if target == Target::Nick(peer) => {
+                    eprintln!("mpc: {}", key_changed_message(peer, remembered, now));
                     return finish(&mut sess, 1);
                 }
                 SessionEvent::Client(ClientEvent::Roster(Applied::Snapshot(_)))
@@ -560,9 +633,14 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
 fn main() -> ExitCode {
     init_logging();
     let a: Args = argh::from_env();
-    if let Some(Cmd::Whoami(_)) = &a.cmd {
-        // Needs no nickname.
-        return whoami(&a).unwrap_or_else(|e| {
+    // These need no nickname and no daemon.
+    let local = match &a.cmd {
+        Some(Cmd::Whoami(_)) => Some(whoami(&a)),
+        Some(Cmd::Trust(t)) => Some(trust_cmd(&a, t)),
+        _ => None,
+    };
+    if let Some(r) = local {
+        return r.unwrap_or_else(|e| {
             eprintln!("mpc: {e}");
             ExitCode::from(1)
         });
@@ -576,7 +654,7 @@ fn main() -> ExitCode {
         }
     };
     let r = match &a.cmd {
-        Some(Cmd::Whoami(_)) => unreachable!("handled above"),
+        Some(Cmd::Whoami(_) | Cmd::Trust(_)) => unreachable!("handled above"),
         Some(Cmd::Listen(l)) => listen(&a, l, nick),
         Some(Cmd::Send(s)) => send(&a, s, nick),
         Some(Cmd::List(l)) => list(&a, l, nick),

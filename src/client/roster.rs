@@ -317,7 +317,7 @@ impl Roster {
     /// Applies one message from the daemon.
     pub fn apply(&mut self, m: &ServerMsg) -> Applied {
         let synced = match m {
-            ServerMsg::Registered { .. } => return Applied::Nothing,
+            ServerMsg::Registered { .. } | ServerMsg::Key { .. } => return Applied::Nothing,
             ServerMsg::Snapshot {
                 version,
                 page,

@@ -38,6 +38,8 @@ pub struct Setup {
     pub observer: bool,
     /// Wants roster changes after the snapshot.
     pub subscribe: bool,
+    /// An observer that speaks under its nickname claims it (see [`Config::claim`]).
+    pub claim: bool,
     /// Our chat TCP port (0 for observers).
     pub chat_port: u16,
     /// Discovery group.
@@ -86,6 +88,7 @@ impl Setup {
             nick,
             observer: false,
             subscribe: true,
+            claim: false,
             chat_port: 0,
             group: crate::discovery::DEFAULT_GROUP,
             iface: None,
@@ -113,6 +116,9 @@ pub struct ClientIo {
     /// Where pinned daemon keys are saved, and under which scope.
     known_daemons: PathBuf,
     pin_scope: String,
+    /// The keys of the peers talked to, and where they are saved.
+    known_peers: crate::known_keys::KnownKeys,
+    known_peers_path: PathBuf,
 }
 
 impl ClientIo {
@@ -152,6 +158,8 @@ impl ClientIo {
             super::keyfile::load_or_create(&s.state_dir.join(super::keyfile::CLIENT_KEY))
                 .map_err(key_err)?;
         let known_daemons = s.state_dir.join(super::known_keys::KNOWN_DAEMONS);
+        let known_peers_path = s.state_dir.join(super::known_keys::KNOWN_PEERS);
+        let known_peers = super::known_keys::load(&known_peers_path)?;
         let pinned = super::known_keys::load(&known_daemons)?.get(&s.pin_scope());
         let mut cfg = Config::new(s.nick, instance, s.group, sctp_port, identity);
         cfg.pin = match (s.daemon_key, pinned) {
@@ -167,6 +175,7 @@ impl ClientIo {
         };
         cfg.observer = s.observer;
         cfg.subscribe = s.subscribe;
+        cfg.claim = s.claim;
         cfg.chat_port = s.chat_port;
         cfg.daemon = s.daemon;
         cfg.heartbeat = s.heartbeat;
@@ -181,6 +190,8 @@ impl ClientIo {
             stalls: 0,
             known_daemons,
             pin_scope: s.pin_scope(),
+            known_peers,
+            known_peers_path,
         };
         io.flush()?;
         Ok(io)
@@ -214,6 +225,47 @@ impl ClientIo {
             }
         }
         Some(ev)
+    }
+
+    /// A peer's key as the daemon gives it, checked against the one remembered from talking to that nickname
+    /// before (`known_peers` in the state directory, like SSH's `known_hosts`): the first one is remembered
+    /// and returned; the same one is returned; another one is an `Err` with the remembered key, and is not to
+    /// be used until the user accepts it ([`ClientIo::forget_peer_key`]).
+    pub fn vet_peer_key(
+        &mut self,
+        nick: Nick,
+        key: Option<crate::identity::PublicKey>,
+    ) -> Result<Option<crate::identity::PublicKey>, crate::identity::PublicKey> {
+        let Some(k) = key else { return Ok(None) };
+        match self.known_peers.get(nick.as_str()) {
+            Some(old) if old == k => Ok(Some(k)),
+            Some(old) => Err(old),
+            None => {
+                self.known_peers.set(nick.as_str(), k);
+                if let Err(e) = super::known_keys::save(&self.known_peers_path, &self.known_peers) {
+                    log::warn!(
+                        "cannot remember {nick}'s key in {}: {e}",
+                        self.known_peers_path.display()
+                    );
+                }
+                Ok(Some(k))
+            }
+        }
+    }
+
+    /// Forgets the key remembered for `nick` (the user accepts a new one: `trust NAME`); the next one the
+    /// daemon gives is remembered. Returns whether one was remembered.
+    pub fn forget_peer_key(&mut self, nick: Nick) -> io::Result<bool> {
+        let had = self.known_peers.remove(nick.as_str());
+        if had {
+            super::known_keys::save(&self.known_peers_path, &self.known_peers)?;
+        }
+        Ok(had)
+    }
+
+    /// The key remembered for `nick`, if any.
+    pub fn remembered_peer_key(&self, nick: Nick) -> Option<crate::identity::PublicKey> {
+        self.known_peers.get(nick.as_str())
     }
 
     /// Turns that woke late enough to count as a stall.

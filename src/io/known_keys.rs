@@ -10,6 +10,8 @@ use crate::known_keys::{KnownKeys, MAX_FILE};
 
 /// The file in a client's state directory that pins the daemon's key per group or address.
 pub const KNOWN_DAEMONS: &str = "known_daemons";
+/// The file in a client's state directory that remembers the key of each peer talked to, by nickname.
+pub const KNOWN_PEERS: &str = "known_peers";
 
 /// Reads the file at `path`; a missing file is an empty list. A damaged one is an error (with the path and
 /// line): the client must not silently forget whom it trusts.

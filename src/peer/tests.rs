@@ -31,13 +31,27 @@ fn nick(s: &str) -> Nick {
     Nick::new(s).unwrap()
 }
 
+/// The key of the test user called `name`.
+fn identity(name: &str) -> Identity {
+    let mut secret = [7u8; 32];
+    for (a, b) in secret.iter_mut().zip(name.bytes()) {
+        *a ^= b;
+    }
+    Identity::from_secret(secret)
+}
+
+/// A peer's configuration for the test user `name`.
+fn config(name: &str, instance: u64) -> Config {
+    Config::new(nick(name), instance, identity(name))
+}
+
 impl Net {
     fn new(names: &[&str]) -> Net {
         let nodes = names
             .iter()
             .enumerate()
             .map(|(i, n)| Node {
-                peer: Peer::new(Config::new(nick(n), 100 + i as u64)),
+                peer: Peer::new(config(n, 100 + i as u64)),
                 listen: addr(&format!("127.0.0.{}:5000", i + 1)),
                 up: true,
                 events: Vec::new(),
@@ -51,12 +65,14 @@ impl Net {
             piece: 0,
             next_port: 40000,
         };
-        // Everyone knows everyone, online.
+        // Everyone knows everyone, online, and their keys (as the daemon would give them).
         for i in 0..net.nodes.len() {
             for j in 0..net.nodes.len() {
                 let (n, a) = (net.nodes[j].peer.cfg.me, net.nodes[j].listen);
+                let k = net.nodes[j].peer.cfg.identity.public();
                 let now = net.now;
                 net.nodes[i].peer.set_contact(now, n, a, true);
+                net.nodes[i].peer.set_key(now, n, Some(k));
             }
         }
         net
@@ -271,6 +287,12 @@ fn frames_split_at_every_size_still_arrive() {
 fn a_dropped_connection_is_retried_without_duplicates() {
     let mut net = Net::new(&["alice", "bob"]);
     let now = net.now;
+    // A first message opens the session (bob's handshake answer must reach alice).
+    net.nodes[0]
+        .peer
+        .send(now, 1, Target::Nick(nick("bob")), "hi")
+        .unwrap();
+    net.settle();
     // bob's ACKs are lost: his writes never leave.
     net.deliver[1] = false;
     net.nodes[0]
@@ -278,15 +300,15 @@ fn a_dropped_connection_is_retried_without_duplicates() {
         .send(now, 1, Target::Nick(nick("bob")), "once")
         .unwrap();
     net.settle();
-    assert_eq!(net.messages(1), vec!["once"]);
+    assert_eq!(net.messages(1), vec!["hi", "once"]);
     // No ACK within the timeout: alice closes, waits, reconnects and sends again; bob drops the duplicate.
     net.deliver[1] = true;
     net.run(Duration::from_secs(8));
-    assert_eq!(net.messages(1), vec!["once"], "shown twice");
+    assert_eq!(net.messages(1), vec!["hi", "once"], "shown twice");
     assert_eq!(net.nodes[1].peer.stats().duplicates, 1);
     assert_eq!(
         net.count(0, |e| matches!(e, PeerEvent::Delivered { .. })),
-        1
+        2
     );
     assert!(net.nodes[0].peer.stats().retransmitted >= 1);
     // A cut with the message in flight: sent again, delivered once.
@@ -299,7 +321,7 @@ fn a_dropped_connection_is_retried_without_duplicates() {
     net.cut(0);
     net.deliver[0] = true;
     net.run(Duration::from_secs(5));
-    assert_eq!(net.messages(1), vec!["once", "twice?"]);
+    assert_eq!(net.messages(1), vec!["hi", "once", "twice?"]);
 }
 
 #[test]
@@ -341,7 +363,7 @@ fn messages_for_an_offline_peer_wait_until_it_returns() {
         }));
     }
     // A restored queue (after a restart) is delivered the same way.
-    let mut fresh = Peer::new(Config::new(nick("alice"), 999));
+    let mut fresh = Peer::new(config("alice", 999));
     fresh.set_contact(now, nick("bob"), bob_addr, false);
     for (t, id, ms, text) in saved {
         fresh.restore(now, t, id, ms, text);
@@ -478,16 +500,10 @@ fn a_message_to_an_unresponsive_online_receiver_stays_queued_until_it_answers() 
 #[test]
 fn a_silent_incoming_connection_is_closed_at_the_handshake_deadline() {
     let t0 = Instant::from_millis(1);
-    let mut p = Peer::new(Config::new(nick("target"), 1));
+    let mut p = Peer::new(config("target", 1));
     let silent = raw_conn(&mut p, t0);
-    let talker = raw_conn(&mut p, t0);
-    let mut hello = Vec::new();
-    Frame::Hello {
-        nick: nick("talker"),
-        instance: 7,
-    }
-    .encode(&mut hello);
-    p.handle_data(t0, 1, talker, &hello);
+    let mut talker = Sender::connect(&mut p, t0, "talker", "10.9.9.7:1");
+    talker.send(&mut p, t0, &[hello("talker", 7)]);
     // The handshake deadline, not the 10 s frame timeout.
     let deadline = t0 + p.cfg.hello_timeout;
     assert_eq!(p.poll_timeout(), Some(deadline));
@@ -506,54 +522,62 @@ fn a_silent_incoming_connection_is_closed_at_the_handshake_deadline() {
 #[test]
 fn one_source_cannot_hold_every_connection() {
     let now = Instant::from_millis(1);
-    let mut p = Peer::new(Config::new(nick("bob"), 1));
+    let mut p = Peer::new(config("bob", 1));
     let cap = p.cfg.max_conns_per_source;
-    let from = |port: u16| SocketAddr::from(([10, 6, 6, 6], port));
-    let held: Vec<ConnId> = (0..cap as u16)
+    let from = |port: u16| format!("10.6.6.6:{port}");
+    // Connections that completed their handshake and said nothing yet.
+    let mut held: Vec<Sender> = (0..cap as u16)
         .map(|i| {
-            p.accepted(now + Duration::from_millis(u64::from(i)), from(i))
-                .unwrap()
+            Sender::connect(
+                &mut p,
+                now + Duration::from_millis(u64::from(i)),
+                "holder",
+                &from(i),
+            )
         })
         .collect();
     while p.poll_action().is_some() {}
     // The next one from that address replaces its oldest silent one; nothing else is touched.
     let later = now + Duration::from_secs(1);
-    let newest = p.accepted(later, from(999)).unwrap();
+    let newest = Sender::connect(&mut p, later, "holder", &from(999));
     let closed_now: Vec<Action> = std::iter::from_fn(|| p.poll_action())
         .filter(|a| matches!(a, Action::Close(_)))
         .collect();
-    assert_eq!(closed_now, vec![Action::Close(held[0])]);
+    assert_eq!(closed_now, vec![Action::Close(held[0].conn)]);
     assert_eq!((p.connections(), p.stats().source_limited), (cap, 1));
     // Another host gets in without displacing anyone.
     let alice = p.accepted(later, addr("10.0.0.2:5000")).unwrap();
     assert_eq!(p.connections(), cap + 1);
     assert!(!closed(&mut p, alice));
     // Connections that said HELLO: the one idle longest makes room.
-    let mut hello = Vec::new();
-    Frame::Hello {
-        nick: nick("holder"),
-        instance: 3,
-    }
-    .encode(&mut hello);
-    let theirs: Vec<ConnId> = held[1..].iter().copied().chain([newest]).collect();
-    for (i, c) in theirs.iter().enumerate() {
-        p.handle_data(later + Duration::from_millis(i as u64), 1, *c, &hello);
+    held.remove(0);
+    let mut theirs: Vec<Sender> = held.into_iter().chain([newest]).collect();
+    for (i, s) in theirs.iter_mut().enumerate() {
+        s.send(
+            &mut p,
+            later + Duration::from_millis(i as u64),
+            &[hello("holder", 3)],
+        );
     }
     while p.poll_action().is_some() {}
-    p.accepted(later + Duration::from_secs(1), from(1000))
+    p.accepted(later + Duration::from_secs(1), addr(&from(1000)))
         .unwrap();
-    assert!(closed(&mut p, theirs[0]));
+    assert!(closed(&mut p, theirs[0].conn));
     // Every one of them past HELLO and in the middle of a frame (each has its own deadline): refused instead.
     let mut q = Peer::new(Config {
         max_conns_per_source: 2,
-        ..Config::new(nick("bob"), 1)
+        ..config("bob", 1)
     });
+    let mut frame = Vec::new();
+    hello("holder", 3).encode(&mut frame);
     for i in 0..2 {
-        let c = q.accepted(now, from(i)).unwrap();
-        q.handle_data(now, 1, c, &hello);
-        q.handle_data(now, 1, c, &hello[..3]);
+        let mut s = Sender::connect(&mut q, now, "holder", &from(i));
+        s.send(&mut q, now, &[hello("holder", 3)]);
+        let mut wire = Vec::new();
+        s.chan.write(&frame[..3], &mut wire);
+        q.handle_data(now, 1, s.conn, &wire);
     }
-    assert!(q.accepted(now, from(9)).is_none());
+    assert!(q.accepted(now, addr(&from(9))).is_none());
     assert_eq!((q.connections(), q.stats().source_limited), (2, 1));
 }
 
@@ -567,49 +591,150 @@ fn closed(p: &mut Peer, c: ConnId) -> bool {
     std::iter::from_fn(|| p.poll_action()).any(|a| a == Action::Close(c))
 }
 
+/// Someone holding the key of `name` who connected to `p` and completed the handshake (IK to `p`'s key):
+/// what it seals, `p` opens.
+struct Sender {
+    chan: Channel,
+    conn: ConnId,
+    identity: Identity,
+    seeds: Seeds,
+}
+
+impl Sender {
+    fn connect(p: &mut Peer, now: Instant, name: &str, from: &str) -> Sender {
+        let identity = identity(name);
+        let mut seeds = Seeds::new(&[name.len() as u8; 32]);
+        let conn = p.accepted(now, addr(from)).unwrap();
+        let target = p.cfg.identity.public();
+        let (mut chan, first) = Channel::outgoing(
+            &mut Keys {
+                me: &identity,
+                psk: None,
+                seeds: &mut seeds,
+            },
+            Some(&target),
+        );
+        p.handle_data(now, 1, conn, &first);
+        let answer = p.output(conn).to_vec();
+        p.wrote(now, conn, answer.len());
+        let (mut plain, mut wire) = (Vec::new(), Vec::new());
+        chan.read(
+            &answer,
+            &mut Keys {
+                me: &identity,
+                psk: None,
+                seeds: &mut seeds,
+            },
+            |_| true,
+            &mut plain,
+            &mut wire,
+        )
+        .expect("the handshake completes");
+        assert!(chan.is_open());
+        Sender {
+            chan,
+            conn,
+            identity,
+            seeds,
+        }
+    }
+
+    /// The bytes that carry `frames`, sealed.
+    fn seal(&mut self, frames: &[Frame]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        for f in frames {
+            f.encode(&mut plain);
+        }
+        let mut wire = Vec::new();
+        self.chan.write(&plain, &mut wire);
+        wire
+    }
+
+    fn send(&mut self, p: &mut Peer, now: Instant, frames: &[Frame]) {
+        let wire = self.seal(frames);
+        p.handle_data(now, 1, self.conn, &wire);
+    }
+}
+
+fn hello(name: &str, instance: u64) -> Frame {
+    Frame::Hello {
+        nick: nick(name),
+        instance,
+    }
+}
+
+fn msg(id: u64, text: &str) -> Frame {
+    Frame::Msg {
+        id,
+        sent_ms: 1,
+        text: text.into(),
+    }
+}
+
 #[test]
 fn hostile_connections_are_closed_with_a_counted_reason() {
     let now = Instant::from_millis(1);
-    let mut p = Peer::new(Config::new(nick("target"), 1));
-    // Oversized length prefix.
+    let mut p = Peer::new(config("target", 1));
+    // Not a Noise stream: a zero length, then an HTTP request.
     let c = raw_conn(&mut p, now);
-    p.handle_data(now, 1, c, &[0xff, 0xff, 0xff, 0xff, 1]);
+    p.handle_data(now, 1, c, &[0, 0, 1]);
     assert!(closed(&mut p, c));
-    assert_eq!(p.stats().oversized, 1);
-    // Garbage.
     let c = raw_conn(&mut p, now);
-    p.handle_data(now, 1, c, b"\x00\x00\x00\x03GET");
-    assert!(closed(&mut p, c));
-    // A MSG before HELLO.
-    let c = raw_conn(&mut p, now);
-    let mut b = Vec::new();
-    Frame::Msg {
-        id: 1,
-        sent_ms: 1,
-        text: "hi".into(),
-    }
-    .encode(&mut b);
-    p.handle_data(now, 1, c, &b);
+    p.handle_data(now, 1, c, b"\x00\x03GET");
     assert!(closed(&mut p, c));
     assert_eq!(p.stats().malformed, 2);
-    // One byte a second: the frame never completes in time.
+    // A handshake that does not open: a first message for another key.
     let c = raw_conn(&mut p, now);
-    let mut hello = Vec::new();
-    Frame::Hello {
-        nick: nick("slow"),
-        instance: 1,
-    }
-    .encode(&mut hello);
+    let stranger = identity("stranger");
+    let (_, first) = Channel::outgoing(
+        &mut Keys {
+            me: &stranger,
+            psk: None,
+            seeds: &mut Seeds::new(&[1; 32]),
+        },
+        Some(&identity("not-target").public()),
+    );
+    p.handle_data(now, 1, c, &first);
+    assert!(closed(&mut p, c));
+    assert_eq!(p.stats().handshakes_failed, 1);
+    // Inside a session: an oversized frame length.
+    let mut s = Sender::connect(&mut p, now, "mallory", "10.9.9.8:1");
+    let mut wire = Vec::new();
+    s.chan.write(&[0xff, 0xff, 0xff, 0xff, 1], &mut wire);
+    p.handle_data(now, 1, s.conn, &wire);
+    assert!(closed(&mut p, s.conn));
+    assert_eq!(p.stats().oversized, 1);
+    // Inside a session: a MSG before HELLO.
+    let mut s = Sender::connect(&mut p, now, "mallory", "10.9.9.8:2");
+    s.send(&mut p, now, &[msg(1, "hi")]);
+    assert!(closed(&mut p, s.conn));
+    assert_eq!(p.stats().malformed, 3);
+    // A sealed message altered on the way, and one replayed from another session: forged.
+    let mut s = Sender::connect(&mut p, now, "mallory", "10.9.9.8:3");
+    let mut w = s.seal(&[hello("mallory", 1)]);
+    let last = w.len() - 1;
+    w[last] ^= 1;
+    p.handle_data(now, 1, s.conn, &w);
+    assert!(closed(&mut p, s.conn));
+    let mut a = Sender::connect(&mut p, now, "mallory", "10.9.9.8:4");
+    let captured = a.seal(&[hello("mallory", 1)]);
+    let b = Sender::connect(&mut p, now, "mallory", "10.9.9.8:5");
+    p.handle_data(now, 1, b.conn, &captured);
+    assert!(closed(&mut p, b.conn));
+    assert_eq!(p.stats().forged, 2);
+    p.closed(now, a.conn);
+    // One byte a second: the handshake never completes in time.
+    let c = raw_conn(&mut p, now);
     let mut t = now;
     let mut was_closed = false;
-    for b in &hello[..hello.len() - 1] {
+    for byte in &first[..first.len() - 1] {
         t += Duration::from_secs(1);
         p.handle_timeout(t);
         if closed(&mut p, c) {
             was_closed = true;
             break;
         }
-        p.handle_data(t, 1, c, std::slice::from_ref(b));
+        p.handle_data(t, 1, c, std::slice::from_ref(byte));
     }
     if !was_closed {
         p.handle_timeout(t + Duration::from_secs(10));
@@ -621,6 +746,7 @@ fn hostile_connections_are_closed_with_a_counted_reason() {
     // stays at the cap and a real peer arriving last still gets in.
     while p.poll_action().is_some() {}
     let cap = p.cfg.max_conns;
+    let held = p.connections();
     for i in 0..cap + 50 {
         assert!(
             p.accepted(now, addr(&format!("10.0.{}.{}:1", i / 250, i % 250)))
@@ -628,43 +754,77 @@ fn hostile_connections_are_closed_with_a_counted_reason() {
         );
     }
     assert_eq!(p.connections(), cap);
-    assert_eq!(p.stats().refused, 50);
-    let closes = std::iter::from_fn(|| p.poll_action())
-        .filter(|a| matches!(a, Action::Close(_)))
-        .count();
-    assert_eq!(closes, 50);
+    assert_eq!(p.stats().refused as usize, 50 + held);
     // Once every held connection has said HELLO, newcomers are refused instead.
     let mut q = Peer::new(Config {
         max_conns: 2,
-        ..Config::new(nick("target"), 1)
+        ..config("target", 1)
     });
     for i in 0..2 {
-        let c = q.accepted(now, addr(&format!("10.1.0.{i}:1"))).unwrap();
-        q.handle_data(now, 1, c, &hello);
+        let mut s = Sender::connect(&mut q, now, "someone", &format!("10.1.0.{i}:1"));
+        s.send(&mut q, now, &[hello("someone", i)]);
     }
     assert!(q.accepted(now, addr("10.1.0.9:1")).is_none());
 }
 
 #[test]
-fn a_sender_not_at_its_roster_address_is_unverified() {
-    let mut net = Net::new(&["alice", "bob"]);
-    let now = net.now;
-    // bob believes alice is elsewhere.
-    net.nodes[1]
-        .peer
-        .set_contact(now, nick("alice"), addr("192.0.2.99:5000"), true);
-    net.nodes[0]
-        .peer
-        .send(now, 1, Target::Nick(nick("bob")), "it's me")
-        .unwrap();
-    net.settle();
-    assert!(net.nodes[1].events.iter().any(|e| matches!(
-        e,
-        PeerEvent::Message {
+fn a_sender_whose_key_is_not_the_rosters_for_its_name_is_shown_as_unknown() {
+    let now = Instant::from_millis(1);
+    let mut bob = Peer::new(config("bob", 1));
+    bob.set_contact(now, nick("alice"), addr("10.0.0.1:5000"), true);
+    bob.set_key(now, nick("alice"), Some(identity("alice").public()));
+    // mallory, from alice's own address, says she is alice.
+    let mut m = Sender::connect(&mut bob, now, "mallory", "10.0.0.1:4444");
+    m.send(
+        &mut bob,
+        now,
+        &[hello("alice", 7), msg(1, "it's me, alice")],
+    );
+    let ev: Vec<PeerEvent> = std::iter::from_fn(|| bob.poll_event()).collect();
+    assert!(
+        matches!(&ev[..], [PeerEvent::Message { from, key, verified: false, .. }]
+            if *from == nick("alice") && *key == identity("mallory").public()),
+        "{ev:?}"
+    );
+    // The real alice, from anywhere, is verified.
+    let mut a = Sender::connect(&mut bob, now, "alice", "192.0.2.9:1");
+    a.send(&mut bob, now, &[hello("alice", 7), msg(1, "really me")]);
+    let ev: Vec<PeerEvent> = std::iter::from_fn(|| bob.poll_event()).collect();
+    assert!(
+        matches!(&ev[..], [PeerEvent::Message { verified: true, text, .. }] if text == "really me"),
+        "{ev:?}: mallory's message with the same instance and id made alice's a duplicate"
+    );
+    let _ = (&a.identity, &mut a.seeds);
+}
+
+#[test]
+fn a_message_from_a_name_whose_key_is_not_known_yet_waits_for_the_daemons_answer() {
+    let now = Instant::from_millis(1);
+    let mut bob = Peer::new(config("bob", 1));
+    let mut a = Sender::connect(&mut bob, now, "alice", "10.0.0.1:1");
+    a.send(&mut bob, now, &[hello("alice", 3), msg(1, "hello")]);
+    // Acknowledged at once (the sender is done), shown only once the key is known.
+    assert!(bob.poll_event().is_none());
+    assert_eq!(bob.poll_key_request(), Some(nick("alice")));
+    assert!(bob.wants_key(&nick("alice")));
+    bob.set_key(now, nick("alice"), Some(identity("alice").public()));
+    assert!(matches!(
+        bob.poll_event(),
+        Some(PeerEvent::Message { verified: true, .. })
+    ));
+    // A name the daemon does not answer for in time: shown, as from an unknown key.
+    let mut m = Sender::connect(&mut bob, now, "mallory", "10.0.0.2:1");
+    m.send(&mut bob, now, &[hello("ghost", 3), msg(1, "boo")]);
+    assert!(bob.poll_event().is_none());
+    let t = bob.poll_timeout().unwrap();
+    bob.handle_timeout(t.max(now + bob.cfg.key_timeout));
+    assert!(matches!(
+        bob.poll_event(),
+        Some(PeerEvent::Message {
             verified: false,
             ..
-        }
-    )));
+        })
+    ));
 }
 
 #[test]
@@ -698,21 +858,9 @@ fn received_text_cannot_drive_the_terminal() {
 /// Sends `(instance, id)` as a fresh connection from a sender calling itself `spoof`; returns whether a
 /// Message event came out (false: dropped as a duplicate).
 fn spoofed_msg(p: &mut Peer, now: Instant, instance: u64, id: u64) -> bool {
-    let c = raw_conn(p, now);
-    let mut b = Vec::new();
-    Frame::Hello {
-        nick: nick("spoof"),
-        instance,
-    }
-    .encode(&mut b);
-    Frame::Msg {
-        id,
-        sent_ms: 1,
-        text: "x".into(),
-    }
-    .encode(&mut b);
-    p.handle_data(now, 1, c, &b);
-    p.closed(now, c);
+    let mut s = Sender::connect(p, now, "spoof", "10.9.9.9:1234");
+    s.send(p, now, &[hello("spoof", instance), msg(id, "x")]);
+    p.closed(now, s.conn);
     std::iter::from_fn(|| p.poll_event()).any(|e| matches!(e, PeerEvent::Message { .. }))
 }
 
@@ -721,7 +869,7 @@ fn dedupe_memory_is_bounded_by_senders_and_ids() {
     let mut p = Peer::new(Config {
         dedupe_senders: 4,
         dedupe_window: 8,
-        ..Config::new(nick("target"), 1)
+        ..config("target", 1)
     });
     let mut now = Instant::from_millis(1);
     // A made-up instance per HELLO: the table never holds more than four senders.
@@ -737,7 +885,7 @@ fn dedupe_memory_is_bounded_by_senders_and_ids() {
     for id in 0..100 {
         assert!(spoofed_msg(&mut p, now, 5000, id));
     }
-    let s = &p.seen[&(nick("spoof"), 5000)];
+    let s = &p.seen[&(identity("spoof").public(), 5000)];
     assert_eq!((s.ids.len(), s.order.len()), (8, 8));
     assert!(!spoofed_msg(&mut p, now, 5000, 99));
     assert!(

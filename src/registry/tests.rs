@@ -1299,3 +1299,42 @@ fn a_saved_roster_is_held_to_the_caps_per_host() {
     assert!(h.reg.by_nick.contains_key(&nick("x7")));
     assert_eq!(h.reg.stats().host_evictions, 7);
 }
+
+#[test]
+fn a_one_shot_sender_claims_its_nickname_a_reader_does_not() {
+    let mut h = Harness::new(Config::default());
+    let observe = |h: &mut Harness, key: PublicKey, nick: &str, claim: bool| {
+        let c = h.connect_as("10.0.0.5:1", key);
+        let f = flags::OBSERVER | if claim { flags::CLAIM } else { 0 };
+        h.send(
+            c,
+            ClientMsg::Register(Register {
+                flags: f,
+                instance: 1,
+                nick: nick.into(),
+                chat_port: 0,
+                chat_ip: None,
+            }),
+        );
+        h.turn();
+        h.last_registered(c).unwrap().0
+    };
+    // `mpc list` under any name binds nothing.
+    assert_eq!(observe(&mut h, MALLORY, "carol", false), RegisterResult::Ok);
+    assert_eq!(h.reg.owner(&nick("carol")), None);
+    // `mpc send` as carol binds carol to her key, without a roster entry; then only her key may.
+    assert_eq!(observe(&mut h, KEY, "carol", true), RegisterResult::Ok);
+    assert_eq!(h.reg.owner(&nick("carol")), Some(KEY));
+    assert_eq!(h.reg.counts(), (0, 0, 2));
+    assert_eq!(
+        observe(&mut h, MALLORY, "carol", true),
+        RegisterResult::NickOwned
+    );
+    assert_eq!(observe(&mut h, KEY, "carol", true), RegisterResult::Ok);
+    // The binding is saved, and holds for a member's registration too.
+    assert_eq!(h.reg.image(h.wall).bindings.len(), 1);
+    let m = h.connect_as("10.0.0.7:2", MALLORY);
+    h.register(m, "carol", 7, 6000);
+    h.turn();
+    assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::NickOwned);
+}

@@ -27,6 +27,8 @@ pub const PPID_V1: u32 = u32::from_be_bytes(*b"MPR1");
 
 const REGISTER: u8 = 1;
 const RESYNC: u8 = 2;
+const KEY_QUERY: u8 = 3;
+const KEY: u8 = 19;
 const REGISTERED: u8 = 16;
 const SNAPSHOT: u8 = 17;
 const DELTA: u8 = 18;
@@ -41,6 +43,10 @@ pub mod flags {
     /// no deltas (unless it asks with RESYNC). For headless services that others chat to, and for measuring
     /// how many clients one daemon holds where N² roster bytes could not be sent (`mpbench --liveness-only`).
     pub const NO_ROSTER: u8 = 4;
+    /// With OBSERVER: the observer speaks under its nickname (`mpc send`), so it claims it like a member
+    /// would: refused if another key owns it, bound to this key if no one does. Without it an observer's
+    /// nickname is only a label for the daemon's log (`mpc list`).
+    pub const CLAIM: u8 = 8;
 }
 
 /// A client's registration.
@@ -66,6 +72,12 @@ pub enum ClientMsg {
     Register(Register),
     /// Send me a full snapshot again (I missed a delta).
     Resync,
+    /// Which key is this nickname bound to? (A chat sender asks before writing to it; a receiver, to tell
+    /// whether a message is from whom it claims.)
+    KeyQuery {
+        /// The nickname, as the client has it (checked by the daemon).
+        nick: Nick,
+    },
 }
 
 /// The outcome of a registration.
@@ -131,6 +143,13 @@ pub struct Entry {
 /// Messages from `mpd` to a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerMsg {
+    /// The answer to KEY_QUERY: the key the nickname is bound to, if any.
+    Key {
+        /// The nickname asked about.
+        nick: Nick,
+        /// Its owner's key; `None` if no key owns it.
+        key: Option<crate::identity::PublicKey>,
+    },
     /// The answer to REGISTER.
     Registered {
         /// Outcome.
@@ -365,6 +384,7 @@ impl ClientMsg {
                 chat_ip: r.ip()?,
             }),
             RESYNC => ClientMsg::Resync,
+            KEY_QUERY => ClientMsg::KeyQuery { nick: r.nick()? },
             _ => return Err(Malformed("message type")),
         };
         r.end()?;
@@ -387,6 +407,10 @@ impl ClientMsg {
                 out.put_ip(g.chat_ip);
             }
             ClientMsg::Resync => out.push(RESYNC),
+            ClientMsg::KeyQuery { nick } => {
+                out.push(KEY_QUERY);
+                out.put_nick(nick);
+            }
         }
         out
     }
@@ -426,8 +450,8 @@ pub fn finish_entries(out: &mut [u8], count: u16) {
 /// [`ServerMsg::parse`].
 #[derive(Clone, Debug)]
 pub enum ServerView<'a> {
-    /// REGISTERED, decoded whole (it has no entries).
-    Registered(ServerMsg),
+    /// A message without entries (REGISTERED, KEY), decoded whole.
+    Whole(ServerMsg),
     /// One page of the roster, as [`ServerMsg::Snapshot`].
     Snapshot {
         /// Roster version the pages describe.
@@ -533,12 +557,22 @@ impl ServerMsg {
                 let reason =
                     String::from_utf8(r.take(n)?.to_vec()).map_err(|_| Malformed("reason"))?;
                 r.end()?;
-                Ok(ServerView::Registered(ServerMsg::Registered {
+                Ok(ServerView::Whole(ServerMsg::Registered {
                     result,
                     daemon,
                     retry_after_ms,
                     reason,
                 }))
+            }
+            KEY => {
+                let nick = r.nick()?;
+                let key = match r.u8()? {
+                    0 => None,
+                    1 => Some(crate::identity::PublicKey(r.array()?)),
+                    _ => return Err(Malformed("key flag")),
+                };
+                r.end()?;
+                Ok(ServerView::Whole(ServerMsg::Key { nick, key }))
             }
             SNAPSHOT => {
                 let version = r.u64()?;
@@ -580,7 +614,7 @@ impl ServerMsg {
             Ok(v)
         }
         Ok(match ServerMsg::view(b)? {
-            ServerView::Registered(m) => m,
+            ServerView::Whole(m) => m,
             ServerView::Snapshot {
                 version,
                 page,
@@ -605,6 +639,17 @@ impl ServerMsg {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
+            ServerMsg::Key { nick, key } => {
+                out.push(KEY);
+                out.put_nick(nick);
+                match key {
+                    None => out.push(0),
+                    Some(k) => {
+                        out.push(1);
+                        out.extend_from_slice(&k.0);
+                    }
+                }
+            }
             ServerMsg::Registered {
                 result,
                 daemon,

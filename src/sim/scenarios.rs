@@ -512,9 +512,13 @@ fn a_chat_message_goes_peer_to_peer_and_is_acknowledged() {
     let mut w = world(seed, Netem::IDEAL);
     let [alice, bob] = join(&mut w, ["alice", "bob"], seed);
     let sctp_before = w.daemon().server.endpoint().stats().messages_in;
+    let queries_before = w.daemon().server.registry().stats().key_queries;
     let id = w.send_chat(alice, "bob", "hello bob").expect("send");
-    let took = w.wait(PATIENCE, |w| w.client(alice).delivered(id).is_some());
-    // Connect, HELLO both ways, MSG, ACK: a few round trips of 200 µs.
+    let took = w.wait(PATIENCE, |w| {
+        w.client(alice).delivered(id).is_some() && !w.client(bob).received().is_empty()
+    });
+    // alice asks the daemon for bob's key, then connect, the handshake, HELLO both ways, MSG, ACK; bob asks
+    // for alice's key before showing the message as hers: a few round trips of 200 µs.
     assert!(
         took.is_some_and(|t| t < Duration::from_millis(5)),
         "seed {seed}: {took:?}"
@@ -523,10 +527,12 @@ fn a_chat_message_goes_peer_to_peer_and_is_acknowledged() {
         w.client(bob).received(),
         vec![("alice".into(), "hello bob".into(), true)]
     );
-    // The daemon saw no part of it.
+    // The daemon saw no part of it: only the two questions about keys.
+    let queries = w.daemon().server.registry().stats().key_queries - queries_before;
+    assert_eq!(queries, 2);
     assert_eq!(
         w.daemon().server.endpoint().stats().messages_in,
-        sctp_before
+        sctp_before + queries
     );
     // The idle connection is reused for the next message: no new HELLO exchange, one round trip.
     let id2 = w.send_chat(alice, "bob", "again").unwrap();

@@ -98,6 +98,16 @@ pub struct ClientHost {
     pub identity: Identity,
     /// The daemon key it pinned (its known_daemons file), kept across restarts as mpc's file is.
     pub pin: Pin,
+    /// The peers' keys it remembers (its known_peers file), kept across restarts.
+    pub known_peers: std::collections::HashMap<Nick, crate::identity::PublicKey>,
+    /// Peers whose key the daemon gave differently from the one remembered (what mpc warns about), with
+    /// when: (nick, remembered, given).
+    pub key_changes: Vec<(
+        Instant,
+        Nick,
+        crate::identity::PublicKey,
+        crate::identity::PublicKey,
+    )>,
 }
 
 impl ClientHost {
@@ -349,6 +359,8 @@ impl World {
         self.clients.push(ClientHost {
             identity,
             pin: Pin::None,
+            known_peers: std::collections::HashMap::new(),
+            key_changes: Vec::new(),
             ip,
             sctp_port,
             sender_port,
@@ -377,9 +389,12 @@ impl World {
         cfg.chat_port = h.chat_port;
         tweak(&mut cfg);
         let now = self.now();
+        let mut pc = peer::Config::new(nick, instance, cfg.identity.clone());
+        pc.psk = cfg.psk.clone();
+        pc.seed = self.net.seed();
         let h = &mut self.clients[n];
         h.client = Some(Client::new(cfg, seed, now));
-        h.peer = Some(Peer::new(peer::Config::new(nick, instance)));
+        h.peer = Some(Peer::new(pc));
         h.life += 1;
     }
 
@@ -869,6 +884,11 @@ impl Simulate for World {
             if h.pause.since.is_some() {
                 continue;
             }
+            // As mpc's session does: the peer's questions about keys go to the daemon (before this turn's
+            // datagrams leave), the answers (checked against the keys remembered) back to the peer.
+            while let Some(nick) = p.poll_key_request() {
+                c.query_key(nick);
+            }
             let sctp = SocketAddr::new(h.ip, h.sctp_port);
             while let Some(t) = c.poll_transmit(now, &mut buf) {
                 out.push((sctp, t.dst, buf[..t.len].to_vec()));
@@ -881,6 +901,22 @@ impl Simulate for World {
                 // As mpc's session does: the roster feeds the chat peer's contacts.
                 if let ClientEvent::Roster(applied) = &e {
                     p.follow_roster(now, c.roster(), applied);
+                }
+                if let ClientEvent::Key { nick, key } = &e
+                    && p.wants_key(nick)
+                {
+                    let given = match (key, h.known_peers.get(nick)) {
+                        (Some(k), Some(old)) if k != old => {
+                            h.key_changes.push((now, *nick, *old, *k));
+                            None
+                        }
+                        (Some(k), _) => {
+                            h.known_peers.insert(*nick, *k);
+                            Some(*k)
+                        }
+                        (None, _) => None,
+                    };
+                    p.set_key(now, *nick, given);
                 }
                 // As mpc's I/O does: a proved daemon key is saved as the pin.
                 if let ClientEvent::DaemonPinned { key } = &e {

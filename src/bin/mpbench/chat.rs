@@ -66,6 +66,14 @@ const RAW_LEN: usize = 64;
 /// The message text: 41 bytes, which makes a 64-byte MSG frame, the size of the raw round trip's payload.
 const TEXT: &str = "mpbench chat: a 64-byte MSG frame on TCP.";
 
+/// The key of the benchmark's user `name` (fixed, so runs compare; the handshakes' ephemeral keys are fresh).
+fn identity_of(name: &str) -> multiproto::identity::Identity {
+    multiproto::identity::Identity::from_secret(multiproto::secure::derive_seed(
+        &[0x6d; 32],
+        &format!("mpbench chat {name}"),
+    ))
+}
+
 fn err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -416,7 +424,7 @@ fn fresh_rounds(
     rounds: usize,
     progress: &mut Progress,
 ) -> Result<(Vec<Duration>, u64), String> {
-    let mut cfg = Config::new(nick("carol")?, 3);
+    let mut cfg = Config::new(nick("carol")?, 3, identity_of("carol"));
     cfg.idle_timeout = Duration::ZERO;
     let mut sender = Sender::new(to, cfg)?;
     let mut fresh = Vec::with_capacity(rounds);
@@ -446,7 +454,7 @@ fn drive(
 ) -> Result<Measured, String> {
     let pinned = pins.place(Placement::OneCpu);
     progress.phase("chat: reused connection and raw TCP, one CPU");
-    let mut sender = Sender::new(to, Config::new(nick("alice")?, 1))?;
+    let mut sender = Sender::new(to, Config::new(nick("alice")?, 1, identity_of("alice")))?;
     let mut raw = Raw {
         stream: raw_client,
         buf: [0x5a; RAW_LEN],
@@ -562,10 +570,17 @@ fn receiver(
 ) -> Result<Stats, String> {
     let setup = || -> std::io::Result<(Reactor, ChatIo)> {
         let reactor = Reactor::new()?;
-        let peer = Peer::new(Config::new(
+        let mut peer = Peer::new(Config::new(
             Nick::new("bob").map_err(std::io::Error::other)?,
             2,
+            identity_of("bob"),
         ));
+        // The senders' keys, as a daemon would give them: their messages are shown at once, as theirs.
+        let now = reactor.now();
+        for who in ["alice", "carol"] {
+            let n = Nick::new(who).map_err(std::io::Error::other)?;
+            peer.set_key(now, n, Some(identity_of(who).public()));
+        }
         let io = ChatIo::new(listener, peer, reactor.registry(), Token(1), Token(16))?;
         Ok((reactor, io))
     };
@@ -638,6 +653,9 @@ impl Sender {
             .map_err(err("chat sender"))?;
         let bob = nick("bob")?;
         io.peer.set_contact(reactor.now(), bob, to, true);
+        // bob's key, as the daemon would give it: every connection is an IK handshake to it.
+        io.peer
+            .set_key(reactor.now(), bob, Some(identity_of("bob").public()));
         Ok(Sender {
             reactor,
             io,

@@ -722,7 +722,7 @@ impl Swarm {
     /// a storm brings 10⁸ of them); a malformed one is counted, ends the message, and asks for a resync.
     fn on_message(&mut self, now: Instant, i: u32, m: ServerView<'_>) {
         match m {
-            ServerView::Registered(ServerMsg::Registered { result, .. }) => {
+            ServerView::Whole(ServerMsg::Registered { result, .. }) => {
                 let sim = &mut self.sims[i as usize];
                 if sim.state != State::Connecting {
                     return;
@@ -741,7 +741,7 @@ impl Swarm {
                     }
                 }
             }
-            ServerView::Registered(_) => {}
+            ServerView::Whole(_) => {}
             ServerView::Snapshot { .. } | ServerView::Delta { .. } => self.on_roster(now, i, m),
         }
     }
@@ -795,7 +795,7 @@ impl Swarm {
                 copy.seen.counters.roster_entries += entries.remaining() as u64;
                 roster.delta(&mut copy, from, to, entries)
             }
-            ServerView::Registered(_) => return,
+            ServerView::Whole(_) => return,
         };
         match synced {
             Ok(Synced::Snapshot { .. }) => {
