@@ -18,6 +18,8 @@
 //! Processes run in a host with [`Host::spawn`] (`ip netns exec NS PROGRAM ARGS…`, which execs the program, so
 //! the PID is the program's). Their stdout and stderr are read line by line into memory, and tests wait for a
 //! line with a deadline ([`Proc::wait_for_line`]): nothing here sleeps hoping that something has happened.
+//! Their stdin is closed, unless started with [`Host::spawn_with_stdin`] (or [`Host::spawn_mpc_console`]),
+//! whose stdin the test writes lines to ([`Proc::write_line`]).
 //! `mpd` and `mpc` always get `--iface <the host's address>`, the LAN's multicast group and a directory of
 //! their own ([`Host::spawn_mpd`], [`Host::mpc_args`]).
 //!
@@ -28,9 +30,9 @@
 //! removed the first time a process checks [`require_lan`].
 //!
 //! Needs root (namespaces, bridge, veth), `ip` and `bridge` (iproute2); [`Host::loss`] needs `nft`
-//! (nftables; this kernel has no netem), [`Lan::capture`] needs `tcpdump`. Check with [`require_lan`],
-//! [`require_nft`], [`require_tcpdump`]: outside CI a missing need skips the test, in CI it fails it (see
-//! tests/common/require.rs).
+//! (nftables; this kernel has no netem), [`Lan::capture`] needs `tcpdump` ([`udp_datagrams`] reads the UDP
+//! datagrams of its pcap). Check with [`require_lan`], [`require_nft`], [`require_tcpdump`]: outside CI a
+//! missing need skips the test, in CI it fails it (see tests/common/require.rs).
 //!
 //! Include it next to `mod common;` with `#[path = "common/lan.rs"] mod lan;` (it uses `crate::common`).
 
@@ -40,7 +42,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -542,6 +544,18 @@ impl Host {
         Proc::start(name, cmd, Stdio::piped(), &self.procs)
     }
 
+    /// [`Host::spawn`], with stdin a pipe the test writes to with [`Proc::write_line`] (and closes with
+    /// [`Proc::close_stdin`]) instead of closed.
+    pub fn spawn_with_stdin<I, S>(&self, name: &str, program: impl AsRef<OsStr>, args: I) -> Proc
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        Proc::start_with(name, cmd, true, Stdio::piped(), &self.procs)
+    }
+
     /// Runs `PROGRAM ARGS…` in this host to completion and returns its output; panics (after killing it) if
     /// it takes longer than `limit`.
     pub fn run<I, S>(&self, program: impl AsRef<OsStr>, args: I, limit: Duration) -> Output
@@ -609,6 +623,15 @@ impl Host {
     pub fn spawn_mpc(&self, nick: &str, rest: &[&str]) -> Proc {
         let name = format!("mpc-{nick}@h{}", self.index);
         self.spawn(&name, mpc_exe(), self.mpc_args(nick, rest))
+    }
+
+    /// Starts `mpc`'s interactive console with [`Host::mpc_args`] and stdin a pipe: with stdin not a
+    /// terminal, the console reads one command per line ([`Proc::write_line`], e.g. `"msg bob hi"`) and
+    /// prints its notices (`registered as …`, `queued #…`, `delivered #…`) as plain lines on stdout. End of
+    /// file on stdin ([`Proc::close_stdin`]) ends it, as `exit` does.
+    pub fn spawn_mpc_console(&self, nick: &str, rest: &[&str]) -> Proc {
+        let name = format!("mpc-console-{nick}@h{}", self.index);
+        self.spawn_with_stdin(&name, mpc_exe(), self.mpc_args(nick, rest))
     }
 
     /// Runs `mpc` with [`Host::mpc_args`] to completion (e.g. `rest = ["send", "bob", "hi"]`), with a limit.
@@ -711,6 +734,9 @@ struct ProcInner {
     /// `None` once reaped; while it is `Some`, the PID cannot be reused, so signalling it is safe.
     child: Mutex<Option<Child>>,
     status: Mutex<Option<ExitStatus>>,
+    /// The write end of its stdin, if it was started with one ([`Host::spawn_with_stdin`]); `None` once
+    /// closed ([`Proc::close_stdin`]).
+    stdin: Mutex<Option<ChildStdin>>,
     stdout: Arc<Lines>,
     stderr: Arc<Lines>,
 }
@@ -772,9 +798,24 @@ impl Lines {
 
 impl Proc {
     /// Spawns `cmd` (stdin closed, stdout to `stdout`, stderr read into lines), registers it with the LAN.
-    fn start(name: &str, mut cmd: Command, stdout: Stdio, procs: &Procs) -> Proc {
+    fn start(name: &str, cmd: Command, stdout: Stdio, procs: &Procs) -> Proc {
+        Proc::start_with(name, cmd, false, stdout, procs)
+    }
+
+    /// [`Proc::start`], with stdin a pipe the test writes to if `piped_stdin`, else closed.
+    fn start_with(
+        name: &str,
+        mut cmd: Command,
+        piped_stdin: bool,
+        stdout: Stdio,
+        procs: &Procs,
+    ) -> Proc {
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
@@ -792,16 +833,46 @@ impl Proc {
         let e = child.stderr.take().unwrap();
         let l = err.clone();
         std::thread::spawn(move || l.fill(e));
+        let stdin = child.stdin.take();
         let p = Arc::new(ProcInner {
             name: name.to_string(),
             pid: child.id() as i32,
             child: Mutex::new(Some(child)),
             status: Mutex::new(None),
+            stdin: Mutex::new(stdin),
             stdout: out,
             stderr: err,
         });
         lock(&procs.0).push(p.clone());
         Proc(p)
+    }
+
+    /// Writes `line` and a newline to its stdin (for a program that reads commands, such as `mpc`'s
+    /// console with stdin not a terminal). Panics if it was started without a stdin pipe
+    /// ([`Host::spawn_with_stdin`]), the pipe was closed, or the process no longer reads it.
+    pub fn write_line(&self, line: &str) {
+        use std::io::Write;
+        let mut stdin = lock(&self.0.stdin);
+        let pipe = stdin.as_mut().unwrap_or_else(|| {
+            panic!(
+                "{}: no stdin to write {line:?} to (not started with spawn_with_stdin, or closed)",
+                self.0.name
+            )
+        });
+        pipe.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| pipe.flush())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: cannot write {line:?} to its stdin: {e}\n{}",
+                    self.0.name,
+                    self.describe()
+                )
+            });
+    }
+
+    /// Closes its stdin (end of file for the program), if it had one.
+    pub fn close_stdin(&self) {
+        lock(&self.0.stdin).take();
     }
 
     /// Its PID (the program's own: `ip netns exec` execs it).
@@ -1048,4 +1119,67 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> std::io::Result<
 pub fn contains(haystack: &[u8], needle: impl AsRef<[u8]>) -> bool {
     let needle = needle.as_ref();
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One UDP datagram of a capture ([`udp_datagrams`]).
+#[derive(Clone, Debug)]
+pub struct UdpDatagram {
+    /// Source address and port.
+    pub src: (Ipv4Addr, u16),
+    /// Destination address and port.
+    pub dst: (Ipv4Addr, u16),
+    /// The UDP payload as captured.
+    pub payload: Vec<u8>,
+}
+
+/// The IPv4 UDP datagrams in a pcap file from [`Capture::stop`] (Ethernet frames, either byte order),
+/// in capture order; other frames (ARP, IGMP, TCP, IPv6) and fragments after the first are skipped. Lets a
+/// test show that a capture holds the traffic it reasons about (say, SCTP over UDP to the daemon's port)
+/// before it asserts what that traffic does not contain.
+pub fn udp_datagrams(pcap: &[u8]) -> Vec<UdpDatagram> {
+    let u16_at = |b: &[u8], i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+    let Some(magic) = pcap.get(..4) else {
+        return Vec::new();
+    };
+    // The file's byte order is the writer's: its magic number tells which.
+    let le = match magic {
+        [0xd4, 0xc3, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] => false,
+        _ => panic!("not a pcap file (magic {magic:02x?})"),
+    };
+    let u32_at = |i: usize| {
+        let b: [u8; 4] = pcap[i..i + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    assert_eq!(u32_at(20), 1, "the capture's link type is not Ethernet");
+    let mut out = Vec::new();
+    let mut at = 24; // the global header
+    while at + 16 <= pcap.len() {
+        let len = u32_at(at + 8) as usize;
+        let frame = &pcap[at + 16..(at + 16 + len).min(pcap.len())];
+        at += 16 + len;
+        // Ethernet II, IPv4 (no VLAN tags on this bridge).
+        if frame.len() < 14 + 20 || u16_at(frame, 12) != 0x0800 {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let fragment_offset = u16_at(ip, 6) & 0x1fff;
+        if ip[9] != 17 || fragment_offset != 0 || ip.len() < ihl + 8 {
+            continue;
+        }
+        let total = usize::from(u16_at(ip, 2)).min(ip.len());
+        let addr = |i: usize| Ipv4Addr::new(ip[i], ip[i + 1], ip[i + 2], ip[i + 3]);
+        let udp = &ip[ihl..total];
+        out.push(UdpDatagram {
+            src: (addr(12), u16_at(udp, 0)),
+            dst: (addr(16), u16_at(udp, 2)),
+            payload: udp[8..].to_vec(),
+        });
+    }
+    out
 }
