@@ -91,7 +91,8 @@ pub struct Config {
     /// How long a nickname's key, asked of the daemon, may take to come: a message held for it is shown as
     /// from an unknown key after that.
     pub key_timeout: Duration,
-    /// Messages held at most per connection while their sender's key is asked for.
+    /// Messages held at most (all senders together) while their senders' keys are asked for; past it, a
+    /// message is shown at once, as from an unknown key.
     pub max_held: usize,
 }
 
@@ -110,7 +111,7 @@ impl Config {
             psk: None,
             seed: derive_seed(&seed, "chat handshakes"),
             key_timeout: Duration::from_secs(5),
-            max_held: 64,
+            max_held: 256,
             idle_timeout: Duration::from_secs(60),
             ack_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
@@ -303,8 +304,6 @@ struct Conn {
     addr: SocketAddr,
     /// Its Noise session.
     chan: Channel,
-    /// Messages received whose sender's key is being asked for: shown once it comes (or does not).
-    held: VecDeque<PeerEvent>,
     /// Who is on the other end, once its HELLO arrived.
     peer: Option<(Nick, u64)>,
     open: bool,
@@ -359,6 +358,9 @@ pub struct Peer {
     asked: HashMap<Nick, Instant>,
     /// Key requests not yet handed to the caller.
     key_requests: VecDeque<Nick>,
+    /// Messages received (and acknowledged) whose claimed sender's key is being asked for, with that name:
+    /// shown once the key comes (or does not), whether or not their connection is still open.
+    held: VecDeque<(Nick, PeerEvent)>,
     seeds: Seeds,
     actions: VecDeque<Action>,
     events: VecDeque<PeerEvent>,
@@ -426,6 +428,7 @@ impl Peer {
             keys: HashMap::new(),
             asked: HashMap::new(),
             key_requests: VecDeque::new(),
+            held: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -458,6 +461,11 @@ impl Peer {
             }
         }
         self.release_held(Some(nick));
+        if key.is_none() {
+            // No key to use (none, or one withheld until the user accepts it): asked again after the key
+            // timeout, not at once, or a waiting message would ask in a loop.
+            self.asked.insert(nick, now);
+        }
         self.pump(now, Target::Nick(nick));
     }
 
@@ -487,22 +495,19 @@ impl Peer {
     /// Shows the messages held for their sender's key: for `nick` (or every nickname no longer asked for),
     /// verified if the key now known for the nickname they claim is the one that sealed them.
     fn release_held(&mut self, nick: Option<Nick>) {
-        for (_, c) in self.conns.iter_mut() {
-            let Some((from, _)) = c.peer else { continue };
-            if c.held.is_empty()
-                || nick.is_some_and(|n| n != from)
-                || self.asked.contains_key(&from)
-            {
+        let mut keep = VecDeque::new();
+        for (from, mut ev) in std::mem::take(&mut self.held) {
+            if nick.is_some_and(|n| n != from) || self.asked.contains_key(&from) {
+                keep.push_back((from, ev));
                 continue;
             }
             let known = self.keys.get(&from).copied();
-            for mut ev in c.held.drain(..) {
-                if let PeerEvent::Message { key, verified, .. } = &mut ev {
-                    *verified = known == Some(*key);
-                }
-                self.events.push_back(ev);
+            if let PeerEvent::Message { key, verified, .. } = &mut ev {
+                *verified = known == Some(*key);
             }
+            self.events.push_back(ev);
         }
+        self.held = keep;
     }
 
     /// Counters.
@@ -570,7 +575,6 @@ impl Peer {
             dir,
             addr,
             chan,
-            held: VecDeque::new(),
             peer: None,
             open,
             reader: Reader::default(),
@@ -636,11 +640,13 @@ impl Peer {
         }
     }
 
-    /// A nickname left the roster.
+    /// A nickname left the roster. Its key is forgotten too: whoever registers the name next may hold
+    /// another one (after `mpd release`), and is asked for afresh.
     pub fn remove_contact(&mut self, nick: &Nick) {
         if let Some(c) = self.contacts.get_mut(nick) {
             c.1 = false;
         }
+        self.keys.remove(nick);
     }
 
     /// Queues `text` for `to`; returns its id. Delivery, queueing and failure are reported as events.
@@ -917,6 +923,13 @@ impl Peer {
             }
         }
         if let Err(e) = sealed {
+            // Our IK to the key we had for a nickname failed: that key may be stale (the name changed hands):
+            // ask the daemon again before the next attempt.
+            if let (ChannelError::Handshake, Some(Dir::Out(Target::Nick(n)))) =
+                (&e, self.get(id).map(|c| c.dir))
+            {
+                self.keys.remove(&n);
+            }
             match e {
                 ChannelError::Forged => self.stats.forged += 1,
                 ChannelError::Handshake
@@ -1003,12 +1016,8 @@ impl Peer {
                 // the answer comes (bounded; past the bound, as from an unknown key at once).
                 if !self.keys.contains_key(&from) {
                     self.want_key(now, from);
-                    let (max, asked) = (self.cfg.max_held, self.asked.contains_key(&from));
-                    if let Some(c) = self.get_mut(id)
-                        && c.held.len() < max
-                        && asked
-                    {
-                        c.held.push_back(ev);
+                    if self.held.len() < self.cfg.max_held && self.asked.contains_key(&from) {
+                        self.held.push_back((from, ev));
                         return true;
                     }
                 }
@@ -1084,9 +1093,7 @@ impl Peer {
 
     /// Drops a connection's state; messages in flight on it go back to waiting, with backoff.
     fn forget(&mut self, id: ConnId, now: Instant) {
-        let mut c = self.conns.remove(id.key());
-        // Messages held for their sender's key were acknowledged: show them, as unverified as they stand.
-        self.events.extend(c.held.drain(..));
+        let c = self.conns.remove(id.key());
         let Dir::Out(to) = c.dir else {
             return;
         };

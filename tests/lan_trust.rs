@@ -11,8 +11,9 @@
 //! - one host registering thousands of names fills only its own share of the roster;
 //! - a host holding hundreds of connections to a client's chat port does not stop others' messages.
 //!
-//! Chat between clients is not yet encrypted (issue 14 is under way), so nothing here looks at chat frames in
-//! a capture. Every wait has a deadline; nothing sleeps hoping that something happened.
+//! - frames forged on a victim's own host are never shown as the victim's.
+//!
+//! Every wait has a deadline; nothing sleeps hoping that something happened.
 //!
 //! Needs root, iproute2 and tcpdump; without them the tests skip, or fail in CI (see
 //! tests/common/require.rs).
@@ -996,4 +997,172 @@ fn hog(
         std::thread::sleep(Duration::from_millis(50));
     }
     report
+}
+
+/// A chat connection from host 2 (alice's host) to `bob_chat`, inside its namespace, that writes `bytes` and
+/// reads until bob closes it (or [`WITHIN`] passes). Returns what bob wrote and whether he closed it.
+fn forge_from(host: &Host, bob_chat: (Ipv4Addr, u16), bytes: Vec<u8>) -> (Vec<u8>, bool) {
+    use std::io::{Read, Write};
+    host.in_netns(move || {
+        let mut s = TcpStream::connect(bob_chat).expect("connect to bob's chat port");
+        s.set_read_timeout(Some(WITHIN)).unwrap();
+        s.write_all(&bytes).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+                Err(_) => return (got, false),
+            }
+        }
+    })
+}
+
+/// Frames forged on alice's own host are never shown as hers: old plaintext frames are not even read as
+/// chat, and a sender with a key of its own that claims to be alice is shown as an unknown key.
+#[test]
+fn frames_forged_from_the_victims_own_host_are_not_shown_as_hers() {
+    use multiproto::identity::Identity;
+    use multiproto::peer::channel::{Channel, Keys};
+    use multiproto::peer::frame::Frame;
+    use multiproto::secure::Seeds;
+
+    skip_unless!(require_lan());
+    let lan = Lan::new(3);
+    let (h1, h2, h3) = (lan.host(1), lan.host(2), lan.host(3));
+    h1.spawn_mpd(&[]);
+    let alice = h2.spawn_mpc("alice", &["listen", "--json"]);
+    expect_registered(&alice);
+    let bob = h3.spawn_mpc("bob", &["listen", "--json"]);
+    let port = expect_registered(&bob)["chat_port"].as_u64().unwrap() as u16;
+    let bob_chat = (h3.addr(), port);
+    // The real alice, first: shown as hers.
+    let out = h2.run_mpc("alice", &["send", "bob", "really-alice-1"], RUN_LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let m = expect_event(
+        &bob,
+        "message",
+        |m| m["text"] == "really-alice-1",
+        "alice's message",
+    );
+    assert_eq!(
+        (&m["from"], &m["verified"]),
+        (&Value::from("alice"), &Value::from(true)),
+        "{m}"
+    );
+    let alice_key = m["key"].clone();
+
+    // 1. The chat protocol before encryption, from alice's address: HELLO as alice, then a MSG.
+    let mut plain = Vec::new();
+    Frame::Hello {
+        nick: multiproto::nick::Nick::new("alice").unwrap(),
+        instance: 1,
+    }
+    .encode(&mut plain);
+    Frame::Msg {
+        id: 1,
+        sent_ms: 1,
+        text: "forged-plain-9c2e".into(),
+    }
+    .encode(&mut plain);
+    let (_, closed) = forge_from(h2, bob_chat, plain);
+    assert!(closed, "bob kept a connection that spoke no Noise");
+
+    // 2. Noise, with a key of its own (mallory's, on alice's host), claiming to be alice.
+    let bob_id = multiproto::io::keyfile::load(
+        &h3.state_dir("bob")
+            .join(multiproto::io::keyfile::CLIENT_KEY),
+    )
+    .expect("bob's key");
+    let mallory = Identity::from_secret([0x66; 32]);
+    let mallory_fp = mallory.public().fingerprint().to_string();
+    let mut seeds = Seeds::new(&[3; 32]);
+    let (mut chan, first) = Channel::outgoing(
+        &mut Keys {
+            me: &mallory,
+            psk: None,
+            seeds: &mut seeds,
+        },
+        Some(&bob_id.public()),
+    );
+    let bytes = h2.in_netns(move || {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(bob_chat).unwrap();
+        s.set_read_timeout(Some(WITHIN)).unwrap();
+        s.write_all(&first).unwrap();
+        // bob's handshake answer (and his sealed HELLO) arrive together or in pieces: read until the
+        // session opens.
+        let mut buf = [0u8; 4096];
+        let (mut got_plain, mut wire) = (Vec::new(), Vec::new());
+        while !chan.is_open() {
+            let n = s.read(&mut buf).expect("bob answered the handshake");
+            assert!(n > 0, "bob closed a well-formed handshake");
+            chan.read(
+                &buf[..n],
+                &mut Keys {
+                    me: &mallory,
+                    psk: None,
+                    seeds: &mut seeds,
+                },
+                |_| true,
+                &mut got_plain,
+                &mut wire,
+            )
+            .expect("the handshake with bob's key");
+        }
+        let mut frames = Vec::new();
+        Frame::Hello {
+            nick: multiproto::nick::Nick::new("alice").unwrap(),
+            instance: 1,
+        }
+        .encode(&mut frames);
+        Frame::Msg {
+            id: 2,
+            sent_ms: 1,
+            text: "forged-sealed-71b0".into(),
+        }
+        .encode(&mut frames);
+        let mut out = Vec::new();
+        chan.write(&frames, &mut out);
+        s.write_all(&out).unwrap();
+        // bob's ACK proves he read it; then close.
+        s.read(&mut buf).unwrap_or(0)
+    });
+    assert!(bytes > 0, "bob did not acknowledge the sealed message");
+    let m = expect_event(
+        &bob,
+        "message",
+        |m| m["text"] == "forged-sealed-71b0",
+        "mallory's sealed message",
+    );
+    assert!(m["from"].is_null(), "shown under a nickname: {m}");
+    assert_eq!(m["claims"], "alice", "{m}");
+    assert_eq!(m["verified"], false, "{m}");
+    assert_eq!(m["key"], mallory_fp, "{m}");
+    assert_ne!(m["key"], alice_key);
+
+    // The real alice again: hers, and the first forgery never showed at all (bob prints in order).
+    let out = h2.run_mpc("alice", &["send", "bob", "really-alice-2"], RUN_LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    expect_event(
+        &bob,
+        "message",
+        |m| m["text"] == "really-alice-2",
+        "alice's second message",
+    );
+    let shown: Vec<Value> = events(&bob, "message");
+    assert!(
+        shown.iter().all(|m| m["text"] != "forged-plain-9c2e"),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .filter(|m| m["from"] == "alice")
+            .all(|m| m["key"] == alice_key),
+        "{shown:?}"
+    );
+    let _ = alice;
 }

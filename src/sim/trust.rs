@@ -272,3 +272,52 @@ fn under_a_network_secret_outsiders_find_nothing_and_insiders_everything() {
     assert!(w.daemon().server.stats().handshakes_refused >= 1);
     assert_eq!(w.daemon().server.registry().counts().0, 2);
 }
+
+#[test]
+fn a_peers_changed_key_is_reported_and_nothing_goes_to_the_new_one() {
+    let seed = seed_or(44);
+    let mut w = world(seed, Netem::IDEAL);
+    let [alice, bob] = join(&mut w, ["alice", "bob"], seed);
+    let id = w.send_chat(alice, "bob", "hi bob").unwrap();
+    w.wait(PATIENCE, |w| w.client(alice).delivered(id).is_some())
+        .expect("the first message");
+    let old = w.client(bob).identity.public();
+    assert_eq!(
+        w.client(alice)
+            .known_peers
+            .get(&crate::nick::Nick::new("bob").unwrap()),
+        Some(&old)
+    );
+    // bob leaves; the operator frees his name; someone else (another host, another key) takes it.
+    w.exit_client(bob);
+    w.wait(PATIENCE, |w| w.client(alice).sees("bob", false))
+        .expect("bob never left");
+    let now = w.now();
+    w.server
+        .as_mut()
+        .unwrap()
+        .server
+        .release(now, &crate::nick::Nick::new("bob").unwrap())
+        .expect("release");
+    let impostor = w.add_client("bob", |_| {});
+    w.wait(PATIENCE, |w| w.client(impostor).is_registered())
+        .expect("the new bob never registered");
+    let new = w.client(impostor).identity.public();
+    // alice writes to "bob": her client asks the daemon, hears another key than the one she talked to, and
+    // says so; the message waits for her to accept it.
+    let id = w.send_chat(alice, "bob", "is it still you?").unwrap();
+    w.wait(PATIENCE, |w| !w.client(alice).key_changes.is_empty())
+        .unwrap_or_else(|| panic!("seed {seed}: no key change reported: {}", describe(&w)));
+    let (_, nick, remembered, given) = w.client(alice).key_changes[0];
+    assert_eq!(
+        (nick.as_str(), remembered, given),
+        ("bob", old, new),
+        "seed {seed}"
+    );
+    w.run_for(Duration::from_secs(20));
+    assert!(w.client(alice).delivered(id).is_none());
+    assert!(
+        w.client(impostor).received().is_empty(),
+        "seed {seed}: the new key got alice's message"
+    );
+}
