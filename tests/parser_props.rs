@@ -375,16 +375,16 @@ proptest! {
     /// type is refused as such.
     #[test]
     fn roster_arbitrary_bytes(
-        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 16, 17, 18]), any::<u8>()],
+        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3, 16, 17, 18, 19]), any::<u8>()],
         tail in bytes(200),
     ) {
         let mut data = vec![kind];
         data.extend_from_slice(&tail);
         let (c, s) = parser_checks::roster(&data);
-        if ![1, 2].contains(&kind) {
+        if ![1, 2, 3].contains(&kind) {
             prop_assert_eq!(c, Err(Malformed("message type")));
         }
-        if ![16, 17, 18].contains(&kind) {
+        if ![16, 17, 18, 19].contains(&kind) {
             prop_assert_eq!(s, Err(Malformed("message type")));
         }
     }
