@@ -39,7 +39,8 @@ use crate::registry::wire::{ClientMsg, PPID, Register, RegisterResult, ServerMsg
 use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event, RtoConfig, Transmit,
 };
-use crate::secure::{Context, Initiator, Psk, Seeds, Step};
+use crate::secure::broadcast::{self, Receiver};
+use crate::secure::{Context, Frame, Initiator, Psk, Seeds, Step};
 use crate::time::Instant;
 use roster::{Applied, Roster};
 
@@ -357,6 +358,9 @@ pub struct Client {
     last_refusal: Option<String>,
     /// Key queries waiting for a session to carry them (bounded: [`MAX_KEY_QUERIES`]).
     key_queries: Vec<Nick>,
+    /// The session's broadcast keys (its first message): the key broadcasts are encrypted with, and our
+    /// authenticator of the copies addressed to us.
+    broadcast: Option<Receiver>,
 }
 
 /// Key queries held at most while no session is open.
@@ -383,6 +387,7 @@ impl Client {
             told: Vec::new(),
             last_refusal: None,
             key_queries: Vec::new(),
+            broadcast: None,
             cfg,
         };
         c.begin_search(now, Duration::ZERO);
@@ -472,6 +477,7 @@ impl Client {
 
     fn begin_search(&mut self, now: Instant, first_delay: Duration) {
         self.link = Initiator::Idle;
+        self.broadcast = None;
         if let Some(addr) = self.cfg.daemon {
             // No discovery: connect straight to the given address.
             self.state = State::Discovering {
@@ -520,6 +526,7 @@ impl Client {
     /// the association is up): IK to the key `daemon` names (already checked against the pin), or XX for a
     /// daemon given by address.
     fn connect(&mut self, now: Instant, daemon: Option<DaemonInfo>, addr: SocketAddr) {
+        self.broadcast = None;
         let sctp_port = daemon.map_or(addr.port(), |d| d.sctp_port);
         let expect = daemon.map(|d| d.key).or(match self.cfg.pin {
             Pin::Key(k) => Some(k),
@@ -794,6 +801,27 @@ impl Client {
     /// A message of roster protocol 3 on our association: a handshake step, sealed roster data, or a
     /// refusal.
     fn on_secured(&mut self, now: Instant, assoc: AssocId, data: &[u8]) {
+        match Frame::parse(data) {
+            // Only after the session's first message gave the keys; a tag that is not the next one, or a
+            // body its tag does not cover (forged, replayed, another client's), is dropped.
+            Ok(Frame::Broadcast(rest)) => {
+                if let Some(r) = &mut self.broadcast {
+                    let _ = r.tag(rest);
+                }
+                return;
+            }
+            Ok(Frame::BroadcastBody(body)) => {
+                let Some(r) = &mut self.broadcast else {
+                    return;
+                };
+                let plain = r.body(body).and_then(|b| broadcast::open(r.key(), b));
+                if let Ok(plain) = plain {
+                    self.on_message(now, &plain);
+                }
+                return;
+            }
+            _ => {}
+        }
         let pin = self.cfg.pin;
         match self.link.handle(data, |k| pin.accepts(k)) {
             Step::Nothing => {}
@@ -889,6 +917,9 @@ impl Client {
                 Applied::NeedResync => self.send_sealed(assoc, &ClientMsg::Resync.encode()),
                 a => self.events.push_back(ClientEvent::Roster(a)),
             },
+            (ServerMsg::BroadcastKeys { key, mac_key }, _) => {
+                self.broadcast = Some(Receiver::new(*key, *mac_key));
+            }
             (ServerMsg::Key { nick, key }, State::Registered { .. }) => {
                 self.events.push_back(ClientEvent::Key {
                     nick: *nick,

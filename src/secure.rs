@@ -28,6 +28,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broadcast;
+
 use std::fmt;
 
 use blake2::{Blake2s256, Digest};
@@ -557,6 +559,10 @@ pub mod kind {
     /// A refusal, in words, before or instead of a session (unauthenticated: shown as what the other end
     /// claims, never acted on beyond giving up).
     pub const REFUSE: u8 = 5;
+    /// A roster broadcast's tag for this client ([`super::broadcast`]).
+    pub const BROADCAST: u8 = 6;
+    /// A roster broadcast's body, sealed once for every client ([`super::broadcast`]).
+    pub const BROADCAST_BODY: u8 = 7;
     /// Or-ed into `INIT_*`: the handshake uses the network secret.
     pub const PSK: u8 = 0x80;
 }
@@ -579,6 +585,11 @@ pub enum Frame<'a> {
     Data(&'a [u8]),
     /// The other end refuses, and says why (unauthenticated).
     Refuse(&'a str),
+    /// A roster broadcast's tag for us (see [`broadcast`]): counter and MAC of the body that follows.
+    Broadcast(&'a [u8]),
+    /// A roster broadcast's body, shared by every client it is sent to (the whole message, kind byte
+    /// included: the tag covers it all).
+    BroadcastBody(&'a [u8]),
 }
 
 impl<'a> Frame<'a> {
@@ -603,6 +614,8 @@ impl<'a> Frame<'a> {
             _ if psk => Err(Malformed("secret flag on a non-initial message")),
             kind::HANDSHAKE => Ok(Frame::Handshake(rest)),
             kind::DATA => Ok(Frame::Data(rest)),
+            kind::BROADCAST => Ok(Frame::Broadcast(rest)),
+            kind::BROADCAST_BODY => Ok(Frame::BroadcastBody(b)),
             kind::REFUSE if rest.len() <= MAX_REFUSAL => std::str::from_utf8(rest)
                 .map(Frame::Refuse)
                 .map_err(|_| Malformed("refusal not UTF-8")),

@@ -8,7 +8,9 @@
 //! client's: the client opens it (IK when it knows our key, XX on first contact), and only once the
 //! handshake has proved the client's key does the registry hear of the connection, with that key. Every
 //! roster message in either direction is then sealed. An association that has not completed its handshake
-//! within [`Config::handshake_timeout`] is aborted, so half-open sessions cannot pile up. The caller moves datagrams between it and
+//! within [`Config::handshake_timeout`] is aborted, so half-open sessions cannot pile up. A delta broadcast
+//! to every synced client is encrypted once and authenticated per client ([`crate::secure::broadcast`]):
+//! a join reaching 10 000 clients costs one encryption and 10 000 short MACs, not 10 000 encryptions. The caller moves datagrams between it and
 //! three sockets (the SCTP-over-UDP socket, the group socket HELLOs arrive on, the sender socket WELCOMEs and
 //! ANNOUNCEs leave from), calls [`Server::handle_timeout`] when [`Server::poll_timeout`] passes, and acts on
 //! [`Event`]s (log them, save the roster). Nothing here reads a clock, opens a socket or a file, or starts a
@@ -46,6 +48,7 @@ use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event as SctpEvent, Payload, RtoConfig,
     SendError, Transmit,
 };
+use crate::secure::broadcast::{self, Sealer, Tagger};
 use crate::secure::{Context, Frame, Handshake, Psk, Seeds, Session, TAG_LEN, kind};
 use crate::time::{Instant, STALL};
 pub use responder::MAX_DISCOVERY_REPLIES;
@@ -258,12 +261,15 @@ pub fn why(r: DownReason) -> &'static str {
     }
 }
 
+/// A shared plaintext (held weakly, to tell it is still the same one) and its sealed body.
+type SealedBody = (std::sync::Weak<[u8]>, Arc<[u8]>);
+
 /// The Noise state of one association.
 enum Link {
     /// Responding to an XX handshake: the client's last message is still due.
     Handshake(Handshake),
-    /// The session is open; the registry knows the connection.
-    Open(Session),
+    /// The session is open; the registry knows the connection. Broadcasts to it are tagged by `tagger`.
+    Open(Session, Tagger),
 }
 
 /// The daemon's protocol core.
@@ -277,6 +283,11 @@ pub struct Server {
     /// Associations that came up, in order, with the deadline for their handshake.
     deadlines: VecDeque<(Instant, AssocId)>,
     seeds: Seeds,
+    /// Seals roster broadcasts once for every client.
+    broadcast: Sealer,
+    /// Shared roster messages (snapshot pages, held deltas) sealed already, by the address of their
+    /// plaintext, while it lives: each is sealed once however many clients are sent it.
+    sealed: HashMap<usize, SealedBody>,
     /// Wall-clock time (Unix ms) at `Instant::ZERO`: the "since" times users see.
     wall0: u64,
     stats: Stats,
@@ -310,6 +321,8 @@ impl Server {
             links: HashMap::new(),
             deadlines: VecDeque::new(),
             seeds: Seeds::new(&seed),
+            broadcast: Sealer::new(crate::secure::derive_seed(&seed, "roster broadcast key")),
+            sealed: HashMap::new(),
             cfg,
             ep,
             registry,
@@ -434,7 +447,8 @@ impl Server {
             && t <= now
         {
             self.deadlines.pop_front();
-            if !matches!(self.links.get(&id), Some(Link::Open(_))) && self.ep.remote(id).is_some() {
+            if !matches!(self.links.get(&id), Some(Link::Open(..))) && self.ep.remote(id).is_some()
+            {
                 self.stats.handshake_timeouts += 1;
                 self.links.remove(&id);
                 self.ep.abort(id);
@@ -534,13 +548,13 @@ impl Server {
         while let Some(out) = self.registry.poll_output() {
             match out {
                 Out::To(id, bytes) => self.deliver(id, bytes),
-                Out::Broadcast(bytes) => {
-                    let subs: Vec<AssocId> = self.registry.subscribers().collect();
-                    for id in subs {
-                        self.deliver(id, Payload::Shared(Arc::clone(&bytes)));
-                    }
-                }
+                Out::Broadcast(bytes) => self.deliver_broadcast(&bytes),
             }
+        }
+        // A sealed body lives as long as its plaintext: a snapshot's pages go once every client has been
+        // handed them (the map holds a handful of entries, the pages of the snapshots in flight).
+        if !self.sealed.is_empty() {
+            self.sealed.retain(|_, (w, _)| w.strong_count() > 0);
         }
         while let Some(id) = self.registry.poll_probe() {
             self.ep.probe(now, id);
@@ -586,7 +600,7 @@ impl Server {
             return;
         };
         match (frame, self.links.get_mut(&id)) {
-            (Frame::Data(sealed), Some(Link::Open(s))) => match s.open_vec(sealed) {
+            (Frame::Data(sealed), Some(Link::Open(s, _))) => match s.open_vec(sealed) {
                 Ok(plain) => self.registry.handle_message(now, wall, id, &plain),
                 Err(_) => self.stats.sealed_rejected += 1,
             },
@@ -656,7 +670,19 @@ impl Server {
             return;
         };
         self.stats.handshakes += 1;
-        self.links.insert(id, Link::Open(session));
+        // The first message of every session: the broadcast key, and a MAC key of this client's own.
+        let mut mac = [0u8; broadcast::MAC_KEY_LEN];
+        mac.copy_from_slice(&self.seeds.next_seed()[..broadcast::MAC_KEY_LEN]);
+        let tagger = Tagger::new(mac);
+        let keys = wire::ServerMsg::BroadcastKeys {
+            key: self.broadcast.key(),
+            mac_key: tagger.key(),
+        };
+        let mut session = session;
+        if let Ok(m) = session.seal_vec(&[kind::DATA], &keys.encode()) {
+            let _ = self.ep.send_owned(id, 0, false, wire::PPID, m);
+        }
+        self.links.insert(id, Link::Open(session, tagger));
         self.registry.connected(id, remote, key);
     }
 
@@ -685,13 +711,65 @@ impl Server {
         self.ep.shutdown(now, id);
     }
 
+    /// A delta for every synced subscriber: encrypted once into a shared body, sent to each after a tag of
+    /// its own. One whose association has no room gets it back in the registry, unsealed, as
+    /// [`Server::deliver`] does; the registry then sends it (and what follows) to that client alone.
+    fn deliver_broadcast(&mut self, plain: &Arc<[u8]>) {
+        let body = self.broadcast.seal(plain);
+        let subs: Vec<AssocId> = self.registry.subscribers().collect();
+        for id in subs {
+            self.send_body(id, &body, plain);
+        }
+    }
+
+    /// Sends one client a shared body after its tag, if its association has room for both; else hands the
+    /// plaintext back to the registry.
+    fn send_body(&mut self, id: AssocId, body: &Arc<[u8]>, plain: &Arc<[u8]>) {
+        let Some(Link::Open(_, tagger)) = self.links.get_mut(&id) else {
+            return;
+        };
+        if !self.ep.reserve(id, broadcast::TAG_MESSAGE_LEN + body.len()) {
+            self.registry
+                .handle_blocked(id, Payload::Shared(Arc::clone(plain)));
+            return;
+        }
+        let tag = tagger.tag(body);
+        for p in [Payload::Owned(tag), Payload::Shared(Arc::clone(body))] {
+            if let Err((e, _)) = self.ep.try_send(id, 0, false, wire::PPID, p) {
+                debug_assert!(e != SendError::BufferFull, "room was reserved");
+            }
+        }
+    }
+
+    /// The body of a shared roster message (a snapshot page, a delta held for a paced client), sealed once
+    /// for all the clients it goes to.
+    fn shared_body(&mut self, plain: &Arc<[u8]>) -> Arc<[u8]> {
+        let at = Arc::as_ptr(plain) as *const u8 as usize;
+        if let Some((weak, body)) = self.sealed.get(&at)
+            && weak.upgrade().is_some_and(|p| Arc::ptr_eq(&p, plain))
+        {
+            return Arc::clone(body);
+        }
+        let body = self.broadcast.seal(plain);
+        self.sealed
+            .insert(at, (Arc::downgrade(plain), Arc::clone(&body)));
+        body
+    }
+
     /// Seals a roster message and hands it to its association. One the association has no room for goes
     /// back to the registry at once, unsealed (before the next `poll_output`, as the registry requires), which
     /// holds it and what follows for this client until the endpoint reports room (`poll_writable` above).
     /// Room is asked for before sealing: a sealed message uses up a nonce, so it must be sent exactly as
     /// sealed and in order.
     fn deliver(&mut self, id: AssocId, plain: Payload) {
-        let Some(Link::Open(session)) = self.links.get_mut(&id) else {
+        // Shared by many clients: sealed once, tagged for each.
+        if let Payload::Shared(p) = &plain {
+            let p = Arc::clone(p);
+            let body = self.shared_body(&p);
+            self.send_body(id, &body, &p);
+            return;
+        }
+        let Some(Link::Open(session, _)) = self.links.get_mut(&id) else {
             return;
         };
         if !self.ep.reserve(id, 1 + plain.len() + TAG_LEN) {

@@ -228,6 +228,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             prop::collection::vec(entry(), 0..6)
         )
             .prop_map(|((from, to), entries)| ServerMsg::Delta { from, to, entries }),
+        (any::<[u8; 32]>(), any::<[u8; 16]>())
+            .prop_map(|(key, mac_key)| ServerMsg::BroadcastKeys { key, mac_key }),
         (nick(), prop::option::of(any::<[u8; 32]>())).prop_map(|(nick, key)| ServerMsg::Key {
             nick,
             key: key.map(multiproto::identity::PublicKey)
@@ -375,7 +377,7 @@ proptest! {
     /// type is refused as such.
     #[test]
     fn roster_arbitrary_bytes(
-        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3, 16, 17, 18, 19]), any::<u8>()],
+        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3, 16, 17, 18, 19, 20]), any::<u8>()],
         tail in bytes(200),
     ) {
         let mut data = vec![kind];
@@ -384,7 +386,7 @@ proptest! {
         if ![1, 2, 3].contains(&kind) {
             prop_assert_eq!(c, Err(Malformed("message type")));
         }
-        if ![16, 17, 18, 19].contains(&kind) {
+        if ![16, 17, 18, 19, 20].contains(&kind) {
             prop_assert_eq!(s, Err(Malformed("message type")));
         }
     }

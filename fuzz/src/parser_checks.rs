@@ -163,6 +163,7 @@ pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, Malformed>, Result<Server
             }
             ServerMsg::Registered { .. } => {}
             ServerMsg::Key { nick, .. } => assert!(Nick::new(nick.as_str()).is_ok()),
+            ServerMsg::BroadcastKeys { .. } => {}
         }
         let enc = m.encode();
         match m {
@@ -495,9 +496,17 @@ pub fn secured(data: &[u8]) {
             }
             assert!(!hs.is_finished(), "one message finished a handshake");
         }
-        Ok(Frame::Handshake(b) | Frame::Data(b)) => assert_eq!(b, &data[1..]),
+        Ok(Frame::Handshake(b) | Frame::Data(b) | Frame::Broadcast(b)) => assert_eq!(b, &data[1..]),
+        Ok(Frame::BroadcastBody(b)) => assert_eq!(b, data),
         Ok(Frame::Refuse(s)) => assert_eq!(s.as_bytes(), &data[1..]),
         Err(_) => {}
+    }
+    // A client's broadcast receiver: arbitrary bytes as a tag, then as a body, never pass it (no MAC key to
+    // guess), never panic.
+    let mut r = multiproto::secure::broadcast::Receiver::new([6; 32], [6; 16]);
+    if let Ok(Frame::Broadcast(rest)) = Frame::parse(data) {
+        let _ = r.tag(rest);
+        assert!(r.body(data).is_err(), "random bytes passed a broadcast tag");
     }
     // An initiator waiting for the responder's answer: the bytes never open a session.
     let (mut init, first) =

@@ -317,7 +317,11 @@ impl Roster {
     /// Applies one message from the daemon.
     pub fn apply(&mut self, m: &ServerMsg) -> Applied {
         let synced = match m {
-            ServerMsg::Registered { .. } | ServerMsg::Key { .. } => return Applied::Nothing,
+            ServerMsg::Registered { .. }
+            | ServerMsg::Key { .. }
+            | ServerMsg::BroadcastKeys { .. } => {
+                return Applied::Nothing;
+            }
             ServerMsg::Snapshot {
                 version,
                 page,

@@ -29,6 +29,7 @@ const REGISTER: u8 = 1;
 const RESYNC: u8 = 2;
 const KEY_QUERY: u8 = 3;
 const KEY: u8 = 19;
+const BROADCAST_KEYS: u8 = 20;
 const REGISTERED: u8 = 16;
 const SNAPSHOT: u8 = 17;
 const DELTA: u8 = 18;
@@ -143,6 +144,14 @@ pub struct Entry {
 /// Messages from `mpd` to a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerMsg {
+    /// The keys of roster broadcasts (see [`crate::secure::broadcast`]): the daemon's broadcast key and
+    /// this client's MAC key; the first message of every session.
+    BroadcastKeys {
+        /// Encrypts every broadcast, for every client.
+        key: [u8; 32],
+        /// Authenticates this client's copies.
+        mac_key: [u8; 16],
+    },
     /// The answer to KEY_QUERY: the key the nickname is bound to, if any.
     Key {
         /// The nickname asked about.
@@ -450,7 +459,7 @@ pub fn finish_entries(out: &mut [u8], count: u16) {
 /// [`ServerMsg::parse`].
 #[derive(Clone, Debug)]
 pub enum ServerView<'a> {
-    /// A message without entries (REGISTERED, KEY), decoded whole.
+    /// A message without entries (REGISTERED, KEY, BROADCAST_KEYS), decoded whole.
     Whole(ServerMsg),
     /// One page of the roster, as [`ServerMsg::Snapshot`].
     Snapshot {
@@ -564,6 +573,12 @@ impl ServerMsg {
                     reason,
                 }))
             }
+            BROADCAST_KEYS => {
+                let key = r.array()?;
+                let mac_key = r.array()?;
+                r.end()?;
+                Ok(ServerView::Whole(ServerMsg::BroadcastKeys { key, mac_key }))
+            }
             KEY => {
                 let nick = r.nick()?;
                 let key = match r.u8()? {
@@ -639,6 +654,11 @@ impl ServerMsg {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
+            ServerMsg::BroadcastKeys { key, mac_key } => {
+                out.push(BROADCAST_KEYS);
+                out.extend_from_slice(key);
+                out.extend_from_slice(mac_key);
+            }
             ServerMsg::Key { nick, key } => {
                 out.push(KEY);
                 out.put_nick(nick);

@@ -246,7 +246,8 @@ proptest! {
                     prop_assert_eq!(Frame::init_kind(pattern, psk), k);
                     prop_assert_eq!(noise, &b[1..]);
                 }
-                Frame::Handshake(x) | Frame::Data(x) => prop_assert_eq!(x, &b[1..]),
+                Frame::Handshake(x) | Frame::Data(x) | Frame::Broadcast(x) => prop_assert_eq!(x, &b[1..]),
+                Frame::BroadcastBody(x) => prop_assert_eq!(x, &b[..]),
                 Frame::Refuse(s) => prop_assert_eq!(s.as_bytes(), &b[1..]),
             }
         }

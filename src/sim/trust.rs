@@ -321,3 +321,71 @@ fn a_peers_changed_key_is_reported_and_nothing_goes_to_the_new_one() {
         "seed {seed}: the new key got alice's message"
     );
 }
+
+#[test]
+fn forged_welcomes_delay_a_search_but_never_redirect_it() {
+    let seed = seed_or(45);
+    let mut w = world(seed, Netem::IDEAL);
+    let [alice] = join(&mut w, ["alice"], seed);
+    let real = w.daemon().server.config().identity.public();
+    let real_addr = SocketAddr::new(w.daemon().ip, SERVER_SCTP);
+    // alice restarts; an attacker answers her HELLOs first, twice: once with the real daemon's (public) key
+    // and a dead address, once with its own key and its own address.
+    w.crash(Host::Client(alice));
+    w.start_client(alice, |_| {});
+    let instance = w.client(alice).client.as_ref().unwrap().instance();
+    let attacker: SocketAddr = "10.0.0.66:10002".parse().unwrap();
+    let to = SocketAddr::new(w.client(alice).ip, w.client(alice).sender_port);
+    for (key, addr) in [
+        (real, "10.9.9.9"),
+        (crate::identity::PublicKey([7; 32]), "10.0.0.66"),
+    ] {
+        let mut b = Vec::new();
+        Datagram::Welcome {
+            to: instance,
+            daemon: DaemonInfo {
+                instance: 0xF00D,
+                sctp_udp_port: 9899,
+                sctp_port: 9899,
+                addr: Some(addr.parse().unwrap()),
+                key,
+                needs_secret: false,
+            },
+        }
+        .write(&mut b, None);
+        w.inject(attacker, to, &b);
+    }
+    let t0 = w.now();
+    w.wait(PATIENCE, |w| w.client(alice).is_registered())
+        .unwrap_or_else(|| {
+            panic!(
+                "seed {seed}: alice never registered again: {}",
+                describe(&w)
+            )
+        });
+    // Registered with the real daemon (its handshake proved the key), within the time a dead address takes
+    // to give up on (INIT retransmissions) plus a search.
+    assert!(w.now().saturating_since(t0) < Duration::from_secs(15));
+    let found: Vec<SocketAddr> = w
+        .client(alice)
+        .events
+        .iter()
+        .filter(|(t, _)| *t >= t0)
+        .filter_map(|(_, e)| match e {
+            ClientEvent::DaemonFound { addr } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found.last(), Some(&real_addr), "seed {seed}: {found:?}");
+    assert!(
+        !found.iter().any(|a| a.ip().to_string() == "10.0.0.66"),
+        "seed {seed}: followed the attacker's own key: {found:?}"
+    );
+    assert_eq!(
+        count(&w, alice, |e| matches!(
+            e,
+            ClientEvent::DaemonKeyMismatch { .. }
+        )),
+        1
+    );
+}

@@ -16,7 +16,7 @@
 //! gap. The swarm is only its store ([`RosterBits`]): entries of nicknames not from this swarm are counted and
 //! ignored, and every change of a bit is reported to the scenario's [`Watch`]es.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -37,7 +37,8 @@ use multiproto::registry::wire::{
     ClientMsg, EntryRef, PPID, Register, RegisterResult, ServerMsg, ServerView, Status, flags,
 };
 use multiproto::sctp::{AssocId, DownReason, Endpoint, Event};
-use multiproto::secure::{Context, Initiator, Seeds, Step, derive_seed};
+use multiproto::secure::broadcast::{self, Receiver};
+use multiproto::secure::{Context, Frame, Initiator, Seeds, Step, derive_seed};
 use multiproto::time::Instant;
 
 /// The reactor token of the group socket (ANNOUNCE); lanes use their index + [`FIRST_LANE`].
@@ -123,6 +124,8 @@ pub struct Sim {
     identity: Option<Identity>,
     /// Its session with the daemon.
     link: Initiator,
+    /// Its session's broadcast keys (the broadcast key, its own authenticator).
+    bcast: Option<Receiver>,
 }
 
 impl Sim {
@@ -209,6 +212,10 @@ pub struct Swarm {
     rng: ChaCha8Rng,
     /// Seeds for the handshakes' ephemeral keys.
     seeds: Seeds,
+    /// The broadcast bodies opened last, by sequence number: every simulated client checks its own copy's
+    /// tag (what binds the body to it), and the same body is then decrypted once for all of them, as each
+    /// real client would decrypt it once on its own host.
+    opened: VecDeque<(u64, std::sync::Arc<Vec<u8>>)>,
     /// Counters.
     pub counters: Counters,
     watches: Watches,
@@ -238,6 +245,7 @@ impl Swarm {
         Ok(Swarm {
             _wake: wake,
             seeds: Seeds::new(&handshake_seed),
+            opened: VecDeque::new(),
             rng,
             watches: Watches {
                 list: Vec::new(),
@@ -332,6 +340,7 @@ impl Swarm {
                 retry_timer: None,
                 identity: None,
                 link: Initiator::Idle,
+                bcast: None,
             });
         }
         if self.sims.len() > self.cfg.capacity {
@@ -376,6 +385,7 @@ impl Swarm {
                     let _ = lane.ep.send_owned(assoc, 0, false, PPID, m);
                 }
                 sim.link = link;
+                sim.bcast = None;
                 lane.members.insert(assoc, i);
                 sim.assoc = Some(assoc);
                 sim.state = State::Connecting;
@@ -648,6 +658,47 @@ impl Swarm {
 
     /// A message of roster protocol 3 for client `i`: a handshake step or sealed roster data.
     fn on_secured(&mut self, now: Instant, l: usize, id: AssocId, i: u32, data: &[u8]) {
+        if let Ok(Frame::Broadcast(rest)) = Frame::parse(data) {
+            if let Some(r) = &mut self.sims[i as usize].bcast
+                && r.tag(rest).is_err()
+            {
+                self.counters.malformed += 1;
+            }
+            return;
+        }
+        if let Ok(Frame::BroadcastBody(body)) = Frame::parse(data) {
+            let Some(r) = &mut self.sims[i as usize].bcast else {
+                return;
+            };
+            let Ok(body) = r.body(body) else {
+                self.counters.malformed += 1;
+                return;
+            };
+            let key = *r.key();
+            let seq = broadcast::sequence(body).unwrap_or(u64::MAX);
+            let plain = match self.opened.iter().find(|(s, _)| *s == seq) {
+                Some((_, p)) => std::sync::Arc::clone(p),
+                None => match broadcast::open(&key, body) {
+                    Ok(p) => {
+                        let p = std::sync::Arc::new(p);
+                        if self.opened.len() >= 64 {
+                            self.opened.pop_front();
+                        }
+                        self.opened.push_back((seq, std::sync::Arc::clone(&p)));
+                        p
+                    }
+                    Err(_) => {
+                        self.counters.malformed += 1;
+                        return;
+                    }
+                },
+            };
+            match ServerMsg::view(&plain) {
+                Ok(m) => self.on_message(now, i, m),
+                Err(_) => self.counters.malformed += 1,
+            }
+            return;
+        }
         let key = self.cfg.daemon_key;
         let step = self.sims[i as usize]
             .link
@@ -681,6 +732,7 @@ impl Swarm {
         let sim = &mut self.sims[i as usize];
         sim.assoc = None;
         sim.link = Initiator::Idle;
+        sim.bcast = None;
         sim.roster.reset();
         if matches!(sim.state, State::Silenced | State::Refused(_)) {
             return;
@@ -740,6 +792,9 @@ impl Swarm {
                         self.lanes[sim.lane as usize].ep.shutdown(now, a);
                     }
                 }
+            }
+            ServerView::Whole(ServerMsg::BroadcastKeys { key, mac_key }) => {
+                self.sims[i as usize].bcast = Some(Receiver::new(key, mac_key));
             }
             ServerView::Whole(_) => {}
             ServerView::Snapshot { .. } | ServerView::Delta { .. } => self.on_roster(now, i, m),
