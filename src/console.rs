@@ -844,6 +844,19 @@ impl Console {
         self.notice(Some(Kind::System), &roster_summary(on, off));
     }
 
+    /// The nickname cannot be ours: says why and what to type instead, and leaves.
+    fn choose_another_nick(&mut self, reason: &str) -> Flow {
+        let me = self.me;
+        self.notice(
+            Some(Kind::Error),
+            &format!(
+                "{reason}\n      start mpc again with another nickname, e.g. --nick {}",
+                suggest_nick(&me)
+            ),
+        );
+        Flow::Leave(1)
+    }
+
     fn client_event(&mut self, c: ClientEvent) -> Flow {
         let me = self.me;
         let now = self.sess.now();
@@ -882,14 +895,7 @@ impl Console {
                         ),
                     );
                 } else {
-                    self.notice(
-                        Some(Kind::Error),
-                        &format!(
-                            "{reason}\n      start mpc again with another nickname, e.g. --nick {}",
-                            suggest_nick(&me)
-                        ),
-                    );
-                    return Flow::Leave(1);
+                    return self.choose_another_nick(&reason);
                 }
             }
             ClientEvent::Rejected {
@@ -898,14 +904,7 @@ impl Console {
                 ..
             } => {
                 self.warn_at = None;
-                self.notice(
-                    Some(Kind::Error),
-                    &format!(
-                        "{reason}\n      start mpc again with another nickname, e.g. --nick {}",
-                        suggest_nick(&me)
-                    ),
-                );
-                return Flow::Leave(1);
+                return self.choose_another_nick(&reason);
             }
             ClientEvent::Rejected { reason, .. } => {
                 self.notice(

@@ -1091,19 +1091,7 @@ impl Registry {
         }
         let key = self.conns[&conn].key;
         if self.owner(&nick).is_some_and(|owner| owner != key) {
-            // Whether its owner is online or not, and without saying where the owner is.
-            self.stats.owned_refusals += 1;
-            let reason = format!(
-                "the nickname {nick} belongs to another user's key; choose another nickname (if it is yours and \
-                 you lost your key, ask the daemon's operator to run `mpd release {nick}`)"
-            );
-            self.reject(
-                conn,
-                nick.to_string(),
-                RegisterResult::NickOwned,
-                Duration::ZERO,
-                reason,
-            );
+            self.refuse_owned(conn, nick, "choose another nickname");
             return;
         }
         // One host cannot fill the roster (issue 14): `Full` is what an older client already shows as a
@@ -1238,6 +1226,23 @@ impl Registry {
         }
     }
 
+    /// Refuses `nick` to a key that does not own it (whether its owner is online or not, and without saying
+    /// where the owner is), saying what to do instead (`instead`).
+    fn refuse_owned(&mut self, conn: AssocId, nick: Nick, instead: &str) {
+        self.stats.owned_refusals += 1;
+        let reason = format!(
+            "the nickname {nick} belongs to another user's key; {instead} (if it is yours and you lost your \
+             key, ask the daemon's operator to run `mpd release {nick}`)"
+        );
+        self.reject(
+            conn,
+            nick.to_string(),
+            RegisterResult::NickOwned,
+            Duration::ZERO,
+            reason,
+        );
+    }
+
     /// An observer that speaks under `nick` (`mpc send`) claims it: refused (false, the refusal sent) if the
     /// nickname is invalid or another key owns it; else bound to this key, as a registration would bind it,
     /// without a roster entry.
@@ -1259,18 +1264,7 @@ impl Registry {
         };
         match self.owner(&nick) {
             Some(owner) if owner != key => {
-                self.stats.owned_refusals += 1;
-                let reason = format!(
-                    "the nickname {nick} belongs to another user's key; send under your own nickname (if it \
-                     is yours and you lost your key, ask the daemon's operator to run `mpd release {nick}`)"
-                );
-                self.reject(
-                    conn,
-                    nick.to_string(),
-                    RegisterResult::NickOwned,
-                    Duration::ZERO,
-                    reason,
-                );
+                self.refuse_owned(conn, nick, "send under your own nickname");
                 false
             }
             Some(_) => {

@@ -70,6 +70,23 @@ pub struct ServerHost {
     pause: Pause,
 }
 
+impl ServerHost {
+    /// Moves the daemon's datagrams (SCTP, then discovery) into `out`, as (from, to, bytes).
+    fn transmit(&mut self, now: Instant, buf: &mut [u8], out: &mut Vec<Datagram>) {
+        let sctp = SocketAddr::new(self.ip, SERVER_SCTP);
+        while let Some(t) = self.server.poll_transmit(now, buf) {
+            out.push((sctp, t.dst, buf[..t.len].to_vec()));
+        }
+        let sender = SocketAddr::new(self.ip, SERVER_SENDER);
+        while let Some(t) = self.server.poll_discovery_transmit(buf) {
+            out.push((sender, t.dst, buf[..t.len].to_vec()));
+        }
+    }
+}
+
+/// A datagram leaving a host: (from, to, bytes).
+type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
+
 /// A client's host (or, for clients placed on a shared address with [`World::add_client_at`], its process's
 /// share of that host: its own ports).
 pub struct ClientHost {
@@ -839,14 +856,7 @@ impl Simulate for World {
         if let Some(s) = &mut self.server
             && s.pause.since.is_none()
         {
-            let sctp = SocketAddr::new(s.ip, SERVER_SCTP);
-            while let Some(t) = s.server.poll_transmit(now, &mut buf) {
-                out.push((sctp, t.dst, buf[..t.len].to_vec()));
-            }
-            let sender = SocketAddr::new(s.ip, SERVER_SENDER);
-            while let Some(t) = s.server.poll_discovery_transmit(&mut buf) {
-                out.push((sender, t.dst, buf[..t.len].to_vec()));
-            }
+            s.transmit(now, &mut buf, &mut out);
             while let Some(e) = s.server.poll_event(now) {
                 match &e {
                     // As mpd does: save when due, and once more on the way out.
@@ -863,14 +873,7 @@ impl Simulate for World {
             self.server = None;
         }
         if let Some(s) = &mut self.rogue {
-            let sctp = SocketAddr::new(s.ip, SERVER_SCTP);
-            while let Some(t) = s.server.poll_transmit(now, &mut buf) {
-                out.push((sctp, t.dst, buf[..t.len].to_vec()));
-            }
-            let sender = SocketAddr::new(s.ip, SERVER_SENDER);
-            while let Some(t) = s.server.poll_discovery_transmit(&mut buf) {
-                out.push((sender, t.dst, buf[..t.len].to_vec()));
-            }
+            s.transmit(now, &mut buf, &mut out);
             while let Some(e) = s.server.poll_event(now) {
                 s.events.push((now, e));
             }
