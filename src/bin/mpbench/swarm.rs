@@ -212,10 +212,11 @@ pub struct Swarm {
     rng: ChaCha8Rng,
     /// Seeds for the handshakes' ephemeral keys.
     seeds: Seeds,
-    /// The broadcast bodies opened last, by sequence number: every simulated client checks its own copy's
-    /// tag (what binds the body to it), and the same body is then decrypted once for all of them, as each
-    /// real client would decrypt it once on its own host.
-    opened: VecDeque<(u64, std::sync::Arc<Vec<u8>>)>,
+    /// The broadcast bodies opened last, by broadcast key and sequence number (a restarted daemon has a new
+    /// key and counts from 0 again): every simulated client checks its own copy's tag (what binds the body to
+    /// it), and the same body is then decrypted once for all of them, as each real client would decrypt it
+    /// once on its own host.
+    opened: VecDeque<([u8; broadcast::KEY_LEN], u64, std::sync::Arc<Vec<u8>>)>,
     /// Counters.
     pub counters: Counters,
     watches: Watches,
@@ -676,15 +677,15 @@ impl Swarm {
             };
             let key = *r.key();
             let seq = broadcast::sequence(body).unwrap_or(u64::MAX);
-            let plain = match self.opened.iter().find(|(s, _)| *s == seq) {
-                Some((_, p)) => std::sync::Arc::clone(p),
+            let plain = match self.opened.iter().find(|(k, s, _)| *s == seq && *k == key) {
+                Some((_, _, p)) => std::sync::Arc::clone(p),
                 None => match broadcast::open(&key, body) {
                     Ok(p) => {
                         let p = std::sync::Arc::new(p);
                         if self.opened.len() >= 64 {
                             self.opened.pop_front();
                         }
-                        self.opened.push_back((seq, std::sync::Arc::clone(&p)));
+                        self.opened.push_back((key, seq, std::sync::Arc::clone(&p)));
                         p
                     }
                     Err(_) => {
