@@ -278,3 +278,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn our_transport_speaks_noise_as_snow_does() {
+    // One end keeps its keys as ours, the other as snow's own transport state: what one seals, the other
+    // opens, both ways, in order.
+    let (alice, daemon) = (id(40), id(41));
+    let mut i = Handshake::initiate(Context::Roster, &alice, Some(&daemon.public()), None, [4; 32]);
+    let mut r = Handshake::respond(Context::Roster, Pattern::Ik, &daemon, None, [5; 32]);
+    let (mut buf, mut pay) = ([0u8; 512], [0u8; 512]);
+    let n = i.write(&[], &mut buf).unwrap();
+    r.read(&buf[..n], &mut pay).unwrap();
+    let n = r.write(&[], &mut buf).unwrap();
+    i.read(&buf[..n], &mut pay).unwrap();
+    let (mut ours, _) = i.into_session().unwrap();
+    let mut snows = r.hs.into_transport_mode().unwrap();
+    for text in [&b"first"[..], b"second, longer", b""] {
+        let sealed = ours.seal_vec(&[], text).unwrap();
+        let n = snows.read_message(&sealed, &mut pay).unwrap();
+        assert_eq!(&pay[..n], text);
+        let n = snows.write_message(text, &mut buf).unwrap();
+        assert_eq!(ours.open_vec(&buf[..n]).unwrap(), text);
+    }
+}
