@@ -284,7 +284,13 @@ fn our_transport_speaks_noise_as_snow_does() {
     // One end keeps its keys as ours, the other as snow's own transport state: what one seals, the other
     // opens, both ways, in order.
     let (alice, daemon) = (id(40), id(41));
-    let mut i = Handshake::initiate(Context::Roster, &alice, Some(&daemon.public()), None, [4; 32]);
+    let mut i = Handshake::initiate(
+        Context::Roster,
+        &alice,
+        Some(&daemon.public()),
+        None,
+        [4; 32],
+    );
     let mut r = Handshake::respond(Context::Roster, Pattern::Ik, &daemon, None, [5; 32]);
     let (mut buf, mut pay) = ([0u8; 512], [0u8; 512]);
     let n = i.write(&[], &mut buf).unwrap();

@@ -389,3 +389,51 @@ fn forged_welcomes_delay_a_search_but_never_redirect_it() {
         1
     );
 }
+
+#[test]
+fn captured_chat_replayed_or_altered_shows_nothing() {
+    let seed = seed_or(47);
+    let mut w = world(seed, Netem::IDEAL);
+    let [alice, bob] = join(&mut w, ["alice", "bob"], seed);
+    let id = w.send_chat(alice, "bob", "the real one").unwrap();
+    w.wait(PATIENCE, |w| {
+        w.client(alice).delivered(id).is_some() && !w.client(bob).received().is_empty()
+    })
+    .expect("the real message");
+    // What an eavesdropper captured from alice to bob: the handshake's first message and the sealed frames.
+    let captured: Vec<u8> = w
+        .tcp_capture
+        .iter()
+        .filter(|(from, to, _)| *from == alice && *to == bob)
+        .flat_map(|(_, _, b)| b.clone())
+        .collect();
+    assert!(!captured.is_empty());
+    assert!(
+        !captured.windows(12).any(|x| x == b"the real one"),
+        "the text crossed in clear"
+    );
+    let before = *w.client(bob).peer.as_ref().unwrap().stats();
+    let attacker: SocketAddr = "10.0.0.66:40404".parse().unwrap();
+    // Replayed whole, from another address (or alice's): bob answers the old first message with a new
+    // handshake, and the old sealed frames do not open under it.
+    for from in [attacker, SocketAddr::new(w.client(alice).ip, 40405)] {
+        assert!(
+            w.inject_chat(bob, from, &captured),
+            "bob kept a replayed session"
+        );
+    }
+    // Altered: a flipped bit in the sealed part.
+    let mut altered = captured.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(w.inject_chat(bob, attacker, &altered));
+    w.run_for(Duration::from_secs(10));
+    assert_eq!(
+        w.client(bob).received(),
+        vec![("alice".into(), "the real one".into(), true)],
+        "seed {seed}: a replay or a forgery was shown"
+    );
+    let after = *w.client(bob).peer.as_ref().unwrap().stats();
+    assert_eq!(after.received, before.received);
+    assert!(after.forged >= before.forged + 3, "{after:?}");
+}

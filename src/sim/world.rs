@@ -223,6 +223,9 @@ pub struct World {
     pub icmp: bool,
     /// TCP between the chat peers.
     pub tcp: Tcp,
+    /// Every chat byte written, as (from host, to host, bytes): what an eavesdropper on the LAN captures (for
+    /// replaying it).
+    pub tcp_capture: Vec<(usize, usize, Vec<u8>)>,
     server_ip: IpAddr,
     next_ephemeral: u16,
     wall0: u64,
@@ -269,6 +272,7 @@ impl World {
             disk: None,
             icmp: true,
             tcp: Tcp::default(),
+            tcp_capture: Vec::new(),
             next_ephemeral: 50_000,
             server_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             wall0: 1_767_225_600_000,
@@ -322,6 +326,42 @@ impl World {
             events: Vec::new(),
             pause: Pause::default(),
         });
+    }
+
+    /// An attacker at `from` connects to client `n`'s chat port and writes `bytes` (captured earlier, or made
+    /// up): what client `n`'s peer does with them, run now. Returns whether the peer closed the connection.
+    pub fn inject_chat(&mut self, n: usize, from: SocketAddr, bytes: &[u8]) -> bool {
+        let now = self.now();
+        let wall = self.wall_ms();
+        let Some(p) = self.clients[n].peer.as_mut() else {
+            return true;
+        };
+        let Some(conn) = p.accepted(now, from) else {
+            return true;
+        };
+        p.handle_data(now, wall, conn, bytes);
+        // The attacker reads nothing back; what the peer wrote to it goes nowhere.
+        let mut closed = false;
+        let mut others = Vec::new();
+        while let Some(a) = p.poll_action() {
+            match a {
+                Action::Close(c) if c == conn => closed = true,
+                Action::Write(c) | Action::Close(c) if c == conn => {}
+                other => others.push(other),
+            }
+        }
+        if !closed {
+            p.closed(now, conn);
+        }
+        // A connection of its own it closed to make room (the per-source cap) is closed as usual; bytes
+        // for its own connections are not written by anything done here.
+        let life = self.clients[n].life;
+        for a in others {
+            if let Action::Close(_) = a {
+                self.act(n, life, a, Vec::new());
+            }
+        }
+        closed
     }
 
     /// Sends a datagram as anyone would: `from` need not be the sender's (an attacker forging it).
@@ -603,6 +643,7 @@ impl World {
                         .cut
                         .contains(&(self.clients[n].ip, self.clients[other.host].ip))
                 {
+                    self.tcp_capture.push((n, other.host, bytes.clone()));
                     self.tcp.queue.push(at, Segment::Data(other, bytes));
                 }
             }
