@@ -57,6 +57,18 @@ pub fn valid_scope(s: &str) -> bool {
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// What a key seen for a scope is, against the one remembered (trust on first use, like SSH's
+/// `known_hosts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vetted {
+    /// The key remembered for the scope.
+    Known,
+    /// None was remembered; this one now is (unless the list is full).
+    First,
+    /// Another key was remembered: this one is not to be trusted until the user accepts it.
+    Changed(PublicKey),
+}
+
 /// The remembered keys, in file order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KnownKeys {
@@ -149,6 +161,19 @@ impl KnownKeys {
         true
     }
 
+    /// Checks `key` against the one remembered for `scope`, remembering it if there was none: mpc's
+    /// session and the simulation judge a peer's key with this one rule.
+    pub fn vet(&mut self, scope: &str, key: PublicKey) -> Vetted {
+        match self.get(scope) {
+            Some(old) if old == key => Vetted::Known,
+            Some(old) => Vetted::Changed(old),
+            None => {
+                self.set(scope, key);
+                Vetted::First
+            }
+        }
+    }
+
     /// Forgets `scope`'s key; whether there was one.
     pub fn remove(&mut self, scope: &str) -> bool {
         let before = self.entries.len();
@@ -189,6 +214,21 @@ mod tests {
         assert_eq!(back.get("group@other"), None);
         assert!(!k.set("has space", PublicKey([1; 32])));
         assert!(!k.set("", PublicKey([1; 32])));
+    }
+
+    #[test]
+    fn vet_remembers_the_first_key_and_flags_a_change() {
+        let mut k = KnownKeys::default();
+        assert_eq!(k.vet("bob", PublicKey([1; 32])), Vetted::First);
+        assert_eq!(k.vet("bob", PublicKey([1; 32])), Vetted::Known);
+        assert_eq!(
+            k.vet("bob", PublicKey([2; 32])),
+            Vetted::Changed(PublicKey([1; 32]))
+        );
+        // A change is not remembered: the user accepts it by forgetting the old key.
+        assert_eq!(k.get("bob"), Some(PublicKey([1; 32])));
+        assert!(k.remove("bob"));
+        assert_eq!(k.vet("bob", PublicKey([2; 32])), Vetted::First);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::discovery::{self, Iface};
 use super::sctp_udp::UdpTransport;
 use crate::client::{Client, ClientEvent, Config, Pin};
 use crate::identity::Fingerprint;
+use crate::known_keys::Vetted;
 use crate::nick::Nick;
 use crate::reactor::{Reactor, ReactorEvent};
 use crate::time::Instant;
@@ -237,11 +238,10 @@ impl ClientIo {
         key: Option<crate::identity::PublicKey>,
     ) -> Result<Option<crate::identity::PublicKey>, crate::identity::PublicKey> {
         let Some(k) = key else { return Ok(None) };
-        match self.known_peers.get(nick.as_str()) {
-            Some(old) if old == k => Ok(Some(k)),
-            Some(old) => Err(old),
-            None => {
-                self.known_peers.set(nick.as_str(), k);
+        match self.known_peers.vet(nick.as_str(), k) {
+            Vetted::Known => Ok(Some(k)),
+            Vetted::Changed(old) => Err(old),
+            Vetted::First => {
                 if let Err(e) = super::known_keys::save(&self.known_peers_path, &self.known_peers) {
                     log::warn!(
                         "cannot remember {nick}'s key in {}: {e}",

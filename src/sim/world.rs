@@ -19,6 +19,7 @@ use super::net::{Delivery, Netem, Network, earliest};
 use super::tcp::{CONNECT_TIMEOUT, End, Segment, Tcp};
 use crate::client::{self, Client, ClientEvent, Pin};
 use crate::identity::Identity;
+use crate::known_keys::{KnownKeys, Vetted};
 use crate::nick::Nick;
 use crate::peer::{self, Action, Peer, PeerEvent, Target};
 use crate::registry::{saved, wire};
@@ -116,7 +117,7 @@ pub struct ClientHost {
     /// The daemon key it pinned (its known_daemons file), kept across restarts as mpc's file is.
     pub pin: Pin,
     /// The peers' keys it remembers (its known_peers file), kept across restarts.
-    pub known_peers: std::collections::HashMap<Nick, crate::identity::PublicKey>,
+    pub known_peers: KnownKeys,
     /// Peers whose key the daemon gave differently from the one remembered (what mpc warns about), with
     /// when: (nick, remembered, given).
     pub key_changes: Vec<(
@@ -416,7 +417,7 @@ impl World {
         self.clients.push(ClientHost {
             identity,
             pin: Pin::None,
-            known_peers: std::collections::HashMap::new(),
+            known_peers: KnownKeys::default(),
             key_changes: Vec::new(),
             ip,
             sctp_port,
@@ -949,16 +950,13 @@ impl Simulate for World {
                 if let ClientEvent::Key { nick, key } = &e
                     && p.wants_key(nick)
                 {
-                    let given = match (key, h.known_peers.get(nick)) {
-                        (Some(k), Some(old)) if k != old => {
-                            h.key_changes.push((now, *nick, *old, *k));
+                    let given = match key.map(|k| (k, h.known_peers.vet(nick.as_str(), k))) {
+                        Some((k, Vetted::Changed(old))) => {
+                            h.key_changes.push((now, *nick, old, k));
                             None
                         }
-                        (Some(k), _) => {
-                            h.known_peers.insert(*nick, *k);
-                            Some(*k)
-                        }
-                        (None, _) => None,
+                        Some((k, _)) => Some(k),
+                        None => None,
                     };
                     p.set_key(now, *nick, given);
                 }
