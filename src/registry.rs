@@ -537,9 +537,7 @@ impl Registry {
                 let e = self.entries.remove(*k);
                 self.by_nick.remove(&e.nick);
                 // Dropped from the roster, still its owner's.
-                if let Some(key) = e.key {
-                    self.bindings.insert(e.nick, (key, e.since_ms));
-                }
+                self.keep_binding(&e);
             }
             let offline = if self.cfg.max_offline_per_host > 0 {
                 keys.iter()
@@ -662,10 +660,16 @@ impl Registry {
     /// nickname stays its owner's for the rest of the binding TTL, counted from when it was last online.
     fn retire(&mut self, k: usize, wall_ms: u64) -> Entry {
         let e = self.remove_entry(k, wall_ms);
+        self.keep_binding(&e);
+        e
+    }
+
+    /// Keeps an entry's nickname bound to its key after the entry leaves the roster (retired or trimmed),
+    /// dated from when it was last online so the binding TTL runs from there.
+    fn keep_binding(&mut self, e: &Entry) {
         if let Some(key) = e.key {
             self.bindings.insert(e.nick, (key, e.since_ms));
         }
-        e
     }
 
     /// Removes entry `k` from the roster: its removal goes out in the next delta and the roster is saved.
