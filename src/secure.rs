@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broadcast;
+pub mod ticket;
 
 use std::fmt;
 
@@ -41,6 +42,7 @@ use snow::types::{Cipher, Dh, Hash, Random};
 
 use crate::codec::Malformed;
 use crate::identity::{Identity, KEY_LEN, PublicKey};
+use ticket::{Grant, SECRET_LEN, Ticket};
 
 /// Bytes the AEAD tag adds to every sealed message.
 pub const TAG_LEN: usize = 16;
@@ -62,6 +64,9 @@ pub enum Pattern {
     Ik,
     /// Neither knows the other's key: 1.5 round trips, the responder's key learned in the handshake.
     Xx,
+    /// Resumption with a ticket ([`ticket`]): `NNpsk0` under the ticket's secret, 1 round trip, one X25519
+    /// multiplication a side; both keys are known from the earlier session the ticket came from.
+    Resume,
 }
 
 /// What a session carries; its prologue, so a handshake for one cannot complete as the other.
@@ -221,6 +226,9 @@ fn params(pattern: Pattern, psk: bool) -> NoiseParams {
         (Pattern::Ik, true) => "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s",
         (Pattern::Xx, false) => "Noise_XX_25519_ChaChaPoly_BLAKE2s",
         (Pattern::Xx, true) => "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s",
+        // The network secret is in the ticket key instead: a ticket opens only under the secret it was
+        // issued under.
+        (Pattern::Resume, _) => "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s",
     };
     // The four names are constants this build supports; a failure would show in every test.
     name.parse()
@@ -231,6 +239,8 @@ fn params(pattern: Pattern, psk: bool) -> NoiseParams {
 pub struct Handshake {
     hs: Box<snow::HandshakeState>,
     pattern: Pattern,
+    /// The peer's key when the handshake itself carries none (a resumption): vouched for by the ticket.
+    vouched: Option<PublicKey>,
 }
 
 impl fmt::Debug for Handshake {
@@ -270,6 +280,44 @@ impl Handshake {
         Self::build(ctx, pattern, me, None, psk, seed, false)
     }
 
+    /// Starts a resumption as the initiator (the client), with a ticket the daemon `ticket.daemon` issued.
+    pub fn resume(ctx: Context, ticket: &Ticket, seed: [u8; 32]) -> Handshake {
+        Self::build_resume(
+            ctx,
+            &ticket.ticket,
+            &ticket.secret,
+            ticket.daemon,
+            seed,
+            true,
+        )
+    }
+
+    /// Answers a resumption (the daemon) whose `ticket` opened to `grant`.
+    pub fn respond_resume(ctx: Context, ticket: &[u8], grant: &Grant, seed: [u8; 32]) -> Handshake {
+        Self::build_resume(ctx, ticket, &grant.secret, grant.client, seed, false)
+    }
+
+    /// A resumption: `NNpsk0` under the ticket's secret, the prologue the context's and then the ticket (so a
+    /// first message cannot be moved onto another ticket); the peer's key is the one the ticket vouches for.
+    fn build_resume(
+        ctx: Context,
+        ticket: &[u8],
+        secret: &[u8; SECRET_LEN],
+        vouched: PublicKey,
+        seed: [u8; 32],
+        initiator: bool,
+    ) -> Handshake {
+        let mut prologue = Vec::with_capacity(ctx.prologue().len() + ticket.len());
+        prologue.extend_from_slice(ctx.prologue());
+        prologue.extend_from_slice(ticket);
+        let b =
+            snow::Builder::with_resolver(params(Pattern::Resume, false), Box::new(Seeded(seed)))
+                .prologue(&prologue)
+                .and_then(|b| b.psk(0, secret))
+                .unwrap_or_else(|_| unreachable!("fixed-size parameters, set once"));
+        Self::finish(b, Pattern::Resume, Some(vouched), initiator)
+    }
+
     fn build(
         ctx: Context,
         pattern: Pattern,
@@ -297,9 +345,19 @@ impl Handshake {
             let at = match pattern {
                 Pattern::Ik => 2,
                 Pattern::Xx => 3,
+                Pattern::Resume => 0,
             };
             b = b.psk(at, &p.noise).unwrap_or_else(|_| unreachable!());
         }
+        Self::finish(b, pattern, None, initiator)
+    }
+
+    fn finish(
+        b: snow::Builder<'_>,
+        pattern: Pattern,
+        vouched: Option<PublicKey>,
+        initiator: bool,
+    ) -> Handshake {
         let hs = if initiator {
             b.build_initiator()
         } else {
@@ -308,6 +366,7 @@ impl Handshake {
         Handshake {
             hs: Box::new(hs.unwrap_or_else(|_| unreachable!("a complete builder builds"))),
             pattern,
+            vouched,
         }
     }
 
@@ -357,9 +416,12 @@ impl Handshake {
     }
 
     /// The peer's static key, once the handshake has carried it (IK: the responder after the first
-    /// message; XX: the initiator after the second, the responder after the third).
+    /// message; XX: the initiator after the second, the responder after the third; a resumption: the key
+    /// its ticket vouches for, from the start).
     pub fn remote(&self) -> Option<PublicKey> {
-        let k = self.hs.get_remote_static()?;
+        let Some(k) = self.hs.get_remote_static() else {
+            return self.vouched;
+        };
         let k: [u8; KEY_LEN] = k.try_into().ok()?;
         Some(PublicKey(k))
     }
@@ -520,6 +582,9 @@ pub enum Step {
     Refused(String),
     /// The handshake failed (the responder does not hold the key we expected, a wrong secret, garbage).
     Failed,
+    /// The responder did not accept our resumption ticket: forget it and make a full handshake (IK) to
+    /// `key`, the daemon the ticket came from, on the same carrier.
+    ResumeRefused(PublicKey),
 }
 
 impl Initiator {
@@ -534,6 +599,22 @@ impl Initiator {
     ) -> (Initiator, Result<Vec<u8>, NoiseError>) {
         let mut hs = Handshake::initiate(ctx, me, peer, psk, seed);
         let first = hs.write_vec(&[Frame::init_kind(hs.pattern(), psk.is_some())], &[]);
+        (Initiator::Handshake(hs), first)
+    }
+
+    /// Starts a resumption with `ticket` (see [`ticket`]); `psk` only says whether we have the network
+    /// secret (the ticket key holds it). Returns the initiator and the first message to send.
+    pub fn resume(
+        ctx: Context,
+        ticket: &Ticket,
+        psk: bool,
+        seed: [u8; 32],
+    ) -> (Initiator, Result<Vec<u8>, NoiseError>) {
+        let mut hs = Handshake::resume(ctx, ticket, seed);
+        let mut head = Vec::with_capacity(1 + ticket::TICKET_LEN);
+        head.push(Frame::init_kind(Pattern::Resume, psk));
+        head.extend_from_slice(&ticket.ticket);
+        let first = hs.write_vec(&head, &[]);
         (Initiator::Handshake(hs), first)
     }
 
@@ -600,6 +681,13 @@ impl Initiator {
                     Err(_) => Step::Failed,
                 }
             }
+            (Frame::ResumeRefused, Initiator::Handshake(hs)) if hs.pattern == Pattern::Resume => {
+                let Some(key) = hs.vouched else {
+                    return Step::Nothing;
+                };
+                *self = Initiator::Idle;
+                Step::ResumeRefused(key)
+            }
             // Words from the other end before a session. On an open session a refusal cannot be the
             // responder's (it would seal it) and is ignored.
             (Frame::Refuse(why), Initiator::Handshake(_) | Initiator::Idle) => {
@@ -628,6 +716,12 @@ pub mod kind {
     pub const BROADCAST: u8 = 6;
     /// A roster broadcast's body, sealed once for every client ([`super::broadcast`]).
     pub const BROADCAST_BODY: u8 = 7;
+    /// First handshake message of a resumption: the ticket, then the Noise message ([`super::ticket`]).
+    pub const INIT_RESUME: u8 = 8;
+    /// The daemon did not accept a resumption's ticket (expired, from before a key rotation): the client
+    /// makes a full handshake on the same association. Unauthenticated, and harmless: all it can make a
+    /// client do is the full handshake.
+    pub const RESUME_REFUSED: u8 = 9;
     /// Or-ed into `INIT_*`: the handshake uses the network secret.
     pub const PSK: u8 = 0x80;
 }
@@ -644,6 +738,17 @@ pub enum Frame<'a> {
         /// The Noise message.
         noise: &'a [u8],
     },
+    /// The first message of a resumption.
+    Resume {
+        /// The client has the network secret.
+        psk: bool,
+        /// The ticket ([`ticket::TICKET_LEN`] bytes).
+        ticket: &'a [u8],
+        /// The Noise message.
+        noise: &'a [u8],
+    },
+    /// The ticket of a resumption was not accepted: make a full handshake.
+    ResumeRefused,
     /// A later handshake message.
     Handshake(&'a [u8]),
     /// A sealed transport message.
@@ -676,7 +781,14 @@ impl<'a> Frame<'a> {
                 psk,
                 noise: rest,
             }),
+            kind::INIT_RESUME if rest.len() >= ticket::TICKET_LEN => {
+                let (ticket, noise) = rest.split_at(ticket::TICKET_LEN);
+                Ok(Frame::Resume { psk, ticket, noise })
+            }
+            kind::INIT_RESUME => Err(Malformed("resumption without a whole ticket")),
             _ if psk => Err(Malformed("secret flag on a non-initial message")),
+            kind::RESUME_REFUSED if rest.is_empty() => Ok(Frame::ResumeRefused),
+            kind::RESUME_REFUSED => Err(Malformed("bytes after a resumption refusal")),
             kind::HANDSHAKE => Ok(Frame::Handshake(rest)),
             kind::DATA => Ok(Frame::Data(rest)),
             kind::BROADCAST => Ok(Frame::Broadcast(rest)),
@@ -693,6 +805,7 @@ impl<'a> Frame<'a> {
         let k = match pattern {
             Pattern::Ik => kind::INIT_IK,
             Pattern::Xx => kind::INIT_XX,
+            Pattern::Resume => kind::INIT_RESUME,
         };
         if psk { k | kind::PSK } else { k }
     }

@@ -230,6 +230,16 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             .prop_map(|((from, to), entries)| ServerMsg::Delta { from, to, entries }),
         (any::<[u8; 32]>(), any::<[u8; 16]>())
             .prop_map(|(key, mac_key)| ServerMsg::BroadcastKeys { key, mac_key }),
+        (
+            any::<u32>(),
+            any::<[u8; 32]>(),
+            prop::collection::vec(any::<u8>(), multiproto::secure::ticket::TICKET_LEN)
+        )
+            .prop_map(|(lifetime_s, secret, t)| ServerMsg::Ticket {
+                lifetime_s,
+                secret,
+                ticket: t.try_into().expect("TICKET_LEN bytes"),
+            }),
         (nick(), prop::option::of(any::<[u8; 32]>())).prop_map(|(nick, key)| ServerMsg::Key {
             nick,
             key: key.map(multiproto::identity::PublicKey)
@@ -377,7 +387,7 @@ proptest! {
     /// type is refused as such.
     #[test]
     fn roster_arbitrary_bytes(
-        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3, 16, 17, 18, 19, 20]), any::<u8>()],
+        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3, 16, 17, 18, 19, 20, 21]), any::<u8>()],
         tail in bytes(200),
     ) {
         let mut data = vec![kind];
@@ -386,7 +396,7 @@ proptest! {
         if ![1, 2, 3].contains(&kind) {
             prop_assert_eq!(c, Err(Malformed("message type")));
         }
-        if ![16, 17, 18, 19, 20].contains(&kind) {
+        if ![16, 17, 18, 19, 20, 21].contains(&kind) {
             prop_assert_eq!(s, Err(Malformed("message type")));
         }
     }

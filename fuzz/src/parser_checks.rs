@@ -163,7 +163,7 @@ pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, Malformed>, Result<Server
             }
             ServerMsg::Registered { .. } => {}
             ServerMsg::Key { nick, .. } => assert!(Nick::new(nick.as_str()).is_ok()),
-            ServerMsg::BroadcastKeys { .. } => {}
+            ServerMsg::BroadcastKeys { .. } | ServerMsg::Ticket { .. } => {}
         }
         let enc = m.encode();
         match m {
@@ -472,6 +472,7 @@ pub fn known_keys(data: &[u8]) {
 /// them as data, and an initiator never opens a session from them.
 pub fn secured(data: &[u8]) {
     use multiproto::identity::Identity;
+    use multiproto::secure::ticket::{TICKET_LEN, TicketKey};
     use multiproto::secure::{Context, Frame, Handshake, Initiator, Pattern, Step};
     let me = Identity::from_secret([3; 32]);
     let peer = Identity::from_secret([4; 32]);
@@ -496,6 +497,19 @@ pub fn secured(data: &[u8]) {
             }
             assert!(!hs.is_finished(), "one message finished a handshake");
         }
+        Ok(Frame::Resume { psk, ticket, noise }) => {
+            assert_eq!(Frame::init_kind(Pattern::Resume, psk), data[0]);
+            assert_eq!(ticket.len(), TICKET_LEN);
+            assert_eq!([ticket, noise].concat(), &data[1..]);
+            // A ticket is authenticated under the daemon's ticket key: bytes made up never open, whatever
+            // the clock says.
+            let key = TicketKey::derive(&me, None);
+            assert!(
+                key.open(ticket, 0).is_err(),
+                "made-up bytes opened as a ticket"
+            );
+        }
+        Ok(Frame::ResumeRefused) => assert_eq!(data.len(), 1),
         Ok(Frame::Handshake(b) | Frame::Data(b) | Frame::Broadcast(b)) => assert_eq!(b, &data[1..]),
         Ok(Frame::BroadcastBody(b)) => assert_eq!(b, data),
         Ok(Frame::Refuse(s)) => assert_eq!(s.as_bytes(), &data[1..]),

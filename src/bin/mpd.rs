@@ -159,6 +159,11 @@ macro_rules! service_command {
             /// not answered, so spoofed HELLOs cannot aim WELCOMEs at anyone (default 10; 0 = no limit)
             #[argh(option)]
             welcome_rate: Option<u32>,
+            /// how long a client may resume its session with a ticket instead of a full handshake (a
+            /// restart of this daemon then costs each client one key exchange, not four), e.g. 12h
+            /// (default 7d; 0 = no tickets)
+            #[argh(option, from_str_fn(parse_duration))]
+            ticket_lifetime: Option<Duration>,
             /// log level: off, error, warn, info, debug or trace (default: $MULTIPROTO_LOG, else info)
             #[argh(option, from_str_fn(parse_level))]
             log_level: Option<LevelFilter>,
@@ -183,6 +188,7 @@ macro_rules! service_command {
                     max_clients_per_host: self.max_clients_per_host,
                     max_offline_per_host: self.max_offline_per_host,
                     welcome_rate: self.welcome_rate,
+                    ticket_lifetime: self.ticket_lifetime,
                     log_level: self.log_level,
                 }
             }
@@ -417,6 +423,7 @@ struct ServiceArgs {
     max_clients_per_host: Option<usize>,
     max_offline_per_host: Option<usize>,
     welcome_rate: Option<u32>,
+    ticket_lifetime: Option<Duration>,
     log_level: Option<LevelFilter>,
 }
 
@@ -505,6 +512,9 @@ impl ServiceArgs {
         }
         if let Some(n) = self.welcome_rate {
             o.server.welcome_rate = n;
+        }
+        if let Some(t) = self.ticket_lifetime {
+            o.server.ticket_lifetime = t;
         }
         Ok(o)
     }
@@ -1018,6 +1028,7 @@ mod tests {
             max_clients_per_host: None,
             max_offline_per_host: None,
             welcome_rate: None,
+            ticket_lifetime: None,
             log_level: None,
         };
         let o = a.options("/x".into()).unwrap();

@@ -319,7 +319,8 @@ impl Roster {
         let synced = match m {
             ServerMsg::Registered { .. }
             | ServerMsg::Key { .. }
-            | ServerMsg::BroadcastKeys { .. } => {
+            | ServerMsg::BroadcastKeys { .. }
+            | ServerMsg::Ticket { .. } => {
                 return Applied::Nothing;
             }
             ServerMsg::Snapshot {

@@ -193,6 +193,8 @@ impl Channel {
                 Step::NotAccepted(k) => Err(ChannelError::NotAccepted(k)),
                 Step::Refused(why) => Err(ChannelError::Refused(why)),
                 Step::Failed => Err(ChannelError::Handshake),
+                // Chat never resumes (tickets are the daemon's), so nothing can refuse one.
+                Step::ResumeRefused(_) => Err(ChannelError::Malformed),
             },
             State::In => {
                 let Ok(Frame::Init {

@@ -30,6 +30,7 @@ const RESYNC: u8 = 2;
 const KEY_QUERY: u8 = 3;
 const KEY: u8 = 19;
 const BROADCAST_KEYS: u8 = 20;
+const TICKET: u8 = 21;
 const REGISTERED: u8 = 16;
 const SNAPSHOT: u8 = 17;
 const DELTA: u8 = 18;
@@ -151,6 +152,16 @@ pub enum ServerMsg {
         key: [u8; 32],
         /// Authenticates this client's copies.
         mac_key: [u8; 16],
+    },
+    /// A resumption ticket ([`crate::secure::ticket`]): the client's next session with this daemon may
+    /// resume with it instead of a full handshake. Sent after [`ServerMsg::BroadcastKeys`].
+    Ticket {
+        /// How long the daemon accepts it, in seconds (the client forgets it after that).
+        lifetime_s: u32,
+        /// The resumption secret.
+        secret: [u8; crate::secure::ticket::SECRET_LEN],
+        /// The ticket, opaque to the client.
+        ticket: [u8; crate::secure::ticket::TICKET_LEN],
     },
     /// The answer to KEY_QUERY: the key the nickname is bound to, if any.
     Key {
@@ -459,7 +470,7 @@ pub fn finish_entries(out: &mut [u8], count: u16) {
 /// [`ServerMsg::parse`].
 #[derive(Clone, Debug)]
 pub enum ServerView<'a> {
-    /// A message without entries (REGISTERED, KEY, BROADCAST_KEYS), decoded whole.
+    /// A message without entries (REGISTERED, KEY, BROADCAST_KEYS, TICKET), decoded whole.
     Whole(ServerMsg),
     /// One page of the roster, as [`ServerMsg::Snapshot`].
     Snapshot {
@@ -579,6 +590,17 @@ impl ServerMsg {
                 r.end()?;
                 Ok(ServerView::Whole(ServerMsg::BroadcastKeys { key, mac_key }))
             }
+            TICKET => {
+                let lifetime_s = r.u32()?;
+                let secret = r.array()?;
+                let ticket = r.array()?;
+                r.end()?;
+                Ok(ServerView::Whole(ServerMsg::Ticket {
+                    lifetime_s,
+                    secret,
+                    ticket,
+                }))
+            }
             KEY => {
                 let nick = r.nick()?;
                 let key = match r.u8()? {
@@ -658,6 +680,16 @@ impl ServerMsg {
                 out.push(BROADCAST_KEYS);
                 out.extend_from_slice(key);
                 out.extend_from_slice(mac_key);
+            }
+            ServerMsg::Ticket {
+                lifetime_s,
+                secret,
+                ticket,
+            } => {
+                out.push(TICKET);
+                out.extend_from_slice(&lifetime_s.to_be_bytes());
+                out.extend_from_slice(secret);
+                out.extend_from_slice(ticket);
             }
             ServerMsg::Key { nick, key } => {
                 out.push(KEY);

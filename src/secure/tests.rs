@@ -229,7 +229,7 @@ fn frames_parse_as_written() {
     assert!(Frame::parse(&[]).is_err());
     assert!(Frame::parse(&[kind::DATA | kind::PSK]).is_err());
     assert!(Frame::parse(&[kind::REFUSE, 0xff]).is_err());
-    assert!(Frame::parse(&[9]).is_err());
+    assert!(Frame::parse(&[10]).is_err());
     // A refusal is cut on a character boundary.
     let long = "é".repeat(MAX_REFUSAL);
     let r = Frame::refusal(&long);
@@ -249,6 +249,11 @@ proptest! {
                 Frame::Handshake(x) | Frame::Data(x) | Frame::Broadcast(x) => prop_assert_eq!(x, &b[1..]),
                 Frame::BroadcastBody(x) => prop_assert_eq!(x, &b[..]),
                 Frame::Refuse(s) => prop_assert_eq!(s.as_bytes(), &b[1..]),
+                Frame::Resume { psk, ticket, noise } => {
+                    prop_assert_eq!(Frame::init_kind(Pattern::Resume, psk), k);
+                    prop_assert_eq!([ticket, noise].concat(), &b[1..]);
+                }
+                Frame::ResumeRefused => prop_assert_eq!(b.len(), 1),
             }
         }
     }
@@ -305,5 +310,190 @@ fn our_transport_speaks_noise_as_snow_does() {
         assert_eq!(&pay[..n], text);
         let n = snows.write_message(text, &mut buf).unwrap();
         assert_eq!(ours.open_vec(&buf[..n]).unwrap(), text);
+    }
+}
+
+/// A ticket as the daemon with `daemon`'s key (and `psk`) issues it to `client` at wall time 1000 s, for a
+/// day; and what the client keeps.
+fn ticket_for(daemon: &Identity, psk: Option<&Psk>, client: &Identity) -> ticket::Ticket {
+    let key = ticket::TicketKey::derive(daemon, psk);
+    let grant = ticket::Grant {
+        client: client.public(),
+        secret: [9; 32],
+        expires_ms: 1_000_000 + 86_400_000,
+    };
+    ticket::Ticket {
+        daemon: daemon.public(),
+        ticket: key.issue(&grant, [3; 12]),
+        secret: grant.secret,
+    }
+}
+
+/// The daemon's side of a resumption: the first message's frame parsed, the ticket opened at `now_ms`, the
+/// handshake answered. Returns the daemon's session and the client key the ticket vouched for, and the
+/// answer, or where it stopped.
+fn respond_to_resume(
+    daemon: &Identity,
+    psk: Option<&Psk>,
+    first: &[u8],
+    now_ms: u64,
+) -> Result<((Session, PublicKey), Vec<u8>), &'static str> {
+    let Ok(Frame::Resume { ticket, noise, .. }) = Frame::parse(first) else {
+        return Err("not a resumption");
+    };
+    let grant = ticket::TicketKey::derive(daemon, psk)
+        .open(ticket, now_ms)
+        .map_err(|_| "ticket")?;
+    let mut r = Handshake::respond_resume(Context::Roster, ticket, &grant, [8; 32]);
+    let mut pay = vec![0u8; noise.len()];
+    r.read(noise, &mut pay).map_err(|_| "first message")?;
+    let reply = r.write_vec(&[kind::HANDSHAKE], &[]).map_err(|_| "reply")?;
+    Ok((r.into_session().map_err(|_| "session")?, reply))
+}
+
+#[test]
+fn a_ticket_resumes_a_session_bound_to_both_keys() {
+    let (alice, daemon) = (id(50), id(51));
+    let t = ticket_for(&daemon, None, &alice);
+    let (mut init, first) = Initiator::resume(Context::Roster, &t, false, [6; 32]);
+    let first = first.unwrap();
+    assert_eq!(first[0], kind::INIT_RESUME);
+    let ((mut d, d_sees), reply) = respond_to_resume(&daemon, None, &first, 1_000_000).unwrap();
+    assert_eq!(d_sees, alice.public(), "the ticket names the client");
+    match init.handle(&reply, |_| panic!("a resumption learns no key")) {
+        Step::Opened { key, reply: None } => assert_eq!(key, daemon.public()),
+        s => panic!("{s:?}"),
+    }
+    let sealed = init.seal(b"REGISTER").unwrap();
+    assert_eq!(d.open_vec(&sealed[1..]).unwrap(), b"REGISTER");
+    let back = d.seal_vec(&[kind::DATA], b"REGISTERED").unwrap();
+    assert_eq!(
+        init.handle(&back, |_| true),
+        Step::Data(b"REGISTERED".to_vec())
+    );
+}
+
+#[test]
+fn a_ticket_opens_only_at_its_daemon_under_its_secret_and_in_time() {
+    let (alice, daemon) = (id(52), id(53));
+    let psk = Psk::from_secret(b"sixteen bytes or more");
+    let t = ticket_for(&daemon, Some(&psk), &alice);
+    let key = ticket::TicketKey::derive(&daemon, Some(&psk));
+    assert!(key.open(&t.ticket, 1_000_000).is_ok());
+    // Expired; another daemon's key; the secret rotated or removed; a flipped byte anywhere; a short one.
+    assert_eq!(
+        key.open(&t.ticket, 1_000_000 + 86_400_000),
+        Err(ticket::TicketError::Expired)
+    );
+    let invalid = Err(ticket::TicketError::Invalid);
+    assert_eq!(
+        ticket::TicketKey::derive(&id(54), Some(&psk)).open(&t.ticket, 0),
+        invalid
+    );
+    let other = Psk::from_secret(b"another secret, sixteen+");
+    assert_eq!(
+        ticket::TicketKey::derive(&daemon, Some(&other)).open(&t.ticket, 0),
+        invalid
+    );
+    assert_eq!(
+        ticket::TicketKey::derive(&daemon, None).open(&t.ticket, 0),
+        invalid
+    );
+    for at in 0..ticket::TICKET_LEN {
+        let mut bad = t.ticket;
+        bad[at] ^= 1;
+        assert_eq!(key.open(&bad, 0), invalid, "byte {at} flipped");
+    }
+    assert_eq!(key.open(&t.ticket[1..], 0), invalid);
+}
+
+#[test]
+fn a_resumption_needs_the_tickets_secret_and_the_ticket_it_was_made_for() {
+    let (alice, daemon) = (id(55), id(56));
+    let t = ticket_for(&daemon, None, &alice);
+    // Someone who captured the ticket but not the secret (it travelled inside the session).
+    let stolen = ticket::Ticket {
+        secret: [0; 32],
+        ..t.clone()
+    };
+    let (_, first) = Initiator::resume(Context::Roster, &stolen, false, [6; 32]);
+    assert_eq!(
+        respond_to_resume(&daemon, None, &first.unwrap(), 1_000_000).err(),
+        Some("first message")
+    );
+    // A first message moved onto another ticket of the same client (same secret): the prologue differs.
+    let (_, first) = Initiator::resume(Context::Roster, &t, false, [6; 32]);
+    let mut first = first.unwrap();
+    let key = ticket::TicketKey::derive(&daemon, None);
+    let grant = key.open(&t.ticket, 0).unwrap();
+    first[1..1 + ticket::TICKET_LEN].copy_from_slice(&key.issue(&grant, [4; 12]));
+    assert_eq!(
+        respond_to_resume(&daemon, None, &first, 1_000_000).err(),
+        Some("first message")
+    );
+    // A daemon that answers without having opened the ticket (an impostor guessing): the client drops it.
+    let (mut init, _) = Initiator::resume(Context::Roster, &t, false, [6; 32]);
+    let wrong = ticket::Grant {
+        client: alice.public(),
+        secret: [1; 32],
+        expires_ms: u64::MAX,
+    };
+    let mut r = Handshake::respond_resume(Context::Roster, &t.ticket, &wrong, [8; 32]);
+    let (_, first) = Initiator::resume(Context::Roster, &t, false, [6; 32]);
+    let first = first.unwrap();
+    let mut pay = [0u8; 256];
+    assert!(r.read(&first[1 + ticket::TICKET_LEN..], &mut pay).is_err());
+    let mut imp = Handshake::respond_resume(Context::Roster, &t.ticket, &wrong, [8; 32]);
+    // Forced to answer anyway: its answer, under the wrong secret, does not open a session.
+    let _ = imp.read(&first[1 + ticket::TICKET_LEN..], &mut pay);
+    if let Ok(answer) = imp.write_vec(&[kind::HANDSHAKE], &[]) {
+        assert_eq!(init.handle(&answer, |_| true), Step::Failed);
+    }
+}
+
+#[test]
+fn a_refused_ticket_asks_for_the_full_handshake_only_during_a_resumption() {
+    let (alice, daemon) = (id(57), id(58));
+    let t = ticket_for(&daemon, None, &alice);
+    let (mut init, _) = Initiator::resume(Context::Roster, &t, false, [6; 32]);
+    assert_eq!(
+        init.handle(&[kind::RESUME_REFUSED], |_| true),
+        Step::ResumeRefused(daemon.public())
+    );
+    // Out of place (a full handshake under way), or with bytes after it: nothing.
+    let (mut full, _) = Initiator::start(
+        Context::Roster,
+        &alice,
+        Some(&daemon.public()),
+        None,
+        [6; 32],
+    );
+    assert_eq!(
+        full.handle(&[kind::RESUME_REFUSED], |_| true),
+        Step::Nothing
+    );
+    assert!(matches!(full, Initiator::Handshake(_)));
+    assert!(Frame::parse(&[kind::RESUME_REFUSED, 0]).is_err());
+    assert!(Frame::parse(&[kind::RESUME_REFUSED | kind::PSK]).is_err());
+    // A resumption whose ticket is cut short is malformed.
+    assert!(Frame::parse(&[kind::INIT_RESUME; 50]).is_err());
+}
+
+proptest! {
+    #[test]
+    fn resumption_frames_round_trip(psk: bool, ticket in proptest::collection::vec(any::<u8>(), ticket::TICKET_LEN), noise in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut m = vec![Frame::init_kind(Pattern::Resume, psk)];
+        m.extend_from_slice(&ticket);
+        m.extend_from_slice(&noise);
+        prop_assert_eq!(
+            Frame::parse(&m),
+            Ok(Frame::Resume { psk, ticket: &ticket, noise: &noise })
+        );
+    }
+
+    #[test]
+    fn made_up_tickets_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..200), now: u64) {
+        let key = ticket::TicketKey::derive(&id(59), None);
+        prop_assert!(key.open(&bytes, now).is_err());
     }
 }

@@ -400,6 +400,9 @@ fn clients_register_again_within_two_seconds_of_a_daemon_restart() {
         took.is_some_and(|t| t <= Duration::from_secs(2)),
         "seed {seed}: {took:?}"
     );
+    // Each came back with the ticket of its first session: one key exchange, not the full handshake.
+    let stats = w.daemon().server.stats();
+    assert_eq!((stats.resumptions, stats.handshakes), (3, 3), "seed {seed}");
     // The saved roster came back with the daemon: everyone is one entry, online.
     let took = w.wait(PATIENCE, |w| {
         ids.iter().all(|&i| {
@@ -438,6 +441,8 @@ fn clients_come_back_after_the_daemon_crashes_and_is_started_again() {
         "seed {seed}: {took:?}"
     );
     assert_eq!(w.daemon().server.registry().counts().0, 2);
+    // The tickets from before the crash still open: the new process derives the same ticket key.
+    assert_eq!(w.daemon().server.stats().resumptions, 2, "seed {seed}");
 }
 
 /// Loss, duplication and reordering: every roster still converges, and every client stays registered.

@@ -432,3 +432,42 @@ fn captured_chat_replayed_or_altered_shows_nothing() {
     assert_eq!(after.received, before.received);
     assert!(after.forged >= before.forged + 3, "{after:?}");
 }
+
+/// Tickets (`crate::secure::ticket`): a daemon that no longer takes them costs a client one round trip
+/// more, on the same association, never its session; one that issues them again has them used at its next
+/// restart; a ticket past its lifetime is not even offered.
+#[test]
+fn a_refused_or_expired_ticket_falls_back_to_the_full_handshake() {
+    let seed = seed_or(47);
+    let mut w = world(seed, Netem::IDEAL);
+    let ids = join(&mut w, ["anna", "bert"], seed);
+    let registered_again = |w: &World| {
+        ids.iter().all(|&i| {
+            w.client(i).is_registered()
+                && w.client(i).sees("anna", true)
+                && w.client(i).sees("bert", true)
+        })
+    };
+    let restart = |w: &mut World, tweak: fn(&mut crate::server::Config)| {
+        w.stop_server();
+        w.run_for(Duration::from_millis(100));
+        tweak(&mut w.server_config);
+        w.start_server();
+        w.wait(PATIENCE, registered_again)
+            .unwrap_or_else(|| panic!("seed {seed}: not back: {}", describe(w)));
+        let s = w.daemon().server.stats();
+        (s.handshakes, s.resumptions, s.tickets_refused)
+    };
+    // Tickets turned off: both offered theirs, were refused, and made the full handshake.
+    assert_eq!(
+        restart(&mut w, |c| c.ticket_lifetime = Duration::ZERO),
+        (2, 0, 2)
+    );
+    // On again: that daemon issued none, so full handshakes; then this one's tickets serve the next.
+    let on = |c: &mut crate::server::Config| c.ticket_lifetime = Duration::from_secs(5);
+    assert_eq!(restart(&mut w, on), (2, 0, 0));
+    assert_eq!(restart(&mut w, on), (2, 2, 0));
+    // Past their lifetime (5 s), clients do not offer them.
+    w.run_for(Duration::from_secs(6));
+    assert_eq!(restart(&mut w, on), (2, 0, 0));
+}

@@ -38,6 +38,7 @@ use multiproto::registry::wire::{
 };
 use multiproto::sctp::{AssocId, DownReason, Endpoint, Event};
 use multiproto::secure::broadcast::{self, Receiver};
+use multiproto::secure::ticket::Ticket;
 use multiproto::secure::{Context, Frame, Initiator, Seeds, Step, derive_seed};
 use multiproto::time::Instant;
 
@@ -126,6 +127,9 @@ pub struct Sim {
     link: Initiator,
     /// Its session's broadcast keys (the broadcast key, its own authenticator).
     bcast: Option<Receiver>,
+    /// The daemon's last resumption ticket: the next session resumes with it, as mpc's does (boxed: most
+    /// of the time only a pointer's worth of the swarm's per-client memory).
+    ticket: Option<Box<Ticket>>,
 }
 
 impl Sim {
@@ -184,8 +188,12 @@ pub struct Counters {
     pub reconnects: u64,
     /// Roster messages that did not parse.
     pub malformed: u64,
-    /// Sessions opened (handshakes completed).
+    /// Sessions opened (handshakes completed), resumptions included.
     pub handshakes: u64,
+    /// Sessions begun with a resumption ticket.
+    pub resumptions: u64,
+    /// Of those, the daemon did not take the ticket (a full handshake followed).
+    pub tickets_refused: u64,
     /// Handshakes that failed or were refused.
     pub handshake_failures: u64,
     /// Entries for nicknames not from this swarm.
@@ -209,6 +217,9 @@ pub struct Swarm {
     pub sims: Vec<Sim>,
     group: Option<mio::net::UdpSocket>,
     daemon_instance: u64,
+    /// The daemon's key: the one named in the configuration, else the one the first session showed. It
+    /// names the tickets the daemon issues.
+    daemon_key: Option<PublicKey>,
     rng: ChaCha8Rng,
     /// Seeds for the handshakes' ephemeral keys.
     seeds: Seeds,
@@ -246,6 +257,7 @@ impl Swarm {
         Ok(Swarm {
             _wake: wake,
             seeds: Seeds::new(&handshake_seed),
+            daemon_key: cfg.daemon_key,
             opened: VecDeque::new(),
             rng,
             watches: Watches {
@@ -342,6 +354,7 @@ impl Swarm {
                 identity: None,
                 link: Initiator::Idle,
                 bcast: None,
+                ticket: None,
             });
         }
         if self.sims.len() > self.cfg.capacity {
@@ -375,13 +388,24 @@ impl Swarm {
                 let id = sim
                     .identity
                     .get_or_insert_with(|| Identity::from_secret(derive_seed(&seed, "client key")));
-                let (link, first) = Initiator::start(
-                    Context::Roster,
-                    id,
-                    self.cfg.daemon_key.as_ref(),
-                    None,
-                    seed,
-                );
+                // Resume with the ticket of the daemon we expect (any, if none was named), as mpc does.
+                let ticket = sim
+                    .ticket
+                    .as_deref()
+                    .filter(|t| self.cfg.daemon_key.is_none_or(|k| k == t.daemon));
+                let (link, first) = match ticket {
+                    Some(t) => {
+                        self.counters.resumptions += 1;
+                        Initiator::resume(Context::Roster, t, false, seed)
+                    }
+                    None => Initiator::start(
+                        Context::Roster,
+                        id,
+                        self.cfg.daemon_key.as_ref(),
+                        None,
+                        seed,
+                    ),
+                };
                 if let Ok(m) = first {
                     let _ = lane.ep.send_owned(assoc, 0, false, PPID, m);
                 }
@@ -710,8 +734,25 @@ impl Swarm {
                 Ok(m) => self.on_message(now, i, m),
                 Err(_) => self.counters.malformed += 1,
             },
-            Step::Opened { reply, .. } => {
+            Step::ResumeRefused(key) => {
+                // The daemon no longer takes the ticket: the full handshake on the same association.
+                let seed = self.seeds.next_seed();
+                self.counters.tickets_refused += 1;
+                let sim = &mut self.sims[i as usize];
+                sim.ticket = None;
+                let Some(me) = &sim.identity else {
+                    return;
+                };
+                let (link, first) = Initiator::start(Context::Roster, me, Some(&key), None, seed);
+                if let Ok(m) = first {
+                    let _ = self.lanes[l].ep.send_owned(id, 0, false, PPID, m);
+                }
+                sim.link = link;
+            }
+            Step::Opened { key, reply } => {
                 self.counters.handshakes += 1;
+                // A daemon given by address: its key, learned in the first XX handshake, names its tickets.
+                self.daemon_key.get_or_insert(key);
                 let ep = &mut self.lanes[l].ep;
                 if let Some(m) = reply {
                     let _ = ep.send_owned(id, 0, false, PPID, m);
@@ -796,6 +837,16 @@ impl Swarm {
             }
             ServerView::Whole(ServerMsg::BroadcastKeys { key, mac_key }) => {
                 self.sims[i as usize].bcast = Some(Receiver::new(key, mac_key));
+            }
+            ServerView::Whole(ServerMsg::Ticket { secret, ticket, .. }) => {
+                // Sealed in the session with the daemon's key (the one named, or the one XX showed).
+                if let Some(daemon) = self.daemon_key {
+                    self.sims[i as usize].ticket = Some(Box::new(Ticket {
+                        daemon,
+                        ticket,
+                        secret,
+                    }));
+                }
             }
             ServerView::Whole(_) => {}
             ServerView::Snapshot { .. } | ServerView::Delta { .. } => self.on_roster(now, i, m),
