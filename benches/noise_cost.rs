@@ -9,15 +9,22 @@
 //!                                                                          #   daemon's side of each handshake
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B seal 10000     # + 10 000 sealed roster deltas
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B open 10000     # + as many sealed and opened
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B resume-initiate 200  # 200 resumptions' first
+//!                                                                          #   messages (client)
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B resume-respond 200   # + the daemon's side:
+//!                                                                          #   open the ticket, answer,
+//!                                                                          #   open, issue the next ticket
 //! ```
 //! One daemon-side IK handshake (read the client's first message, write the answer, open the session) is
 //! (respond N − initiate N) / N; one sealed roster message (the daemon's work per client for a one-join
-//! delta) is (seal N − seal 0) / N; a client's opening of one is (open N − seal N) / N.
+//! delta) is (seal N − seal 0) / N; a client's opening of one is (open N − seal N) / N. One daemon-side
+//! resumption is (resume-respond N − resume-initiate N) / N.
 
 use multiproto::identity::Identity;
 use multiproto::nick::Nick;
 use multiproto::registry::wire::{Entry, ServerMsg, Status};
-use multiproto::secure::{Context, Frame, Handshake, Pattern, Session, kind};
+use multiproto::secure::ticket::{Grant, Ticket, TicketKey};
+use multiproto::secure::{Context, Frame, Handshake, Initiator, Pattern, Session, kind};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -91,8 +98,45 @@ fn main() {
                 std::hint::black_box(&sealed);
             }
         }
+        "resume-initiate" | "resume-respond" => {
+            let key = TicketKey::derive(&daemon, None);
+            let grant = Grant {
+                client: client.public(),
+                secret: [3; 32],
+                expires_ms: u64::MAX,
+            };
+            let ticket = Ticket {
+                daemon: daemon.public(),
+                ticket: key.issue(&grant, [4; 12]),
+                secret: grant.secret,
+            };
+            let mut answered = 0;
+            for i in 0..n {
+                let (_, first) = Initiator::resume(Context::Roster, &ticket, false, seed(i));
+                let first = first.unwrap();
+                if scenario == "resume-respond" {
+                    let Ok(Frame::Resume { ticket, noise, .. }) = Frame::parse(&first) else {
+                        panic!("not a resumption");
+                    };
+                    let g = key.open(ticket, 0).unwrap();
+                    let mut r = Handshake::respond_resume(Context::Roster, ticket, &g, seed(i + n));
+                    let mut payload = vec![0u8; noise.len()];
+                    r.read(noise, &mut payload).unwrap();
+                    let answer = r.write_vec(&[kind::HANDSHAKE], &[]).unwrap();
+                    let (_, k) = r.into_session().unwrap();
+                    assert_eq!(k, client.public());
+                    // The next ticket, as the daemon issues one with every session.
+                    answered +=
+                        answer.len() + key.issue(&g, seed(i)[..12].try_into().unwrap()).len();
+                }
+                std::hint::black_box(&first);
+            }
+            std::hint::black_box(answered);
+        }
         other => {
-            eprintln!("unknown scenario {other}: initiate | respond | seal | open");
+            eprintln!(
+                "unknown scenario {other}: initiate | respond | seal | open | resume-initiate | resume-respond"
+            );
             std::process::exit(2);
         }
     }
