@@ -762,21 +762,26 @@ impl Server {
     /// Room is asked for before sealing: a sealed message uses up a nonce, so it must be sent exactly as
     /// sealed and in order.
     fn deliver(&mut self, id: AssocId, plain: Payload) {
-        // Shared by many clients: sealed once, tagged for each.
-        if let Payload::Shared(p) = &plain {
-            let p = Arc::clone(p);
-            let body = self.shared_body(&p);
-            self.send_body(id, &body, &p);
-            return;
-        }
+        let bytes = match &plain {
+            // Shared by many clients: sealed once, tagged for each.
+            Payload::Shared(p) => {
+                let p = Arc::clone(p);
+                let body = self.shared_body(&p);
+                self.send_body(id, &body, &p);
+                return;
+            }
+            Payload::Owned(v) => v,
+            // The registry's messages are one part each.
+            Payload::Headed { .. } => return,
+        };
         let Some(Link::Open(session, _)) = self.links.get_mut(&id) else {
             return;
         };
-        if !self.ep.reserve(id, 1 + plain.len() + TAG_LEN) {
+        if !self.ep.reserve(id, 1 + bytes.len() + TAG_LEN) {
             self.registry.handle_blocked(id, plain);
             return;
         }
-        let Ok(sealed) = session.seal_vec(&[kind::DATA], &plain) else {
+        let Ok(sealed) = session.seal_vec(&[kind::DATA], bytes) else {
             return;
         };
         if let Err((e, _)) = self
