@@ -39,7 +39,7 @@ use crate::registry::wire::{ClientMsg, PPID, Register, RegisterResult, ServerMsg
 use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event, RtoConfig, Transmit,
 };
-use crate::secure::broadcast::{self, Receiver};
+use crate::secure::broadcast::Receiver;
 use crate::secure::ticket::Ticket;
 use crate::secure::{Context, Frame, Initiator, Psk, Seeds, Step};
 use crate::time::Instant;
@@ -818,26 +818,13 @@ impl Client {
     /// A message of roster protocol 3 on our association: a handshake step, sealed roster data, or a
     /// refusal.
     fn on_secured(&mut self, now: Instant, assoc: AssocId, data: &[u8]) {
-        match Frame::parse(data) {
-            // Only after the session's first message gave the keys; a tag that is not the next one, or a
-            // body its tag does not cover (forged, replayed, another client's), is dropped.
-            Ok(Frame::Broadcast(rest)) => {
-                if let Some(r) = &mut self.broadcast {
-                    let _ = r.tag(rest);
-                }
-                return;
+        // A broadcast, only after the session's first message gave the keys; one whose counter is not the
+        // next or whose MAC does not cover its body (forged, replayed, another client's) is dropped.
+        if let Ok(Frame::Broadcast(t)) = Frame::parse(data) {
+            if let Some(Ok(plain)) = self.broadcast.as_mut().map(|r| r.open(&t)) {
+                self.on_message(now, &plain);
             }
-            Ok(Frame::BroadcastBody(body)) => {
-                let Some(r) = &mut self.broadcast else {
-                    return;
-                };
-                let plain = r.body(body).and_then(|b| broadcast::open(r.key(), b));
-                if let Ok(plain) = plain {
-                    self.on_message(now, &plain);
-                }
-                return;
-            }
-            _ => {}
+            return;
         }
         let pin = self.cfg.pin;
         match self.link.handle(data, |k| pin.accepts(k)) {

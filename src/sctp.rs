@@ -37,7 +37,7 @@ use std::time::Duration;
 
 pub use assoc::State;
 pub use endpoint::Endpoint;
-pub use payload::Payload;
+pub use payload::{HEAD_MAX, Head, Payload};
 pub use timer::RtoConfig;
 
 /// The IANA-assigned UDP port for SCTP encapsulation (RFC 6951 §5.1).

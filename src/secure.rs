@@ -20,7 +20,8 @@
 //!
 //! # Framing
 //! [`Frame`] is the first byte of every message on the carrier: which handshake starts, a handshake
-//! continuation, sealed data, or a refusal in words. Parsing is bounded and total.
+//! continuation, sealed data, a roster broadcast ([`broadcast`]), or a refusal in words. Parsing is bounded
+//! and total.
 //!
 //! # Randomness
 //! Ephemeral keys come from a seed handed in per handshake (the cores seed it from their CSPRNG, which real
@@ -712,9 +713,11 @@ pub mod kind {
     /// A refusal, in words, before or instead of a session (unauthenticated: shown as what the other end
     /// claims, never acted on beyond giving up).
     pub const REFUSE: u8 = 5;
-    /// A roster broadcast's tag for this client ([`super::broadcast`]).
+    /// A roster broadcast: this client's head (counter, MAC) and the body sealed once for every client
+    /// ([`super::broadcast`]).
     pub const BROADCAST: u8 = 6;
-    /// A roster broadcast's body, sealed once for every client ([`super::broadcast`]).
+    /// The first byte of a broadcast's body, inside a [`BROADCAST`] frame; never a message of its own
+    /// ([`super::broadcast`] says why it stays).
     pub const BROADCAST_BODY: u8 = 7;
     /// First handshake message of a resumption: the ticket, then the Noise message ([`super::ticket`]).
     pub const INIT_RESUME: u8 = 8;
@@ -755,11 +758,9 @@ pub enum Frame<'a> {
     Data(&'a [u8]),
     /// The other end refuses, and says why (unauthenticated).
     Refuse(&'a str),
-    /// A roster broadcast's tag for us (see [`broadcast`]): counter and MAC of the body that follows.
-    Broadcast(&'a [u8]),
-    /// A roster broadcast's body, shared by every client it is sent to (the whole message, kind byte
-    /// included: the tag covers it all).
-    BroadcastBody(&'a [u8]),
+    /// A roster broadcast (see [`broadcast`]): our counter and MAC, and the body shared by every client it
+    /// is sent to. Only its layout is checked: [`broadcast::Receiver::accept`] checks the rest.
+    Broadcast(broadcast::Tagged<'a>),
 }
 
 impl<'a> Frame<'a> {
@@ -791,8 +792,7 @@ impl<'a> Frame<'a> {
             kind::RESUME_REFUSED => Err(Malformed("bytes after a resumption refusal")),
             kind::HANDSHAKE => Ok(Frame::Handshake(rest)),
             kind::DATA => Ok(Frame::Data(rest)),
-            kind::BROADCAST => Ok(Frame::Broadcast(rest)),
-            kind::BROADCAST_BODY => Ok(Frame::BroadcastBody(b)),
+            kind::BROADCAST => broadcast::Tagged::parse(rest).map(Frame::Broadcast),
             kind::REFUSE if rest.len() <= MAX_REFUSAL => std::str::from_utf8(rest)
                 .map(Frame::Refuse)
                 .map_err(|_| Malformed("refusal not UTF-8")),

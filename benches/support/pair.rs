@@ -46,7 +46,7 @@ pub fn endpoints() -> (Endpoint, Endpoint) {
 }
 
 /// Which association index a client address stands for (the inverse of [`client_addr`]).
-fn client_index(a: SocketAddr) -> u32 {
+pub fn client_index(a: SocketAddr) -> u32 {
     match a {
         SocketAddr::V4(v) => {
             let o = v.ip().octets();
@@ -57,7 +57,7 @@ fn client_index(a: SocketAddr) -> u32 {
 }
 
 /// Which association index a server address stands for (the inverse of [`server_addr`], below 40 000).
-fn server_index(a: SocketAddr) -> u32 {
+pub fn server_index(a: SocketAddr) -> u32 {
     u32::from(a.port() - 20_000)
 }
 

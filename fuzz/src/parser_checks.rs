@@ -510,17 +510,31 @@ pub fn secured(data: &[u8]) {
             );
         }
         Ok(Frame::ResumeRefused) => assert_eq!(data.len(), 1),
-        Ok(Frame::Handshake(b) | Frame::Data(b) | Frame::Broadcast(b)) => assert_eq!(b, &data[1..]),
-        Ok(Frame::BroadcastBody(b)) => assert_eq!(b, data),
+        Ok(Frame::Handshake(b) | Frame::Data(b)) => assert_eq!(b, &data[1..]),
+        Ok(Frame::Broadcast(t)) => {
+            assert_eq!(t.to_vec(), data, "a broadcast frame writes back as read");
+            assert_eq!(t.body, &data[multiproto::secure::broadcast::HEAD_LEN..]);
+            assert_eq!(t.body[0], multiproto::secure::kind::BROADCAST_BODY);
+        }
         Ok(Frame::Refuse(s)) => assert_eq!(s.as_bytes(), &data[1..]),
         Err(_) => {}
     }
-    // A client's broadcast receiver: arbitrary bytes as a tag, then as a body, never pass it (no MAC key to
-    // guess), never panic.
+    // A client's broadcast receiver: arbitrary bytes as a broadcast never pass it (no MAC key to guess),
+    // never panic, and leave its counter where it was (a genuine first copy still opens after).
     let mut r = multiproto::secure::broadcast::Receiver::new([6; 32], [6; 16]);
-    if let Ok(Frame::Broadcast(rest)) = Frame::parse(data) {
-        let _ = r.tag(rest);
-        assert!(r.body(data).is_err(), "random bytes passed a broadcast tag");
+    if let Ok(Frame::Broadcast(t)) = Frame::parse(data) {
+        assert!(
+            r.accept(&t).is_err(),
+            "random bytes passed a broadcast's MAC"
+        );
+        assert!(r.open(&t).is_err(), "random bytes opened as a broadcast");
+        let body = multiproto::secure::broadcast::Sealer::new([6; 32]).seal(t.body);
+        let head = multiproto::secure::broadcast::Tagger::new([6; 16]).head(&body);
+        let genuine = [&head[..], &body[..]].concat();
+        let Ok(Frame::Broadcast(g)) = Frame::parse(&genuine) else {
+            panic!("a broadcast the daemon makes does not parse");
+        };
+        assert_eq!(r.open(&g).as_deref(), Ok(t.body), "the genuine first copy");
     }
     // An initiator waiting for the responder's answer: the bytes never open a session.
     let (mut init, first) =

@@ -122,7 +122,7 @@ impl Harness {
                     }
                     None => {
                         *got.entry(c).or_default() += 1;
-                        self.receive(c, &b);
+                        self.receive(c, &b.to_vec());
                     }
                 }
             }

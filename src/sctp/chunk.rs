@@ -400,7 +400,7 @@ pub struct DataOut<'a> {
     pub ssn: u16,
     /// Payload protocol identifier.
     pub ppid: u32,
-    /// User data.
+    /// User data (its first part, for [`write_data_parts`]).
     pub payload: &'a [u8],
 }
 
@@ -411,7 +411,13 @@ pub const fn data_chunk_len(payload_len: usize) -> usize {
 
 /// Writes a DATA chunk.
 pub fn write_data(w: &mut Writer<'_>, d: &DataOut<'_>) -> Result<(), WireError> {
-    if w.remaining() < data_chunk_len(d.payload.len()) {
+    write_data_parts(w, d, &[])
+}
+
+/// Writes a DATA chunk whose user data is `d.payload` followed by `rest`: a chunk of a message kept in two
+/// parts (a head of one association's own and a shared body), written without joining them first.
+pub fn write_data_parts(w: &mut Writer<'_>, d: &DataOut<'_>, rest: &[u8]) -> Result<(), WireError> {
+    if w.remaining() < data_chunk_len(d.payload.len() + rest.len()) {
         return Err(WireError::NoRoom);
     }
     let m = w.begin_chunk(kind::DATA, d.flags)?;
@@ -420,6 +426,7 @@ pub fn write_data(w: &mut Writer<'_>, d: &DataOut<'_>) -> Result<(), WireError> 
     w.put_u16(d.ssn)?;
     w.put_u32(d.ppid)?;
     w.put(d.payload)?;
+    w.put(rest)?;
     w.end_chunk(m)
 }
 

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Stats;
-use super::chunk::{DataOut, Sack, data_chunk_len, data_flags, write_data};
+use super::chunk::{DataOut, Sack, data_chunk_len, data_flags, write_data_parts};
 use super::payload::{ChunkBytes, Payload};
 use super::wire::{Tsn, Writer};
 use crate::time::Instant;
@@ -263,6 +263,7 @@ impl SendQueue {
                 if !ignore_cwnd && self.flight > 0 && self.flight + len > cc.cwnd {
                     break;
                 }
+                let (first, rest) = c.data.parts();
                 let d = DataOut {
                     flags: c.flags
                         | if self.to_retransmit == 1 {
@@ -274,9 +275,9 @@ impl SendQueue {
                     stream: c.stream,
                     ssn: c.ssn,
                     ppid: c.ppid,
-                    payload: &c.data,
+                    payload: first,
                 };
-                if write_data(w, &d).is_err() {
+                if write_data_parts(w, &d, rest).is_err() {
                     break;
                 }
                 c.state = ChunkState::Outstanding;
@@ -326,7 +327,11 @@ impl SendQueue {
                     flags |= data_flags::IMMEDIATE;
                 }
             }
-            let payload = &m.data[m.offset..m.offset + take];
+            // Within the message by the offset's bookkeeping; a message of two parts is written as two
+            // slices, never joined.
+            let Some((payload, rest)) = m.data.parts(m.offset, take) else {
+                break;
+            };
             let d = DataOut {
                 flags,
                 tsn: *next_tsn,
@@ -335,7 +340,7 @@ impl SendQueue {
                 ppid: m.ppid,
                 payload,
             };
-            if write_data(w, &d).is_err() {
+            if write_data_parts(w, &d, rest).is_err() {
                 break;
             }
             let data = ChunkBytes::cut(&mut m.data, m.offset, take);
@@ -605,6 +610,115 @@ mod tests {
             MTU,
             &mut Stats::default(),
         )
+    }
+
+    /// Every packet a queue sends for `msg` at `frag` bytes a chunk, with a window wide enough for all of it,
+    /// and the first packet it resends after a T3 timeout: the bytes on the wire.
+    fn wire(msg: Payload, frag: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut q = SendQueue::new(Tsn(0));
+        let mut cc = Cc::new(MTU, 1_000_000);
+        cc.cwnd = 1_000_000;
+        let mut next = Tsn(1);
+        q.push(0, Some(0), false, 7, msg);
+        let packet = |q: &mut SendQueue, cc: &mut Cc, next: &mut Tsn| {
+            let mut buf = [0u8; 1200];
+            let mut w = Writer::new(
+                &mut buf,
+                Header {
+                    src_port: 1,
+                    dst_port: 2,
+                    vtag: 3,
+                },
+            )
+            .unwrap();
+            let f = q.fill(&mut w, Instant::ZERO, cc, next, frag, &mut Stats::default());
+            let n = w.finish();
+            (f.chunks > 0).then(|| buf[..n].to_vec())
+        };
+        let mut sent = Vec::new();
+        while let Some(p) = packet(&mut q, &mut cc, &mut next) {
+            sent.push(p);
+        }
+        q.on_t3_timeout(&mut cc, MTU);
+        let resent = packet(&mut q, &mut cc, &mut next).expect("a packet resent");
+        (sent, resent)
+    }
+
+    /// The user data of every DATA chunk in `packets`, in order.
+    fn user_data(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        for p in packets {
+            for c in ChunkIter::new(&p[HEADER_LEN..]) {
+                let Ok(Chunk::Data(d)) = c else {
+                    panic!("{c:?}")
+                };
+                v.push(d.payload.to_vec());
+            }
+        }
+        v
+    }
+
+    fn headed(all: &[u8], split: usize) -> Payload {
+        Payload::Headed {
+            head: crate::sctp::Head::new(&all[..split]).unwrap(),
+            body: all[split..].into(),
+        }
+    }
+
+    /// A broadcast's head and a body larger than a packet: the boundary falls inside the first chunk, whose
+    /// bytes (and its retransmission's) are the head's then the body's, and every packet is the one the
+    /// same bytes owned whole give.
+    #[test]
+    fn a_headed_message_larger_than_a_packet_fragments_across_the_head() {
+        let all: Vec<u8> = (0..3025u32).map(|i| (i % 251) as u8).collect();
+        let (sent, resent) = wire(headed(&all, 25), 1172);
+        let owned = wire(Payload::Owned(all.clone()), 1172);
+        assert_eq!((&sent, &resent), (&owned.0, &owned.1));
+        let data = user_data(&sent);
+        let lens: Vec<usize> = data.iter().map(Vec::len).collect();
+        assert_eq!(lens, [1172, 1172, 681]);
+        assert_eq!(data.concat(), all);
+        assert_eq!(
+            user_data(&[resent]),
+            [data[0].clone()],
+            "the resent chunk is the first, head and all"
+        );
+    }
+
+    /// A chunk boundary exactly on the head's end, and others inside the head: the same packets as the bytes
+    /// owned whole, sent and resent.
+    #[test]
+    fn chunk_boundaries_on_and_inside_the_head() {
+        let all: Vec<u8> = (0..100u8).collect();
+        for (split, frag) in [(20, 20), (20, 10), (25, 5), (20, 7), (1, 1), (0, 30)] {
+            let (sent, resent) = wire(headed(&all, split), frag);
+            let owned = wire(Payload::Owned(all.clone()), frag);
+            assert_eq!((&sent, &resent), (&owned.0, &owned.1), "{split} {frag}");
+            let data = user_data(&sent);
+            assert_eq!(data.concat(), all);
+            let again = user_data(&[resent]);
+            assert!(
+                !again.is_empty() && data.starts_with(&again),
+                "resent from the first"
+            );
+            if split == frag && split > 0 {
+                assert_eq!(data[0], all[..split], "the first chunk is the head alone");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any split of the same bytes into a head and a body gives the same DATA chunks on the wire, sent
+        /// and resent, as the bytes owned whole, at any chunk size.
+        #[test]
+        fn any_split_sends_the_same_chunks(
+            all in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..3000),
+            split in 0..=crate::sctp::HEAD_MAX,
+            frag in 1usize..1172,
+        ) {
+            let split = split.min(all.len());
+            proptest::prop_assert_eq!(wire(headed(&all, split), frag), wire(Payload::Owned(all.clone()), frag));
+        }
     }
 
     #[test]

@@ -759,7 +759,8 @@ fn a_refused_message_is_handed_back_and_the_association_reported_writable_at_hal
     assert!(sim.nodes[0].ep.try_send(s, 0, false, 0, back).is_ok());
     sim.run_for(Duration::from_secs(2), 100_000);
     assert_eq!(messages(&sim, 1).len(), taken + 1);
-    assert!(messages(&sim, 1).iter().all(|(_, m)| m[..] == msg[..]));
+    let want = msg.to_vec();
+    assert!(messages(&sim, 1).iter().all(|(_, m)| m[..] == want[..]));
     assert_eq!(sim.nodes[0].ep.send_room(s), Some(buf));
     assert_eq!(
         sim.nodes[0].ep.poll_writable(),

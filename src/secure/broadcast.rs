@@ -4,16 +4,21 @@
 //!
 //! The daemon holds a broadcast key, random per start, and gives it to each client inside the client's own
 //! Noise session, with a MAC key of that client's own. A roster message shared by many clients is encrypted
-//! once (ChaCha20-Poly1305 under the broadcast key, a sequence number as nonce) into a *body* message that
-//! every one of them is sent, byte for byte the same (the SCTP layer shares it, never copies it). Just before
-//! it, each client is sent a small *tag* message of its own: a counter and SipHash-2-4-128 under that
-//! client's MAC key over the counter and the whole body. Only the daemon (and that client) can make it, so
-//! another client, who holds the broadcast key too, can neither forge a body into someone else's association
-//! nor replay one: the counter must be the next one expected (the carrier is an ordered stream), and a body
-//! is accepted only right after a tag that covers it.
+//! once (ChaCha20-Poly1305 under the broadcast key, a sequence number as nonce) into a *body* that every one
+//! of them is sent, byte for byte the same. In front of it, in the same message, each client's copy carries
+//! a *head* of its own: a counter and SipHash-2-4-128 under that client's MAC key over the counter and the
+//! whole body. The SCTP layer sends head and body as one user message (one DATA chunk when it fits) without
+//! copying the body ([`crate::sctp::Payload::Headed`]). Only the daemon (and that client) can make the head,
+//! so another client, who holds the broadcast key too, can neither forge a body into someone else's
+//! association nor replay one: the counter must be the next one expected (the carrier is an ordered stream),
+//! and the MAC must cover that counter and every byte of the body.
 //!
-//! Messages: tag `[kind::BROADCAST][counter u64][mac 16]`, body `[kind::BROADCAST_BODY][sequence u64]
-//! [ciphertext ‖ AEAD tag]`.
+//! A broadcast frame: `[kind::BROADCAST][counter u64][mac 16][body]`, the body `[kind::BROADCAST_BODY]
+//! [sequence u64][ciphertext ‖ AEAD tag]`. The body keeps its own kind byte, though it no longer travels as a
+//! message of its own ([`super::Frame::parse`] refuses a bare one): its layout, what the MAC covers and what
+//! [`open`] checks stay as they were, and the byte keeps number 7 from ever meaning another top-level kind.
+//!
+//! Nothing here panics on input; opening allocates the plaintext, tagging nothing.
 
 use std::hash::Hasher as _;
 use std::sync::Arc;
@@ -23,17 +28,63 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 use super::{NoiseError, TAG_LEN, kind};
+use crate::codec::{Malformed, Reader, TRUNCATED};
 
 /// Bytes of the broadcast key.
 pub const KEY_LEN: usize = 32;
 /// Bytes of a client's MAC key.
 pub const MAC_KEY_LEN: usize = 16;
-/// Bytes of a per-client tag.
+/// Bytes of a per-client MAC.
 pub const MAC_LEN: usize = 16;
-/// Bytes of a tag message.
-pub const TAG_MESSAGE_LEN: usize = 1 + 8 + MAC_LEN;
-/// Bytes a body message adds to its plaintext.
+/// Bytes of a broadcast frame's head, in front of its body: the kind byte, the counter and the MAC.
+pub const HEAD_LEN: usize = 1 + 8 + MAC_LEN;
+/// Bytes a body adds to its plaintext.
 pub const BODY_OVERHEAD: usize = 1 + 8 + TAG_LEN;
+/// Bytes a broadcast frame adds to its plaintext.
+pub const OVERHEAD: usize = HEAD_LEN + BODY_OVERHEAD;
+/// Largest plaintext a broadcast carries: its frame, kind byte aside, within [`super::MAX_MESSAGE`] (roster
+/// messages are at most 60 KiB).
+pub const MAX_PLAINTEXT: usize = super::MAX_MESSAGE + 1 - OVERHEAD;
+
+/// A broadcast frame as read ([`super::Frame::Broadcast`]): nothing checked yet but its layout.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Tagged<'a> {
+    /// The counter the daemon gave this copy.
+    pub counter: u64,
+    /// The MAC over the counter and the body.
+    pub mac: [u8; MAC_LEN],
+    /// The body: kind byte, sequence number, ciphertext and AEAD tag, as [`Sealer::seal`] made it.
+    pub body: &'a [u8],
+}
+
+impl<'a> Tagged<'a> {
+    /// Reads a frame's bytes after its kind byte: the counter, the MAC, and a body at least as long as an
+    /// empty plaintext's that starts with its kind byte.
+    pub fn parse(rest: &'a [u8]) -> Result<Tagged<'a>, Malformed> {
+        let mut r = Reader::new(rest);
+        let counter = r.u64()?;
+        let mac = r.array()?;
+        let body = r.rest();
+        if body.len() < BODY_OVERHEAD {
+            return Err(TRUNCATED);
+        }
+        if body[0] != kind::BROADCAST_BODY {
+            return Err(Malformed("broadcast body kind"));
+        }
+        Ok(Tagged { counter, mac, body })
+    }
+
+    /// The whole frame, kind byte first (a copy: the daemon sends the head and the shared body as two parts
+    /// of one message instead).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(HEAD_LEN + self.body.len());
+        v.push(kind::BROADCAST);
+        v.extend_from_slice(&self.counter.to_be_bytes());
+        v.extend_from_slice(&self.mac);
+        v.extend_from_slice(self.body);
+        v
+    }
+}
 
 /// The daemon's broadcast sealer.
 pub struct Sealer {
@@ -69,8 +120,10 @@ impl Sealer {
         self.key
     }
 
-    /// Encrypts a shared roster message once: the body message every client receiving it is sent.
+    /// Encrypts a shared roster message (at most [`MAX_PLAINTEXT`] bytes) once: the body every client
+    /// receiving it is sent.
     pub fn seal(&mut self, plain: &[u8]) -> Arc<[u8]> {
+        debug_assert!(plain.len() <= MAX_PLAINTEXT, "no client would read it");
         let seq = self.next;
         self.next += 1;
         let mut m = Vec::with_capacity(BODY_OVERHEAD + plain.len());
@@ -137,25 +190,24 @@ impl Tagger {
         self.key
     }
 
-    /// The tag message that goes to this client right before `body`.
-    pub fn tag(&mut self, body: &[u8]) -> Vec<u8> {
+    /// The head of this client's copy of `body`: the kind byte, the next counter, and the MAC over both.
+    /// Sent with the body as one message ([`crate::sctp::Payload::Headed`]).
+    pub fn head(&mut self, body: &[u8]) -> [u8; HEAD_LEN] {
         let counter = self.next;
         self.next += 1;
-        let mut t = Vec::with_capacity(TAG_MESSAGE_LEN);
-        t.push(kind::BROADCAST);
-        t.extend_from_slice(&counter.to_be_bytes());
-        t.extend_from_slice(&mac(&self.key, counter, body));
-        t
+        let mut h = [0u8; HEAD_LEN];
+        h[0] = kind::BROADCAST;
+        h[1..9].copy_from_slice(&counter.to_be_bytes());
+        h[9..].copy_from_slice(&mac(&self.key, counter, body));
+        h
     }
 }
 
-/// A client's receiver of broadcasts: the keys its session gave, the next counter, and the tag waiting for
-/// its body.
+/// A client's receiver of broadcasts: the keys its session gave and the next counter.
 pub struct Receiver {
     key: [u8; KEY_LEN],
     mac_key: [u8; MAC_KEY_LEN],
     next: u64,
-    pending: Option<(u64, [u8; MAC_LEN])>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -173,7 +225,6 @@ impl Receiver {
             key,
             mac_key,
             next: 0,
-            pending: None,
         }
     }
 
@@ -182,42 +233,47 @@ impl Receiver {
         &self.key
     }
 
-    /// A tag message (after its kind byte): kept for the body that follows if its counter is the next one.
-    pub fn tag(&mut self, rest: &[u8]) -> Result<(), NoiseError> {
-        let counter: [u8; 8] = rest
-            .get(..8)
-            .and_then(|c| c.try_into().ok())
-            .ok_or(NoiseError::Rejected)?;
-        let tag: [u8; MAC_LEN] = rest
-            .get(8..)
-            .and_then(|t| t.try_into().ok())
-            .ok_or(NoiseError::Rejected)?;
-        let counter = u64::from_be_bytes(counter);
-        if counter != self.next {
+    /// Checks a broadcast frame's head: accepted only if its counter is the next one and its MAC, under our
+    /// MAC key, covers that counter and the whole body (then the counter moves on). `Ok` with the body for
+    /// the caller to [`open`] (or to look up, if it opened that sequence already); a frame refused leaves
+    /// the counter where it was.
+    pub fn accept<'a>(&mut self, t: &Tagged<'a>) -> Result<&'a [u8], NoiseError> {
+        if t.counter != self.next {
             return Err(NoiseError::Rejected);
         }
-        self.pending = Some((counter, tag));
-        Ok(())
-    }
-
-    /// A body message, whole: accepted only if the tag just before it covers it (then the counter moves
-    /// on); `Ok` with the body for the caller to open (or to look up, if it opened that sequence already).
-    pub fn body<'a>(&mut self, body: &'a [u8]) -> Result<&'a [u8], NoiseError> {
-        let (counter, tag) = self.pending.take().ok_or(NoiseError::Rejected)?;
-        let want = mac(&self.mac_key, counter, body);
+        let want = mac(&self.mac_key, t.counter, t.body);
         // Constant time: a forger learns nothing from how long the comparison took.
-        let diff = want.iter().zip(tag).fold(0u8, |a, (x, y)| a | (x ^ y));
+        let diff = want.iter().zip(t.mac).fold(0u8, |a, (x, y)| a | (x ^ y));
         if diff != 0 {
             return Err(NoiseError::Rejected);
         }
         self.next += 1;
-        Ok(body)
+        Ok(t.body)
+    }
+
+    /// [`Receiver::accept`], then [`open`]: the plaintext of a broadcast frame meant for us.
+    pub fn open(&mut self, t: &Tagged<'_>) -> Result<Vec<u8>, NoiseError> {
+        let body = self.accept(t)?;
+        open(&self.key, body)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secure::Frame;
+
+    /// A client's copy of `body` as it travels: the head its tagger makes, then the body, one message.
+    fn frame(t: &mut Tagger, body: &[u8]) -> Vec<u8> {
+        [&t.head(body)[..], body].concat()
+    }
+
+    fn parse(f: &[u8]) -> Tagged<'_> {
+        match Frame::parse(f) {
+            Ok(Frame::Broadcast(t)) => t,
+            other => panic!("not a broadcast: {other:?}"),
+        }
+    }
 
     #[test]
     fn a_broadcast_opens_at_each_client_and_nowhere_else() {
@@ -229,52 +285,92 @@ mod tests {
             Receiver::new([1; 32], [2; 16]),
             Receiver::new([1; 32], [3; 16]),
         );
-        let (ta, tb) = (daemon_a.tag(&body), daemon_b.tag(&body));
-        assert_eq!(ta.len(), TAG_MESSAGE_LEN);
-        a.tag(&ta[1..]).unwrap();
-        let got = a.body(&body).unwrap();
-        assert_eq!(open(a.key(), got).unwrap(), b"a delta");
-        // b's tag does not open a's body; a replayed tag is not the next one; a body without a tag is not
-        // taken.
-        b.tag(&tb[1..]).unwrap();
-        assert!(b.body(&body).is_ok());
-        assert!(a.tag(&tb[1..]).is_err());
-        assert!(a.tag(&ta[1..]).is_err());
-        assert!(a.body(&body).is_err());
-        // A client holding the broadcast key forges a body and a tag for a: no MAC key, not accepted.
+        let (fa, fb) = (frame(&mut daemon_a, &body), frame(&mut daemon_b, &body));
+        assert_eq!(fa.len(), b"a delta".len() + OVERHEAD);
+        assert_eq!(
+            &fa[HEAD_LEN..],
+            &body[..],
+            "the body follows the head untouched"
+        );
+        // b's copy does not open at a (another client's MAC), before or after a's own.
+        assert!(a.accept(&parse(&fb)).is_err());
+        assert_eq!(a.open(&parse(&fa)).unwrap(), b"a delta");
+        assert_eq!(b.open(&parse(&fb)).unwrap(), b"a delta");
+        assert!(a.accept(&parse(&fb)).is_err());
+        // Replayed: its counter is no longer the next one.
+        assert!(a.accept(&parse(&fa)).is_err());
+        // Altered after tagging, anywhere in the counter, the MAC or the body (the body's kind byte aside,
+        // which the parser refuses): refused, and the counter stays for the genuine copy.
+        let next = s.seal(b"next");
+        let fa = frame(&mut daemon_a, &next);
+        for i in (1..fa.len()).filter(|&i| i != HEAD_LEN) {
+            let mut flipped = fa.clone();
+            flipped[i] ^= 1;
+            assert!(a.accept(&parse(&flipped)).is_err(), "byte {i} flipped");
+        }
+        let mut flipped = fa.clone();
+        flipped[HEAD_LEN] ^= 1;
+        assert!(Frame::parse(&flipped).is_err());
+        assert_eq!(a.open(&parse(&fa)).unwrap(), b"next");
+        // A skipped counter: the daemon's third copy reaches a before its second.
+        let (x, y) = (s.seal(b"x"), s.seal(b"y"));
+        let (fx, fy) = (frame(&mut daemon_a, &x), frame(&mut daemon_a, &y));
+        assert!(a.accept(&parse(&fy)).is_err());
+        assert_eq!(a.open(&parse(&fx)).unwrap(), b"x");
+        assert_eq!(a.open(&parse(&fy)).unwrap(), b"y");
+        // A client holding the broadcast key forges a body and a head with a's next counter: no MAC key, not
+        // accepted; nor is a's genuine head in front of another body.
         let forged = s.seal(b"forged");
         let mut forger = Tagger::new([9; 16]);
-        let _ = forger.tag(&forged);
-        let mut t = forger.tag(&forged);
-        t[1..9].copy_from_slice(&1u64.to_be_bytes());
-        a.tag(&t[1..]).unwrap();
-        assert!(a.body(&forged).is_err());
-        // A body altered after tagging fails the tag; another broadcast key opens nothing.
-        let next = s.seal(b"next");
-        let t = daemon_a.tag(&next);
-        let mut altered = next.to_vec();
-        altered[12] ^= 1;
-        a.tag(&t[1..]).unwrap();
-        assert!(a.body(&altered).is_err());
+        let mut f = frame(&mut forger, &forged);
+        f[1..9].copy_from_slice(&4u64.to_be_bytes());
+        assert_eq!(parse(&f).counter, 4);
+        assert!(a.accept(&parse(&f)).is_err());
+        let genuine = frame(&mut daemon_a, &s.seal(b"genuine"));
+        let spliced = [&genuine[..HEAD_LEN], &forged[..]].concat();
+        assert!(a.accept(&parse(&spliced)).is_err());
+        assert_eq!(a.open(&parse(&genuine)).unwrap(), b"genuine");
+        // Another broadcast key opens nothing; the sequence numbers count every seal.
         assert!(open(&[2; KEY_LEN], &next).is_err());
-        assert!(open(&[1; KEY_LEN], &altered).is_err());
-        assert_eq!(open(&[1; KEY_LEN], &next).unwrap(), b"next");
-        assert_eq!(
-            sequence(&next),
-            Some(2),
-            "the forger's seal took sequence 1"
-        );
+        assert_eq!(sequence(&next), Some(1));
+        assert_eq!(sequence(&forged), Some(4));
     }
 
     #[test]
     fn garbage_is_rejected_without_panicking() {
         let mut r = Receiver::new([5; 32], [5; 16]);
-        for n in 0..64 {
-            let junk = vec![0xa5u8; n];
-            assert!(r.tag(&junk).is_err());
-            assert!(r.body(&junk).is_err());
+        for n in 0..80 {
+            let junk = vec![0u8; n];
             assert!(open(&[5; 32], &junk).is_err());
+            let mut f = junk.clone();
+            f.insert(0, kind::BROADCAST);
+            if n >= 24 + BODY_OVERHEAD {
+                f[25] = kind::BROADCAST_BODY;
+            }
+            match Frame::parse(&f) {
+                Ok(Frame::Broadcast(t)) => {
+                    assert!(n >= 24 + BODY_OVERHEAD);
+                    assert_eq!(t.to_vec(), f);
+                    assert!(r.accept(&t).is_err());
+                    assert!(r.open(&t).is_err());
+                }
+                other => assert!(n < 24 + BODY_OVERHEAD && other.is_err(), "{n}: {other:?}"),
+            }
         }
         assert_eq!(sequence(&[1, 2]), None);
+    }
+
+    #[test]
+    fn the_largest_plaintext_makes_the_largest_frame() {
+        let mut s = Sealer::new([1; KEY_LEN]);
+        let mut t = Tagger::new([2; 16]);
+        let mut r = Receiver::new([1; 32], [2; 16]);
+        let big = vec![3u8; MAX_PLAINTEXT];
+        let f = frame(&mut t, &s.seal(&big));
+        assert_eq!(f.len(), crate::secure::MAX_MESSAGE + 1);
+        assert_eq!(r.open(&parse(&f)).unwrap(), big);
+        let mut longer = f.clone();
+        longer.push(0);
+        assert!(Frame::parse(&longer).is_err());
     }
 }

@@ -230,6 +230,19 @@ fn frames_parse_as_written() {
     assert!(Frame::parse(&[kind::DATA | kind::PSK]).is_err());
     assert!(Frame::parse(&[kind::REFUSE, 0xff]).is_err());
     assert!(Frame::parse(&[10]).is_err());
+    // A broadcast: head, then a body with its own kind byte; a body alone is no message.
+    let body = broadcast::Sealer::new([1; 32]).seal(b"x");
+    let head = broadcast::Tagger::new([2; 16]).head(&body);
+    let f = [&head[..], &body[..]].concat();
+    assert!(matches!(
+        Frame::parse(&f),
+        Ok(Frame::Broadcast(t)) if t.counter == 0 && t.mac[..] == head[9..] && t.body == &body[..]
+    ));
+    assert!(Frame::parse(&body).is_err());
+    // Long enough for an empty plaintext's body, or not.
+    assert_eq!(f.len(), broadcast::OVERHEAD + 1);
+    assert!(Frame::parse(&f[..broadcast::OVERHEAD]).is_ok());
+    assert!(Frame::parse(&f[..broadcast::OVERHEAD - 1]).is_err());
     // A refusal is cut on a character boundary.
     let long = "é".repeat(MAX_REFUSAL);
     let r = Frame::refusal(&long);
@@ -246,8 +259,12 @@ proptest! {
                     prop_assert_eq!(Frame::init_kind(pattern, psk), k);
                     prop_assert_eq!(noise, &b[1..]);
                 }
-                Frame::Handshake(x) | Frame::Data(x) | Frame::Broadcast(x) => prop_assert_eq!(x, &b[1..]),
-                Frame::BroadcastBody(x) => prop_assert_eq!(x, &b[..]),
+                Frame::Handshake(x) | Frame::Data(x) => prop_assert_eq!(x, &b[1..]),
+                Frame::Broadcast(t) => {
+                    prop_assert_eq!(t.to_vec(), &b[..]);
+                    prop_assert!(t.body.len() >= broadcast::BODY_OVERHEAD);
+                    prop_assert_eq!(t.body[0], kind::BROADCAST_BODY);
+                }
                 Frame::Refuse(s) => prop_assert_eq!(s.as_bytes(), &b[1..]),
                 Frame::Resume { psk, ticket, noise } => {
                     prop_assert_eq!(Frame::init_kind(Pattern::Resume, psk), k);
@@ -256,6 +273,33 @@ proptest! {
                 Frame::ResumeRefused => prop_assert_eq!(b.len(), 1),
             }
         }
+    }
+
+    /// Broadcast frames of any counter, MAC and body: what parses reads back the same fields and writes
+    /// back the same bytes; what is too short for an empty plaintext's body, at any cut, does not parse.
+    #[test]
+    fn broadcast_frames_round_trip(
+        counter in any::<u64>(),
+        mac in any::<[u8; 16]>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..120),
+        cut in any::<usize>(),
+    ) {
+        let mut f = vec![kind::BROADCAST];
+        f.extend_from_slice(&counter.to_be_bytes());
+        f.extend_from_slice(&mac);
+        f.push(kind::BROADCAST_BODY);
+        f.extend_from_slice(&tail);
+        let long_enough = |n: usize| n >= broadcast::OVERHEAD;
+        match Frame::parse(&f) {
+            Ok(Frame::Broadcast(t)) => {
+                prop_assert!(long_enough(f.len()));
+                prop_assert_eq!((t.counter, t.mac, t.body), (counter, mac, &f[broadcast::HEAD_LEN..]));
+                prop_assert_eq!(t.to_vec(), &f[..]);
+            }
+            other => prop_assert!(!long_enough(f.len()) && other.is_err(), "{:?}", other),
+        }
+        let n = cut % (f.len() + 1);
+        prop_assert_eq!(Frame::parse(&f[..n]).is_ok(), long_enough(n));
     }
 
     #[test]

@@ -233,6 +233,30 @@ fn a_clean_exit_is_offline_at_once() {
         server::Event::Roster(crate::registry::Event::Offline { nick, why: "left" }) if nick.as_str() == "leaver")));
 }
 
+/// A roster change reaches each client as one SCTP message: its own head and the shared sealed body
+/// together (`secure::broadcast`), not a tag and a body apart.
+#[test]
+fn a_delta_is_one_message_per_client() {
+    let seed = seed_or(5);
+    let mut w = world(seed, Netem::IDEAL);
+    let nicks = ["ann", "ben", "cat", "leaver"];
+    let ids = join_all(&mut w, &nicks, seed);
+    w.run_for(Duration::from_secs(1));
+    let out = |w: &World| w.daemon().server.endpoint().stats().messages_out;
+    let before = out(&w);
+    w.exit_client(ids[3]);
+    let ok = w.wait(PATIENCE, |w| {
+        ids[..3].iter().all(|&i| w.client(i).sees("leaver", false))
+    });
+    assert!(ok.is_some(), "seed {seed}: {}", describe(&w));
+    w.run_for(Duration::from_secs(1));
+    assert_eq!(
+        out(&w) - before,
+        3,
+        "seed {seed}: one message to each who stayed"
+    );
+}
+
 #[test]
 fn a_client_restarted_on_the_same_ports_takes_its_entry_back_without_going_offline() {
     let seed = seed_or(6);

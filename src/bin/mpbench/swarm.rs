@@ -224,7 +224,7 @@ pub struct Swarm {
     /// Seeds for the handshakes' ephemeral keys.
     seeds: Seeds,
     /// The broadcast bodies opened last, by broadcast key and sequence number (a restarted daemon has a new
-    /// key and counts from 0 again): every simulated client checks its own copy's tag (what binds the body to
+    /// key and counts from 0 again): every simulated client checks its own copy's head (what binds the body to
     /// it), and the same body is then decrypted once for all of them, as each real client would decrypt it
     /// once on its own host.
     opened: VecDeque<([u8; broadcast::KEY_LEN], u64, std::sync::Arc<Vec<u8>>)>,
@@ -683,19 +683,11 @@ impl Swarm {
 
     /// A message of roster protocol 3 for client `i`: a handshake step or sealed roster data.
     fn on_secured(&mut self, now: Instant, l: usize, id: AssocId, i: u32, data: &[u8]) {
-        if let Ok(Frame::Broadcast(rest)) = Frame::parse(data) {
-            if let Some(r) = &mut self.sims[i as usize].bcast
-                && r.tag(rest).is_err()
-            {
-                self.counters.malformed += 1;
-            }
-            return;
-        }
-        if let Ok(Frame::BroadcastBody(body)) = Frame::parse(data) {
+        if let Ok(Frame::Broadcast(t)) = Frame::parse(data) {
             let Some(r) = &mut self.sims[i as usize].bcast else {
                 return;
             };
-            let Ok(body) = r.body(body) else {
+            let Ok(body) = r.accept(&t) else {
                 self.counters.malformed += 1;
                 return;
             };
