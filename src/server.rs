@@ -279,7 +279,24 @@ pub fn why(r: DownReason) -> &'static str {
 }
 
 /// A shared plaintext (held weakly, to tell it is still the same one) and its sealed body.
-type SealedBody = (std::sync::Weak<[u8]>, Arc<[u8]>);
+type SealedBody = (std::sync::Weak<[u8]>, Body);
+
+/// A sealed shared body and its digest (what each client's head authenticates), both made once.
+#[derive(Clone)]
+struct Body {
+    bytes: Arc<[u8]>,
+    digest: [u8; broadcast::DIGEST_LEN],
+}
+
+impl Body {
+    fn seal(sealer: &mut Sealer, plain: &[u8]) -> Body {
+        let bytes = sealer.seal(plain);
+        Body {
+            digest: broadcast::digest(&bytes),
+            bytes,
+        }
+    }
+}
 
 /// The Noise state of one association.
 enum Link {
@@ -797,7 +814,7 @@ impl Server {
     /// its own. One whose association has no room gets it back in the registry, unsealed, as
     /// [`Server::deliver`] does; the registry then sends it (and what follows) to that client alone.
     fn deliver_broadcast(&mut self, plain: &Arc<[u8]>) {
-        let body = self.broadcast.seal(plain);
+        let body = Body::seal(&mut self.broadcast, plain);
         let subs: Vec<AssocId> = self.registry.subscribers().collect();
         for id in subs {
             self.send_body(id, &body, plain);
@@ -806,18 +823,18 @@ impl Server {
 
     /// Sends one client a shared body behind its head (counter and MAC), one message of two parts so the
     /// body is not copied, if its association has room; else hands the plaintext back to the registry.
-    fn send_body(&mut self, id: AssocId, body: &Arc<[u8]>, plain: &Arc<[u8]>) {
+    fn send_body(&mut self, id: AssocId, body: &Body, plain: &Arc<[u8]>) {
         let Some(Link::Open(_, tagger)) = self.links.get_mut(&id) else {
             return;
         };
-        if !self.ep.reserve(id, broadcast::HEAD_LEN + body.len()) {
+        if !self.ep.reserve(id, broadcast::HEAD_LEN + body.bytes.len()) {
             self.registry
                 .handle_blocked(id, Payload::Shared(Arc::clone(plain)));
             return;
         }
         let p = Payload::Headed {
-            head: Head::from(tagger.head(body)),
-            body: Arc::clone(body),
+            head: Head::from(tagger.head_of(&body.digest)),
+            body: Arc::clone(&body.bytes),
         };
         if let Err((e, _)) = self.ep.try_send(id, 0, false, wire::PPID, p) {
             debug_assert!(e != SendError::BufferFull, "room was reserved");
@@ -826,16 +843,16 @@ impl Server {
 
     /// The body of a shared roster message (a snapshot page, a delta held for a paced client), sealed once
     /// for all the clients it goes to.
-    fn shared_body(&mut self, plain: &Arc<[u8]>) -> Arc<[u8]> {
+    fn shared_body(&mut self, plain: &Arc<[u8]>) -> Body {
         let at = Arc::as_ptr(plain) as *const u8 as usize;
         if let Some((weak, body)) = self.sealed.get(&at)
             && weak.upgrade().is_some_and(|p| Arc::ptr_eq(&p, plain))
         {
-            return Arc::clone(body);
+            return body.clone();
         }
-        let body = self.broadcast.seal(plain);
+        let body = Body::seal(&mut self.broadcast, plain);
         self.sealed
-            .insert(at, (Arc::downgrade(plain), Arc::clone(&body)));
+            .insert(at, (Arc::downgrade(plain), body.clone()));
         body
     }
 
