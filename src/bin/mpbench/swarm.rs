@@ -130,6 +130,17 @@ pub struct Sim {
     /// The daemon's last resumption ticket: the next session resumes with it, as mpc's does (boxed: most
     /// of the time only a pointer's worth of the swarm's per-client memory).
     ticket: Option<Box<Ticket>>,
+    /// Its next first handshake message, made ahead ([`Swarm::prepare`]).
+    prepared: Option<Box<Prepared>>,
+}
+
+/// A first handshake message made ahead of its connection.
+pub struct Prepared {
+    link: Initiator,
+    first: Vec<u8>,
+    resume: bool,
+    /// Not for this daemon instance (see [`Swarm::prepare`]).
+    not_for: Option<u64>,
 }
 
 impl Sim {
@@ -363,6 +374,7 @@ impl Swarm {
                 link: Initiator::Idle,
                 bcast: None,
                 ticket: None,
+                prepared: None,
             });
         }
         if self.sims.len() > self.cfg.capacity {
@@ -371,15 +383,79 @@ impl Swarm {
         Ok(first..self.sims.len() as u32)
     }
 
+    /// Client `i`'s first handshake message, made with `seed`: a resumption with the ticket of the daemon we
+    /// expect (any, if none was named), else IK to the named key or XX, as mpc does. Also whether it resumes.
+    fn first_message(&mut self, i: u32, seed: [u8; 32]) -> (Initiator, Option<Vec<u8>>, bool) {
+        let daemon_key = self.cfg.daemon_key;
+        let sim = &mut self.sims[i as usize];
+        let id = sim
+            .identity
+            .get_or_insert_with(|| Identity::from_secret(derive_seed(&seed, "client key")));
+        let ticket = sim
+            .ticket
+            .as_deref()
+            .filter(|t| daemon_key.is_none_or(|k| k == t.daemon));
+        match ticket {
+            Some(t) => {
+                let (link, first) = Initiator::resume(Context::Roster, t, false, seed);
+                (link, first.ok(), true)
+            }
+            None => {
+                let (link, first) =
+                    Initiator::start(Context::Roster, id, daemon_key.as_ref(), None, seed);
+                (link, first.ok(), false)
+            }
+        }
+    }
+
+    /// Makes every client's next first handshake message now, before a measured phase in which they all
+    /// connect at once: real clients each make theirs on their own CPU, in parallel (an IK first message is
+    /// two X25519 multiplications and a key generation, about 0.2 ms here), where the swarm would make
+    /// 10 000 of them one after the other inside the measured time. [`Swarm::connect`] uses a prepared
+    /// message once; a new ticket or a refused one discards it. With `not_for`, the messages are for the
+    /// next daemon instance: not used while the swarm still knows daemon instance `not_for` (the attempts
+    /// clients make at once when their daemon shuts down, before its successor announces itself, make their
+    /// own).
+    pub fn prepare(&mut self, clients: std::ops::Range<u32>, not_for: Option<u64>) {
+        for i in clients {
+            let seed = self.seeds.next_seed();
+            let (link, first, resume) = self.first_message(i, seed);
+            self.sims[i as usize].prepared = first.map(|first| {
+                Box::new(Prepared {
+                    link,
+                    first,
+                    resume,
+                    not_for,
+                })
+            });
+        }
+    }
+
+    /// The daemon instance the swarm knows (from its WELCOME, then from ANNOUNCEs).
+    pub fn daemon_instance(&self) -> u64 {
+        self.daemon_instance
+    }
+
     /// Starts client `i`: opens its association and queues its first handshake message (REGISTER follows
     /// once the session is open).
     pub fn connect(&mut self, i: u32) {
         let now = self.now();
-        let seed = self.seeds.next_seed();
-        let sim = &mut self.sims[i as usize];
-        if matches!(sim.state, State::Silenced | State::Refused(_)) {
+        if matches!(
+            self.sims[i as usize].state,
+            State::Silenced | State::Refused(_)
+        ) {
             return;
         }
+        let prepared = self.sims[i as usize].prepared.take();
+        let (link, first, resume) = match prepared {
+            Some(p) if p.not_for != Some(self.daemon_instance) => (p.link, Some(p.first), p.resume),
+            other => {
+                self.sims[i as usize].prepared = other;
+                let seed = self.seeds.next_seed();
+                self.first_message(i, seed)
+            }
+        };
+        let sim = &mut self.sims[i as usize];
         if let Some(t) = sim.retry_timer.take() {
             self.reactor.cancel(t);
         }
@@ -393,28 +469,10 @@ impl Swarm {
             .connect_from(now, sim.port, self.cfg.daemon, self.cfg.daemon_port)
         {
             Ok(assoc) => {
-                let id = sim
-                    .identity
-                    .get_or_insert_with(|| Identity::from_secret(derive_seed(&seed, "client key")));
-                // Resume with the ticket of the daemon we expect (any, if none was named), as mpc does.
-                let ticket = sim
-                    .ticket
-                    .as_deref()
-                    .filter(|t| self.cfg.daemon_key.is_none_or(|k| k == t.daemon));
-                let (link, first) = match ticket {
-                    Some(t) => {
-                        self.counters.resumptions += 1;
-                        Initiator::resume(Context::Roster, t, false, seed)
-                    }
-                    None => Initiator::start(
-                        Context::Roster,
-                        id,
-                        self.cfg.daemon_key.as_ref(),
-                        None,
-                        seed,
-                    ),
-                };
-                if let Ok(m) = first {
+                if resume {
+                    self.counters.resumptions += 1;
+                }
+                if let Some(m) = first {
                     let _ = lane.ep.send_owned(assoc, 0, false, PPID, m);
                 }
                 sim.link = link;
@@ -753,6 +811,7 @@ impl Swarm {
                 self.counters.tickets_refused += 1;
                 let sim = &mut self.sims[i as usize];
                 sim.ticket = None;
+                sim.prepared = None;
                 let Some(me) = &sim.identity else {
                     return;
                 };
@@ -854,6 +913,7 @@ impl Swarm {
             ServerView::Whole(ServerMsg::Ticket { secret, ticket, .. }) => {
                 // Sealed in the session with the daemon's key (the one named, or the one XX showed).
                 if let Some(daemon) = self.daemon_key {
+                    self.sims[i as usize].prepared = None;
                     self.sims[i as usize].ticket = Some(Box::new(Ticket {
                         daemon,
                         ticket,
