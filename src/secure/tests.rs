@@ -541,3 +541,65 @@ proptest! {
         prop_assert!(key.open(&bytes, now).is_err());
     }
 }
+
+/// snow's own X25519 (its default resolver), with a seeded RNG: the other end of the test below.
+struct SnowDefault([u8; 32]);
+
+impl CryptoResolver for SnowDefault {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(SeededRng(ChaCha20Rng::from_seed(self.0))))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+#[test]
+fn our_x25519_handshakes_with_snows_own() {
+    // Our initiator (X25519 through x25519-dalek, our identity's public key reused) against a responder on
+    // snow's default X25519, for IK and XX: both finish, agree on each other's keys, and talk.
+    let (alice, daemon) = (id(60), id(61));
+    for (pattern, expect) in [(Pattern::Ik, Some(daemon.public())), (Pattern::Xx, None)] {
+        let mut i = Handshake::initiate(Context::Roster, &alice, expect.as_ref(), None, [4; 32]);
+        let secret = daemon.secret_bytes();
+        let mut r =
+            snow::Builder::with_resolver(params(pattern, false), Box::new(SnowDefault([5; 32])))
+                .local_private_key(&secret)
+                .unwrap()
+                .prologue(Context::Roster.prologue())
+                .unwrap()
+                .build_responder()
+                .unwrap();
+        let (mut buf, mut pay) = ([0u8; 512], [0u8; 512]);
+        loop {
+            let n = i.write(&[], &mut buf).unwrap();
+            r.read_message(&buf[..n], &mut pay).unwrap();
+            if r.is_handshake_finished() {
+                break;
+            }
+            let n = r.write_message(&[], &mut buf).unwrap();
+            i.read(&buf[..n], &mut pay).unwrap();
+            if i.is_finished() {
+                break;
+            }
+        }
+        assert!(i.is_finished() && r.is_handshake_finished(), "{pattern:?}");
+        assert_eq!(
+            r.get_remote_static(),
+            Some(&alice.public().0[..]),
+            "{pattern:?}"
+        );
+        let (mut ours, seen) = i.into_session().unwrap();
+        assert_eq!(seen, daemon.public(), "{pattern:?}");
+        let mut theirs = r.into_transport_mode().unwrap();
+        let sealed = ours.seal_vec(&[], b"hello").unwrap();
+        let n = theirs.read_message(&sealed, &mut pay).unwrap();
+        assert_eq!(&pay[..n], b"hello", "{pattern:?}");
+    }
+}
