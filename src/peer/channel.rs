@@ -13,7 +13,8 @@
 
 use crate::identity::{Identity, PublicKey};
 use crate::secure::{
-    Context, Frame, Handshake, Initiator, MAX_MESSAGE, NoiseError, Psk, Seeds, Step, kind,
+    Context, Frame, Handshake, Initiator, MAX_MESSAGE, NoiseError, Psk, SEALED_OVERHEAD, Seeds,
+    Step, kind,
 };
 
 /// Bytes of the length prefix of each Noise message on the stream.
@@ -118,13 +119,25 @@ impl Channel {
 
     fn seal_into(&mut self, plain: &[u8], wire: &mut Vec<u8>) {
         for chunk in plain.chunks(CHUNK) {
-            let sealed = match &mut self.state {
-                State::Open(s) => s.seal_vec(&[kind::DATA], chunk).ok(),
-                State::Out(i) => i.seal(chunk),
-                _ => None,
-            };
-            if let Some(m) = sealed {
-                put(wire, &m);
+            match &mut self.state {
+                // The common case, sealed in place at the end of `wire` (no buffer per message).
+                State::Open(s) => {
+                    let at = wire.len();
+                    let sealed = SEALED_OVERHEAD + chunk.len();
+                    wire.resize(at + LEN + sealed, 0);
+                    // A chunk is at most CHUNK bytes, so its sealed form fits the u16 length.
+                    wire[at..at + LEN].copy_from_slice(&(sealed as u16).to_be_bytes());
+                    wire[at + LEN] = kind::DATA;
+                    if s.seal(chunk, &mut wire[at + LEN + 1..]).is_err() {
+                        wire.truncate(at);
+                    }
+                }
+                State::Out(i) => {
+                    if let Some(m) = i.seal(chunk) {
+                        put(wire, &m);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -161,8 +174,11 @@ impl Channel {
             if self.buf.len() < LEN + len {
                 continue;
             }
-            let msg = std::mem::take(&mut self.buf);
+            // Taken for the call and given back emptied, so the next message reuses its allocation.
+            let mut msg = std::mem::take(&mut self.buf);
             self.message(&msg[LEN..], keys, &accept, plain, wire)?;
+            msg.clear();
+            self.buf = msg;
         }
         Ok(())
     }
@@ -246,9 +262,19 @@ impl Channel {
                 let Ok(Frame::Data(sealed)) = Frame::parse(msg) else {
                     return Err(ChannelError::Malformed);
                 };
-                let p = s.open_vec(sealed).map_err(|_| ChannelError::Forged)?;
-                plain.extend_from_slice(&p);
-                Ok(())
+                // Opened in place at the end of `plain`.
+                let at = plain.len();
+                plain.resize(at + sealed.len(), 0);
+                match s.open(sealed, &mut plain[at..]) {
+                    Ok(n) => {
+                        plain.truncate(at + n);
+                        Ok(())
+                    }
+                    Err(_) => {
+                        plain.truncate(at);
+                        Err(ChannelError::Forged)
+                    }
+                }
             }
         }
     }
