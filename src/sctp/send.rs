@@ -565,17 +565,22 @@ mod tests {
 
     const MTU: u32 = 1200;
 
-    fn fill(q: &mut SendQueue, cc: &mut Cc, next: &mut Tsn) -> Vec<(Tsn, usize, u8)> {
-        let mut buf = [0u8; 1200];
-        let mut w = Writer::new(
-            &mut buf,
+    /// A packet writer over `buf`, with the header every test here uses.
+    fn writer(buf: &mut [u8]) -> Writer<'_> {
+        Writer::new(
+            buf,
             Header {
                 src_port: 1,
                 dst_port: 2,
                 vtag: 3,
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn fill(q: &mut SendQueue, cc: &mut Cc, next: &mut Tsn) -> Vec<(Tsn, usize, u8)> {
+        let mut buf = [0u8; 1200];
+        let mut w = writer(&mut buf);
         q.fill(&mut w, Instant::ZERO, cc, next, 1172, &mut Stats::default());
         let n = w.finish();
         ChunkIter::new(&buf[HEADER_LEN..n])
@@ -588,15 +593,7 @@ mod tests {
 
     fn sack(q: &mut SendQueue, cc: &mut Cc, cum: u32, gaps: &[(u16, u16)]) -> SackOutcome {
         let mut buf = [0u8; 200];
-        let mut w = Writer::new(
-            &mut buf,
-            Header {
-                src_port: 1,
-                dst_port: 2,
-                vtag: 3,
-            },
-        )
-        .unwrap();
+        let mut w = writer(&mut buf);
         write_sack(&mut w, Tsn(cum), 100_000, gaps, &[]).unwrap();
         let n = w.finish();
         let Some(Ok(Chunk::Sack(s))) = ChunkIter::new(&buf[HEADER_LEN..n]).next() else {
@@ -622,15 +619,7 @@ mod tests {
         q.push(0, Some(0), false, 7, msg);
         let packet = |q: &mut SendQueue, cc: &mut Cc, next: &mut Tsn| {
             let mut buf = [0u8; 1200];
-            let mut w = Writer::new(
-                &mut buf,
-                Header {
-                    src_port: 1,
-                    dst_port: 2,
-                    vtag: 3,
-                },
-            )
-            .unwrap();
+            let mut w = writer(&mut buf);
             let f = q.fill(&mut w, Instant::ZERO, cc, next, frag, &mut Stats::default());
             let n = w.finish();
             (f.chunks > 0).then(|| buf[..n].to_vec())
