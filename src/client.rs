@@ -365,7 +365,18 @@ pub struct Client {
     /// The daemon's last resumption ticket, and when it expires: the next session with that daemon resumes
     /// with it (one X25519 multiplication a side instead of four).
     ticket: Option<(Ticket, Instant)>,
+    /// Another address a WELCOME gave for the daemon we are connecting to, and when to go there if the
+    /// association being set up is not up by then (see [`FALLBACK_AFTER`]).
+    fallback: Option<(DaemonInfo, SocketAddr, Instant)>,
+    /// The association being set up came up (its INIT was answered).
+    up: bool,
 }
+
+/// How long an association to the daemon may take to come up before a second address a WELCOME gave for the
+/// same key is tried instead. A daemon on the LAN answers an INIT within milliseconds (even under load:
+/// answering an INIT is stateless); an address nobody answers is what a forged WELCOME names, and giving up on
+/// it the usual way (INIT retransmissions) took about ten seconds.
+pub const FALLBACK_AFTER: Duration = Duration::from_secs(1);
 
 /// Key queries held at most while no session is open.
 const MAX_KEY_QUERIES: usize = 256;
@@ -393,6 +404,8 @@ impl Client {
             key_queries: Vec::new(),
             broadcast: None,
             ticket: None,
+            fallback: None,
+            up: false,
             cfg,
         };
         c.begin_search(now, Duration::ZERO);
@@ -482,6 +495,7 @@ impl Client {
 
     fn begin_search(&mut self, now: Instant, first_delay: Duration) {
         self.link = Initiator::Idle;
+        self.fallback = None;
         self.broadcast = None;
         if let Some(addr) = self.cfg.daemon {
             // No discovery: connect straight to the given address.
@@ -532,6 +546,8 @@ impl Client {
     /// daemon given by address.
     fn connect(&mut self, now: Instant, daemon: Option<DaemonInfo>, addr: SocketAddr) {
         self.broadcast = None;
+        self.fallback = None;
+        self.up = false;
         let sctp_port = daemon.map_or(addr.port(), |d| d.sctp_port);
         let expect = daemon.map(|d| d.key).or(match self.cfg.pin {
             Pin::Key(k) => Some(k),
@@ -670,6 +686,16 @@ impl Client {
                 });
                 self.state = State::Stopped;
             }
+            // A second address for the key we are connecting to, while that association is not up: one of
+            // the two WELCOMEs is likely forged (the key is public), and only a handshake tells which. Tried
+            // if the first address does not answer (see FALLBACK_AFTER); the latest such address is kept.
+            State::Connecting { assoc, .. }
+                if !announce
+                    && !self.up
+                    && self.ep.remote(assoc).is_some_and(|(a, _)| a != addr) =>
+            {
+                self.fallback = Some((daemon, addr, now + FALLBACK_AFTER));
+            }
             // Our daemon announcing a new instance: it restarted, or someone replays or forges its
             // ANNOUNCE. Only a probe of the working association tells; if it fails, the new instance is
             // where to go.
@@ -711,6 +737,7 @@ impl Client {
         let hello = match self.state {
             State::Discovering { next_hello, .. } => Some(next_hello),
             State::Choosing { until, .. } => Some(until),
+            State::Connecting { .. } => self.fallback.map(|(_, _, at)| at),
             _ => None,
         };
         match (self.ep.poll_timeout(), hello) {
@@ -732,6 +759,20 @@ impl Client {
                 daemon,
                 addr,
             } if until <= now => self.connect(now, Some(daemon), addr),
+            State::Connecting { assoc, .. } => match self.fallback {
+                // The first address answered: its handshake decides (a failed one tries the other).
+                Some(_) if self.up => {}
+                Some((daemon, addr, at)) if at <= now => {
+                    log::debug!(
+                        "the daemon's association did not come up in {FALLBACK_AFTER:?}: trying {addr}"
+                    );
+                    self.ep.abort(assoc);
+                    self.connect(now, Some(daemon), addr);
+                    // The abort's Down is for an association no longer ours: nothing to report.
+                    self.drain_endpoint(now);
+                }
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -781,6 +822,7 @@ impl Client {
                 _ => false,
             };
             match e {
+                Event::Up if ours => self.up = true,
                 Event::Up | Event::Restarted => {}
                 Event::Message { ppid, data, .. } if ours && ppid == PPID => {
                     self.on_secured(now, id, &data)
@@ -875,10 +917,14 @@ impl Client {
                 self.link = link;
             }
             Step::Failed => {
-                // Not the key holder, or garbage: this association is worthless; look again.
-                self.ticket = None;
+                // Not the key holder, or garbage: this association is worthless; try the other address a
+                // WELCOME gave for the key, if any, else look again. A ticket is kept: only an impostor (or
+                // garbage) fails a resumption, the daemon refuses a ticket it no longer takes in words.
                 log::debug!("handshake with the daemon failed");
                 self.ep.abort(assoc);
+                if let Some((daemon, addr, _)) = self.fallback.take() {
+                    self.connect(now, Some(daemon), addr);
+                }
             }
             Step::Refused(why) => {
                 if self.last_refusal.as_deref() != Some(why.as_str()) {
