@@ -319,6 +319,9 @@ fn clients_register_again_by_themselves_after_a_daemon_restart() {
     }
     let st = mpd.status().unwrap();
     assert_eq!(st["clients"]["online"], 2, "{st}");
+    // Both came back with the ticket of their session with the daemon before: no full handshake.
+    assert_eq!(st["daemon"]["resumptions"], 2, "{st}");
+    assert_eq!(st["daemon"]["handshakes"], 2, "{st}");
 }
 
 /// A client of roster protocol 1 (PPID "MPR1", fixed-size entries) could not read this daemon's snapshots: its

@@ -136,6 +136,15 @@ pub fn render(v: &Value) -> String {
     let d = &v["daemon"];
     let _ = writeln!(
         out,
+        "  sessions:   {} opened ({} resumed with a ticket), {} handshakes failed, {} refused, {} tickets not taken",
+        num(&d["handshakes"]),
+        num(&d["resumptions"]),
+        num(&d["handshakes_failed"]),
+        num(&d["handshakes_refused"]),
+        num(&d["tickets_refused"])
+    );
+    let _ = writeln!(
+        out,
         "  stalls:     {} (longest {} ms)",
         num(&d["stalls"]),
         num(&d["longest_stall_ms"])
@@ -181,7 +190,8 @@ mod tests {
                        "busiest_host": "10.0.0.5", "busiest_host_entries": 256, "host_refusals": 2744,
                        "host_evictions": 192, "hellos_rate_limited": 0, "hello_sources_evicted": 0},
             "drops": {"discovery_foreign": 0, "sctp_bad_checksum": 2, "udp_truncated": 1},
-            "daemon": {"stalls": 1, "longest_stall_ms": 310, "save_errors": 0},
+            "daemon": {"stalls": 1, "longest_stall_ms": 310, "save_errors": 0, "handshakes": 9,
+                       "resumptions": 4, "handshakes_failed": 1, "handshakes_refused": 2, "tickets_refused": 0},
             "sctp": {"whatever": 1},
         })
     }
@@ -199,6 +209,7 @@ mod tests {
   flapping:   alice (4 flaps), bob (2 flaps)
   limits:     256 nicknames per host (busiest 10.0.0.5 with 256, 2744 refused), 64 offline kept per host (192 evicted), WELCOMEs not rate-limited (0 HELLOs unanswered)
   drops:      sctp_bad_checksum 2, udp_truncated 1
+  sessions:   9 opened (4 resumed with a ticket), 1 handshakes failed, 2 refused, 0 tickets not taken
   stalls:     1 (longest 310 ms)
 "
         );
@@ -212,7 +223,7 @@ mod tests {
         assert!(out.ends_with(
             "  problems:   0 roster saves failed, 5 times a client fell so far behind that it got the whole roster again\n"
         ));
-        assert_eq!(out.lines().count(), 11);
+        assert_eq!(out.lines().count(), 12);
     }
 
     #[test]
@@ -230,6 +241,10 @@ mod tests {
         );
         assert_eq!(lines[6], "  flapping:   none");
         assert_eq!(lines[7], "  drops:      none");
-        assert_eq!(lines.len(), 9);
+        assert_eq!(
+            lines[8],
+            "  sessions:   0 opened (0 resumed with a ticket), 0 handshakes failed, 0 refused, 0 tickets not taken"
+        );
+        assert_eq!(lines.len(), 10);
     }
 }
