@@ -689,9 +689,12 @@ impl Client {
             // A second address for the key we are connecting to, while that association is not up: one of
             // the two WELCOMEs is likely forged (the key is public), and only a handshake tells which. Tried
             // if the first address does not answer (see FALLBACK_AFTER); the latest such address is kept.
+            // Only with a pin (which this WELCOME passed above): on first contact, another address may be
+            // another key, and choosing between keys is the user's (State::Choosing).
             State::Connecting { assoc, .. }
                 if !announce
                     && !self.up
+                    && self.cfg.pin != Pin::None
                     && self.ep.remote(assoc).is_some_and(|(a, _)| a != addr) =>
             {
                 self.fallback = Some((daemon, addr, now + FALLBACK_AFTER));

@@ -473,3 +473,55 @@ fn a_refused_or_expired_ticket_falls_back_to_the_full_handshake() {
     w.run_for(Duration::from_secs(6));
     assert_eq!(restart(&mut w, on), (2, 0, 0));
 }
+
+/// The fallback to a second WELCOME address is for the pinned key only: on first contact, a WELCOME from
+/// another key while the chosen daemon's association is slow to come up is never tried.
+#[test]
+fn on_first_contact_a_second_welcome_of_another_key_is_no_fallback() {
+    let seed = seed_or(48);
+    let mut w = world(seed, Netem::IDEAL);
+    let alice = w.add_client("alice", |_| {});
+    // Past the first-contact wait (300 ms), alice connects to the real daemon; cut that link at once.
+    let chose = w.wait(PATIENCE, |w| {
+        count(w, alice, |e| matches!(e, ClientEvent::DaemonFound { .. })) > 0
+    });
+    assert!(chose.is_some(), "seed {seed}: {}", describe(&w));
+    w.partition(Host::Client(alice), Host::Server, true);
+    let instance = w.client(alice).client.as_ref().unwrap().instance();
+    let to = SocketAddr::new(w.client(alice).ip, w.client(alice).sender_port);
+    let mut b = Vec::new();
+    Datagram::Welcome {
+        to: instance,
+        daemon: DaemonInfo {
+            instance: 0xF00D,
+            sctp_udp_port: 9899,
+            sctp_port: 9899,
+            addr: Some("10.0.0.66".parse().unwrap()),
+            key: crate::identity::PublicKey([7; 32]),
+            needs_secret: false,
+        },
+    }
+    .write(&mut b, None);
+    w.inject("10.0.0.66:10002".parse().unwrap(), to, &b);
+    w.run_for(Duration::from_secs(3));
+    w.partition(Host::Client(alice), Host::Server, false);
+    w.wait(PATIENCE, |w| w.client(alice).is_registered())
+        .unwrap_or_else(|| panic!("seed {seed}: alice never registered: {}", describe(&w)));
+    let found: Vec<SocketAddr> = w
+        .client(alice)
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ClientEvent::DaemonFound { addr } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !found.iter().any(|a| a.ip().to_string() == "10.0.0.66"),
+        "seed {seed}: tried another key's address: {found:?}"
+    );
+    assert_eq!(
+        w.client(alice).pin,
+        Pin::Key(w.daemon().server.config().identity.public())
+    );
+}
