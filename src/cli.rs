@@ -1,14 +1,17 @@
 //! Command-line parsing shared by the binaries: argh, with the exit codes their `--help` documents (0 after
-//! printing help, the caller's usage code for a bad command line) and a clear message for non-UTF-8 arguments;
-//! the option values they share (durations); the wording of OS errors in their one-line messages.
+//! printing help or the version, the caller's usage code for a bad command line; `-h` and `--version` everywhere)
+//! and a clear message for non-UTF-8 arguments; the option values they share (durations, a daemon's
+//! `HOST:PORT` with names resolved); the wording of OS errors in their one-line messages.
 
 use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use argh::FromArgs;
 
-/// Parses this process's arguments as `T` for the program `name`. On `--help` prints it and returns
-/// `Err(0)`; on an error prints `name: ERROR` and `hint`, and returns `Err(usage_code)`.
+/// Parses this process's arguments as `T` for the program `name`. `--version` (or `-V`) prints the name and
+/// version and returns `Err(0)`; `--help` (or `-h`, where it is not an option's value) prints the help and
+/// returns `Err(0)`; on an error prints `name: ERROR` and `hint`, and returns `Err(usage_code)`.
 pub fn parse<T: FromArgs>(name: &str, hint: &str, usage_code: i32) -> Result<T, i32> {
     let args: Vec<String> = std::env::args_os()
         .skip(1)
@@ -21,21 +24,101 @@ pub fn parse<T: FromArgs>(name: &str, hint: &str, usage_code: i32) -> Result<T, 
             );
             usage_code
         })?;
-    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    T::from_args(&[name], &strs).map_err(|early| match early.status {
-        Ok(()) => {
-            print!("{}", early.output);
-            if !early.output.ends_with('\n') {
+    match parse_args::<T>(name, &args) {
+        Parsed::Args(t) => Ok(t),
+        Parsed::Print(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
                 println!();
             }
-            0
+            Err(0)
         }
-        Err(()) => {
-            eprintln!("{name}: {}", early.output.trim_end());
+        Parsed::Usage(e) => {
+            eprintln!("{name}: {}", e.trim_end());
             eprintln!("{hint}");
-            usage_code
+            Err(usage_code)
         }
-    })
+    }
+}
+
+/// What a command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// Run with these arguments.
+    Args(T),
+    /// Print this (help, version) and exit 0.
+    Print(String),
+    /// A usage error, with its message: exit with the usage code.
+    Usage(String),
+}
+
+/// [`parse`] without the process: `args` are the arguments after the program's name.
+pub fn parse_args<T: FromArgs>(name: &str, args: &[String]) -> Parsed<T> {
+    // Only before `--`: after it, every word is an operand (a message may well say "--version").
+    let options = args.iter().take_while(|a| *a != "--");
+    if options.clone().any(|a| a == "--version" || a == "-V") {
+        return Parsed::Print(format!("{name} {}\n", env!("CARGO_PKG_VERSION")));
+    }
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    match T::from_args(&[name], &strs) {
+        Ok(t) => Parsed::Args(t),
+        Err(early) if early.status.is_ok() => Parsed::Print(early.output),
+        Err(early) => {
+            // argh knows `--help` only: read `-h` as it, unless the line parses with `-h` as a value.
+            if options.clone().any(|a| a == "-h") {
+                let mut past = false;
+                let swapped: Vec<&str> = strs
+                    .iter()
+                    .map(|&a| {
+                        past |= a == "--";
+                        if a == "-h" && !past { "--help" } else { a }
+                    })
+                    .collect();
+                if let Err(help) = T::from_args(&[name], &swapped)
+                    && help.status.is_ok()
+                {
+                    return Parsed::Print(help.output);
+                }
+            }
+            Parsed::Usage(early.output)
+        }
+    }
+}
+
+/// A daemon's address on a command line: `HOST:PORT` or `HOST` alone (port `default_port`), where HOST is an
+/// IP address or a name the resolver knows (`localhost`, a host name); an IPv4 address is preferred when a
+/// name has both, as discovery and the daemon's default bind are IPv4.
+pub fn parse_host_port(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    // A name, with or without a port (an IPv6 address with a port was handled above, in brackets).
+    let with_port = match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => s.to_string(),
+        Some((_, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(format!("{s}: the port must be 1-65535"));
+        }
+        _ => format!("{s}:{default_port}"),
+    };
+    if s.is_empty() || s.starts_with(':') {
+        return Err(format!(
+            "{s:?}: a host name or address is needed, e.g. localhost:{default_port}"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s} resolves to no address"))
 }
 
 /// A duration on a command line that [`parse_duration`] cannot read.
@@ -124,6 +207,66 @@ pub fn os_reason(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command line with an option that takes a value, to tell `-h` as a value from `-h` as help.
+    #[derive(FromArgs, Debug, PartialEq, Eq)]
+    /// test
+    struct Line {
+        /// a value
+        #[argh(option)]
+        name: Option<String>,
+        /// words
+        #[argh(positional)]
+        words: Vec<String>,
+    }
+
+    fn line(args: &[&str]) -> Parsed<Line> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse_args("t", &args)
+    }
+
+    #[test]
+    fn version_help_and_usage_errors() {
+        assert_eq!(
+            line(&["--version"]),
+            Parsed::Print(format!("t {}\n", env!("CARGO_PKG_VERSION")))
+        );
+        assert!(matches!(line(&["-V", "x"]), Parsed::Print(v) if v.starts_with("t ")));
+        assert!(matches!(line(&["-h"]), Parsed::Print(h) if h.starts_with("Usage: t")));
+        assert!(matches!(line(&["x", "--help"]), Parsed::Print(h) if h.starts_with("Usage: t")));
+        // `-h` as an option's value is a value; after `--`, words are words.
+        assert_eq!(
+            line(&["--name", "-h"]),
+            Parsed::Args(Line {
+                name: Some("-h".into()),
+                words: vec![]
+            })
+        );
+        assert_eq!(
+            line(&["--", "--version", "-h"]),
+            Parsed::Args(Line {
+                name: None,
+                words: vec!["--version".into(), "-h".into()]
+            })
+        );
+        assert!(matches!(line(&["--bogus"]), Parsed::Usage(e) if e.contains("--bogus")));
+        assert!(matches!(line(&["--name"]), Parsed::Usage(_)));
+    }
+
+    #[test]
+    fn daemon_addresses() {
+        let a = |s: &str| parse_host_port(s, 9899);
+        assert_eq!(a("10.1.2.3:9900"), Ok("10.1.2.3:9900".parse().unwrap()));
+        assert_eq!(a(" 10.1.2.3 "), Ok("10.1.2.3:9899".parse().unwrap()));
+        assert_eq!(a("[::1]:9900"), Ok("[::1]:9900".parse().unwrap()));
+        assert_eq!(a("::1"), Ok("[::1]:9899".parse().unwrap()));
+        // Names go to the resolver; localhost is in every /etc/hosts, and IPv4 is preferred.
+        assert_eq!(a("localhost:9900"), Ok("127.0.0.1:9900".parse().unwrap()));
+        assert_eq!(a("localhost"), Ok("127.0.0.1:9899".parse().unwrap()));
+        for bad in ["", ":9899", "localhost:99999", "no-such-host.invalid"] {
+            assert!(a(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn durations() {

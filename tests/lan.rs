@@ -102,13 +102,13 @@ fn chat_crosses_a_lossy_lan() {
     let lan = Lan::new(3);
     let (h1, h3) = (lan.host(1), lan.host(3));
 
-    // The loss rule really drops: with everything lost, host 3 cannot even find the daemon (exit 2).
+    // The loss rule really drops: with everything lost, host 3 cannot even find the daemon (exit 4).
     h1.spawn_mpd(&[]);
     h3.loss(100);
     let out = h3.run_mpc("carol", &["--timeout", "2", "list", "--json"], SEND_LIMIT);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(4),
         "a host behind 100% loss found the daemon: {}",
         String::from_utf8_lossy(&out.stderr)
     );

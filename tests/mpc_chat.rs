@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::run_with_limit;
 use roster_harness::*;
 
 fn chat_port(c: &Mpc) -> u16 {
@@ -300,4 +301,90 @@ fn hostile_peers_do_not_stop_a_client() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The command-line contract of every binary (DESIGN.md): `--version` and `-h` answer with exit 0, a usage
+/// error exits 2 with a message on stderr, in mpc, mpd and mpbench alike.
+#[test]
+fn every_binary_answers_version_and_help_and_exits_2_on_usage_errors() {
+    let run = |exe: &str, args: &[&str]| {
+        run_with_limit(Command::new(exe).args(args), Duration::from_secs(30), b"")
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for (name, exe) in [
+        ("mpc", env!("CARGO_BIN_EXE_mpc")),
+        ("mpd", env!("CARGO_BIN_EXE_mpd")),
+        ("mpbench", env!("CARGO_BIN_EXE_mpbench")),
+    ] {
+        let out = run(exe, &["--version"]);
+        assert_eq!(out.status.code(), Some(0), "{name} --version");
+        assert_eq!(
+            text(&out.stdout).trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION"))
+        );
+        for help in [&["-h"][..], &["--help"][..]] {
+            let out = run(exe, help);
+            assert_eq!(out.status.code(), Some(0), "{name} {help:?}");
+            assert!(text(&out.stdout).starts_with("Usage:"), "{name} {help:?}");
+        }
+        let out = run(exe, &["--no-such-option"]);
+        assert_eq!(out.status.code(), Some(2), "{name} --no-such-option");
+        assert!(
+            text(&out.stderr).contains("--no-such-option") && out.stdout.is_empty(),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A subcommand's own help; mpc's usage errors that argh does not see (a nickname it cannot use, a daemon
+    // name nobody resolves), and one it does (send without a receiver).
+    let mpc = env!("CARGO_BIN_EXE_mpc");
+    let out = run(mpc, &["send", "-h"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("Usage: mpc send"));
+    for bad in [
+        &["--nick", "no spaces", "list"][..],
+        &["--daemon", "no-such-host.invalid", "list"][..],
+        &["--daemon", "localhost:99999", "list"][..],
+        &["--nick", "carol", "send"][..],
+    ] {
+        let out = run(mpc, bad);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "mpc {bad:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty(), "mpc {bad:?}");
+    }
+}
+
+/// No daemon within `--timeout` is exit 4 (2 is a usage error); `--daemon` takes a host name.
+#[test]
+fn no_daemon_exits_4_and_the_daemon_can_be_named_by_host_name() {
+    let net = Net::new("chat-cli", 16);
+    let out = mpc(
+        &net,
+        &["--nick", "carol", "--timeout", "1", "list", "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no daemon answered"));
+    let _mpd = Mpd::start(&net, &[]);
+    let daemon = format!("localhost:{}", net.sctp_port);
+    let out = mpc(
+        &net,
+        &["--nick", "carol", "--daemon", &daemon, "list", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "list --daemon {daemon}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("list --json prints JSON");
+    assert!(v["entries"].is_array(), "{v}");
 }

@@ -23,9 +23,10 @@ use multiproto::session::{Session, SessionEvent};
 /// multiproto client: find the mpd daemon on the LAN (UDP multicast), join its roster (SCTP), and chat with
 /// the others directly (TCP). Without a subcommand: the interactive console (type `help`).
 ///
-/// Exit codes: 0 success; 1 an error (bad arguments, nickname refused, message failed, cannot open a socket);
-/// 2 no daemon answered in time (check that mpd runs, the group, --iface, your firewall, or use --daemon
-/// HOST:PORT); 3 (send) the receiver is offline or not in the roster.
+/// Exit codes: 0 success; 1 an error (nickname refused, message failed, cannot open a socket); 2 a usage
+/// error (an unknown option, a missing argument, a nickname that is not valid); 3 (send) the receiver is
+/// offline or not in the roster; 4 no daemon answered in time (check that mpd runs, the group, --iface,
+/// your firewall, or use --daemon HOST:PORT).
 #[derive(FromArgs)]
 struct Args {
     /// your nickname: 1-32 letters, digits, '-', '_' or '.' (default: $USER)
@@ -40,8 +41,9 @@ struct Args {
     /// interface for multicast, by address or name (default: the routing table's choice)
     #[argh(option)]
     iface: Option<String>,
-    /// the daemon's SCTP address HOST:PORT, skipping multicast discovery
-    #[argh(option)]
+    /// the daemon's SCTP address, skipping multicast discovery: HOST:PORT or HOST (port 9899), HOST an
+    /// address or a name (localhost, a host name)
+    #[argh(option, from_str_fn(daemon_addr))]
     daemon: Option<SocketAddr>,
     /// UDP port of this client's SCTP socket (default: any free port); fixing it lets a restarted client
     /// take its roster entry back at once
@@ -302,7 +304,7 @@ fn list(a: &Args, l: &List, nick: Nick) -> std::io::Result<ExitCode> {
         }
         if io.reactor.now() >= deadline {
             eprintln!("{}", no_daemon_message(a, io.iface()));
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(NO_DAEMON));
         }
     }
 }
@@ -619,7 +621,7 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
         if sess.now() >= deadline {
             if sent.is_none() {
                 eprintln!("{}", no_daemon_message(a, sess.io.iface()));
-                return finish(&mut sess, 2);
+                return finish(&mut sess, NO_DAEMON);
             }
             eprintln!(
                 "mpc: no acknowledgement from {target} within {} s",
@@ -630,9 +632,22 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     }
 }
 
+/// Exit code: a bad command line.
+const USAGE: u8 = 2;
+/// Exit code: no daemon answered within `--timeout`.
+const NO_DAEMON: u8 = 4;
+
+/// `--daemon`.
+fn daemon_addr(s: &str) -> Result<SocketAddr, String> {
+    multiproto::cli::parse_host_port(s, multiproto::io::sctp_udp::DEFAULT_UDP_PORT)
+}
+
 fn main() -> ExitCode {
     init_logging();
-    let a: Args = argh::from_env();
+    let a: Args = match multiproto::cli::parse("mpc", "Run `mpc --help` for usage.", USAGE.into()) {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code as u8),
+    };
     // These need no nickname and no daemon.
     let local = match &a.cmd {
         Some(Cmd::Whoami(_)) => Some(whoami(&a)),
@@ -650,7 +665,7 @@ fn main() -> ExitCode {
         Ok(n) => n,
         Err(e) => {
             eprintln!("mpc: --nick {raw:?}: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(USAGE);
         }
     };
     let r = match &a.cmd {

@@ -42,8 +42,9 @@ struct Args {
     /// simulated clients: one number, or several separated by commas to see how figures grow (default 100)
     #[argh(option, default = "String::from(\"100\")")]
     clients: String,
-    /// use the daemon at HOST:PORT (its SCTP-over-UDP address) instead of starting one; restart needs our own
-    #[argh(option)]
+    /// use the daemon at HOST:PORT (its SCTP-over-UDP address; HOST a name or an address, PORT 9899 if left
+    /// out) instead of starting one; restart needs our own
+    #[argh(option, from_str_fn(daemon_addr))]
     daemon: Option<SocketAddr>,
     /// print one JSON object per scenario and N, on its own line
     #[argh(switch)]
@@ -98,6 +99,11 @@ struct Args {
 }
 
 const SCENARIOS: [&str; 6] = ["join", "storm", "detect", "restart", "idle", "chat"];
+
+/// `--daemon`.
+fn daemon_addr(s: &str) -> Result<SocketAddr, String> {
+    multiproto::cli::parse_host_port(s, multiproto::io::sctp_udp::DEFAULT_UDP_PORT)
+}
 
 fn main() -> ExitCode {
     // First, before any thread exists: the signal mask is inherited.
