@@ -49,8 +49,9 @@ const STDIN: Token = Token(FIRST_SESSION_APP_TOKEN);
 const WAKER: Token = Token(FIRST_SESSION_APP_TOKEN + 1);
 /// SIGHUP (the terminal went away), added to the session's SIGINT/SIGTERM watch.
 const HANGUP: Token = Token(FIRST_SESSION_APP_TOKEN + 2);
-/// Longest input line kept; longer input is cut (a message is at most 4 KiB anyway).
-const MAX_LINE: usize = 16 * 1024;
+/// Longest input line kept; longer input is cut (a message is at most 64 KiB anyway, and the command before it
+/// short).
+const MAX_LINE: usize = crate::peer::frame::MAX_TEXT + 1024;
 /// How long leaving waits for messages in flight to be acknowledged (the rest are kept for the next run).
 const LINGER: Duration = Duration::from_secs(3);
 /// A `msg` line from the terminal followed by more lines within this long is a paste, not typing (no one
@@ -782,6 +783,7 @@ impl Console {
                 ..
             } => {
                 let wall = self.sess.wall_ms();
+                let text = continued(text);
                 // A key the roster does not give for the name it claims is someone unknown: shown by its
                 // fingerprint, never under the name.
                 let mut line = if *verified {
@@ -1013,9 +1015,25 @@ impl Console {
     }
 }
 
+/// A multi-line message as the console shows it: each line after the first indented by two spaces, so it reads
+/// as part of the message above it and not as a line of its own (a message's own indentation is kept behind
+/// them).
+fn continued(text: &str) -> String {
+    text.trim_end_matches('\n').replace('\n', "\n  ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_line_message_is_indented_under_its_first_line() {
+        assert_eq!(continued("one line"), "one line");
+        assert_eq!(
+            continued("fn main() {\n    run();\n}\n"),
+            "fn main() {\n      run();\n  }"
+        );
+    }
 
     #[test]
     fn commands_parse() {

@@ -249,7 +249,10 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Empty => f.write_str("empty message"),
-            SendError::TooLong => write!(f, "message longer than {MAX_TEXT} bytes"),
+            SendError::TooLong => write!(
+                f,
+                "message longer than {MAX_TEXT} bytes (64 KiB): send it in parts"
+            ),
             SendError::QueueFull => {
                 f.write_str("too many messages waiting; try again once some are delivered")
             }
@@ -367,8 +370,10 @@ pub struct Peer {
     stats: Stats,
 }
 
-/// Removes control characters, terminal escape sequences and bidirectional overrides from received text, so
-/// a message cannot move the cursor, recolour the terminal or disguise itself.
+/// Removes control characters (but newlines and tabs, which a multi-line message needs), terminal escape
+/// sequences and bidirectional overrides from received text, so a message cannot move the cursor, recolour the
+/// terminal or disguise itself. A carriage return goes too (it would let a line overwrite itself on screen):
+/// CRLF line ends read as LF.
 pub fn sanitize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -401,7 +406,7 @@ pub fn sanitize(text: &str) -> String {
             }
             continue;
         }
-        if c.is_control()
+        if (c.is_control() && c != '\n' && c != '\t')
             || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
         {
             continue;
@@ -657,8 +662,9 @@ impl Peer {
         to: Target,
         text: &str,
     ) -> Result<u64, SendError> {
-        let text = text.trim();
-        if text.is_empty() {
+        // Sent as written (indentation, newlines, a trailing newline from a pipe): only a message of blanks
+        // alone is refused.
+        if text.trim().is_empty() {
             return Err(SendError::Empty);
         }
         if text.len() > MAX_TEXT {

@@ -388,3 +388,68 @@ fn no_daemon_exits_4_and_the_daemon_can_be_named_by_host_name() {
         serde_json::from_slice(&out.stdout).expect("list --json prints JSON");
     assert!(v["entries"].is_array(), "{v}");
 }
+
+/// `mpc send NAME` without TEXT sends standard input as one message, byte for byte: 20 000 bytes of lines
+/// with indentation, tabs, blank lines and a trailing newline arrive as they were sent.
+#[test]
+fn a_long_multi_line_message_from_standard_input_arrives_byte_for_byte() {
+    let net = Net::new("chat-stdin", 17);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 20_000 {
+        text += &format!("line {i}:\n    indented {i}\n\ttabbed ✓ {i}\n\n");
+        i += 1;
+    }
+    text.truncate(20_000);
+    // Ends on a whole line, in whole characters.
+    while !text.ends_with('\n') {
+        text.pop();
+    }
+    let out = run_with_limit(
+        Command::new(env!("CARGO_BIN_EXE_mpc"))
+            .args(net.client_args("carol"))
+            .args(["--nick", "carol", "send", "bob"]),
+        Duration::from_secs(30),
+        text.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "send from standard input: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (m, _) = bob
+        .wait_for(Duration::from_secs(10), |v| v["event"] == "message")
+        .expect("bob got nothing");
+    assert_eq!(m["from"], "carol");
+    assert_eq!(m["text"].as_str(), Some(text.as_str()), "not byte for byte");
+    // One message, not one a line.
+    let messages = bob
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .count();
+    assert_eq!(messages, 1);
+    // Too long, not UTF-8, or only blanks: refused before anything is sent, with the reason.
+    for (input, says) in [
+        (vec![b'x'; 70_000], "longer than"),
+        (vec![0xff, 0xfe], "not UTF-8"),
+        (b" \n\t\n".to_vec(), "empty"),
+    ] {
+        let out = run_with_limit(
+            Command::new(env!("CARGO_BIN_EXE_mpc"))
+                .args(net.client_args("carol"))
+                .args(["--nick", "carol", "send", "bob"]),
+            Duration::from_secs(30),
+            &input,
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

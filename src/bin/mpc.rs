@@ -15,6 +15,7 @@ use multiproto::discovery;
 use multiproto::identity::Fingerprint;
 use multiproto::io::client::{ClientIo, Setup};
 use multiproto::nick::Nick;
+use multiproto::peer::frame::MAX_TEXT;
 use multiproto::peer::{PeerEvent, Target};
 use multiproto::reactor::ReactorEvent;
 use multiproto::registry::wire::{Entry, RegisterResult, Status};
@@ -90,16 +91,44 @@ struct Listen {
 }
 
 /// send one message to PEER (a nickname, or IP:PORT) and exit 0 once it is acknowledged (without joining
-/// the roster)
+/// the roster). Without TEXT the message is standard input, byte for byte (newlines and indentation kept, up
+/// to 65 535 bytes of UTF-8): `git log -3 | mpc send bob`
 #[derive(FromArgs)]
 #[argh(subcommand, name = "send")]
 struct Send {
     /// nickname or IP:PORT
     #[argh(positional)]
     peer: String,
-    /// the message (the remaining words, joined by spaces)
+    /// the message (the remaining words, joined by spaces); none: read standard input
     #[argh(positional, greedy)]
     text: Vec<String>,
+}
+
+/// The message of `mpc send` read from standard input: all of it, as it is, if it is UTF-8 within
+/// [`MAX_TEXT`] bytes and not only blanks.
+fn message_from(input: impl std::io::Read) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut buf = Vec::new();
+    // One byte more than allowed tells "too long" without reading an endless pipe to its end.
+    input
+        .take(MAX_TEXT as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the message from standard input: {e}"))?;
+    if buf.len() > MAX_TEXT {
+        return Err(format!(
+            "the message on standard input is longer than {MAX_TEXT} bytes; send it in parts"
+        ));
+    }
+    let text = String::from_utf8(buf).map_err(|e| {
+        format!(
+            "the message on standard input is not UTF-8 (byte {} is not); convert it first, e.g. with iconv",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err("the message on standard input is empty".into());
+    }
+    Ok(text)
 }
 
 /// print the roster once and exit (without joining it)
@@ -514,7 +543,17 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
 }
 
 fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
-    let text = s.text.join(" ");
+    let text = if s.text.is_empty() {
+        match message_from(std::io::stdin().lock()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("mpc: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    } else {
+        s.text.join(" ")
+    };
     let target = match s.peer.parse::<SocketAddr>() {
         Ok(addr) => Target::Addr(addr),
         Err(_) => match Nick::new(&s.peer) {

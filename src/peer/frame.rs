@@ -9,8 +9,9 @@ use std::fmt;
 use crate::codec::{self, Malformed, Put};
 use crate::nick::Nick;
 
-/// Largest message text, in bytes of UTF-8 (DESIGN.md: 4 KiB).
-pub const MAX_TEXT: usize = 4096;
+/// Largest message text, in bytes of UTF-8: what the frame's 16-bit length field holds, 64 KiB less one byte
+/// (a long paste, a log excerpt; it was 4 KiB, and longer lines were refused).
+pub const MAX_TEXT: usize = u16::MAX as usize;
 /// Largest frame body accepted (a MSG with the largest text and its fields).
 pub const MAX_FRAME: usize = MAX_TEXT + 64;
 /// Protocol version carried in HELLO.

@@ -234,7 +234,8 @@ fn a_message_is_delivered_and_acknowledged() {
         .send(now, 5, Target::Nick(nick("bob")), " hi bob ")
         .unwrap();
     net.settle();
-    assert_eq!(net.messages(1), vec!["hi bob"]);
+    // As written: the sender's spaces and newlines are the message's.
+    assert_eq!(net.messages(1), vec![" hi bob "]);
     let m = net.nodes[1]
         .events
         .iter()
@@ -255,7 +256,7 @@ fn a_message_is_delivered_and_acknowledged() {
         .unwrap();
     net.settle();
     assert_eq!(net.links.len(), 1);
-    assert_eq!(net.messages(1), vec!["hi bob", "again"]);
+    assert_eq!(net.messages(1), vec![" hi bob ", "again"]);
     // Idle connections close after the timeout, and nothing is kept for the destination.
     assert_eq!(net.nodes[0].peer.dests.len(), 1);
     net.run(Duration::from_secs(61));
@@ -417,7 +418,9 @@ fn queue_and_text_bounds() {
         Err(SendError::Empty)
     );
     assert_eq!(
-        net.nodes[0].peer.send(now, 1, bob, &"x".repeat(4097)),
+        net.nodes[0]
+            .peer
+            .send(now, 1, bob, &"x".repeat(MAX_TEXT + 1)),
         Err(SendError::TooLong)
     );
     assert_eq!(
@@ -844,13 +847,17 @@ fn sending_to_an_address() {
 
 #[test]
 fn received_text_cannot_drive_the_terminal() {
-    assert_eq!(sanitize("a\u{1b}[2J\u{1b}[31mb\u{7}c\r\nd"), "abcd");
+    assert_eq!(sanitize("a\u{1b}[2J\u{1b}[31mb\u{7}c\r\nd"), "abc\nd");
     assert_eq!(
         sanitize("x\u{1b}]0;title\u{7}y\u{1b}]8;;http://e\u{1b}\\z"),
         "xyz"
     );
     assert_eq!(sanitize("safe \u{202e}txt.exe"), "safe txt.exe");
-    assert_eq!(sanitize("tab\there"), "tabhere");
+    // Newlines and tabs are the message's own layout; a carriage return could overwrite a line on screen.
+    assert_eq!(
+        sanitize("tab\there\n  indented\rover"),
+        "tab\there\n  indentedover"
+    );
     assert_eq!(sanitize("ünïcödé ✓ 日本"), "ünïcödé ✓ 日本");
     assert_eq!(sanitize("trailing escape \u{1b}"), "trailing escape ");
 }
