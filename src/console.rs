@@ -169,14 +169,14 @@ pub fn parse_command(line: &str) -> Result<Command, CommandError> {
 }
 
 /// The help text.
-pub const HELP: &str = "commands:
-  list                  who is in the roster, online or offline
-  msg NAME text         send text to NAME (queued if NAME is offline)
+pub const HELP: &str = "commands (short forms in brackets):
+  list [ls, who]        who is in the roster, online or offline
+  msg NAME text [m]     send text to NAME (queued if NAME is offline; Bob finds bob)
   msg IP:PORT text      send text to a chat address directly
   whois NAME            NAME's key fingerprint, and whether it is the one remembered from before
   trust NAME            accept NAME's new key after it changed (check its fingerprint with NAME first)
-  help                  this text
-  exit                  leave (Ctrl-D too)";
+  help [?]              this text
+  exit [quit]           leave (Ctrl-D too)";
 
 /// How long ago `ms` was, in a few characters.
 pub fn ago(now_ms: u64, ms: u64) -> String {

@@ -243,6 +243,8 @@ pub enum SendError {
     QueueFull,
     /// The nickname is not in the roster (and was never seen).
     UnknownNick(Nick),
+    /// Not in the roster as typed, and in another case under several names: which one?
+    Ambiguous(Nick, Vec<Nick>),
 }
 
 impl std::fmt::Display for SendError {
@@ -258,6 +260,14 @@ impl std::fmt::Display for SendError {
             }
             SendError::UnknownNick(n) => {
                 write!(f, "no one called {n} is in the roster (see `list`)")
+            }
+            SendError::Ambiguous(n, alike) => {
+                let names: Vec<&str> = alike.iter().map(Nick::as_str).collect();
+                write!(
+                    f,
+                    "no one is called {n} exactly; did you mean {}?",
+                    names.join(" or ")
+                )
             }
         }
     }
@@ -654,6 +664,31 @@ impl Peer {
         self.keys.remove(nick);
     }
 
+    /// The roster's nickname a message to `to` goes to: the one typed, or else the one it names in another
+    /// case (`msg Bob` finds bob) if exactly one does.
+    fn resolve(&self, to: Target) -> Result<Target, SendError> {
+        let Target::Nick(n) = to else {
+            return Ok(to);
+        };
+        if self.contacts.contains_key(&n) {
+            return Ok(to);
+        }
+        let mut alike: Vec<Nick> = self
+            .contacts
+            .keys()
+            .filter(|c| c.as_str().eq_ignore_ascii_case(n.as_str()))
+            .copied()
+            .collect();
+        match alike.len() {
+            0 => Err(SendError::UnknownNick(n)),
+            1 => Ok(Target::Nick(alike[0])),
+            _ => {
+                alike.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                Err(SendError::Ambiguous(n, alike))
+            }
+        }
+    }
+
     /// Queues `text` for `to`; returns its id. Delivery, queueing and failure are reported as events.
     pub fn send(
         &mut self,
@@ -670,11 +705,7 @@ impl Peer {
         if text.len() > MAX_TEXT {
             return Err(SendError::TooLong);
         }
-        if let Target::Nick(n) = to
-            && !self.contacts.contains_key(&n)
-        {
-            return Err(SendError::UnknownNick(n));
-        }
+        let to = self.resolve(to)?;
         let per = self.dests.get(&to).map_or(0, |d| d.msgs.len());
         if per >= self.cfg.max_queue_per_peer || self.queued_total >= self.cfg.max_queue_total {
             return Err(SendError::QueueFull);

@@ -242,7 +242,8 @@ fn a_taken_nickname_is_refused_with_a_reason() {
 fn an_invalid_nickname_is_refused_before_anything_is_sent() {
     let net = Net::new("roster-badnick", 8);
     let out = mpc(&net, &["--nick", "no spaces!", "listen", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
+    // A nickname mpc cannot use is a usage error (DESIGN.md: exit 2 in every binary).
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("letters, digits"), "{err}");
 }

@@ -903,3 +903,44 @@ fn dedupe_memory_is_bounded_by_senders_and_ids() {
     );
     assert_eq!(p.stats().duplicates, 3);
 }
+
+#[test]
+fn a_nickname_typed_in_another_case_finds_its_one_owner() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    // `msg Bob` goes to bob, and is reported as to bob.
+    let id = net.nodes[0]
+        .peer
+        .send(now, 5, Target::Nick(nick("Bob")), "hi")
+        .unwrap();
+    net.settle();
+    assert_eq!(net.messages(1), vec!["hi"]);
+    assert!(net.nodes[0].events.contains(&PeerEvent::Delivered {
+        id,
+        to: Target::Nick(nick("bob"))
+    }));
+    // Two names alike but for case: the typed one exactly, else the question which.
+    let addr = net.nodes[1].listen;
+    net.nodes[0].peer.set_contact(now, nick("BOB"), addr, true);
+    assert!(
+        net.nodes[0]
+            .peer
+            .send(now, 5, Target::Nick(nick("BOB")), "x")
+            .is_ok()
+    );
+    assert_eq!(
+        net.nodes[0]
+            .peer
+            .send(now, 5, Target::Nick(nick("boB")), "x"),
+        Err(SendError::Ambiguous(
+            nick("boB"),
+            vec![nick("BOB"), nick("bob")]
+        ))
+    );
+    assert_eq!(
+        net.nodes[0]
+            .peer
+            .send(now, 5, Target::Nick(nick("carol")), "x"),
+        Err(SendError::UnknownNick(nick("carol")))
+    );
+}
