@@ -26,6 +26,27 @@ fn announce(w: &mut World, from: SocketAddr, info: DaemonInfo) {
     w.inject(from, group, &b);
 }
 
+/// A WELCOME to client `n`'s current HELLO, as an attacker at 10.0.0.66 forges it: `key` (anyone's, it is
+/// public) and the daemon's address `addr`.
+fn forged_welcome(w: &mut World, n: usize, key: crate::identity::PublicKey, addr: &str) {
+    let instance = w.client(n).client.as_ref().unwrap().instance();
+    let to = SocketAddr::new(w.client(n).ip, w.client(n).sender_port);
+    let mut b = Vec::new();
+    Datagram::Welcome {
+        to: instance,
+        daemon: DaemonInfo {
+            instance: 0xF00D,
+            sctp_udp_port: 9899,
+            sctp_port: 9899,
+            addr: Some(addr.parse().unwrap()),
+            key,
+            needs_secret: false,
+        },
+    }
+    .write(&mut b, None);
+    w.inject("10.0.0.66:10002".parse().unwrap(), to, &b);
+}
+
 #[test]
 fn a_rogue_daemon_is_never_followed_and_a_new_client_trusts_neither() {
     let seed = seed_or(40);
@@ -328,28 +349,13 @@ fn forged_welcomes_delay_a_search_but_never_redirect_it() {
     // and a dead address, once with its own key and its own address.
     w.crash(Host::Client(alice));
     w.start_client(alice, |_| {});
-    let instance = w.client(alice).client.as_ref().unwrap().instance();
-    let attacker: SocketAddr = "10.0.0.66:10002".parse().unwrap();
-    let to = SocketAddr::new(w.client(alice).ip, w.client(alice).sender_port);
-    for (key, addr) in [
-        (real, "10.9.9.9"),
-        (crate::identity::PublicKey([7; 32]), "10.0.0.66"),
-    ] {
-        let mut b = Vec::new();
-        Datagram::Welcome {
-            to: instance,
-            daemon: DaemonInfo {
-                instance: 0xF00D,
-                sctp_udp_port: 9899,
-                sctp_port: 9899,
-                addr: Some(addr.parse().unwrap()),
-                key,
-                needs_secret: false,
-            },
-        }
-        .write(&mut b, None);
-        w.inject(attacker, to, &b);
-    }
+    forged_welcome(&mut w, alice, real, "10.9.9.9");
+    forged_welcome(
+        &mut w,
+        alice,
+        crate::identity::PublicKey([7; 32]),
+        "10.0.0.66",
+    );
     let t0 = w.now();
     w.wait(PATIENCE, |w| w.client(alice).is_registered())
         .unwrap_or_else(|| {
@@ -487,22 +493,12 @@ fn on_first_contact_a_second_welcome_of_another_key_is_no_fallback() {
     });
     assert!(chose.is_some(), "seed {seed}: {}", describe(&w));
     w.partition(Host::Client(alice), Host::Server, true);
-    let instance = w.client(alice).client.as_ref().unwrap().instance();
-    let to = SocketAddr::new(w.client(alice).ip, w.client(alice).sender_port);
-    let mut b = Vec::new();
-    Datagram::Welcome {
-        to: instance,
-        daemon: DaemonInfo {
-            instance: 0xF00D,
-            sctp_udp_port: 9899,
-            sctp_port: 9899,
-            addr: Some("10.0.0.66".parse().unwrap()),
-            key: crate::identity::PublicKey([7; 32]),
-            needs_secret: false,
-        },
-    }
-    .write(&mut b, None);
-    w.inject("10.0.0.66:10002".parse().unwrap(), to, &b);
+    forged_welcome(
+        &mut w,
+        alice,
+        crate::identity::PublicKey([7; 32]),
+        "10.0.0.66",
+    );
     w.run_for(Duration::from_secs(3));
     w.partition(Host::Client(alice), Host::Server, false);
     w.wait(PATIENCE, |w| w.client(alice).is_registered())
