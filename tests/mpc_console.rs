@@ -491,7 +491,7 @@ fn a_multi_line_paste_is_confirmed_before_it_is_sent() {
     // A bracketed paste lands in the line as one piece; Enter submits it; the console asks.
     alice.paste("msg bob one\ntwo", true);
     alice.keys(&["Enter"]);
-    alice.wait_for("that paste has 2 lines: send them as 2 messages to bob? [y/N]");
+    alice.wait_for("that paste has 2 lines: send them as one message to bob? [y/N]");
     alice.wait_cursor_line("alice>");
     alice.type_text("n");
     alice.keys(&["Enter"]);
@@ -512,20 +512,22 @@ fn a_multi_line_paste_is_confirmed_before_it_is_sent() {
     });
     alice.type_text("y");
     alice.keys(&["Enter"]);
-    bob_got(&bob, "two");
-    alice.wait_for("delivered #3 to bob");
-    assert_eq!(bob.messages(), vec!["marker", "one", "two"]);
+    // One message, its lines as pasted.
+    bob_got(&bob, "one\ntwo");
+    alice.wait_for("delivered #2 to bob");
+    assert_eq!(bob.messages(), vec!["marker", "one\ntwo"]);
     // Without bracketed paste, lines that arrive together are a paste too.
     alice.paste("msg bob three\nmsg bob four\n", false);
     alice.wait("the question a third time", |s| {
         s.matches("that paste has 2 lines").count() == 3
     });
+    alice.wait_for("send them as 2 messages to bob? [y/N]");
     alice.type_text("y");
     alice.keys(&["Enter"]);
     bob_got(&bob, "four");
     assert_eq!(
         bob.messages(),
-        vec!["marker", "one", "two", "three", "four"]
+        vec!["marker", "one\ntwo", "three", "four"]
     );
 }
 

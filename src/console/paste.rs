@@ -2,8 +2,10 @@
 //! are planned as a whole, so that a multi-line paste is not sent as a burst of messages without asking.
 //!
 //! The rule: lines before the first `msg` are commands; from a `msg NAME text` (or a bare `msg NAME`) on,
-//! every line that is not itself a `msg` command is one more message to the same receiver. A plan with two
-//! or more messages is confirmed first.
+//! every line that is not itself a `msg` command continues that message, as it was pasted (its indentation,
+//! and blank lines between lines, kept): a pasted paragraph or code block is one message with its newlines. A
+//! line that is a `msg` command starts the next message. A paste of two or more lines that sends anything is
+//! confirmed first.
 
 use std::net::SocketAddr;
 
@@ -38,9 +40,9 @@ impl Plan {
             .count()
     }
 
-    /// Whether it must be confirmed before it runs: a paste that would send two or more messages.
+    /// Whether it must be confirmed before it runs: a paste of two or more lines that sends a message.
     pub fn needs_confirmation(&self) -> bool {
-        self.lines > 1 && self.messages() > 1
+        self.lines > 1 && self.messages() > 0
     }
 
     /// The receivers, each once, in order of appearance.
@@ -59,10 +61,13 @@ impl Plan {
     /// The question asked before running it.
     pub fn question(&self) -> String {
         let to: Vec<String> = self.receivers().iter().map(ToString::to_string).collect();
+        let as_what = match self.messages() {
+            1 => "one message".to_string(),
+            n => format!("{n} messages"),
+        };
         format!(
-            "that paste has {} lines: send them as {} messages to {}? [y/N]",
+            "that paste has {} lines: send them as {as_what} to {}? [y/N]",
             self.lines,
-            self.messages(),
             to.join(", ")
         )
     }
@@ -86,26 +91,43 @@ fn bare_msg(line: &str) -> Option<Target> {
 
 /// Plans `text` (lines separated by `\n`, `\r\n` or `\r`).
 pub fn plan(text: &str) -> Plan {
-    let lines: Vec<&str> = text
-        .split(['\n', '\r'])
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let all: Vec<&str> = text.split('\n').collect();
     let mut p = Plan {
-        lines: lines.len(),
+        lines: all.iter().filter(|l| !l.trim().is_empty()).count(),
         steps: Vec::new(),
     };
+    // The receiver of the message being written, and that message's step (none yet after a bare `msg NAME`).
     let mut to: Option<Target> = None;
-    for (i, line) in lines.iter().enumerate() {
+    let mut open: Option<usize> = None;
+    // Blank lines seen since the message's last line: kept between its lines, dropped at its end.
+    let mut blanks = 0;
+    for (i, line) in all.iter().enumerate() {
+        if line.trim().is_empty() {
+            blanks += 1;
+            continue;
+        }
         match parse_command(line) {
             Ok(Command::Msg(t, text)) => {
                 to = Some(t);
+                open = Some(p.steps.len());
                 p.steps.push(Step::Run(Command::Msg(t, text)));
             }
             parsed => {
-                if let Some(t) = to {
+                let continued = open.and_then(|k| match &mut p.steps[k] {
+                    Step::Run(Command::Msg(_, text)) => Some(text),
+                    _ => None,
+                });
+                if let Some(text) = continued {
+                    text.push_str(&"\n".repeat(blanks + 1));
+                    text.push_str(line.trim_end());
+                } else if let Some(t) = to {
+                    open = Some(p.steps.len());
                     p.steps
-                        .push(Step::Run(Command::Msg(t, line.trim().to_string())));
-                } else if let Some(t) = bare_msg(line).filter(|_| i + 1 < lines.len()) {
+                        .push(Step::Run(Command::Msg(t, line.trim_end().to_string())));
+                } else if let Some(t) =
+                    bare_msg(line).filter(|_| all[i + 1..].iter().any(|l| !l.trim().is_empty()))
+                {
                     to = Some(t);
                 } else {
                     p.steps.push(match parsed {
@@ -115,6 +137,7 @@ pub fn plan(text: &str) -> Plan {
                 }
             }
         }
+        blanks = 0;
     }
     p
 }
@@ -143,29 +166,40 @@ mod tests {
     }
 
     #[test]
-    fn continuation_lines_go_to_the_same_receiver_and_ask_first() {
-        let p = plan("msg bob first line\nsecond line\r\nlist\n\n");
+    fn continuation_lines_are_one_message_as_pasted_and_ask_first() {
+        let p = plan("msg bob first line\n    indented\r\n\nlist\n\n");
         assert_eq!(p.lines, 3);
         assert!(p.needs_confirmation());
         assert_eq!(
             p.steps,
-            vec![
-                Step::Run(Command::Msg(bob(), "first line".into())),
-                Step::Run(Command::Msg(bob(), "second line".into())),
-                Step::Run(Command::Msg(bob(), "list".into())),
-            ]
+            vec![Step::Run(Command::Msg(
+                bob(),
+                "first line\n    indented\n\nlist".into()
+            ))]
         );
         assert_eq!(
             p.question(),
-            "that paste has 3 lines: send them as 3 messages to bob? [y/N]"
+            "that paste has 3 lines: send them as one message to bob? [y/N]"
+        );
+        // A line that is a `msg` command starts the next message.
+        let p = plan("msg bob one\ntwo\nmsg carol three");
+        assert_eq!(p.messages(), 2);
+        assert_eq!(
+            p.question(),
+            "that paste has 3 lines: send them as 2 messages to bob, carol? [y/N]"
         );
     }
 
     #[test]
     fn a_bare_msg_names_the_receiver_of_the_lines_after_it() {
-        let p = plan("msg bob\nhello\nthere");
-        assert_eq!(p.messages(), 2);
+        let p = plan("msg bob\nhello\n  there");
+        assert_eq!(
+            p.steps,
+            vec![Step::Run(Command::Msg(bob(), "hello\n  there".into()))]
+        );
         assert_eq!(p.receivers(), vec![bob()]);
+        // A bare `msg NAME` with nothing after it is the usage error it is.
+        assert!(matches!(plan("msg bob\n\n").steps[..], [Step::Error(_)]));
     }
 
     #[test]
