@@ -54,6 +54,10 @@ const HANGUP: Token = Token(FIRST_SESSION_APP_TOKEN + 2);
 const MAX_LINE: usize = crate::peer::frame::MAX_TEXT + 1024;
 /// How long leaving waits for messages in flight to be acknowledged (the rest are kept for the next run).
 const LINGER: Duration = Duration::from_secs(3);
+/// How long the echo of a sent message waits for its receipt, to show both on one line: on a LAN a receipt
+/// takes a millisecond or two, and a quarter of a second still reads as at once. Past it, the echo shows
+/// the message as being sent and the receipt gets a line of its own.
+const ECHO_WAIT: Duration = Duration::from_millis(250);
 /// A `msg` line from the terminal followed by more lines within this long is a paste, not typing (no one
 /// types a message and presses Enter again that fast); the wait delays each typed `msg` by as much.
 pub const BURST: Duration = Duration::from_millis(60);
@@ -322,6 +326,17 @@ struct Console {
     roster_seen: bool,
     /// Nicknames whose key `whois` asked the daemon for.
     whois: Vec<Nick>,
+    /// Our messages not echoed yet, waiting (until [`ECHO_WAIT`] after sending) for their receipt to show
+    /// on the same line. Bounded by the peer's queue limits.
+    echoes: Vec<Echo>,
+}
+
+/// A sent message whose echo waits for its receipt.
+struct Echo {
+    id: u64,
+    to: Target,
+    text: String,
+    until: Instant,
 }
 
 /// What the loop does next.
@@ -372,6 +387,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         retry_at: None,
         retried: false,
         whois: Vec::new(),
+        echoes: Vec::new(),
         waiting: Vec::new(),
         batch: Vec::new(),
         batch_until: None,
@@ -431,12 +447,14 @@ impl Console {
 
     fn run(&mut self) -> io::Result<u8> {
         loop {
-            let deadline = [self.batch_until, self.retry_at, self.warn_at]
+            let echo = self.echoes.iter().map(|e| e.until).min();
+            let deadline = [self.batch_until, self.retry_at, self.warn_at, echo]
                 .into_iter()
                 .flatten()
                 .min();
             self.sess.turn(deadline)?;
             let now = self.sess.now();
+            self.echo_overdue(now);
             if self.retry_at.is_some_and(|t| now >= t) {
                 self.retry_at = None;
                 self.sess.io.client.retry(now);
@@ -523,7 +541,40 @@ impl Console {
         self.leave_roster()
     }
 
+    /// Echoes of messages still without a receipt [`ECHO_WAIT`] after sending (all of them when leaving):
+    /// shown as being sent; the receipt, when it comes, gets a line of its own.
+    fn echo_overdue(&mut self, now: Instant) {
+        let (due, keep): (Vec<Echo>, Vec<Echo>) = std::mem::take(&mut self.echoes)
+            .into_iter()
+            .partition(|e| e.until <= now);
+        self.echoes = keep;
+        for e in due {
+            let mark = format!("… sending #{} to {}", e.id & 0xffff_ffff, e.to);
+            self.echo(&e.text, Kind::System, &mark);
+        }
+    }
+
+    /// Our message as the others see it, `<me> text`, its lines after the first indented, then `mark`.
+    fn echo(&self, text: &str, kind: Kind, mark: &str) {
+        let st = self.style;
+        let line = format!(
+            "<{}> {}  {}",
+            st.paint(Kind::Nick, self.me.as_str()),
+            continued(text),
+            st.paint(kind, mark)
+        );
+        self.notice(None, &line);
+    }
+
+    /// The echo waiting for message `id`, if any.
+    fn take_echo(&mut self, id: u64) -> Option<Echo> {
+        let at = self.echoes.iter().position(|e| e.id == id)?;
+        Some(self.echoes.remove(at))
+    }
+
     fn leave_roster(&mut self) -> io::Result<()> {
+        let now = self.sess.now();
+        self.echo_overdue(now + ECHO_WAIT);
         let _ = outbox::save(
             &self.opts.state_dir,
             &self.me,
@@ -748,22 +799,17 @@ impl Console {
             }
             Step::Run(Command::Msg(to, text)) => {
                 let (now, wall) = (self.sess.now(), self.sess.wall_ms());
-                let reachable = match to {
-                    Target::Addr(_) => true,
-                    Target::Nick(n) => self
-                        .sess
-                        .io
-                        .client
-                        .roster()
-                        .get(&n)
-                        .is_some_and(|e| e.status == Status::Online),
-                };
+                // Echoed once its receipt (or its queueing, for an offline receiver) is known, on one line.
                 match self.sess.chat.peer.send(now, wall, to, &text) {
-                    // For an offline receiver the peer reports it queued instead.
-                    Ok(id) if reachable => {
-                        self.notice(None, &format!("sent #{} to {to}", id & 0xffff_ffff))
+                    Ok(id) => {
+                        let to = self.sess.chat.peer.target_of(id).unwrap_or(to);
+                        self.echoes.push(Echo {
+                            id,
+                            to,
+                            text,
+                            until: now + ECHO_WAIT,
+                        });
                     }
-                    Ok(_) => {}
                     Err(e) => self.notice(Some(Kind::Error), &format!("not sent: {e}")),
                 }
             }
@@ -806,17 +852,23 @@ impl Console {
                 }
                 self.notice(None, &line);
             }
-            PeerEvent::Delivered { id, to } => self.notice(
-                Some(Kind::Good),
-                &format!("delivered #{} to {to}", id & 0xffff_ffff),
-            ),
-            PeerEvent::Queued { id, to } => self.notice(
-                Some(Kind::Warn),
-                &format!(
+            PeerEvent::Delivered { id, to } => {
+                let mark = format!("✓ delivered #{} to {to}", id & 0xffff_ffff);
+                match self.take_echo(*id) {
+                    Some(e) => self.echo(&e.text, Kind::Good, &mark),
+                    None => self.notice(Some(Kind::Good), &mark),
+                }
+            }
+            PeerEvent::Queued { id, to } => {
+                let mark = format!(
                     "queued #{} for {to} (offline; sent when it is back)",
                     id & 0xffff_ffff
-                ),
-            ),
+                );
+                match self.take_echo(*id) {
+                    Some(e) => self.echo(&e.text, Kind::Warn, &mark),
+                    None => self.notice(Some(Kind::Warn), &mark),
+                }
+            }
             PeerEvent::Unanswered { id, to, attempts } => self.notice(
                 Some(Kind::Warn),
                 &format!(
@@ -824,10 +876,13 @@ impl Console {
                     id & 0xffff_ffff
                 ),
             ),
-            PeerEvent::Failed { id, to, reason } => self.notice(
-                Some(Kind::Error),
-                &format!("failed #{} to {to}: {reason}", id & 0xffff_ffff),
-            ),
+            PeerEvent::Failed { id, to, reason } => {
+                let mark = format!("failed #{} to {to}: {reason}", id & 0xffff_ffff);
+                match self.take_echo(*id) {
+                    Some(e) => self.echo(&e.text, Kind::Error, &mark),
+                    None => self.notice(Some(Kind::Error), &mark),
+                }
+            }
         }
     }
 

@@ -540,6 +540,14 @@ impl Peer {
         self.queued_total
     }
 
+    /// Where message `id` (still waiting or in flight) goes: the roster name it was resolved to.
+    pub fn target_of(&self, id: u64) -> Option<Target> {
+        self.dests
+            .iter()
+            .find(|(_, d)| d.msgs.iter().any(|m| m.id == id))
+            .map(|(t, _)| *t)
+    }
+
     /// Every waiting message: (receiver, id, sent time, text), for saving across restarts.
     pub fn waiting_messages(&self) -> Vec<(Target, u64, u64, String)> {
         self.dests

@@ -300,14 +300,33 @@ fn msg_is_sent_delivered_and_shown() {
     alice.type_text("msg bob hello");
     alice.keys(&["Enter"]);
     bob_got(&bob, "hello");
+    // Our own message, echoed as the others see it, with its receipt on the same line.
     let s = alice.wait_for("delivered #1 to bob");
-    assert!(timed(line_with(&s, "sent #1 to bob")), "{s}");
-    assert!(timed(line_with(&s, "delivered #1 to bob")), "{s}");
+    let echo = line_with(&s, "<alice> hello");
+    assert!(timed(echo), "{s}");
+    assert!(echo.ends_with("✓ delivered #1 to bob"), "{s}");
+    assert!(!s.contains("sent #1"), "{s}");
+    // A receiver that does not answer at once (stopped): the echo shows the message as being sent, and its
+    // receipt gets a line of its own when it comes.
+    bob.signal(nix::sys::signal::Signal::SIGSTOP);
+    alice.type_text("msg bob are you there");
+    alice.keys(&["Enter"]);
+    let s = alice.wait_for("sending #2 to bob");
+    assert!(
+        line_with(&s, "<alice> are you there").ends_with("… sending #2 to bob"),
+        "{s}"
+    );
+    bob.signal(nix::sys::signal::Signal::SIGCONT);
+    let s = alice.wait_for("delivered #2 to bob");
+    assert!(
+        !line_with(&s, "delivered #2 to bob").contains("<alice>"),
+        "{s}"
+    );
     // A message to no one known says so.
     alice.type_text("msg nobody hi");
     alice.keys(&["Enter"]);
     alice.wait_for("no one called nobody is in the roster");
-    assert_eq!(bob.messages(), vec!["hello"]);
+    assert_eq!(bob.messages(), vec!["hello", "are you there"]);
 }
 
 #[test]
@@ -433,7 +452,11 @@ fn piped_stdin_reads_commands_line_by_line() {
         "{text}"
     );
     assert!(text.lines().any(|l| l.starts_with("alice ")), "{text}");
-    assert!(text.contains("sent #1 to bob"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("<alice> from a pipe") && l.contains("delivered #1 to bob")),
+        "{text}"
+    );
     assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
     bob_got(&bob, "from a pipe");
 }
@@ -525,10 +548,7 @@ fn a_multi_line_paste_is_confirmed_before_it_is_sent() {
     alice.type_text("y");
     alice.keys(&["Enter"]);
     bob_got(&bob, "four");
-    assert_eq!(
-        bob.messages(),
-        vec!["marker", "one\ntwo", "three", "four"]
-    );
+    assert_eq!(bob.messages(), vec!["marker", "one\ntwo", "three", "four"]);
 }
 
 #[test]
