@@ -819,6 +819,13 @@ proptest! {
         parser_checks::secured(&b);
     }
 
+    /// History search words: arbitrary bytes, and words of letters, make queries that run and find.
+    #[test]
+    fn history_search_words_survive_arbitrary_bytes(b in bytes(120), w in "[a-zé ]{0,30}") {
+        parser_checks::history_search(&b);
+        parser_checks::history_search(w.as_bytes());
+    }
+
     /// Each kind byte followed by arbitrary bytes, so every branch of the secured checks is reached (a
     /// broadcast's body given its kind byte where it goes, so most of them parse).
     #[test]

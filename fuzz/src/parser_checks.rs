@@ -545,3 +545,36 @@ pub fn secured(data: &[u8]) {
         _ => assert!(!init.is_open()),
     }
 }
+
+/// History search words (typed by the user, or given to `mpc search`): arbitrary bytes, read as text, make
+/// a query that FTS5 runs without an error (every word a quoted string, nothing FTS5 syntax), and find a
+/// message made of exactly those words when they are plain letters.
+pub fn history_search(data: &[u8]) {
+    use multiproto::io::history::fts_query;
+    let words = String::from_utf8_lossy(data);
+    let Some(q) = fts_query(&words) else {
+        assert!(
+            words
+                .split_whitespace()
+                .all(|w| w.chars().all(char::is_control)),
+            "words made no query: {words:?}"
+        );
+        return;
+    };
+    let c = rusqlite::Connection::open_in_memory().expect("an in-memory database");
+    c.execute_batch("CREATE VIRTUAL TABLE t USING fts5(text)")
+        .expect("an FTS5 table");
+    c.execute("INSERT INTO t VALUES (?1)", [words.as_ref()])
+        .expect("an insert");
+    let found: i64 = c
+        .query_row("SELECT count(*) FROM t WHERE t MATCH ?1", [&q], |r| {
+            r.get(0)
+        })
+        .unwrap_or_else(|e| panic!("query {q:?} from {words:?} failed: {e}"));
+    if words
+        .split_whitespace()
+        .all(|w| w.chars().all(char::is_alphanumeric))
+    {
+        assert_eq!(found, 1, "{words:?} did not find itself");
+    }
+}
