@@ -32,6 +32,7 @@ use mio::Token;
 use crate::client::ClientEvent;
 use crate::client::roster::{Applied, Change};
 use crate::io::client::Setup;
+use crate::io::history::{self, History, Record};
 use crate::nick::Nick;
 use crate::outbox;
 use crate::peer::{PeerEvent, Target};
@@ -73,6 +74,8 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// How long to search for a daemon before saying what to check.
     pub daemon_wait: Duration,
+    /// Bounds of the message history.
+    pub history: history::Limits,
 }
 
 /// A parsed command line.
@@ -86,6 +89,10 @@ pub enum Command {
     Whois(Nick),
     /// Accept the key the daemon now gives for a peer whose key changed.
     Trust(Nick),
+    /// Show the last messages kept: of one conversation (a nickname or `IP:PORT`), or of all; how many.
+    History(Option<String>, usize),
+    /// Show the kept messages that have every one of these words.
+    Search(String),
     /// Show the commands.
     Help,
     /// Leave.
@@ -94,6 +101,9 @@ pub enum Command {
     Nothing,
 }
 
+/// Messages `history` shows when not told how many.
+pub const HISTORY_LINES: usize = 20;
+
 /// Why a typed line is not a command; its `Display` says what is wrong and how to say it right.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandError {
@@ -101,6 +111,10 @@ pub enum CommandError {
     MsgUsage,
     /// `whois` or `trust` without exactly one nickname (the word says which).
     NameUsage(&'static str),
+    /// `history` with more than a name and a count, or a count that is not one.
+    HistoryUsage,
+    /// `search` without words.
+    SearchUsage,
     /// The receiver is neither an address nor a valid nickname.
     BadNick {
         /// What was typed.
@@ -117,6 +131,8 @@ impl std::fmt::Display for CommandError {
         match self {
             CommandError::MsgUsage => f.write_str("usage: msg NAME text   (or msg IP:PORT text)"),
             CommandError::NameUsage(w) => write!(f, "usage: {w} NAME"),
+            CommandError::HistoryUsage => f.write_str("usage: history [NAME] [COUNT]"),
+            CommandError::SearchUsage => f.write_str("usage: search WORDS"),
             CommandError::BadNick { typed, why } => write!(f, "{typed:?} is not a nickname: {why}"),
             CommandError::Unknown(w) => write!(f, "unknown command {w:?}; type `help`"),
         }
@@ -153,6 +169,29 @@ pub fn parse_command(line: &str) -> Result<Command, CommandError> {
                 Command::Trust(nick)
             })
         }
+        "history" | "h" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let count = |w: &str| w.parse::<usize>().ok().filter(|n| *n > 0);
+            match words[..] {
+                [] => Ok(Command::History(None, HISTORY_LINES)),
+                [w] => Ok(match count(w) {
+                    Some(n) => Command::History(None, n),
+                    None => Command::History(Some(w.to_string()), HISTORY_LINES),
+                }),
+                [w, n] => match count(n) {
+                    Some(n) => Ok(Command::History(Some(w.to_string()), n)),
+                    None => Err(CommandError::HistoryUsage),
+                },
+                _ => Err(CommandError::HistoryUsage),
+            }
+        }
+        "search" | "s" => {
+            let words = rest.trim();
+            if words.is_empty() {
+                return Err(CommandError::SearchUsage);
+            }
+            Ok(Command::Search(words.to_string()))
+        }
         "msg" | "m" => {
             let rest = rest.trim_start();
             let (to, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
@@ -179,6 +218,8 @@ pub const HELP: &str = "commands (short forms in brackets):
   msg IP:PORT text      send text to a chat address directly
   whois NAME            NAME's key fingerprint, and whether it is the one remembered from before
   trust NAME            accept NAME's new key after it changed (check its fingerprint with NAME first)
+  history [NAME] [N]    the last N messages (20) with NAME, or with everyone, kept across runs [h]
+  search WORDS          the kept messages that have every one of the words [s]
   help [?]              this text
   exit [quit]           leave (Ctrl-D too)";
 
@@ -329,6 +370,8 @@ struct Console {
     /// Our messages not echoed yet, waiting (until [`ECHO_WAIT`] after sending) for their receipt to show
     /// on the same line. Bounded by the peer's queue limits.
     echoes: Vec<Echo>,
+    /// The messages kept across runs, both ways (none if it could not be opened: said once, at start).
+    history: Option<History>,
 }
 
 /// A sent message whose echo waits for its receipt.
@@ -388,12 +431,14 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         retried: false,
         whois: Vec::new(),
         echoes: Vec::new(),
+        history: None,
         waiting: Vec::new(),
         batch: Vec::new(),
         batch_until: None,
         question: None,
         roster_seen: false,
     };
+    c.open_history();
     c.restore_outbox();
     c.notice(
         None,
@@ -421,6 +466,70 @@ impl Console {
     /// Prints a notice: the local time, then `text` in the colour of `kind`.
     fn notice(&self, kind: Option<Kind>, text: &str) {
         self.say(&self.style.notice(self.sess.wall_ms(), kind, text));
+    }
+
+    /// Opens the history, trims it to its limits, and shows the last lines of the conversations of the last
+    /// week (three each, of five at most), so a restarted console starts where the last one left off.
+    fn open_history(&mut self) {
+        let path = history::path(&self.opts.state_dir, self.me.as_str());
+        let mut h = match History::open(&path, self.opts.history) {
+            Ok(h) => h,
+            Err(e) => {
+                self.notice(Some(Kind::Error), &format!("history is off: {e}"));
+                return;
+            }
+        };
+        let wall = self.sess.wall_ms();
+        if let Err(e) = h.prune(wall) {
+            self.notice(Some(Kind::Error), &format!("warning: {e}"));
+        }
+        let week = wall.saturating_sub(7 * 24 * 3600 * 1000);
+        let recent = h.conversations(week, 5).unwrap_or_default();
+        for with in recent.iter().rev() {
+            let lines = h.recent(Some(with), 3).unwrap_or_default();
+            self.say(&self.style.paint(Kind::System, &format!("-- with {with}:")));
+            for r in &lines {
+                self.say(&self.history_line(r, false));
+            }
+        }
+        self.history = Some(h);
+    }
+
+    /// A kept message as `history` and `search` show it: its time, who wrote it, its text (and, with
+    /// `with`, the conversation it belongs to).
+    fn history_line(&self, r: &Record, with: bool) -> String {
+        let st = self.style;
+        let place = if with {
+            format!("[{}] ", r.conversation)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} {place}<{}> {}",
+            st.paint(Kind::System, &style::hh_mm(r.at_ms)),
+            st.paint(
+                if r.outgoing || r.verified {
+                    Kind::Nick
+                } else {
+                    Kind::Warn
+                },
+                &r.sender
+            ),
+            continued(&r.text)
+        )
+    }
+
+    /// Keeps a message in the history; a failure to write is said (once a run is enough: it repeats).
+    fn keep(&mut self, r: Record) {
+        if let Some(h) = &mut self.history
+            && let Err(e) = h.append(&r)
+        {
+            self.history = None;
+            self.notice(
+                Some(Kind::Error),
+                &format!("history is off from now on: {e}"),
+            );
+        }
     }
 
     fn restore_outbox(&mut self) {
@@ -760,6 +869,44 @@ impl Console {
             Step::Run(Command::Exit) => return Flow::Leave(0),
             Step::Run(Command::Nothing) => {}
             Step::Run(Command::Help) => self.say(HELP),
+            Step::Run(Command::History(with, n)) => {
+                let Some(h) = &self.history else {
+                    self.notice(
+                        Some(Kind::Error),
+                        "history is off (see the message at start)",
+                    );
+                    return Flow::Go;
+                };
+                match h.recent(with.as_deref(), n) {
+                    Ok(rs) if rs.is_empty() => self.notice(None, "no messages kept"),
+                    Ok(rs) => {
+                        for r in &rs {
+                            self.say(&self.history_line(r, with.is_none()));
+                        }
+                    }
+                    Err(e) => self.notice(Some(Kind::Error), &e.to_string()),
+                }
+            }
+            Step::Run(Command::Search(words)) => {
+                let Some(h) = &self.history else {
+                    self.notice(
+                        Some(Kind::Error),
+                        "history is off (see the message at start)",
+                    );
+                    return Flow::Go;
+                };
+                match h.search(&words, HISTORY_LINES) {
+                    Ok(rs) if rs.is_empty() => {
+                        self.notice(None, &format!("nothing kept has {words}"))
+                    }
+                    Ok(rs) => {
+                        for r in &rs {
+                            self.say(&self.history_line(r, true));
+                        }
+                    }
+                    Err(e) => self.notice(Some(Kind::Error), &e.to_string()),
+                }
+            }
             Step::Run(Command::Whois(n)) => {
                 if !self.whois.contains(&n) {
                     self.whois.push(n);
@@ -803,6 +950,7 @@ impl Console {
                 match self.sess.chat.peer.send(now, wall, to, &text) {
                     Ok(id) => {
                         let to = self.sess.chat.peer.target_of(id).unwrap_or(to);
+                        self.keep(Record::sent(self.me.as_str(), &to, &text, wall));
                         self.echoes.push(Echo {
                             id,
                             to,
@@ -829,6 +977,7 @@ impl Console {
                 ..
             } => {
                 let wall = self.sess.wall_ms();
+                self.keep(Record::received(from.as_str(), key, *verified, text, wall));
                 let text = continued(text);
                 // A key the roster does not give for the name it claims is someone unknown: shown by its
                 // fingerprint, never under the name.
@@ -1088,6 +1237,36 @@ mod tests {
             continued("fn main() {\n    run();\n}\n"),
             "fn main() {\n      run();\n  }"
         );
+    }
+
+    #[test]
+    fn history_and_search_parse() {
+        assert_eq!(
+            parse_command("history"),
+            Ok(Command::History(None, HISTORY_LINES))
+        );
+        assert_eq!(parse_command("h 5"), Ok(Command::History(None, 5)));
+        assert_eq!(
+            parse_command("history bob"),
+            Ok(Command::History(Some("bob".into()), HISTORY_LINES))
+        );
+        assert_eq!(
+            parse_command("history bob 3"),
+            Ok(Command::History(Some("bob".into()), 3))
+        );
+        assert_eq!(
+            parse_command("history bob x"),
+            Err(CommandError::HistoryUsage)
+        );
+        assert_eq!(
+            parse_command("history a b c"),
+            Err(CommandError::HistoryUsage)
+        );
+        assert_eq!(
+            parse_command("search  disk full "),
+            Ok(Command::Search("disk full".into()))
+        );
+        assert_eq!(parse_command("search"), Err(CommandError::SearchUsage));
     }
 
     #[test]

@@ -453,3 +453,80 @@ fn a_long_multi_line_message_from_standard_input_arrives_byte_for_byte() {
         );
     }
 }
+
+/// Both ends keep what they sent and received (`mpc send` once delivered, `listen` as it arrives), and
+/// `mpc history` / `mpc search` read it without a daemon, after the receiver stopped.
+#[test]
+fn history_and_search_read_what_was_kept_after_the_receiver_stopped() {
+    let net = Net::new("chat-history", 18);
+    let mpd = Mpd::start(&net, &[]);
+    let mut bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    for text in ["the deploy is at noon", "disk full on\n  build-3"] {
+        let out = mpc(&net, &["--nick", "carol", "send", "bob", text]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bob.wait_for(Duration::from_secs(10), |v| {
+        v["event"] == "message" && v["text"] == "disk full on\n  build-3"
+    })
+    .expect("bob did not get both");
+    bob.kill9();
+    mpd.stop();
+    let lines = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    // bob's side: received, from carol, oldest first.
+    let got = lines(&mpc(&net, &["--nick", "bob", "history", "--json"]));
+    let texts: Vec<&str> = got.iter().map(|v| v["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["the deploy is at noon", "disk full on\n  build-3"]);
+    assert!(
+        got.iter().all(|v| v["with"] == "carol"
+            && v["from"] == "carol"
+            && v["outgoing"] == false
+            && v["verified"] == true),
+        "{got:?}"
+    );
+    // carol's side: sent, to bob; --limit takes the most recent.
+    let sent = lines(&mpc(
+        &net,
+        &[
+            "--nick", "carol", "history", "bob", "--json", "--limit", "1",
+        ],
+    ));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["text"], "disk full on\n  build-3");
+    assert_eq!(sent[0]["outgoing"], true);
+    // search: every word, any case; words that would be FTS5 syntax are only text.
+    let found = lines(&mpc(
+        &net,
+        &["--nick", "bob", "search", "DISK", "build", "--json"],
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        lines(&mpc(
+            &net,
+            &["--nick", "bob", "search", "NEAR(deploy", "--json"]
+        ))
+        .is_empty()
+    );
+    let plain = mpc(&net, &["--nick", "bob", "search", "noon"]);
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains("[carol] <carol> the deploy is at noon")
+    );
+    assert_eq!(
+        mpc(&net, &["--nick", "bob", "search"]).status.code(),
+        Some(2)
+    );
+}

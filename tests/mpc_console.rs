@@ -659,3 +659,56 @@ fn chat_goes_on_while_the_daemon_is_away_and_it_registers_again() {
     let _mpd = Mpd::start(&net, &[]);
     alice.wait_for("the daemon is back: registered as alice");
 }
+
+/// The console keeps its conversations: a restarted one shows the last lines of recent ones, and `history`
+/// and `search` read them.
+#[test]
+fn a_restarted_console_shows_recent_conversations_and_reads_its_history() {
+    skip_unless!(tmux_installed());
+    let net = Net::new("console-kept", 113);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob.wait_registered();
+    let state = net.dir.join("alice");
+    {
+        let alice = Console::start(&net, "alice", &state, &[], &[], "kept1");
+        alice.wait_ready();
+        alice.wait_for("online: bob");
+        alice.type_text("msg bob remember the milk");
+        alice.keys(&["Enter"]);
+        alice.wait_for("delivered #1 to bob");
+        alice.type_text("exit");
+        alice.keys(&["Enter"]);
+        alice.wait_for("[exit 0]");
+    }
+    let out = mpc(&net, &["--nick", "bob", "send", "alice", "milk bought"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "alice is offline, so bob's send waits for nothing"
+    );
+    let alice = Console::start(&net, "alice", &state, &[], &[], "kept2");
+    let s = alice.wait_for("-- with bob:");
+    assert!(
+        line_with(&s, "<alice> remember the milk").contains(':'),
+        "{s}"
+    );
+    alice.wait_ready();
+    alice.type_text("search MILK");
+    alice.keys(&["Enter"]);
+    alice.wait("the search result", |s| {
+        s.lines()
+            .filter(|l| l.contains("[bob] <alice> remember the milk"))
+            .count()
+            == 1
+    });
+    alice.type_text("history bob 1");
+    alice.keys(&["Enter"]);
+    // Once at start, once now (the search's line names the conversation).
+    alice.wait("the history", |s| {
+        s.lines()
+            .filter(|l| l.contains("<alice> remember the milk") && !l.contains("[bob]"))
+            .count()
+            == 2
+    });
+}

@@ -14,6 +14,7 @@ use multiproto::client::roster::{Applied, Change};
 use multiproto::discovery;
 use multiproto::identity::Fingerprint;
 use multiproto::io::client::{ClientIo, Setup};
+use multiproto::io::history::{History, Limits as HistoryLimits, Record};
 use multiproto::nick::Nick;
 use multiproto::peer::frame::MAX_TEXT;
 use multiproto::peer::{PeerEvent, Target};
@@ -66,8 +67,24 @@ struct Args {
     /// daemon's --secret-file
     #[argh(option)]
     secret_file: Option<PathBuf>,
+    /// messages kept in the history (STATE_DIR/history-NICK.sqlite3) at most; the oldest go first (default
+    /// 1000000)
+    #[argh(option, default = "1_000_000")]
+    history_max: u64,
+    /// how long messages are kept in the history, e.g. 30d or 365d (default 365d)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(365 * 86_400)"
+    )]
+    history_age: Duration,
     #[argh(subcommand)]
     cmd: Option<Cmd>,
+}
+
+/// `--history-age`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    multiproto::cli::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(FromArgs)]
@@ -76,8 +93,115 @@ enum Cmd {
     Listen(Listen),
     Send(Send),
     List(List),
+    History(HistoryCmd),
+    Search(SearchCmd),
     Whoami(Whoami),
     Trust(Trust),
+}
+
+/// print the messages kept (sent and received, by the console and by listen) with NAME, or with everyone,
+/// oldest first; needs no daemon
+#[derive(FromArgs)]
+#[argh(subcommand, name = "history")]
+struct HistoryCmd {
+    /// a nickname (or IP:PORT); none: every conversation
+    #[argh(positional)]
+    with: Option<String>,
+    /// one JSON object per message
+    #[argh(switch)]
+    json: bool,
+    /// messages at most, the most recent (default 20)
+    #[argh(option, default = "20")]
+    limit: usize,
+}
+
+/// print the messages kept that have every one of WORDS (whole words, any case); needs no daemon
+#[derive(FromArgs)]
+#[argh(subcommand, name = "search")]
+struct SearchCmd {
+    /// the words (options may come before or after them)
+    #[argh(positional)]
+    words: Vec<String>,
+    /// one JSON object per message
+    #[argh(switch)]
+    json: bool,
+    /// messages at most, the most recent (default 20)
+    #[argh(option, default = "20")]
+    limit: usize,
+}
+
+/// The history of `nick`, opened with the limits the options give.
+fn open_history(a: &Args, nick: &Nick) -> Result<History, String> {
+    let path = multiproto::io::history::path(&state_dir(a), nick.as_str());
+    History::open(&path, history_limits(a)).map_err(|e| e.to_string())
+}
+
+fn history_limits(a: &Args) -> HistoryLimits {
+    HistoryLimits {
+        max_messages: a.history_max,
+        max_age: a.history_age,
+    }
+}
+
+/// A kept message as a JSON object (`mpc history --json`, `mpc search --json`).
+fn record_json(r: &Record) -> serde_json::Value {
+    serde_json::json!({"with": r.conversation, "from": r.sender, "outgoing": r.outgoing,
+        "verified": r.verified, "at_ms": r.at_ms, "text": r.text})
+}
+
+/// `mpc history` and `mpc search`: the records, as JSON lines or as the console shows them.
+fn print_records(records: &[Record], json: bool) {
+    for r in records {
+        if json {
+            print_line(&record_json(r));
+        } else {
+            println!(
+                "{} [{}] <{}> {}",
+                multiproto::console::style::hh_mm(r.at_ms),
+                r.conversation,
+                r.sender,
+                r.text.trim_end_matches('\n').replace('\n', "\n  ")
+            );
+        }
+    }
+}
+
+fn history_cmd(a: &Args, h: &HistoryCmd, nick: Nick) -> std::io::Result<ExitCode> {
+    let records = open_history(a, &nick).and_then(|db| {
+        db.recent(h.with.as_deref(), h.limit)
+            .map_err(|e| e.to_string())
+    });
+    match records {
+        Ok(rs) => {
+            print_records(&rs, h.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("mpc: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn search_cmd(a: &Args, s: &SearchCmd, nick: Nick) -> std::io::Result<ExitCode> {
+    if s.words.iter().all(|w| w.trim().is_empty()) {
+        eprintln!("mpc: search needs words: mpc search WORDS...");
+        return Ok(ExitCode::from(USAGE));
+    }
+    let records = open_history(a, &nick).and_then(|db| {
+        db.search(&s.words.join(" "), s.limit)
+            .map_err(|e| e.to_string())
+    });
+    match records {
+        Ok(rs) => {
+            print_records(&rs, s.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("mpc: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// stay online; print roster changes, received messages and delivery results, one JSON object per line with
@@ -436,6 +560,19 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
     let mut retried = false;
     let start = sess.now();
     let me = nick.as_str();
+    // Messages received are kept, as the console keeps them, for `mpc history` and `mpc search`.
+    let mut kept = match open_history(a, &nick) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("mpc: history is off: {e}");
+            None
+        }
+    };
+    if let Some(h) = &mut kept
+        && let Err(e) = h.prune(sess.wall_ms())
+    {
+        eprintln!("mpc: {e}");
+    }
     loop {
         sess.turn(retry_at)?;
         let now = sess.now();
@@ -465,7 +602,27 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
                 SessionEvent::App(_) => continue,
-                SessionEvent::Peer(p) => peer_json(me, &p),
+                SessionEvent::Peer(p) => {
+                    if let (
+                        Some(h),
+                        PeerEvent::Message {
+                            from,
+                            key,
+                            text,
+                            verified,
+                            ..
+                        },
+                    ) = (&mut kept, &p)
+                    {
+                        let r =
+                            Record::received(from.as_str(), key, *verified, text, sess.wall_ms());
+                        if let Err(e) = h.append(&r) {
+                            eprintln!("mpc: history is off from now on: {e}");
+                            kept = None;
+                        }
+                    }
+                    peer_json(me, &p)
+                }
                 SessionEvent::Client(c) => match c {
                     ClientEvent::Searching { attempt } => {
                         if !registered_once
@@ -646,8 +803,16 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                         }
                     }
                 }
-                SessionEvent::Peer(PeerEvent::Delivered { id, .. }) if Some(id) == sent => {
-                    println!("delivered to {target}");
+                SessionEvent::Peer(PeerEvent::Delivered { id, to }) if Some(id) == sent => {
+                    println!("delivered to {to}");
+                    // Kept as the console keeps what it sends, for `mpc history` and `mpc search`.
+                    let kept = open_history(a, &nick).and_then(|mut h| {
+                        h.append(&Record::sent(nick.as_str(), &to, &text, sess.wall_ms()))
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(e) = kept {
+                        eprintln!("mpc: delivered, but not kept in the history: {e}");
+                    }
                     return finish(&mut sess, 0);
                 }
                 SessionEvent::Peer(PeerEvent::Failed { id, reason, .. }) if Some(id) == sent => {
@@ -712,11 +877,14 @@ fn main() -> ExitCode {
         Some(Cmd::Listen(l)) => listen(&a, l, nick),
         Some(Cmd::Send(s)) => send(&a, s, nick),
         Some(Cmd::List(l)) => list(&a, l, nick),
+        Some(Cmd::History(h)) => history_cmd(&a, h, nick),
+        Some(Cmd::Search(q)) => search_cmd(&a, q, nick),
         None => multiproto::console::run(multiproto::console::Options {
             setup: setup(&a, nick),
             chat: chat_bind(&a),
             state_dir: state_dir(&a),
             daemon_wait: Duration::from_secs(a.timeout),
+            history: history_limits(&a),
         }),
     };
     r.unwrap_or_else(|e| {

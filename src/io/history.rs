@@ -51,6 +51,49 @@ pub struct Record {
     pub text: String,
 }
 
+impl Record {
+    /// A message we sent to `to`, at `at_ms`.
+    pub fn sent(me: &str, to: &crate::peer::Target, text: &str, at_ms: u64) -> Record {
+        Record {
+            at_ms,
+            conversation: to.to_string(),
+            sender: me.to_string(),
+            outgoing: true,
+            verified: true,
+            text: text.to_string(),
+        }
+    }
+
+    /// A message received at `at_ms` from the sender who claims `from` and proved `key`: under the name if
+    /// the roster gives that key for it (`verified`), else as the unknown key it is, in a conversation of
+    /// its own.
+    pub fn received(
+        from: &str,
+        key: &crate::identity::PublicKey,
+        verified: bool,
+        text: &str,
+        at_ms: u64,
+    ) -> Record {
+        let fp = key.fingerprint().to_string();
+        Record {
+            at_ms,
+            conversation: if verified {
+                from.to_string()
+            } else {
+                fp.clone()
+            },
+            sender: if verified {
+                from.to_string()
+            } else {
+                format!("unknown {fp} claiming to be {from}")
+            },
+            outgoing: false,
+            verified,
+            text: text.to_string(),
+        }
+    }
+}
+
 /// Why the history could not be used.
 #[derive(Debug)]
 pub struct HistoryError(String);
