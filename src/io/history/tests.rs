@@ -55,6 +55,19 @@ fn kept_both_ways_read_back_by_conversation_and_time() {
 }
 
 #[test]
+fn many_in_one_transaction_read_back_and_are_searchable() {
+    let p = temp("many");
+    let mut h = History::open(&p, Limits::default()).unwrap();
+    let rs: Vec<Record> = (0..100u64)
+        .map(|i| rec(i, "bob", i % 2 == 0, &format!("note number{i}")))
+        .collect();
+    h.append_all(&rs).unwrap();
+    assert_eq!(h.len().unwrap(), 100);
+    assert_eq!(texts(&h.search("number42", 5).unwrap()), ["note number42"]);
+    assert_eq!(h.recent(Some("bob"), 100).unwrap(), rs);
+}
+
+#[test]
 fn search_finds_whole_words_in_any_case_and_every_word() {
     let p = temp("search");
     let mut h = History::open(&p, Limits::default()).unwrap();
