@@ -149,9 +149,17 @@ fn record_json(r: &Record) -> serde_json::Value {
         "verified": r.verified, "at_ms": r.at_ms, "text": r.text})
 }
 
-/// `mpc history` and `mpc search`: the records, as JSON lines or as the console shows them.
-fn print_records(records: &[Record], json: bool) {
-    for r in records {
+/// `mpc history` and `mpc search`: the records, as JSON lines or as the console shows them; exit 0, or 1
+/// with the reason if the history could not be read.
+fn print_records(records: Result<Vec<Record>, String>, json: bool) -> ExitCode {
+    let records = match records {
+        Ok(rs) => rs,
+        Err(e) => {
+            eprintln!("mpc: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for r in &records {
         if json {
             print_line(&record_json(r));
         } else {
@@ -164,6 +172,7 @@ fn print_records(records: &[Record], json: bool) {
             );
         }
     }
+    ExitCode::SUCCESS
 }
 
 fn history_cmd(a: &Args, h: &HistoryCmd, nick: Nick) -> std::io::Result<ExitCode> {
@@ -171,16 +180,7 @@ fn history_cmd(a: &Args, h: &HistoryCmd, nick: Nick) -> std::io::Result<ExitCode
         db.recent(h.with.as_deref(), h.limit)
             .map_err(|e| e.to_string())
     });
-    match records {
-        Ok(rs) => {
-            print_records(&rs, h.json);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("mpc: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
+    Ok(print_records(records, h.json))
 }
 
 fn search_cmd(a: &Args, s: &SearchCmd, nick: Nick) -> std::io::Result<ExitCode> {
@@ -192,16 +192,7 @@ fn search_cmd(a: &Args, s: &SearchCmd, nick: Nick) -> std::io::Result<ExitCode> 
         db.search(&s.words.join(" "), s.limit)
             .map_err(|e| e.to_string())
     });
-    match records {
-        Ok(rs) => {
-            print_records(&rs, s.json);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("mpc: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
+    Ok(print_records(records, s.json))
 }
 
 /// stay online; print roster changes, received messages and delivery results, one JSON object per line with

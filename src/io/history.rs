@@ -197,17 +197,7 @@ impl History {
     pub fn append(&mut self, r: &Record) -> Result<(), HistoryError> {
         self.conn
             .prepare_cached(INSERT)
-            .and_then(|mut st| {
-                st.execute(params![
-                    clamp(r.at_ms),
-                    r.conversation,
-                    r.sender,
-                    r.outgoing,
-                    r.verified,
-                    r.text
-                ])
-            })
-            .map(|_| ())
+            .and_then(|mut st| insert(&mut st, r))
             .map_err(err(&self.path, "write to it"))
     }
 
@@ -218,15 +208,7 @@ impl History {
         {
             let mut st = tx.prepare_cached(INSERT).map_err(&e)?;
             for r in rs {
-                st.execute(params![
-                    clamp(r.at_ms),
-                    r.conversation,
-                    r.sender,
-                    r.outgoing,
-                    r.verified,
-                    r.text
-                ])
-                .map_err(&e)?;
+                insert(&mut st, r).map_err(&e)?;
             }
         }
         tx.commit().map_err(&e)
@@ -343,6 +325,19 @@ impl History {
             .map_err(&e)?;
         Ok(rows)
     }
+}
+
+/// Runs [`INSERT`] for `r`.
+fn insert(st: &mut rusqlite::CachedStatement<'_>, r: &Record) -> rusqlite::Result<()> {
+    st.execute(params![
+        clamp(r.at_ms),
+        r.conversation,
+        r.sender,
+        r.outgoing,
+        r.verified,
+        r.text
+    ])
+    .map(|_| ())
 }
 
 /// SQLite integers are signed: times past 2^63 ms (never real) are kept as the largest.
