@@ -23,7 +23,7 @@ pub enum NickError {
     Empty,
     /// Longer than 32 characters.
     TooLong,
-    /// A character outside letters, digits, `-`, `_`, `.`.
+    /// A character outside the ASCII letters and digits, `-`, `_`, `.`.
     BadChar(char),
 }
 
@@ -32,6 +32,12 @@ impl fmt::Display for NickError {
         match self {
             NickError::Empty => f.write_str("a nickname cannot be empty"),
             NickError::TooLong => write!(f, "a nickname has at most {MAX_NICK} characters"),
+            // Says which rule and which character: "letters" alone read as a contradiction for 'é'.
+            NickError::BadChar(c) if !c.is_ascii() && c.is_alphanumeric() => write!(
+                f,
+                "a nickname may contain only unaccented letters a-z and A-Z, digits, '-', '_' and '.' for \
+                 now: {c:?} is not one of them"
+            ),
             NickError::BadChar(c) => write!(
                 f,
                 "a nickname may contain only letters, digits, '-', '_' and '.' (not {c:?})"
@@ -163,6 +169,18 @@ mod tests {
         assert!(Nick::new(&"x".repeat(32)).is_ok());
         assert_eq!(Nick::new("a b"), Err(NickError::BadChar(' ')));
         assert_eq!(Nick::new("zoë"), Err(NickError::BadChar('ë')));
+        // The message names the rule a letter like 'é' breaks, rather than "only letters".
+        let why = Nick::new("José").unwrap_err().to_string();
+        assert!(
+            why.contains("unaccented letters a-z") && why.contains("'é'"),
+            "{why}"
+        );
+        assert!(
+            Nick::new("a b")
+                .unwrap_err()
+                .to_string()
+                .contains("(not ' ')")
+        );
         assert_eq!(
             Nick::from_bytes(&[b'a', 0xff]),
             Err(NickError::BadChar('\u{ff}'))
