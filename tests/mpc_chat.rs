@@ -49,6 +49,7 @@ fn a_one_shot_send_arrives_exactly_once_and_the_sender_is_not_listed() {
         .wait_for(Duration::from_secs(5), |v| v["event"] == "message")
         .expect("bob got nothing");
     assert_eq!(m["from"], "carol");
+    assert_eq!(m["to"], "bob");
     assert_eq!(m["text"], "hello bob, it's carol");
     // Exactly once. carol had bob's ACK before she exited, so a second copy, if any, was sent already; a
     // marker sent now shows after it.

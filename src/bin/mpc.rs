@@ -480,7 +480,8 @@ fn peer_json(me: &str, ev: &PeerEvent) -> serde_json::Value {
             text,
             verified,
         } => {
-            serde_json::json!({"event": "message", "nick": me,
+            // "to": whom it was sent to; one-to-one messages are all to us (channels and `*` will say theirs).
+            serde_json::json!({"event": "message", "nick": me, "to": me,
             "from": if *verified { serde_json::Value::from(from.as_str()) } else { serde_json::Value::Null },
             "claims": from.as_str(), "key": key.fingerprint().to_string(), "addr": addr.to_string(),
             "sent_ms": sent_ms, "text": text, "verified": verified})
