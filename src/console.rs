@@ -471,6 +471,10 @@ impl Console {
     /// Opens the history, trims it to its limits, and shows the last lines of the conversations of the last
     /// week (three each, of five at most), so a restarted console starts where the last one left off.
     fn open_history(&mut self) {
+        // --history-max 0: nothing kept, nothing shown.
+        if self.opts.history.max_messages == 0 {
+            return;
+        }
         let path = history::path(&self.opts.state_dir, self.me.as_str());
         let mut h = match History::open(&path, self.opts.history) {
             Ok(h) => h,
@@ -517,6 +521,16 @@ impl Console {
             ),
             continued(&r.text)
         )
+    }
+
+    /// Says why `history` and `search` have nothing to read.
+    fn history_off(&self) {
+        let why = if self.opts.history.max_messages == 0 {
+            "history is off (--history-max 0)"
+        } else {
+            "history is off (see the message at start)"
+        };
+        self.notice(Some(Kind::Error), why);
     }
 
     /// Keeps a message in the history; a failure to write is said (once a run is enough: it repeats).
@@ -871,10 +885,7 @@ impl Console {
             Step::Run(Command::Help) => self.say(HELP),
             Step::Run(Command::History(with, n)) => {
                 let Some(h) = &self.history else {
-                    self.notice(
-                        Some(Kind::Error),
-                        "history is off (see the message at start)",
-                    );
+                    self.history_off();
                     return Flow::Go;
                 };
                 match h.recent(with.as_deref(), n) {
@@ -889,10 +900,7 @@ impl Console {
             }
             Step::Run(Command::Search(words)) => {
                 let Some(h) = &self.history else {
-                    self.notice(
-                        Some(Kind::Error),
-                        "history is off (see the message at start)",
-                    );
+                    self.history_off();
                     return Flow::Go;
                 };
                 match h.search(&words, HISTORY_LINES) {

@@ -530,4 +530,37 @@ fn history_and_search_read_what_was_kept_after_the_receiver_stopped() {
         mpc(&net, &["--nick", "bob", "search"]).status.code(),
         Some(2)
     );
+    // --history-max 0 keeps nothing: dave receives, sends, and no history file appears.
+    let _mpd = Mpd::start(&net, &[]);
+    let dave = Mpc::listen(&net, "dave", &["--history-max", "0"]);
+    dave.wait_registered();
+    let out = mpc(&net, &["--nick", "carol", "send", "dave", "forget this"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dave.wait_for(Duration::from_secs(10), |v| v["text"] == "forget this")
+        .expect("dave got nothing");
+    let out = mpc(
+        &net,
+        &[
+            "--nick",
+            "dave",
+            "--history-max",
+            "0",
+            "send",
+            "carol",
+            "ok",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "carol is not online: nothing sent"
+    );
+    assert!(
+        !multiproto::io::history::path(&net.state_dir("dave"), "dave").exists(),
+        "a history was written with --history-max 0"
+    );
 }

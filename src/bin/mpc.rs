@@ -68,7 +68,7 @@ struct Args {
     #[argh(option)]
     secret_file: Option<PathBuf>,
     /// messages kept in the history (STATE_DIR/history-NICK.sqlite3) at most; the oldest go first (default
-    /// 1000000)
+    /// 1000000; 0 = keep none: nothing is written, and a history already there is left as it is)
     #[argh(option, default = "1_000_000")]
     history_max: u64,
     /// how long messages are kept in the history, e.g. 30d or 365d (default 365d)
@@ -553,9 +553,12 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
     let start = sess.now();
     let me = nick.as_str();
     // Messages received are kept, as the console keeps them, for `mpc history` and `mpc search`.
-    let mut kept = match open_history(a, &nick) {
-        Ok(h) => Some(h),
-        Err(e) => {
+    // Not even opened with --history-max 0 (opening creates the file).
+    let opened = (a.history_max > 0).then(|| open_history(a, &nick));
+    let mut kept = match opened {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => {
             eprintln!("mpc: history is off: {e}");
             None
         }
@@ -797,13 +800,16 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                 }
                 SessionEvent::Peer(PeerEvent::Delivered { id, to }) if Some(id) == sent => {
                     println!("delivered to {to}");
-                    // Kept as the console keeps what it sends, for `mpc history` and `mpc search`.
-                    let kept = open_history(a, &nick).and_then(|mut h| {
-                        h.append(&Record::sent(nick.as_str(), &to, &text, sess.wall_ms()))
-                            .map_err(|e| e.to_string())
-                    });
-                    if let Err(e) = kept {
-                        eprintln!("mpc: delivered, but not kept in the history: {e}");
+                    // Kept as the console keeps what it sends, for `mpc history` and `mpc search` (unless
+                    // --history-max 0 keeps nothing).
+                    if a.history_max > 0 {
+                        let kept = open_history(a, &nick).and_then(|mut h| {
+                            h.append(&Record::sent(nick.as_str(), &to, &text, sess.wall_ms()))
+                                .map_err(|e| e.to_string())
+                        });
+                        if let Err(e) = kept {
+                            eprintln!("mpc: delivered, but not kept in the history: {e}");
+                        }
                     }
                     return finish(&mut sess, 0);
                 }
