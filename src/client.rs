@@ -556,32 +556,12 @@ impl Client {
         match self.ep.connect(now, addr, sctp_port) {
             Ok(assoc) => {
                 self.events.push_back(ClientEvent::DaemonFound { addr });
-                // Resume with the ticket of the daemon we expect, if it has not expired.
-                let ticket = self
+                // Resume with the ticket of the daemon we expect, if it has not expired (another is no use).
+                self.ticket = self
                     .ticket
                     .take()
                     .filter(|(t, expires)| *expires > now && Some(t.daemon) == expect);
-                self.ticket = ticket.clone();
-                let seed = self.seeds.next_seed();
-                let (link, first) = match ticket {
-                    Some((t, _)) => {
-                        Initiator::resume(Context::Roster, &t, self.cfg.psk.is_some(), seed)
-                    }
-                    None => Initiator::start(
-                        Context::Roster,
-                        &self.cfg.identity,
-                        expect.as_ref(),
-                        self.cfg.psk.as_ref(),
-                        seed,
-                    ),
-                };
-                match first {
-                    Ok(m) => {
-                        let _ = self.ep.send_owned(assoc, 0, false, PPID, m);
-                    }
-                    Err(e) => log::debug!("handshake to {addr}: {e}"),
-                }
-                self.link = link;
+                self.start_link(assoc, expect.as_ref());
                 self.state = State::Connecting {
                     assoc,
                     daemon: daemon.map_or(0, |d| d.instance),
@@ -589,6 +569,29 @@ impl Client {
             }
             Err(e) => log::debug!("connect to {addr} failed: {e}"),
         }
+    }
+
+    /// Starts the session on `assoc` and queues its first message (sent once the association is up): a
+    /// resumption with our ticket if we hold one, else IK to `expect`, or XX without it.
+    fn start_link(&mut self, assoc: AssocId, expect: Option<&PublicKey>) {
+        let seed = self.seeds.next_seed();
+        let (link, first) = match &self.ticket {
+            Some((t, _)) => Initiator::resume(Context::Roster, t, self.cfg.psk.is_some(), seed),
+            None => Initiator::start(
+                Context::Roster,
+                &self.cfg.identity,
+                expect,
+                self.cfg.psk.as_ref(),
+                seed,
+            ),
+        };
+        match first {
+            Ok(m) => {
+                let _ = self.ep.send_owned(assoc, 0, false, PPID, m);
+            }
+            Err(e) => log::debug!("first handshake message: {e}"),
+        }
+        self.link = link;
     }
 
     /// The REGISTER (or observation) that opens the roster, sealed.
@@ -907,17 +910,7 @@ impl Client {
                 // The daemon no longer takes our ticket (expired, rotated keys): the full handshake, to the
                 // same key, on the same association.
                 self.ticket = None;
-                let (link, first) = Initiator::start(
-                    Context::Roster,
-                    &self.cfg.identity,
-                    Some(&key),
-                    self.cfg.psk.as_ref(),
-                    self.seeds.next_seed(),
-                );
-                if let Ok(m) = first {
-                    let _ = self.ep.send_owned(assoc, 0, false, PPID, m);
-                }
-                self.link = link;
+                self.start_link(assoc, Some(&key));
             }
             Step::Failed => {
                 // Not the key holder, or garbage: this association is worthless; try the other address a

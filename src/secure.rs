@@ -474,6 +474,20 @@ impl Handshake {
         Ok(v)
     }
 
+    /// Reads the peer's next handshake message, whose payload (none, in our protocols: what a session
+    /// carries is sealed after it) is dropped. A message that fails leaves the handshake unusable.
+    pub fn read_only(&mut self, msg: &[u8]) -> Result<(), NoiseError> {
+        let mut payload = vec![0u8; msg.len()];
+        self.read(msg, &mut payload).map(|_| ())
+    }
+
+    /// The responder's step: reads the initiator's message ([`Handshake::read_only`]) and writes the
+    /// answer, a [`kind::HANDSHAKE`] frame.
+    pub fn answer(&mut self, msg: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        self.read_only(msg)?;
+        self.write_vec(&[kind::HANDSHAKE], &[])
+    }
+
     /// Reads the peer's next handshake message; its payload goes into `payload` (at least as long as
     /// `msg`). A message that fails leaves the handshake unusable: drop it.
     pub fn read(&mut self, msg: &[u8], payload: &mut [u8]) -> Result<usize, NoiseError> {
@@ -714,8 +728,7 @@ impl Initiator {
                 Err(_) => Step::Nothing,
             },
             (Frame::Handshake(noise), Initiator::Handshake(hs)) => {
-                let mut payload = vec![0u8; noise.len()];
-                if hs.read(noise, &mut payload).is_err() {
+                if hs.read_only(noise).is_err() {
                     *self = Initiator::Idle;
                     return Step::Failed;
                 }

@@ -661,11 +661,7 @@ impl Server {
                     self.cfg.psk.as_ref(),
                     self.seeds.next_seed(),
                 );
-                let mut payload = vec![0u8; noise.len()];
-                let reply = hs
-                    .read(noise, &mut payload)
-                    .and_then(|_| hs.write_vec(&[kind::HANDSHAKE], &[]));
-                let Ok(reply) = reply else {
+                let Ok(reply) = hs.answer(noise) else {
                     self.handshake_failed(now, id);
                     return;
                 };
@@ -699,11 +695,7 @@ impl Server {
                     &grant,
                     self.seeds.next_seed(),
                 );
-                let mut payload = vec![0u8; noise.len()];
-                let reply = hs
-                    .read(noise, &mut payload)
-                    .and_then(|_| hs.write_vec(&[kind::HANDSHAKE], &[]));
-                match reply {
+                match hs.answer(noise) {
                     Ok(reply) if hs.is_finished() => {
                         let _ = self.ep.send_owned(id, 0, false, wire::PPID, reply);
                         self.stats.resumptions += 1;
@@ -713,8 +705,7 @@ impl Server {
                 }
             }
             (Frame::Handshake(noise), Some(Link::Handshake(hs))) => {
-                let mut payload = vec![0u8; noise.len()];
-                if hs.read(noise, &mut payload).is_err() || !hs.is_finished() {
+                if hs.read_only(noise).is_err() || !hs.is_finished() {
                     self.handshake_failed(now, id);
                     return;
                 }

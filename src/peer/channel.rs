@@ -13,8 +13,7 @@
 
 use crate::identity::{Identity, PublicKey};
 use crate::secure::{
-    Context, Frame, Handshake, Initiator, MAX_MESSAGE, NoiseError, Psk, SEALED_OVERHEAD, Seeds,
-    Step, kind,
+    Context, Frame, Handshake, Initiator, MAX_MESSAGE, Psk, SEALED_OVERHEAD, Seeds, Step, kind,
 };
 
 /// Bytes of the length prefix of each Noise message on the stream.
@@ -233,11 +232,7 @@ impl Channel {
                 }
                 let seed = keys.seeds.next_seed();
                 let mut hs = Handshake::respond(Context::Chat, pattern, keys.me, keys.psk, seed);
-                let mut payload = vec![0u8; noise.len()];
-                let reply = hs
-                    .read(noise, &mut payload)
-                    .and_then(|_| hs.write_vec(&[kind::HANDSHAKE], &[]))
-                    .map_err(|_: NoiseError| ChannelError::Handshake)?;
+                let reply = hs.answer(noise).map_err(|_| ChannelError::Handshake)?;
                 put(wire, &reply);
                 if hs.is_finished() {
                     self.open(hs, wire)
@@ -250,9 +245,7 @@ impl Channel {
                 let Ok(Frame::Handshake(noise)) = Frame::parse(msg) else {
                     return Err(ChannelError::Malformed);
                 };
-                let mut payload = vec![0u8; noise.len()];
-                hs.read(noise, &mut payload)
-                    .map_err(|_| ChannelError::Handshake)?;
+                hs.read_only(noise).map_err(|_| ChannelError::Handshake)?;
                 let State::InHandshake(hs) = std::mem::replace(&mut self.state, State::In) else {
                     return Err(ChannelError::Malformed);
                 };
