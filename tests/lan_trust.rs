@@ -999,6 +999,24 @@ fn hog(
     report
 }
 
+/// Chat frames that claim to be alice: her HELLO, then message `id` with `text`.
+fn as_alice(id: u64, text: &str) -> Vec<u8> {
+    use multiproto::peer::frame::Frame;
+    let mut b = Vec::new();
+    Frame::Hello {
+        nick: multiproto::nick::Nick::new("alice").unwrap(),
+        instance: 1,
+    }
+    .encode(&mut b);
+    Frame::Msg {
+        id,
+        sent_ms: 1,
+        text: text.into(),
+    }
+    .encode(&mut b);
+    b
+}
+
 /// A chat connection from host 2 (alice's host) to `bob_chat`, inside its namespace, that writes `bytes` and
 /// reads until bob closes it (or [`WITHIN`] passes). Returns what bob wrote and whether he closed it.
 fn forge_from(host: &Host, bob_chat: (Ipv4Addr, u16), bytes: Vec<u8>) -> (Vec<u8>, bool) {
@@ -1026,7 +1044,6 @@ fn forge_from(host: &Host, bob_chat: (Ipv4Addr, u16), bytes: Vec<u8>) -> (Vec<u8
 fn frames_forged_from_the_victims_own_host_are_not_shown_as_hers() {
     use multiproto::identity::Identity;
     use multiproto::peer::channel::{Channel, Keys};
-    use multiproto::peer::frame::Frame;
     use multiproto::secure::Seeds;
 
     skip_unless!(require_lan());
@@ -1055,18 +1072,7 @@ fn frames_forged_from_the_victims_own_host_are_not_shown_as_hers() {
     let alice_key = m["key"].clone();
 
     // 1. The chat protocol before encryption, from alice's address: HELLO as alice, then a MSG.
-    let mut plain = Vec::new();
-    Frame::Hello {
-        nick: multiproto::nick::Nick::new("alice").unwrap(),
-        instance: 1,
-    }
-    .encode(&mut plain);
-    Frame::Msg {
-        id: 1,
-        sent_ms: 1,
-        text: "forged-plain-9c2e".into(),
-    }
-    .encode(&mut plain);
+    let plain = as_alice(1, "forged-plain-9c2e");
     let (_, closed) = forge_from(h2, bob_chat, plain);
     assert!(closed, "bob kept a connection that spoke no Noise");
 
@@ -1112,18 +1118,7 @@ fn frames_forged_from_the_victims_own_host_are_not_shown_as_hers() {
             )
             .expect("the handshake with bob's key");
         }
-        let mut frames = Vec::new();
-        Frame::Hello {
-            nick: multiproto::nick::Nick::new("alice").unwrap(),
-            instance: 1,
-        }
-        .encode(&mut frames);
-        Frame::Msg {
-            id: 2,
-            sent_ms: 1,
-            text: "forged-sealed-71b0".into(),
-        }
-        .encode(&mut frames);
+        let frames = as_alice(2, "forged-sealed-71b0");
         let mut out = Vec::new();
         chan.write(&frames, &mut out);
         s.write_all(&out).unwrap();
