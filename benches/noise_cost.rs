@@ -166,6 +166,7 @@ fn one_join_delta() -> Vec<u8> {
             since_ms: 1_796_000_000_000,
             chat: "10.0.3.7:40001".parse().unwrap(),
             flaps: 0,
+            extra: None,
         }],
     }
     .encode()

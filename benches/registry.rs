@@ -160,6 +160,7 @@ fn storm_entries() -> Vec<Entry> {
             since_ms: 1_764_000_000_000 + u64::from(i) * 3 / 7,
             chat: SocketAddr::from(([127, 0, 0, 1], 20_000 + (i % 40_000) as u16)),
             flaps: 0,
+            extra: None,
         })
         .collect()
 }

@@ -25,7 +25,7 @@
 
 pub mod roster;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,9 +33,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::discovery::{Auth, DaemonInfo, Datagram, DiscoveryError, Hello};
+use crate::group::{ChannelName, MAX_CHANNELS_PER_CLIENT};
 use crate::identity::{Fingerprint, Identity, PublicKey};
 use crate::nick::Nick;
-use crate::registry::wire::{ClientMsg, PPID, Register, RegisterResult, ServerMsg, flags};
+use crate::registry::wire::{ClientMsg, PPID, Register, RegisterResult, Request, ServerMsg, flags};
 use crate::sctp::{
     AssocId, Config as SctpConfig, DownReason, Endpoint, Event, RtoConfig, Transmit,
 };
@@ -260,6 +261,23 @@ pub enum ClientEvent {
         /// Where it answered from.
         addr: SocketAddr,
     },
+    /// The daemon's answer to [`Client::join`], [`Client::part`], [`Client::set_away`] or
+    /// [`Client::rename`] (those made again after reconnecting are reported only if refused).
+    Answered {
+        /// What was asked.
+        request: Request,
+        /// What it was about: the channel, the away message, the new nickname.
+        subject: String,
+        /// `None`: done; else why not, for the user.
+        refusal: Option<String>,
+    },
+    /// Our nickname changed (the daemon accepted [`Client::rename`]).
+    Renamed {
+        /// The nickname we had.
+        from: Nick,
+        /// The one we have now.
+        to: Nick,
+    },
     /// The daemon's answer to [`Client::query_key`]: the key `nick` is bound to, if any.
     Key {
         /// The nickname.
@@ -370,7 +388,28 @@ pub struct Client {
     fallback: Option<(DaemonInfo, SocketAddr, Instant)>,
     /// The association being set up came up (its INIT was answered).
     up: bool,
+    /// The channels we are in, as we asked: joined again after every registration, so a daemon that lost
+    /// its roster gets them back.
+    channels: BTreeSet<ChannelName>,
+    /// Our away message, as we set it (`None`: present); set again after every registration.
+    away: Option<String>,
+    /// Requests sent and not answered yet, in order (answers come in the order of the requests, on one
+    /// ordered stream): what each was, and whether its success is news to the application.
+    asked: VecDeque<(Asked, bool)>,
 }
+
+/// A request waiting for its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Asked {
+    Join(ChannelName),
+    Part(ChannelName),
+    Away(Option<String>),
+    Rename(Nick),
+}
+
+/// Requests waiting for answers at most; past it, new ones are refused locally (a daemon that does not
+/// answer is lost soon anyway).
+const MAX_ASKED: usize = 64;
 
 /// How long an association to the daemon may take to come up before a second address a WELCOME gave for the
 /// same key is tried instead. A daemon on the LAN answers an INIT within milliseconds (even under load:
@@ -406,6 +445,9 @@ impl Client {
             ticket: None,
             fallback: None,
             up: false,
+            channels: BTreeSet::new(),
+            away: None,
+            asked: VecDeque::new(),
             cfg,
         };
         c.begin_search(now, Duration::ZERO);
@@ -456,6 +498,131 @@ impl Client {
     /// The network secret, if any.
     pub fn psk(&self) -> Option<&Psk> {
         self.cfg.psk.as_ref()
+    }
+
+    /// Our nickname (changed by an accepted [`Client::rename`]).
+    pub fn nick(&self) -> Nick {
+        self.cfg.nick
+    }
+
+    /// The channels we are in (as asked; the daemon confirms with [`ClientEvent::Answered`] and the
+    /// roster).
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.channels.iter()
+    }
+
+    /// Our away message, if we said we are away.
+    pub fn away(&self) -> Option<&str> {
+        self.away.as_deref()
+    }
+
+    /// Joins a channel: asked now if registered, else on registration. `Err` says why not at once.
+    pub fn join(&mut self, channel: ChannelName) -> Result<(), String> {
+        if !self.channels.contains(&channel) && self.channels.len() >= MAX_CHANNELS_PER_CLIENT {
+            return Err(format!(
+                "you are in {MAX_CHANNELS_PER_CLIENT} channels already, the most one can be in: leave one \
+                 first (part #NAME)"
+            ));
+        }
+        self.channels.insert(channel);
+        self.ask(Asked::Join(channel), true)
+    }
+
+    /// Leaves a channel.
+    pub fn part(&mut self, channel: ChannelName) -> Result<(), String> {
+        if !self.channels.remove(&channel) && !self.in_roster_channel(&channel) {
+            return Err(format!("you are not in {channel}"));
+        }
+        self.ask(Asked::Part(channel), true)
+    }
+
+    /// Whether the roster shows us in `channel` (a channel the daemon kept from an earlier run).
+    fn in_roster_channel(&self, channel: &ChannelName) -> bool {
+        self.roster
+            .get(&self.cfg.nick)
+            .is_some_and(|e| e.in_channel(channel))
+    }
+
+    /// Says we are away (with a message, possibly empty) or back (`None`).
+    pub fn set_away(&mut self, message: Option<String>) -> Result<(), String> {
+        self.away.clone_from(&message);
+        self.ask(Asked::Away(message), true)
+    }
+
+    /// Asks to be called `to` from now on; our nickname changes when the daemon accepts
+    /// ([`ClientEvent::Renamed`]). Only while registered: a rename must find our entry.
+    pub fn rename(&mut self, to: Nick) -> Result<(), String> {
+        if !self.is_registered() {
+            return Err("not connected to the daemon right now; rename once connected".into());
+        }
+        self.ask(Asked::Rename(to), true)
+    }
+
+    /// Sends a request now if registered (remembering it for its answer); otherwise it is made on
+    /// registration from `channels` and `away`.
+    fn ask(&mut self, what: Asked, news: bool) -> Result<(), String> {
+        let State::Registered { assoc, .. } = self.state else {
+            return Ok(());
+        };
+        if self.asked.len() >= MAX_ASKED {
+            return Err(
+                "the daemon has not answered earlier requests yet; try again in a moment".into(),
+            );
+        }
+        let m = match &what {
+            Asked::Join(c) => ClientMsg::Join { channel: *c },
+            Asked::Part(c) => ClientMsg::Part { channel: *c },
+            Asked::Away(m) => ClientMsg::Away { message: m.clone() },
+            Asked::Rename(n) => ClientMsg::Rename {
+                nick: n.to_string(),
+            },
+        };
+        self.send_sealed(assoc, &m.encode());
+        self.asked.push_back((what, news));
+        Ok(())
+    }
+
+    /// After registering: our channels and presence again (the daemon keeps them, but may have restarted
+    /// without its roster). Channels the daemon kept that we did not know of are adopted from the roster
+    /// when it arrives.
+    fn reassert(&mut self) {
+        self.asked.clear();
+        for c in self.channels.clone() {
+            let _ = self.ask(Asked::Join(c), false);
+        }
+        if self.away.is_some() {
+            let _ = self.ask(Asked::Away(self.away.clone()), false);
+        }
+    }
+
+    /// The daemon answered our oldest request.
+    fn answered(&mut self, request: Request, ok: bool, reason: &str) {
+        let Some((what, news)) = self.asked.pop_front() else {
+            return;
+        };
+        let refusal = (!ok).then(|| reason.to_string());
+        let subject = match &what {
+            Asked::Join(c) | Asked::Part(c) => c.to_string(),
+            Asked::Away(m) => m.clone().unwrap_or_default(),
+            Asked::Rename(n) => n.to_string(),
+        };
+        match what {
+            Asked::Join(c) if !ok => {
+                self.channels.remove(&c);
+            }
+            Asked::Rename(to) if ok && to != self.cfg.nick => {
+                let from = std::mem::replace(&mut self.cfg.nick, to);
+                self.events.push_back(ClientEvent::Renamed { from, to });
+            }
+            _ => {}
+        }
+        if news || refusal.is_some() {
+            self.events.push_back(ClientEvent::Answered {
+                request,
+                subject,
+                refusal,
+            });
+        }
     }
 
     /// Asks the daemon which key `nick` is bound to; the answer comes as [`ClientEvent::Key`]. Asked now if
@@ -863,7 +1030,7 @@ impl Client {
         }
     }
 
-    /// A message of roster protocol 3 on our association: a handshake step, sealed roster data, or a
+    /// A message of roster protocol 4 on our association: a handshake step, sealed roster data, or a
     /// refusal.
     fn on_secured(&mut self, now: Instant, assoc: AssocId, data: &[u8]) {
         // A broadcast, only after the session's first message gave the keys; one whose counter is not the
@@ -962,6 +1129,9 @@ impl Client {
                     for nick in std::mem::take(&mut self.key_queries) {
                         self.send_sealed(assoc, &ClientMsg::KeyQuery { nick }.encode());
                     }
+                    if !self.cfg.observer {
+                        self.reassert();
+                    }
                 } else {
                     self.events.push_back(ClientEvent::Rejected {
                         result: *result,
@@ -978,8 +1148,24 @@ impl Client {
             ) => match self.roster.apply(&m) {
                 Applied::Nothing => {}
                 Applied::NeedResync => self.send_sealed(assoc, &ClientMsg::Resync.encode()),
-                a => self.events.push_back(ClientEvent::Roster(a)),
+                a => {
+                    if matches!(a, Applied::Snapshot(_)) {
+                        // Channels the daemon kept for us from an earlier run are ours.
+                        if let Some(e) = self.roster.get(&self.cfg.nick) {
+                            self.channels.extend(e.channels().iter().copied());
+                        }
+                    }
+                    self.events.push_back(ClientEvent::Roster(a))
+                }
             },
+            (
+                ServerMsg::Answer {
+                    request,
+                    ok,
+                    reason,
+                },
+                State::Registered { .. },
+            ) => self.answered(*request, *ok, reason),
             (ServerMsg::BroadcastKeys { key, mac_key }, _) => {
                 self.broadcast = Some(Receiver::new(*key, *mac_key));
             }

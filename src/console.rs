@@ -31,13 +31,14 @@ use mio::Token;
 
 use crate::client::ClientEvent;
 use crate::client::roster::{Applied, Change};
+use crate::group::{ChannelName, Scope};
 use crate::io::client::Setup;
 use crate::io::history::{self, History, Record};
 use crate::nick::Nick;
 use crate::outbox;
 use crate::peer::{PeerEvent, Target};
 use crate::reactor::ReactorEvent;
-use crate::registry::wire::{Entry, RegisterResult, Status};
+use crate::registry::wire::{Entry, RegisterResult, Request, Status};
 use crate::session::{FIRST_SESSION_APP_TOKEN, Session, SessionEvent};
 use crate::time::Instant;
 use editor::{Editor, Input};
@@ -78,13 +79,67 @@ pub struct Options {
     pub history: history::Limits,
 }
 
+/// Where a message typed at the console goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dest {
+    /// One person (a nickname, or an address given directly).
+    One(Target),
+    /// Everyone online (`*`), or a channel's members.
+    In(Scope),
+}
+
+impl std::fmt::Display for Dest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dest::One(t) => write!(f, "{t}"),
+            Dest::In(s) => f.write_str(s.label()),
+        }
+    }
+}
+
+impl Dest {
+    /// Reads a receiver as typed: `*`, `#channel`, `IP:PORT` or a nickname.
+    pub fn parse(to: &str) -> Result<Dest, CommandError> {
+        if to == "*" {
+            return Ok(Dest::In(Scope::Everyone));
+        }
+        if to.starts_with('#') {
+            return ChannelName::new(to)
+                .map(|c| Dest::In(Scope::Channel(c)))
+                .map_err(|why| CommandError::BadChannel {
+                    typed: to.to_string(),
+                    why,
+                });
+        }
+        Ok(Dest::One(match to.parse::<SocketAddr>() {
+            Ok(a) => Target::Addr(a),
+            Err(_) => Target::Nick(Nick::new(to).map_err(|why| CommandError::BadNick {
+                typed: to.to_string(),
+                why,
+            })?),
+        }))
+    }
+}
+
 /// A parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Show the roster.
     List,
     /// Send a message.
-    Msg(Target, String),
+    Msg(Dest, String),
+    /// Join a channel.
+    Join(ChannelName),
+    /// Leave a channel.
+    Part(ChannelName),
+    /// Show the channels and their members.
+    Channels,
+    /// Make plain lines go to this receiver (`None`: back to commands).
+    Query(Option<Dest>),
+    /// Say we are away, with a message (possibly empty); `None`: back.
+    Away(Option<String>),
+    /// Change our nickname.
+    Rename(Nick),
     /// Show a peer's key fingerprint, and whether it is the one remembered.
     Whois(Nick),
     /// Accept the key the daemon now gives for a peer whose key changed.
@@ -122,6 +177,19 @@ pub enum CommandError {
         /// Which rule it breaks.
         why: crate::nick::NickError,
     },
+    /// A channel name that is not one.
+    BadChannel {
+        /// What was typed.
+        typed: String,
+        /// Which rule it breaks.
+        why: crate::group::ChannelError,
+    },
+    /// `join`, `part` without exactly one channel (the word says which).
+    ChannelUsage(&'static str),
+    /// `query` with more than one receiver.
+    QueryUsage,
+    /// `all` without text.
+    AllUsage,
     /// Not a command.
     Unknown(String),
 }
@@ -129,7 +197,17 @@ pub enum CommandError {
 impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CommandError::MsgUsage => f.write_str("usage: msg NAME text   (or msg IP:PORT text)"),
+            CommandError::MsgUsage => {
+                f.write_str("usage: msg NAME|#CHANNEL|* text   (or msg IP:PORT text)")
+            }
+            CommandError::BadChannel { typed, why } => {
+                write!(f, "{typed:?} is not a channel name: {why}")
+            }
+            CommandError::ChannelUsage(w) => write!(f, "usage: {w} #CHANNEL"),
+            CommandError::QueryUsage => {
+                f.write_str("usage: query NAME|#CHANNEL|*   (query alone goes back to commands)")
+            }
+            CommandError::AllUsage => f.write_str("usage: all text   (the same as msg * text)"),
             CommandError::NameUsage(w) => write!(f, "usage: {w} NAME"),
             CommandError::HistoryUsage => f.write_str("usage: history [NAME] [COUNT]"),
             CommandError::SearchUsage => f.write_str("usage: search WORDS"),
@@ -141,9 +219,11 @@ impl std::fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
-/// Parses one line typed at the console.
+/// Parses one line typed at the console. A leading `/` is allowed (and needed in query mode, where a plain
+/// line is a message).
 pub fn parse_command(line: &str) -> Result<Command, CommandError> {
     let line = line.trim();
+    let line = line.strip_prefix('/').unwrap_or(line);
     let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     match word {
         "" => Ok(Command::Nothing),
@@ -198,27 +278,81 @@ pub fn parse_command(line: &str) -> Result<Command, CommandError> {
             if to.is_empty() || text.trim().is_empty() {
                 return Err(CommandError::MsgUsage);
             }
-            let target = match to.parse::<SocketAddr>() {
-                Ok(a) => Target::Addr(a),
-                Err(_) => Target::Nick(Nick::new(to).map_err(|why| CommandError::BadNick {
-                    typed: to.to_string(),
-                    why,
-                })?),
+            Ok(Command::Msg(Dest::parse(to)?, text.trim().to_string()))
+        }
+        "all" => {
+            if rest.trim().is_empty() {
+                return Err(CommandError::AllUsage);
+            }
+            Ok(Command::Msg(
+                Dest::In(Scope::Everyone),
+                rest.trim().to_string(),
+            ))
+        }
+        w @ ("join" | "j" | "part" | "leave") => {
+            let usage = if matches!(w, "join" | "j") {
+                "join"
+            } else {
+                "part"
             };
-            Ok(Command::Msg(target, text.trim().to_string()))
+            let name = rest.trim();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(CommandError::ChannelUsage(usage));
+            }
+            // `join ops` means #ops: the `#` is what IRC users type, not something to trip over.
+            let typed = if name.starts_with('#') {
+                name.to_string()
+            } else {
+                format!("#{name}")
+            };
+            let c =
+                ChannelName::new(&typed).map_err(|why| CommandError::BadChannel { typed, why })?;
+            Ok(if usage == "join" {
+                Command::Join(c)
+            } else {
+                Command::Part(c)
+            })
+        }
+        "channels" | "ch" => Ok(Command::Channels),
+        "query" | "q" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
+            [] => Ok(Command::Query(None)),
+            [to] => Ok(Command::Query(Some(Dest::parse(to)?))),
+            _ => Err(CommandError::QueryUsage),
+        },
+        "away" => Ok(Command::Away(Some(rest.trim().to_string()))),
+        "back" => Ok(Command::Away(None)),
+        "nick" => {
+            let name = rest.trim();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(CommandError::NameUsage("nick"));
+            }
+            Ok(Command::Rename(Nick::new(name).map_err(|why| {
+                CommandError::BadNick {
+                    typed: name.to_string(),
+                    why,
+                }
+            })?))
         }
         other => Err(CommandError::Unknown(other.to_string())),
     }
 }
 
 /// The help text.
-pub const HELP: &str = "commands (short forms in brackets):
-  list [ls, who]        who is in the roster, online or offline
+pub const HELP: &str = "commands (short forms in brackets; a leading / is allowed, and needed in query mode):
+  list [ls, who]        who is in the roster: online, away or offline
   msg NAME text [m]     send text to NAME (queued if NAME is offline; Bob finds bob)
+  msg #CHANNEL text     send text to everyone in the channel (offline members get it when back)
+  msg * text, all text  send text to everyone online
   msg IP:PORT text      send text to a chat address directly
+  query NAME|#CH|* [q]  plain lines go there from now on (commands then start with /); query alone ends it
+  join #CHANNEL [j]     join a channel (it exists while someone is in it)
+  part #CHANNEL [leave] leave a channel
+  channels [ch]         the channels and who is in them
+  away [MESSAGE]        tell everyone you are away (shown in their list); back: you are back
+  nick NEWNAME          change your nickname without leaving (your key owns the new one; history follows)
   whois NAME            NAME's key fingerprint, and whether it is the one remembered from before
   trust NAME            accept NAME's new key after it changed (check its fingerprint with NAME first)
-  history [NAME] [N]    the last N messages (20) with NAME, or with everyone, kept across runs [h]
+  history [NAME|#CH] [N] the last N messages (20) with NAME or in #CH, or all, kept across runs [h]
   search WORDS          the kept messages that have every one of the words [s]
   help [?]              this text
   exit [quit]           leave (Ctrl-D too)";
@@ -253,18 +387,28 @@ pub fn roster_table(entries: &[Entry], now_ms: u64) -> String {
         "nick", "address", "status"
     );
     for e in entries {
-        let status = if e.status == Status::Online {
-            "online"
-        } else {
-            "offline"
+        let status = match (e.status, e.away()) {
+            (Status::Online, Some(_)) => "away",
+            (Status::Online, None) => "online",
+            _ => "offline",
         };
-        out += &format!(
-            "{:<w$}  {:<a$}  {:<7}  {}\n",
+        let mut line = format!(
+            "{:<w$}  {:<a$}  {:<7}  {}",
             e.nick.as_str(),
             e.chat.to_string(),
             status,
             ago(now_ms, e.since_ms)
         );
+        // What the others would want to know at a glance: why someone is away, where they talk.
+        if let Some(m) = e.away().filter(|m| !m.is_empty()) {
+            line += &format!("  \"{}\"", crate::peer::sanitize_line(m));
+        }
+        if !e.channels().is_empty() {
+            let cs: Vec<&str> = e.channels().iter().map(ChannelName::as_str).collect();
+            line += &format!("  {}", cs.join(" "));
+        }
+        out += &line;
+        out.push('\n');
     }
     out
 }
@@ -357,7 +501,7 @@ struct Console {
     retry_at: Option<Instant>,
     retried: bool,
     /// Waiting messages as last saved.
-    waiting: Vec<(Target, u64, u64, String)>,
+    waiting: Vec<outbox::Waiting>,
     /// Lines from the terminal not yet acted on, and when the batch closes.
     batch: Vec<String>,
     batch_until: Option<Instant>,
@@ -372,14 +516,67 @@ struct Console {
     echoes: Vec<Echo>,
     /// The messages kept across runs, both ways (none if it could not be opened: said once, at start).
     history: Option<History>,
+    /// Query mode: where plain lines go.
+    query: Option<Dest>,
 }
 
 /// A sent message whose echo waits for its receipt.
 struct Echo {
     id: u64,
-    to: Target,
+    to: Dest,
     text: String,
     until: Instant,
+    /// For a message to many: each receiver and what became of its copy so far.
+    many: Vec<(Nick, Outcome)>,
+    /// Shown already as being sent (a message to many is then summed up once every copy is accounted for).
+    shown: bool,
+}
+
+/// What became of one receiver's copy of a message to many.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Delivered,
+    Queued,
+    Unanswered,
+    Failed(String),
+}
+
+impl Echo {
+    /// For a message to many: "delivered to 4 of 5 in #ops; carol offline (queued)", and whether every copy
+    /// was delivered.
+    fn summary(&self) -> (String, bool) {
+        let total = self.many.len();
+        let done = self
+            .many
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Delivered)
+            .count();
+        let place = match self.to {
+            Dest::In(Scope::Everyone) => "online".to_string(),
+            d => format!("in {d}"),
+        };
+        let mut s = format!(
+            "delivered #{} to {done} of {total} {place}",
+            self.id & 0xffff_ffff
+        );
+        let missing: Vec<String> = self
+            .many
+            .iter()
+            .filter_map(|(n, o)| match o {
+                Outcome::Delivered => None,
+                Outcome::Pending => Some(format!("{n} (no receipt yet)")),
+                Outcome::Queued => Some(format!("{n} offline (queued)")),
+                Outcome::Unanswered => Some(format!("{n} not answering (retrying)")),
+                Outcome::Failed(why) => Some(format!("{n} failed: {why}")),
+            })
+            .collect();
+        if !missing.is_empty() {
+            s += "; ";
+            s += &missing.join(", ");
+        }
+        (s, done == total)
+    }
 }
 
 /// What the loop does next.
@@ -402,7 +599,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         Editor::start(
             sess.io.reactor.registry(),
             WAKER,
-            format!("{me}> "),
+            prompt(&me, None),
             opts.state_dir.clone(),
             style.colour,
         )?
@@ -431,6 +628,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         retried: false,
         whois: Vec::new(),
         echoes: Vec::new(),
+        query: None,
         history: None,
         waiting: Vec::new(),
         batch: Vec::new(),
@@ -559,8 +757,8 @@ impl Console {
                         ),
                     );
                 }
-                for (t, id, ms, text) in saved {
-                    self.sess.chat.peer.restore(now, t, id, ms, text);
+                for (t, id, ms, scope, text) in saved {
+                    self.sess.chat.peer.restore(now, t, id, ms, scope, text);
                 }
             }
             Err(e) => self.notice(Some(Kind::Error), &format!("warning: {e}")),
@@ -570,7 +768,12 @@ impl Console {
 
     fn run(&mut self) -> io::Result<u8> {
         loop {
-            let echo = self.echoes.iter().map(|e| e.until).min();
+            let echo = self
+                .echoes
+                .iter()
+                .filter(|e| !e.shown)
+                .map(|e| e.until)
+                .min();
             let deadline = [self.batch_until, self.retry_at, self.warn_at, echo]
                 .into_iter()
                 .flatten()
@@ -667,21 +870,77 @@ impl Console {
     /// Echoes of messages still without a receipt [`ECHO_WAIT`] after sending (all of them when leaving):
     /// shown as being sent; the receipt, when it comes, gets a line of its own.
     fn echo_overdue(&mut self, now: Instant) {
-        let (due, keep): (Vec<Echo>, Vec<Echo>) = std::mem::take(&mut self.echoes)
+        let (due, mut keep): (Vec<Echo>, Vec<Echo>) = std::mem::take(&mut self.echoes)
             .into_iter()
-            .partition(|e| e.until <= now);
-        self.echoes = keep;
-        for e in due {
-            let mark = format!("… sending #{} to {}", e.id & 0xffff_ffff, e.to);
-            self.echo(&e.text, Kind::System, &mark);
+            .partition(|e| e.until <= now && !e.shown);
+        for mut e in due {
+            let mark = if e.many.is_empty() {
+                format!("… sending #{} to {}", e.id & 0xffff_ffff, e.to)
+            } else {
+                // Summed up on a line of its own once every copy is accounted for.
+                let (so_far, _) = e.summary();
+                format!("… {so_far}")
+            };
+            self.echo(&e.text, e.to, Kind::System, &mark);
+            if !e.many.is_empty() {
+                e.shown = true;
+                keep.push(e);
+            }
         }
+        self.echoes = keep;
     }
 
-    /// Our message as the others see it, `<me> text`, its lines after the first indented, then `mark`.
-    fn echo(&self, text: &str, kind: Kind, mark: &str) {
+    /// A receipt, queueing, failure or silence for message `id`'s copy for `to`, if that message went to
+    /// many: noted, and the echo (or its summary) shown once every copy is accounted for. False if `id` is
+    /// not such a message.
+    fn note_copy(&mut self, id: u64, to: Target, outcome: Outcome) -> bool {
+        let Target::Nick(n) = to else {
+            return false;
+        };
+        let Some(at) = self
+            .echoes
+            .iter()
+            .position(|e| e.id == id && !e.many.is_empty())
+        else {
+            return false;
+        };
+        let e = &mut self.echoes[at];
+        let Some(slot) = e.many.iter_mut().find(|(m, _)| *m == n) else {
+            return false;
+        };
+        // A later receipt replaces "not answering"; nothing replaces a receipt.
+        if slot.1 != Outcome::Delivered {
+            slot.1 = outcome;
+        }
+        if e.many.iter().any(|(_, o)| *o == Outcome::Pending) {
+            return true;
+        }
+        let e = self.echoes.remove(at);
+        let (summary, all) = e.summary();
+        let kind = if all { Kind::Good } else { Kind::Warn };
+        let mark = if all {
+            format!("✓ {summary}")
+        } else {
+            summary
+        };
+        if e.shown {
+            self.notice(Some(kind), &format!("{} {mark}", e.to));
+        } else {
+            self.echo(&e.text, e.to, kind, &mark);
+        }
+        true
+    }
+
+    /// Our message as the others see it, `<me> text` (after `[#channel]` or `[*]` for a message to many),
+    /// its lines after the first indented, then `mark`.
+    fn echo(&self, text: &str, to: Dest, kind: Kind, mark: &str) {
         let st = self.style;
+        let place = match to {
+            Dest::In(s) => format!("[{}] ", s.label()),
+            Dest::One(_) => String::new(),
+        };
         let line = format!(
-            "<{}> {}  {}",
+            "{place}<{}> {}  {}",
             st.paint(Kind::Nick, self.me.as_str()),
             continued(text),
             st.paint(kind, mark)
@@ -775,6 +1034,7 @@ impl Console {
             line.clear();
         }
         for l in lines {
+            let l = self.in_query(&l).unwrap_or(l);
             let step = match parse_command(&l) {
                 Ok(c) => Step::Run(c),
                 Err(e) => Step::Error(e),
@@ -808,7 +1068,8 @@ impl Console {
                     e.resume(!answer && !l.trim().is_empty());
                     // A single `msg` line may be the first of a paste typed out by the terminal: wait a moment
                     // for more. Anything else (a command, an answer, a bracketed paste) is complete: act now.
-                    let msg = matches!(l.split_whitespace().next(), Some("msg" | "m"));
+                    let msg = matches!(l.split_whitespace().next(), Some("msg" | "m" | "all"))
+                        || self.in_query(&l).is_some();
                     self.batch.push(l);
                     if idle && (answer || !single || !msg) {
                         if let Flow::Leave(code) = self.run_batch() {
@@ -858,8 +1119,29 @@ impl Console {
         self.process(&text)
     }
 
+    /// In query mode, a line that is not a `/command` is a message to the query's receiver.
+    fn in_query(&self, line: &str) -> Option<String> {
+        let to = self.query?;
+        (!line.trim().is_empty() && !line.trim_start().starts_with('/'))
+            .then(|| format!("msg {to} {line}"))
+    }
+
     fn process(&mut self, text: &str) -> Flow {
-        let plan = paste::plan(text);
+        // In query mode the first line of a batch is a message (unless a /command); the lines after it
+        // continue it, as a paste after `msg NAME text` does.
+        let text = match self.query {
+            Some(_) => {
+                let mut lines = text.splitn(2, '\n');
+                let first = lines.next().unwrap_or("");
+                match (self.in_query(first), lines.next()) {
+                    (Some(m), Some(rest)) => format!("{m}\n{rest}"),
+                    (Some(m), None) => m,
+                    (None, _) => text.to_string(),
+                }
+            }
+            None => text.to_string(),
+        };
+        let plan = paste::plan(&text);
         if plan.needs_confirmation() {
             self.notice(Some(Kind::Warn), &plan.question());
             self.question = Some(plan);
@@ -938,7 +1220,7 @@ impl Console {
                 Err(e) => self.notice(Some(Kind::Error), &format!("cannot forget {n}'s key: {e}")),
             },
             Step::Run(Command::List) => {
-                let es: Vec<Entry> = self.sess.io.client.roster().entries().copied().collect();
+                let es: Vec<Entry> = self.sess.io.client.roster().entries().cloned().collect();
                 if es.is_empty() {
                     self.say("the roster is empty: not registered with a daemon yet");
                 } else {
@@ -952,7 +1234,7 @@ impl Console {
                     self.say(&t);
                 }
             }
-            Step::Run(Command::Msg(to, text)) => {
+            Step::Run(Command::Msg(Dest::One(to), text)) => {
                 let (now, wall) = (self.sess.now(), self.sess.wall_ms());
                 // Echoed once its receipt (or its queueing, for an offline receiver) is known, on one line.
                 match self.sess.chat.peer.send(now, wall, to, &text) {
@@ -961,16 +1243,162 @@ impl Console {
                         self.keep(Record::sent(self.me.as_str(), &to, &text, wall));
                         self.echoes.push(Echo {
                             id,
-                            to,
+                            to: Dest::One(to),
                             text,
                             until: now + ECHO_WAIT,
+                            many: Vec::new(),
+                            shown: false,
                         });
                     }
                     Err(e) => self.notice(Some(Kind::Error), &format!("not sent: {e}")),
                 }
             }
+            Step::Run(Command::Msg(Dest::In(scope), text)) => self.say_in(scope, text),
+            Step::Run(Command::Join(c)) => {
+                if let Err(e) = self.sess.io.client.join(c) {
+                    self.notice(Some(Kind::Error), &format!("cannot join {c}: {e}"));
+                } else if !self.sess.io.client.is_registered() {
+                    self.notice(
+                        Some(Kind::System),
+                        &format!("will join {c} once the daemon is reached"),
+                    );
+                }
+            }
+            Step::Run(Command::Part(c)) => {
+                if let Err(e) = self.sess.io.client.part(c) {
+                    self.notice(Some(Kind::Error), &format!("cannot leave {c}: {e}"));
+                } else if self.query == Some(Dest::In(Scope::Channel(c))) {
+                    self.set_query(None);
+                }
+            }
+            Step::Run(Command::Channels) => self.show_channels(),
+            Step::Run(Command::Query(to)) => self.set_query(to),
+            Step::Run(Command::Away(message)) => {
+                if let Err(e) = self.sess.io.client.set_away(message) {
+                    self.notice(Some(Kind::Error), &e);
+                }
+            }
+            Step::Run(Command::Rename(to)) => {
+                if to == self.me {
+                    self.notice(None, &format!("you are {to} already"));
+                } else if let Err(e) = self.sess.io.client.rename(to) {
+                    self.notice(Some(Kind::Error), &format!("cannot rename: {e}"));
+                }
+            }
         }
         Flow::Go
+    }
+
+    /// Sends `text` in `scope` to whoever the roster shows there now, each copy with its receipt, summed up
+    /// in one echo ("delivered to 4 of 5 in #ops; carol offline (queued)").
+    fn say_in(&mut self, scope: Scope, text: String) {
+        let (now, wall) = (self.sess.now(), self.sess.wall_ms());
+        let client = &self.sess.io.client;
+        let to: Vec<Nick> = client
+            .roster()
+            .members(&self.me, &scope)
+            .iter()
+            .map(|e| e.nick)
+            .collect();
+        let outsider = match scope {
+            Scope::Channel(c) => !client.channels().any(|x| *x == c),
+            _ => false,
+        };
+        if to.is_empty() {
+            let why = match scope {
+                Scope::Channel(c) if outsider => {
+                    format!("no one is in {c}; `join {c}` to start it")
+                }
+                Scope::Channel(c) => format!("no one else is in {c} yet"),
+                _ => "no one else is online".to_string(),
+            };
+            self.notice(Some(Kind::Error), &format!("not sent: {why}"));
+            return;
+        }
+        match self
+            .sess
+            .chat
+            .peer
+            .send_to_many(now, wall, scope, &to, &text)
+        {
+            Ok(id) => {
+                let rec = Record::sent(self.me.as_str(), &Target::Nick(self.me), &text, wall)
+                    .in_conversation(scope.label());
+                self.keep(rec);
+                self.echoes.push(Echo {
+                    id,
+                    to: Dest::In(scope),
+                    text,
+                    until: now + ECHO_WAIT,
+                    many: to.into_iter().map(|n| (n, Outcome::Pending)).collect(),
+                    shown: false,
+                });
+                if let (true, Scope::Channel(c)) = (outsider, scope) {
+                    self.notice(
+                        Some(Kind::Warn),
+                        &format!(
+                            "you are not in {c}: answers there will not reach you (`join {c}`)"
+                        ),
+                    );
+                }
+            }
+            Err(e) => self.notice(Some(Kind::Error), &format!("not sent: {e}")),
+        }
+    }
+
+    /// `channels`: each channel someone is in, its members (online ones first; ours marked).
+    fn show_channels(&self) {
+        let roster = self.sess.io.client.roster();
+        let all = roster.channels();
+        let mine: Vec<ChannelName> = self.sess.io.client.channels().copied().collect();
+        if all.is_empty() && mine.is_empty() {
+            self.say("no channels yet: `join #NAME` starts one");
+            return;
+        }
+        let mut out = String::new();
+        for (c, members) in &all {
+            let mark = if mine.contains(c) {
+                " (you are in it)"
+            } else {
+                ""
+            };
+            let names: Vec<String> = members
+                .iter()
+                .map(|e| match (e.status, e.away()) {
+                    (Status::Online, None) => e.nick.to_string(),
+                    (Status::Online, Some(_)) => format!("{} (away)", e.nick),
+                    _ => format!("{} (offline)", e.nick),
+                })
+                .collect();
+            out += &format!(
+                "{}{mark}: {} member{}: {}\n",
+                self.style.paint(Kind::Header, c.as_str()),
+                members.len(),
+                if members.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            );
+        }
+        for c in mine.iter().filter(|c| !all.contains_key(c)) {
+            out += &format!("{c}: joining…\n");
+        }
+        self.say(out.trim_end());
+    }
+
+    /// Query mode: plain lines go to `to` (`None`: plain lines are commands again).
+    fn set_query(&mut self, to: Option<Dest>) {
+        self.query = to;
+        match to {
+            Some(d) => self.notice(
+                Some(Kind::System),
+                &format!(
+                    "plain lines now go to {d}; commands start with / (/list, /query to stop)"
+                ),
+            ),
+            None => self.notice(Some(Kind::System), "plain lines are commands again"),
+        }
+        if let Ui::Editor(e) = &self.ui {
+            e.set_prompt(&prompt(&self.me, to));
+        }
     }
 
     fn peer_event(&mut self, p: &PeerEvent) {
@@ -982,18 +1410,28 @@ impl Console {
                 text,
                 verified,
                 sent_ms,
+                scope,
                 ..
             } => {
                 let wall = self.sess.wall_ms();
-                self.keep(Record::received(from.as_str(), key, *verified, text, wall));
+                let rec = Record::received(from.as_str(), key, *verified, text, wall);
+                self.keep(match scope {
+                    Scope::Direct => rec,
+                    s => rec.in_conversation(s.label()),
+                });
+                let mentioned = text.contains(self.me.as_str());
                 let text = continued(text);
+                let place = match scope {
+                    Scope::Direct => String::new(),
+                    s => format!("[{}] ", st.paint(Kind::Header, s.label())),
+                };
                 // A key the roster does not give for the name it claims is someone unknown: shown by its
                 // fingerprint, never under the name.
                 let mut line = if *verified {
-                    format!("<{}> {text}", st.paint(Kind::Nick, from.as_str()))
+                    format!("{place}<{}> {text}", st.paint(Kind::Nick, from.as_str()))
                 } else {
                     format!(
-                        "<{}> {text}",
+                        "{place}<{}> {text}",
                         st.paint(
                             Kind::Warn,
                             &format!("unknown {} claiming to be {from}", key.fingerprint())
@@ -1003,40 +1441,54 @@ impl Console {
                 if sent_ms.abs_diff(wall) > 60_000 {
                     line += &st.paint(Kind::System, &format!(" (sent {})", style::hh_mm(*sent_ms)));
                 }
-                // Chat is one to one: every message is addressed to us.
-                if st.bell {
+                // A message to us alone, or one that names us, rings; a channel's chatter does not.
+                if st.bell && (*scope == Scope::Direct || mentioned) {
                     line.push('\x07');
                 }
                 self.notice(None, &line);
             }
             PeerEvent::Delivered { id, to } => {
+                if self.note_copy(*id, *to, Outcome::Delivered) {
+                    return;
+                }
                 let mark = format!("✓ delivered #{} to {to}", id & 0xffff_ffff);
                 match self.take_echo(*id) {
-                    Some(e) => self.echo(&e.text, Kind::Good, &mark),
+                    Some(e) => self.echo(&e.text, e.to, Kind::Good, &mark),
                     None => self.notice(Some(Kind::Good), &mark),
                 }
             }
             PeerEvent::Queued { id, to } => {
+                if self.note_copy(*id, *to, Outcome::Queued) {
+                    return;
+                }
                 let mark = format!(
                     "queued #{} for {to} (offline; sent when it is back)",
                     id & 0xffff_ffff
                 );
                 match self.take_echo(*id) {
-                    Some(e) => self.echo(&e.text, Kind::Warn, &mark),
+                    Some(e) => self.echo(&e.text, e.to, Kind::Warn, &mark),
                     None => self.notice(Some(Kind::Warn), &mark),
                 }
             }
-            PeerEvent::Unanswered { id, to, attempts } => self.notice(
-                Some(Kind::Warn),
-                &format!(
-                    "#{} to {to} not acknowledged after {attempts} attempts; still queued, retried while {to} is online",
-                    id & 0xffff_ffff
-                ),
-            ),
+            PeerEvent::Unanswered { id, to, attempts } => {
+                if self.note_copy(*id, *to, Outcome::Unanswered) {
+                    return;
+                }
+                self.notice(
+                    Some(Kind::Warn),
+                    &format!(
+                        "#{} to {to} not acknowledged after {attempts} attempts; still queued, retried while {to} is online",
+                        id & 0xffff_ffff
+                    ),
+                )
+            }
             PeerEvent::Failed { id, to, reason } => {
+                if self.note_copy(*id, *to, Outcome::Failed(reason.clone())) {
+                    return;
+                }
                 let mark = format!("failed #{} to {to}: {reason}", id & 0xffff_ffff);
                 match self.take_echo(*id) {
-                    Some(e) => self.echo(&e.text, Kind::Error, &mark),
+                    Some(e) => self.echo(&e.text, e.to, Kind::Error, &mark),
                     None => self.notice(Some(Kind::Error), &mark),
                 }
             }
@@ -1194,6 +1646,9 @@ impl Console {
                         .map(|e| e.nick.to_string())
                         .collect();
                     nicks.sort();
+                    // Channels complete where names do (`msg #o`, `join #o`, `query #o`).
+                    let roster = self.sess.io.client.roster();
+                    nicks.extend(roster.channels().keys().map(|c| c.to_string()));
                     e.set_nicks(nicks);
                 }
                 if first {
@@ -1216,14 +1671,94 @@ impl Console {
                             (Kind::System, format!("{} went offline", e.nick))
                         }
                         Change::Removed(n) => (Kind::System, format!("{n} left the roster")),
+                        Change::Renamed { from, to } if *to != me => {
+                            (Kind::System, format!("{from} is now {to}"))
+                        }
+                        // Joins and parts of the channels we are in; others' channels are not our business.
+                        Change::Channel {
+                            nick,
+                            channel,
+                            joined,
+                        } if *nick != me
+                            && self.sess.io.client.channels().any(|c| c == channel) =>
+                        {
+                            let verb = if *joined { "joined" } else { "left" };
+                            (Kind::System, format!("{nick} {verb} {channel}"))
+                        }
+                        Change::Presence { nick, away } if *nick != me => match away {
+                            Some(m) if !m.is_empty() => {
+                                (Kind::System, format!("{nick} is away: {m}"))
+                            }
+                            Some(_) => (Kind::System, format!("{nick} is away")),
+                            None => (Kind::System, format!("{nick} is back")),
+                        },
                         _ => continue,
                     };
                     self.notice(Some(kind), &text);
                 }
             }
             ClientEvent::Roster(_) => {}
+            ClientEvent::Answered {
+                request,
+                subject,
+                refusal,
+            } => {
+                let (kind, text) = match (request, refusal) {
+                    (Request::Join, None) => (
+                        Kind::Good,
+                        format!(
+                            "joined {subject}: `msg {subject} TEXT` writes there (`query {subject}` makes plain \
+                             lines go there), `channels` lists who is in it"
+                        ),
+                    ),
+                    (Request::Part, None) => (Kind::System, format!("left {subject}")),
+                    (Request::Away, None) => match self.sess.io.client.away() {
+                        None => (Kind::System, "you are back".to_string()),
+                        Some("") => (
+                            Kind::System,
+                            "you are away; `back` when you return".to_string(),
+                        ),
+                        Some(m) => (
+                            Kind::System,
+                            format!("you are away ({m}); `back` when you return"),
+                        ),
+                    },
+                    (Request::Rename, None) => return Flow::Go,
+                    (r, Some(why)) => (
+                        Kind::Error,
+                        format!(
+                            "{} {subject}: {why}",
+                            match r {
+                                Request::Join => "cannot join",
+                                Request::Part => "cannot leave",
+                                Request::Away => "cannot set away",
+                                Request::Rename => "cannot rename to",
+                            }
+                        ),
+                    ),
+                };
+                self.notice(Some(kind), &text);
+            }
+            ClientEvent::Renamed { from, to } => {
+                self.me = to;
+                if let Ui::Editor(e) = &self.ui {
+                    e.set_prompt(&prompt(&to, self.query));
+                }
+                self.notice(
+                    Some(Kind::Good),
+                    &format!("you are now {to} (was {from}); your key owns both names"),
+                );
+            }
         }
         Flow::Go
+    }
+}
+
+/// The line editor's prompt: `alice> `, and in query mode where plain lines go (`alice #ops> `).
+fn prompt(me: &Nick, query: Option<Dest>) -> String {
+    match query {
+        None => format!("{me}> "),
+        Some(d) => format!("{me} {d}> "),
     }
 }
 
@@ -1278,17 +1813,76 @@ mod tests {
     }
 
     #[test]
+    fn group_commands_parse() {
+        let ops = ChannelName::new("#ops").unwrap();
+        let everyone = Dest::In(Scope::Everyone);
+        assert_eq!(
+            parse_command("msg * lunch?"),
+            Ok(Command::Msg(everyone, "lunch?".into()))
+        );
+        assert_eq!(
+            parse_command("all lunch?"),
+            Ok(Command::Msg(everyone, "lunch?".into()))
+        );
+        assert_eq!(
+            parse_command("m #Ops deploy done"),
+            Ok(Command::Msg(
+                Dest::In(Scope::Channel(ops)),
+                "deploy done".into()
+            ))
+        );
+        assert_eq!(parse_command("join #ops"), Ok(Command::Join(ops)));
+        assert_eq!(parse_command("join ops"), Ok(Command::Join(ops)));
+        assert_eq!(parse_command("/part #ops"), Ok(Command::Part(ops)));
+        assert_eq!(parse_command("leave #OPS"), Ok(Command::Part(ops)));
+        assert_eq!(parse_command("channels"), Ok(Command::Channels));
+        assert_eq!(
+            parse_command("query #ops"),
+            Ok(Command::Query(Some(Dest::In(Scope::Channel(ops)))))
+        );
+        assert_eq!(parse_command("/query"), Ok(Command::Query(None)));
+        assert_eq!(
+            parse_command("away at lunch "),
+            Ok(Command::Away(Some("at lunch".into())))
+        );
+        assert_eq!(
+            parse_command("away"),
+            Ok(Command::Away(Some(String::new())))
+        );
+        assert_eq!(parse_command("back"), Ok(Command::Away(None)));
+        assert_eq!(
+            parse_command("nick alicia"),
+            Ok(Command::Rename(Nick::new("alicia").unwrap()))
+        );
+        for (bad, says) in [
+            ("join", "usage: join"),
+            ("join #a b", "usage: join"),
+            ("join #a/b", "not a channel name"),
+            ("msg #a/b hi", "not a channel name"),
+            ("query a b", "usage: query"),
+            ("all", "usage: all"),
+            ("nick", "usage: nick"),
+        ] {
+            let e = parse_command(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn commands_parse() {
         let bob = Nick::new("bob").unwrap();
         assert_eq!(parse_command("  list "), Ok(Command::List));
         assert_eq!(
             parse_command("msg bob hello there"),
-            Ok(Command::Msg(Target::Nick(bob), "hello there".into()))
+            Ok(Command::Msg(
+                Dest::One(Target::Nick(bob)),
+                "hello there".into()
+            ))
         );
         assert_eq!(
             parse_command("msg 127.0.0.1:5000 hi"),
             Ok(Command::Msg(
-                Target::Addr("127.0.0.1:5000".parse().unwrap()),
+                Dest::One(Target::Addr("127.0.0.1:5000".parse().unwrap())),
                 "hi".into()
             ))
         );
@@ -1334,6 +1928,7 @@ mod tests {
             since_ms: 1000,
             chat: SocketAddr::from(([127, 0, 0, 1], port)),
             flaps: 0,
+            extra: None,
         };
         let t = roster_table(
             &[e("al", 5, true), e("bartholomew", 50000, false)],

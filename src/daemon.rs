@@ -635,6 +635,24 @@ fn log_event(ev: &RosterEvent) {
         RosterEvent::Released { nick } => {
             log::info!("released: {nick} (an operator freed it from its key)")
         }
+        RosterEvent::Channel {
+            nick,
+            channel,
+            joined,
+        } => log::info!(
+            "{}: {nick} {channel}",
+            if *joined {
+                "channel join"
+            } else {
+                "channel part"
+            }
+        ),
+        RosterEvent::Away { nick, away } => {
+            log::info!("{}: {nick}", if *away { "away" } else { "back" })
+        }
+        RosterEvent::Renamed { from, to } => {
+            log::info!("renamed: {from} is now {to} (the same key; {from} stays bound to it)")
+        }
     }
 }
 

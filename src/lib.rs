@@ -21,6 +21,7 @@ pub mod codec;
 pub mod console;
 pub mod daemon;
 pub mod discovery;
+pub mod group;
 pub mod heap;
 pub mod identity;
 pub mod io;

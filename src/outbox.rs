@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::group::Scope;
 use crate::nick::Nick;
 use crate::peer::Target;
+
+/// A waiting message: receiver, id, sent time (Unix ms), scope, text.
+pub type Waiting = (Target, u64, u64, Scope, String);
 
 /// The default state directory.
 pub fn default_state_dir() -> PathBuf {
@@ -27,6 +31,9 @@ struct Saved {
     to_addr: Option<SocketAddr>,
     id: u64,
     sent_ms: u64,
+    /// [`Scope::label`]: "" one-to-one (absent in files from before channels), "*", "#name".
+    #[serde(default)]
+    scope: String,
     text: String,
 }
 
@@ -35,7 +42,7 @@ fn path(dir: &Path, me: &Nick) -> PathBuf {
 }
 
 /// Saves the waiting messages of `me` (an empty list removes the file).
-pub fn save(dir: &Path, me: &Nick, msgs: &[(Target, u64, u64, String)]) -> io::Result<()> {
+pub fn save(dir: &Path, me: &Nick, msgs: &[Waiting]) -> io::Result<()> {
     let p = path(dir, me);
     if msgs.is_empty() {
         return match fs::remove_file(&p) {
@@ -46,7 +53,7 @@ pub fn save(dir: &Path, me: &Nick, msgs: &[(Target, u64, u64, String)]) -> io::R
     fs::create_dir_all(dir)?;
     let list: Vec<Saved> = msgs
         .iter()
-        .map(|(t, id, sent_ms, text)| Saved {
+        .map(|(t, id, sent_ms, scope, text)| Saved {
             to_nick: match t {
                 Target::Nick(n) => Some(n.to_string()),
                 Target::Addr(_) => None,
@@ -57,6 +64,7 @@ pub fn save(dir: &Path, me: &Nick, msgs: &[(Target, u64, u64, String)]) -> io::R
             },
             id: *id,
             sent_ms: *sent_ms,
+            scope: scope.label().to_string(),
             text: text.clone(),
         })
         .collect();
@@ -69,7 +77,7 @@ pub fn save(dir: &Path, me: &Nick, msgs: &[(Target, u64, u64, String)]) -> io::R
 
 /// Loads the waiting messages of `me`. A file that does not parse is renamed aside and reported as an error
 /// message, with nothing loaded.
-pub fn load(dir: &Path, me: &Nick) -> Result<Vec<(Target, u64, u64, String)>, String> {
+pub fn load(dir: &Path, me: &Nick) -> Result<Vec<Waiting>, String> {
     let p = path(dir, me);
     let bytes = match fs::read(&p) {
         Ok(b) => b,
@@ -85,7 +93,7 @@ pub fn load(dir: &Path, me: &Nick) -> Result<Vec<(Target, u64, u64, String)>, St
                     (None, Some(a)) => Target::Addr(a),
                     _ => return None,
                 };
-                Some((t, s.id, s.sent_ms, s.text))
+                Some((t, s.id, s.sent_ms, Scope::from_label(&s.scope)?, s.text))
             })
             .collect()),
         Err(e) => {
@@ -115,12 +123,14 @@ mod tests {
                 Target::Nick(Nick::new("bob").unwrap()),
                 1,
                 10,
+                Scope::Direct,
                 "hi".to_string(),
             ),
             (
                 Target::Addr("127.0.0.1:5000".parse().unwrap()),
                 2,
                 11,
+                Scope::Channel(crate::group::ChannelName::new("#ops").unwrap()),
                 "there".to_string(),
             ),
         ];

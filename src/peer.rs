@@ -36,6 +36,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::client::roster::{Applied, Change, Roster};
+use crate::group::Scope;
 use crate::identity::{Identity, PublicKey};
 use crate::nick::Nick;
 use crate::registry::wire::Status;
@@ -190,6 +191,9 @@ pub enum PeerEvent {
         addr: SocketAddr,
         /// When it was sent (sender's clock, Unix ms).
         sent_ms: u64,
+        /// Where it was said: to us alone, to everyone, in a channel (as the sender says; a channel message
+        /// is shown under the channel whether or not we think we are in it, so nothing is hidden).
+        scope: Scope,
         /// The text, with control characters and terminal escapes removed.
         text: String,
         /// The roster gives this key for `from`: the message is `from`'s. Otherwise it comes from an unknown
@@ -333,6 +337,7 @@ struct Conn {
 struct Pending {
     id: u64,
     sent_ms: u64,
+    scope: Scope,
     text: String,
     attempts: u32,
     /// Sent on the current connection, awaiting ACK.
@@ -424,6 +429,15 @@ pub fn sanitize(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// [`sanitize`], and the line kept on one line (newlines and tabs become spaces): for text shown inside a
+/// line, such as an away message in the roster listing.
+pub fn sanitize_line(text: &str) -> String {
+    sanitize(text)
+        .chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .collect()
 }
 
 impl Peer {
@@ -548,14 +562,14 @@ impl Peer {
             .map(|(t, _)| *t)
     }
 
-    /// Every waiting message: (receiver, id, sent time, text), for saving across restarts.
-    pub fn waiting_messages(&self) -> Vec<(Target, u64, u64, String)> {
+    /// Every waiting message: (receiver, id, sent time, scope, text), for saving across restarts.
+    pub fn waiting_messages(&self) -> Vec<(Target, u64, u64, Scope, String)> {
         self.dests
             .iter()
             .flat_map(|(t, d)| {
                 d.msgs
                     .iter()
-                    .map(move |m| (*t, m.id, m.sent_ms, m.text.clone()))
+                    .map(move |m| (*t, m.id, m.sent_ms, m.scope, m.text.clone()))
             })
             .collect()
     }
@@ -657,10 +671,37 @@ impl Peer {
             self.set_contact(now, e.nick, e.chat, e.status == Status::Online);
         }
         for c in changes {
-            if let Change::Removed(n) = c {
-                self.remove_contact(n);
+            match c {
+                Change::Removed(n) => self.remove_contact(n),
+                Change::Renamed { from, to } => {
+                    self.remove_contact(from);
+                    self.follow_rename(now, *from, *to);
+                }
+                _ => {}
             }
         }
+    }
+
+    /// `from` is now called `to` (the same key, the daemon says): messages waiting for `from` go to `to`.
+    fn follow_rename(&mut self, now: Instant, from: Nick, to: Nick) {
+        let Some(mut d) = self.dests.remove(&Target::Nick(from)) else {
+            return;
+        };
+        if let Some(c) = d.conn.take() {
+            self.close(c, now);
+        }
+        for m in &mut d.msgs {
+            m.in_flight = false;
+        }
+        let into = self.dests.entry(Target::Nick(to)).or_default();
+        into.msgs.extend(d.msgs);
+        into.next_try = now;
+        self.pump(now, Target::Nick(to));
+    }
+
+    /// Our nickname changed (the daemon accepted a rename): new connections say the new one in HELLO.
+    pub fn set_me(&mut self, me: Nick) {
+        self.cfg.me = me;
     }
 
     /// A nickname left the roster. Its key is forgotten too: whoever registers the name next may hold
@@ -705,39 +746,92 @@ impl Peer {
         to: Target,
         text: &str,
     ) -> Result<u64, SendError> {
-        // Sent as written (indentation, newlines, a trailing newline from a pipe): only a message of blanks
-        // alone is refused.
+        Self::check_text(text)?;
+        let to = self.resolve(to)?;
+        if !self.has_room(&[to]) {
+            return Err(SendError::QueueFull);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.enqueue(now, to, id, wall_ms, Scope::Direct, text.to_string());
+        Ok(id)
+    }
+
+    /// Queues `text`, said in `scope` (everyone, a channel), for each of `to` (nicknames from the roster, the
+    /// caller's choice of members); returns its one id, which every receiver's delivery, queueing or failure
+    /// is reported under. All or nothing: refused if any receiver's queue is full.
+    pub fn send_to_many(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        scope: Scope,
+        to: &[Nick],
+        text: &str,
+    ) -> Result<u64, SendError> {
+        Self::check_text(text)?;
+        let targets: Vec<Target> = to.iter().map(|n| Target::Nick(*n)).collect();
+        if !self.has_room(&targets) {
+            return Err(SendError::QueueFull);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        for t in targets {
+            self.enqueue(now, t, id, wall_ms, scope, text.to_string());
+        }
+        Ok(id)
+    }
+
+    /// Sent as written (indentation, newlines, a trailing newline from a pipe): only a message of blanks
+    /// alone is refused, and one past the frame's bound.
+    fn check_text(text: &str) -> Result<(), SendError> {
         if text.trim().is_empty() {
             return Err(SendError::Empty);
         }
         if text.len() > MAX_TEXT {
             return Err(SendError::TooLong);
         }
-        let to = self.resolve(to)?;
-        let per = self.dests.get(&to).map_or(0, |d| d.msgs.len());
-        if per >= self.cfg.max_queue_per_peer || self.queued_total >= self.cfg.max_queue_total {
-            return Err(SendError::QueueFull);
-        }
-        self.next_id += 1;
-        let id = self.next_id;
-        self.enqueue(now, to, id, wall_ms, text.to_string());
-        Ok(id)
+        Ok(())
+    }
+
+    /// Whether one more message for each of `to` fits the queue bounds.
+    fn has_room(&self, to: &[Target]) -> bool {
+        self.queued_total + to.len() <= self.cfg.max_queue_total
+            && to.iter().all(|t| {
+                self.dests.get(t).map_or(0, |d| d.msgs.len()) < self.cfg.max_queue_per_peer
+            })
     }
 
     /// Restores a message saved by an earlier run (see [`Peer::waiting_messages`]).
-    pub fn restore(&mut self, now: Instant, to: Target, id: u64, sent_ms: u64, text: String) {
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        to: Target,
+        id: u64,
+        sent_ms: u64,
+        scope: Scope,
+        text: String,
+    ) {
         if self.queued_total < self.cfg.max_queue_total {
             self.next_id = self.next_id.max(id);
-            self.enqueue(now, to, id, sent_ms, text);
+            self.enqueue(now, to, id, sent_ms, scope, text);
         }
     }
 
-    fn enqueue(&mut self, now: Instant, to: Target, id: u64, sent_ms: u64, text: String) {
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        to: Target,
+        id: u64,
+        sent_ms: u64,
+        scope: Scope,
+        text: String,
+    ) {
         self.queued_total += 1;
         let d = self.dests.entry(to).or_default();
         d.msgs.push_back(Pending {
             id,
             sent_ms,
+            scope,
             text,
             attempts: 0,
             in_flight: false,
@@ -832,6 +926,7 @@ impl Peer {
                     Frame::Msg {
                         id: m.id,
                         sent_ms: m.sent_ms,
+                        scope: m.scope,
                         text: m.text.clone(),
                     },
                 ));
@@ -1033,6 +1128,7 @@ impl Peer {
             Frame::Msg {
                 id: mid,
                 sent_ms,
+                scope,
                 text,
             } => {
                 let Some((from, instance)) = c.peer else {
@@ -1054,6 +1150,7 @@ impl Peer {
                     key,
                     addr,
                     sent_ms,
+                    scope,
                     text: sanitize(&text),
                     verified: self.keys.get(&from) == Some(&key),
                 };

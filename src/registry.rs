@@ -44,12 +44,16 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use crate::group::{ChannelName, MAX_CHANNELS_PER_CLIENT};
 use crate::identity::PublicKey;
 use crate::nick::Nick;
 use crate::sctp::{AssocId, Payload};
 use crate::time::Instant;
 use saved::{Binding, Image, Record};
-use wire::{ClientMsg, Entry as WireEntry, Register, RegisterResult, ServerMsg, Status, flags};
+use wire::{
+    ClientMsg, Entry as WireEntry, Extra, MAX_AWAY, Register, RegisterResult, Request, ServerMsg,
+    Status, flags,
+};
 
 /// Registry settings.
 #[derive(Clone, Debug)]
@@ -182,6 +186,29 @@ pub enum Event {
         /// Which.
         nick: Nick,
     },
+    /// A client joined or left a channel.
+    Channel {
+        /// Who.
+        nick: Nick,
+        /// Which channel.
+        channel: ChannelName,
+        /// Joined (else left).
+        joined: bool,
+    },
+    /// A client said it is away, or back.
+    Away {
+        /// Who.
+        nick: Nick,
+        /// Away (else back).
+        away: bool,
+    },
+    /// A client renamed itself (its key now owns the new nickname too; the old one stays bound to it).
+    Renamed {
+        /// The nickname it had.
+        from: Nick,
+        /// The one it has now.
+        to: Nick,
+    },
 }
 
 /// A message for the daemon to send.
@@ -237,6 +264,14 @@ pub struct Stats {
     /// Offline entries removed because their host had more than [`Config::max_offline_per_host`] offline
     /// (including saved ones dropped at load for the per-host caps).
     pub host_evictions: u64,
+    /// Channel joins and parts done.
+    pub channel_changes: u64,
+    /// Away and back changes done.
+    pub presence_changes: u64,
+    /// Renames done.
+    pub renames: u64,
+    /// Join, part, away or rename requests refused (not registered, a bad name, a cap).
+    pub requests_refused: u64,
 }
 
 struct Entry {
@@ -255,6 +290,8 @@ struct Entry {
     dirty: bool,
     /// The host it registered from: its key in `Registry::hosts` (4 bytes, where an address would take 17).
     host: u32,
+    /// Channels and presence; `None` for most entries, so they cost a pointer.
+    extra: Option<Box<Extra>>,
 }
 
 /// What one host (source address, see [`Registry::host_of`]) has in the roster, for the per-host caps.
@@ -281,6 +318,19 @@ impl Entry {
             since_ms: self.since_ms,
             chat: self.chat,
             flaps: self.flaps,
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// The optional fields, made if there were none.
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the optional fields if none is set any more.
+    fn tidy_extra(&mut self) {
+        if self.extra.as_deref().is_some_and(Extra::is_empty) {
+            self.extra = None;
         }
     }
 }
@@ -484,6 +534,7 @@ impl Registry {
                 conn: None,
                 dirty: false,
                 host,
+                extra: e.extra,
             });
             self.by_nick.insert(e.nick, k);
             self.host_add(k);
@@ -1035,7 +1086,143 @@ impl Registry {
                 let m = ServerMsg::Key { nick, key };
                 self.out.push_back(Queued::To(conn, m.encode().into()));
             }
+            ClientMsg::Join { channel } => self.set_channel(conn, channel, true),
+            ClientMsg::Part { channel } => self.set_channel(conn, channel, false),
+            ClientMsg::Away { message } => self.set_away(conn, message),
+            ClientMsg::Rename { nick } => self.rename(wall_ms, conn, &nick),
         }
+    }
+
+    fn answer(&mut self, conn: AssocId, request: Request, refusal: Option<String>) {
+        if refusal.is_some() {
+            self.stats.requests_refused += 1;
+        }
+        let m = ServerMsg::Answer {
+            request,
+            ok: refusal.is_none(),
+            reason: refusal.unwrap_or_default(),
+        };
+        self.out.push_back(Queued::To(conn, m.encode().into()));
+    }
+
+    /// The entry `conn` registered, or the refusal sent for `request` if it has none (an observer, or a
+    /// client that has not registered yet).
+    fn registered_entry(&mut self, conn: AssocId, request: Request) -> Option<usize> {
+        let k = self.conns.get(&conn).and_then(|c| c.entry);
+        if k.is_none() {
+            self.answer(
+                conn,
+                request,
+                Some("only a client in the roster can do that (register first)".into()),
+            );
+        }
+        k
+    }
+
+    /// JOIN (`join` true) or PART: the client's channels change, and every client learns it from the delta.
+    fn set_channel(&mut self, conn: AssocId, channel: ChannelName, join: bool) {
+        let request = if join { Request::Join } else { Request::Part };
+        let Some(k) = self.registered_entry(conn, request) else {
+            return;
+        };
+        let e = &mut self.entries[k];
+        let chans = e.extra.as_deref().map_or(&[][..], |x| &x.channels);
+        let (at, count) = (chans.binary_search(&channel), chans.len());
+        let refusal = match (join, at) {
+            // Joining a channel one is in already changes nothing, and is no error: a client joins its
+            // channels again after reconnecting.
+            (true, Ok(_)) => None,
+            (true, Err(_)) if count >= MAX_CHANNELS_PER_CLIENT => Some(format!(
+                "you are in {MAX_CHANNELS_PER_CLIENT} channels already, the most one can be in: leave one \
+                 first (part #NAME)"
+            )),
+            (false, Err(_)) => Some(format!("you are not in {channel}")),
+            (true, Err(i)) | (false, Ok(i)) => {
+                if join {
+                    e.extra_mut().channels.insert(i, channel);
+                } else {
+                    e.extra_mut().channels.remove(i);
+                    e.tidy_extra();
+                }
+                let nick = e.nick;
+                self.touch(k);
+                self.stats.channel_changes += 1;
+                self.events.push_back(Event::Channel {
+                    nick,
+                    channel,
+                    joined: join,
+                });
+                None
+            }
+        };
+        self.answer(conn, request, refusal);
+    }
+
+    /// AWAY: the client is away with a message, or back (`None`).
+    fn set_away(&mut self, conn: AssocId, message: Option<String>) {
+        let Some(k) = self.registered_entry(conn, Request::Away) else {
+            return;
+        };
+        // One line, no escapes: every client shows it in its roster listing.
+        let message = message.map(|m| {
+            crate::utf8_prefix(crate::peer::sanitize_line(&m).trim(), MAX_AWAY).to_string()
+        });
+        let e = &mut self.entries[k];
+        if e.extra.as_deref().and_then(|x| x.away.as_ref()) != message.as_ref() {
+            let away = message.is_some();
+            e.extra_mut().away = message;
+            e.tidy_extra();
+            let nick = e.nick;
+            self.touch(k);
+            self.stats.presence_changes += 1;
+            self.events.push_back(Event::Away { nick, away });
+        }
+        self.answer(conn, Request::Away, None);
+    }
+
+    /// RENAME: the client's entry takes the new nickname, which its key now owns; the old one stays bound to
+    /// the key (so no one else can take it and receive what was meant for its owner) until the binding TTL
+    /// or an operator releases it. Every client sees the old entry removed, marked renamed, and the new one.
+    fn rename(&mut self, wall_ms: u64, conn: AssocId, to: &str) {
+        let Some(k) = self.registered_entry(conn, Request::Rename) else {
+            return;
+        };
+        let key = self.conns[&conn].key;
+        let refusal = match Nick::new(to) {
+            Err(e) => Some(format!("invalid nickname {to:?}: {e}")),
+            Ok(n) if n == self.entries[k].nick => None,
+            Ok(n) if self.owner(&n).is_some_and(|o| o != key) => Some(format!(
+                "the nickname {n} belongs to another user's key; choose another"
+            )),
+            Ok(n) if self.by_nick.contains_key(&n) => Some(format!(
+                "the nickname {n} is in the roster already; choose another"
+            )),
+            Ok(n) => {
+                let e = &mut self.entries[k];
+                let from = e.nick;
+                let mut gone = WireEntry {
+                    status: Status::Removed,
+                    since_ms: wall_ms,
+                    extra: None,
+                    ..e.wire()
+                };
+                gone.extra = Some(Box::new(Extra {
+                    renamed_to: Some(n),
+                    ..Extra::default()
+                }));
+                e.nick = n;
+                self.by_nick.remove(&from);
+                self.by_nick.insert(n, k);
+                self.bindings.remove(&n);
+                self.bindings.insert(from, (key, wall_ms));
+                self.removed.push(gone);
+                self.touch(k);
+                self.stats.renames += 1;
+                self.events.push_back(Event::Renamed { from, to: n });
+                None
+            }
+        };
+        self.answer(conn, Request::Rename, refusal);
     }
 
     fn register(&mut self, now: Instant, wall_ms: u64, conn: AssocId, r: Register) {
@@ -1210,6 +1397,7 @@ impl Registry {
                     conn: Some(conn),
                     dirty: false,
                     host,
+                    extra: None,
                 });
                 self.by_nick.insert(nick, k);
                 self.host_add(k);

@@ -73,7 +73,7 @@ pub enum Pattern {
 /// What a session carries; its prologue, so a handshake for one cannot complete as the other.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Context {
-    /// Client ↔ daemon: registration and the roster (roster protocol 3).
+    /// Client ↔ daemon: registration and the roster (roster protocol 4).
     Roster,
     /// Client ↔ client: chat (chat protocol 2).
     Chat,
@@ -82,7 +82,7 @@ pub enum Context {
 impl Context {
     fn prologue(self) -> &'static [u8] {
         match self {
-            Context::Roster => b"multiproto roster 3",
+            Context::Roster => b"multiproto roster 4",
             Context::Chat => b"multiproto chat 2",
         }
     }

@@ -559,7 +559,7 @@ impl Server {
                     self.on_secured(now, wall, id, &data)
                 }
                 SctpEvent::Message { ppid, .. }
-                    if ppid == wire::PPID_V1 || ppid == wire::PPID_V2 =>
+                    if ppid == wire::PPID_V1 || ppid == wire::PPID_V2 || ppid == wire::PPID_V3 =>
                 {
                     self.refuse_old(id, ppid)
                 }
@@ -624,14 +624,14 @@ impl Server {
             result: wire::RegisterResult::BadRequest,
             daemon: self.cfg.instance,
             retry_after_ms: 0,
-            reason: "this mpd speaks roster protocol 3 (keys and encryption) and this client an older one: \
-                     upgrade the client"
+            reason: "this mpd speaks roster protocol 4 (keys, encryption, channels and presence) and this \
+                     client an older one: upgrade the client"
                 .into(),
         };
         let _ = self.ep.send_owned(id, 0, false, ppid, reply.encode());
     }
 
-    /// A message of roster protocol 3: a handshake step, or a sealed roster message.
+    /// A message of roster protocol 4: a handshake step, or a sealed roster message.
     fn on_secured(&mut self, now: Instant, wall: u64, id: AssocId, data: &[u8]) {
         let Ok(frame) = Frame::parse(data) else {
             self.stats.unsealed_dropped += 1;

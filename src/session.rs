@@ -151,6 +151,8 @@ impl Session {
                         .peer
                         .follow_roster(now, self.io.client.roster(), applied)
                 }
+                // New connections introduce us by the new name.
+                ClientEvent::Renamed { to, .. } => self.chat.peer.set_me(*to),
                 // Only the peer's own questions: a `whois` looks without remembering.
                 ClientEvent::Key { nick, key } if self.chat.peer.wants_key(nick) => {
                     match self.io.vet_peer_key(*nick, *key) {

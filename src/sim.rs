@@ -8,6 +8,8 @@
 //! Every run is bounded by a step limit; a test that fails prints its seed, and `MULTIPROTO_SIM_SEED`
 //! replays one seed.
 
+#[cfg(test)]
+mod groups;
 mod net;
 #[cfg(test)]
 mod scenarios;

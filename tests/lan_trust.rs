@@ -1011,6 +1011,7 @@ fn as_alice(id: u64, text: &str) -> Vec<u8> {
     Frame::Msg {
         id,
         sent_ms: 1,
+        scope: multiproto::group::Scope::Direct,
         text: text.into(),
     }
     .encode(&mut b);

@@ -422,6 +422,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole() {
                     4000,
                 )),
                 flaps: 0,
+                extra: None,
             },
             key: Some(multiproto::identity::PublicKey([(i % 251) as u8; 32])),
             host: None,

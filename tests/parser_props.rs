@@ -23,10 +23,12 @@ use multiproto::codec::Malformed;
 use multiproto::discovery::{
     Auth, DaemonInfo, Datagram, DiscoveryError, Hello, MAGIC, MAX_DATAGRAM, VERSION,
 };
+use multiproto::group::{ChannelName, MAX_CHANNELS_PER_CLIENT, Scope};
 use multiproto::nick::Nick;
 use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
 use multiproto::registry::wire::{
-    ClientMsg, Entry, MAX_ENTRY_LEN, MAX_REASON, Register, RegisterResult, ServerMsg, Status,
+    ClientMsg, Entry, Extra, MAX_AWAY, MAX_ENTRY_LEN, MAX_REASON, Register, RegisterResult,
+    Request, ServerMsg, Status,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
@@ -159,7 +161,15 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         4 => register().prop_map(ClientMsg::Register),
         1 => Just(ClientMsg::Resync),
         1 => nick().prop_map(|nick| ClientMsg::KeyQuery { nick }),
+        1 => channel().prop_map(|channel| ClientMsg::Join { channel }),
+        1 => channel().prop_map(|channel| ClientMsg::Part { channel }),
+        1 => prop::option::of(utf8(MAX_AWAY, 60)).prop_map(|message| ClientMsg::Away { message }),
+        1 => utf8(255, 80).prop_map(|nick| ClientMsg::Rename { nick }),
     ]
+}
+
+fn channel() -> impl Strategy<Value = ChannelName> {
+    "#[a-zA-Z0-9._-]{1,31}".prop_map(|c| ChannelName::new(&c).unwrap())
 }
 
 fn register_result() -> impl Strategy<Value = RegisterResult> {
@@ -182,9 +192,10 @@ fn entry() -> impl Strategy<Value = Entry> {
         ip(),
         any::<u16>(),
         any::<u32>(),
+        extra(),
     )
         .prop_map(
-            |(nick, instance, status, since_ms, ip, port, flaps)| Entry {
+            |(nick, instance, status, since_ms, ip, port, flaps, extra)| Entry {
                 nick,
                 instance,
                 status,
@@ -192,12 +203,43 @@ fn entry() -> impl Strategy<Value = Entry> {
                 // `SocketAddr::new` leaves an IPv6 address's flow info and scope id at 0, as the wire has neither.
                 chat: SocketAddr::new(ip, port),
                 flaps,
+                extra,
             },
         )
 }
 
+/// An entry's optional fields: none (most entries), or channels (in order, each once, up to the cap), an
+/// away message up to its bound, a rename.
+fn extra() -> impl Strategy<Value = Option<Box<Extra>>> {
+    let channels = proptest::collection::btree_set(channel(), 0..=MAX_CHANNELS_PER_CLIENT)
+        .prop_map(|s| s.into_iter().collect::<Vec<_>>());
+    let away = prop::option::of("\\PC{0,40}".prop_map(|a| utf8_prefix(&a, MAX_AWAY).to_string()));
+    prop_oneof![
+        2 => Just(None),
+        1 => (channels, away, prop::option::of(nick())).prop_map(|(channels, away, renamed_to)| {
+            let x = Extra { channels, away, renamed_to };
+            (!x.is_empty()).then(|| Box::new(x))
+        }),
+    ]
+}
+
 fn server_msg() -> impl Strategy<Value = ServerMsg> {
     prop_oneof![
+        (
+            prop::sample::select(vec![
+                Request::Join,
+                Request::Part,
+                Request::Away,
+                Request::Rename
+            ]),
+            any::<bool>(),
+            utf8(MAX_REASON, 300)
+        )
+            .prop_map(|(request, ok, reason)| ServerMsg::Answer {
+                request,
+                ok,
+                reason
+            }),
         (
             register_result(),
             any::<u64>(),
@@ -247,12 +289,27 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
     ]
 }
 
+/// Where a message is said: one-to-one (most), everyone, a channel.
+fn scope() -> impl Strategy<Value = Scope> {
+    prop_oneof![
+        2 => Just(Scope::Direct),
+        1 => Just(Scope::Everyone),
+        1 => channel().prop_map(Scope::Channel),
+    ]
+}
+
 /// Frames with short texts (cheap to flip bit by bit).
 fn small_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         (nick(), any::<u64>()).prop_map(|(nick, instance)| Frame::Hello { nick, instance }),
-        (any::<u64>(), any::<u64>(), utf8(MAX_TEXT, 40))
-            .prop_map(|(id, sent_ms, text)| Frame::Msg { id, sent_ms, text }),
+        (any::<u64>(), any::<u64>(), scope(), utf8(MAX_TEXT, 40)).prop_map(
+            |(id, sent_ms, scope, text)| Frame::Msg {
+                id,
+                sent_ms,
+                scope,
+                text
+            }
+        ),
         any::<u64>().prop_map(|id| Frame::Ack { id }),
     ]
 }
@@ -261,10 +318,11 @@ fn small_frame() -> impl Strategy<Value = Frame> {
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         3 => small_frame(),
-        1 => (any::<u64>(), any::<u64>(), around(MAX_TEXT)).prop_map(|(id, sent_ms, text)| {
+        1 => (any::<u64>(), any::<u64>(), scope(), around(MAX_TEXT)).prop_map(|(id, sent_ms, scope, text)| {
             Frame::Msg {
                 id,
                 sent_ms,
+                scope,
                 text: utf8_prefix(&text, MAX_TEXT).to_owned(),
             }
         }),
@@ -387,16 +445,16 @@ proptest! {
     /// type is refused as such.
     #[test]
     fn roster_arbitrary_bytes(
-        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3, 16, 17, 18, 19, 20, 21]), any::<u8>()],
+        kind in prop_oneof![prop::sample::select(vec![1u8, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22]), any::<u8>()],
         tail in bytes(200),
     ) {
         let mut data = vec![kind];
         data.extend_from_slice(&tail);
         let (c, s) = parser_checks::roster(&data);
-        if ![1, 2, 3].contains(&kind) {
+        if ![1, 2, 3, 4, 5, 6, 7].contains(&kind) {
             prop_assert_eq!(c, Err(Malformed("message type")));
         }
-        if ![16, 17, 18, 19, 20, 21].contains(&kind) {
+        if ![16, 17, 18, 19, 20, 21, 22].contains(&kind) {
             prop_assert_eq!(s, Err(Malformed("message type")));
         }
     }
@@ -585,7 +643,7 @@ proptest! {
     /// `MAX_TEXT` bytes, possibly inside a character, and the peer refused the frame as invalid UTF-8).
     #[test]
     fn frame_long_texts_are_cut_on_char_boundaries(text in around(MAX_TEXT)) {
-        let msg = |text: &str| Frame::Msg { id: 1, sent_ms: 2, text: text.to_owned() };
+        let msg = |text: &str| Frame::Msg { id: 1, sent_ms: 2, scope: Scope::Everyone, text: text.to_owned() };
         let enc = encode_frame(&msg(&text));
         prop_assert_eq!(Frame::parse(&enc[4..]), Ok(msg(utf8_prefix(&text, MAX_TEXT))));
     }
@@ -631,6 +689,7 @@ fn frame_text_cut_inside_a_char_regression() {
     Frame::Msg {
         id: 1,
         sent_ms: 1,
+        scope: Scope::Direct,
         text,
     }
     .encode(&mut enc);
@@ -639,6 +698,7 @@ fn frame_text_cut_inside_a_char_regression() {
         Ok(Frame::Msg {
             id: 1,
             sent_ms: 1,
+            scope: Scope::Direct,
             text: "t".repeat(MAX_TEXT - 1),
         })
     );
@@ -735,6 +795,7 @@ fn saved_entry() -> impl Strategy<Value = Entry> {
             since_ms,
             chat: SocketAddr::from((ip, port)),
             flaps,
+            extra: None,
         })
 }
 
@@ -760,7 +821,7 @@ proptest! {
             .filter(|(e, _)| unique.insert(e.nick))
             .enumerate()
             // Files from before the per-host caps have no host; both kinds load back as they were.
-            .map(|(i, (entry, key))| Record { entry, key: key.map(PublicKey), host: (i % 2 == 0).then(|| entry.chat.ip()) })
+            .map(|(i, (entry, key))| { let host = (i % 2 == 0).then(|| entry.chat.ip()); Record { entry, key: key.map(PublicKey), host } })
             .collect();
         let bindings: Vec<Binding> = bound
             .into_iter()

@@ -164,6 +164,7 @@ pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, Malformed>, Result<Server
             ServerMsg::Registered { .. } => {}
             ServerMsg::Key { nick, .. } => assert!(Nick::new(nick.as_str()).is_ok()),
             ServerMsg::BroadcastKeys { .. } | ServerMsg::Ticket { .. } => {}
+            ServerMsg::Answer { reason, .. } => assert!(reason.len() <= MAX_REASON),
         }
         let enc = m.encode();
         match m {
@@ -182,7 +183,13 @@ pub fn roster_parse(data: &[u8]) -> (Result<ClientMsg, Malformed>, Result<Server
                 };
                 assert_eq!(ServerMsg::parse(&enc), Ok(want));
             }
-            _ => assert_eq!(enc, data, "ServerMsg re-encoding differs"),
+            // Entries' optional items of tags this version does not know are skipped (later versions add
+            // fields that way): re-encoded, they are gone, and the message is otherwise the same.
+            _ if enc != data => {
+                assert!(enc.len() < data.len(), "ServerMsg re-encoding differs");
+                assert_eq!(ServerMsg::parse(&enc).as_ref(), Ok(m));
+            }
+            _ => {}
         }
     }
     (client, server)
@@ -384,9 +391,18 @@ pub fn chat(data: &[u8]) {
     chat_stream(stream, &sizes);
 
     let text = String::from_utf8_lossy(data);
+    // The scope from the input's first byte, so the fuzzer reaches the scoped encodings too.
+    let scope = match data.first().map(|b| b % 3) {
+        Some(1) => multiproto::group::Scope::Everyone,
+        Some(2) => multiproto::group::Scope::Channel(
+            multiproto::group::ChannelName::new("#fuzz").unwrap_or_else(|_| unreachable!()),
+        ),
+        _ => multiproto::group::Scope::Direct,
+    };
     let msg = |text: &str| Frame::Msg {
         id: data.len() as u64,
         sent_ms: 1,
+        scope,
         text: text.to_owned(),
     };
     let mut enc = Vec::new();

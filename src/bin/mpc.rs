@@ -12,6 +12,7 @@ use argh::FromArgs;
 use multiproto::client::ClientEvent;
 use multiproto::client::roster::{Applied, Change};
 use multiproto::discovery;
+use multiproto::group::Scope;
 use multiproto::identity::Fingerprint;
 use multiproto::io::client::{ClientIo, Setup};
 use multiproto::io::history::{History, Limits as HistoryLimits, Record};
@@ -350,6 +351,8 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "since_ms": e.since_ms,
         "instance": format!("{:016x}", e.instance),
         "flaps": e.flaps,
+        "channels": e.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "away": e.away(),
     })
 }
 
@@ -418,7 +421,7 @@ fn list(a: &Args, l: &List, nick: Nick) -> std::io::Result<ExitCode> {
             }
             match ev {
                 ClientEvent::Roster(Applied::Snapshot(_)) => {
-                    let entries: Vec<Entry> = io.client.roster().entries().copied().collect();
+                    let entries: Vec<Entry> = io.client.roster().entries().cloned().collect();
                     if l.json {
                         print_line(&serde_json::json!({
                             "version": io.client.roster().version(),
@@ -461,6 +464,21 @@ fn change_json(c: &Change) -> serde_json::Value {
         Change::Offline(e) => ("offline", e),
         Change::Updated(e) => ("updated", e),
         Change::Removed(n) => return serde_json::json!({"event": "removed", "nick": n.as_str()}),
+        Change::Renamed { from, to } => {
+            return serde_json::json!({"event": "renamed", "nick": from.as_str(), "to": to.as_str()});
+        }
+        Change::Channel {
+            nick,
+            channel,
+            joined,
+        } => {
+            return serde_json::json!({"event": if *joined { "channel_join" } else { "channel_part" },
+                "nick": nick.as_str(), "channel": channel.as_str()});
+        }
+        Change::Presence { nick, away } => {
+            return serde_json::json!({"event": if away.is_some() { "away" } else { "back" },
+                "nick": nick.as_str(), "message": away});
+        }
     };
     let mut v = entry_json(e);
     v["event"] = serde_json::Value::from(event);
@@ -477,11 +495,16 @@ fn peer_json(me: &str, ev: &PeerEvent) -> serde_json::Value {
             key,
             addr,
             sent_ms,
+            scope,
             text,
             verified,
         } => {
-            // "to": whom it was sent to; one-to-one messages are all to us (channels and `*` will say theirs).
-            serde_json::json!({"event": "message", "nick": me, "to": me,
+            // "to": where it was said: to us (our nickname), to everyone ("*"), in a channel ("#name").
+            let to = match scope {
+                Scope::Direct => me,
+                s => s.label(),
+            };
+            serde_json::json!({"event": "message", "nick": me, "to": to,
             "from": if *verified { serde_json::Value::from(from.as_str()) } else { serde_json::Value::Null },
             "claims": from.as_str(), "key": key.fingerprint().to_string(), "addr": addr.to_string(),
             "sent_ms": sent_ms, "text": text, "verified": verified})
@@ -780,7 +803,7 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                     if sent.is_none() =>
                 {
                     let Target::Nick(n) = target else { continue };
-                    match sess.io.client.roster().get(&n).copied() {
+                    match sess.io.client.roster().get(&n).cloned() {
                         Some(e) if e.status == Status::Online => match send_now(&mut sess)? {
                             Some(id) => sent = Some(id),
                             None => return finish(&mut sess, 1),

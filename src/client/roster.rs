@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::codec::Malformed;
+use crate::group::{ChannelName, Scope};
 use crate::nick::Nick;
 use crate::registry::wire::{Entry, ServerMsg, Status};
 
@@ -29,6 +30,30 @@ pub enum Change {
     Removed(Nick),
     /// Same status, other details changed (address, instance).
     Updated(Entry),
+    /// A nickname became another (the same key): the old entry is gone, the new one holds its channels and
+    /// presence. Reported instead of the old one's removal and the new one's arrival.
+    Renamed {
+        /// The nickname it had.
+        from: Nick,
+        /// The nickname it has now.
+        to: Nick,
+    },
+    /// An entry joined or left a channel.
+    Channel {
+        /// Who.
+        nick: Nick,
+        /// Which channel.
+        channel: ChannelName,
+        /// Joined (else left).
+        joined: bool,
+    },
+    /// An entry went away (with its message) or came back (`None`).
+    Presence {
+        /// Who.
+        nick: Nick,
+        /// The away message; `None`: back.
+        away: Option<String>,
+    },
 }
 
 /// The result of applying one message.
@@ -224,24 +249,58 @@ pub struct Roster {
 struct Entries {
     by_nick: BTreeMap<Nick, Entry>,
     changes: Vec<Change>,
+    /// New nicknames announced by a rename whose entries have not arrived yet (they follow in the same delta,
+    /// or the next piece of it): their arrival is not news.
+    renamed: Vec<Nick>,
 }
 
 impl Entries {
-    fn diff_one(old: Option<&Entry>, new: &Entry) -> Option<Change> {
-        match (old, new.status) {
-            (None, Status::Removed) => None,
-            (None, _) => Some(Change::Joined(*new)),
-            (Some(_), Status::Removed) => Some(Change::Removed(new.nick)),
-            (Some(o), Status::Online)
-                if o.status != Status::Online || o.instance != new.instance =>
-            {
-                Some(Change::Online(*new))
+    /// What changed from `old` to `new`, appended to `out`.
+    fn diff(old: Option<&Entry>, new: &Entry, out: &mut Vec<Change>) {
+        let o = match (old, new.status) {
+            (None, Status::Removed) => return,
+            (None, _) => return out.push(Change::Joined(new.clone())),
+            (Some(_), Status::Removed) => {
+                return out.push(match new.renamed_to() {
+                    Some(to) => Change::Renamed { from: new.nick, to },
+                    None => Change::Removed(new.nick),
+                });
             }
-            (Some(o), Status::Offline) if o.status != Status::Offline => {
-                Some(Change::Offline(*new))
+            (Some(o), _) => o,
+        };
+        let before = out.len();
+        match new.status {
+            Status::Online if o.status != Status::Online || o.instance != new.instance => {
+                out.push(Change::Online(new.clone()))
             }
-            (Some(o), _) if o != new => Some(Change::Updated(*new)),
-            _ => None,
+            Status::Offline if o.status != Status::Offline => {
+                out.push(Change::Offline(new.clone()))
+            }
+            _ => {}
+        }
+        let (was, now) = (o.channels(), new.channels());
+        for c in was.iter().filter(|c| !new.in_channel(c)) {
+            out.push(Change::Channel {
+                nick: new.nick,
+                channel: *c,
+                joined: false,
+            });
+        }
+        for c in now.iter().filter(|c| !o.in_channel(c)) {
+            out.push(Change::Channel {
+                nick: new.nick,
+                channel: *c,
+                joined: true,
+            });
+        }
+        if o.away() != new.away() {
+            out.push(Change::Presence {
+                nick: new.nick,
+                away: new.away().map(str::to_string),
+            });
+        }
+        if out.len() == before && o != new {
+            out.push(Change::Updated(new.clone()));
         }
     }
 }
@@ -263,10 +322,9 @@ impl RosterStore<Entry> for Entries {
             next.insert(e.nick, e);
         }
         let by_nick = &self.by_nick;
-        self.changes.extend(
-            next.values()
-                .filter_map(|e| Self::diff_one(by_nick.get(&e.nick), e)),
-        );
+        for e in next.values() {
+            Self::diff(by_nick.get(&e.nick), e, &mut self.changes);
+        }
         self.changes.extend(
             by_nick
                 .keys()
@@ -274,13 +332,23 @@ impl RosterStore<Entry> for Entries {
                 .map(|k| Change::Removed(*k)),
         );
         self.by_nick = next;
+        self.renamed.clear();
     }
 
     fn delta_entry(&mut self, e: Entry) {
-        if let Some(c) = Self::diff_one(self.by_nick.get(&e.nick), &e) {
-            self.changes.push(c);
+        let old = self.by_nick.get(&e.nick);
+        if old.is_none()
+            && let Some(i) = self.renamed.iter().position(|n| *n == e.nick)
+        {
+            self.renamed.swap_remove(i);
+        } else {
+            Self::diff(old, &e, &mut self.changes);
         }
         if e.status == Status::Removed {
+            if let Some(to) = e.renamed_to().filter(|_| old.is_some()) {
+                // Bounded by the entries of a delta: each rename names one.
+                self.renamed.push(to);
+            }
             self.by_nick.remove(&e.nick);
         } else {
             self.by_nick.insert(e.nick, e);
@@ -309,6 +377,39 @@ impl Roster {
         self.copy.by_nick.get(nick)
     }
 
+    /// Who a message said in `scope` goes to, `me` left out: for everyone, every entry online; for a channel,
+    /// every member, online or not (an offline member's copy waits for it); nobody for one-to-one (the caller
+    /// names the receiver). In alphabetical order.
+    pub fn members(&self, me: &Nick, scope: &Scope) -> Vec<&Entry> {
+        let mut v: Vec<&Entry> = self
+            .copy
+            .by_nick
+            .values()
+            .filter(|e| e.nick != *me)
+            .filter(|e| match scope {
+                Scope::Direct => false,
+                Scope::Everyone => e.status == Status::Online,
+                Scope::Channel(c) => e.in_channel(c),
+            })
+            .collect();
+        v.sort_by(|a, b| a.nick.as_str().cmp(b.nick.as_str()));
+        v
+    }
+
+    /// Every channel someone is in, with its members (in alphabetical order), by name.
+    pub fn channels(&self) -> BTreeMap<ChannelName, Vec<&Entry>> {
+        let mut m: BTreeMap<ChannelName, Vec<&Entry>> = BTreeMap::new();
+        for e in self.copy.by_nick.values() {
+            for c in e.channels() {
+                m.entry(*c).or_default().push(e);
+            }
+        }
+        for v in m.values_mut() {
+            v.sort_by(|a, b| a.nick.as_str().cmp(b.nick.as_str()));
+        }
+        m
+    }
+
     /// Forgets everything (the daemon restarted or was lost); the next snapshot is diffed against nothing.
     pub fn reset(&mut self) {
         self.sync.reset();
@@ -318,6 +419,7 @@ impl Roster {
     pub fn apply(&mut self, m: &ServerMsg) -> Applied {
         let synced = match m {
             ServerMsg::Registered { .. }
+            | ServerMsg::Answer { .. }
             | ServerMsg::Key { .. }
             | ServerMsg::BroadcastKeys { .. }
             | ServerMsg::Ticket { .. } => {
@@ -348,7 +450,7 @@ impl Roster {
 
 /// A parsed message's entries as [`RosterSync`] takes them.
 fn owned(entries: &[Entry]) -> impl Iterator<Item = Result<Entry, Malformed>> + '_ {
-    entries.iter().copied().map(Ok)
+    entries.iter().cloned().map(Ok)
 }
 
 #[cfg(test)]
@@ -363,6 +465,7 @@ mod tests {
             since_ms: 1,
             chat: "127.0.0.1:1".parse().unwrap(),
             flaps: 0,
+            extra: None,
         }
     }
 

@@ -31,7 +31,10 @@ pub const HISTORY_MAX: usize = 1000;
 /// The history file's name in the state directory.
 pub const HISTORY_FILE: &str = "history";
 /// The commands offered by Tab at the start of a line.
-pub const COMMANDS: [&str; 4] = ["list", "msg", "help", "exit"];
+pub const COMMANDS: [&str; 17] = [
+    "list", "msg", "all", "query", "join", "part", "channels", "away", "back", "nick", "whois",
+    "trust", "history", "search", "help", "exit", "quit",
+];
 
 /// What the input thread reports.
 #[derive(Debug)]
@@ -78,16 +81,21 @@ pub fn complete(line: &str, pos: usize, nicks: &[String]) -> (usize, Vec<Pair>) 
                 .iter()
                 .filter(|c| c.starts_with(typed))
                 .map(|c| {
-                    let rep = if *c == "msg" {
-                        "msg ".into()
-                    } else {
-                        c.to_string()
-                    };
+                    // Commands that take an argument get their space.
+                    let rep =
+                        if matches!(*c, "list" | "channels" | "back" | "help" | "exit" | "quit") {
+                            c.to_string()
+                        } else {
+                            format!("{c} ")
+                        };
                     pair(c, rep)
                 })
                 .collect(),
         ),
-        Some(("msg" | "m", rest)) => {
+        Some((
+            "msg" | "m" | "query" | "q" | "join" | "j" | "part" | "whois" | "trust" | "history",
+            rest,
+        )) => {
             let word = rest.trim_start();
             if word.contains(char::is_whitespace) {
                 return (pos, Vec::new());
@@ -139,6 +147,8 @@ pub struct Editor {
     parked: bool,
     /// The input thread has ended.
     done: bool,
+    /// The prompt the input thread shows for the next line.
+    prompt: Arc<Mutex<String>>,
     _waker: Arc<Waker>,
 }
 
@@ -183,6 +193,8 @@ impl Editor {
             })
             .build();
         let nicks = Arc::new(Mutex::new(Vec::new()));
+        let prompt = Arc::new(Mutex::new(prompt));
+        let thread_prompt = prompt.clone();
         let mut rl: rustyline::Editor<ConsoleHelper, DefaultHistory> =
             rustyline::Editor::with_config(config).map_err(rl_err)?;
         rl.set_helper(Some(ConsoleHelper {
@@ -251,6 +263,10 @@ impl Editor {
             .spawn(move || {
                 let waker = thread_waker;
                 loop {
+                    let prompt = thread_prompt
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
                     match rl.readline(&prompt) {
                         Ok(line) => {
                             if in_tx.send(Input::Line(line.clone())).is_err() {
@@ -291,6 +307,7 @@ impl Editor {
             reply: reply_tx,
             out: out_tx,
             nicks,
+            prompt,
             saved,
             parked: false,
             done: false,
@@ -330,6 +347,11 @@ impl Editor {
     /// Prints `text` (one or more lines) above the prompt.
     pub fn print(&self, text: String) {
         let _ = self.out.send(Print::Text(text));
+    }
+
+    /// The prompt from the next line on (query mode shows where plain lines go).
+    pub fn set_prompt(&self, p: &str) {
+        p.clone_into(&mut self.prompt.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// The nicknames Tab offers after `msg `.
@@ -390,7 +412,14 @@ mod tests {
     fn commands_then_nicknames() {
         assert_eq!(words("li", &[]), (0, vec!["list".to_string()]));
         assert_eq!(words("  m", &[]), (2, vec!["msg ".to_string()]));
-        assert_eq!(words("", &[]).1.len(), 4);
+        assert_eq!(words("", &[]).1.len(), COMMANDS.len());
+        assert_eq!(words("ch", &[]), (0, vec!["channels".to_string()]));
+        assert_eq!(words("jo", &[]), (0, vec!["join ".to_string()]));
+        // Channels are offered where names are.
+        assert_eq!(
+            words("join #o", &["#ops", "bob"]),
+            (5, vec!["#ops ".to_string()])
+        );
         assert_eq!(
             words("msg b", &["alice", "bob", "bea"]),
             (4, vec!["bob ".to_string(), "bea ".to_string()])

@@ -7,11 +7,7 @@
 //! line that is a `msg` command starts the next message. A paste of two or more lines that sends anything is
 //! confirmed first.
 
-use std::net::SocketAddr;
-
-use super::{Command, parse_command};
-use crate::nick::Nick;
-use crate::peer::Target;
+use super::{Command, Dest, parse_command};
 
 /// One thing a batch of lines asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +42,7 @@ impl Plan {
     }
 
     /// The receivers, each once, in order of appearance.
-    pub fn receivers(&self) -> Vec<Target> {
+    pub fn receivers(&self) -> Vec<Dest> {
         let mut out = Vec::new();
         for s in &self.steps {
             if let Step::Run(Command::Msg(t, _)) = s
@@ -74,7 +70,7 @@ impl Plan {
 }
 
 /// `msg NAME` with no text: the receiver, for the lines that follow.
-fn bare_msg(line: &str) -> Option<Target> {
+fn bare_msg(line: &str) -> Option<Dest> {
     let mut words = line.split_whitespace();
     if !matches!(words.next(), Some("msg" | "m")) {
         return None;
@@ -83,10 +79,7 @@ fn bare_msg(line: &str) -> Option<Target> {
     if words.next().is_some() {
         return None;
     }
-    match to.parse::<SocketAddr>() {
-        Ok(a) => Some(Target::Addr(a)),
-        Err(_) => Nick::new(to).ok().map(Target::Nick),
-    }
+    Dest::parse(to).ok()
 }
 
 /// Plans `text` (lines separated by `\n`, `\r\n` or `\r`).
@@ -98,7 +91,7 @@ pub fn plan(text: &str) -> Plan {
         steps: Vec::new(),
     };
     // The receiver of the message being written, and that message's step (none yet after a bare `msg NAME`).
-    let mut to: Option<Target> = None;
+    let mut to: Option<Dest> = None;
     let mut open: Option<usize> = None;
     // Blank lines seen since the message's last line: kept between its lines, dropped at its end.
     let mut blanks = 0;
@@ -151,8 +144,10 @@ pub fn is_yes(answer: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn bob() -> Target {
-        Target::Nick(Nick::new("bob").unwrap())
+    fn bob() -> Dest {
+        Dest::One(crate::peer::Target::Nick(
+            crate::nick::Nick::new("bob").unwrap(),
+        ))
     }
 
     #[test]

@@ -64,6 +64,12 @@ impl Record {
         }
     }
 
+    /// The same message, in conversation `c` instead (a channel's name, or `*` for a message to everyone).
+    pub fn in_conversation(mut self, c: &str) -> Record {
+        c.clone_into(&mut self.conversation);
+        self
+    }
+
     /// A message received at `at_ms` from the sender who claims `from` and proved `key`: under the name if
     /// the roster gives that key for it (`verified`), else as the unknown key it is, in a conversation of
     /// its own.

@@ -222,6 +222,7 @@ mod tests {
                 since_ms: 1000,
                 chat: "127.0.0.1:5000".parse().unwrap(),
                 flaps: 1,
+                extra: None,
             },
             key: Some(crate::identity::PublicKey([n.len() as u8; 32])),
             host: None,

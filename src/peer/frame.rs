@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::codec::{self, Malformed, Put};
+use crate::group::{ChannelName, Scope};
 use crate::nick::Nick;
 
 /// Largest message text, in bytes of UTF-8: what the frame's 16-bit length field holds, 64 KiB less one byte
@@ -20,6 +21,13 @@ pub const VERSION: u8 = 1;
 const HELLO: u8 = 1;
 const MSG: u8 = 2;
 const ACK: u8 = 3;
+/// A MSG said in a scope other than one-to-one (to everyone, in a channel): the scope follows the sent time.
+/// A one-to-one message stays a MSG, so it reads the same to a peer from before channels.
+const MSG_IN: u8 = 4;
+
+/// Scope kinds in a MSG_IN.
+const SCOPE_EVERYONE: u8 = 1;
+const SCOPE_CHANNEL: u8 = 2;
 
 /// One frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +45,8 @@ pub enum Frame {
         id: u64,
         /// When the sender sent it (Unix ms, the sender's clock).
         sent_ms: u64,
+        /// Where it was said: to the receiver alone, to everyone, in a channel.
+        scope: Scope,
         /// The text (UTF-8, at most [`MAX_TEXT`] bytes), unsanitised.
         text: String,
     },
@@ -84,10 +94,24 @@ impl Frame {
                 out.put_u64(*instance);
                 out.put_nick(nick);
             }
-            Frame::Msg { id, sent_ms, text } => {
-                out.put_u8(MSG);
+            Frame::Msg {
+                id,
+                sent_ms,
+                scope,
+                text,
+            } => {
+                out.put_u8(if *scope == Scope::Direct { MSG } else { MSG_IN });
                 out.put_u64(*id);
                 out.put_u64(*sent_ms);
+                match scope {
+                    Scope::Direct => {}
+                    Scope::Everyone => out.put_u8(SCOPE_EVERYONE),
+                    Scope::Channel(c) => {
+                        out.put_u8(SCOPE_CHANNEL);
+                        out.put_u8(c.as_bytes().len() as u8);
+                        out.put_bytes(c.as_bytes());
+                    }
+                }
                 // Cut at a char boundary, so an over-long text still makes a frame the peer accepts.
                 let t = crate::utf8_prefix(text, MAX_TEXT).as_bytes();
                 out.put_u16(t.len() as u16);
@@ -119,16 +143,36 @@ impl Frame {
                     instance,
                 }
             }
-            MSG => {
+            t @ (MSG | MSG_IN) => {
                 let id = r.u64()?;
                 let sent_ms = r.u64()?;
+                let scope = if t == MSG {
+                    Scope::Direct
+                } else {
+                    match r.u8()? {
+                        SCOPE_EVERYONE => Scope::Everyone,
+                        SCOPE_CHANNEL => {
+                            let n = usize::from(r.u8()?);
+                            Scope::Channel(
+                                ChannelName::from_bytes(r.take(n)?)
+                                    .map_err(|_| Malformed("channel name"))?,
+                            )
+                        }
+                        _ => return Err(Malformed("scope")),
+                    }
+                };
                 let n = usize::from(r.u16()?);
                 if n > MAX_TEXT {
                     return Err(Malformed("text too long"));
                 }
                 let text = String::from_utf8(r.take(n)?.to_vec())
                     .map_err(|_| Malformed("text not UTF-8"))?;
-                Frame::Msg { id, sent_ms, text }
+                Frame::Msg {
+                    id,
+                    sent_ms,
+                    scope,
+                    text,
+                }
             }
             ACK => Frame::Ack { id: r.u64()? },
             _ => return Err(Malformed("frame type")),
@@ -221,11 +265,25 @@ mod tests {
             Frame::Msg {
                 id: 7,
                 sent_ms: 1_700_000_000_000,
+                scope: Scope::Direct,
                 text: "héllo ✓".into(),
             },
             Frame::Msg {
                 id: 8,
                 sent_ms: 1,
+                scope: Scope::Direct,
+                text: "x".repeat(MAX_TEXT),
+            },
+            Frame::Msg {
+                id: 9,
+                sent_ms: 2,
+                scope: Scope::Everyone,
+                text: "to all".into(),
+            },
+            Frame::Msg {
+                id: 10,
+                sent_ms: 3,
+                scope: Scope::Channel(ChannelName::new(&format!("#{}", "o".repeat(31))).unwrap()),
                 text: "x".repeat(MAX_TEXT),
             },
             Frame::Ack { id: 7 },
@@ -280,6 +338,14 @@ mod tests {
             &[ACK, 1, 2],
             &[HELLO, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'a'],
             &[MSG, 0],
+            // A scope of an unknown kind, and a channel name not in its one spelling.
+            &[
+                MSG_IN, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 1, b'x',
+            ],
+            &[
+                MSG_IN, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, b'#', b'A', 0, 1,
+                b'x',
+            ],
         ] {
             let mut b = (body.len() as u32).to_be_bytes().to_vec();
             b.extend_from_slice(body);
@@ -291,6 +357,7 @@ mod tests {
         Frame::Msg {
             id: 1,
             sent_ms: 1,
+            scope: Scope::Direct,
             text: "ab".into(),
         }
         .encode(&mut b);

@@ -366,8 +366,8 @@ fn messages_for_an_offline_peer_wait_until_it_returns() {
     // A restored queue (after a restart) is delivered the same way.
     let mut fresh = Peer::new(config("alice", 999));
     fresh.set_contact(now, nick("bob"), bob_addr, false);
-    for (t, id, ms, text) in saved {
-        fresh.restore(now, t, id, ms, text);
+    for (t, id, ms, scope, text) in saved {
+        fresh.restore(now, t, id, ms, scope, text);
     }
     assert_eq!(fresh.waiting(), 2);
 }
@@ -670,6 +670,7 @@ fn msg(id: u64, text: &str) -> Frame {
     Frame::Msg {
         id,
         sent_ms: 1,
+        scope: Scope::Direct,
         text: text.into(),
     }
 }

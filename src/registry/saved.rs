@@ -16,7 +16,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{Entry, Status};
+use super::wire::{Entry, Extra, MAX_AWAY, Status};
+use crate::group::{ChannelName, MAX_CHANNELS_PER_CLIENT};
 use crate::identity::{KEY_LEN, PublicKey};
 use crate::nick::Nick;
 
@@ -26,7 +27,7 @@ const FORMAT_VERSION: u32 = 1;
 /// One roster entry with what the roster wire does not carry: the key its nickname is bound to, and the
 /// address the client registered from, which the per-host caps count against (see
 /// [`crate::registry::Config::max_clients_per_host`]).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The entry as the roster shows it.
     pub entry: Entry,
@@ -96,6 +97,12 @@ struct SavedEntry {
     /// Absent in files written before the per-host caps.
     #[serde(default)]
     host: Option<IpAddr>,
+    /// Channels it is in; absent in files written before channels (and when there are none).
+    #[serde(default)]
+    channels: Vec<String>,
+    /// Its away message, if it was away; absent in files written before presence.
+    #[serde(default)]
+    away: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,6 +148,10 @@ struct SavedEntryOut<'a> {
     key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    away: Option<&'a str>,
 }
 
 fn saved_entries<S: serde::Serializer>(records: &&[Record], s: S) -> Result<S::Ok, S::Error> {
@@ -157,6 +168,8 @@ fn saved_entries<S: serde::Serializer>(records: &&[Record], s: S) -> Result<S::O
                 flaps: r.entry.flaps,
                 key: r.key.as_ref().map(key_hex),
                 host: r.host,
+                channels: r.entry.channels().iter().map(|c| c.as_str()).collect(),
+                away: r.entry.away(),
             }),
     )
 }
@@ -178,6 +191,25 @@ fn image_out(img: &Image) -> ImageOut<'_> {
         entries: &img.records,
         bindings: &img.bindings,
     }
+}
+
+/// The optional fields of a saved entry, checked as the wire checks them: channels that are not valid
+/// names, repeated or past the cap are dropped, an away message is cut to its bound.
+fn saved_extra(channels: Vec<String>, away: Option<String>) -> Option<Box<Extra>> {
+    let mut cs: Vec<ChannelName> = channels
+        .iter()
+        .filter_map(|c| ChannelName::new(c).ok())
+        .collect();
+    cs.sort();
+    cs.dedup();
+    cs.truncate(MAX_CHANNELS_PER_CLIENT);
+    let x = Extra {
+        channels: cs,
+        away: away
+            .map(|a| crate::utf8_prefix(&crate::peer::sanitize_line(&a), MAX_AWAY).to_string()),
+        renamed_to: None,
+    };
+    (!x.is_empty()).then(|| Box::new(x))
 }
 
 /// Serialises the roster image.
@@ -265,6 +297,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             since_ms: e.since_unix_ms,
             chat: e.chat,
             flaps: e.flaps,
+            extra: saved_extra(e.channels, e.away),
         };
         records.push(Record {
             entry,
@@ -307,6 +340,7 @@ mod tests {
             since_ms: 1_000,
             chat: "10.0.0.2:7000".parse().unwrap(),
             flaps: 2,
+            extra: None,
         };
         let host = Some("10.0.0.9".parse().unwrap());
         let r = |entry, key| Record { entry, key, host };

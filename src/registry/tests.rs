@@ -185,6 +185,7 @@ impl Harness {
                     since_ms: 1_699_999_000_000 + i as u64,
                     chat: SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000)),
                     flaps: 0,
+                    extra: None,
                 },
                 key: Some(KEY),
                 host: None,
@@ -240,7 +241,7 @@ impl Harness {
         let mut truth: Vec<_> = self.reg.entries().collect();
         truth.sort_by_key(|e| e.nick);
         for c in self.reg.subscribers() {
-            let mine: Vec<_> = self.clients[&c].0.entries().copied().collect();
+            let mine: Vec<_> = self.clients[&c].0.entries().cloned().collect();
             assert_eq!(mine, truth, "client {c} disagrees");
             assert_eq!(self.clients[&c].0.version(), Some(self.reg.version()));
         }
@@ -453,13 +454,13 @@ fn same_process_on_a_new_association_is_silent() {
     h.register(a, "alice", 7, 5000);
     h.turn();
     h.events();
-    let before = h.clients[&w].0.get(&nick("alice")).copied();
+    let before = h.clients[&w].0.get(&nick("alice")).cloned();
     // The client lost its association (e.g. the daemon was stopped) and comes back with the same instance.
     let a2 = h.connect("127.0.0.1:1");
     h.register(a2, "alice", 7, 5000);
     h.turn();
     assert!(h.events().is_empty(), "no online/offline noise");
-    assert_eq!(h.clients[&w].0.get(&nick("alice")).copied(), before);
+    assert_eq!(h.clients[&w].0.get(&nick("alice")).cloned(), before);
     h.reg
         .connection_lost(h.now, h.wall, a, "old association timed out");
     h.turn();
@@ -575,6 +576,7 @@ fn loaded_roster_starts_offline_and_keeps_its_version() {
             since_ms: 5,
             chat: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
             flaps: 3,
+            extra: None,
         },
         key: Some(KEY),
         host: None,
@@ -1152,6 +1154,7 @@ fn entries_saved_before_owned_nicknames_are_claimed_by_the_first_key() {
             since_ms: 5,
             chat: "10.0.0.1:5000".parse::<SocketAddr>().unwrap(),
             flaps: 0,
+            extra: None,
         },
         key: None,
         host: None,
@@ -1245,6 +1248,7 @@ fn a_saved_roster_is_held_to_the_caps_per_host() {
         since_ms: 1_699_999_000_000 + i,
         chat: chat.parse().unwrap(),
         flaps: 0,
+        extra: None,
     };
     let x: IpAddr = "10.0.0.5".parse().unwrap();
     // Ten registered from 10.0.0.5 (their chat addresses say otherwise: the saved host is what counts),
@@ -1337,4 +1341,275 @@ fn a_one_shot_sender_claims_its_nickname_a_reader_does_not() {
     h.register(m, "carol", 7, 6000);
     h.turn();
     assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::NickOwned);
+}
+
+/// The answers `c` received, in order: (request, refusal).
+fn answers(h: &Harness, c: AssocId) -> Vec<(wire::Request, Option<String>)> {
+    h.clients[&c]
+        .1
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Answer {
+                request,
+                ok,
+                reason,
+            } => Some((*request, (!ok).then(|| reason.clone()))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn channel(s: &str) -> crate::group::ChannelName {
+    crate::group::ChannelName::new(s).unwrap()
+}
+
+#[test]
+fn channels_and_presence_are_roster_fields_every_client_receives() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("10.0.0.1:9");
+    let b = h.connect_as("10.0.0.2:9", PublicKey([2; 32]));
+    h.register(a, "alice", 1, 4000);
+    h.register(b, "bob", 2, 4000);
+    h.turn();
+    h.send(
+        a,
+        ClientMsg::Join {
+            channel: channel("#ops"),
+        },
+    );
+    h.send(
+        a,
+        ClientMsg::Join {
+            channel: channel("#dev"),
+        },
+    );
+    // Joining again is no error and no change.
+    h.send(
+        a,
+        ClientMsg::Join {
+            channel: channel("#ops"),
+        },
+    );
+    h.send(
+        a,
+        ClientMsg::Away {
+            message: Some("lunch\u{1b}[2J\nback at 2".into()),
+        },
+    );
+    let v = h.reg.version();
+    h.turn();
+    assert_eq!(h.reg.version(), v, "one turn, one delta");
+    assert_eq!(
+        answers(&h, a),
+        vec![
+            (wire::Request::Join, None),
+            (wire::Request::Join, None),
+            (wire::Request::Join, None),
+            (wire::Request::Away, None)
+        ]
+    );
+    let seen = h.clients[&b].0.get(&nick("alice")).unwrap().clone();
+    assert_eq!(seen.channels(), &[channel("#dev"), channel("#ops")]);
+    // One line, no escapes: every client shows it in its list.
+    assert_eq!(seen.away(), Some("lunch back at 2"));
+    h.assert_converged();
+    assert_eq!(h.reg.stats().channel_changes, 2);
+
+    h.send(
+        a,
+        ClientMsg::Part {
+            channel: channel("#dev"),
+        },
+    );
+    h.send(
+        a,
+        ClientMsg::Part {
+            channel: channel("#nope"),
+        },
+    );
+    h.send(a, ClientMsg::Away { message: None });
+    h.turn();
+    let tail: Vec<_> = answers(&h, a).into_iter().skip(4).collect();
+    assert_eq!(tail[0], (wire::Request::Part, None));
+    assert_eq!(
+        tail[1],
+        (wire::Request::Part, Some("you are not in #nope".into()))
+    );
+    let seen = h.clients[&b].0.get(&nick("alice")).unwrap().clone();
+    assert_eq!(seen.channels(), &[channel("#ops")]);
+    assert_eq!(seen.away(), None);
+    h.assert_converged();
+    let ev = h.events();
+    assert!(ev.contains(&Event::Channel {
+        nick: nick("alice"),
+        channel: channel("#dev"),
+        joined: false
+    }));
+    assert!(ev.contains(&Event::Away {
+        nick: nick("alice"),
+        away: false
+    }));
+
+    // Bounded: past the cap, a refusal that says what to do.
+    for i in 0..crate::group::MAX_CHANNELS_PER_CLIENT {
+        h.send(
+            b,
+            ClientMsg::Join {
+                channel: channel(&format!("#c{i}")),
+            },
+        );
+    }
+    h.send(
+        b,
+        ClientMsg::Join {
+            channel: channel("#onemore"),
+        },
+    );
+    h.turn();
+    let last = answers(&h, b).pop().unwrap();
+    assert!(
+        last.1.as_deref().is_some_and(|r| r.contains("part")),
+        "{last:?}"
+    );
+    assert_eq!(
+        h.clients[&a].0.get(&nick("bob")).unwrap().channels().len(),
+        crate::group::MAX_CHANNELS_PER_CLIENT
+    );
+    h.assert_converged();
+
+    // An observer has no entry to change.
+    let o = h.connect("10.0.0.3:9");
+    h.observe(o, false);
+    h.send(
+        o,
+        ClientMsg::Join {
+            channel: channel("#ops"),
+        },
+    );
+    h.turn();
+    assert!(
+        answers(&h, o)[0]
+            .1
+            .as_deref()
+            .is_some_and(|r| r.contains("register first"))
+    );
+}
+
+#[test]
+fn channels_stay_with_an_offline_entry_and_survive_a_save() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("10.0.0.1:9");
+    h.register(a, "alice", 1, 4000);
+    h.send(
+        a,
+        ClientMsg::Join {
+            channel: channel("#ops"),
+        },
+    );
+    h.send(
+        a,
+        ClientMsg::Away {
+            message: Some("away".into()),
+        },
+    );
+    h.turn();
+    h.reg.connection_lost(h.now, h.wall, a, "left");
+    h.turn();
+    let e = h.reg.entries().find(|e| e.nick == nick("alice")).unwrap();
+    assert_eq!(
+        (e.status, e.channels()),
+        (Status::Offline, &[channel("#ops")][..])
+    );
+    let img = h.reg.image(h.wall);
+    let decoded = saved::decode(&saved::encode(&img)).unwrap().image;
+    let mut again = Harness::new(Config::default());
+    again.reg.load(decoded);
+    let e = again
+        .reg
+        .entries()
+        .find(|e| e.nick == nick("alice"))
+        .unwrap();
+    assert_eq!(e.channels(), &[channel("#ops")]);
+    assert_eq!(e.away(), Some("away"));
+}
+
+#[test]
+fn a_rename_moves_the_entry_and_keeps_the_old_name_bound() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("10.0.0.1:9");
+    let b = h.connect_as("10.0.0.2:9", PublicKey([2; 32]));
+    h.register(a, "alice", 1, 4000);
+    h.register(b, "bob", 2, 4000);
+    h.send(
+        a,
+        ClientMsg::Join {
+            channel: channel("#ops"),
+        },
+    );
+    h.turn();
+    for (to, says) in [("bob", "another user's key"), ("b!b", "invalid nickname")] {
+        h.send(a, ClientMsg::Rename { nick: to.into() });
+        h.turn();
+        let last = answers(&h, a).pop().unwrap();
+        assert_eq!(last.0, wire::Request::Rename);
+        assert!(
+            last.1.as_deref().is_some_and(|r| r.contains(says)),
+            "{last:?}"
+        );
+    }
+    h.send(
+        a,
+        ClientMsg::Rename {
+            nick: "alicia".into(),
+        },
+    );
+    h.turn();
+    assert_eq!(answers(&h, a).pop().unwrap(), (wire::Request::Rename, None));
+    // Bob saw it as a rename, in one delta: the old entry removed (saying where it went), the new one.
+    let delta = h.clients[&b].1.iter().rev().find_map(|m| match m {
+        ServerMsg::Delta { entries, .. } => Some(entries.clone()),
+        _ => None,
+    });
+    let delta = delta.unwrap();
+    assert_eq!(delta[0].status, Status::Removed);
+    assert_eq!(delta[0].renamed_to(), Some(nick("alicia")));
+    assert_eq!(delta[1].nick, nick("alicia"));
+    assert_eq!(delta[1].channels(), &[channel("#ops")]);
+    h.assert_converged();
+    assert_eq!(h.reg.owner(&nick("alicia")), Some(KEY));
+    assert_eq!(
+        h.reg.owner(&nick("alice")),
+        Some(KEY),
+        "the old name stays hers"
+    );
+    // Someone else cannot take the old name; she can take it back.
+    let m = h.connect_as("10.0.0.3:9", PublicKey([3; 32]));
+    h.register(m, "alice", 3, 4000);
+    h.turn();
+    assert_eq!(h.last_registered(m).unwrap().0, RegisterResult::NickOwned);
+    h.send(
+        a,
+        ClientMsg::Rename {
+            nick: "alice".into(),
+        },
+    );
+    h.turn();
+    assert_eq!(answers(&h, a).pop().unwrap(), (wire::Request::Rename, None));
+    assert!(h.clients[&b].0.get(&nick("alice")).is_some());
+    h.assert_converged();
+    // Another key cannot rename onto a bound name either.
+    h.send(
+        b,
+        ClientMsg::Rename {
+            nick: "alicia".into(),
+        },
+    );
+    h.turn();
+    let last = answers(&h, b).pop().unwrap();
+    assert!(
+        last.1
+            .as_deref()
+            .is_some_and(|r| r.contains("another user's key")),
+        "{last:?}"
+    );
 }

@@ -10,11 +10,18 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::codec::{Malformed, Put, Reader, TRUNCATED};
+use crate::group::{ChannelName, MAX_CHANNELS_PER_CLIENT};
 use crate::nick::Nick;
 
-/// SCTP payload protocol identifier of roster messages: "MPR3", roster protocol 3 (compact entries, inside a
-/// Noise session).
-pub const PPID: u32 = u32::from_be_bytes(*b"MPR3");
+/// SCTP payload protocol identifier of roster messages: "MPR4", roster protocol 4 (compact entries with
+/// optional fields for channels, presence and renames, inside a Noise session).
+pub const PPID: u32 = u32::from_be_bytes(*b"MPR4");
+
+/// The identifier of roster protocol 3 (as 4, without optional entry fields or the JOIN, PART, AWAY and
+/// RENAME requests), which this version no longer speaks: its clients would refuse an entry with a channel.
+/// Such a client's first message is a handshake it cannot finish with this daemon; the daemon counts and
+/// logs it as an old client.
+pub const PPID_V3: u32 = u32::from_be_bytes(*b"MPR3");
 
 /// The identifier of roster protocol 2 (compact entries in clear), which this version no longer speaks: a
 /// daemon answers a version 2 client's REGISTER with a REGISTERED refusal in that protocol's layout (the same
@@ -28,6 +35,11 @@ pub const PPID_V1: u32 = u32::from_be_bytes(*b"MPR1");
 const REGISTER: u8 = 1;
 const RESYNC: u8 = 2;
 const KEY_QUERY: u8 = 3;
+const JOIN: u8 = 4;
+const PART: u8 = 5;
+const AWAY: u8 = 6;
+const RENAME: u8 = 7;
+const ANSWER: u8 = 22;
 const KEY: u8 = 19;
 const BROADCAST_KEYS: u8 = 20;
 const TICKET: u8 = 21;
@@ -80,7 +92,55 @@ pub enum ClientMsg {
         /// The nickname, as the client has it (checked by the daemon).
         nick: Nick,
     },
+    /// Put me in this channel (a member already in it: nothing changes). Answered by ANSWER.
+    Join {
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// Take me out of this channel. Answered by ANSWER.
+    Part {
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// I am away, with a message (possibly empty); `None`: I am back. Answered by ANSWER.
+    Away {
+        /// The away message, at most [`MAX_AWAY`] bytes of UTF-8 (the daemon removes control characters).
+        message: Option<String>,
+    },
+    /// Call me this from now on (my key keeps owning the nickname's successor). Answered by ANSWER.
+    Rename {
+        /// The nickname asked for, as sent (at most 255 bytes): the daemon checks it, to say what is wrong.
+        nick: String,
+    },
 }
+
+/// Which request an [`ServerMsg::Answer`] answers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// [`ClientMsg::Join`].
+    Join = 1,
+    /// [`ClientMsg::Part`].
+    Part = 2,
+    /// [`ClientMsg::Away`].
+    Away = 3,
+    /// [`ClientMsg::Rename`].
+    Rename = 4,
+}
+
+impl Request {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Request::Join,
+            2 => Request::Part,
+            3 => Request::Away,
+            4 => Request::Rename,
+            _ => return None,
+        })
+    }
+}
+
+/// Longest away message, in bytes of UTF-8.
+pub const MAX_AWAY: usize = 160;
 
 /// The outcome of a registration.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -126,7 +186,7 @@ pub enum Status {
 }
 
 /// One client as the roster shows it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Nickname.
     pub nick: Nick,
@@ -140,6 +200,60 @@ pub struct Entry {
     pub chat: SocketAddr,
     /// How often it has gone offline and come back soon after.
     pub flaps: u32,
+    /// Optional fields (channels, presence, a rename); `None` when there are none, as for most entries, so
+    /// an entry without them costs no allocation.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// An entry's optional fields. On the wire each is a (tag, length, value) item, and items of tags a reader
+/// does not know are skipped, so later fields do not need a new protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Channels the client is in, in ascending order, each once, at most [`MAX_CHANNELS_PER_CLIENT`].
+    pub channels: Vec<ChannelName>,
+    /// Away, with a message (possibly empty), at most [`MAX_AWAY`] bytes; `None`: present.
+    pub away: Option<String>,
+    /// On a [`Status::Removed`] entry: the nickname was renamed to this one (the same key), which the same
+    /// delta lists too.
+    pub renamed_to: Option<Nick>,
+}
+
+impl Extra {
+    /// Whether no field is set (such an entry is sent without the optional part).
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.away.is_none() && self.renamed_to.is_none()
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.channels
+            .iter()
+            .map(|c| 2 + c.as_bytes().len())
+            .sum::<usize>()
+            + self.away.as_ref().map_or(0, |a| 2 + a.len().min(MAX_AWAY))
+            + self.renamed_to.map_or(0, |n| 2 + n.as_bytes().len())
+    }
+}
+
+impl Entry {
+    /// The channels it is in (ascending).
+    pub fn channels(&self) -> &[ChannelName] {
+        self.extra.as_deref().map_or(&[], |x| &x.channels)
+    }
+
+    /// Its away message, if it is away.
+    pub fn away(&self) -> Option<&str> {
+        self.extra.as_deref().and_then(|x| x.away.as_deref())
+    }
+
+    /// For a removed entry: the nickname it was renamed to.
+    pub fn renamed_to(&self) -> Option<Nick> {
+        self.extra.as_deref().and_then(|x| x.renamed_to)
+    }
+
+    /// Whether it is in `c`.
+    pub fn in_channel(&self, c: &ChannelName) -> bool {
+        self.channels().binary_search(c).is_ok()
+    }
 }
 
 /// Messages from `mpd` to a client.
@@ -169,6 +283,16 @@ pub enum ServerMsg {
         nick: Nick,
         /// Its owner's key; `None` if no key owns it.
         key: Option<crate::identity::PublicKey>,
+    },
+    /// The answer to JOIN, PART, AWAY or RENAME: done, or refused and why. What changed reaches every client
+    /// (this one included) as a roster delta.
+    Answer {
+        /// The request answered.
+        request: Request,
+        /// Done.
+        ok: bool,
+        /// For a refusal, a sentence for the user.
+        reason: String,
     },
     /// The answer to REGISTER.
     Registered {
@@ -206,9 +330,16 @@ pub enum ServerMsg {
 /// Longest REGISTERED reason sent, in bytes: [`ServerMsg::encode`] cuts longer ones (at a char boundary).
 pub const MAX_REASON: usize = 1024;
 
+/// Largest optional part of an entry: every channel, an away message and a rename, each with its tag and
+/// length.
+pub const MAX_EXTRA_LEN: usize = MAX_CHANNELS_PER_CLIENT * (2 + crate::group::MAX_CHANNEL)
+    + (2 + MAX_AWAY)
+    + (2 + crate::nick::MAX_NICK);
+
 /// Largest encoded entry: nick 1+32, instance 8, kind 1, since 10 (varint), address 16, port 2, flaps 5
-/// (varint).
-pub const MAX_ENTRY_LEN: usize = 75;
+/// (varint), and the optional part with its 2-byte length.
+pub const MAX_ENTRY_LEN: usize =
+    1 + crate::nick::MAX_NICK + 8 + 1 + 10 + 16 + 2 + 5 + 2 + MAX_EXTRA_LEN;
 
 /// Smallest encoded entry: nick 1+1, instance 8, kind 1, since 1, address 4, port 2, flaps 1.
 pub const MIN_ENTRY_LEN: usize = 19;
@@ -224,6 +355,96 @@ mod kind {
     pub const STATUS: u8 = 0b011;
     /// Set for an IPv6 address (16 bytes), clear for IPv4 (4 bytes).
     pub const IPV6: u8 = 0b100;
+    /// Optional fields follow the flaps: a 2-byte length, then (tag, length, value) items.
+    pub const EXTRA: u8 = 0b1000;
+}
+
+/// Tags of an entry's optional items.
+mod tag {
+    /// A channel the client is in (its name); repeated, in ascending order.
+    pub const CHANNEL: u8 = 1;
+    /// Away, and the message (UTF-8, possibly empty).
+    pub const AWAY: u8 = 2;
+    /// Renamed to this nickname.
+    pub const RENAMED: u8 = 3;
+}
+
+/// Checks an entry's optional part (every item well formed, channels ascending and within the cap); unknown
+/// tags are skipped.
+fn check_extra(b: &[u8]) -> Result<(), Malformed> {
+    let mut r = Reader::new(b);
+    let mut channels = 0usize;
+    let mut last: Option<&[u8]> = None;
+    let mut prev_tag = 0u8;
+    while r.remaining() > 0 {
+        let t = r.u8()?;
+        let n = usize::from(r.u8()?);
+        let v = r.take(n)?;
+        // One encoding per entry: items in tag order, the single-valued ones once.
+        if t < prev_tag || (t == prev_tag && t != tag::CHANNEL && t <= tag::RENAMED) {
+            return Err(Malformed("entry's optional items out of order"));
+        }
+        prev_tag = t;
+        match t {
+            tag::CHANNEL => {
+                ChannelName::from_bytes(v).map_err(|_| Malformed("channel name"))?;
+                if last.is_some_and(|l| l >= v) {
+                    return Err(Malformed("channels out of order"));
+                }
+                last = Some(v);
+                channels += 1;
+                if channels > MAX_CHANNELS_PER_CLIENT {
+                    return Err(Malformed("too many channels"));
+                }
+            }
+            tag::AWAY if n > MAX_AWAY || std::str::from_utf8(v).is_err() => {
+                return Err(Malformed("away message"));
+            }
+            tag::RENAMED => {
+                Nick::check(v).map_err(|_| Malformed("renamed nickname"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a checked optional part.
+fn parse_extra(b: &[u8]) -> Option<Extra> {
+    let mut x = Extra::default();
+    let mut r = Reader::new(b);
+    while r.remaining() > 0 {
+        let t = r.u8().ok()?;
+        let n = usize::from(r.u8().ok()?);
+        let v = r.take(n).ok()?;
+        match t {
+            tag::CHANNEL => x.channels.push(ChannelName::from_bytes(v).ok()?),
+            tag::AWAY => x.away = Some(std::str::from_utf8(v).ok()?.to_string()),
+            tag::RENAMED => x.renamed_to = Some(Nick::from_bytes(v).ok()?),
+            _ => {}
+        }
+    }
+    Some(x)
+}
+
+fn put_extra(out: &mut Vec<u8>, x: &Extra) {
+    out.put_u16(x.encoded_len() as u16);
+    for c in &x.channels {
+        out.push(tag::CHANNEL);
+        out.push(c.as_bytes().len() as u8);
+        out.extend_from_slice(c.as_bytes());
+    }
+    if let Some(a) = &x.away {
+        let a = crate::utf8_prefix(a, MAX_AWAY).as_bytes();
+        out.push(tag::AWAY);
+        out.push(a.len() as u8);
+        out.extend_from_slice(a);
+    }
+    if let Some(n) = &x.renamed_to {
+        out.push(tag::RENAMED);
+        out.push(n.as_bytes().len() as u8);
+        out.extend_from_slice(n.as_bytes());
+    }
 }
 
 /// Roster fields read with the shared [`Reader`].
@@ -251,7 +472,7 @@ impl<'a> ReadEntries<'a> for Reader<'a> {
             .ok_or(TRUNCATED)?;
         let (instance, k) = (u64::from_be_bytes(*split8(fixed)), fixed[8]);
         self.at += 9;
-        if k & !(kind::STATUS | kind::IPV6) != 0 {
+        if k & !(kind::STATUS | kind::IPV6 | kind::EXTRA) != 0 {
             return Err(Malformed("entry kind"));
         }
         let status = match k & kind::STATUS {
@@ -281,6 +502,17 @@ impl<'a> ReadEntries<'a> for Reader<'a> {
             )
         };
         let flaps = self.varint(32)? as u32;
+        let extra = if k & kind::EXTRA != 0 {
+            let n = usize::from(self.u16()?);
+            if n > MAX_EXTRA_LEN {
+                return Err(Malformed("entry's optional part too long"));
+            }
+            let x = self.take(n)?;
+            check_extra(x)?;
+            x
+        } else {
+            &[]
+        };
         Ok(EntryRef {
             nick,
             instance,
@@ -288,6 +520,7 @@ impl<'a> ReadEntries<'a> for Reader<'a> {
             since_ms,
             chat,
             flaps,
+            extra,
         })
     }
     /// The entry count, checked against the bytes left, and an iterator over the entries.
@@ -324,7 +557,12 @@ pub fn put_entry(out: &mut Vec<u8>, e: &Entry, prev_since: &mut u64) {
     out.put_nick(&e.nick);
     out.extend_from_slice(&e.instance.to_be_bytes());
     let v6 = matches!(e.chat.ip(), IpAddr::V6(_));
-    out.push(e.status as u8 | if v6 { kind::IPV6 } else { 0 });
+    let extra = e.extra.as_deref().filter(|x| !x.is_empty());
+    out.push(
+        e.status as u8
+            | if v6 { kind::IPV6 } else { 0 }
+            | if extra.is_some() { kind::EXTRA } else { 0 },
+    );
     out.put_varint(zigzag(e.since_ms.wrapping_sub(*prev_since)));
     *prev_since = e.since_ms;
     match e.chat.ip() {
@@ -333,6 +571,22 @@ pub fn put_entry(out: &mut Vec<u8>, e: &Entry, prev_since: &mut u64) {
     }
     out.extend_from_slice(&e.chat.port().to_be_bytes());
     out.put_varint(u64::from(e.flaps));
+    if let Some(x) = extra {
+        put_extra(out, x);
+    }
+}
+
+/// The most bytes `e` can take encoded (its `since` and flaps at their longest): what a page must have left
+/// for it. At most [`MAX_ENTRY_LEN`]; an entry without optional fields takes no more room than before they
+/// existed, so pages pack as many.
+fn max_len(e: &Entry) -> usize {
+    let addr = if e.chat.is_ipv4() { 6 } else { 18 };
+    let extra = e
+        .extra
+        .as_deref()
+        .filter(|x| !x.is_empty())
+        .map_or(0, |x| 2 + x.encoded_len());
+    1 + e.nick.as_bytes().len() + 8 + 1 + 10 + addr + 5 + extra
 }
 
 /// Appends `entries` to a message begun by [`begin_snapshot`] or [`begin_delta`], chaining their `since`
@@ -360,14 +614,15 @@ pub fn encode_pages<E: std::borrow::Borrow<Entry>>(
     let mut prev = 0u64;
     begin(&mut page);
     for e in entries {
-        if count > 0 && (page.len() + MAX_ENTRY_LEN > max_bytes || count == u16::MAX) {
+        let e = e.borrow();
+        if count > 0 && (page.len() + max_len(e) > max_bytes || count == u16::MAX) {
             finish_entries(&mut page, count);
             pages.push(std::mem::take(&mut page));
             begin(&mut page);
             count = 0;
             prev = 0;
         }
-        put_entry(&mut page, e.borrow(), &mut prev);
+        put_entry(&mut page, e, &mut prev);
         count += 1;
     }
     finish_entries(&mut page, count);
@@ -405,6 +660,39 @@ impl ClientMsg {
             }),
             RESYNC => ClientMsg::Resync,
             KEY_QUERY => ClientMsg::KeyQuery { nick: r.nick()? },
+            JOIN | PART => {
+                let n = usize::from(r.u8()?);
+                let channel =
+                    ChannelName::from_bytes(r.take(n)?).map_err(|_| Malformed("channel name"))?;
+                if b[0] == JOIN {
+                    ClientMsg::Join { channel }
+                } else {
+                    ClientMsg::Part { channel }
+                }
+            }
+            AWAY => ClientMsg::Away {
+                message: match r.u8()? {
+                    0 => None,
+                    1 => {
+                        let n = usize::from(r.u8()?);
+                        if n > MAX_AWAY {
+                            return Err(Malformed("away message too long"));
+                        }
+                        Some(
+                            String::from_utf8(r.take(n)?.to_vec())
+                                .map_err(|_| Malformed("away message is not UTF-8"))?,
+                        )
+                    }
+                    _ => return Err(Malformed("away flag")),
+                },
+            },
+            RENAME => ClientMsg::Rename {
+                nick: {
+                    let n = usize::from(r.u8()?);
+                    String::from_utf8(r.take(n)?.to_vec())
+                        .map_err(|_| Malformed("nickname is not UTF-8"))?
+                },
+            },
             _ => return Err(Malformed("message type")),
         };
         r.end()?;
@@ -430,6 +718,33 @@ impl ClientMsg {
             ClientMsg::KeyQuery { nick } => {
                 out.push(KEY_QUERY);
                 out.put_nick(nick);
+            }
+            ClientMsg::Join { channel } | ClientMsg::Part { channel } => {
+                out.push(if matches!(self, ClientMsg::Join { .. }) {
+                    JOIN
+                } else {
+                    PART
+                });
+                out.push(channel.as_bytes().len() as u8);
+                out.extend_from_slice(channel.as_bytes());
+            }
+            ClientMsg::Away { message } => {
+                out.push(AWAY);
+                match message {
+                    None => out.push(0),
+                    Some(m) => {
+                        let m = crate::utf8_prefix(m, MAX_AWAY).as_bytes();
+                        out.push(1);
+                        out.push(m.len() as u8);
+                        out.extend_from_slice(m);
+                    }
+                }
+            }
+            ClientMsg::Rename { nick } => {
+                out.push(RENAME);
+                let n = crate::utf8_prefix(nick, 255).as_bytes();
+                out.push(n.len() as u8);
+                out.extend_from_slice(n);
             }
         }
         out
@@ -526,6 +841,8 @@ pub struct EntryRef<'a> {
     pub chat: SocketAddr,
     /// As [`Entry::flaps`].
     pub flaps: u32,
+    /// The optional part, checked (empty if there is none); decoded by [`EntryRef::to_entry`].
+    pub extra: &'a [u8],
 }
 
 impl EntryRef<'_> {
@@ -538,6 +855,10 @@ impl EntryRef<'_> {
             since_ms: self.since_ms,
             chat: self.chat,
             flaps: self.flaps,
+            // Only items of unknown tags: nothing this version shows, so the same as none.
+            extra: Some(parse_extra(self.extra)?)
+                .filter(|x| !x.is_empty())
+                .map(Box::new),
         })
     }
 }
@@ -599,6 +920,26 @@ impl ServerMsg {
                     lifetime_s,
                     secret,
                     ticket,
+                }))
+            }
+            ANSWER => {
+                let request = Request::from_u8(r.u8()?).ok_or(Malformed("request"))?;
+                let ok = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Malformed("answer flag")),
+                };
+                let n = usize::from(r.u16()?);
+                if n > MAX_REASON {
+                    return Err(Malformed("reason too long"));
+                }
+                let reason =
+                    String::from_utf8(r.take(n)?.to_vec()).map_err(|_| Malformed("reason"))?;
+                r.end()?;
+                Ok(ServerView::Whole(ServerMsg::Answer {
+                    request,
+                    ok,
+                    reason,
                 }))
             }
             KEY => {
@@ -702,6 +1043,18 @@ impl ServerMsg {
                     }
                 }
             }
+            ServerMsg::Answer {
+                request,
+                ok,
+                reason,
+            } => {
+                out.push(ANSWER);
+                out.push(*request as u8);
+                out.push(u8::from(*ok));
+                let r = crate::utf8_prefix(reason, MAX_REASON).as_bytes();
+                out.extend_from_slice(&(r.len() as u16).to_be_bytes());
+                out.extend_from_slice(r);
+            }
             ServerMsg::Registered {
                 result,
                 daemon,
@@ -749,6 +1102,7 @@ mod tests {
             since_ms: 1_700_000_000_000,
             chat: "192.0.2.1:4000".parse().unwrap(),
             flaps: 2,
+            extra: None,
         }
     }
 
@@ -797,7 +1151,11 @@ mod tests {
                 version: 10,
                 page: 1,
                 pages: 3,
-                entries: vec![entry("a", Status::Online), entry("b", Status::Offline), big],
+                entries: vec![
+                    entry("a", Status::Online),
+                    entry("b", Status::Offline),
+                    big.clone(),
+                ],
             },
             ServerMsg::Delta {
                 from: 10,
@@ -815,6 +1173,13 @@ mod tests {
         // as it can be from the one before, the most flaps).
         big.since_ms = 1 << 63;
         big.flaps = u32::MAX;
+        big.extra = Some(Box::new(Extra {
+            channels: (0..MAX_CHANNELS_PER_CLIENT)
+                .map(|i| ChannelName::new(&format!("#{i:0>31}")).unwrap())
+                .collect(),
+            away: Some("é".repeat(MAX_AWAY / 2)),
+            renamed_to: Some(Nick::new(&"r".repeat(crate::nick::MAX_NICK)).unwrap()),
+        }));
         let mut one = Vec::new();
         put_entry(&mut one, &big, &mut 0);
         assert_eq!(one.len(), MAX_ENTRY_LEN);
@@ -825,6 +1190,7 @@ mod tests {
             since_ms: 5,
             chat: "192.0.2.1:1".parse().unwrap(),
             flaps: 0,
+            extra: None,
         };
         let mut one = Vec::new();
         put_entry(&mut one, &smallest, &mut 3);
@@ -848,7 +1214,7 @@ mod tests {
             let m = ServerMsg::Delta {
                 from: 1,
                 to: 2,
-                entries: vec![a, b],
+                entries: vec![a.clone(), b.clone()],
             };
             assert_eq!(ServerMsg::parse(&m.encode()), Ok(m));
         }

@@ -645,6 +645,7 @@ fn a_new_client_gets_a_roster_of_100_000_whole_while_it_changes() {
                 since_ms: 1_767_225_000_000 + i as u64,
                 chat: std::net::SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7000)),
                 flaps: 0,
+                extra: None,
             },
             key: Some(crate::identity::PublicKey([i as u8; 32])),
             host: None,

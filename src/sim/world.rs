@@ -18,6 +18,7 @@ use super::Simulate;
 use super::net::{Delivery, Netem, Network, earliest};
 use super::tcp::{CONNECT_TIMEOUT, End, Segment, Tcp};
 use crate::client::{self, Client, ClientEvent, Pin};
+use crate::group::{ChannelName, Scope};
 use crate::identity::Identity;
 use crate::known_keys::{KnownKeys, Vetted};
 use crate::nick::Nick;
@@ -171,6 +172,32 @@ impl ClientHost {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Messages its peer received said in `scope`: (sender, text), in arrival order.
+    pub fn received_in(&self, scope: Scope) -> Vec<(String, String)> {
+        self.chat
+            .iter()
+            .filter_map(|(_, e)| match e {
+                PeerEvent::Message {
+                    from,
+                    text,
+                    scope: s,
+                    ..
+                } if *s == scope => Some((from.to_string(), text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether its roster shows `nick` in `channel`.
+    pub fn sees_in(&self, nick: &str, channel: &str) -> bool {
+        let ch = ChannelName::new(channel).expect("a valid channel name");
+        self.client.as_ref().is_some_and(|c| {
+            c.roster()
+                .entries()
+                .any(|e| e.nick.as_str() == nick && e.in_channel(&ch))
+        })
     }
 
     /// When message `id` was reported delivered.
@@ -466,6 +493,40 @@ impl World {
             .as_mut()
             .expect("client n is not running");
         peer.send(now, wall, to, text)
+    }
+
+    /// Client `n` says `text` in `scope` (everyone, a channel) to whoever its roster shows there, as mpc does;
+    /// returns the message id and the receivers it went to.
+    pub fn send_in(
+        &mut self,
+        n: usize,
+        scope: Scope,
+        text: &str,
+    ) -> Result<(u64, Vec<Nick>), peer::SendError> {
+        let now = self.now();
+        let wall = self.wall_ms();
+        let h = &mut self.clients[n];
+        let c = h.client.as_ref().expect("client n is not running");
+        let to: Vec<Nick> = c
+            .roster()
+            .members(&c.nick(), &scope)
+            .iter()
+            .map(|e| e.nick)
+            .collect();
+        let peer = h.peer.as_mut().expect("client n is not running");
+        peer.send_to_many(now, wall, scope, &to, text)
+            .map(|id| (id, to))
+    }
+
+    /// Client `n` asks to join (`join`) or leave a channel.
+    pub fn set_channel(&mut self, n: usize, channel: &str, join: bool) {
+        let c = self.clients[n]
+            .client
+            .as_mut()
+            .expect("client n is not running");
+        let ch = ChannelName::new(channel).expect("a valid channel name");
+        let r = if join { c.join(ch) } else { c.part(ch) };
+        r.expect("the request is accepted locally");
     }
 
     fn wall_ms(&self) -> u64 {
@@ -946,6 +1007,9 @@ impl Simulate for World {
                 // As mpc's session does: the roster feeds the chat peer's contacts.
                 if let ClientEvent::Roster(applied) = &e {
                     p.follow_roster(now, c.roster(), applied);
+                }
+                if let ClientEvent::Renamed { to, .. } = &e {
+                    p.set_me(*to);
                 }
                 if let ClientEvent::Key { nick, key } = &e
                     && p.wants_key(nick)

@@ -808,6 +808,7 @@ mod tests {
         Frame::Msg {
             id: 1,
             sent_ms: 2,
+            scope: multiproto::group::Scope::Direct,
             text: TEXT.into(),
         }
         .encode(&mut b);

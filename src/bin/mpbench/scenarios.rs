@@ -265,6 +265,7 @@ fn entry_of(sw: &Swarm, i: u32, since_ms: u64) -> Entry {
         since_ms,
         chat: SocketAddr::from(([127, 0, 0, 1], swarm::chat_port(i))),
         flaps: 0,
+        extra: None,
     }
 }
 

@@ -747,7 +747,7 @@ impl Swarm {
         }
     }
 
-    /// A message of roster protocol 3 for client `i`: a handshake step or sealed roster data.
+    /// A message of roster protocol 4 for client `i`: a handshake step or sealed roster data.
     fn on_secured(&mut self, now: Instant, l: usize, id: AssocId, i: u32, data: &[u8]) {
         if let Ok(Frame::Broadcast(t)) = Frame::parse(data) {
             let Some(r) = &mut self.sims[i as usize].bcast else {
