@@ -34,7 +34,7 @@ use crate::client::roster::{Applied, Change};
 use crate::io::client::Setup;
 use crate::io::history::{self, History, Record};
 use crate::nick::Nick;
-use crate::outbox;
+use crate::outbox::Outbox;
 use crate::peer::{PeerEvent, Target};
 use crate::reactor::ReactorEvent;
 use crate::registry::wire::{Entry, RegisterResult, Status};
@@ -356,8 +356,8 @@ struct Console {
     /// When to register again after a `NickTaken` with a retry hint.
     retry_at: Option<Instant>,
     retried: bool,
-    /// Waiting messages as last saved.
-    waiting: Vec<(Target, u64, u64, String)>,
+    /// Waiting messages, kept in step with the history database's queue.
+    outbox: Outbox,
     /// Lines from the terminal not yet acted on, and when the batch closes.
     batch: Vec<String>,
     batch_until: Option<Instant>,
@@ -419,6 +419,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         },
     };
     let start = sess.now();
+    let outbox = Outbox::new(&opts.state_dir, me);
     let mut c = Console {
         warn_at: Some(start + opts.daemon_wait),
         sess,
@@ -432,7 +433,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         whois: Vec::new(),
         echoes: Vec::new(),
         history: None,
-        waiting: Vec::new(),
+        outbox,
         batch: Vec::new(),
         batch_until: None,
         question: None,
@@ -546,26 +547,22 @@ impl Console {
         }
     }
 
+    /// Hands the peer the messages an earlier run (or `mpc send`) queued, and says how many wait.
     fn restore_outbox(&mut self) {
         let now = self.sess.now();
-        match outbox::load(&self.opts.state_dir, &self.me) {
-            Ok(saved) => {
-                if !saved.is_empty() {
-                    self.notice(
-                        Some(Kind::Warn),
-                        &format!(
-                            "{} message(s) from an earlier session are waiting for delivery",
-                            saved.len()
-                        ),
-                    );
-                }
-                for (t, id, ms, text) in saved {
-                    self.sess.chat.peer.restore(now, t, id, ms, text);
-                }
-            }
-            Err(e) => self.notice(Some(Kind::Error), &format!("warning: {e}")),
+        let r = self.outbox.restore(now, &mut self.sess.chat.peer);
+        for n in &r.notes {
+            self.notice(Some(Kind::Error), &format!("warning: {n}"));
         }
-        self.waiting = self.sess.chat.peer.waiting_messages();
+        if r.count > 0 {
+            self.notice(
+                Some(Kind::Warn),
+                &format!(
+                    "{} message(s) from an earlier session are waiting for delivery",
+                    r.count
+                ),
+            );
+        }
     }
 
     fn run(&mut self) -> io::Result<u8> {
@@ -600,8 +597,8 @@ impl Console {
             {
                 return Ok(code);
             }
-            self.sess.flush()?;
             self.save_outbox();
+            self.sess.flush()?;
         }
     }
 
@@ -616,16 +613,12 @@ impl Console {
         Ok(())
     }
 
+    /// Writes the changes to the waiting messages (one transaction each) and takes messages `mpc send`
+    /// queued meanwhile: before [`Session::flush`], which sends those at once.
     fn save_outbox(&mut self) {
-        let w = self.sess.chat.peer.waiting_messages();
-        if w != self.waiting {
-            self.waiting = w;
-            if let Err(e) = outbox::save(&self.opts.state_dir, &self.me, &self.waiting) {
-                self.notice(
-                    Some(Kind::Error),
-                    &format!("warning: cannot save waiting messages: {e}"),
-                );
-            }
+        let now = self.sess.now();
+        for n in self.outbox.sync(now, &mut self.sess.chat.peer) {
+            self.notice(Some(Kind::Error), &format!("warning: {n}"));
         }
     }
 
@@ -698,11 +691,7 @@ impl Console {
     fn leave_roster(&mut self) -> io::Result<()> {
         let now = self.sess.now();
         self.echo_overdue(now + ECHO_WAIT);
-        let _ = outbox::save(
-            &self.opts.state_dir,
-            &self.me,
-            &self.sess.chat.peer.waiting_messages(),
-        );
+        self.save_outbox();
         let now = self.sess.now();
         self.sess.io.client.shutdown(now);
         let end = now + Duration::from_millis(500);

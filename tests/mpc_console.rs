@@ -570,7 +570,15 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
         alice.keys(&["Enter"]);
         alice.wait_for("[exit 0]");
     }
-    assert!(state.join("outbox-alice.json").exists());
+    // Kept in the queue of alice's history database (one row), not in a file of its own.
+    let queued = || {
+        let path = multiproto::io::history::path(&state, "alice");
+        multiproto::io::history::History::open(&path, Default::default())
+            .and_then(|h| h.queue_len())
+            .unwrap()
+    };
+    assert_eq!(queued(), 1);
+    assert!(!state.join("outbox-alice.json").exists());
     let alice = Console::start(&net, "alice", &state, &[], &[], "queue2");
     alice.wait_for("1 message(s) from an earlier session are waiting");
     alice.wait_ready();
@@ -578,10 +586,10 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
     bob.wait_for(Duration::from_secs(15), |v| v["event"] == "message")
         .expect("the queued message never arrived");
     alice.wait_for("delivered #1 to bob");
-    // The console saves its outbox at the end of the loop turn that showed the delivery.
+    // The console takes it out of the queue at the end of the loop turn that showed the delivery.
     assert!(
-        common::wait_until(SCREEN, || !state.join("outbox-alice.json").exists()),
-        "the delivered message stayed in the outbox file"
+        common::wait_until(SCREEN, || queued() == 0),
+        "the delivered message stayed in the queue"
     );
     // Once: delivered means acknowledged, so a second copy, if any, was sent already; alice's next message
     // to bob shows after it.
