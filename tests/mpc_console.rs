@@ -689,11 +689,14 @@ fn a_restarted_console_shows_recent_conversations_and_reads_its_history() {
         alice.keys(&["Enter"]);
         alice.wait_for("[exit 0]");
     }
-    let out = mpc(&net, &["--nick", "bob", "send", "alice", "milk bought"]);
+    let out = mpc(
+        &net,
+        &["--nick", "bob", "send", "--now", "alice", "milk bought"],
+    );
     assert_eq!(
         out.status.code(),
         Some(3),
-        "alice is offline, so bob's send waits for nothing"
+        "alice is offline, so bob's send --now waits for nothing"
     );
     let alice = Console::start(&net, "alice", &state, &[], &[], "kept2");
     let s = alice.wait_for("-- with bob:");
