@@ -223,6 +223,37 @@ fn send_to_an_offline_peer_queues_it_and_the_senders_listen_delivers_it_once() {
     );
 }
 
+/// `--history-max 0` keeps no history, but a message `send` says is queued is kept: the file holds it (and
+/// no message of the history).
+#[test]
+fn with_no_history_a_queued_message_is_still_kept() {
+    let net = Net::new("chat-send-queued-nohistory", 31);
+    let _mpd = Mpd::start(&net, &[]);
+    Mpc::register_and_leave(&net, "bob");
+    let out = mpc(
+        &net,
+        &[
+            "--nick",
+            "erin",
+            "--history-max",
+            "0",
+            "send",
+            "bob",
+            "keep me",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(queued_for_later(&net, "erin"), 1);
+    let path = multiproto::io::history::path(&net.state_dir("erin"), "erin");
+    let h = multiproto::io::history::History::open(&path, Default::default()).unwrap();
+    assert_eq!(h.len().unwrap(), 0, "a message was kept in the history");
+}
+
 #[test]
 fn roster_events_match_joins_and_leaves() {
     let net = Net::new("chat-roster", 13);

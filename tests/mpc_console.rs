@@ -601,6 +601,36 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
     );
 }
 
+/// A message `mpc send` queues for someone offline while the console of the same nickname runs is taken by
+/// that console and delivered once the receiver is back, exactly once.
+#[test]
+fn a_message_queued_by_mpc_send_goes_from_the_running_console() {
+    skip_unless!(tmux_installed());
+    let net = Net::new("console-send-queued", 130);
+    let _mpd = Mpd::start(&net, &[]);
+    Mpc::register_and_leave(&net, "bob");
+    let alice = Console::start(&net, "alice", &net.state_dir("alice"), &[], &[], "sendq");
+    alice.wait_ready();
+    alice.wait_for("offline: bob");
+    let out = mpc(&net, &["--nick", "alice", "send", "bob", "left by send"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("queued #"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The console's next look at the queue takes it.
+    alice.wait_for("queued #1 for bob");
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob_got(&bob, "left by send");
+    alice.wait_for("delivered #1 to bob");
+    alice.type_text("msg bob marker");
+    alice.keys(&["Enter"]);
+    assert_eq!(
+        bob.messages_until(SCREEN, "marker"),
+        ["left by send", "marker"]
+    );
+}
+
 #[test]
 fn a_taken_nickname_gets_a_suggestion_not_a_crash() {
     skip_unless!(tmux_installed());
