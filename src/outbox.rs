@@ -181,6 +181,14 @@ impl Outbox {
         Ok(())
     }
 
+    /// Messages the file holds for `to` (0 if there is no file).
+    pub fn waiting_for(&mut self, to: &Target) -> Result<u64, String> {
+        match self.db(false)? {
+            Some(db) => db.queue_len_for(to).map_err(|e| e.to_string()),
+            None => Ok(0),
+        }
+    }
+
     /// Imports an old JSON outbox, if there is one, into the database, then removes it.
     fn import_legacy(&mut self, notes: &mut Vec<String>) {
         let list = match read_legacy(&self.dir, &self.me) {

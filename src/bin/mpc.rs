@@ -881,6 +881,19 @@ fn queue_for_later(a: &Args, sess: &mut Session, nick: Nick, to: Target, text: &
         }
     };
     let to = sess.chat.peer.target_of(id).unwrap_or(to);
+    // The file holds what the console will hold: a script in a loop must not fill the disk for someone away.
+    let mut outbox = Outbox::new(&state_dir(a), nick);
+    let max = sess.chat.peer.config().max_queue_per_peer as u64;
+    match outbox.waiting_for(&to) {
+        Ok(n) if n >= max => {
+            eprintln!(
+                "mpc: {to} is offline and {n} messages already wait for {to}: nothing queued; try again once \
+                 some are delivered"
+            );
+            return 1;
+        }
+        _ => {}
+    }
     let w = Waiting {
         to,
         id,
@@ -888,7 +901,7 @@ fn queue_for_later(a: &Args, sess: &mut Session, nick: Nick, to: Target, text: &
         text: text.to_string(),
         scope: String::new(),
     };
-    if let Err(e) = Outbox::new(&state_dir(a), nick).add(&w) {
+    if let Err(e) = outbox.add(&w) {
         eprintln!("mpc: {to} is offline, and the message could not be queued: {e}");
         return 1;
     }

@@ -115,6 +115,18 @@ impl History {
         Ok(out)
     }
 
+    /// Messages queued for `to`.
+    pub fn queue_len_for(&self, to: &Target) -> Result<u64, HistoryError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM queue WHERE receiver = ?1",
+                [to.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(err(&self.path, "read its queue"))
+    }
+
     /// Messages queued.
     pub fn queue_len(&self) -> Result<u64, HistoryError> {
         self.conn

@@ -64,6 +64,8 @@ fn added_removed_and_loaded_in_order_each_change_committed_on_its_own() {
     assert!(h.conn.is_autocommit());
     assert!(!h.queue_remove(first.id, &bob()).unwrap());
     assert_eq!(loaded(&other), [second.clone(), third.clone()]);
+    assert_eq!(h.queue_len_for(&bob()).unwrap(), 1);
+    assert_eq!(h.queue_len_for(&addr).unwrap(), 1);
     // The queue is not part of the history: not counted, not searched, not pruned.
     assert_eq!(h.len().unwrap(), 0);
     assert!(h.search("third", 10).unwrap().is_empty());
