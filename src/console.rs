@@ -35,7 +35,7 @@ use crate::group::{ChannelName, Scope};
 use crate::io::client::Setup;
 use crate::io::history::{self, History, Record};
 use crate::nick::Nick;
-use crate::outbox;
+use crate::outbox::Outbox;
 use crate::peer::{PeerEvent, Target};
 use crate::reactor::ReactorEvent;
 use crate::registry::wire::{Entry, RegisterResult, Request, Status};
@@ -500,8 +500,8 @@ struct Console {
     /// When to register again after a `NickTaken` with a retry hint.
     retry_at: Option<Instant>,
     retried: bool,
-    /// Waiting messages as last saved.
-    waiting: Vec<outbox::Waiting>,
+    /// Waiting messages, kept in step with the history database's queue.
+    outbox: Outbox,
     /// Lines from the terminal not yet acted on, and when the batch closes.
     batch: Vec<String>,
     batch_until: Option<Instant>,
@@ -616,6 +616,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         },
     };
     let start = sess.now();
+    let outbox = Outbox::new(&opts.state_dir, me);
     let mut c = Console {
         warn_at: Some(start + opts.daemon_wait),
         sess,
@@ -630,7 +631,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         echoes: Vec::new(),
         query: None,
         history: None,
-        waiting: Vec::new(),
+        outbox,
         batch: Vec::new(),
         batch_until: None,
         question: None,
@@ -744,26 +745,22 @@ impl Console {
         }
     }
 
+    /// Hands the peer the messages an earlier run (or `mpc send`) queued, and says how many wait.
     fn restore_outbox(&mut self) {
         let now = self.sess.now();
-        match outbox::load(&self.opts.state_dir, &self.me) {
-            Ok(saved) => {
-                if !saved.is_empty() {
-                    self.notice(
-                        Some(Kind::Warn),
-                        &format!(
-                            "{} message(s) from an earlier session are waiting for delivery",
-                            saved.len()
-                        ),
-                    );
-                }
-                for (t, id, ms, scope, text) in saved {
-                    self.sess.chat.peer.restore(now, t, id, ms, scope, text);
-                }
-            }
-            Err(e) => self.notice(Some(Kind::Error), &format!("warning: {e}")),
+        let r = self.outbox.restore(now, &mut self.sess.chat.peer);
+        for n in &r.notes {
+            self.notice(Some(Kind::Error), &format!("warning: {n}"));
         }
-        self.waiting = self.sess.chat.peer.waiting_messages();
+        if r.count > 0 {
+            self.notice(
+                Some(Kind::Warn),
+                &format!(
+                    "{} message(s) from an earlier session are waiting for delivery",
+                    r.count
+                ),
+            );
+        }
     }
 
     fn run(&mut self) -> io::Result<u8> {
@@ -803,8 +800,8 @@ impl Console {
             {
                 return Ok(code);
             }
-            self.sess.flush()?;
             self.save_outbox();
+            self.sess.flush()?;
         }
     }
 
@@ -819,16 +816,12 @@ impl Console {
         Ok(())
     }
 
+    /// Writes the changes to the waiting messages (one transaction each) and takes messages `mpc send`
+    /// queued meanwhile: before [`Session::flush`], which sends those at once.
     fn save_outbox(&mut self) {
-        let w = self.sess.chat.peer.waiting_messages();
-        if w != self.waiting {
-            self.waiting = w;
-            if let Err(e) = outbox::save(&self.opts.state_dir, &self.me, &self.waiting) {
-                self.notice(
-                    Some(Kind::Error),
-                    &format!("warning: cannot save waiting messages: {e}"),
-                );
-            }
+        let now = self.sess.now();
+        for n in self.outbox.sync(now, &mut self.sess.chat.peer) {
+            self.notice(Some(Kind::Error), &format!("warning: {n}"));
         }
     }
 
@@ -957,11 +950,7 @@ impl Console {
     fn leave_roster(&mut self) -> io::Result<()> {
         let now = self.sess.now();
         self.echo_overdue(now + ECHO_WAIT);
-        let _ = outbox::save(
-            &self.opts.state_dir,
-            &self.me,
-            &self.sess.chat.peer.waiting_messages(),
-        );
+        self.save_outbox();
         let now = self.sess.now();
         self.sess.io.client.shutdown(now);
         let end = now + Duration::from_millis(500);

@@ -544,6 +544,11 @@ impl Peer {
         &self.stats
     }
 
+    /// Its settings (the queue bounds, for a caller that queues on disk too).
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Connections open or opening.
     pub fn connections(&self) -> usize {
         self.conns.len()

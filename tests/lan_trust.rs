@@ -409,10 +409,11 @@ fn an_offline_nickname_cannot_be_taken_from_another_host_and_queued_messages_rea
     let st = alice.wait_exit(Instant::now() + WITHIN);
     assert!(st.is_some_and(|s| s.success()), "{}", alice.describe());
 
-    // bob writes to her. `mpc send` does not wait for an offline receiver: it exits 3 and sends nothing...
+    // bob writes to her. `mpc send --now` does not wait for an offline receiver: it exits 3 and sends and
+    // saves nothing...
     let out = h3.run_mpc(
         "bob",
-        &["--timeout", "10", "send", "alice", "not-queued"],
+        &["--timeout", "10", "send", "--now", "alice", "not-queued"],
         RUN_LIMIT,
     );
     assert_eq!(

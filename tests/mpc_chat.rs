@@ -100,7 +100,8 @@ fn send_to_an_offline_or_unknown_peer_says_so() {
     let net = Net::new("chat-offline-send", 12);
     let _mpd = Mpd::start(&net, &[]);
     Mpc::register_and_leave(&net, "gone");
-    let out = mpc(&net, &["--nick", "x", "send", "gone", "anyone?"]);
+    // --now: offline is an answer, not a reason to wait (without it, the message is queued: see below).
+    let out = mpc(&net, &["--nick", "x", "send", "--now", "gone", "anyone?"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("offline"));
     let out = mpc(&net, &["--nick", "x", "send", "nobody", "hi"]);
@@ -109,6 +110,148 @@ fn send_to_an_offline_or_unknown_peer_says_so() {
         String::from_utf8_lossy(&out.stderr).contains("not in the roster")
             || String::from_utf8_lossy(&out.stderr).contains("no one called")
     );
+}
+
+/// Messages in `nick`'s queue (its history database), as the next console or `listen` would find them.
+fn queued_for_later(net: &Net, nick: &str) -> u64 {
+    let path = multiproto::io::history::path(&net.state_dir(nick), nick);
+    multiproto::io::history::History::open(&path, Default::default())
+        .and_then(|h| h.queue_len())
+        .unwrap()
+}
+
+/// `mpc send` to someone offline queues the message and exits 0 saying so; the sender's `listen` delivers it
+/// once the receiver is back, exactly once, and takes it out of the queue; a message queued while that
+/// `listen` runs goes too. `--now` exits 3 and saves nothing.
+#[test]
+fn send_to_an_offline_peer_queues_it_and_the_senders_listen_delivers_it_once() {
+    let net = Net::new("chat-send-queued", 30);
+    let _mpd = Mpd::start(&net, &[]);
+    Mpc::register_and_leave(&net, "bob");
+    let out = mpc(
+        &net,
+        &["--nick", "alice", "send", "--now", "bob", "now or never"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offline"));
+    assert!(
+        !multiproto::io::history::path(&net.state_dir("alice"), "alice").exists(),
+        "--now saved something"
+    );
+    let out = mpc(
+        &net,
+        &[
+            "--nick",
+            "alice",
+            "send",
+            "bob",
+            "see you when you are back",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("queued #")
+            && said.contains("for bob (offline)")
+            && said.contains("mpc runs as alice"),
+        "{said}"
+    );
+    assert_eq!(queued_for_later(&net, "alice"), 1);
+    // Kept as sent, as the console keeps what it queues.
+    let kept = mpc(&net, &["--nick", "alice", "history", "bob", "--json"]);
+    assert!(String::from_utf8_lossy(&kept.stdout).contains("see you when you are back"));
+    // alice's listen takes it from the queue; bob comes back and gets it.
+    let alice = Mpc::listen(&net, "alice", &[]);
+    alice.wait_registered();
+    let mut bob = Mpc::listen(&net, "bob", &[]);
+    let (m, _) = bob
+        .wait_for(Duration::from_secs(15), |v| v["event"] == "message")
+        .expect("the queued message never arrived");
+    assert_eq!(m["from"], "alice");
+    assert_eq!(m["text"], "see you when you are back");
+    alice
+        .wait_for(Duration::from_secs(10), |v| {
+            v["event"] == "delivered" && v["to"] == "bob"
+        })
+        .expect("alice's listen never saw the receipt");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || queued_for_later(&net, "alice")
+            == 0),
+        "the delivered message stayed in the queue"
+    );
+    // bob leaves again; a message queued while alice's listen runs goes when he is back.
+    bob.signal(nix::sys::signal::Signal::SIGINT);
+    bob.wait_exit(Duration::from_secs(5))
+        .expect("bob did not exit");
+    alice
+        .wait_for(Duration::from_secs(10), |v| is(v, "offline", "bob"))
+        .expect("alice never saw bob leave");
+    let out = mpc(&net, &["--nick", "alice", "send", "bob", "and one more"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bob = Mpc::listen(&net, "bob", &[]);
+    alice
+        .wait_for_nth(2, Duration::from_secs(15), |v| {
+            v["event"] == "delivered" && v["to"] == "bob"
+        })
+        .expect("the message queued meanwhile never went");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || queued_for_later(&net, "alice")
+            == 0),
+        "the second message stayed in the queue"
+    );
+    // Exactly once each: both were acknowledged, so a copy, if any, was sent already; a marker sent now
+    // shows after it.
+    let out = mpc(&net, &["--nick", "alice", "send", "bob", "marker"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        bob.messages_until(Duration::from_secs(10), "marker"),
+        ["and one more", "marker"]
+    );
+}
+
+/// `--history-max 0` keeps no history, but a message `send` says is queued is kept: the file holds it (and
+/// no message of the history).
+#[test]
+fn with_no_history_a_queued_message_is_still_kept() {
+    let net = Net::new("chat-send-queued-nohistory", 31);
+    let _mpd = Mpd::start(&net, &[]);
+    Mpc::register_and_leave(&net, "bob");
+    let out = mpc(
+        &net,
+        &[
+            "--nick",
+            "erin",
+            "--history-max",
+            "0",
+            "send",
+            "bob",
+            "keep me",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(queued_for_later(&net, "erin"), 1);
+    let path = multiproto::io::history::path(&net.state_dir("erin"), "erin");
+    let h = multiproto::io::history::History::open(&path, Default::default()).unwrap();
+    assert_eq!(h.len().unwrap(), 0, "a message was kept in the history");
 }
 
 #[test]

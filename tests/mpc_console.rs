@@ -570,7 +570,15 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
         alice.keys(&["Enter"]);
         alice.wait_for("[exit 0]");
     }
-    assert!(state.join("outbox-alice.json").exists());
+    // Kept in the queue of alice's history database (one row), not in a file of its own.
+    let queued = || {
+        let path = multiproto::io::history::path(&state, "alice");
+        multiproto::io::history::History::open(&path, Default::default())
+            .and_then(|h| h.queue_len())
+            .unwrap()
+    };
+    assert_eq!(queued(), 1);
+    assert!(!state.join("outbox-alice.json").exists());
     let alice = Console::start(&net, "alice", &state, &[], &[], "queue2");
     alice.wait_for("1 message(s) from an earlier session are waiting");
     alice.wait_ready();
@@ -578,10 +586,10 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
     bob.wait_for(Duration::from_secs(15), |v| v["event"] == "message")
         .expect("the queued message never arrived");
     alice.wait_for("delivered #1 to bob");
-    // The console saves its outbox at the end of the loop turn that showed the delivery.
+    // The console takes it out of the queue at the end of the loop turn that showed the delivery.
     assert!(
-        common::wait_until(SCREEN, || !state.join("outbox-alice.json").exists()),
-        "the delivered message stayed in the outbox file"
+        common::wait_until(SCREEN, || queued() == 0),
+        "the delivered message stayed in the queue"
     );
     // Once: delivered means acknowledged, so a second copy, if any, was sent already; alice's next message
     // to bob shows after it.
@@ -590,6 +598,36 @@ fn a_queued_message_survives_a_restart_and_arrives_once() {
     assert_eq!(
         bob.messages_until(SCREEN, "marker"),
         ["see you later", "marker"]
+    );
+}
+
+/// A message `mpc send` queues for someone offline while the console of the same nickname runs is taken by
+/// that console and delivered once the receiver is back, exactly once.
+#[test]
+fn a_message_queued_by_mpc_send_goes_from_the_running_console() {
+    skip_unless!(tmux_installed());
+    let net = Net::new("console-send-queued", 130);
+    let _mpd = Mpd::start(&net, &[]);
+    Mpc::register_and_leave(&net, "bob");
+    let alice = Console::start(&net, "alice", &net.state_dir("alice"), &[], &[], "sendq");
+    alice.wait_ready();
+    alice.wait_for("offline: bob");
+    let out = mpc(&net, &["--nick", "alice", "send", "bob", "left by send"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("queued #"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The console's next look at the queue takes it.
+    alice.wait_for("queued #1 for bob");
+    let bob = Mpc::listen(&net, "bob", &[]);
+    bob_got(&bob, "left by send");
+    alice.wait_for("delivered #1 to bob");
+    alice.type_text("msg bob marker");
+    alice.keys(&["Enter"]);
+    assert_eq!(
+        bob.messages_until(SCREEN, "marker"),
+        ["left by send", "marker"]
     );
 }
 
@@ -681,11 +719,14 @@ fn a_restarted_console_shows_recent_conversations_and_reads_its_history() {
         alice.keys(&["Enter"]);
         alice.wait_for("[exit 0]");
     }
-    let out = mpc(&net, &["--nick", "bob", "send", "alice", "milk bought"]);
+    let out = mpc(
+        &net,
+        &["--nick", "bob", "send", "--now", "alice", "milk bought"],
+    );
     assert_eq!(
         out.status.code(),
         Some(3),
-        "alice is offline, so bob's send waits for nothing"
+        "alice is offline, so bob's send --now waits for nothing"
     );
     let alice = Console::start(&net, "alice", &state, &[], &[], "kept2");
     let s = alice.wait_for("-- with bob:");

@@ -15,8 +15,10 @@ use multiproto::discovery;
 use multiproto::group::Scope;
 use multiproto::identity::Fingerprint;
 use multiproto::io::client::{ClientIo, Setup};
+use multiproto::io::history::queue::Waiting;
 use multiproto::io::history::{History, Limits as HistoryLimits, Record};
 use multiproto::nick::Nick;
+use multiproto::outbox::Outbox;
 use multiproto::peer::frame::MAX_TEXT;
 use multiproto::peer::{PeerEvent, Target};
 use multiproto::reactor::ReactorEvent;
@@ -27,8 +29,9 @@ use multiproto::session::{Session, SessionEvent};
 /// the others directly (TCP). Without a subcommand: the interactive console (type `help`).
 ///
 /// Exit codes: 0 success; 1 an error (nickname refused, message failed, cannot open a socket); 2 a usage
-/// error (an unknown option, a missing argument, a nickname that is not valid); 3 (send) the receiver is
-/// offline or not in the roster; 4 no daemon answered in time (check that mpd runs, the group, --iface,
+/// error (an unknown option, a missing argument, a nickname that is not valid); 3 (send) the receiver is not
+/// in the roster, or offline with --now (without it, the message is queued and send exits 0); 4 no daemon
+/// answered in time (check that mpd runs, the group, --iface,
 /// your firewall, or use --daemon HOST:PORT).
 #[derive(FromArgs)]
 struct Args {
@@ -69,7 +72,8 @@ struct Args {
     #[argh(option)]
     secret_file: Option<PathBuf>,
     /// messages kept in the history (STATE_DIR/history-NICK.sqlite3) at most; the oldest go first (default
-    /// 1000000; 0 = keep none: nothing is written, and a history already there is left as it is)
+    /// 1000000; 0 = keep none: no message is written to it, and a history already there is left as it is;
+    /// messages waiting for delivery are still kept in that file, made only when one has to wait)
     #[argh(option, default = "1_000_000")]
     history_max: u64,
     /// how long messages are kept in the history, e.g. 30d or 365d (default 365d)
@@ -197,7 +201,8 @@ fn search_cmd(a: &Args, s: &SearchCmd, nick: Nick) -> std::io::Result<ExitCode> 
 }
 
 /// stay online; print roster changes, received messages and delivery results, one JSON object per line with
-/// --json ("event": roster | joined | online | offline | removed | message | delivered | failed | ...)
+/// --json ("event": roster | joined | online | offline | removed | message | delivered | failed | ...);
+/// delivers the messages queued by `mpc send` (or an earlier run) as their receivers come back
 #[derive(FromArgs)]
 #[argh(subcommand, name = "listen")]
 struct Listen {
@@ -208,7 +213,11 @@ struct Listen {
 
 /// send one message to PEER (a nickname, or IP:PORT) and exit 0 once it is acknowledged (without joining
 /// the roster). Without TEXT the message is standard input, byte for byte (newlines and indentation kept, up
-/// to 65 535 bytes of UTF-8): `git log -3 | mpc send bob`
+/// to 65 535 bytes of UTF-8): `git log -3 | mpc send bob`. To a nickname the roster shows offline, the
+/// message is queued in STATE_DIR/history-NICK.sqlite3 and send exits 0 saying "queued": it goes when PEER
+/// is back while the console or `mpc listen` of your nickname runs (--now: exit 3, nothing saved). A
+/// receiver online that does not acknowledge within --timeout: exit 1, not queued (it may have arrived).
+/// Exit codes: 0 delivered or queued; 1 failed; 3 not in the roster (or offline, with --now); 4 no daemon
 #[derive(FromArgs)]
 #[argh(subcommand, name = "send")]
 struct Send {
@@ -218,6 +227,9 @@ struct Send {
     /// the message (the remaining words, joined by spaces); none: read standard input
     #[argh(positional, greedy)]
     text: Vec<String>,
+    /// to a receiver offline, exit 3 and save nothing instead of queueing the message
+    #[argh(switch)]
+    now: bool,
 }
 
 /// The message of `mpc send` read from standard input: all of it, as it is, if it is UTF-8 within
@@ -591,7 +603,13 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
     {
         eprintln!("mpc: {e}");
     }
+    // Messages queued by an earlier run or by `mpc send` go from here too, as the console sends them.
+    let mut outbox = Outbox::new(&state_dir(a), nick);
+    for n in outbox.restore(sess.now(), &mut sess.chat.peer).notes {
+        eprintln!("mpc: warning: {n}");
+    }
     loop {
+        sync_outbox(&mut outbox, &mut sess)?;
         sess.turn(retry_at)?;
         let now = sess.now();
         if let Some(t) = retry_at
@@ -612,6 +630,8 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
                         "remembered": remembered.to_string(), "key": fp.to_string()})
                 }
                 SessionEvent::Signal => {
+                    // What was delivered in this turn leaves the queue before we go.
+                    sync_outbox(&mut outbox, &mut sess)?;
                     sess.io.client.shutdown(now);
                     let end = now + Duration::from_millis(500);
                     while !sess.io.client.is_closed() && sess.now() < end {
@@ -717,6 +737,16 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
     }
 }
 
+/// Writes the changes to `listen`'s waiting messages (one transaction each), takes messages `mpc send`
+/// queued meanwhile, and sends what that gave the peer.
+fn sync_outbox(outbox: &mut Outbox, sess: &mut Session) -> std::io::Result<()> {
+    let now = sess.now();
+    for n in outbox.sync(now, &mut sess.chat.peer) {
+        eprintln!("mpc: warning: {n}");
+    }
+    sess.flush()
+}
+
 fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     let text = if s.text.is_empty() {
         match message_from(std::io::stdin().lock()) {
@@ -808,12 +838,13 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                             Some(id) => sent = Some(id),
                             None => return finish(&mut sess, 1),
                         },
-                        Some(_) => {
-                            eprintln!(
-                                "mpc: {n} is offline; nothing was sent (messages wait for offline peers in the \
-                                 interactive console and listen modes)"
-                            );
+                        Some(_) if s.now => {
+                            eprintln!("mpc: {n} is offline; nothing was sent or saved (--now)");
                             return finish(&mut sess, 3);
+                        }
+                        Some(_) => {
+                            let code = queue_for_later(a, &mut sess, nick, target, &text);
+                            return finish(&mut sess, code);
                         }
                         None => {
                             eprintln!("mpc: no one called {n} is in the roster (see `mpc list`)");
@@ -848,13 +879,71 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                 eprintln!("{}", no_daemon_message(a, sess.io.iface()));
                 return finish(&mut sess, NO_DAEMON);
             }
+            // Not queued: it may have arrived with its receipt lost, and a copy sent by another run would
+            // not be recognised as one.
             eprintln!(
-                "mpc: no acknowledgement from {target} within {} s",
+                "mpc: no acknowledgement from {target} within {} s; not queued (it may have arrived)",
                 a.timeout
             );
             return finish(&mut sess, 1);
         }
     }
+}
+
+/// `mpc send` to a nickname the roster shows offline: the message goes into the queue of `nick`'s history
+/// database (one transaction), where the next console or `listen` of `nick` finds it and delivers it once
+/// the receiver is back. Returns the exit code: 0 once it is saved, 1 if it could not be.
+fn queue_for_later(a: &Args, sess: &mut Session, nick: Nick, to: Target, text: &str) -> u8 {
+    let (now, wall) = (sess.now(), sess.wall_ms());
+    // The peer gives it its id (unique, as any message's) and resolves the name as for any message.
+    let id = match sess.chat.peer.send(now, wall, to, text) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("mpc: {e}");
+            return 1;
+        }
+    };
+    let to = sess.chat.peer.target_of(id).unwrap_or(to);
+    // The file holds what the console will hold: a script in a loop must not fill the disk for someone away.
+    let mut outbox = Outbox::new(&state_dir(a), nick);
+    let max = sess.chat.peer.config().max_queue_per_peer as u64;
+    match outbox.waiting_for(&to) {
+        Ok(n) if n >= max => {
+            eprintln!(
+                "mpc: {to} is offline and {n} messages already wait for {to}: nothing queued; try again once \
+                 some are delivered"
+            );
+            return 1;
+        }
+        _ => {}
+    }
+    let w = Waiting {
+        to,
+        id,
+        sent_ms: wall,
+        text: text.to_string(),
+        scope: String::new(),
+    };
+    if let Err(e) = outbox.add(&w) {
+        eprintln!("mpc: {to} is offline, and the message could not be queued: {e}");
+        return 1;
+    }
+    // Kept as sent, as the console keeps a message it queues (unless --history-max 0 keeps nothing).
+    if a.history_max > 0 {
+        let kept = open_history(a, &nick).and_then(|mut h| {
+            h.append(&Record::sent(nick.as_str(), &to, text, wall))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = kept {
+            eprintln!("mpc: queued, but not kept in the history: {e}");
+        }
+    }
+    println!(
+        "queued #{} for {to} (offline): it goes when {to} is back and mpc runs as {nick} (the console or \
+         `mpc listen`)",
+        id & 0xffff_ffff
+    );
+    0
 }
 
 /// Exit code: a bad command line.

@@ -1,6 +1,6 @@
 //! The message history a client keeps, both directions, in an SQLite database in its state directory
-//! (`history-NICK.sqlite3`, beside `outbox-NICK.json`): what `history` and `search` read, and what the console
-//! shows of recent conversations when it starts.
+//! (`history-NICK.sqlite3`): what `history` and `search` read, and what the console shows of recent
+//! conversations when it starts. The same file holds the messages still waiting for delivery ([`queue`]).
 //!
 //! One table of messages, indexed by conversation and time, and an FTS5 index of their text (kept in step by
 //! triggers) for `search`. Bounded by a count and an age: [`History::prune`] removes the oldest beyond
@@ -122,8 +122,47 @@ fn err(path: &Path, what: &str) -> impl Fn(rusqlite::Error) -> HistoryError {
 const INSERT: &str = "INSERT INTO messages (at_ms, conversation, sender, outgoing, verified, text)
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-/// The schema's version (SQLite's `user_version`): a file of a later one is not touched.
-const SCHEMA: i64 = 1;
+/// The schema's version (SQLite's `user_version`): a file of a later one is not touched. 1: the messages and
+/// their search index; 2: the queue of messages waiting for delivery ([`queue`]).
+const SCHEMA: i64 = 2;
+
+/// Schema 1: the messages, their indexes, and the FTS5 index kept in step by triggers.
+const SCHEMA_1: &str = "CREATE TABLE IF NOT EXISTS messages (
+                 id INTEGER PRIMARY KEY,
+                 at_ms INTEGER NOT NULL,
+                 conversation TEXT NOT NULL,
+                 sender TEXT NOT NULL,
+                 outgoing INTEGER NOT NULL,
+                 verified INTEGER NOT NULL,
+                 text TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, at_ms);
+             CREATE INDEX IF NOT EXISTS messages_by_time ON messages (at_ms);
+             CREATE VIRTUAL TABLE IF NOT EXISTS messages_text
+                 USING fts5 (text, content = 'messages', content_rowid = 'id');
+             CREATE TRIGGER IF NOT EXISTS messages_indexed AFTER INSERT ON messages BEGIN
+                 INSERT INTO messages_text (rowid, text) VALUES (new.id, new.text);
+             END;
+             CREATE TRIGGER IF NOT EXISTS messages_unindexed AFTER DELETE ON messages BEGIN
+                 INSERT INTO messages_text (messages_text, rowid, text) VALUES ('delete', old.id, old.text);
+             END;";
+
+/// Brings a file of schema `from` (0: a new file) up to [`SCHEMA`], one step per version, each step and its
+/// version number in one transaction: a crash leaves the file at one version or the next, never between.
+/// `IMMEDIATE` takes the write lock first, so two clients opening an old file at once migrate it one after
+/// the other (the second finds the tables there: every step is `IF NOT EXISTS`).
+fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    let steps: [(i64, &str); 2] = [(1, SCHEMA_1), (2, queue::SCHEMA_2)];
+    for (version, sql) in steps {
+        if from < version {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+        }
+    }
+    Ok(())
+}
 
 /// A client's message history.
 pub struct History {
@@ -147,7 +186,7 @@ impl History {
     /// Opens (creating it if needed) the history at `path`. A file that is not a history of this schema, or
     /// of a later one, is refused with a message that says what to do; nothing is overwritten.
     pub fn open(path: &Path, limits: Limits) -> Result<History, HistoryError> {
-        let conn = Connection::open(path).map_err(err(path, "open it"))?;
+        let mut conn = Connection::open(path).map_err(err(path, "open it"))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| {
@@ -162,31 +201,11 @@ impl History {
                 path.display()
             )));
         }
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TABLE IF NOT EXISTS messages (
-                 id INTEGER PRIMARY KEY,
-                 at_ms INTEGER NOT NULL,
-                 conversation TEXT NOT NULL,
-                 sender TEXT NOT NULL,
-                 outgoing INTEGER NOT NULL,
-                 verified INTEGER NOT NULL,
-                 text TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, at_ms);
-             CREATE INDEX IF NOT EXISTS messages_by_time ON messages (at_ms);
-             CREATE VIRTUAL TABLE IF NOT EXISTS messages_text
-                 USING fts5 (text, content = 'messages', content_rowid = 'id');
-             CREATE TRIGGER IF NOT EXISTS messages_indexed AFTER INSERT ON messages BEGIN
-                 INSERT INTO messages_text (rowid, text) VALUES (new.id, new.text);
-             END;
-             CREATE TRIGGER IF NOT EXISTS messages_unindexed AFTER DELETE ON messages BEGIN
-                 INSERT INTO messages_text (messages_text, rowid, text) VALUES ('delete', old.id, old.text);
-             END;
-             PRAGMA user_version = 1;",
-        )
-        .map_err(err(path, "set it up"))?;
+        // WAL: a reader (`mpc history`) never waits for the writer; NORMAL: a commit is not an fsync, a
+        // power cut may lose the last ones but never the file. Neither can be set inside a transaction.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(err(path, "set it up"))?;
+        migrate(&mut conn, version).map_err(err(path, "set it up"))?;
         Ok(History {
             conn,
             path: path.to_path_buf(),
@@ -363,6 +382,8 @@ pub fn fts_query(words: &str) -> Option<String> {
         .collect();
     (!terms.is_empty()).then(|| terms.join(" "))
 }
+
+pub mod queue;
 
 #[cfg(test)]
 mod tests;
