@@ -707,3 +707,148 @@ fn history_and_search_read_what_was_kept_after_the_receiver_stopped() {
         "a history was written with --history-max 0"
     );
 }
+
+/// The roster as `mpc list` shows it: each nickname's channels, once `cond` holds for it (else panics).
+fn wait_for_list(net: &Net, what: &str, cond: impl Fn(&[serde_json::Value]) -> bool) {
+    let ok = common::wait_until(Duration::from_secs(15), || cond(&list(net)));
+    assert!(ok, "never: {what}: {:?}", list(net));
+}
+
+fn channels_of<'a>(entries: &'a [serde_json::Value], nick: &str) -> Vec<&'a str> {
+    entries
+        .iter()
+        .find(|e| e["nick"] == nick)
+        .and_then(|e| e["channels"].as_array())
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// The command-line contracts of issue 15: `listen --join` joins channels, `send '#ops'` reaches each member
+/// once (an offline member's copy queued, and delivered by the sender's `listen` once it is back), `send '*'`
+/// everyone online, `"to"` says where each was said, and `history '#ops' --json` reads the channel's
+/// messages after the fact.
+#[test]
+fn send_to_a_channel_and_to_everyone_from_the_command_line() {
+    let net = Net::new("chat-channels", 19);
+    let _mpd = Mpd::start(&net, &[]);
+    let mut dave = Mpc::listen_with(&net, "dave", &[], &["--join", "#ops"]);
+    let alice = Mpc::listen_with(&net, "alice", &[], &["--join", "#ops", "--join", "#dev"]);
+    // Without the '#', as in the console.
+    let bob = Mpc::listen_with(&net, "bob", &[], &["--join", "ops"]);
+    let carol = Mpc::listen(&net, "carol", &[]);
+    for c in [&dave, &alice, &bob, &carol] {
+        c.wait_registered();
+    }
+    wait_for_list(&net, "three in #ops", |es| {
+        ["alice", "bob", "dave"]
+            .iter()
+            .all(|n| channels_of(es, n).contains(&"#ops"))
+    });
+    assert_eq!(channels_of(&list(&net), "alice"), ["#dev", "#ops"]);
+    assert!(channels_of(&list(&net), "carol").is_empty());
+    // Joins travel as roster changes: carol, in no channel, still sees who is where.
+    assert!(
+        carol
+            .wait_for(Duration::from_secs(5), |v| {
+                (v["event"] == "channel_join" && v["nick"] == "alice" && v["channel"] == "#dev")
+                    || (v["event"] == "roster"
+                        && v["entries"]
+                            .as_array()
+                            .is_some_and(|es| channels_of(es, "alice").contains(&"#dev")))
+            })
+            .is_some(),
+        "{:?}",
+        carol.events()
+    );
+    // Dave leaves; he stays a member, offline.
+    dave.signal(nix::sys::signal::Signal::SIGINT);
+    dave.wait_exit(Duration::from_secs(5)).expect("dave exit");
+    wait_for_list(&net, "dave offline", |es| {
+        es.iter()
+            .any(|e| e["nick"] == "dave" && e["status"] == "offline")
+    });
+
+    let out = mpc(
+        &net,
+        &["--nick", "erin", "send", "#ops", "deploy", "at", "5"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("to 2 of 3 in #ops") && stdout.contains("dave offline (queued)"),
+        "{stdout}"
+    );
+    let out = mpc(&net, &["--nick", "erin", "send", "*", "lunch?"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("to 3 of 3 online"), "{stdout}");
+    // Exactly once each, nothing to carol from #ops, and "to" says where: markers sent after prove it.
+    for (c, want) in [
+        (&alice, vec!["deploy at 5", "lunch?", "marker"]),
+        (&bob, vec!["deploy at 5", "lunch?", "marker"]),
+        (&carol, vec!["lunch?", "marker"]),
+    ] {
+        let out = mpc(&net, &["--nick", "erin", "send", &c.nick, "marker"]);
+        assert!(out.status.success());
+        assert_eq!(c.messages_until(Duration::from_secs(5), "marker"), want);
+        let ev = c.events();
+        let to_of = |text: &str| {
+            ev.iter()
+                .find(|v| v["event"] == "message" && v["text"] == text)
+                .map(|v| v["to"].clone())
+        };
+        assert_eq!(to_of("lunch?"), Some("*".into()));
+        assert_eq!(to_of("marker"), Some(c.nick.clone().into()));
+        if c.nick != "carol" {
+            assert_eq!(to_of("deploy at 5"), Some("#ops".into()));
+        }
+    }
+    // Nobody to send to: exit 3 with the reason; a bad name: a usage error.
+    let out = mpc(&net, &["--nick", "erin", "send", "#nobody", "hi"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no one is in #nobody"));
+    let out = mpc(&net, &["--nick", "erin", "send", "#a/b", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // The channel's conversation in alice's history (her `listen` keeps what it receives).
+    let out = mpc(&net, &["--nick", "alice", "history", "#ops", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(rows[0]["text"], "deploy at 5");
+    assert_eq!(
+        (rows[0]["from"].as_str(), rows[0]["with"].as_str()),
+        (Some("erin"), Some("#ops"))
+    );
+
+    // Dave's copy waits in erin's queue: her `listen` delivers it once he is back, as said in #ops.
+    let erin = Mpc::listen(&net, "erin", &[]);
+    erin.wait_registered();
+    let dave = Mpc::listen(&net, "dave", &[]);
+    dave.wait_registered();
+    let (m, _) = dave
+        .wait_for(Duration::from_secs(15), |v| v["event"] == "message")
+        .unwrap_or_else(|| panic!("dave got nothing: {:?}", dave.events()));
+    assert_eq!(
+        (m["text"].as_str(), m["to"].as_str()),
+        (Some("deploy at 5"), Some("#ops"))
+    );
+    let out = mpc(&net, &["--nick", "erin", "send", "dave", "marker"]);
+    assert!(out.status.success());
+    assert_eq!(
+        dave.messages_until(Duration::from_secs(5), "marker"),
+        ["deploy at 5", "marker"]
+    );
+    // He is still in #ops: the daemon kept it while he was away.
+    assert_eq!(channels_of(&list(&net), "dave"), ["#ops"]);
+    drop(erin);
+}

@@ -12,7 +12,7 @@ use argh::FromArgs;
 use multiproto::client::ClientEvent;
 use multiproto::client::roster::{Applied, Change};
 use multiproto::discovery;
-use multiproto::group::Scope;
+use multiproto::group::{ChannelName, Scope};
 use multiproto::identity::Fingerprint;
 use multiproto::io::client::{ClientIo, Setup};
 use multiproto::io::history::queue::Waiting;
@@ -201,14 +201,20 @@ fn search_cmd(a: &Args, s: &SearchCmd, nick: Nick) -> std::io::Result<ExitCode> 
 }
 
 /// stay online; print roster changes, received messages and delivery results, one JSON object per line with
-/// --json ("event": roster | joined | online | offline | removed | message | delivered | failed | ...);
-/// delivers the messages queued by `mpc send` (or an earlier run) as their receivers come back
+/// --json ("event": roster | joined | online | offline | removed | renamed | channel_join | channel_part |
+/// away | back | message | delivered | queued | failed | answer | ...; a message's "to" is your nickname,
+/// "#channel" or "*"); delivers the messages queued by `mpc send` (or an earlier run) as their receivers
+/// come back
 #[derive(FromArgs)]
 #[argh(subcommand, name = "listen")]
 struct Listen {
     /// print JSON lines
     #[argh(switch)]
     json: bool,
+    /// join this channel ('#ops'; repeatable): its messages arrive with "to": "#ops", and the membership
+    /// is kept by the daemon (and re-joined after a reconnection)
+    #[argh(option)]
+    join: Vec<String>,
 }
 
 /// send one message to PEER (a nickname, or IP:PORT) and exit 0 once it is acknowledged (without joining
@@ -221,7 +227,7 @@ struct Listen {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "send")]
 struct Send {
-    /// nickname or IP:PORT
+    /// a nickname, IP:PORT, '#channel' (every member) or '*' (everyone online); quote # and * for the shell
     #[argh(positional)]
     peer: String,
     /// the message (the remaining words, joined by spaces); none: read standard input
@@ -549,7 +555,11 @@ fn emit(json: bool, v: &serde_json::Value) {
         ),
         "searching" | "daemon_found" => return,
         "message" => format!(
-            "{}: {}",
+            "{}{}: {}",
+            match v["to"].as_str() {
+                Some(to) if to == "*" || to.starts_with('#') => format!("[{to}] "),
+                _ => String::new(),
+            },
             match v["from"].as_str() {
                 Some(f) => f.to_string(),
                 None => format!(
@@ -579,8 +589,31 @@ fn emit(json: bool, v: &serde_json::Value) {
 }
 
 fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
+    let mut channels = Vec::new();
+    for c in &l.join {
+        // `--join ops` means #ops, as `join ops` does in the console.
+        let typed = if c.starts_with('#') {
+            c.clone()
+        } else {
+            format!("#{c}")
+        };
+        match ChannelName::new(&typed) {
+            Ok(c) => channels.push(c),
+            Err(e) => {
+                eprintln!("mpc: --join {c:?}: {e}");
+                return Ok(ExitCode::from(USAGE));
+            }
+        }
+    }
     let s = setup(a, nick);
     let mut sess = Session::open(s, chat_bind(a))?;
+    for c in channels {
+        // Asked on registration (and again after every reconnection).
+        if let Err(e) = sess.io.client.join(c) {
+            eprintln!("mpc: --join {c}: {e}");
+            return Ok(ExitCode::from(USAGE));
+        }
+    }
     let chat_port = sess.chat.local_addr()?.port();
     let (mut registered_once, mut roster_shown, mut warned) = (false, false, false);
     let mut retry_at = None;
@@ -648,12 +681,16 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
                             key,
                             text,
                             verified,
+                            scope,
                             ..
                         },
                     ) = (&mut kept, &p)
                     {
-                        let r =
+                        let mut r =
                             Record::received(from.as_str(), key, *verified, text, sess.wall_ms());
+                        if *scope != Scope::Direct {
+                            r = r.in_conversation(scope.label());
+                        }
                         if let Err(e) = h.append(&r) {
                             eprintln!("mpc: history is off from now on: {e}");
                             kept = None;
@@ -716,6 +753,21 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
                         continue;
                     }
                     ClientEvent::Roster(_) => continue,
+                    ClientEvent::Answered {
+                        request,
+                        subject,
+                        refusal,
+                    } => {
+                        if let Some(why) = &refusal {
+                            eprintln!("mpc: {subject}: {why}");
+                        }
+                        serde_json::json!({"event": "answer", "nick": me,
+                            "request": format!("{request:?}").to_lowercase(), "subject": subject,
+                            "ok": refusal.is_none(), "reason": refusal})
+                    }
+                    ClientEvent::Renamed { from, to } => {
+                        serde_json::json!({"event": "renamed", "nick": from.as_str(), "to": to.as_str()})
+                    }
                     other => {
                         let Some(msg) = other.trust_notice() else {
                             continue;
@@ -759,6 +811,19 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     } else {
         s.text.join(" ")
     };
+    if s.peer == "*" || s.peer.starts_with('#') {
+        let scope = match s.peer.as_str() {
+            "*" => Scope::Everyone,
+            c => match ChannelName::new(c) {
+                Ok(c) => Scope::Channel(c),
+                Err(e) => {
+                    eprintln!("mpc: {:?} is not a channel name: {e}", s.peer);
+                    return Ok(ExitCode::from(USAGE));
+                }
+            },
+        };
+        return send_in(a, s, nick, scope, &text);
+    }
     let target = match s.peer.parse::<SocketAddr>() {
         Ok(addr) => Target::Addr(addr),
         Err(_) => match Nick::new(&s.peer) {
@@ -886,6 +951,176 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                 a.timeout
             );
             return finish(&mut sess, 1);
+        }
+    }
+}
+
+/// One receiver of a message to many, and what became of its copy (`None`: no receipt yet).
+type CopyFate = (Nick, Option<&'static str>);
+
+/// `mpc send '#channel'|'*'`: one copy to each member the roster shows (each online one's receipt waited
+/// for; an offline member's copy queued as for `send NAME`, unless `--now`). Exit 0 once every online
+/// member has it, 1 if one did not acknowledge in time or a copy could not be queued, 3 if there was no one
+/// to send to.
+fn send_in(a: &Args, s: &Send, nick: Nick, scope: Scope, text: &str) -> std::io::Result<ExitCode> {
+    let mut st = setup(a, nick);
+    st.observer = true;
+    st.subscribe = false;
+    st.claim = true;
+    let mut sess = Session::open(st, chat_bind(a))?;
+    let deadline = sess.now() + Duration::from_secs(a.timeout);
+    let finish = |sess: &mut Session, code: u8| -> std::io::Result<ExitCode> {
+        let now = sess.now();
+        sess.io.client.shutdown(now);
+        let end = now + Duration::from_millis(500);
+        while !sess.io.client.is_closed() && sess.now() < end {
+            sess.turn(Some(end))?;
+        }
+        Ok(ExitCode::from(code))
+    };
+    let place = match scope {
+        Scope::Channel(c) => format!("in {c}"),
+        _ => "online".to_string(),
+    };
+    // The message's id, and each receiver: None while its receipt is awaited, else what became of it.
+    let mut sent: Option<(u64, Vec<CopyFate>)> = None;
+    // Offline members left out with --now.
+    let mut skipped: Vec<Nick> = Vec::new();
+    loop {
+        sess.turn(Some(deadline))?;
+        while let Some(ev) = sess.poll_event() {
+            match ev {
+                SessionEvent::Signal => return finish(&mut sess, 1),
+                SessionEvent::Client(ClientEvent::Rejected { reason, .. }) => {
+                    eprintln!("mpc: the daemon refused: {reason}");
+                    return finish(&mut sess, 1);
+                }
+                SessionEvent::Client(ev) if trust(&ev, &sess.io.client) => {
+                    return finish(&mut sess, 1);
+                }
+                SessionEvent::Client(ClientEvent::Roster(Applied::Snapshot(_)))
+                    if sent.is_none() =>
+                {
+                    let roster = sess.io.client.roster();
+                    let members: Vec<(Nick, bool)> = roster
+                        .members(&nick, &scope)
+                        .iter()
+                        .map(|e| (e.nick, e.status == Status::Online))
+                        .collect();
+                    let to: Vec<Nick> = members
+                        .iter()
+                        .filter(|(_, online)| *online || !s.now)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    skipped = members
+                        .iter()
+                        .filter(|(_, online)| !*online && s.now)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    if to.is_empty() {
+                        match (members.is_empty(), scope) {
+                            (true, Scope::Channel(c)) => eprintln!("mpc: no one is in {c}"),
+                            (true, _) => eprintln!("mpc: no one else is online"),
+                            (false, _) => eprintln!(
+                                "mpc: every member {place} is offline; nothing was sent or saved (--now)"
+                            ),
+                        }
+                        return finish(&mut sess, 3);
+                    }
+                    let (now, wall) = (sess.now(), sess.wall_ms());
+                    match sess.chat.peer.send_to_many(now, wall, scope, &to, text) {
+                        Ok(id) => {
+                            sess.flush()?;
+                            sent = Some((id, to.iter().map(|n| (*n, None)).collect()));
+                        }
+                        Err(e) => {
+                            eprintln!("mpc: {e}");
+                            return finish(&mut sess, 1);
+                        }
+                    }
+                }
+                SessionEvent::Peer(PeerEvent::Delivered {
+                    id,
+                    to: Target::Nick(n),
+                }) => {
+                    if let Some((sid, who)) = &mut sent
+                        && *sid == id
+                        && let Some(w) = who.iter_mut().find(|w| w.0 == n)
+                    {
+                        w.1 = Some("delivered");
+                    }
+                }
+                SessionEvent::Peer(PeerEvent::Queued { id, to }) => {
+                    let Some((sid, who)) = &mut sent else {
+                        continue;
+                    };
+                    let Target::Nick(n) = to else { continue };
+                    if *sid != id {
+                        continue;
+                    }
+                    let w = Waiting {
+                        to,
+                        id,
+                        sent_ms: sess.wall_ms(),
+                        text: text.to_string(),
+                        scope: scope.label().to_string(),
+                    };
+                    let saved = Outbox::new(&state_dir(a), nick).add(&w);
+                    if let Some(slot) = who.iter_mut().find(|w| w.0 == n) {
+                        slot.1 = Some(if saved.is_ok() {
+                            "offline (queued)"
+                        } else {
+                            "offline (NOT queued)"
+                        });
+                    }
+                    if let Err(e) = saved {
+                        eprintln!("mpc: {n} is offline, and the copy could not be queued: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        let done = sent
+            .as_ref()
+            .is_some_and(|(_, who)| who.iter().all(|w| w.1.is_some()));
+        if done || sess.now() >= deadline {
+            let Some((id, who)) = sent else {
+                eprintln!("{}", no_daemon_message(a, sess.io.iface()));
+                return finish(&mut sess, NO_DAEMON);
+            };
+            let got = who.iter().filter(|w| w.1 == Some("delivered")).count();
+            let missing: Vec<String> = who
+                .iter()
+                .filter(|w| w.1 != Some("delivered"))
+                .map(|(n, o)| format!("{n} {}", o.unwrap_or("did not acknowledge in time")))
+                .chain(
+                    skipped
+                        .iter()
+                        .map(|n| format!("{n} offline (not sent: --now)")),
+                )
+                .collect();
+            let mut line = format!(
+                "delivered #{} to {got} of {} {place}",
+                id & 0xffff_ffff,
+                who.len() + skipped.len()
+            );
+            if !missing.is_empty() {
+                line += &format!("; {}", missing.join(", "));
+            }
+            println!("{line}");
+            if a.history_max > 0 {
+                let rec = Record::sent(nick.as_str(), &Target::Nick(nick), text, sess.wall_ms())
+                    .in_conversation(scope.label());
+                if let Err(e) = open_history(a, &nick)
+                    .and_then(|mut h| h.append(&rec).map_err(|e| e.to_string()))
+                {
+                    eprintln!("mpc: sent, but not kept in the history: {e}");
+                }
+            }
+            let ok = who
+                .iter()
+                .all(|w| matches!(w.1, Some("delivered" | "offline (queued)")));
+            return finish(&mut sess, if ok { 0 } else { 1 });
         }
     }
 }

@@ -154,11 +154,17 @@ impl Mpc {
 
     /// Starts `mpc --nick NICK ... [extra] listen --json`.
     pub fn listen(net: &Net, nick: &str, extra: &[&str]) -> Mpc {
+        Mpc::listen_with(net, nick, extra, &[])
+    }
+
+    /// Starts `mpc --nick NICK ... [extra] listen --json [after]` (`after`: listen's own options).
+    pub fn listen_with(net: &Net, nick: &str, extra: &[&str], after: &[&str]) -> Mpc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mpc"))
             .args(["--nick", nick])
             .args(net.client_args(nick))
             .args(extra)
             .args(["listen", "--json"])
+            .args(after)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
