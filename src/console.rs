@@ -667,6 +667,24 @@ impl Console {
         self.say(&self.style.notice(self.sess.wall_ms(), kind, text));
     }
 
+    /// After a rename: the history database (with the waiting messages) moves to the new nickname's file,
+    /// so `history`, the queue and the next start under the new name find everything.
+    fn follow_rename(&mut self, from: Nick, to: Nick) {
+        let had = self.history.take().is_some();
+        self.outbox.rename(to);
+        match history::move_files(&self.opts.state_dir, from.as_str(), to.as_str()) {
+            Ok(_) => {}
+            Err(e) => self.notice(Some(Kind::Warn), &format!("history: {e}")),
+        }
+        if had {
+            let path = history::path(&self.opts.state_dir, to.as_str());
+            match History::open(&path, self.opts.history) {
+                Ok(h) => self.history = Some(h),
+                Err(e) => self.notice(Some(Kind::Error), &format!("history is off: {e}")),
+            }
+        }
+    }
+
     /// Opens the history, trims it to its limits, and shows the last lines of the conversations of the last
     /// week (three each, of five at most), so a restarted console starts where the last one left off.
     fn open_history(&mut self) {
@@ -1735,8 +1753,11 @@ impl Console {
                 }
                 self.notice(
                     Some(Kind::Good),
-                    &format!("you are now {to} (was {from}); your key owns both names"),
+                    &format!(
+                        "you are now {to} (was {from}); your key owns both names, so no one else can take {from}"
+                    ),
                 );
+                self.follow_rename(from, to);
             }
         }
         Flow::Go

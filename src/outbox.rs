@@ -140,6 +140,13 @@ impl Outbox {
         }
     }
 
+    /// Our nickname changed: the database is closed (so its file can move to the new name, see
+    /// [`history::move_files`]) and opened under the new name at next need. What it holds is the same.
+    pub fn rename(&mut self, me: Nick) {
+        self.db = None;
+        self.me = me;
+    }
+
     /// The database file.
     pub fn path(&self) -> PathBuf {
         history::path(&self.dir, self.me.as_str())

@@ -753,3 +753,118 @@ fn a_restarted_console_shows_recent_conversations_and_reads_its_history() {
             == 2
     });
 }
+
+/// Channels at the console: `join`, `channels`, query mode (plain lines go to the channel, `/commands` still
+/// run), a message to everyone, each echoed once with how many members have it.
+#[test]
+fn query_mode_sends_plain_lines_to_a_channel_and_the_echo_counts_members() {
+    skip_unless!(tmux_installed());
+    let net = Net::new("console-query", 114);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Mpc::listen_with(&net, "bob", &[], &["--join", "#ops"]);
+    let carol = Mpc::listen_with(&net, "carol", &[], &["--join", "#ops"]);
+    bob.wait_registered();
+    carol.wait_registered();
+    let alice = Console::start(&net, "alice", &net.dir.join("alice"), &[], &[], "query");
+    alice.wait_ready();
+    alice.type_text("join #ops");
+    alice.keys(&["Enter"]);
+    alice.wait_for("joined #ops");
+    alice.type_text("channels");
+    alice.keys(&["Enter"]);
+    alice.wait_for("#ops (you are in it): 3 members: alice, bob, carol");
+    alice.type_text("query #ops");
+    alice.keys(&["Enter"]);
+    alice.wait_for("plain lines now go to #ops");
+    alice.wait_cursor_line("alice #ops>");
+    alice.type_text("standup in 5");
+    alice.keys(&["Enter"]);
+    for c in [&bob, &carol] {
+        c.wait_for(Duration::from_secs(10), |v| {
+            v["event"] == "message" && v["text"] == "standup in 5" && v["to"] == "#ops"
+        })
+        .unwrap_or_else(|| panic!("{} never got it: {:?}", c.nick, c.events()));
+    }
+    let s = alice.wait_for("to 2 of 2 in #ops");
+    let echo = line_with(&s, "[#ops] <alice> standup in 5");
+    assert!(echo.ends_with("✓ delivered #1 to 2 of 2 in #ops"), "{s}");
+    // A /command still runs in query mode.
+    alice.type_text("/list");
+    alice.keys(&["Enter"]);
+    let s = alice.wait("the table", |s| s.lines().any(|l| l.starts_with("carol ")));
+    let row = s.lines().find(|l| l.starts_with("carol ")).unwrap();
+    assert!(row.trim_end().ends_with("#ops"), "{s}");
+    alice.type_text("/query");
+    alice.keys(&["Enter"]);
+    alice.wait_for("plain lines are commands again");
+    alice.type_text("msg * all hands at 3");
+    alice.keys(&["Enter"]);
+    let s = alice.wait_for("to 2 of 2 online");
+    assert!(
+        line_with(&s, "[*] <alice> all hands at 3").contains("✓ delivered #2"),
+        "{s}"
+    );
+    // Messages from the channel show where they were said.
+    let out = mpc(&net, &["--nick", "bob", "send", "#ops", "ack"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    alice.wait_for("[#ops] <bob> ack");
+    assert_eq!(bob.messages(), ["standup in 5", "all hands at 3"]);
+}
+
+/// Presence and renames at the console: `away` is shown in the others' `list` and as a notice, `nick`
+/// renames without leaving (the others see "alice is now alicia", messages reach the new name, the
+/// history file follows), `back` clears it.
+#[test]
+fn away_shows_in_list_and_a_rename_is_seen_by_others() {
+    skip_unless!(tmux_installed());
+    let net = Net::new("console-presence", 115);
+    let _mpd = Mpd::start(&net, &[]);
+    let bob = Console::start(&net, "bob", &net.dir.join("bob"), &[], &[], "presence");
+    bob.wait_ready();
+    let alice_dir = net.dir.join("alice");
+    let alice = Console::start(&net, "alice", &alice_dir, &[], &[], "presence");
+    alice.wait_ready();
+    bob.wait_for("alice joined");
+    alice.type_text("msg bob before the rename");
+    alice.keys(&["Enter"]);
+    alice.wait_for("delivered #1 to bob");
+    alice.type_text("away lunch, back at 2");
+    alice.keys(&["Enter"]);
+    alice.wait_for("you are away (lunch, back at 2)");
+    bob.wait_for("alice is away: lunch, back at 2");
+    bob.type_text("list");
+    bob.keys(&["Enter"]);
+    let s = bob.wait("alice's row", |s| {
+        s.lines().any(|l| l.starts_with("alice "))
+    });
+    let row = s.lines().find(|l| l.starts_with("alice ")).unwrap();
+    assert!(
+        row.contains(" away ") && row.trim_end().ends_with("\"lunch, back at 2\""),
+        "{s}"
+    );
+    alice.type_text("nick alicia");
+    alice.keys(&["Enter"]);
+    alice.wait_for("you are now alicia (was alice)");
+    bob.wait_for("alice is now alicia");
+    bob.type_text("msg alicia welcome back");
+    bob.keys(&["Enter"]);
+    bob.wait_for("delivered #1 to alicia");
+    alice.wait_for("<bob> welcome back");
+    // The conversation from before the rename is in the history under the new name.
+    alice.type_text("history bob");
+    alice.keys(&["Enter"]);
+    alice.wait_for("before the rename");
+    // The prompt says the new name from the line after the rename was answered (the line being typed when
+    // the answer came keeps the prompt it started with).
+    alice.wait_cursor_line("alicia>");
+    assert!(multiproto::io::history::path(&alice_dir, "alicia").exists());
+    assert!(!multiproto::io::history::path(&alice_dir, "alice").exists());
+    alice.type_text("back");
+    alice.keys(&["Enter"]);
+    alice.wait_for("you are back");
+    bob.wait_for("alicia is back");
+}

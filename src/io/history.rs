@@ -182,6 +182,37 @@ pub fn path(dir: &Path, nick: &str) -> PathBuf {
     dir.join(format!("history-{nick}.sqlite3"))
 }
 
+/// Moves `from`'s history database (with its write-ahead log, if any) to `to`'s name in `dir`, after a
+/// rename: the conversations and the waiting messages follow the nickname. Every connection to it must be
+/// closed first. Nothing to move is no error; a history of `to` already there is, and nothing is moved (the
+/// two are not merged).
+pub fn move_files(dir: &Path, from: &str, to: &str) -> Result<bool, String> {
+    let (old, new) = (path(dir, from), path(dir, to));
+    if !old.exists() {
+        return Ok(false);
+    }
+    if new.exists() {
+        return Err(format!(
+            "{} exists already, so {} stays where it is (read it with `mpc --nick {from} history`)",
+            new.display(),
+            old.display()
+        ));
+    }
+    // The log first: a crash between the two leaves the main file under the old name and its log under the
+    // new one, which SQLite ignores (the log's changes were checkpointed when the last connection closed).
+    for suffix in ["-wal", "-shm"] {
+        let (o, n) = (
+            PathBuf::from(format!("{}{suffix}", old.display())),
+            PathBuf::from(format!("{}{suffix}", new.display())),
+        );
+        if o.exists() {
+            std::fs::rename(&o, &n).map_err(|e| format!("cannot move {}: {e}", o.display()))?;
+        }
+    }
+    std::fs::rename(&old, &new).map_err(|e| format!("cannot move {}: {e}", old.display()))?;
+    Ok(true)
+}
+
 impl History {
     /// Opens (creating it if needed) the history at `path`. A file that is not a history of this schema, or
     /// of a later one, is refused with a message that says what to do; nothing is overwritten.

@@ -175,3 +175,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_rename_moves_the_history_and_never_overwrites_another() {
+    let p = temp("rename");
+    let dir = p.parent().unwrap().to_path_buf();
+    let mut h = History::open(&p, Limits::default()).unwrap();
+    h.append(&rec(1_000, "#ops", false, "in the channel"))
+        .unwrap();
+    drop(h);
+    assert_eq!(move_files(&dir, "alice", "alicia"), Ok(true));
+    assert!(!p.exists());
+    let h = History::open(&path(&dir, "alicia"), Limits::default()).unwrap();
+    assert_eq!(
+        texts(&h.recent(Some("#ops"), 5).unwrap()),
+        ["in the channel"]
+    );
+    drop(h);
+    // Nothing under the old name: nothing to move, no error.
+    assert_eq!(move_files(&dir, "alice", "alicia"), Ok(false));
+    // A history under the new name already: both stay as they are.
+    let mut other = History::open(&path(&dir, "bob"), Limits::default()).unwrap();
+    other.append(&rec(2_000, "carol", false, "bob's")).unwrap();
+    drop(other);
+    let e = move_files(&dir, "alicia", "bob").unwrap_err();
+    assert!(e.contains("exists already"), "{e}");
+    let h = History::open(&path(&dir, "alicia"), Limits::default()).unwrap();
+    assert_eq!(h.len().unwrap(), 1);
+    let b = History::open(&path(&dir, "bob"), Limits::default()).unwrap();
+    assert_eq!(texts(&b.recent(None, 5).unwrap()), ["bob's"]);
+}
