@@ -31,7 +31,8 @@ use multiproto::session::{Session, SessionEvent};
 /// your firewall, or use --daemon HOST:PORT).
 #[derive(FromArgs)]
 struct Args {
-    /// your nickname: 1-32 letters, digits, '-', '_' or '.' (default: $USER)
+    /// your nickname: 1-32 letters or digits of any script, '-', '_' or '.', at most 63 bytes of UTF-8
+    /// (default: $USER)
     #[argh(option)]
     nick: Option<String>,
     /// TCP port for incoming chat (default: any free port)

@@ -356,7 +356,7 @@ fn nickname_rules() {
     h.turn();
     let (r, _, reason) = h.last_registered(b).unwrap();
     assert_eq!(r, RegisterResult::InvalidNick);
-    assert!(reason.contains("letters, digits"), "{reason}");
+    assert!(reason.contains("letters and digits"), "{reason}");
     // Taken by an online client elsewhere: refused, with a retry hint, and the holder is probed.
     h.register(b, "alice", 2, 5001);
     h.turn();

@@ -206,9 +206,9 @@ pub enum ServerMsg {
 /// Longest REGISTERED reason sent, in bytes: [`ServerMsg::encode`] cuts longer ones (at a char boundary).
 pub const MAX_REASON: usize = 1024;
 
-/// Largest encoded entry: nick 1+32, instance 8, kind 1, since 10 (varint), address 16, port 2, flaps 5
-/// (varint).
-pub const MAX_ENTRY_LEN: usize = 75;
+/// Largest encoded entry: nick 1+63 (`nick::MAX_NICK_BYTES` of UTF-8), instance 8, kind 1, since 10 (varint),
+/// address 16, port 2, flaps 5 (varint).
+pub const MAX_ENTRY_LEN: usize = 1 + crate::nick::MAX_NICK_BYTES + 42;
 
 /// Smallest encoded entry: nick 1+1, instance 8, kind 1, since 1, address 4, port 2, flaps 1.
 pub const MIN_ENTRY_LEN: usize = 19;
@@ -784,7 +784,7 @@ mod tests {
 
     #[test]
     fn server_messages_round_trip() {
-        let mut big = entry(&"z".repeat(32), Status::Online);
+        let mut big = entry(&format!("{}z", "é".repeat(31)), Status::Online);
         big.chat = "[2001:db8::1]:65535".parse().unwrap();
         for m in [
             ServerMsg::Registered {
@@ -811,7 +811,7 @@ mod tests {
                 assert!(ServerMsg::parse(&b[..n]).is_err());
             }
         }
-        // The largest entry: a 32-byte nickname, IPv6, and both varints at their longest (a `since` as far
+        // The largest entry: a 63-byte nickname, IPv6, and both varints at their longest (a `since` as far
         // as it can be from the one before, the most flaps).
         big.since_ms = 1 << 63;
         big.flaps = u32::MAX;
