@@ -773,7 +773,7 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                     nick: peer,
                     remembered,
                     now,
-                } if target == Target::Nick(peer) => {
+                } if matches!(target, Target::Nick(t) if t.same_folded(&peer)) => {
                     eprintln!("mpc: {}", key_changed_message(peer, remembered, now));
                     return finish(&mut sess, 1);
                 }
@@ -781,7 +781,16 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                     if sent.is_none() =>
                 {
                     let Target::Nick(n) = target else { continue };
-                    match sess.io.client.roster().get(&n).copied() {
+                    // `send JOSÉ` finds José as `msg` does: by the case-folded form, if just one matches.
+                    let roster = sess.io.client.roster();
+                    let found = roster.get(&n).copied().or_else(|| {
+                        let mut alike = roster.entries().filter(|e| e.nick.same_folded(&n));
+                        match (alike.next(), alike.next()) {
+                            (Some(e), None) => Some(*e),
+                            _ => None,
+                        }
+                    });
+                    match found {
                         Some(e) if e.status == Status::Online => match send_now(&mut sess)? {
                             Some(id) => sent = Some(id),
                             None => return finish(&mut sess, 1),
