@@ -198,7 +198,7 @@ pub trait Put {
     }
     /// A nickname, as [`Reader::nick`] reads it.
     fn put_nick(&mut self, n: &Nick) {
-        // A Nick holds at most 32 bytes, so its length fits the byte.
+        // A Nick holds at most 63 bytes (`MAX_NICK_BYTES`), so its length fits the byte.
         self.put_u8(n.as_bytes().len() as u8);
         self.put_bytes(n.as_bytes());
     }

@@ -372,7 +372,7 @@ pub fn ago(now_ms: u64, ms: u64) -> String {
 pub fn roster_table(entries: &[Entry], now_ms: u64) -> String {
     let w = entries
         .iter()
-        .map(|e| e.nick.as_str().len())
+        .map(|e| e.nick.as_str().chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -421,7 +421,17 @@ pub fn suggest_nick(me: &Nick) -> String {
         .parse()
         .map_or(2, |n: u64| n.saturating_add(1));
     let digits = n.to_string();
-    let keep = base.len().min(32usize.saturating_sub(digits.len()));
+    // Cut by characters, within the byte bound too: a nickname may be of any script.
+    let mut keep = 0;
+    for (i, (at, c)) in base.char_indices().enumerate() {
+        let end = at + c.len_utf8();
+        if i + digits.len() >= crate::nick::MAX_NICK_CHARS
+            || end + digits.len() > crate::nick::MAX_NICK_BYTES
+        {
+            break;
+        }
+        keep = end;
+    }
     format!("{}{digits}", &base[..keep])
 }
 
@@ -1923,6 +1933,13 @@ mod tests {
         let s = suggest_nick(&n(&long));
         assert_eq!(s.len(), 32);
         assert!(Nick::new(&s).is_ok());
+        // Cut at a character, within the byte bound, whatever the script.
+        assert_eq!(suggest_nick(&n("José")), "José2");
+        for long in ["é".repeat(31), "李".repeat(21), "ab".repeat(16)] {
+            let s = suggest_nick(&n(&long));
+            assert!(Nick::new(&s).is_ok(), "{long}: {s}");
+            assert!(s.ends_with('2'), "{s}");
+        }
     }
 
     #[test]

@@ -719,7 +719,7 @@ impl Peer {
     }
 
     /// The roster's nickname a message to `to` goes to: the one typed, or else the one it names in another
-    /// case (`msg Bob` finds bob) if exactly one does.
+    /// case (`msg Bob` finds bob, `msg ÉMILE` finds émile, by Unicode case folding) if exactly one does.
     fn resolve(&self, to: Target) -> Result<Target, SendError> {
         let Target::Nick(n) = to else {
             return Ok(to);
@@ -730,7 +730,7 @@ impl Peer {
         let mut alike: Vec<Nick> = self
             .contacts
             .keys()
-            .filter(|c| c.as_str().eq_ignore_ascii_case(n.as_str()))
+            .filter(|c| c.same_folded(&n))
             .copied()
             .collect();
         match alike.len() {

@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+mod looks;
 pub mod saved;
 pub mod wire;
 
@@ -433,6 +434,14 @@ pub struct Registry {
     by_nick: HashMap<Nick, usize>,
     /// Nicknames whose entries expired, still bound to their key: key and when last online (Unix ms).
     bindings: HashMap<Nick, (PublicKey, u64)>,
+    /// Roster entries (slab keys) by a hash of their look-alike key (case, UTS #39 confusables): see
+    /// `looks.rs`.
+    looks: HashMap<u64, u32>,
+    /// Bound nicknames by the same hash.
+    looks_bound: HashMap<u64, Nick>,
+    /// Names sharing a look-alike key with an indexed one (from a saved roster older than the rule): normally
+    /// empty.
+    looks_shadowed: Vec<Nick>,
     /// Per source address: its entries, for the per-host caps. One small record per host, not per client,
     /// and only while the host has an entry.
     hosts: Slab<HostEntries>,
@@ -476,6 +485,9 @@ impl Registry {
             entries: Slab::new(),
             by_nick: HashMap::new(),
             bindings: HashMap::new(),
+            looks: HashMap::new(),
+            looks_bound: HashMap::new(),
+            looks_shadowed: Vec::new(),
             hosts: Slab::new(),
             host_index: HashMap::new(),
             conns: HashMap::new(),
@@ -537,12 +549,14 @@ impl Registry {
                 extra: e.extra,
             });
             self.by_nick.insert(e.nick, k);
+            self.looks_add(e.nick);
             self.host_add(k);
             n += 1;
         }
         for b in img.bindings {
             if !self.by_nick.contains_key(&b.nick) {
                 self.bindings.insert(b.nick, (b.key, b.last_unix_ms));
+                self.looks_add(b.nick);
             }
         }
         n -= self.trim_loaded();
@@ -585,6 +599,7 @@ impl Registry {
                 self.hosts[id as usize].ip
             );
             for k in &gone {
+                self.looks_remove(&self.entries[*k].nick.clone());
                 let e = self.entries.remove(*k);
                 self.by_nick.remove(&e.nick);
                 // Dropped from the roster, still its owner's.
@@ -720,12 +735,14 @@ impl Registry {
     fn keep_binding(&mut self, e: &Entry) {
         if let Some(key) = e.key {
             self.bindings.insert(e.nick, (key, e.since_ms));
+            self.looks_add(e.nick);
         }
     }
 
     /// Removes entry `k` from the roster: its removal goes out in the next delta and the roster is saved.
     fn remove_entry(&mut self, k: usize, wall_ms: u64) -> Entry {
         self.host_remove(k);
+        self.looks_remove(&self.entries[k].nick.clone());
         let e = self.entries.remove(k);
         self.by_nick.remove(&e.nick);
         self.dirty.retain(|&d| d != k);
@@ -808,6 +825,7 @@ impl Registry {
         } else if self.bindings.remove(nick).is_none() {
             return Err(ReleaseError::Unknown);
         } else {
+            self.looks_remove(nick);
             self.unsaved = true;
         }
         self.events.push_back(Event::Released { nick: *nick });
@@ -1188,16 +1206,29 @@ impl Registry {
             return;
         };
         let key = self.conns[&conn].key;
+        let current = self.entries[k].nick;
+        // A new spelling of our own nickname (`Alice` for `alice`) looks like it by definition: that is no
+        // reason to refuse, and the old spelling is not kept bound beside it.
+        let respelling = |n: &Nick| n.look_alike() == current.look_alike();
         let refusal = match Nick::new(to) {
             Err(e) => Some(format!("invalid nickname {to:?}: {e}")),
-            Ok(n) if n == self.entries[k].nick => None,
+            Ok(n) if n == current => None,
             Ok(n) if self.owner(&n).is_some_and(|o| o != key) => Some(format!(
                 "the nickname {n} belongs to another user's key; choose another"
             )),
             Ok(n) if self.by_nick.contains_key(&n) => Some(format!(
                 "the nickname {n} is in the roster already; choose another"
             )),
+            Ok(n) if !respelling(&n) && self.look_alike_refusal(&n, key, false).is_some() => {
+                self.look_alike_refusal(&n, key, false)
+            }
             Ok(n) => {
+                let keep_old = !respelling(&n);
+                // Out of the look-alike index under the old name while the entry still holds it.
+                self.looks_remove(&current);
+                if self.bindings.remove(&n).is_some() {
+                    self.looks_remove(&n);
+                }
                 let e = &mut self.entries[k];
                 let from = e.nick;
                 let mut gone = WireEntry {
@@ -1213,8 +1244,11 @@ impl Registry {
                 e.nick = n;
                 self.by_nick.remove(&from);
                 self.by_nick.insert(n, k);
-                self.bindings.remove(&n);
-                self.bindings.insert(from, (key, wall_ms));
+                self.looks_add(n);
+                if keep_old {
+                    self.bindings.insert(from, (key, wall_ms));
+                    self.looks_add(from);
+                }
                 self.removed.push(gone);
                 self.touch(k);
                 self.stats.renames += 1;
@@ -1283,6 +1317,17 @@ impl Registry {
         let key = self.conns[&conn].key;
         if self.owner(&nick).is_some_and(|owner| owner != key) {
             self.refuse_owned(conn, nick, "choose another nickname");
+            return;
+        }
+        // `NickTaken` with no retry hint: what every client already shows as "choose another nickname".
+        if let Some(reason) = self.look_alike_refusal(&nick, key, false) {
+            self.reject(
+                conn,
+                nick.to_string(),
+                RegisterResult::NickTaken,
+                Duration::ZERO,
+                reason,
+            );
             return;
         }
         // One host cannot fill the roster (issue 14): `Full` is what an older client already shows as a
@@ -1383,7 +1428,9 @@ impl Registry {
                     );
                     return;
                 }
-                self.bindings.remove(&nick);
+                if self.bindings.remove(&nick).is_some() {
+                    self.looks_remove(&nick);
+                }
                 let host = self.host_id(host);
                 let k = self.entries.insert(Entry {
                     nick,
@@ -1400,6 +1447,7 @@ impl Registry {
                     extra: None,
                 });
                 self.by_nick.insert(nick, k);
+                self.looks_add(nick);
                 self.host_add(k);
                 self.touch(k);
                 self.events.push_back(Event::Joined { nick, chat });
@@ -1454,6 +1502,16 @@ impl Registry {
                 return false;
             }
         };
+        if let Some(reason) = self.look_alike_refusal(&nick, key, true) {
+            self.reject(
+                conn,
+                nick.to_string(),
+                RegisterResult::NickTaken,
+                Duration::ZERO,
+                reason,
+            );
+            return false;
+        }
         match self.owner(&nick) {
             Some(owner) if owner != key => {
                 self.refuse_owned(conn, nick, "send under your own nickname");
@@ -1473,6 +1531,7 @@ impl Registry {
                     Some(&k) => self.entries[k].key = Some(key),
                     None => {
                         self.bindings.insert(nick, (key, wall_ms));
+                        self.looks_add(nick);
                     }
                 }
                 self.unsaved = true;
@@ -1595,6 +1654,7 @@ impl Registry {
             .retain(|_, b| wall_ms.saturating_sub(b.1) < binding_ms);
         let lapsed = before - self.bindings.len();
         if lapsed > 0 {
+            self.looks_prune();
             self.stats.bindings_expired += lapsed as u64;
             self.unsaved = true;
         }

@@ -852,3 +852,39 @@ fn send_to_a_channel_and_to_everyone_from_the_command_line() {
     assert_eq!(channels_of(&list(&net), "dave"), ["#ops"]);
     drop(erin);
 }
+
+#[test]
+fn a_unicode_nickname_registers_and_receives_a_message() {
+    let net = Net::new("chat-unicode", 50);
+    let _mpd = Mpd::start(&net, &[]);
+    // Typed decomposed (e + U+0301), as some keyboards and pastes produce it: registered in NFC.
+    let jose = Mpc::listen(&net, "Jose\u{301}", &[]);
+    jose.wait_registered();
+    let (r, _) = jose
+        .wait_for(Duration::from_secs(15), |v| v["event"] == "registered")
+        .expect("never registered");
+    assert_eq!(r["nick"], "Jos\u{e9}");
+    // A sender with a Unicode nickname writes to him in capitals: found by the case-folded form.
+    let out = mpc(&net, &["--nick", "Zoë", "send", "JOSÉ", "¡hola, José!"]);
+    assert!(
+        out.status.success(),
+        "send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("delivered to José"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (m, _) = jose
+        .wait_for(Duration::from_secs(10), |v| v["event"] == "message")
+        .expect("José got nothing");
+    assert_eq!(m["from"], "Zoë");
+    assert_eq!(m["to"], "José");
+    assert_eq!(m["text"], "¡hola, José!");
+    // The roster lists him as registered, byte for byte in NFC.
+    let out = mpc(&net, &["list", "--json"]);
+    assert!(out.status.success());
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("\"nick\":\"José\""), "{list}");
+}

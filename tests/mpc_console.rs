@@ -868,3 +868,42 @@ fn away_shows_in_list_and_a_rename_is_seen_by_others() {
     alice.wait_for("you are back");
     bob.wait_for("alicia is back");
 }
+
+#[test]
+fn a_nickname_confusable_with_an_online_one_is_refused_naming_the_look_alike() {
+    skip_unless!(tmux_installed());
+    let net = Net::new("console-confusable", 120);
+    let _mpd = Mpd::start(&net, &[]);
+    let alice = Console::start(
+        &net,
+        "alice",
+        &net.dir.join("alice"),
+        &[],
+        &[],
+        "confusable",
+    );
+    alice.wait_ready();
+    // Another user (another state directory, another key) tries alice with a Cyrillic а (U+0430).
+    let fake = Console::start(
+        &net,
+        "\u{430}lice",
+        &net.dir.join("mallory"),
+        &[],
+        &[],
+        "confusable",
+    );
+    let s = fake.wait_for("[exit 1]");
+    // The reason is longer than the screen is wide: read it with wrapped lines joined (`-J`).
+    let joined = fake.run(&["capture-pane", "-p", "-J", "-t", "0"]);
+    println!("{joined}");
+    assert!(
+        joined.contains("looks like \"alice\", who is already in the roster"),
+        "{s}"
+    );
+    assert!(joined.contains("Cyrillic '\u{430}', U+0430"), "{s}");
+    assert!(joined.contains("another nickname, e.g. --nick"), "{s}");
+    let err = std::fs::read_to_string(&fake.err).unwrap_or_default();
+    assert!(!err.contains("panicked"), "{err}");
+    // alice is undisturbed: still registered, no one else joined.
+    assert!(!alice.screen().contains("\u{430}lice joined"));
+}

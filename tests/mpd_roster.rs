@@ -245,7 +245,11 @@ fn an_invalid_nickname_is_refused_before_anything_is_sent() {
     // A nickname mpc cannot use is a usage error (DESIGN.md: exit 2 in every binary).
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("letters, digits"), "{err}");
+    // The rule, and the character that breaks it with its code point.
+    assert!(
+        err.contains("letters and digits") && err.contains("' ' (U+0020)"),
+        "{err}"
+    );
 }
 
 #[test]

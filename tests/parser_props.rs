@@ -75,7 +75,11 @@ fn bit_flips(enc: &[u8]) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
 // daemon ports, page < pages, from < to, strings within the length fields).
 
 fn nick() -> impl Strategy<Value = Nick> {
-    "[A-Za-z0-9._-]{1,32}".prop_map(|s| Nick::new(&s).unwrap())
+    prop_oneof![
+        "[A-Za-z0-9._-]{1,32}".prop_map(|s| Nick::new(&s).unwrap()),
+        // Unicode ones, up to the byte bound (21 characters of up to 3 bytes).
+        "[A-Za-z0-9._\\-éßДжαλ李た김]{1,21}".prop_map(|s| Nick::new(&s).unwrap()),
+    ]
 }
 
 fn ip() -> impl Strategy<Value = IpAddr> {

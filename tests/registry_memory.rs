@@ -62,7 +62,10 @@ fn a_registered_client_costs_the_registry_little() {
     let per_client = (live() - before) as f64 / f64::from(N);
     println!("registry: {per_client:.0} bytes per registered, subscribed client");
     assert_eq!(reg.counts(), (N as usize, 0, 0));
-    // Entry (nickname inline) in a slab, index and connection maps at up to half-empty capacity. With the
-    // SCTP association's own ~360 B (tests/sctp_memory.rs) this keeps a client under DESIGN.md's 1 KiB.
-    assert!(per_client <= 512.0, "{per_client:.0} B per client");
+    // Entry (nickname inline, up to 63 bytes of UTF-8) in a slab, the nickname and look-alike indexes and the
+    // connection map, at up to half-empty capacity: about 614 B here, where 10 000 leaves the tables the most
+    // spare room, and 489 B at 25 000, whose tables are as full as 100 000's (494 and 393 B with 32-byte ASCII
+    // nicknames and no look-alike index). With the SCTP association's own ~360 B (tests/sctp_memory.rs) a
+    // client stays under DESIGN.md's 1 KiB.
+    assert!(per_client <= 640.0, "{per_client:.0} B per client");
 }

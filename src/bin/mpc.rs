@@ -35,7 +35,8 @@ use multiproto::session::{Session, SessionEvent};
 /// your firewall, or use --daemon HOST:PORT).
 #[derive(FromArgs)]
 struct Args {
-    /// your nickname: 1-32 letters, digits, '-', '_' or '.' (default: $USER)
+    /// your nickname: 1-32 letters or digits of any script, '-', '_' or '.', at most 63 bytes of UTF-8
+    /// (default: $USER)
     #[argh(option)]
     nick: Option<String>,
     /// TCP port for incoming chat (default: any free port)
@@ -890,7 +891,7 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                     nick: peer,
                     remembered,
                     now,
-                } if target == Target::Nick(peer) => {
+                } if matches!(target, Target::Nick(t) if t.same_folded(&peer)) => {
                     eprintln!("mpc: {}", key_changed_message(peer, remembered, now));
                     return finish(&mut sess, 1);
                 }
@@ -898,7 +899,16 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
                     if sent.is_none() =>
                 {
                     let Target::Nick(n) = target else { continue };
-                    match sess.io.client.roster().get(&n).cloned() {
+                    // `send JOSÉ` finds José as `msg` does: by the case-folded form, if just one matches.
+                    let roster = sess.io.client.roster();
+                    let found = roster.get(&n).cloned().or_else(|| {
+                        let mut alike = roster.entries().filter(|e| e.nick.same_folded(&n));
+                        match (alike.next(), alike.next()) {
+                            (Some(e), None) => Some(e.clone()),
+                            _ => None,
+                        }
+                    });
+                    match found {
                         Some(e) if e.status == Status::Online => match send_now(&mut sess)? {
                             Some(id) => sent = Some(id),
                             None => return finish(&mut sess, 1),

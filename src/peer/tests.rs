@@ -945,3 +945,22 @@ fn a_nickname_typed_in_another_case_finds_its_one_owner() {
         Err(SendError::UnknownNick(nick("carol")))
     );
 }
+
+#[test]
+fn a_unicode_nickname_typed_in_another_case_finds_its_owner() {
+    let mut net = Net::new(&["alice", "Émile"]);
+    let now = net.now;
+    // Full case folding: `msg émile` and `msg ÉMILE` find Émile.
+    for typed in ["émile", "ÉMILE"] {
+        let id = net.nodes[0]
+            .peer
+            .send(now, 5, Target::Nick(nick(typed)), typed)
+            .unwrap();
+        net.settle();
+        assert!(net.nodes[0].events.contains(&PeerEvent::Delivered {
+            id,
+            to: Target::Nick(nick("Émile"))
+        }));
+    }
+    assert_eq!(net.messages(1), vec!["émile", "ÉMILE"]);
+}

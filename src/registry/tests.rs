@@ -357,7 +357,7 @@ fn nickname_rules() {
     h.turn();
     let (r, _, reason) = h.last_registered(b).unwrap();
     assert_eq!(r, RegisterResult::InvalidNick);
-    assert!(reason.contains("letters, digits"), "{reason}");
+    assert!(reason.contains("letters and digits"), "{reason}");
     // Taken by an online client elsewhere: refused, with a retry hint, and the holder is probed.
     h.register(b, "alice", 2, 5001);
     h.turn();
@@ -1612,4 +1612,275 @@ fn a_rename_moves_the_entry_and_keeps_the_old_name_bound() {
             .is_some_and(|r| r.contains("another user's key")),
         "{last:?}"
     );
+}
+
+/// Registers `nick` as `key` on a new connection from `addr`; returns the connection, the result and the
+/// reason.
+fn join_as(
+    h: &mut Harness,
+    addr: &str,
+    key: PublicKey,
+    nick: &str,
+    instance: u64,
+) -> (AssocId, RegisterResult, String) {
+    let c = h.connect_as(addr, key);
+    h.register(c, nick, instance, 7000);
+    h.turn();
+    let (r, retry, reason) = h.last_registered(c).unwrap();
+    if r != RegisterResult::Ok {
+        assert_eq!(retry, 0, "a look-alike is not worth retrying: {reason}");
+    }
+    (c, r, reason)
+}
+
+#[test]
+fn a_unicode_nickname_registers_in_nfc() {
+    let mut h = Harness::new(Config::default());
+    let (a, r, _) = join_as(&mut h, "10.0.0.1:1", KEY, "Jose\u{301}", 1);
+    assert_eq!(r, RegisterResult::Ok);
+    assert_eq!(h.reg.owner(&nick("José")), Some(KEY));
+    assert_eq!(h.reg.entries().next().unwrap().nick.as_str(), "Jos\u{e9}");
+    // The composed spelling is the same nickname: its owner takes it back after leaving.
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    let (_, r, _) = join_as(&mut h, "10.0.0.1:2", KEY, "José", 2);
+    assert_eq!(r, RegisterResult::Ok);
+    assert_eq!(h.reg.counts(), (1, 0, 0));
+    // A refused character is named with its code point.
+    let (_, r, why) = join_as(&mut h, "10.0.0.1:3", KEY, "snow☃", 3);
+    assert_eq!(r, RegisterResult::InvalidNick);
+    assert!(why.contains("'☃' (U+2603)"), "{why}");
+    h.assert_converged();
+}
+
+#[test]
+fn a_nickname_differing_only_in_case_is_refused_naming_the_existing_one() {
+    let mut h = Harness::new(Config::default());
+    let (b, r, _) = join_as(&mut h, "10.0.0.1:1", KEY, "bob", 1);
+    assert_eq!(r, RegisterResult::Ok);
+    for (key, name) in [(MALLORY, "Bob"), (MALLORY, "BOB"), (KEY, "BoB")] {
+        let (_, r, why) = join_as(&mut h, "10.0.0.2:1", key, name, 2);
+        assert_eq!(r, RegisterResult::NickTaken, "{name}");
+        assert!(
+            why.contains(&format!("\"{name}\" is taken"))
+                && why.contains("\"bob\"")
+                && why.contains("only in case"),
+            "{why}"
+        );
+    }
+    // Offline, bob is still in the roster: still refused.
+    h.reg.connection_lost(h.now, h.wall, b, "lost");
+    h.turn();
+    let (_, r, why) = join_as(&mut h, "10.0.0.2:2", MALLORY, "Bob", 3);
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert!(why.contains("\"bob\" is already in the roster"), "{why}");
+    // ß folds to ss.
+    let (_, r, _) = join_as(&mut h, "10.0.0.3:1", KEY, "Strauß", 4);
+    assert_eq!(r, RegisterResult::Ok);
+    let (_, r, why) = join_as(&mut h, "10.0.0.4:1", MALLORY, "STRAUSS", 5);
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert!(why.contains("\"Strauß\""), "{why}");
+    assert_eq!(h.reg.counts().0 + h.reg.counts().1, 2);
+    h.assert_converged();
+}
+
+#[test]
+fn a_confusable_nickname_is_refused_naming_the_one_it_resembles() {
+    let mut h = Harness::new(Config::default());
+    let (_, r, _) = join_as(&mut h, "10.0.0.1:1", KEY, "alice", 1);
+    assert_eq!(r, RegisterResult::Ok);
+    // A Cyrillic а (U+0430).
+    let (_, r, why) = join_as(&mut h, "10.0.0.2:1", MALLORY, "\u{430}lice", 2);
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert!(
+        why.contains("\"\u{430}lice\" (with Cyrillic '\u{430}', U+0430) looks like \"alice\", who is already in the roster"),
+        "{why}"
+    );
+    // Digits for letters, letter pairs for letters.
+    for (name, like) in [("a1ice", "alice"), ("A1ICE", "alice")] {
+        let (_, r, why) = join_as(&mut h, "10.0.0.2:2", MALLORY, name, 3);
+        assert_eq!(r, RegisterResult::NickTaken, "{name}");
+        assert!(why.contains(&format!("looks like \"{like}\"")), "{why}");
+    }
+    let (_, r, _) = join_as(&mut h, "10.0.0.3:1", KEY, "mike", 4);
+    assert_eq!(r, RegisterResult::Ok);
+    let (_, r, why) = join_as(&mut h, "10.0.0.2:3", MALLORY, "rnike", 5);
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert!(why.contains("looks like \"mike\""), "{why}");
+    // A one-shot sender cannot claim a look-alike either.
+    let c = h.connect_as("10.0.0.2:4", MALLORY);
+    h.send(
+        c,
+        ClientMsg::Register(Register {
+            flags: flags::OBSERVER | flags::CLAIM,
+            instance: 6,
+            nick: "\u{430}lice".into(),
+            chat_port: 0,
+            chat_ip: None,
+        }),
+    );
+    h.turn();
+    let (r, _, why) = h.last_registered(c).unwrap();
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert!(why.contains("looks like \"alice\""), "{why}");
+    assert_eq!(h.reg.owner(&nick("\u{430}lice")), None);
+    // Names that merely share letters are fine.
+    let (_, r, _) = join_as(&mut h, "10.0.0.2:5", MALLORY, "alicia", 7);
+    assert_eq!(r, RegisterResult::Ok);
+    h.assert_converged();
+}
+
+#[test]
+fn a_look_alike_of_a_bound_offline_nickname_of_another_key_is_refused() {
+    let day = Duration::from_secs(24 * 3600);
+    let mut h = Harness::new(Config {
+        offline_ttl: day,
+        binding_ttl: 90 * day,
+        ..Config::default()
+    });
+    let (a, _, _) = join_as(&mut h, "10.0.0.1:1", KEY, "alice", 1);
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    h.turn();
+    h.advance(2 * day);
+    h.turn();
+    assert_eq!(
+        h.reg.counts(),
+        (0, 0, 0),
+        "the entry expired, the binding stays"
+    );
+    for name in ["\u{430}lice", "Alice"] {
+        let (_, r, why) = join_as(&mut h, "10.0.0.2:1", MALLORY, name, 2);
+        assert_eq!(r, RegisterResult::NickTaken, "{name}");
+        assert!(
+            why.contains("\"alice\", a nickname bound to another user's key")
+                || why.contains("\"alice\" is bound to another user's key"),
+            "{why}"
+        );
+    }
+    // Kept across a restart of the daemon.
+    let mut again = Harness::new(Config::default());
+    again.reg.load(h.reg.image(h.wall));
+    let (_, r, _) = join_as(&mut again, "10.0.0.2:1", MALLORY, "\u{430}lice", 2);
+    assert_eq!(r, RegisterResult::NickTaken);
+    // Its owner may come back under a new spelling of it; the old one is then let go, and still kept from
+    // everyone else by the new one.
+    let (_, r, _) = join_as(&mut h, "10.0.0.1:2", KEY, "Alice", 3);
+    assert_eq!(r, RegisterResult::Ok);
+    assert_eq!(h.reg.owner(&nick("alice")), None);
+    assert_eq!(h.reg.image(h.wall).bindings.len(), 0);
+    let (_, r, why) = join_as(&mut h, "10.0.0.2:2", MALLORY, "alice", 4);
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert!(why.contains("\"Alice\" is already in the roster"), "{why}");
+}
+
+#[test]
+fn the_same_key_takes_its_own_nickname_back() {
+    let day = Duration::from_secs(24 * 3600);
+    let mut h = Harness::new(Config {
+        offline_ttl: day,
+        binding_ttl: 90 * day,
+        ..Config::default()
+    });
+    let (a, _, _) = join_as(&mut h, "10.0.0.1:1", KEY, "Zoë", 1);
+    // Online again on a new association, offline and back, expired and back: always its own.
+    let (_, r, _) = join_as(&mut h, "10.0.0.1:1", KEY, "Zoë", 1);
+    assert_eq!(r, RegisterResult::Ok);
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    h.turn();
+    let (b, r, _) = join_as(&mut h, "10.0.0.1:2", KEY, "Zoë", 2);
+    assert_eq!(r, RegisterResult::Ok);
+    h.reg.connection_lost(h.now, h.wall, b, "lost");
+    h.turn();
+    h.advance(2 * day);
+    h.turn();
+    assert_eq!(h.reg.counts().0 + h.reg.counts().1, 0, "expired");
+    let (_, r, _) = join_as(&mut h, "10.0.0.1:3", KEY, "Zoë", 3);
+    assert_eq!(r, RegisterResult::Ok);
+    assert_eq!(h.reg.counts().0, 1);
+    // Released, the look-alike is free for anyone.
+    let mut h = Harness::new(Config::default());
+    let (a, _, _) = join_as(&mut h, "10.0.0.1:1", KEY, "alice", 1);
+    h.reg.connection_lost(h.now, h.wall, a, "lost");
+    assert_eq!(h.reg.release(h.wall, &nick("alice")), Ok(()));
+    let (_, r, _) = join_as(&mut h, "10.0.0.2:1", MALLORY, "\u{430}lice", 2);
+    assert_eq!(r, RegisterResult::Ok);
+}
+
+#[test]
+fn a_saved_roster_from_before_the_rule_keeps_both_look_alikes_and_lets_no_third_in() {
+    let rec = |n: &str, key: PublicKey, port: u16| Record {
+        entry: wire::Entry {
+            nick: nick(n),
+            instance: 1,
+            status: Status::Offline,
+            // An hour before the harness's clock: not expired.
+            since_ms: 1_700_000_000_000 - 3_600_000,
+            chat: SocketAddr::from(([10, 0, 0, 1], port)),
+            flaps: 0,
+            extra: None,
+        },
+        key: Some(key),
+        host: None,
+    };
+    let mut h = Harness::new(Config::default());
+    let saved = vec![rec("Bob", KEY, 1), rec("bob", MALLORY, 2)];
+    assert_eq!(h.reg.load(image(saved, 4, 10)), 2);
+    // Each owner still has its own.
+    let (_, r, _) = join_as(&mut h, "10.0.0.1:1", KEY, "Bob", 1);
+    assert_eq!(r, RegisterResult::Ok);
+    let (m, r, _) = join_as(&mut h, "10.0.0.1:2", MALLORY, "bob", 2);
+    assert_eq!(r, RegisterResult::Ok);
+    // A third key gets neither, before or after one of them leaves the roster.
+    let third = PublicKey([3; 32]);
+    let (_, r, _) = join_as(&mut h, "10.0.0.3:1", third, "BOB", 3);
+    assert_eq!(r, RegisterResult::NickTaken);
+    h.reg.connection_lost(h.now, h.wall, m, "lost");
+    assert_eq!(h.reg.release(h.wall, &nick("bob")), Ok(()));
+    let (_, r, why) = join_as(&mut h, "10.0.0.3:2", third, "BOB", 4);
+    assert_eq!(r, RegisterResult::NickTaken);
+    assert!(why.contains("\"Bob\""), "{why}");
+}
+
+#[test]
+fn a_rename_is_refused_a_look_alike_of_another_but_may_respell_its_own() {
+    let mut h = Harness::new(Config::default());
+    let (a, r, _) = join_as(&mut h, "10.0.0.1:1", KEY, "alice", 1);
+    assert_eq!(r, RegisterResult::Ok);
+    let (_, r, _) = join_as(&mut h, "10.0.0.2:1", PublicKey([2; 32]), "bob", 2);
+    assert_eq!(r, RegisterResult::Ok);
+    for to in ["Bob", "b0b"] {
+        h.send(a, ClientMsg::Rename { nick: to.into() });
+        h.turn();
+        let last = answers(&h, a).pop().unwrap();
+        assert!(
+            last.1.as_deref().is_some_and(|r| r.contains("\"bob\"")),
+            "{to}: {last:?}"
+        );
+    }
+    // Her own name in capitals is hers: no refusal, and the old spelling is not kept bound beside it.
+    h.send(
+        a,
+        ClientMsg::Rename {
+            nick: "Alice".into(),
+        },
+    );
+    h.turn();
+    assert_eq!(answers(&h, a).pop().unwrap(), (wire::Request::Rename, None));
+    assert_eq!(h.reg.owner(&nick("Alice")), Some(KEY));
+    assert_eq!(h.reg.owner(&nick("alice")), None);
+    // And no one else can take the old spelling: it looks like hers.
+    let (_, r, why) = join_as(&mut h, "10.0.0.3:1", PublicKey([3; 32]), "alice", 3);
+    assert_eq!(r, RegisterResult::NickTaken, "{why}");
+    // A real rename keeps the old name bound, and look-alikes of both are refused to others.
+    h.send(
+        a,
+        ClientMsg::Rename {
+            nick: "carla".into(),
+        },
+    );
+    h.turn();
+    assert_eq!(answers(&h, a).pop().unwrap(), (wire::Request::Rename, None));
+    for other in ["ALICE", "Carla"] {
+        let (_, r, why) = join_as(&mut h, "10.0.0.4:1", PublicKey([4; 32]), other, 4);
+        assert_ne!(r, RegisterResult::Ok, "{other}: {why}");
+    }
 }

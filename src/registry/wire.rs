@@ -334,12 +334,11 @@ pub const MAX_REASON: usize = 1024;
 /// length.
 pub const MAX_EXTRA_LEN: usize = MAX_CHANNELS_PER_CLIENT * (2 + crate::group::MAX_CHANNEL)
     + (2 + MAX_AWAY)
-    + (2 + crate::nick::MAX_NICK);
+    + (2 + crate::nick::MAX_NICK_BYTES);
 
-/// Largest encoded entry: nick 1+32, instance 8, kind 1, since 10 (varint), address 16, port 2, flaps 5
-/// (varint), and the optional part with its 2-byte length.
-pub const MAX_ENTRY_LEN: usize =
-    1 + crate::nick::MAX_NICK + 8 + 1 + 10 + 16 + 2 + 5 + 2 + MAX_EXTRA_LEN;
+/// Largest encoded entry: nick 1+63 (`nick::MAX_NICK_BYTES` of UTF-8), instance 8, kind 1, since 10 (varint),
+/// address 16, port 2, flaps 5 (varint), and the optional part with its 2-byte length.
+pub const MAX_ENTRY_LEN: usize = 1 + crate::nick::MAX_NICK_BYTES + 42 + 2 + MAX_EXTRA_LEN;
 
 /// Smallest encoded entry: nick 1+1, instance 8, kind 1, since 1, address 4, port 2, flaps 1.
 pub const MIN_ENTRY_LEN: usize = 19;
@@ -1138,7 +1137,7 @@ mod tests {
 
     #[test]
     fn server_messages_round_trip() {
-        let mut big = entry(&"z".repeat(32), Status::Online);
+        let mut big = entry(&format!("{}z", "é".repeat(31)), Status::Online);
         big.chat = "[2001:db8::1]:65535".parse().unwrap();
         for m in [
             ServerMsg::Registered {
@@ -1169,7 +1168,7 @@ mod tests {
                 assert!(ServerMsg::parse(&b[..n]).is_err());
             }
         }
-        // The largest entry: a 32-byte nickname, IPv6, and both varints at their longest (a `since` as far
+        // The largest entry: a 63-byte nickname, IPv6, and both varints at their longest (a `since` as far
         // as it can be from the one before, the most flaps).
         big.since_ms = 1 << 63;
         big.flaps = u32::MAX;
@@ -1178,7 +1177,7 @@ mod tests {
                 .map(|i| ChannelName::new(&format!("#{i:0>31}")).unwrap())
                 .collect(),
             away: Some("é".repeat(MAX_AWAY / 2)),
-            renamed_to: Some(Nick::new(&"r".repeat(crate::nick::MAX_NICK)).unwrap()),
+            renamed_to: Some(Nick::new(&"李".repeat(21)).unwrap()),
         }));
         let mut one = Vec::new();
         put_entry(&mut one, &big, &mut 0);
