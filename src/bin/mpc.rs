@@ -26,7 +26,8 @@ use multiproto::registry::wire::{Entry, RegisterResult, Status};
 use multiproto::session::{Session, SessionEvent};
 
 /// multiproto client: find the mpd daemon on the LAN (UDP multicast), join its roster (SCTP), and chat with
-/// the others directly (TCP). Without a subcommand: the interactive console (type `help`).
+/// the others directly (TCP): one to one, in channels (#ops), or to everyone. Without a subcommand: the
+/// interactive console (type `help`: msg, join, part, channels, query, away, back, nick, history, search).
 ///
 /// Exit codes: 0 success; 1 an error (nickname refused, message failed, cannot open a socket); 2 a usage
 /// error (an unknown option, a missing argument, a nickname that is not valid); 3 (send) the receiver is not
@@ -218,8 +219,9 @@ struct Listen {
     join: Vec<String>,
 }
 
-/// send one message to PEER (a nickname, or IP:PORT) and exit 0 once it is acknowledged (without joining
-/// the roster). Without TEXT the message is standard input, byte for byte (newlines and indentation kept, up
+/// send one message to PEER (a nickname, IP:PORT, '#channel' for each member, '*' for everyone online) and
+/// exit 0 once it is acknowledged (by each online member: "delivered #N to 2 of 3 in #ops; dave offline
+/// (queued)"), without joining the roster. Without TEXT the message is standard input, byte for byte (newlines and indentation kept, up
 /// to 65 535 bytes of UTF-8): `git log -3 | mpc send bob`. To a nickname the roster shows offline, the
 /// message is queued in STATE_DIR/history-NICK.sqlite3 and send exits 0 saying "queued": it goes when PEER
 /// is back while the console or `mpc listen` of your nickname runs (--now: exit 3, nothing saved). A
