@@ -271,8 +271,10 @@ pub struct Stats {
     pub presence_changes: u64,
     /// Renames done.
     pub renames: u64,
-    /// Join, part, away or rename requests refused (not registered, a bad name, a cap).
+    /// Join, part, away or rename requests refused (not registered, a bad name, a cap, the rate limit).
     pub requests_refused: u64,
+    /// Of those, refused for coming faster than [`CHANGE_EVERY`] beyond a burst of [`CHANGE_BURST`].
+    pub requests_limited: u64,
 }
 
 struct Entry {
@@ -425,7 +427,18 @@ struct Conn {
     subscribed: bool,
     /// Has received its snapshot; deltas follow from then on.
     synced: bool,
+    /// The rate limit of its roster changes (join, part, away, rename), as one time (GCRA): each change moves
+    /// it [`CHANGE_EVERY`] on from `max(it, now)`, and a change is allowed while it is at most
+    /// [`CHANGE_BURST`] changes ahead of now.
+    changes_due: Instant,
 }
+
+/// A client's roster changes (join, part, away, rename) come at most this often on average: every one is a
+/// delta to every client, so a loop of them from one client must not become a flood to all.
+pub const CHANGE_EVERY: Duration = Duration::from_secs(1);
+/// ... in bursts of up to this many: `listen --join` with many channels, or a console rejoining its channels
+/// after a reconnection, is one burst.
+pub const CHANGE_BURST: u32 = 40;
 
 /// The roster.
 pub struct Registry {
@@ -1065,6 +1078,7 @@ impl Registry {
                 key,
                 subscribed: false,
                 synced: false,
+                changes_due: Instant::ZERO,
             },
         );
     }
@@ -1104,10 +1118,10 @@ impl Registry {
                 let m = ServerMsg::Key { nick, key };
                 self.out.push_back(Queued::To(conn, m.encode().into()));
             }
-            ClientMsg::Join { channel } => self.set_channel(conn, channel, true),
-            ClientMsg::Part { channel } => self.set_channel(conn, channel, false),
-            ClientMsg::Away { message } => self.set_away(conn, message),
-            ClientMsg::Rename { nick } => self.rename(wall_ms, conn, &nick),
+            ClientMsg::Join { channel } => self.set_channel(now, conn, channel, true),
+            ClientMsg::Part { channel } => self.set_channel(now, conn, channel, false),
+            ClientMsg::Away { message } => self.set_away(now, conn, message),
+            ClientMsg::Rename { nick } => self.rename(now, wall_ms, conn, &nick),
         }
     }
 
@@ -1125,22 +1139,39 @@ impl Registry {
 
     /// The entry `conn` registered, or the refusal sent for `request` if it has none (an observer, or a
     /// client that has not registered yet).
-    fn registered_entry(&mut self, conn: AssocId, request: Request) -> Option<usize> {
-        let k = self.conns.get(&conn).and_then(|c| c.entry);
-        if k.is_none() {
+    fn registered_entry(&mut self, now: Instant, conn: AssocId, request: Request) -> Option<usize> {
+        let c = self.conns.get_mut(&conn)?;
+        let Some(k) = c.entry else {
             self.answer(
                 conn,
                 request,
                 Some("only a client in the roster can do that (register first)".into()),
             );
+            return None;
+        };
+        let due = c.changes_due.max(now);
+        let limit = now + CHANGE_EVERY * CHANGE_BURST;
+        if due >= limit {
+            let wait = due.saturating_since(limit) + CHANGE_EVERY;
+            self.stats.requests_limited += 1;
+            self.answer(
+                conn,
+                request,
+                Some(format!(
+                    "too many changes in a row (join, part, away, nick): try again in {} s",
+                    wait.as_secs().max(1)
+                )),
+            );
+            return None;
         }
-        k
+        c.changes_due = due + CHANGE_EVERY;
+        Some(k)
     }
 
     /// JOIN (`join` true) or PART: the client's channels change, and every client learns it from the delta.
-    fn set_channel(&mut self, conn: AssocId, channel: ChannelName, join: bool) {
+    fn set_channel(&mut self, now: Instant, conn: AssocId, channel: ChannelName, join: bool) {
         let request = if join { Request::Join } else { Request::Part };
-        let Some(k) = self.registered_entry(conn, request) else {
+        let Some(k) = self.registered_entry(now, conn, request) else {
             return;
         };
         let e = &mut self.entries[k];
@@ -1177,8 +1208,8 @@ impl Registry {
     }
 
     /// AWAY: the client is away with a message, or back (`None`).
-    fn set_away(&mut self, conn: AssocId, message: Option<String>) {
-        let Some(k) = self.registered_entry(conn, Request::Away) else {
+    fn set_away(&mut self, now: Instant, conn: AssocId, message: Option<String>) {
+        let Some(k) = self.registered_entry(now, conn, Request::Away) else {
             return;
         };
         // One line, no escapes: every client shows it in its roster listing.
@@ -1201,8 +1232,8 @@ impl Registry {
     /// RENAME: the client's entry takes the new nickname, which its key now owns; the old one stays bound to
     /// the key (so no one else can take it and receive what was meant for its owner) until the binding TTL
     /// or an operator releases it. Every client sees the old entry removed, marked renamed, and the new one.
-    fn rename(&mut self, wall_ms: u64, conn: AssocId, to: &str) {
-        let Some(k) = self.registered_entry(conn, Request::Rename) else {
+    fn rename(&mut self, now: Instant, wall_ms: u64, conn: AssocId, to: &str) {
+        let Some(k) = self.registered_entry(now, conn, Request::Rename) else {
             return;
         };
         let key = self.conns[&conn].key;

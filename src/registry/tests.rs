@@ -1884,3 +1884,57 @@ fn a_rename_is_refused_a_look_alike_of_another_but_may_respell_its_own() {
         assert_ne!(r, RegisterResult::Ok, "{other}: {why}");
     }
 }
+
+#[test]
+fn roster_changes_from_one_client_are_rate_limited_after_a_burst() {
+    let mut h = Harness::new(Config::default());
+    let a = h.connect("10.0.0.1:9");
+    h.register(a, "alice", 1, 4000);
+    h.turn();
+    // A burst (a console rejoining its channels, `listen --join` many times) goes through.
+    for i in 0..CHANGE_BURST {
+        let m = if i % 2 == 0 {
+            ClientMsg::Join {
+                channel: channel("#flip"),
+            }
+        } else {
+            ClientMsg::Part {
+                channel: channel("#flip"),
+            }
+        };
+        h.send(a, m);
+    }
+    h.send(
+        a,
+        ClientMsg::Away {
+            message: Some("x".into()),
+        },
+    );
+    h.turn();
+    let got = answers(&h, a);
+    assert_eq!(got.len(), CHANGE_BURST as usize + 1);
+    assert!(got[..CHANGE_BURST as usize].iter().all(|g| g.1.is_none()));
+    let last = got.last().unwrap();
+    assert!(
+        last.1
+            .as_deref()
+            .is_some_and(|r| r.contains("try again in 1 s")),
+        "{last:?}"
+    );
+    assert_eq!(h.reg.stats().requests_limited, 1);
+    // One change a second after that.
+    h.advance(CHANGE_EVERY);
+    h.send(
+        a,
+        ClientMsg::Away {
+            message: Some("x".into()),
+        },
+    );
+    h.send(a, ClientMsg::Away { message: None });
+    h.turn();
+    let got = answers(&h, a);
+    let n = got.len();
+    assert_eq!(got[n - 2].1, None);
+    assert!(got[n - 1].1.is_some());
+    h.assert_converged();
+}
