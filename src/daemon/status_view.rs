@@ -149,6 +149,25 @@ pub fn render(v: &Value) -> String {
         num(&d["stalls"]),
         num(&d["longest_stall_ms"])
     );
+    // Channels, presence and renames: only once a client made any (issue 15).
+    let r = &v["registry"];
+    let changes = [
+        "channel_changes",
+        "presence_changes",
+        "renames",
+        "requests_refused",
+    ];
+    if changes.iter().any(|k| num(&r[*k]) > 0) {
+        let _ = writeln!(
+            out,
+            "  changes:    {} channel joins and parts, {} away or back, {} renames, {} refused ({} for coming too fast)",
+            num(&r["channel_changes"]),
+            num(&r["presence_changes"]),
+            num(&r["renames"]),
+            num(&r["requests_refused"]),
+            num(&r["requests_limited"])
+        );
+    }
     let overflows = num(&v["registry"]["held_overflows"]);
     if num(&d["save_errors"]) > 0 || overflows > 0 {
         let _ = writeln!(
@@ -224,6 +243,17 @@ mod tests {
             "  problems:   0 roster saves failed, 5 times a client fell so far behind that it got the whole roster again\n"
         ));
         assert_eq!(out.lines().count(), 12);
+    }
+
+    #[test]
+    fn roster_changes_appear_once_there_are_some() {
+        let mut v = sample();
+        v["registry"] = json!({"channel_changes": 7, "presence_changes": 2, "renames": 1,
+            "requests_refused": 3, "requests_limited": 1});
+        let out = render(&v);
+        assert!(out.ends_with(
+            "  changes:    7 channel joins and parts, 2 away or back, 1 renames, 3 refused (1 for coming too fast)\n"
+        ), "{out}");
     }
 
     #[test]
