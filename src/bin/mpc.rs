@@ -840,23 +840,8 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
             }
         },
     };
-    let mut st = setup(a, nick);
-    st.observer = true;
-    st.subscribe = false;
-    // It speaks as `nick`: the daemon must know that name as this key's, or receivers show it as unknown.
-    st.claim = true;
-    let mut sess = Session::open(st, chat_bind(a))?;
-    let deadline = sess.now() + Duration::from_secs(a.timeout);
+    let (mut sess, deadline) = sender_session(a, nick)?;
     let mut sent: Option<u64> = None;
-    let finish = |sess: &mut Session, code: u8| -> std::io::Result<ExitCode> {
-        let now = sess.now();
-        sess.io.client.shutdown(now);
-        let end = now + Duration::from_millis(500);
-        while !sess.io.client.is_closed() && sess.now() < end {
-            sess.turn(Some(end))?;
-        }
-        Ok(ExitCode::from(code))
-    };
     // Hands the message to the peer and flushes; `None` (the reason printed) if the peer refused it.
     let send_now = |sess: &mut Session| -> std::io::Result<Option<u64>> {
         let (now, wall) = (sess.now(), sess.wall_ms());
@@ -880,15 +865,10 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     loop {
         sess.turn(Some(deadline))?;
         while let Some(ev) = sess.poll_event() {
+            if let Some(code) = ends_early(&ev, &sess) {
+                return finish(&mut sess, code);
+            }
             match ev {
-                SessionEvent::Signal => return finish(&mut sess, 1),
-                SessionEvent::Client(ClientEvent::Rejected { reason, .. }) => {
-                    eprintln!("mpc: the daemon refused: {reason}");
-                    return finish(&mut sess, 1);
-                }
-                SessionEvent::Client(ev) if trust(&ev, &sess.io.client) => {
-                    return finish(&mut sess, 1);
-                }
                 SessionEvent::KeyChanged {
                     nick: peer,
                     remembered,
@@ -967,6 +947,44 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     }
 }
 
+/// The session of a one-shot sender (`mpc send`): an observer that speaks under `nick`, so it claims the
+/// nickname (the daemon must know it as this key's, or receivers show the message as from an unknown key);
+/// and when its `--timeout` runs out.
+fn sender_session(a: &Args, nick: Nick) -> std::io::Result<(Session, multiproto::time::Instant)> {
+    let mut st = setup(a, nick);
+    st.observer = true;
+    st.subscribe = false;
+    st.claim = true;
+    let sess = Session::open(st, chat_bind(a))?;
+    let deadline = sess.now() + Duration::from_secs(a.timeout);
+    Ok((sess, deadline))
+}
+
+/// Leaves the daemon cleanly (bounded) and exits with `code`.
+fn finish(sess: &mut Session, code: u8) -> std::io::Result<ExitCode> {
+    let now = sess.now();
+    sess.io.client.shutdown(now);
+    let end = now + Duration::from_millis(500);
+    while !sess.io.client.is_closed() && sess.now() < end {
+        sess.turn(Some(end))?;
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// What ends a one-shot sender before its message is through, with the exit code: a signal, the daemon's
+/// refusal (said), or an event of trust it gave up on (said by [`trust`]).
+fn ends_early(ev: &SessionEvent, sess: &Session) -> Option<u8> {
+    match ev {
+        SessionEvent::Signal => Some(1),
+        SessionEvent::Client(ClientEvent::Rejected { reason, .. }) => {
+            eprintln!("mpc: the daemon refused: {reason}");
+            Some(1)
+        }
+        SessionEvent::Client(ev) if trust(ev, &sess.io.client) => Some(1),
+        _ => None,
+    }
+}
+
 /// One receiver of a message to many, and what became of its copy (`None`: no receipt yet).
 type CopyFate = (Nick, Option<&'static str>);
 
@@ -975,21 +993,7 @@ type CopyFate = (Nick, Option<&'static str>);
 /// member has it, 1 if one did not acknowledge in time or a copy could not be queued, 3 if there was no one
 /// to send to.
 fn send_in(a: &Args, s: &Send, nick: Nick, scope: Scope, text: &str) -> std::io::Result<ExitCode> {
-    let mut st = setup(a, nick);
-    st.observer = true;
-    st.subscribe = false;
-    st.claim = true;
-    let mut sess = Session::open(st, chat_bind(a))?;
-    let deadline = sess.now() + Duration::from_secs(a.timeout);
-    let finish = |sess: &mut Session, code: u8| -> std::io::Result<ExitCode> {
-        let now = sess.now();
-        sess.io.client.shutdown(now);
-        let end = now + Duration::from_millis(500);
-        while !sess.io.client.is_closed() && sess.now() < end {
-            sess.turn(Some(end))?;
-        }
-        Ok(ExitCode::from(code))
-    };
+    let (mut sess, deadline) = sender_session(a, nick)?;
     let place = match scope {
         Scope::Channel(c) => format!("in {c}"),
         _ => "online".to_string(),
@@ -1001,15 +1005,10 @@ fn send_in(a: &Args, s: &Send, nick: Nick, scope: Scope, text: &str) -> std::io:
     loop {
         sess.turn(Some(deadline))?;
         while let Some(ev) = sess.poll_event() {
+            if let Some(code) = ends_early(&ev, &sess) {
+                return finish(&mut sess, code);
+            }
             match ev {
-                SessionEvent::Signal => return finish(&mut sess, 1),
-                SessionEvent::Client(ClientEvent::Rejected { reason, .. }) => {
-                    eprintln!("mpc: the daemon refused: {reason}");
-                    return finish(&mut sess, 1);
-                }
-                SessionEvent::Client(ev) if trust(&ev, &sess.io.client) => {
-                    return finish(&mut sess, 1);
-                }
                 SessionEvent::Client(ClientEvent::Roster(Applied::Snapshot(_)))
                     if sent.is_none() =>
                 {
