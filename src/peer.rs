@@ -249,6 +249,8 @@ pub enum SendError {
     UnknownNick(Nick),
     /// Not in the roster as typed, and in another case under several names: which one?
     Ambiguous(Nick, Vec<Nick>),
+    /// A message to many for more receivers than the queues hold at all: (receivers, the most).
+    TooMany(usize, usize),
 }
 
 impl std::fmt::Display for SendError {
@@ -265,6 +267,11 @@ impl std::fmt::Display for SendError {
             SendError::UnknownNick(n) => {
                 write!(f, "no one called {n} is in the roster (see `list`)")
             }
+            SendError::TooMany(n, max) => write!(
+                f,
+                "{n} receivers: a message to many reaches at most {max} (each copy waits in a queue of that \
+                 size); write to a channel with fewer members"
+            ),
             SendError::Ambiguous(n, alike) => {
                 let names: Vec<&str> = alike.iter().map(Nick::as_str).collect();
                 write!(
@@ -774,6 +781,9 @@ impl Peer {
         text: &str,
     ) -> Result<u64, SendError> {
         Self::check_text(text)?;
+        if to.len() > self.cfg.max_queue_total {
+            return Err(SendError::TooMany(to.len(), self.cfg.max_queue_total));
+        }
         let targets: Vec<Target> = to.iter().map(|n| Target::Nick(*n)).collect();
         if !self.has_room(&targets) {
             return Err(SendError::QueueFull);

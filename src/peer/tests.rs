@@ -964,3 +964,51 @@ fn a_unicode_nickname_typed_in_another_case_finds_its_owner() {
     }
     assert_eq!(net.messages(1), vec!["émile", "ÉMILE"]);
 }
+
+#[test]
+fn a_message_to_many_is_one_id_queued_for_each_all_or_nothing() {
+    let now = Instant::from_millis(1);
+    let mut cfg = config("alice", 5);
+    cfg.max_queue_total = 3;
+    let mut p = Peer::new(cfg);
+    for (n, port) in [("bob", 1), ("carol", 2), ("dave", 3), ("erin", 4)] {
+        p.set_contact(now, nick(n), addr(&format!("127.0.0.1:{port}")), false);
+    }
+    let ops = Scope::Channel(crate::group::ChannelName::new("#ops").unwrap());
+    let four = [nick("bob"), nick("carol"), nick("dave"), nick("erin")];
+    assert_eq!(
+        p.send_to_many(now, 9, ops, &four, "hi"),
+        Err(SendError::TooMany(4, 3))
+    );
+    let id = p.send_to_many(now, 9, ops, &four[..2], "hi").unwrap();
+    let queued: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert_eq!(
+        queued,
+        [
+            PeerEvent::Queued {
+                id,
+                to: Target::Nick(nick("bob"))
+            },
+            PeerEvent::Queued {
+                id,
+                to: Target::Nick(nick("carol"))
+            },
+        ]
+    );
+    let mut w = p.waiting_messages();
+    w.sort_by_key(|m| m.0.to_string());
+    assert_eq!(
+        w,
+        [
+            (Target::Nick(nick("bob")), id, 9, ops, "hi".to_string()),
+            (Target::Nick(nick("carol")), id, 9, ops, "hi".to_string()),
+        ]
+    );
+    // Room for one more, not two: nothing is queued.
+    assert_eq!(
+        p.send_to_many(now, 9, Scope::Everyone, &four[2..], "x"),
+        Err(SendError::QueueFull)
+    );
+    assert_eq!(p.waiting(), 2);
+    assert!(p.poll_event().is_none());
+}
