@@ -1082,17 +1082,26 @@ impl Console {
                         return Flow::Leave(0);
                     }
                     // An answer to the paste question is not worth recalling.
-                    e.resume(!answer && !l.trim().is_empty());
+                    let recall = !answer && !l.trim().is_empty();
                     // A single `msg` line may be the first of a paste typed out by the terminal: wait a moment
                     // for more. Anything else (a command, an answer, a bracketed paste) is complete: act now.
                     let msg = matches!(l.split_whitespace().next(), Some("msg" | "m" | "all"))
                         || self.in_query(&l).is_some();
                     self.batch.push(l);
                     if idle && (answer || !single || !msg) {
-                        if let Flow::Leave(code) = self.run_batch() {
+                        // The next line is read once this one is acted on, so its prompt shows what the line
+                        // changed (`query #ops`).
+                        let flow = self.run_batch();
+                        if let Ui::Editor(e) = &mut self.ui {
+                            e.resume(recall);
+                        }
+                        if let Flow::Leave(code) = flow {
                             return Flow::Leave(code);
                         }
                     } else {
+                        if let Ui::Editor(e) = &mut self.ui {
+                            e.resume(recall);
+                        }
                         self.batch_until = Some(self.sess.now() + BURST);
                     }
                 }
