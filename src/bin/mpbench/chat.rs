@@ -13,6 +13,9 @@
 //! to run, and their ratio measured placement (0.46 to 6.4 on this 2-core VM under load). So the latencies are
 //! measured twice with the threads pinned, on one CPU (the headline figures) and on two, and raw and reused
 //! rounds alternate in short blocks so load from elsewhere hits both alike.
+//!
+//! Then the channel case ([`channel`], issue 15): one message to a channel of 100 members beside 100
+//! one-to-one messages in sequence, with threads of its own, once the two-peer threads have ended.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -137,8 +137,9 @@ pub(super) fn measure(
     let (ready_tx, ready_rx) = mpsc::channel();
     let (arrival_tx, arrival_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    // A cap for the members in case the sender's own deadlines fail to stop it: three phases.
-    let limit = 3 * PHASE_LIMIT + 2 * ROUND_LIMIT;
+    // A cap for the members in case the sender's own deadlines fail to stop it: three phases, each of which
+    // may overrun its limit by the round under way (a warm-up pair too, at most four round limits).
+    let limit = 3 * (PHASE_LIMIT + 4 * ROUND_LIMIT);
     thread::scope(move |s| {
         let spawn = |name: &str| thread::Builder::new().name(name.into());
         let members_thread = spawn("chat-members")
@@ -378,6 +379,14 @@ impl Sender {
     ) -> Result<(), String> {
         let t = StdInstant::now();
         for &m in members {
+            // Each message has its own limit; the round as a whole has one too, or 100 slow ones add up.
+            check(
+                t.elapsed() <= ROUND_LIMIT,
+                format!(
+                    "{} one-to-one messages took over {ROUND_LIMIT:?}",
+                    members.len()
+                ),
+            )?;
             self.to = Target::Nick(m);
             r.direct_msgs.push(self.round()?);
         }
