@@ -154,6 +154,16 @@ fn chat_reports_latency_beside_the_raw_baseline() {
         assert!(num(&v, k) > 0.0, "{k} in {v}");
     }
     assert!(num(&v, "reused_p50_us") <= num(&v, "reused_p99_us"));
+    // The channel case (issue 15): a message to 100 members beside 100 one-to-one messages.
+    assert_eq!(num(&v, "channel_members"), 100.0);
+    for k in [
+        "channel_last_p50_us",
+        "channel_last_p99_us",
+        "direct_seq_last_p50_us",
+        "ratio_channel_to_direct_seq",
+    ] {
+        assert!(num(&v, k) > 0.0, "{k} in {v}");
+    }
 }
 
 #[test]

@@ -13,6 +13,9 @@
 //! to run, and their ratio measured placement (0.46 to 6.4 on this 2-core VM under load). So the latencies are
 //! measured twice with the threads pinned, on one CPU (the headline figures) and on two, and raw and reused
 //! rounds alternate in short blocks so load from elsewhere hits both alike.
+//!
+//! Then the channel case ([`channel`], issue 15): one message to a channel of 100 members beside 100
+//! one-to-one messages in sequence, with threads of its own, once the two-peer threads have ended.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,6 +35,8 @@ use multiproto::reactor::{Reactor, ReactorEvent};
 
 use crate::report::{Figures, Progress, round3, summary};
 
+mod channel;
+
 /// Chat scenario settings.
 pub struct Params {
     /// Seconds of the throughput run.
@@ -46,6 +51,8 @@ struct Plan {
     fresh_rounds: usize,
     /// Length of the throughput run.
     duration: Duration,
+    /// The channel case: members, rounds, rounds on fresh connections.
+    channel: channel::Plan,
 }
 
 /// Raw and reused rounds alternate in blocks of this many (a fraction of a millisecond): short enough that a
@@ -94,6 +101,11 @@ pub fn run(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
             rounds: 2000,
             fresh_rounds: 300,
             duration: p.duration,
+            channel: channel::Plan {
+                members: 100,
+                rounds: 300,
+                fresh_rounds: 10,
+            },
         },
         progress,
     )
@@ -114,8 +126,8 @@ enum Placement {
 struct Pins {
     /// CPUs this process may run on (its affinity mask when the run started).
     cpus: Vec<usize>,
-    /// The chat receiver's and the raw echo's thread ids.
-    responders: [Pid; 2],
+    /// The threads that answer the sender: the chat receiver's and the raw echo's, or the channel members'.
+    responders: Vec<Pid>,
 }
 
 impl Pins {
@@ -186,6 +198,22 @@ fn measure(plan: &Plan, progress: &mut Progress) -> Result<Figures, String> {
     let to = chat_listener
         .local_addr()
         .map_err(err("chat listener address"))?;
+    let cpus = allowed_cpus();
+    let mut f = two_peers(plan, chat_listener, to, cpus.clone(), progress)?;
+    // After the two-peer threads have ended, so the two cases never share the CPUs.
+    let m = channel::measure(&plan.channel, cpus, progress)?;
+    channel::figures(&plan.channel, m, &mut f);
+    Ok(f)
+}
+
+/// The two-peer figures: raw, reused and fresh latency, throughput.
+fn two_peers(
+    plan: &Plan,
+    chat_listener: TcpListener,
+    to: SocketAddr,
+    cpus: Vec<usize>,
+    progress: &mut Progress,
+) -> Result<Figures, String> {
     let (raw_client, raw_server) = raw_pair()?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (echo_tx, echo_rx) = mpsc::channel();
@@ -193,7 +221,6 @@ fn measure(plan: &Plan, progress: &mut Progress) -> Result<Figures, String> {
     // A cap for the receiver in case the sender's own deadlines fail to stop it: the sender is bounded by
     // its phase limits, the throughput run and the drain.
     let receiver_limit = 4 * PHASE_LIMIT + 2 * (plan.duration + DRAIN_LIMIT) + 2 * ROUND_LIMIT;
-    let cpus = allowed_cpus();
     thread::scope(move |s| {
         // Named for `top -H` and `perf`.
         let spawn = |name: &str| thread::Builder::new().name(name.into());
@@ -260,7 +287,7 @@ fn measure(plan: &Plan, progress: &mut Progress) -> Result<Figures, String> {
 fn responders(
     ready: &mpsc::Receiver<Result<Pid, String>>,
     echo: &mpsc::Receiver<Pid>,
-) -> Result<[Pid; 2], String> {
+) -> Result<Vec<Pid>, String> {
     let receiver = match ready.recv_timeout(ROUND_LIMIT) {
         Ok(r) => r?,
         Err(_) => {
@@ -272,7 +299,7 @@ fn responders(
     let echo = echo
         .recv_timeout(ROUND_LIMIT)
         .map_err(|_| format!("the raw echo did not start within {ROUND_LIMIT:?}"))?;
-    Ok([receiver, echo])
+    Ok(vec![receiver, echo])
 }
 
 /// p50 and p99 in µs of raw and reused round trips, and the reused maximum.
@@ -642,6 +669,12 @@ struct Sender {
 
 impl Sender {
     fn new(to: SocketAddr, cfg: Config) -> Result<Sender, String> {
+        Sender::with_contacts(cfg, &[(nick("bob")?, to)])
+    }
+
+    /// A sender with each of `contacts` online at its address and with its key known; messages go to the
+    /// first unless `to` is changed.
+    fn with_contacts(cfg: Config, contacts: &[(Nick, SocketAddr)]) -> Result<Sender, String> {
         let reactor = Reactor::new().map_err(err("chat sender reactor"))?;
         let window = PIPELINE
             .min(cfg.max_queue_per_peer)
@@ -651,15 +684,17 @@ impl Sender {
         let l = TcpListener::bind("127.0.0.1:0").map_err(err("chat sender listener"))?;
         let mut io = ChatIo::new(l, Peer::new(cfg), reactor.registry(), Token(1), Token(16))
             .map_err(err("chat sender"))?;
-        let bob = nick("bob")?;
-        io.peer.set_contact(reactor.now(), bob, to, true);
-        // bob's key, as the daemon would give it: every connection is an IK handshake to it.
-        io.peer
-            .set_key(reactor.now(), bob, Some(identity_of("bob").public()));
+        for &(who, at) in contacts {
+            io.peer.set_contact(reactor.now(), who, at, true);
+            // The key, as the daemon would give it: every connection is an IK handshake to it.
+            io.peer
+                .set_key(reactor.now(), who, Some(identity_of(who.as_str()).public()));
+        }
+        let first = contacts.first().ok_or("a sender needs a contact")?.0;
         Ok(Sender {
             reactor,
             io,
-            to: Target::Nick(bob),
+            to: Target::Nick(first),
             events: Vec::new(),
             delivered: 0,
             window,
@@ -821,6 +856,11 @@ mod tests {
             rounds: 20,
             fresh_rounds: 5,
             duration: Duration::from_millis(200),
+            channel: channel::Plan {
+                members: 5,
+                rounds: 2,
+                fresh_rounds: 1,
+            },
         };
         let f = measure(&plan, &mut Progress::new(true)).unwrap();
         assert_eq!(f.scenario, "chat");
@@ -878,9 +918,63 @@ mod tests {
                 );
             }
         }
+        // The channel case: every figure a positive number, percentiles in order.
+        for k in [
+            "channel_last_p50_us",
+            "channel_last_p99_us",
+            "channel_acked_p50_us",
+            "channel_acked_p99_us",
+            "channel_copy_p50_us",
+            "channel_copy_p99_us",
+            "direct_seq_last_p50_us",
+            "direct_seq_last_p99_us",
+            "direct_seq_acked_p50_us",
+            "direct_msg_p50_us",
+            "direct_msg_p99_us",
+            "ratio_channel_to_direct_seq",
+            "channel_fresh_last_p50_us",
+            "channel_fresh_last_p99_us",
+            "channel_fresh_acked_p50_us",
+        ] {
+            assert!(num(k) > 0.0, "{k} = {}", num(k));
+        }
+        for (p50, p99) in [
+            ("channel_last_p50_us", "channel_last_p99_us"),
+            ("channel_copy_p50_us", "channel_copy_p99_us"),
+            ("direct_seq_last_p50_us", "direct_seq_last_p99_us"),
+            ("direct_msg_p50_us", "direct_msg_p99_us"),
+        ] {
+            assert!(num(p99) >= num(p50), "{p99} < {p50}");
+        }
+        // The last member cannot have it before any member does, nor 5 messages in a row be faster than one.
+        assert!(num("channel_last_p99_us") >= num("channel_copy_p50_us"));
+        assert!(num("direct_seq_acked_p50_us") >= num("direct_msg_p50_us"));
+        assert_eq!(num("channel_members"), 5.0);
+        assert_eq!(num("channel_rounds"), 2.0);
+        assert_eq!(num("channel_fresh_rounds"), 1.0);
+        let two_cpus =
+            allowed_cpus().len() >= 2 && f.get("channel_pinned") == Some(&Value::Bool(true));
+        for k in [
+            "two_cpus_channel_last_p50_us",
+            "two_cpus_channel_last_p99_us",
+            "two_cpus_direct_seq_last_p50_us",
+            "two_cpus_direct_msg_p50_us",
+            "two_cpus_ratio_channel_to_direct_seq",
+        ] {
+            let v = f.get(k).unwrap_or_else(|| panic!("{k} missing"));
+            if two_cpus {
+                assert!(v.as_f64().is_some_and(|x| x > 0.0), "{k} = {v}");
+            } else {
+                assert!(
+                    v.is_null() || v.as_f64().is_some_and(|x| x > 0.0),
+                    "{k} = {v}"
+                );
+            }
+        }
         assert!(
             f.json()
                 .starts_with(r#"{"scenario":"chat","reused_p50_us":"#)
         );
+        assert!(f.table().contains("channel_last_p50_us"));
     }
 }
