@@ -29,7 +29,8 @@
 pub mod channel;
 pub mod frame;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -339,6 +340,8 @@ struct Conn {
     partial_since: Option<Instant>,
     /// Ids sent on this connection and not yet acknowledged, with when.
     in_flight: VecDeque<(u64, Instant)>,
+    /// The earliest of its deadlines in `Peer::timers` (see [`Peer::arm`]), if one is there.
+    armed: Option<Instant>,
 }
 
 struct Pending {
@@ -390,6 +393,11 @@ pub struct Peer {
     actions: VecDeque<Action>,
     events: VecDeque<PeerEvent>,
     stats: Stats,
+    /// Connections' deadlines, earliest first, found without walking every connection each loop turn (a
+    /// sender in a channel of 100 holds 100). An entry may be stale (its connection closed, or its deadline
+    /// since moved later): it is checked when it comes due. A deadline that moves earlier is pushed
+    /// ([`Peer::arm`]).
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 /// Removes control characters (but newlines and tabs, which a multi-line message needs), terminal escape
@@ -468,6 +476,7 @@ impl Peer {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -633,8 +642,27 @@ impl Peer {
             last_activity: now,
             partial_since: None,
             in_flight: VecDeque::new(),
+            armed: None,
         });
-        ConnId::new(key, generation)
+        let id = ConnId::new(key, generation);
+        self.arm(id);
+        id
+    }
+
+    /// Puts connection `id`'s next deadline in the timer heap if it is earlier than the one there: called
+    /// wherever a deadline can move earlier (a new connection, a message in flight, input read: a frame
+    /// started, the last ACK in). Deadlines that move later need nothing: the earlier entry finds out when it
+    /// is due.
+    fn arm(&mut self, id: ConnId) {
+        let Some(d) = self.get(id).and_then(|c| self.conn_deadline(c)) else {
+            return;
+        };
+        if let Some(c) = self.get_mut(id)
+            && c.armed.is_none_or(|a| d < a)
+        {
+            c.armed = Some(d);
+            self.timers.push(Reverse((d, id.0)));
+        }
     }
 
     /// Seals a frame onto the connection (held until its session opens).
@@ -953,6 +981,8 @@ impl Peer {
                 c.in_flight.push_back((id, now));
             }
         }
+        // Its ACK deadline, earlier than an idle connection's.
+        self.arm(conn);
     }
 
     /// A connection came in from `addr`. `None` means refuse it (close it at once): too many connections.
@@ -1124,7 +1154,11 @@ impl Peer {
             }
             log::debug!("chat connection {id:?}: {e}, closed");
             self.close(id, now);
+            return;
         }
+        // What came may have moved a deadline earlier: a frame started, or the last ACK came (an idle
+        // timeout shorter than the ACK timeout then comes first).
+        self.arm(id);
     }
 
     /// Handles one frame; false if it breaks the protocol.
@@ -1312,7 +1346,7 @@ impl Peer {
 
     /// When [`Peer::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let conns = self.conns.iter().filter_map(|(_, c)| self.conn_deadline(c));
+        let conns = self.timers.peek().map(|Reverse((t, _))| *t);
         let dests = self
             .dests
             .iter()
@@ -1324,7 +1358,12 @@ impl Peer {
             .key_requests
             .front()
             .and_then(|n| self.asked.get(n).copied());
-        conns.chain(dests).chain(keys).chain(asking).min()
+        conns
+            .into_iter()
+            .chain(dests)
+            .chain(keys)
+            .chain(asking)
+            .min()
     }
 
     fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
@@ -1349,15 +1388,30 @@ impl Peer {
 
     /// Runs every deadline due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<(ConnId, bool)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| self.conn_deadline(c).is_some_and(|d| d <= now))
-            .map(|(k, c)| {
-                let slow = c.peer.is_none() || c.partial_since.is_some();
-                (ConnId::new(k, c.generation), slow)
-            })
-            .collect();
+        let mut due: Vec<(ConnId, bool)> = Vec::new();
+        while let Some(&Reverse((t, raw))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let id = ConnId(raw);
+            let Some(c) = self.get_mut(id) else {
+                continue;
+            };
+            if c.armed == Some(t) {
+                c.armed = None;
+            }
+            let Some(c) = self.get(id) else { continue };
+            match self.conn_deadline(c) {
+                Some(d) if d <= now && !due.iter().any(|x| x.0 == id) => {
+                    due.push((id, c.peer.is_none() || c.partial_since.is_some()));
+                }
+                Some(d) if d <= now => {}
+                // Moved later since it was pushed: pushed again at its new time.
+                Some(_) => self.arm(id),
+                None => {}
+            }
+        }
         for (id, slow) in due {
             if slow {
                 self.stats.slow += 1;

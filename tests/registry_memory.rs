@@ -66,6 +66,8 @@ fn a_registered_client_costs_the_registry_little() {
     // connection map, at up to half-empty capacity: about 614 B here, where 10 000 leaves the tables the most
     // spare room, and 489 B at 25 000, whose tables are as full as 100 000's (494 and 393 B with 32-byte ASCII
     // nicknames and no look-alike index). With the SCTP association's own ~360 B (tests/sctp_memory.rs) a
-    // client stays under DESIGN.md's 1 KiB.
-    assert!(per_client <= 640.0, "{per_client:.0} B per client");
+    // client stays under DESIGN.md's 1 KiB. Since issue 15's channels and presence, an entry has a pointer to
+    // its optional fields and a connection record the time of its rate limit: 16 B more (624 → 640 B here in
+    // a release build), and `mpbench idle --clients 100000 --liveness-only` measures the whole daemon (PERF.md).
+    assert!(per_client <= 660.0, "{per_client:.0} B per client");
 }

@@ -1012,3 +1012,75 @@ fn a_message_to_many_is_one_id_queued_for_each_all_or_nothing() {
     assert_eq!(p.waiting(), 2);
     assert!(p.poll_event().is_none());
 }
+
+/// The next deadline comes from the timer heap: on a connection left idle (its idle deadline a minute away),
+/// a message in flight brings the ACK deadline forward, and the connection is given up at that time.
+#[test]
+fn a_message_on_an_idle_connection_brings_its_ack_deadline_forward() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let now = net.now;
+    net.nodes[0]
+        .peer
+        .send(now, 5, Target::Nick(nick("bob")), "first")
+        .unwrap();
+    net.settle();
+    assert_eq!(net.messages(1), vec!["first"]);
+    let cfg = net.nodes[0].peer.cfg.clone();
+    net.run(Duration::from_secs(10));
+    let at = net.now;
+    let idle = net.nodes[0].peer.poll_timeout().unwrap();
+    assert!(idle > at + cfg.ack_timeout, "{idle:?} vs {at:?}");
+    // Sent, and not let through (no settle): its ACK is due in ack_timeout.
+    net.nodes[0]
+        .peer
+        .send(at, 6, Target::Nick(nick("bob")), "second")
+        .unwrap();
+    assert_eq!(net.nodes[0].peer.poll_timeout(), Some(at + cfg.ack_timeout));
+    net.nodes[0].peer.handle_timeout(at + cfg.ack_timeout);
+    let closed = std::iter::from_fn(|| net.nodes[0].peer.poll_action())
+        .any(|a| matches!(a, Action::Close(_)));
+    assert!(
+        closed,
+        "the silent connection was not given up at its ACK deadline"
+    );
+}
+
+/// An idle timeout shorter than the ACK timeout: once the last ACK is in, the idle deadline is the next one
+/// (the timer heap must learn that it moved earlier than the ACK deadline it holds).
+#[test]
+fn with_a_short_idle_timeout_the_connection_closes_once_its_last_ack_is_in() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.nodes[0].peer.cfg.idle_timeout = Duration::from_millis(300);
+    // Bob's HELLO and ACK are held: alice's connection waits with the message in flight.
+    net.deliver[1] = false;
+    let now = net.now;
+    net.nodes[0]
+        .peer
+        .send(now, 5, Target::Nick(nick("bob")), "hi")
+        .unwrap();
+    net.settle();
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[0].peer.poll_timeout().unwrap() > net.now + Duration::from_secs(3));
+    net.deliver[1] = true;
+    let held: Vec<ConnId> = net
+        .links
+        .iter()
+        .map(|&(a, b)| if a.0 == 1 { a.1 } else { b.1 })
+        .collect();
+    for c in held {
+        net.flush(1, c);
+    }
+    net.settle();
+    assert!(
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, PeerEvent::Delivered { .. }))
+    );
+    let due = net.nodes[0].peer.poll_timeout().unwrap();
+    assert!(
+        due <= net.now + Duration::from_millis(300),
+        "{due:?} is still the ACK deadline, not the idle one ({:?})",
+        net.now
+    );
+}

@@ -52,7 +52,8 @@ struct Args {
     /// draw each figure against N into FILE.svg (needs two or more N)
     #[argh(option)]
     plot: Option<String>,
-    /// idle: seconds to measure (default 10); chat: seconds of the throughput run (default 3)
+    /// idle: seconds to measure (default 10); chat: seconds of the throughput run (default 3; shorter also
+    /// runs fewer channel rounds, in proportion)
     #[argh(option)]
     duration: Option<f64>,
     /// interface for discovery multicast (default 127.0.0.1)
