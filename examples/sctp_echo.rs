@@ -343,7 +343,10 @@ fn connect(a: Connect) -> std::io::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
                 Event::Down(r) => {
-                    eprintln!("association ended: {r} (sent {sent}, echoed {echoed})");
+                    // Whether it ever came up tells a refused INIT (a server not listening yet) from an
+                    // association lost on the way.
+                    let when = if up { "" } else { " before it was up" };
+                    eprintln!("association ended{when}: {r} (sent {sent}, echoed {echoed})");
                     return Ok(ExitCode::FAILURE);
                 }
             }
