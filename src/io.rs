@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod client;
 pub mod discovery;
+pub mod file_hash;
 pub mod history;
 pub mod keyfile;
 pub mod known_keys;

@@ -426,6 +426,8 @@ fn parse_extra(b: &[u8]) -> Option<Extra> {
     Some(x)
 }
 
+// Out of line: most entries have no optional part, and the loop that encodes them stays small.
+#[inline(never)]
 fn put_extra(out: &mut Vec<u8>, x: &Extra) {
     out.put_u16(x.encoded_len() as u16);
     for c in &x.channels {
@@ -552,6 +554,7 @@ fn unzigzag(z: u64) -> u64 {
 /// Appends one entry's encoding to `out`. `prev_since` is the previous entry's `since` in the same message
 /// (0 before the first) and becomes this one's: each `since` is sent as the distance from the one before,
 /// a byte or two between clients that came online around the same time.
+#[inline]
 pub fn put_entry(out: &mut Vec<u8>, e: &Entry, prev_since: &mut u64) {
     out.put_nick(&e.nick);
     out.extend_from_slice(&e.instance.to_be_bytes());
@@ -578,6 +581,7 @@ pub fn put_entry(out: &mut Vec<u8>, e: &Entry, prev_since: &mut u64) {
 /// The most bytes `e` can take encoded (its `since` and flaps at their longest): what a page must have left
 /// for it. At most [`MAX_ENTRY_LEN`]; an entry without optional fields takes no more room than before they
 /// existed, so pages pack as many.
+#[inline]
 fn max_len(e: &Entry) -> usize {
     let addr = if e.chat.is_ipv4() { 6 } else { 18 };
     let extra = e
