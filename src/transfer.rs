@@ -1,5 +1,5 @@
 //! Files and folders sent peer to peer (issue 16): the wire of a transfer ([`frame`]) and the receiver's
-//! sanitising of the names a sender offers (`name`, next). Both are pure: no socket, file, thread or clock in
+//! sanitising of the names a sender offers ([`name`]). Both are pure: no socket, file, thread or clock in
 //! here, so every rule is tested (and fuzzed) on its own. The transfer state machine (who sends what when,
 //! limits, resume bookkeeping) and its I/O come on top of these.
 //!
@@ -29,3 +29,4 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod name;
