@@ -22,7 +22,6 @@ use multiproto::transfer::frame::{
 };
 use multiproto::transfer::name::{self, MAX_COMPONENT, MAX_DEPTH};
 use proptest::prelude::*;
-use proptest::test_runner::RngAlgorithm;
 
 // Shared with the fuzz crate, so `cargo test` applies the fuzz targets' checks too. `parser_checks` holds the
 // stream model the transfer checks share with the chat frames'; only that part of it is used here.
@@ -34,19 +33,13 @@ mod transfer_checks;
 
 use parser_checks::{Outcome, utf8_prefix};
 
-#[path = "common/strings.rs"]
-mod strings;
+#[path = "common/props.rs"]
+mod props;
 
-use strings::{around, bytes, utf8};
+use props::{around, bytes, fuzz_seeds as seeds, utf8};
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6d70_7466),
-        ..ProptestConfig::default()
-    }
+    props::config(cases, 0x6d70_7466)
 }
 
 fn id() -> impl Strategy<Value = TransferId> {
@@ -362,4 +355,25 @@ fn fuzz_entry_points_on_the_issues_names() {
     }
     transfer_checks::transfer_frame(&[]);
     transfer_checks::transfer_frame(&[16]);
+}
+
+/// The fuzz seeds (`fuzz/seeds/{transfer_frame,transfer_name}`) are what their names say: a frame body or a
+/// chunked stream of whole frames; names the sanitiser refuses or makes safe, as the file's name expects.
+#[test]
+fn fuzz_seeds_are_valid() {
+    for (name, b) in seeds("transfer_frame") {
+        let ok = parser_checks::frames_seed(&b, transfer_checks::frame_body);
+        assert!(ok, "transfer_frame/{name}");
+        transfer_checks::transfer_frame(&b);
+    }
+    for (name, b) in seeds("transfer_name") {
+        let refused = ["parent", "absolute", "inner_parent", "backslash", "drive"];
+        let got = multiproto::transfer::name::sanitise_path(&String::from_utf8_lossy(&b));
+        assert_eq!(
+            got.is_err(),
+            refused.contains(&name.as_str()),
+            "transfer_name/{name}: {got:?}"
+        );
+        transfer_checks::name(&b);
+    }
 }

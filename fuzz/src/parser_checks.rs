@@ -422,6 +422,18 @@ pub fn oversized_prefix_refused<F: Body + PartialEq + std::fmt::Debug>(
     );
 }
 
+/// Whether a framed target's fuzz seed is what a seed should be: a frame body on its own, or (in the
+/// `chat` input format) a chunked stream of whole frames, every one of which parses.
+pub fn frames_seed<F: Body + PartialEq + std::fmt::Debug>(
+    seed: &[u8],
+    body: fn(&[u8]) -> Result<F, FrameError>,
+) -> bool {
+    let (sizes, stream) = split_input(seed);
+    let out = stream_of(stream, &sizes, body);
+    let stream_ok = out.result.is_ok() && out.buffered == 0 && !out.frames.is_empty();
+    stream_ok || body(seed).is_ok()
+}
+
 /// Splits a `chat` fuzz input into chunk sizes and the stream (see the module documentation).
 pub fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
