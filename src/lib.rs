@@ -10,7 +10,8 @@
 //! thread or the clock, and none holds `unsafe` code. [`io`] holds the adapters between them and real
 //! sockets and files; [`reactor`] is the mio loop, whose clock is the cores' only time; [`daemon`] and
 //! [`session`] drive the server and the client on it. `sim` (tests and the `sim` feature) runs the cores
-//! together in virtual time.
+//! together in virtual time. [`transfer`] holds the pure parts of sending files and folders peer to peer:
+//! their frames and the receiver's sanitising of offered names.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -39,6 +40,7 @@ pub mod session;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod time;
+pub mod transfer;
 pub mod wheel;
 
 /// What a unit test needs beyond a bare toolchain (IPv6 on loopback, UDP GRO): skipped with the reason on

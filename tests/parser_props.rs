@@ -39,15 +39,14 @@ mod parser_checks;
 
 use parser_checks::{MAX_REGISTER_NICK, utf8_prefix};
 
+#[path = "common/props.rs"]
+mod props;
+
+use props::{around, bytes, fuzz_seeds as seeds, utf8};
+
+// The fixed RNG of `runner` is its own; the `proptest!` blocks need the seeded config for determinism.
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        // The fixed RNG below is only used by `runner`; the `proptest!` blocks need this for determinism.
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6d70_726f),
-        ..ProptestConfig::default()
-    }
+    props::config(cases, 0x6d70_726f)
 }
 
 fn runner(cases: u32) -> TestRunner {
@@ -55,10 +54,6 @@ fn runner(cases: u32) -> TestRunner {
         config(cases),
         TestRng::deterministic_rng(RngAlgorithm::ChaCha),
     )
-}
-
-fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(any::<u8>(), 0..=max)
 }
 
 /// Each single-bit flip of `enc`, as (byte index, flipped copy).
@@ -87,28 +82,6 @@ fn ip() -> impl Strategy<Value = IpAddr> {
         any::<[u8; 4]>().prop_map(IpAddr::from),
         any::<[u8; 16]>().prop_map(IpAddr::from),
     ]
-}
-
-/// Any UTF-8 string of at most `max_bytes` bytes (up to `max_chars` arbitrary chars, cut to fit).
-fn utf8(max_bytes: usize, max_chars: usize) -> impl Strategy<Value = String> {
-    prop::collection::vec(any::<char>(), 0..=max_chars).prop_map(move |cs| {
-        let s: String = cs.into_iter().collect();
-        utf8_prefix(&s, max_bytes).to_owned()
-    })
-}
-
-/// A string whose length lands around `limit` bytes: ASCII up to some length, then a few arbitrary chars, so
-/// multi-byte chars often straddle the limit.
-fn around(limit: usize) -> impl Strategy<Value = String> {
-    (
-        limit.saturating_sub(8)..=limit + 4,
-        prop::collection::vec(any::<char>(), 1..4),
-    )
-        .prop_map(|(n, cs)| {
-            let mut s = "a".repeat(n);
-            s.extend(cs);
-            s
-        })
 }
 
 fn daemon_info() -> impl Strategy<Value = DaemonInfo> {
@@ -577,35 +550,15 @@ proptest! {
     }
 
     /// Every proper prefix of a frame: the body parser refuses it, and the reader takes it without error,
-    /// yields nothing, and holds exactly those bytes.
+    /// waiting for the rest. A single flipped bit never panics the body parser or the reader, and never gives
+    /// the original frame back (the framing's properties, shared with the transfer frames' tests).
     #[test]
-    fn frame_truncations_wait_or_fail(f in small_frame()) {
+    fn frame_truncations_and_bit_flips(f in small_frame(), sizes in prop::collection::vec(1..8usize, 1..3)) {
         let enc = encode_frame(&f);
-        for cut in 0..enc.len() {
-            if cut > 4 {
-                prop_assert!(parser_checks::chat_body(&enc[4..cut]).is_err(), "body cut at {}", cut);
-            }
-            let mut r = Reader::default();
-            let mut out = Vec::new();
-            prop_assert_eq!(r.push(&enc[..cut], &mut out), Ok(()));
-            prop_assert!(out.is_empty());
-            prop_assert_eq!(r.buffered(), cut);
-            prop_assert_eq!(r.is_partial(), cut > 0);
+        for cut in 5..enc.len() {
+            prop_assert!(parser_checks::chat_body(&enc[4..cut]).is_err(), "body cut at {}", cut);
         }
-    }
-
-    /// A single flipped bit never panics the body parser or the reader, and never gives the original frame
-    /// back.
-    #[test]
-    fn frame_bit_flips(f in small_frame(), sizes in prop::collection::vec(1..8usize, 1..3)) {
-        let enc = encode_frame(&f);
-        for (at, bad) in bit_flips(&enc) {
-            if at >= 4 {
-                prop_assert_ne!(parser_checks::chat_body(&bad[4..]), Ok(f.clone()), "byte {}", at);
-            }
-            let got = parser_checks::chat_stream(&bad, &sizes);
-            prop_assert!(!got.frames.contains(&f), "byte {} flip went unnoticed", at);
-        }
+        parser_checks::framing_properties(&f, &enc, &sizes, parser_checks::chat_body);
     }
 
     /// A stream of frames cut into arbitrary chunks (including empty ones) yields exactly those frames in
@@ -628,19 +581,8 @@ proptest! {
         len in (MAX_FRAME as u32 + 1)..=u32::MAX,
         body in bytes(64),
     ) {
-        let mut stream: Vec<u8> = before.iter().flat_map(encode_frame).collect();
-        let at = stream.len();
-        stream.extend_from_slice(&len.to_be_bytes());
-        stream.extend_from_slice(&body);
-        let mut r = Reader::default();
-        let mut out = Vec::new();
-        prop_assert_eq!(r.push(&stream[..at + 3], &mut out), Ok(()));
-        prop_assert_eq!(&out, &before);
-        prop_assert_eq!(r.push(&stream[at + 3..], &mut out), Err(FrameError::Oversized));
-        prop_assert_eq!(r.buffered(), 0);
-        prop_assert_eq!(&out, &before);
-        let whole = parser_checks::chat_stream(&stream, &[1]);
-        prop_assert_eq!(whole, parser_checks::Outcome { frames: before, result: Err(FrameError::Oversized), buffered: 0 });
+        let stream: Vec<u8> = before.iter().flat_map(encode_frame).collect();
+        parser_checks::oversized_prefix_refused(before, stream, len, &body, parser_checks::chat_body);
     }
 
     /// Over-long texts are cut at a char boundary, so the frame still parses (regression: they were cut at
@@ -743,20 +685,6 @@ fn fuzz_entry_points_on_random_inputs() {
 /// so the fuzzers start from inputs that get past every check. Catches seeds left stale by a layout change.
 #[test]
 fn fuzz_seeds_are_valid() {
-    let seeds = |target: &str| -> Vec<(String, Vec<u8>)> {
-        let dir = format!("{}/fuzz/seeds/{target}", env!("CARGO_MANIFEST_DIR"));
-        let mut v: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{dir}: {e}"))
-            .map(|f| {
-                let f = f.unwrap();
-                let name = f.file_name().to_string_lossy().into_owned();
-                (name, std::fs::read(f.path()).unwrap())
-            })
-            .collect();
-        v.sort();
-        assert!(!v.is_empty(), "no seeds in {dir}");
-        v
-    };
     for (name, b) in seeds("discovery") {
         assert!(parser_checks::discovery(&b).is_ok(), "discovery/{name}");
     }
@@ -771,13 +699,8 @@ fn fuzz_seeds_are_valid() {
     }
     for (name, b) in seeds("chat_frame") {
         // Either a frame body on its own, or a chunked stream of whole frames.
-        let (sizes, stream) = parser_checks::split_input(&b);
-        let out = parser_checks::chat_stream(stream, &sizes);
-        let stream_ok = out.result.is_ok() && out.buffered == 0 && !out.frames.is_empty();
-        assert!(
-            stream_ok || parser_checks::chat_body(&b).is_ok(),
-            "chat_frame/{name}: {out:?}"
-        );
+        let ok = parser_checks::frames_seed(&b, parser_checks::chat_body);
+        assert!(ok, "chat_frame/{name}");
         parser_checks::chat(&b);
     }
 }

@@ -3,3 +3,4 @@
 pub mod endpoint_harness;
 pub mod nick_checks;
 pub mod parser_checks;
+pub mod transfer_checks;

@@ -11,7 +11,10 @@
 //! - [`chat`]: `Frame::parse` on the bytes as a frame body, with the same exact re-encoding rule; then the
 //!   bytes as a TCP stream into `Reader`, whole and in chunks, compared with an independent model decoder
 //!   (same frames, same error, same bytes held), with the reader's buffer bounded after every push; and
-//!   `Frame::encode` of a MSG with the input as text parses back.
+//!   `Frame::encode` of a MSG with the input as text parses back. The stream model, the chunked feeding and
+//!   the framing's properties ([`stream_of`], [`framing_properties`], [`oversized_prefix_refused`]) are generic
+//!   over the frame type (`peer::frame::Body`): a file transfer's frames share the framing, and
+//!   `transfer_checks` holds them to the same rules.
 //! - [`key_file`]: `Identity::from_file` (a key file read from disk) never panics, refuses anything larger
 //!   than `MAX_KEY_FILE`, and what it accepts writes back (`to_file`) to a file that reads back as the same key.
 //! - [`saved_roster`]: `registry::saved::decode` (the daemon's `roster.json`, read from disk at start) never
@@ -33,7 +36,7 @@ use multiproto::discovery::{
     Auth, Datagram, DiscoveryError, MAC_LEN, MAGIC, MAX_DATAGRAM, VERSION,
 };
 use multiproto::nick::Nick;
-use multiproto::peer::frame::{Frame, FrameError, MAX_FRAME, MAX_TEXT, Reader};
+use multiproto::peer::frame::{Body, Frame, FrameError, MAX_FRAME, MAX_TEXT, Reassembler};
 use multiproto::registry::saved;
 use multiproto::registry::wire::{
     ClientMsg, MAX_REASON, Register, RegisterResult, ServerMsg, Status,
@@ -250,10 +253,12 @@ pub fn chat_body(body: &[u8]) -> Result<Frame, FrameError> {
 
 /// What a byte stream decodes to: the frames completed, the error that stopped decoding (if any), and the
 /// bytes the reader holds afterwards (a partial frame; none after an error, which discards the stream).
+/// Chat frames unless told otherwise: a file transfer's frames share the framing and these stream checks
+/// (`transfer_checks`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Outcome<F = Frame> {
     /// Complete frames, in order.
-    pub frames: Vec<Frame>,
+    pub frames: Vec<F>,
     /// `Ok` if the stream was consumed without error.
     pub result: Result<(), FrameError>,
     /// `Reader::buffered()` at the end.
@@ -261,8 +266,9 @@ pub struct Outcome {
 }
 
 /// An independent decoder for a whole stream, written from `docs/PROTOCOL.md` rather than from `Reader`:
-/// length prefix, refuse 0 or over `MAX_FRAME` as soon as the prefix is complete, else wait for the body.
-pub fn model(stream: &[u8]) -> Outcome {
+/// length prefix, refuse 0 or over the frame type's largest body (`Body::MAX`: `MAX_FRAME` for chat) as soon
+/// as the prefix is complete, else wait for the body and give it to `body` (the frame type's body checks).
+pub fn model_of<F: Body>(stream: &[u8], body: fn(&[u8]) -> Result<F, FrameError>) -> Outcome<F> {
     let mut frames = Vec::new();
     let mut at = 0;
     loop {
@@ -275,7 +281,7 @@ pub fn model(stream: &[u8]) -> Outcome {
             };
         };
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        let refused = if len > MAX_FRAME {
+        let refused = if len > F::MAX {
             Some(FrameError::Oversized)
         } else if len == 0 {
             Some(FrameError::Malformed)
@@ -289,14 +295,14 @@ pub fn model(stream: &[u8]) -> Outcome {
                 buffered: 0,
             };
         }
-        let Some(body) = rest.get(4..4 + len) else {
+        let Some(body_bytes) = rest.get(4..4 + len) else {
             return Outcome {
                 frames,
                 result: Ok(()),
                 buffered: rest.len(),
             };
         };
-        match chat_body(body) {
+        match body(body_bytes) {
             Ok(f) => frames.push(f),
             Err(e) => {
                 return Outcome {
@@ -310,11 +316,11 @@ pub fn model(stream: &[u8]) -> Outcome {
     }
 }
 
-/// Feeds `stream` to a fresh `Reader` in chunks of `sizes` (cycled; all at once if `sizes` is empty or all
-/// zero), stopping at the first error as a connection would. After every push the reader holds at most one
-/// maximal frame and its prefix, and says it is partial exactly when it holds bytes.
-pub fn feed(stream: &[u8], sizes: &[usize]) -> Outcome {
-    let mut r = Reader::default();
+/// Feeds `stream` to a fresh reader of `F` frames in chunks of `sizes` (cycled; all at once if `sizes` is
+/// empty or all zero), stopping at the first error as a connection would. After every push the reader holds
+/// at most one maximal frame and its prefix, and says it is partial exactly when it holds bytes.
+pub fn feed_into<F: Body>(stream: &[u8], sizes: &[usize]) -> Outcome<F> {
+    let mut r = Reassembler::<F>::default();
     let mut frames = Vec::new();
     let whole = [stream.len()];
     let sizes = if sizes.iter().all(|&s| s == 0) {
@@ -332,7 +338,7 @@ pub fn feed(stream: &[u8], sizes: &[usize]) -> Outcome {
         rest = tail;
         result = r.push(chunk, &mut frames);
         assert!(
-            r.buffered() <= 4 + MAX_FRAME,
+            r.buffered() <= 4 + F::MAX,
             "reader holds {} bytes",
             r.buffered()
         );
@@ -351,6 +357,83 @@ pub fn feed(stream: &[u8], sizes: &[usize]) -> Outcome {
     }
 }
 
+/// Properties of the framing that hold for every frame type carried with it (chat frames, a transfer's), for
+/// the property tests of each: `enc` is the encoding of the one frame `f`, length prefix included, and
+/// `body` the frame type's body checks. Every proper prefix leaves the reader waiting with no error and the
+/// bytes held; every single-bit flip never panics, and neither the body parser (for flips in the body: a
+/// flip in the prefix leaves the body as it was) nor the stream ever gives `f` back, the stream read in
+/// `sizes` chunks. (The body parser's verdict on a proper prefix depends on the frame type, so it is the
+/// caller's.)
+pub fn framing_properties<F: Body + PartialEq + std::fmt::Debug>(
+    f: &F,
+    enc: &[u8],
+    sizes: &[usize],
+    body: fn(&[u8]) -> Result<F, FrameError>,
+) {
+    for cut in 0..enc.len() {
+        let mut r = Reassembler::<F>::default();
+        let mut out = Vec::new();
+        assert_eq!(r.push(&enc[..cut], &mut out), Ok(()), "cut at {cut}");
+        assert!(out.is_empty() && r.buffered() == cut && r.is_partial() == (cut > 0));
+    }
+    for bit in 0..enc.len() * 8 {
+        let mut bad = enc.to_vec();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        if bit >= 32 {
+            assert_ne!(body(&bad[4..]).as_ref(), Ok(f), "bit {bit}");
+        }
+        let got = stream_of(&bad, sizes, body);
+        assert!(!got.frames.contains(f), "bit {bit} flip went unnoticed");
+    }
+}
+
+/// `before` (frames encoded as `stream`), then a length prefix `len` over the frame type's largest body, then
+/// `tail`: the prefix is refused as soon as its fourth byte arrives, before any of the body is buffered, and
+/// the frames before it are still delivered; the model agrees.
+pub fn oversized_prefix_refused<F: Body + PartialEq + std::fmt::Debug>(
+    before: Vec<F>,
+    mut stream: Vec<u8>,
+    len: u32,
+    tail: &[u8],
+    body: fn(&[u8]) -> Result<F, FrameError>,
+) {
+    assert!(len as usize > F::MAX);
+    let at = stream.len();
+    stream.extend_from_slice(&len.to_be_bytes());
+    stream.extend_from_slice(tail);
+    let mut r = Reassembler::<F>::default();
+    let mut out = Vec::new();
+    assert_eq!(r.push(&stream[..at + 3], &mut out), Ok(()));
+    assert_eq!(out, before);
+    assert_eq!(
+        r.push(&stream[at + 3..], &mut out),
+        Err(FrameError::Oversized)
+    );
+    assert_eq!(r.buffered(), 0);
+    assert_eq!(out, before);
+    let whole = stream_of(&stream, &[1], body);
+    assert_eq!(
+        whole,
+        Outcome {
+            frames: before,
+            result: Err(FrameError::Oversized),
+            buffered: 0
+        }
+    );
+}
+
+/// Whether a framed target's fuzz seed is what a seed should be: a frame body on its own, or (in the
+/// `chat` input format) a chunked stream of whole frames, every one of which parses.
+pub fn frames_seed<F: Body + PartialEq + std::fmt::Debug>(
+    seed: &[u8],
+    body: fn(&[u8]) -> Result<F, FrameError>,
+) -> bool {
+    let (sizes, stream) = split_input(seed);
+    let out = stream_of(stream, &sizes, body);
+    let stream_ok = out.result.is_ok() && out.buffered == 0 && !out.frames.is_empty();
+    stream_ok || body(seed).is_ok()
+}
+
 /// Splits a `chat` fuzz input into chunk sizes and the stream (see the module documentation).
 pub fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
@@ -366,17 +449,27 @@ pub fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
     (sizes, stream)
 }
 
-/// Checks a stream: the model, the reader fed whole and the reader fed in `sizes` chunks all agree, and every
-/// frame they produce re-encodes to its bytes. Returns the common outcome.
+/// Checks a stream of chat frames: [`stream_of`] with [`chat_body`].
 pub fn chat_stream(stream: &[u8], sizes: &[usize]) -> Outcome {
-    let want = model(stream);
+    stream_of(stream, sizes, chat_body)
+}
+
+/// Checks a stream: the model (with `body`, the frame type's body checks), the reader fed whole and the
+/// reader fed in `sizes` chunks all agree, and every frame they produce re-encodes to its bytes. Returns the
+/// common outcome.
+pub fn stream_of<F: Body + PartialEq + std::fmt::Debug>(
+    stream: &[u8],
+    sizes: &[usize],
+    body: fn(&[u8]) -> Result<F, FrameError>,
+) -> Outcome<F> {
+    let want = model_of(stream, body);
     assert_eq!(
-        feed(stream, &[]),
+        feed_into::<F>(stream, &[]),
         want,
         "reader fed whole disagrees with the model"
     );
     assert_eq!(
-        feed(stream, sizes),
+        feed_into::<F>(stream, sizes),
         want,
         "reader fed in chunks of {sizes:?} disagrees"
     );

@@ -2,9 +2,12 @@
 //! byte, and the body. Layouts in `docs/PROTOCOL.md`.
 //!
 //! [`Reader`] reassembles frames from whatever pieces TCP delivers, never buffering more than one maximal
-//! frame, and rejects an oversized length before reading its body.
+//! frame, and rejects an oversized length before reading its body. The framing is shared: a file transfer's
+//! connection (issue 16) carries its frames the same way, through the same [`Reassembler`]
+//! (generic over the frame type, [`Body`]) and [`framed`].
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use crate::codec::{self, Malformed, Put};
 use crate::group::{ChannelName, Scope};
@@ -57,12 +60,12 @@ pub enum Frame {
     },
 }
 
-/// Why a connection's input was refused.
+/// Why a connection's input was refused (a chat connection's, or a file transfer's: they share the framing).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FrameError {
-    /// The length prefix exceeds [`MAX_FRAME`].
+    /// The length prefix exceeds the frame type's largest body ([`MAX_FRAME`] for chat frames).
     Oversized,
-    /// A frame that does not parse (unknown type, bad lengths, bad nickname, text not UTF-8 or too long).
+    /// A frame that does not parse (unknown type, bad lengths or values, a string not UTF-8 or too long).
     Malformed,
 }
 
@@ -85,9 +88,7 @@ impl fmt::Display for FrameError {
 impl Frame {
     /// Appends the frame, length prefix included, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.put_u32(0);
-        match self {
+        framed(out, |out| match self {
             Frame::Hello { nick, instance } => {
                 out.put_u8(HELLO);
                 out.put_u8(VERSION);
@@ -121,9 +122,7 @@ impl Frame {
                 out.put_u8(ACK);
                 out.put_u64(*id);
             }
-        }
-        let len = (out.len() - start - 4) as u32;
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        });
     }
 
     /// Parses a frame body (type byte onwards). Every field is checked and nothing may follow the frame.
@@ -182,15 +181,66 @@ impl Frame {
     }
 }
 
-/// Reassembles frames from a byte stream.
-#[derive(Debug, Default)]
-pub struct Reader {
+impl Body for Frame {
+    const MAX: usize = MAX_FRAME;
+    fn parse_body(b: &[u8]) -> Result<Frame, FrameError> {
+        Frame::parse(b)
+    }
+}
+
+/// Appends one frame to `out`: a 4-byte big-endian length, then what `body` writes (the type byte and the
+/// fields). The caller keeps the body within its frame type's [`Body::MAX`].
+pub fn framed(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.put_u32(0);
+    body(out);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A frame type carried with this framing (a 4-byte length, then the type byte and the body): what
+/// [`Reassembler`] needs to reassemble it.
+pub trait Body: Sized {
+    /// Largest body (type byte onwards) a length prefix may announce; a longer one is refused before any of
+    /// it is buffered.
+    const MAX: usize;
+    /// Parses one body, strictly (the whole of `b`, nothing after the frame).
+    fn parse_body(b: &[u8]) -> Result<Self, FrameError>;
+}
+
+/// Reassembles chat frames from a byte stream.
+pub type Reader = Reassembler<Frame>;
+
+/// Reassembles frames of type `F` from a byte stream ([`Reader`] for chat frames,
+/// a file transfer's own for its frames).
+pub struct Reassembler<F> {
     buf: Vec<u8>,
     /// Set by the first error; the stream is then out of step for good, so later input is refused unread.
     failed: Option<FrameError>,
+    /// `fn() -> F`: the reader makes `F`s but holds none, so it is `Send` and `Sync` whatever `F` is.
+    frames: PhantomData<fn() -> F>,
 }
 
-impl Reader {
+impl<F> Default for Reassembler<F> {
+    fn default() -> Self {
+        Reassembler {
+            buf: Vec::new(),
+            failed: None,
+            frames: PhantomData,
+        }
+    }
+}
+
+impl<F> fmt::Debug for Reassembler<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reassembler")
+            .field("buffered", &self.buf.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<F: Body> Reassembler<F> {
     /// Whether part of a frame is waiting for the rest.
     pub fn is_partial(&self) -> bool {
         !self.buf.is_empty()
@@ -203,7 +253,7 @@ impl Reader {
 
     /// Adds bytes read from the connection and returns every complete frame, or the first error (after which
     /// the connection must be closed; every later call returns the same error and buffers nothing).
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<F>) -> Result<(), FrameError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
@@ -215,7 +265,7 @@ impl Reader {
         r
     }
 
-    fn push_inner(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
+    fn push_inner(&mut self, mut bytes: &[u8], out: &mut Vec<F>) -> Result<(), FrameError> {
         while !bytes.is_empty() {
             // Fill the length prefix, then exactly the frame it announces, so the buffer never holds more
             // than one frame.
@@ -232,7 +282,7 @@ impl Reader {
             if self.buf.len() == 4 {
                 let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
                     as usize;
-                if len > MAX_FRAME {
+                if len > F::MAX {
                     return Err(FrameError::Oversized);
                 }
                 if len == 0 {
@@ -243,7 +293,7 @@ impl Reader {
                 let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
                     as usize;
                 if self.buf.len() == 4 + len {
-                    out.push(Frame::parse(&self.buf[4..])?);
+                    out.push(F::parse_body(&self.buf[4..])?);
                     self.buf.clear();
                 }
             }
