@@ -10,6 +10,7 @@ pub mod client;
 pub mod discovery;
 pub mod file_hash;
 pub mod history;
+pub mod incoming;
 pub mod keyfile;
 pub mod known_keys;
 pub mod roster_file;
