@@ -1,0 +1,99 @@
+//! A receiver's disk filling up during a transfer (issue 16): on a tiny tmpfs mounted in a mount namespace of
+//! the test's own (so nothing is mounted where anyone else can see it, and it goes with the test's thread),
+//! the incoming file store says the disk is full, keeps what was synced, and goes on from there once there
+//! is room.
+//!
+//! Needs root (or CAP_SYS_ADMIN) for the namespace and the mount: without it the test skips outside CI and
+//! fails in it (tests/common/require.rs).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use multiproto::io::incoming::{Incoming, StoreError};
+use multiproto::transfer::name::sanitise_path;
+
+/// Runs `mount ARGS` (from this thread, so in its namespace); whether it worked.
+fn mount(args: &[&str]) -> bool {
+    Command::new("mount")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Moves the calling thread into a mount namespace of its own, its mounts private (none propagates back),
+/// with a tmpfs of `size` on `dir`.
+fn private_tmpfs(dir: &Path, size: &str) -> bool {
+    if !require_program("mount", "mount") {
+        return false;
+    }
+    let entered = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS);
+    let need = "a mount namespace of its own (run the tests as root, as CI does)";
+    let need = match &entered {
+        Ok(()) => need.to_string(),
+        Err(e) => format!("{need}; the kernel said: {e}"),
+    };
+    if !require(entered.is_ok(), &need) {
+        return false;
+    }
+    assert!(
+        mount(&["--make-rprivate", "/"]),
+        "mount --make-rprivate / failed"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let size = format!("size={size}");
+    assert!(
+        mount(&["-t", "tmpfs", "-o", &size, "tmpfs", &dir.to_string_lossy()]),
+        "mounting a tmpfs on {} failed",
+        dir.display()
+    );
+    true
+}
+
+#[test]
+fn a_full_disk_keeps_what_was_synced_and_the_transfer_goes_on_with_room() {
+    let dir = std::env::temp_dir().join(format!("mp-disk-{}", std::process::id()));
+    skip_unless!(private_tmpfs(&dir, "256k"));
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 31 % 255) as u8).collect();
+    let hash = *blake3::hash(&data).as_bytes();
+    let path = sanitise_path("video.mkv").unwrap();
+    let id = [3u8; 16];
+    let mut inc = Incoming::open(&dir, &id).unwrap();
+    inc.begin(0, &path, false, data.len() as u64).unwrap();
+    let mut synced = 0u64;
+    let mut full = None;
+    for (i, piece) in data.chunks(32 * 1024).enumerate() {
+        let r = inc
+            .write(0, (i * 32 * 1024) as u64, piece)
+            .and_then(|()| inc.sync().map(|(_, n)| synced = n));
+        if let Err(e) = r {
+            full = Some(e);
+            break;
+        }
+    }
+    assert_eq!(full, Some(StoreError::DiskFull), "256 KiB never filled");
+    assert!(
+        full.unwrap().to_string().contains("disk is full"),
+        "the message says what happened"
+    );
+    assert!(synced > 0 && synced < data.len() as u64, "{synced}");
+    drop(inc);
+    // Nothing verified was lost: the state on the full disk still says how far it got.
+    let inc = Incoming::open(&dir, &id).unwrap();
+    assert_eq!(inc.resume(), (0, Some((0, synced))));
+    drop(inc);
+    // Room made: the transfer goes on from there, and the file is whole.
+    assert!(
+        mount(&["-o", "remount,size=8m", &dir.to_string_lossy()]),
+        "remount failed"
+    );
+    let mut inc = Incoming::open(&dir, &id).unwrap();
+    let from = inc.begin(0, &path, false, data.len() as u64).unwrap();
+    assert_eq!(from, synced);
+    inc.write(0, from, &data[from as usize..]).unwrap();
+    let placed = inc.finish(0, &hash).unwrap();
+    assert_eq!(std::fs::read(&placed).unwrap(), data);
+    inc.done().unwrap();
+}
