@@ -13,5 +13,6 @@ pub mod history;
 pub mod incoming;
 pub mod keyfile;
 pub mod known_keys;
+pub mod outgoing;
 pub mod roster_file;
 pub mod sctp_udp;
