@@ -785,9 +785,10 @@ fn query_mode_sends_plain_lines_to_a_channel_and_the_echo_counts_members() {
         })
         .unwrap_or_else(|| panic!("{} never got it: {:?}", c.nick, c.events()));
     }
-    let s = alice.wait_for("to 2 of 2 in #ops");
-    let echo = line_with(&s, "[#ops] <alice> standup in 5");
-    assert!(echo.ends_with("✓ delivered #1 to 2 of 2 in #ops"), "{s}");
+    // On one line with the echo when the receipts come within 250 ms (as on any LAN); on a loaded machine the
+    // echo says "… delivered #1 to 0 of 2" and the sum follows on a line of its own.
+    let s = alice.wait_for("✓ delivered #1 to 2 of 2 in #ops");
+    line_with(&s, "[#ops] <alice> standup in 5");
     // A /command still runs in query mode.
     alice.type_text("/list");
     alice.keys(&["Enter"]);
@@ -799,11 +800,8 @@ fn query_mode_sends_plain_lines_to_a_channel_and_the_echo_counts_members() {
     alice.wait_for("plain lines are commands again");
     alice.type_text("msg * all hands at 3");
     alice.keys(&["Enter"]);
-    let s = alice.wait_for("to 2 of 2 online");
-    assert!(
-        line_with(&s, "[*] <alice> all hands at 3").contains("✓ delivered #2"),
-        "{s}"
-    );
+    let s = alice.wait_for("✓ delivered #2 to 2 of 2 online");
+    line_with(&s, "[*] <alice> all hands at 3");
     // Messages from the channel show where they were said.
     let out = mpc(&net, &["--nick", "bob", "send", "#ops", "ack"]);
     assert!(
