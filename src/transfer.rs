@@ -30,3 +30,46 @@
 
 pub mod frame;
 pub mod name;
+pub mod recv;
+pub mod send;
+
+#[cfg(test)]
+mod pair;
+
+use frame::FailCode;
+
+/// Most bytes a sender may have sent beyond what the receiver has VERIFIED (16 MiB): its window is at most
+/// this, and a receiver that sees more unverified bytes arrive fails the transfer (protocol error). It bounds
+/// what sits in buffers between the two disks, whatever the link and the disks do.
+pub const MAX_WINDOW: u64 = 16 << 20;
+/// A receiver sends VERIFIED at least every this many bytes of an entry written and synced (1 MiB), and at
+/// every entry's end. A sender's window must be at least this large, or it could wait for a VERIFIED the
+/// receiver is not yet due to send (see [`send::Config::window`]).
+pub const VERIFY_INTERVAL: u64 = 1 << 20;
+/// Most entries a sender may have announced (ENTRY sent) that the receiver has not yet VERIFIED complete
+/// (1024): the byte window says nothing of empty files and folders, and this keeps what either side tracks
+/// per entry bounded too. A receiver that sees more fails the transfer (protocol error).
+pub const MAX_ENTRIES_IN_FLIGHT: u32 = 1024;
+
+/// Why a transfer ended without completing, as either side's core reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The FAIL code (sent or received).
+    pub code: FailCode,
+    /// In words: ours, or the other side's sanitised for display ([`crate::peer::sanitize_line`]).
+    pub reason: String,
+    /// The other side sent the FAIL (else we did, and it is queued to go out).
+    pub by_peer: bool,
+}
+
+impl Failure {
+    /// A FAIL received: its reason is the other side's text, so it is made safe to show (no terminal
+    /// escapes, no bidirectional tricks, one line).
+    fn from_peer(code: FailCode, reason: &str) -> Failure {
+        Failure {
+            code,
+            reason: crate::peer::sanitize_line(reason),
+            by_peer: true,
+        }
+    }
+}
