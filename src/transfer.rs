@@ -1,7 +1,8 @@
-//! Files and folders sent peer to peer (issue 16): the wire of a transfer ([`frame`]) and the receiver's
-//! sanitising of the names a sender offers ([`name`]). Both are pure: no socket, file, thread or clock in
-//! here, so every rule is tested (and fuzzed) on its own. The transfer state machine (who sends what when,
-//! limits, resume bookkeeping) and its I/O come on top of these.
+//! Files and folders sent peer to peer (issue 16): the wire of a transfer ([`frame`]), the receiver's
+//! sanitising of the names a sender offers ([`name`]), and the state machine of each side ([`send::Sender`],
+//! [`recv::Receiver`], one instance per transfer and connection). All pure: no socket, file, thread or clock
+//! in here. File reads, writes, syncs, hashing and renames are requests the cores hand out and the caller
+//! answers, so every rule is tested (and fuzzed) on its own and the I/O layer only executes.
 //!
 //! # Design
 //!
@@ -23,6 +24,43 @@
 //! - **Hostile senders.** Every frame is parsed strictly and bounded before anything is allocated; every path
 //!   a sender names goes through [`name::sanitise_path`], whose result cannot leave the directory the receiver
 //!   chose, and a name that is taken gets a number ([`name::unused_name`]) instead of overwriting anything.
+//!
+//!
+//! # The exchange (what the state machines enforce)
+//!
+//! 1. Sender: OFFER. Receiver: checks its [`recv::Limits`] (total, count; else FAIL too large / too many
+//!    files), shows the sanitised name, and its user accepts (ACCEPT, with what it holds of this id already:
+//!    [`recv::ResumePoint`]) or declines (FAIL declined).
+//! 2. Sender: for each entry from `complete_below` in index order, ENTRY, then DATA from the entry's resume
+//!    offset to its end (none for a folder, an empty file or one held whole). Reads are asked of the caller
+//!    one 64 KiB block at a time, and only within the **window**: at most [`send::Config::window`] bytes
+//!    (8 MiB by default, never over [`MAX_WINDOW`]) sent beyond what was VERIFIED, and at most
+//!    [`MAX_ENTRIES_IN_FLIGHT`] entries announced and not yet verified complete. A receiver that stops
+//!    verifying stalls the sender; it never fills buffers.
+//! 3. Receiver: checks each ENTRY (next index, path sanitised and under the offer's name, unique, size within
+//!    limits, sizes adding up to the total) and each DATA (the current entry, contiguous, within size and
+//!    window), and hands out Open / Write / Finish. It sends VERIFIED(index, offset) once
+//!    [`recv::Limits::verify_every`] bytes (at most [`VERIFY_INTERVAL`], 1 MiB) are synced since the last,
+//!    and VERIFIED(index, size) when an entry is complete (a folder made; a file's BLAKE3 matched and the
+//!    `.part` renamed), in index order. After the last entry: DONE; the sender then closes.
+//! 4. Either side: FAIL at any point, and the transfer ends. The receiver's FAIL codes: declined, cancelled,
+//!    too large, too many files, name refused, disk full, hash mismatch, I/O error, protocol error (any frame
+//!    out of place or order, non-contiguous or overlong DATA, a path twice or outside the offer, sizes not
+//!    adding up, a sender past the window). The sender's: cancelled, source changed (a file shorter than
+//!    offered, or vanished), I/O error, protocol error (an ACCEPT past the entries or a size, VERIFIED going
+//!    back, past what was sent, or twice, DONE early). A received FAIL's reason is shown sanitised.
+//!    Nothing verified is thrown away: the receiver's failure event carries its resume point (complete
+//!    entries, and the synced prefix of the `.part` files; none of one whose hash did not match).
+//!
+//! Resume: a cut transfer is offered again under the same id; the receiver accepts with its resume point,
+//! and the sender skips what it names without reading it. What is sent twice is what was in flight at the
+//! cut, at most the window (the tests assert it; [`send::Stats::bytes_resent`] counts it).
+//!
+//! Why a window of both bytes and entries, and why these numbers: [`MAX_WINDOW`] bounds what a receiver
+//! buffers between socket and disk (DESIGN.md asks ≤ 16 MiB of growth for a 1 GiB transfer); the window
+//! must be at least the VERIFIED cadence or both sides would wait for each other; 8 MiB keeps a LAN link
+//! busy across a disk sync. Empty files cost no bytes, so a folder of a million of them needs the entry
+//! bound to keep the per-entry state bounded.
 //!
 //! Nothing here panics on any input, and nothing allocates more than one frame's worth for one frame.
 
