@@ -377,3 +377,71 @@ fn fuzz_seeds_are_valid() {
         transfer_checks::name(&b);
     }
 }
+
+/// Frames a sender might send, near enough to valid to get past the first checks: an OFFER named `n`,
+/// entries under it (some hostile), data at plausible offsets.
+fn sender_frames() -> impl Strategy<Value = Vec<Frame>> {
+    let frame = prop_oneof![
+        (0..4u32, 0..3u64).prop_map(|(count, total)| Frame::Offer {
+            id: TransferId([1; 16]),
+            total: total * 100,
+            count: count.max(1),
+            name: "n".into(),
+        }),
+        (
+            0..4u32,
+            0..300u64,
+            prop_oneof![
+                Just("n".to_owned()),
+                Just("n/a".to_owned()),
+                Just("n/a/b".to_owned()),
+                Just("../n".to_owned()),
+                Just("m/x".to_owned()),
+                "n/[a-c.\\\\/]{0,6}",
+            ],
+            any::<bool>()
+        )
+            .prop_map(|(index, size, path, dir)| Frame::Entry {
+                index,
+                kind: if dir {
+                    EntryKind::Dir
+                } else {
+                    EntryKind::File {
+                        size,
+                        hash: [0; 32],
+                    }
+                },
+                path,
+            }),
+        (0..4u32, 0..300u64, 1..200usize).prop_map(|(index, offset, n)| Frame::Data {
+            index,
+            offset,
+            bytes: vec![3; n],
+        }),
+        (0..4u32, 0..300u64).prop_map(|(index, offset)| Frame::Verified { index, offset }),
+        Just(Frame::Done {
+            id: TransferId([1; 16])
+        }),
+    ];
+    prop::collection::vec(frame, 0..24)
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// The receiving state machine on frame sequences near the valid ones, and on arbitrary bytes: the
+    /// `transfer_recv` fuzz target's checks (no panic, bounded state, sanitised paths, nothing after the end).
+    #[test]
+    fn the_receiver_survives_any_frames(flags in any::<u8>(), frames in sender_frames(), noise in bytes(64)) {
+        let mut input = vec![flags];
+        for f in &frames {
+            f.encode(&mut input);
+        }
+        transfer_checks::receiver(&input);
+        input.extend_from_slice(&noise);
+        transfer_checks::receiver(&input);
+        let mut raw = vec![flags];
+        raw.extend_from_slice(&noise);
+        transfer_checks::receiver(&raw);
+    }
+}

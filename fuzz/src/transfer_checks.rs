@@ -453,3 +453,123 @@ fn numbered_ok(n: &SafeName, free: &SafeName, k: u32, keep: bool) {
     let kept = &free.as_str()[..free.as_str().len() - suffix.len()];
     assert!(stem.starts_with(kept), "{free:?} for {n:?}");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The receiver's state machine.
+
+/// `transfer_recv`: a `Receiver` driven by whatever frames the input parses into. Byte 0 picks the
+/// receiver's answers (bit 0: decline the offer; bit 1: every Finish finds a hash mismatch; bit 2: writes
+/// are never answered, so nothing is verified; bit 3: small limits); the rest is the connection's stream
+/// into `transfer::frame::Reader` (a stream error ends the input, as it closes a connection). Checks: no
+/// panic; at most `MAX_WINDOW` bytes unverified and `MAX_ENTRIES_IN_FLIGHT` entries pending; actions only
+/// after an accept, every Open path a `SafePath` under the offer's name, writes contiguous per entry and
+/// within its size, a Finish only at a file's end; nothing (action or frame) after the FAIL or DONE.
+pub fn receiver(data: &[u8]) {
+    use multiproto::transfer::recv::{Action, DiskError, Limits, Receiver, RecvEvent, ResumePoint};
+    use multiproto::transfer::{MAX_ENTRIES_IN_FLIGHT, MAX_WINDOW};
+    use std::collections::HashMap;
+
+    let Some((&flags, stream)) = data.split_first() else {
+        return;
+    };
+    let limits = if flags & 8 != 0 {
+        Limits {
+            max_total: 1 << 20,
+            max_files: 16,
+            max_file_size: 1 << 16,
+            verify_every: 100,
+        }
+    } else {
+        Limits::default()
+    };
+    let mut r = Receiver::new(limits);
+    let mut reader = multiproto::transfer::frame::Reader::default();
+    let mut frames = Vec::new();
+    if reader.push(stream, &mut frames).is_err() && frames.is_empty() {
+        return;
+    }
+    let mut name: Option<String> = None;
+    let mut accepted = false;
+    let mut ended = false;
+    // Per entry: (size, bytes written so far).
+    let mut files: HashMap<u32, (u64, u64)> = HashMap::new();
+    for f in frames {
+        r.handle_frame(f);
+        while let Some(e) = r.poll_event() {
+            match e {
+                RecvEvent::Offered { name: n, .. } => {
+                    assert!(name.is_none(), "offered twice");
+                    name = Some(n.as_str().to_owned());
+                    if flags & 1 != 0 {
+                        r.decline();
+                    } else {
+                        r.accept(ResumePoint::default());
+                        accepted = true;
+                    }
+                }
+                RecvEvent::Failed { .. } | RecvEvent::Received { .. } => ended = true,
+                RecvEvent::Progress {
+                    received,
+                    verified,
+                    total,
+                } => assert!(verified <= received && received <= total),
+            }
+        }
+        while let Some(a) = r.poll_action() {
+            assert!(accepted && !ended, "an action out of place");
+            match a {
+                Action::Open {
+                    index, path, kind, ..
+                } => {
+                    safe_path_ok(&path);
+                    assert_eq!(Some(path.first()), name.as_deref());
+                    if let EntryKind::File { size, .. } = kind {
+                        assert!(files.insert(index, (size, 0)).is_none());
+                    }
+                    r.handle_opened(index, Ok(()));
+                }
+                Action::Write {
+                    index,
+                    offset,
+                    bytes,
+                } => {
+                    let (size, at) = files.get_mut(&index).expect("a write before its open");
+                    assert_eq!(*at, offset, "writes not contiguous");
+                    *at += bytes.len() as u64;
+                    assert!(*at <= *size);
+                    if flags & 4 == 0 {
+                        r.handle_written(index, Ok(*at));
+                    }
+                }
+                Action::Finish { index, .. } => {
+                    let (size, at) = files[&index];
+                    assert_eq!(size, at, "finished before its end");
+                    let result = if flags & 2 != 0 {
+                        Err(DiskError::HashMismatch)
+                    } else {
+                        Ok(())
+                    };
+                    r.handle_finished(index, result);
+                }
+            }
+        }
+        while let Some(e) = r.poll_event() {
+            if matches!(e, RecvEvent::Failed { .. } | RecvEvent::Received { .. }) {
+                ended = true;
+            }
+        }
+        assert!(r.unverified() <= MAX_WINDOW);
+        assert!(r.entries_pending() <= MAX_ENTRIES_IN_FLIGHT as usize);
+        let mut last = None;
+        while let Some(f) = r.poll_frame() {
+            assert!(
+                !matches!(last, Some(Frame::Fail { .. } | Frame::Done { .. })),
+                "a frame after the end"
+            );
+            last = Some(f);
+        }
+        if ended {
+            assert!(r.is_closed());
+        }
+    }
+}
