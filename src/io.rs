@@ -16,3 +16,4 @@ pub mod known_keys;
 pub mod outgoing;
 pub mod roster_file;
 pub mod sctp_udp;
+pub mod transfer;

@@ -72,6 +72,9 @@ struct State {
     top: Option<String>,
     /// Entries below this index are finished: in place, verified.
     complete_below: u32,
+    /// Their bytes together (a resumed receiver checks the offer's total with them).
+    #[serde(default)]
+    complete_bytes: u64,
     /// The entry being written, and how many of its bytes are synced.
     partial: Option<(u32, u64)>,
 }
@@ -120,6 +123,11 @@ impl Incoming {
     /// entry under way and how many of its bytes are safely on disk.
     pub fn resume(&self) -> (u32, Option<(u32, u64)>) {
         (self.state.complete_below, self.state.partial)
+    }
+
+    /// The bytes of the entries finished.
+    pub fn complete_bytes(&self) -> u64 {
+        self.state.complete_bytes
     }
 
     /// Begins entry `index` (the next one), a directory (`dir_entry`) or a file of `size` bytes at `path`;
@@ -283,6 +291,7 @@ impl Incoming {
             }
         };
         self.state.complete_below = index + 1;
+        self.state.complete_bytes += o.size;
         self.state.partial = None;
         self.save()?;
         Ok(placed)
