@@ -113,20 +113,19 @@ fn a_folder_goes_under_one_top_name_kept_across_a_restart() {
         ("photos/sub/b.jpg", Some(b"bb")),
     ];
     let mut inc = Incoming::open(&dir, &ID).unwrap();
-    for (i, (p, data)) in entries.iter().enumerate().take(2) {
-        let path = sanitise_path(p).unwrap();
-        inc.begin(
-            i as u32,
-            &path,
-            data.is_none(),
-            data.map_or(0, |d| d.len() as u64),
-        )
-        .unwrap();
+    // One entry, begun, written whole and finished.
+    let put = |inc: &mut Incoming, i: usize| {
+        let (p, data) = entries[i];
+        let size = data.map_or(0, |d| d.len() as u64);
+        inc.begin(i as u32, &sanitise_path(p).unwrap(), data.is_none(), size)
+            .unwrap();
         if let Some(d) = data {
             inc.write(i as u32, 0, d).unwrap();
         }
         inc.finish(i as u32, &hash(data.unwrap_or(b""))).unwrap();
-    }
+    };
+    put(&mut inc, 0);
+    put(&mut inc, 1);
     drop(inc);
     let mut inc = Incoming::open(&dir, &ID).unwrap();
     assert_eq!(inc.resume(), (2, None));
@@ -136,20 +135,8 @@ fn a_folder_goes_under_one_top_name_kept_across_a_restart() {
         inc.begin(1, &first, false, 3),
         Err(StoreError::OutOfStep(_))
     ));
-    for (i, (p, data)) in entries.iter().enumerate().skip(2) {
-        let path = sanitise_path(p).unwrap();
-        inc.begin(
-            i as u32,
-            &path,
-            data.is_none(),
-            data.map_or(0, |d| d.len() as u64),
-        )
-        .unwrap();
-        if let Some(d) = data {
-            inc.write(i as u32, 0, d).unwrap();
-        }
-        inc.finish(i as u32, &hash(data.unwrap_or(b""))).unwrap();
-    }
+    put(&mut inc, 2);
+    put(&mut inc, 3);
     inc.done().unwrap();
     assert_eq!(fs::read(dir.join("photos (1)/a.jpg")).unwrap(), b"aaa");
     assert_eq!(fs::read(dir.join("photos (1)/sub/b.jpg")).unwrap(), b"bb");
