@@ -63,6 +63,17 @@
 //! bound to keep the per-entry state bounded.
 //!
 //! Nothing here panics on any input, and nothing allocates more than one frame's worth for one frame.
+//!
+//! # What is done, and what is not yet (issue 16)
+//!
+//! The disk side is [`crate::io::transfer`] (reads from [`crate::io::outgoing`]'s listing, writes into
+//! [`crate::io::incoming`]'s store), tested end to end on real files without the network
+//! (`tests/transfer_local.rs`). Not yet: the connection. The plan: the sender opens a TCP connection to the
+//! receiver's chat port, sets up the Noise session as chat does (IK to the key the daemon gives for the
+//! nickname), says HELLO, then OFFER; the receiver's chat peer, seeing a frame of type 16 or more after a
+//! HELLO, hands the connection and the sender's proved key to a [`recv::Receiver`] instead of reading chat
+//! frames from it. Then the console's `file` / `accept` / `decline` / `transfers`, `mpc send-file` and
+//! `listen --accept-files`.
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,5 @@
 //! The disk side of a transfer (issue 16): the sans-IO [`Sender`] and [`Receiver`] ask, this module does.
-//! A sender's reads are served from the files an [`outgoing::Listing`] walked; a receiver's opens, writes and
+//! A sender's reads are served from the files an [`Listing`] walked; a receiver's opens, writes and
 //! finishes go to an [`Incoming`] store, and its resume point comes from there. Writes are synced once per
 //! batch of actions (not once per frame), and reported to the receiver as synced only then: VERIFIED never
 //! runs ahead of the disk.
