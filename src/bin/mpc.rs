@@ -226,7 +226,8 @@ struct Listen {
 /// message is queued in STATE_DIR/history-NICK.sqlite3 and send exits 0 saying "queued": it goes when PEER
 /// is back while the console or `mpc listen` of your nickname runs (--now: exit 3, nothing saved). A
 /// receiver online that does not acknowledge within --timeout: exit 1, not queued (it may have arrived).
-/// Exit codes: 0 delivered or queued; 1 failed; 3 not in the roster (or offline, with --now); 4 no daemon
+/// Exit codes: 0 delivered or queued; 1 failed (for a channel: a member did not acknowledge in time); 3 not
+/// in the roster (or offline, with --now; for a channel or '*': no one there); 4 no daemon
 #[derive(FromArgs)]
 #[argh(subcommand, name = "send")]
 struct Send {
@@ -236,7 +237,8 @@ struct Send {
     /// the message (the remaining words, joined by spaces); none: read standard input
     #[argh(positional, greedy)]
     text: Vec<String>,
-    /// to a receiver offline, exit 3 and save nothing instead of queueing the message
+    /// to a receiver offline, exit 3 and save nothing instead of queueing the message (to a channel: the
+    /// offline members are left out, and named)
     #[argh(switch)]
     now: bool,
 }
