@@ -366,6 +366,14 @@ fn fuzz_seeds_are_valid() {
         assert!(ok, "transfer_frame/{name}");
         transfer_checks::transfer_frame(&b);
     }
+    // The receiver's seeds: a flags byte, then a stream of whole frames (a folder exchange, a hostile one).
+    for (name, b) in seeds("transfer_recv") {
+        let mut frames = Vec::new();
+        let mut reader = multiproto::transfer::frame::Reader::default();
+        assert!(reader.push(&b[1..], &mut frames).is_ok(), "transfer_recv/{name}");
+        assert!(frames.len() >= 3 && !reader.is_partial(), "transfer_recv/{name}");
+        transfer_checks::receiver(&b);
+    }
     for (name, b) in seeds("transfer_name") {
         let refused = ["parent", "absolute", "inner_parent", "backslash", "drive"];
         let got = multiproto::transfer::name::sanitise_path(&String::from_utf8_lossy(&b));
