@@ -370,8 +370,14 @@ fn fuzz_seeds_are_valid() {
     for (name, b) in seeds("transfer_recv") {
         let mut frames = Vec::new();
         let mut reader = multiproto::transfer::frame::Reader::default();
-        assert!(reader.push(&b[1..], &mut frames).is_ok(), "transfer_recv/{name}");
-        assert!(frames.len() >= 3 && !reader.is_partial(), "transfer_recv/{name}");
+        assert!(
+            reader.push(&b[1..], &mut frames).is_ok(),
+            "transfer_recv/{name}"
+        );
+        assert!(
+            frames.len() >= 3 && !reader.is_partial(),
+            "transfer_recv/{name}"
+        );
         transfer_checks::receiver(&b);
     }
     for (name, b) in seeds("transfer_name") {
