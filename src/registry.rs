@@ -1238,9 +1238,6 @@ impl Registry {
         };
         let key = self.conns[&conn].key;
         let current = self.entries[k].nick;
-        // A new spelling of our own nickname (`Alice` for `alice`) looks like it by definition: that is no
-        // reason to refuse, and the old spelling is not kept bound beside it.
-        let respelling = |n: &Nick| n.look_alike() == current.look_alike();
         let refusal = match Nick::new(to) {
             Err(e) => Some(format!("invalid nickname {to:?}: {e}")),
             Ok(n) if n == current => None,
@@ -1250,44 +1247,55 @@ impl Registry {
             Ok(n) if self.by_nick.contains_key(&n) => Some(format!(
                 "the nickname {n} is in the roster already; choose another"
             )),
-            Ok(n) if !respelling(&n) && self.look_alike_refusal(&n, key, false).is_some() => {
-                self.look_alike_refusal(&n, key, false)
-            }
             Ok(n) => {
-                let keep_old = !respelling(&n);
-                // Out of the look-alike index under the old name while the entry still holds it.
-                self.looks_remove(&current);
-                if self.bindings.remove(&n).is_some() {
-                    self.looks_remove(&n);
+                // A new spelling of our own nickname (`Alice` for `alice`) looks like it by definition: that
+                // is no reason to refuse, and the old spelling is not kept bound beside it. Anything else is
+                // refused if it looks like another's name.
+                let keep_old = n.look_alike() != current.look_alike();
+                let refusal = keep_old
+                    .then(|| self.look_alike_refusal(&n, key, false))
+                    .flatten();
+                if refusal.is_none() {
+                    self.move_entry(k, n, key, wall_ms, keep_old);
                 }
-                let e = &mut self.entries[k];
-                let from = e.nick;
-                let mut gone = WireEntry {
-                    status: Status::Removed,
-                    since_ms: wall_ms,
-                    extra: None,
-                    ..e.wire()
-                };
-                gone.extra = Some(Box::new(Extra {
-                    renamed_to: Some(n),
-                    ..Extra::default()
-                }));
-                e.nick = n;
-                self.by_nick.remove(&from);
-                self.by_nick.insert(n, k);
-                self.looks_add(n);
-                if keep_old {
-                    self.bindings.insert(from, (key, wall_ms));
-                    self.looks_add(from);
-                }
-                self.removed.push(gone);
-                self.touch(k);
-                self.stats.renames += 1;
-                self.events.push_back(Event::Renamed { from, to: n });
-                None
+                refusal
             }
         };
         self.answer(conn, Request::Rename, refusal);
+    }
+
+    /// Entry `k` takes nickname `n` (checked by [`Registry::rename`]): the old entry goes out removed and
+    /// marked renamed, the new one follows in the same delta; the old name stays bound to `key` if
+    /// `keep_old`.
+    fn move_entry(&mut self, k: usize, n: Nick, key: PublicKey, wall_ms: u64, keep_old: bool) {
+        let from = self.entries[k].nick;
+        // Out of the look-alike index under the old name while the entry still holds it.
+        self.looks_remove(&from);
+        if self.bindings.remove(&n).is_some() {
+            self.looks_remove(&n);
+        }
+        let e = &mut self.entries[k];
+        let gone = WireEntry {
+            status: Status::Removed,
+            since_ms: wall_ms,
+            extra: Some(Box::new(Extra {
+                renamed_to: Some(n),
+                ..Extra::default()
+            })),
+            ..e.wire()
+        };
+        e.nick = n;
+        self.by_nick.remove(&from);
+        self.by_nick.insert(n, k);
+        self.looks_add(n);
+        if keep_old {
+            self.bindings.insert(from, (key, wall_ms));
+            self.looks_add(from);
+        }
+        self.removed.push(gone);
+        self.touch(k);
+        self.stats.renames += 1;
+        self.events.push_back(Event::Renamed { from, to: n });
     }
 
     fn register(&mut self, now: Instant, wall_ms: u64, conn: AssocId, r: Register) {

@@ -1004,6 +1004,8 @@ fn send_in(a: &Args, s: &Send, nick: Nick, scope: Scope, text: &str) -> std::io:
     let mut sent: Option<(u64, Vec<CopyFate>)> = None;
     // Offline members left out with --now.
     let mut skipped: Vec<Nick> = Vec::new();
+    // Where offline members' copies wait: opened once (the file only when a first copy has to wait).
+    let mut outbox = Outbox::new(&state_dir(a), nick);
     loop {
         sess.turn(Some(deadline))?;
         while let Some(ev) = sess.poll_event() {
@@ -1078,7 +1080,7 @@ fn send_in(a: &Args, s: &Send, nick: Nick, scope: Scope, text: &str) -> std::io:
                         text: text.to_string(),
                         scope: scope.label().to_string(),
                     };
-                    let saved = Outbox::new(&state_dir(a), nick).add(&w);
+                    let saved = outbox.add(&w);
                     if let Some(slot) = who.iter_mut().find(|w| w.0 == n) {
                         slot.1 = Some(if saved.is_ok() {
                             "offline (queued)"

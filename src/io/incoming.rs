@@ -164,7 +164,7 @@ impl Incoming {
             Some((i, synced)) if i == index && synced <= size => synced,
             _ => 0,
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -178,7 +178,6 @@ impl Incoming {
         } else {
             blake3::Hasher::new()
         };
-        let mut file = file;
         file.seek(SeekFrom::Start(resume))
             .map_err(|e| io_error(&e, "seek in", &part))?;
         self.state.partial = Some((index, resume));

@@ -61,13 +61,7 @@ fn nicks(v: &[Nick]) -> Vec<&str> {
 fn channel_and_everyone_messages_arrive_exactly_once_while_members_come_and_go() {
     for seed in [31, 32] {
         let seed = seed_or(seed);
-        let netem = Netem {
-            latency: Duration::from_millis(1),
-            jitter: Duration::from_millis(3),
-            loss: 0.05,
-            duplicate: 0.03,
-        };
-        let mut w = world(seed, netem);
+        let mut w = world(seed, Netem::LOSSY);
         let [alice, bob, carol, dave, erin, frank] = join(
             &mut w,
             ["alice", "bob", "carol", "dave", "erin", "frank"],

@@ -474,13 +474,7 @@ fn clients_come_back_after_the_daemon_crashes_and_is_started_again() {
 fn rosters_converge_on_a_lossy_reordering_duplicating_network() {
     for seed in [11, 12, 13] {
         let seed = seed_or(seed);
-        let netem = Netem {
-            latency: Duration::from_millis(1),
-            jitter: Duration::from_millis(3),
-            loss: 0.05,
-            duplicate: 0.03,
-        };
-        let mut w = world(seed, netem);
+        let mut w = world(seed, Netem::LOSSY);
         let nicks: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
         let refs: Vec<&str> = nicks.iter().map(String::as_str).collect();
         let ids = join_all(&mut w, &refs, seed);

@@ -901,26 +901,33 @@ mod tests {
         assert_eq!(num("rounds"), 20.0);
         assert_eq!(num("fresh_rounds"), 5.0);
         assert!(num("throughput_msgs") >= 1.0);
-        // The two-CPU figures are numbers with two CPUs, null with one; never missing.
-        let two_cpus = allowed_cpus().len() >= 2 && f.get("pinned") == Some(&Value::Bool(true));
-        for k in [
-            "two_cpus_reused_p50_us",
-            "two_cpus_reused_p99_us",
-            "two_cpus_raw_tcp_rtt_p50_us",
-            "two_cpus_raw_tcp_rtt_p99_us",
-            "two_cpus_ratio_reused_to_raw",
-            "two_cpus_msgs_per_s",
-        ] {
-            let v = f.get(k).unwrap_or_else(|| panic!("{k} missing"));
-            if two_cpus {
-                assert!(v.as_f64().is_some_and(|x| x > 0.0), "{k} = {v}");
-            } else {
-                assert!(
-                    v.is_null() || v.as_f64().is_some_and(|x| x > 0.0),
-                    "{k} = {v}"
-                );
+        // The two-CPU figures are numbers with two CPUs (and the threads pinned, as `pinned` says), null with
+        // one; never missing.
+        let two_cpu_figures = |pinned: &str, keys: &[&str]| {
+            let two_cpus = allowed_cpus().len() >= 2 && f.get(pinned) == Some(&Value::Bool(true));
+            for k in keys {
+                let v = f.get(k).unwrap_or_else(|| panic!("{k} missing"));
+                if two_cpus {
+                    assert!(v.as_f64().is_some_and(|x| x > 0.0), "{k} = {v}");
+                } else {
+                    assert!(
+                        v.is_null() || v.as_f64().is_some_and(|x| x > 0.0),
+                        "{k} = {v}"
+                    );
+                }
             }
-        }
+        };
+        two_cpu_figures(
+            "pinned",
+            &[
+                "two_cpus_reused_p50_us",
+                "two_cpus_reused_p99_us",
+                "two_cpus_raw_tcp_rtt_p50_us",
+                "two_cpus_raw_tcp_rtt_p99_us",
+                "two_cpus_ratio_reused_to_raw",
+                "two_cpus_msgs_per_s",
+            ],
+        );
         // The channel case: every figure a positive number, percentiles in order.
         for k in [
             "channel_last_p50_us",
@@ -955,25 +962,16 @@ mod tests {
         assert_eq!(num("channel_members"), 5.0);
         assert_eq!(num("channel_rounds"), 2.0);
         assert_eq!(num("channel_fresh_rounds"), 1.0);
-        let two_cpus =
-            allowed_cpus().len() >= 2 && f.get("channel_pinned") == Some(&Value::Bool(true));
-        for k in [
-            "two_cpus_channel_last_p50_us",
-            "two_cpus_channel_last_p99_us",
-            "two_cpus_direct_seq_last_p50_us",
-            "two_cpus_direct_msg_p50_us",
-            "two_cpus_ratio_channel_to_direct_seq",
-        ] {
-            let v = f.get(k).unwrap_or_else(|| panic!("{k} missing"));
-            if two_cpus {
-                assert!(v.as_f64().is_some_and(|x| x > 0.0), "{k} = {v}");
-            } else {
-                assert!(
-                    v.is_null() || v.as_f64().is_some_and(|x| x > 0.0),
-                    "{k} = {v}"
-                );
-            }
-        }
+        two_cpu_figures(
+            "channel_pinned",
+            &[
+                "two_cpus_channel_last_p50_us",
+                "two_cpus_channel_last_p99_us",
+                "two_cpus_direct_seq_last_p50_us",
+                "two_cpus_direct_msg_p50_us",
+                "two_cpus_ratio_channel_to_direct_seq",
+            ],
+        );
         assert!(
             f.json()
                 .starts_with(r#"{"scenario":"chat","reused_p50_us":"#)
