@@ -1518,6 +1518,7 @@ impl Console {
                     None => self.notice(Some(Kind::Error), &mark),
                 }
             }
+            PeerEvent::File { .. } => {}
         }
     }
 

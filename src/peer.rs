@@ -27,7 +27,11 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+mod files;
 pub mod frame;
+pub mod wire;
+
+pub use files::{Disk, FileEvent, FileInfo, FileSendError, MAX_OUTGOING, SEND_BUFFER, XferId};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -44,7 +48,8 @@ use crate::registry::wire::Status;
 use crate::secure::{Psk, Seeds, derive_seed};
 use crate::time::Instant;
 use channel::{Channel, ChannelError, Keys};
-use frame::{Frame, FrameError, MAX_TEXT, Reader};
+use frame::{Frame, FrameError, MAX_TEXT};
+use wire::{Wire, WireReader};
 
 /// Peer settings.
 #[derive(Clone, Debug)]
@@ -96,6 +101,8 @@ pub struct Config {
     /// Messages held at most (all senders together) while their senders' keys are asked for; past it, a
     /// message is shown at once, as from an unknown key.
     pub max_held: usize,
+    /// What an incoming file transfer may be: offers past these are refused before anyone is asked.
+    pub file_limits: crate::transfer::recv::Limits,
 }
 
 impl Config {
@@ -128,6 +135,7 @@ impl Config {
             max_attempts: 5,
             dedupe_window: 1024,
             dedupe_senders: 64,
+            file_limits: crate::transfer::recv::Limits::default(),
         }
     }
 }
@@ -235,6 +243,13 @@ pub enum PeerEvent {
         /// Why, for the user.
         reason: String,
     },
+    /// Something happened to a file transfer.
+    File {
+        /// Which.
+        xfer: XferId,
+        /// What.
+        event: FileEvent,
+    },
 }
 
 /// Why a message was not accepted for sending.
@@ -332,7 +347,13 @@ struct Conn {
     /// Who is on the other end, once its HELLO arrived.
     peer: Option<(Nick, u64)>,
     open: bool,
-    reader: Reader,
+    reader: WireReader,
+    /// The transfer this connection carries, if it is a transfer's (then it carries no chat).
+    xfer: Option<XferId>,
+    /// It has carried a chat message (then it carries no transfer).
+    carried_chat: bool,
+    /// Closed by us once its output is written (a transfer's last frames: FAIL, DONE); input is ignored.
+    closing: bool,
     out: Vec<u8>,
     written: usize,
     opened: Instant,
@@ -398,6 +419,8 @@ pub struct Peer {
     /// since moved later): it is checked when it comes due. A deadline that moves earlier is pushed
     /// ([`Peer::arm`]).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// File transfers, both ways.
+    xfers: Slab<files::Xfer>,
 }
 
 /// Removes control characters (but newlines and tabs, which a multi-line message needs), terminal escape
@@ -477,6 +500,7 @@ impl Peer {
             events: VecDeque::new(),
             stats: Stats::default(),
             timers: BinaryHeap::new(),
+            xfers: Slab::new(),
         }
     }
 
@@ -512,6 +536,7 @@ impl Peer {
             self.asked.insert(nick, now);
         }
         self.pump(now, Target::Nick(nick));
+        self.pump_files(now, Some(Target::Nick(nick)));
     }
 
     /// Whether `nick`'s key was asked for (by [`Peer::poll_key_request`]) and not answered yet.
@@ -547,7 +572,12 @@ impl Peer {
                 continue;
             }
             let known = self.keys.get(&from).copied();
-            if let PeerEvent::Message { key, verified, .. } = &mut ev {
+            if let PeerEvent::Message { key, verified, .. }
+            | PeerEvent::File {
+                event: FileEvent::Offered { key, verified, .. },
+                ..
+            } = &mut ev
+            {
                 *verified = known == Some(*key);
             }
             self.events.push_back(ev);
@@ -635,7 +665,10 @@ impl Peer {
             chan,
             peer: None,
             open,
-            reader: Reader::default(),
+            reader: WireReader::default(),
+            xfer: None,
+            carried_chat: false,
+            closing: false,
             out,
             written: 0,
             opened: now,
@@ -667,10 +700,15 @@ impl Peer {
 
     /// Seals a frame onto the connection (held until its session opens).
     fn queue_frame(&mut self, id: ConnId, f: &Frame) {
+        self.queue_plain(id, |plain| f.encode(plain));
+    }
+
+    /// Seals what `encode` writes (whole frames, chat or transfer) onto the connection.
+    fn queue_plain(&mut self, id: ConnId, encode: impl FnOnce(&mut Vec<u8>)) {
         if let Some(c) = self.get_mut(id) {
             let was_empty = c.written == c.out.len();
             let mut plain = Vec::new();
-            f.encode(&mut plain);
+            encode(&mut plain);
             c.chan.write(&plain, &mut c.out);
             if was_empty && c.open && c.written < c.out.len() {
                 self.actions.push_back(Action::Write(id));
@@ -697,6 +735,7 @@ impl Peer {
                 }
             }
             self.pump(now, t);
+            self.pump_files(now, Some(t));
         }
     }
 
@@ -1074,6 +1113,9 @@ impl Peer {
             if c.written >= c.out.len() {
                 c.out.clear();
                 c.written = 0;
+                if c.closing {
+                    self.close(id, now);
+                }
             }
         }
     }
@@ -1087,7 +1129,7 @@ impl Peer {
         } = self;
         let Some(c) = conns
             .get_mut(id.key())
-            .filter(|c| c.generation == id.0 as u32)
+            .filter(|c| c.generation == id.0 as u32 && !c.closing)
         else {
             return;
         };
@@ -1141,7 +1183,11 @@ impl Peer {
             None => return,
         };
         for f in frames {
-            if !self.handle_frame(now, wall_ms, id, f) {
+            let ok = match f {
+                Wire::Chat(f) => self.handle_frame(now, wall_ms, id, f),
+                Wire::File(f) => self.handle_file_frame(now, id, f),
+            };
+            if !ok {
                 self.stats.malformed += 1;
                 self.close(id, now);
                 return;
@@ -1166,6 +1212,10 @@ impl Peer {
         let Some(c) = self.get_mut(id) else {
             return true;
         };
+        // A transfer's connection carries nothing else after the HELLOs.
+        if c.xfer.is_some() && !matches!(f, Frame::Hello { .. }) {
+            return false;
+        }
         match f {
             Frame::Hello { nick, instance } => {
                 if c.peer.is_some() {
@@ -1187,6 +1237,7 @@ impl Peer {
                 let Some(key) = c.chan.remote() else {
                     return false;
                 };
+                c.carried_chat = true;
                 let addr = c.addr;
                 self.queue_frame(id, &Frame::Ack { id: mid });
                 if !self.note_seen(now, (key, instance), mid) {
@@ -1274,6 +1325,20 @@ impl Peer {
         self.forget(id, now);
     }
 
+    /// Closes `id` once what is queued on it is written (at once if nothing is); until then its input is
+    /// ignored. What is queued is bounded (a transfer's last frames), and a peer that does not read it is
+    /// closed at the frame deadline.
+    fn close_after_output(&mut self, id: ConnId, now: Instant) {
+        match self.get_mut(id) {
+            Some(c) if c.open && c.written < c.out.len() => {
+                c.closing = true;
+                c.last_activity = now;
+                self.arm(id);
+            }
+            _ => self.close(id, now),
+        }
+    }
+
     /// Closes `id` on our side.
     fn close(&mut self, id: ConnId, now: Instant) {
         if self.get(id).is_some() {
@@ -1285,6 +1350,10 @@ impl Peer {
     /// Drops a connection's state; messages in flight on it go back to waiting, with backoff.
     fn forget(&mut self, id: ConnId, now: Instant) {
         let c = self.conns.remove(id.key());
+        if let Some(x) = c.xfer {
+            self.file_cut(now, x);
+            return;
+        }
         let Dir::Out(to) = c.dir else {
             return;
         };
@@ -1360,6 +1429,7 @@ impl Peer {
             .and_then(|n| self.asked.get(n).copied());
         conns
             .into_iter()
+            .chain(self.files_due())
             .chain(dests)
             .chain(keys)
             .chain(asking)
@@ -1372,8 +1442,19 @@ impl Peer {
             Dir::In => self.cfg.hello_timeout,
             Dir::Out(_) => t,
         };
+        if c.closing {
+            return Some(c.last_activity + t);
+        }
         let hello = c.peer.is_none().then_some(c.opened + hello_within);
         let partial = c.partial_since.map(|p| p + t);
+        if let Some(x) = c.xfer {
+            // A transfer waits for its receiver's user as long as it takes; once accepted, a connection
+            // silent for long is dead (the other machine asleep, the link gone) and is closed to be retried.
+            let idle = self
+                .file_accepted(x)
+                .then_some(c.last_activity + self.cfg.idle_timeout * 2);
+            return [hello, partial, idle].into_iter().flatten().min();
+        }
         let ack = c.in_flight.front().map(|(_, s)| *s + self.cfg.ack_timeout);
         let idle = matches!(c.dir, Dir::Out(_))
             .then_some(c.last_activity + self.cfg.idle_timeout)
@@ -1448,6 +1529,7 @@ impl Peer {
         for t in ready {
             self.pump(now, t);
         }
+        self.pump_files(now, None);
     }
 }
 

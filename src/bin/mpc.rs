@@ -544,6 +544,7 @@ fn peer_json(me: &str, ev: &PeerEvent) -> serde_json::Value {
         PeerEvent::Failed { id, to, reason } => {
             serde_json::json!({"event": "failed", "nick": me, "to": to.to_string(), "id": id, "reason": reason})
         }
+        PeerEvent::File { .. } => serde_json::Value::Null,
     }
 }
 

@@ -3,11 +3,15 @@
 
 use super::*;
 
+mod files;
+
 struct Node {
     peer: Peer,
     listen: SocketAddr,
     up: bool,
     events: Vec<PeerEvent>,
+    /// Its side of file transfers: what it sends, what it received (see `files`).
+    disk: files::MemDisk,
 }
 
 /// Two or more peers and the links between their connections.
@@ -55,6 +59,7 @@ impl Net {
                 listen: addr(&format!("127.0.0.{}:5000", i + 1)),
                 up: true,
                 events: Vec::new(),
+                disk: files::MemDisk::default(),
             })
             .collect::<Vec<_>>();
         let mut net = Net {
@@ -108,6 +113,9 @@ impl Net {
                 while let Some(e) = self.nodes[n].peer.poll_event() {
                     self.nodes[n].events.push(e);
                 }
+                let now = self.now;
+                let node = &mut self.nodes[n];
+                moved |= node.disk.serve(now, &mut node.peer, &node.events);
             }
             if !moved {
                 return;
@@ -648,8 +656,13 @@ impl Sender {
         for f in frames {
             f.encode(&mut plain);
         }
+        self.seal_plain(&plain)
+    }
+
+    /// `plain` (whole frames of any kind), sealed.
+    fn seal_plain(&mut self, plain: &[u8]) -> Vec<u8> {
         let mut wire = Vec::new();
-        self.chan.write(&plain, &mut wire);
+        self.chan.write(plain, &mut wire);
         wire
     }
 

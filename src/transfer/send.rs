@@ -300,6 +300,11 @@ impl Sender {
         self.read
     }
 
+    /// Whether a read is asked for and not yet handed out by [`Sender::poll_read`].
+    pub fn wants_read(&self) -> bool {
+        self.read.is_some() && !self.read_polled
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<SendEvent> {
         self.events.pop_front()

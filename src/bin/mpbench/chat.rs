@@ -738,7 +738,7 @@ impl Sender {
                         "a message was not acknowledged after {attempts} attempts"
                     ));
                 }
-                PeerEvent::Message { .. } => {}
+                PeerEvent::Message { .. } | PeerEvent::File { .. } => {}
             }
         }
         Ok(())
