@@ -190,6 +190,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(total))
 }
 
+/// Parses a size option: plain bytes (`1000000`) or a whole number with a binary unit, `K`, `M`, `G` or
+/// `T` (optionally followed by `iB` or `B`, any case): `512M`, `10GiB`, `2t`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let bad = || format!("{s:?} is not a size (say 1000000, 512M, 10G or 2T)");
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let shift = match t[digits..].to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// An OS error's description for a one-line message: without Rust's "(os error N)" suffix, starting lowercase
 /// (`permission denied`), so it reads inside a sentence.
 pub fn os_reason(e: &io::Error) -> String {
@@ -266,6 +288,19 @@ mod tests {
         for bad in ["", ":9899", "localhost:99999", "no-such-host.invalid"] {
             assert!(a(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size(" 10GiB "), Ok(10 << 30));
+        assert_eq!(parse_size("2t"), Ok(2 << 40));
+        assert_eq!(parse_size("4kb"), Ok(4096));
+        for bad in ["", "M", "1.5G", "10X", "-1", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size("20000000T").unwrap_err().contains("too large"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod client;
 pub mod discovery;
 pub mod file_hash;
+pub mod files;
 pub mod history;
 pub mod incoming;
 pub mod keyfile;

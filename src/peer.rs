@@ -249,6 +249,8 @@ pub enum PeerEvent {
         xfer: XferId,
         /// What.
         event: FileEvent,
+        /// The transfer as it stood then (it may be forgotten by the time this is read).
+        info: FileInfo,
     },
 }
 

@@ -83,7 +83,7 @@ impl Ends {
                     _ => {}
                 }
             }
-            do_actions(&mut self.receiver, &mut self.store);
+            do_actions(&mut self.receiver, &mut self.store, 0);
             while let Some(f) = self.receiver.poll_frame() {
                 moved = true;
                 self.sender.handle_frame(carry(&f));

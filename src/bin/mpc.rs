@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+#[path = "mpc/files.rs"]
+mod files;
+
 use multiproto::client::ClientEvent;
 use multiproto::client::roster::{Applied, Change};
 use multiproto::discovery;
@@ -85,8 +88,20 @@ struct Args {
         default = "Duration::from_secs(365 * 86_400)"
     )]
     history_age: Duration,
+    /// the largest transfer (a file, or a folder in all) accepted from anyone: bytes, or 512M, 10G, 2T
+    /// (default 1T); larger offers are refused without asking
+    #[argh(option, from_str_fn(parse_size), default = "1 << 40")]
+    max_receive: u64,
+    /// the most files and folders in one transfer accepted (default 100000)
+    #[argh(option, default = "100_000")]
+    max_receive_files: u32,
     #[argh(subcommand)]
     cmd: Option<Cmd>,
+}
+
+/// `--max-receive`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    multiproto::cli::parse_size(s)
 }
 
 /// `--history-age`.
@@ -99,6 +114,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 enum Cmd {
     Listen(Listen),
     Send(Send),
+    SendFile(files::SendFile),
     List(List),
     History(HistoryCmd),
     Search(SearchCmd),
@@ -217,6 +233,12 @@ struct Listen {
     /// is kept by the daemon (and re-joined after a reconnection)
     #[argh(option)]
     join: Vec<String>,
+    /// accept every file and folder offered (within --max-receive and --max-receive-files) into DIR
+    /// (made if missing): a name taken there gets a number, never overwrites; an offer of a transfer cut
+    /// earlier resumes. Without it, offers are declined. Events: file_offered, file_progress (at most two
+    /// a second), file_received (path, size, hash), file_failed (reason)
+    #[argh(option)]
+    accept_files: Option<PathBuf>,
 }
 
 /// send one message to PEER (a nickname, IP:PORT, '#channel' for each member, '*' for everyone online) and
@@ -613,6 +635,8 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
     }
     let s = setup(a, nick);
     let mut sess = Session::open(s, chat_bind(a))?;
+    sess.chat.peer.set_file_limits(files::receive_limits(a));
+    let mut transfers = files::ListenFiles::new(l.accept_files.as_deref());
     for c in channels {
         // Asked on registration (and again after every reconnection).
         if let Err(e) = sess.io.client.join(c) {
@@ -679,6 +703,12 @@ fn listen(a: &Args, l: &Listen, nick: Nick) -> std::io::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
                 SessionEvent::App(_) => continue,
+                SessionEvent::Peer(PeerEvent::File { xfer, event, info }) => {
+                    match transfers.event(&mut sess, me, xfer, &event, &info) {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                }
                 SessionEvent::Peer(p) => {
                     if let (
                         Some(h),
@@ -1237,6 +1267,7 @@ fn main() -> ExitCode {
         Some(Cmd::Whoami(_) | Cmd::Trust(_)) => unreachable!("handled above"),
         Some(Cmd::Listen(l)) => listen(&a, l, nick),
         Some(Cmd::Send(s)) => send(&a, s, nick),
+        Some(Cmd::SendFile(f)) => files::send_file(&a, f, nick),
         Some(Cmd::List(l)) => list(&a, l, nick),
         Some(Cmd::History(h)) => history_cmd(&a, h, nick),
         Some(Cmd::Search(q)) => search_cmd(&a, q, nick),

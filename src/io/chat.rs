@@ -1,6 +1,6 @@
 //! The sockets around a [`Peer`]: the chat listener and one nonblocking TCP stream per connection, registered
 //! in the caller's reactor. [`ChatIo::handle_event`] takes readiness for its tokens, [`ChatIo::process`] carries
-//! out what the peer asks (connect, write, close).
+//! out what the peer asks (connect, write, close) and the disk work of its file transfers ([`Files`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use crate::io::files::Files;
 use crate::peer::{Action, ConnId, Peer};
 use crate::reactor::{Readiness, Sources};
 use crate::time::Instant;
@@ -25,6 +26,8 @@ struct Tcp {
 pub struct ChatIo {
     /// The protocol core.
     pub peer: Peer,
+    /// The files of its transfers.
+    pub files: Files,
     listener: TcpListener,
     listener_token: Token,
     conns: Sources<Tcp>,
@@ -47,11 +50,13 @@ impl ChatIo {
         registry.register(&mut listener, listener_token, Interest::READABLE)?;
         Ok(ChatIo {
             peer,
+            files: Files::new(),
             listener,
             listener_token,
             conns: Sources::new(base),
             tokens: HashMap::new(),
-            buf: vec![0; 16 * 1024],
+            // A transfer's DATA frame is 64 KiB: a read takes one whole.
+            buf: vec![0; 64 * 1024],
         })
     }
 
@@ -148,7 +153,12 @@ impl ChatIo {
                     self.peer.closed(now, id);
                     return;
                 }
-                Ok(n) => self.peer.handle_data(now, wall_ms, id, &self.buf[..n]),
+                Ok(n) => {
+                    self.peer.handle_data(now, wall_ms, id, &self.buf[..n]);
+                    // A transfer's data goes to disk as it comes, so what is held between reads stays one
+                    // read's worth however fast the sender is.
+                    self.files.run(&mut self.peer, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -213,9 +223,13 @@ impl ChatIo {
         }
     }
 
-    /// Carries out the peer's actions until it has none.
+    /// Carries out the peer's actions and its transfers' disk work until it has none.
     pub fn process(&mut self, now: Instant, registry: &Registry) {
-        while let Some(a) = self.peer.poll_action() {
+        loop {
+            self.files.run(&mut self.peer, now);
+            let Some(a) = self.peer.poll_action() else {
+                return;
+            };
             match a {
                 Action::Connect { conn, addr } => match TcpStream::connect(addr) {
                     Ok(mut stream) => {

@@ -296,6 +296,22 @@ impl Incoming {
         Ok(placed)
     }
 
+    /// The entry under way and the bytes written to it since its last sync, if any are.
+    pub fn unsynced(&self) -> Option<(u32, u64)> {
+        let o = self.open.as_ref()?;
+        let synced = match self.state.partial {
+            Some((i, synced)) if i == o.index => synced,
+            _ => 0,
+        };
+        let n = o.written.saturating_sub(synced);
+        (n > 0 && o.file.is_some()).then_some((o.index, n))
+    }
+
+    /// Where the transfer's top entry is (or goes) in the directory, once its first entry began.
+    pub fn top(&self) -> Option<PathBuf> {
+        self.state.top.as_ref().map(|t| self.dir.join(t))
+    }
+
     /// Every entry finished: the work directory goes.
     pub fn done(self) -> Result<(), StoreError> {
         fs::remove_dir_all(&self.work).map_err(|e| io_error(&e, "remove", &self.work))

@@ -69,11 +69,20 @@ fn disk_error(e: StoreError) -> DiskError {
     }
 }
 
-/// Carries out every action the receiver has queued on `store`; the writes of the batch are synced once at
-/// its end (or before a finish), and reported then.
-pub fn do_actions(recv: &mut Receiver, store: &mut Incoming) {
+/// Carries out every action the receiver has queued on `store`. Writes are synced before a finish or the
+/// next entry, and at the end of the batch once `sync_every` bytes or more are unsynced (0: at the end of
+/// every batch); they are reported to the receiver only then. A sync costs a disk flush, so a connection
+/// that delivers a few KiB per read syncs per `sync_every` (the receiver's VERIFIED cadence), not per read.
+/// Returns the files finished in the batch: where each went, and its hash.
+pub fn do_actions(
+    recv: &mut Receiver,
+    store: &mut Incoming,
+    sync_every: u64,
+) -> Vec<(std::path::PathBuf, [u8; 32])> {
+    let mut finished = Vec::new();
     // The entry with bytes written and not yet synced.
-    let mut unsynced: Option<u32> = None;
+    // Bytes an earlier batch left unsynced are reported by this one's sync.
+    let mut unsynced: Option<u32> = store.unsynced().map(|(i, _)| i);
     let sync = |recv: &mut Receiver, store: &mut Incoming, unsynced: &mut Option<u32>| {
         if let Some(i) = unsynced.take() {
             match store.sync() {
@@ -126,10 +135,15 @@ pub fn do_actions(recv: &mut Receiver, store: &mut Incoming) {
             }
             Action::Finish { index, hash } => {
                 sync(recv, store, &mut unsynced);
-                let r = store.finish(index, &hash).map(|_| ());
+                let r = store
+                    .finish(index, &hash)
+                    .map(|placed| finished.push((placed, hash)));
                 recv.handle_finished(index, r.map_err(disk_error));
             }
         }
     }
-    sync(recv, store, &mut unsynced);
+    if store.unsynced().is_some_and(|(_, n)| n >= sync_every) {
+        sync(recv, store, &mut unsynced);
+    }
+    finished
 }

@@ -255,6 +255,11 @@ impl Peer {
         Ok(x)
     }
 
+    /// What incoming offers may be from now on (offers past them are refused without asking).
+    pub fn set_file_limits(&mut self, limits: crate::transfer::recv::Limits) {
+        self.cfg.file_limits = limits;
+    }
+
     /// Accepts offer `x`; `held` is what is on disk of it already (its id's resume point, or the default).
     pub fn accept_file(&mut self, now: Instant, x: XferId, held: ResumePoint) {
         if let Some(t) = self.xfer_mut(x)
@@ -289,10 +294,12 @@ impl Peer {
                     reason: "cancelled by the sender".into(),
                     by_peer: false,
                 };
-                self.xfers.remove(x.key());
+                let gone = self.xfers.remove(x.key());
+                let info = self.file_info(&gone);
                 self.events.push_back(PeerEvent::File {
                     xfer: x,
                     event: FileEvent::Send(SendEvent::Failed(failure)),
+                    info,
                 });
                 return;
             }
@@ -470,23 +477,28 @@ impl Peer {
     /// Reports a transfer's event; an offer whose sender's key is being asked for waits for the answer (like
     /// a message), so it is shown under the right name.
     fn file_event(&mut self, now: Instant, x: XferId, e: FileEvent) {
-        let ev = match e {
+        if let Some(ev) = self.file_peer_event(now, x, e) {
+            self.events.push_back(ev);
+        }
+    }
+
+    /// [`Peer::file_event`]'s event, `None` if it is held (or its transfer is gone).
+    fn file_peer_event(&mut self, now: Instant, x: XferId, e: FileEvent) -> Option<PeerEvent> {
+        Some(match e {
             FileEvent::Recv(RecvEvent::Offered {
                 id,
                 name,
                 total,
                 count,
             }) => {
-                let Some((from, key)) = self
+                let (from, key) = self
                     .xfer(x)
                     .and_then(|t| t.conn)
                     .and_then(|c| self.get(c))
-                    .and_then(|c| Some((c.peer?.0, c.chan.remote()?)))
-                else {
-                    return;
-                };
+                    .and_then(|c| Some((c.peer?.0, c.chan.remote()?)))?;
                 let ev = PeerEvent::File {
                     xfer: x,
+                    info: self.file(x)?,
                     event: FileEvent::Offered {
                         id,
                         from,
@@ -501,14 +513,17 @@ impl Peer {
                     self.want_key(now, from);
                     if self.held.len() < self.cfg.max_held && self.asked.contains_key(&from) {
                         self.held.push_back((from, ev));
-                        return;
+                        return None;
                     }
                 }
                 ev
             }
-            event => PeerEvent::File { xfer: x, event },
-        };
-        self.events.push_back(ev);
+            event => PeerEvent::File {
+                xfer: x,
+                info: self.file(x)?,
+                event,
+            },
+        })
     }
 
     /// A transfer frame arrived on connection `id`; false if it breaks the protocol (the connection is then
@@ -581,9 +596,11 @@ impl Peer {
         }
         match &mut t.side {
             Side::In { .. } => {
-                self.xfers.remove(x.key());
+                let gone = self.xfers.remove(x.key());
+                let info = self.file_info(&gone);
                 self.events.push_back(PeerEvent::File {
                     xfer: x,
+                    info,
                     event: FileEvent::Cut {
                         reason: "the sender's connection closed".into(),
                         retry_in: None,
@@ -603,8 +620,10 @@ impl Peer {
                 *backoff = (*backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(8));
                 *next_try = now + *backoff;
                 let retry_in = Some(*backoff);
+                let Some(info) = self.file(x) else { return };
                 self.events.push_back(PeerEvent::File {
                     xfer: x,
+                    info,
                     event: FileEvent::Cut {
                         reason: "the connection to the receiver closed".into(),
                         retry_in,

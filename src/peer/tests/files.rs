@@ -55,6 +55,7 @@ impl MemDisk {
                 if let PeerEvent::File {
                     xfer,
                     event: FileEvent::Offered { .. },
+                    ..
                 } = e
                     && peer.file(*xfer).is_some_and(|f| f.state == "offered")
                 {
@@ -326,6 +327,7 @@ fn a_declined_offer_fails_the_sender_and_is_not_retried() {
             PeerEvent::File {
                 xfer,
                 event: FileEvent::Offered { .. },
+                ..
             } => Some(*xfer),
             _ => None,
         })

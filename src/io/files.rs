@@ -1,0 +1,176 @@
+//! The disk side of the peer's file transfers (issue 16): what the sans-IO [`Peer`] lends through
+//! [`Peer::poll_disk`] and [`Peer::with_disk`] is done here. An outgoing transfer reads from the files its
+//! [`Listing`] walked; an incoming one writes into an [`Incoming`] store in the directory its user chose.
+//!
+//! A transfer's id is derived from who sends, to whom, and what (every path, size and hash), so offering the
+//! same thing to the same person again, also from a new run, resumes where the receiver stopped.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use crate::io::incoming::Incoming;
+use crate::io::outgoing::{self, Listing};
+use crate::io::transfer::{do_actions, offered, resume_point};
+use crate::peer::{Disk, FileSendError, Peer, Target, XferId};
+use crate::time::Instant;
+use crate::transfer::VERIFY_INTERVAL;
+use crate::transfer::frame::TransferId;
+use crate::transfer::send::ReadError;
+
+/// Received transfers remembered for [`Files::take_received`] at most.
+const MAX_RECEIVED: usize = 64;
+
+/// Where a received transfer is and what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The file or folder, in the directory it was accepted into (numbered if its name was taken).
+    pub path: PathBuf,
+    /// Bytes in all.
+    pub size: u64,
+    /// The file's BLAKE3 (hex), checked against the sender's; for a folder, none (each of its files was
+    /// checked).
+    pub hash: Option<String>,
+}
+
+/// The files behind the peer's transfers.
+#[derive(Default)]
+pub struct Files {
+    outgoing: HashMap<XferId, Listing>,
+    incoming: HashMap<XferId, Incoming>,
+    received: VecDeque<(XferId, Received)>,
+}
+
+/// A hex string of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id of sending `listing` from `from` (our key) to `to`: the same for the same thing to the same
+/// receiver, different for anything else.
+pub fn transfer_id(from: &[u8; 32], to: &Target, listing: &Listing) -> TransferId {
+    let mut h = blake3::Hasher::new_derive_key("multiproto 2026 transfer id");
+    h.update(from);
+    h.update(to.to_string().as_bytes());
+    h.update(&[0]);
+    for e in &listing.entries {
+        h.update(e.path.as_bytes());
+        h.update(&[0, u8::from(e.dir)]);
+        h.update(&e.size.to_be_bytes());
+        h.update(&e.hash);
+    }
+    let mut id = [0; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    TransferId(id)
+}
+
+impl Files {
+    /// No transfers.
+    pub fn new() -> Files {
+        Files::default()
+    }
+
+    /// Walks `path` (a file or a folder; every file hashed) and offers it to `to`.
+    pub fn send(
+        &mut self,
+        peer: &mut Peer,
+        now: Instant,
+        to: Target,
+        path: &Path,
+    ) -> Result<(XferId, u64, usize), String> {
+        let listing =
+            outgoing::list(path, outgoing::Limits::default()).map_err(|e| e.to_string())?;
+        let me = peer.config().identity.public();
+        let id = transfer_id(&me.0, &to, &listing);
+        let x = peer
+            .send_files(now, to, id, &listing.name, offered(&listing))
+            .map_err(|e| match e {
+                FileSendError::To(e) => e.to_string(),
+                e => format!("{}: {e}", path.display()),
+            })?;
+        let (total, count) = (listing.total, listing.entries.len());
+        self.outgoing.insert(x, listing);
+        Ok((x, total, count))
+    }
+
+    /// Accepts offer `x` into `dir` (made if missing), resuming from what an earlier run left there.
+    pub fn accept(
+        &mut self,
+        peer: &mut Peer,
+        now: Instant,
+        x: XferId,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let Some(info) = peer.file(x).filter(|f| !f.outgoing && f.state == "offered") else {
+            return Err("no such offer (it may have been withdrawn)".into());
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let store = Incoming::open(dir, &info.id.0).map_err(|e| e.to_string())?;
+        let held = resume_point(&store);
+        self.incoming.insert(x, store);
+        peer.accept_file(now, x, held);
+        Ok(())
+    }
+
+    /// What a received transfer became (once, after [`crate::peer::FileEvent::Recv`] reported it received).
+    pub fn take_received(&mut self, x: XferId) -> Option<Received> {
+        let i = self.received.iter().position(|(y, _)| *y == x)?;
+        self.received.remove(i).map(|(_, r)| r)
+    }
+
+    /// Does the disk work the peer's transfers have now, and forgets the files of transfers that are over.
+    pub fn run(&mut self, peer: &mut Peer, now: Instant) {
+        while let Some(x) = peer.poll_disk() {
+            let mut finished = None;
+            let size = peer.file(x).map_or(0, |f| f.total);
+            let (outgoing, incoming) = (&self.outgoing, &mut self.incoming);
+            peer.with_disk(now, x, |d| match d {
+                Disk::Send(s) => {
+                    let Some(r) = s.poll_read() else { return };
+                    let read = outgoing
+                        .get(&x)
+                        .and_then(|l| l.entries.get(r.index as usize))
+                        .ok_or_else(|| ReadError::Io("no such entry".into()))
+                        .and_then(|e| {
+                            e.read_at(r.offset, r.len)
+                                .map_err(|err| ReadError::Changed(err.to_string()))
+                        });
+                    match read {
+                        Ok(bytes) => s.handle_read(r.index, r.offset, bytes),
+                        Err(e) => s.handle_read_error(r.index, e),
+                    }
+                }
+                Disk::Recv(r) => match incoming.get_mut(&x) {
+                    Some(store) => {
+                        let done = do_actions(r, store, VERIFY_INTERVAL);
+                        if r.is_done() {
+                            finished = Some(done);
+                        }
+                    }
+                    // Actions before an accept cannot be; a receiver with no store is cancelled.
+                    None => r.cancel(),
+                },
+            });
+            if let Some(done) = finished
+                && let Some(store) = self.incoming.remove(&x)
+            {
+                let single = done.last().map(|(_, h)| hex(h));
+                let path = store.top().unwrap_or_default();
+                let hash = if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                    single
+                } else {
+                    None
+                };
+                if let Err(e) = store.done() {
+                    log::warn!("transfer received, but its work directory stays: {e}");
+                }
+                if self.received.len() >= MAX_RECEIVED {
+                    self.received.pop_front();
+                }
+                self.received.push_back((x, Received { path, size, hash }));
+            }
+        }
+        self.outgoing.retain(|x, _| peer.file(*x).is_some());
+        self.incoming.retain(|x, _| peer.file(*x).is_some());
+    }
+}
