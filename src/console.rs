@@ -18,6 +18,7 @@
 //! back; meanwhile messages still flow to peers already known.
 
 pub mod editor;
+pub mod files;
 pub mod paste;
 pub mod style;
 
@@ -77,6 +78,10 @@ pub struct Options {
     pub daemon_wait: Duration,
     /// Bounds of the message history.
     pub history: history::Limits,
+    /// Where accepted files go unless `accept N DIR` says otherwise.
+    pub downloads: PathBuf,
+    /// What offers of files may be (larger ones are refused without asking).
+    pub file_limits: crate::transfer::recv::Limits,
 }
 
 /// Where a message typed at the console goes.
@@ -148,6 +153,16 @@ pub enum Command {
     History(Option<String>, usize),
     /// Show the kept messages that have every one of these words.
     Search(String),
+    /// Send a file or a folder: to whom, the path as typed.
+    File(Target, String),
+    /// Accept offer N, into a directory (as typed) or the default one.
+    Accept(u32, Option<String>),
+    /// Decline offer N.
+    Decline(u32),
+    /// Stop transfer N, either way.
+    Cancel(u32),
+    /// List the transfers.
+    Transfers,
     /// Show the commands.
     Help,
     /// Leave.
@@ -190,6 +205,10 @@ pub enum CommandError {
     QueryUsage,
     /// `all` without text.
     AllUsage,
+    /// `file` without a receiver or a path.
+    FileUsage,
+    /// `accept`, `decline`, `cancel` without a transfer number (the word says which).
+    TransferUsage(&'static str),
     /// Not a command.
     Unknown(String),
 }
@@ -208,6 +227,11 @@ impl std::fmt::Display for CommandError {
                 f.write_str("usage: query NAME|#CHANNEL|*   (query alone goes back to commands)")
             }
             CommandError::AllUsage => f.write_str("usage: all text   (the same as msg * text)"),
+            CommandError::FileUsage => f.write_str("usage: file NAME PATH   (a file or a folder)"),
+            CommandError::TransferUsage("accept") => {
+                f.write_str("usage: accept N [DIR]   (N from the offer, or from `transfers`)")
+            }
+            CommandError::TransferUsage(w) => write!(f, "usage: {w} N   (N from `transfers`)"),
             CommandError::NameUsage(w) => write!(f, "usage: {w} NAME"),
             CommandError::HistoryUsage => f.write_str("usage: history [NAME] [COUNT]"),
             CommandError::SearchUsage => f.write_str("usage: search WORDS"),
@@ -314,6 +338,43 @@ pub fn parse_command(line: &str) -> Result<Command, CommandError> {
             })
         }
         "channels" | "ch" => Ok(Command::Channels),
+        "transfers" | "tr" => Ok(Command::Transfers),
+        "file" | "f" => {
+            let rest = rest.trim();
+            let (to, path) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            if to.is_empty() || path.trim().is_empty() {
+                return Err(CommandError::FileUsage);
+            }
+            let Dest::One(to) = Dest::parse(to)? else {
+                // Files go to one person at a time: each receiver accepts for themselves.
+                return Err(CommandError::FileUsage);
+            };
+            Ok(Command::File(to, path.trim().to_string()))
+        }
+        w @ ("accept" | "decline" | "cancel") => {
+            let usage = match w {
+                "accept" => "accept",
+                "decline" => "decline",
+                _ => "cancel",
+            };
+            let rest = rest.trim();
+            let (n, dir) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let n = n
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(CommandError::TransferUsage(usage))?;
+            let dir = dir.trim();
+            match usage {
+                "accept" => Ok(Command::Accept(
+                    n,
+                    (!dir.is_empty()).then(|| dir.to_string()),
+                )),
+                _ if !dir.is_empty() => Err(CommandError::TransferUsage(usage)),
+                "decline" => Ok(Command::Decline(n)),
+                _ => Ok(Command::Cancel(n)),
+            }
+        }
         "query" | "q" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
             [] => Ok(Command::Query(None)),
             [to] => Ok(Command::Query(Some(Dest::parse(to)?))),
@@ -352,6 +413,11 @@ pub const HELP: &str = "commands (short forms in brackets; a leading / is allowe
   nick NEWNAME          change your nickname without leaving (your key owns the new one; history follows)
   whois NAME            NAME's key fingerprint, and whether it is the one remembered from before
   trust NAME            accept NAME's new key after it changed (check its fingerprint with NAME first)
+  file NAME PATH [f]     send a file or a folder to NAME (Tab completes the path); NAME accepts first
+  accept N [DIR]        take offer N, into DIR or the downloads folder; a cut transfer offered again resumes
+  decline N             refuse offer N
+  cancel N              stop transfer N, either way (what arrived and was verified is kept)
+  transfers [tr]        the transfers: offered, under way, waiting to retry
   history [NAME|#CH] [N] the last N messages (20) with NAME or in #CH, or all, kept across runs [h]
   search WORDS          the kept messages that have every one of the words [s]
   help [?]              this text
@@ -528,6 +594,8 @@ struct Console {
     history: Option<History>,
     /// Query mode: where plain lines go.
     query: Option<Dest>,
+    /// File transfers as the console shows them.
+    transfers: files::Transfers,
 }
 
 /// A sent message whose echo waits for its receipt.
@@ -601,6 +669,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
     let style = Style::for_stdout();
     // The session first: it blocks SIGINT/SIGTERM, and the editor's threads must inherit that mask.
     let mut sess = Session::open(opts.setup.clone(), opts.chat)?;
+    sess.chat.peer.set_file_limits(opts.file_limits.clone());
     // A closed terminal ends the console like `exit`: the roster hears we left, waiting messages are kept.
     sess.io
         .reactor
@@ -646,6 +715,7 @@ pub fn run(opts: Options) -> io::Result<ExitCode> {
         batch_until: None,
         question: None,
         roster_seen: false,
+        transfers: files::Transfers::default(),
     };
     c.open_history();
     c.restore_outbox();
@@ -1298,6 +1368,11 @@ impl Console {
                 }
             }
             Step::Run(Command::Channels) => self.show_channels(),
+            Step::Run(Command::File(to, path)) => self.send_file(to, &path),
+            Step::Run(Command::Accept(n, dir)) => self.accept_file(n, dir.as_deref()),
+            Step::Run(Command::Decline(n)) => self.decline_file(n),
+            Step::Run(Command::Cancel(n)) => self.cancel_file(n),
+            Step::Run(Command::Transfers) => self.show_transfers(),
             Step::Run(Command::Query(to)) => self.set_query(to),
             Step::Run(Command::Away(message)) => {
                 if let Err(e) = self.sess.io.client.set_away(message) {
@@ -1425,6 +1500,9 @@ impl Console {
         if let Ui::Editor(e) = &self.ui {
             e.set_prompt(&prompt(&self.me, to));
         }
+        // With the transfers' progress in front, if any.
+        self.transfers.reset_prompt();
+        self.refresh_prompt();
     }
 
     fn peer_event(&mut self, p: &PeerEvent) {
@@ -1518,7 +1596,7 @@ impl Console {
                     None => self.notice(Some(Kind::Error), &mark),
                 }
             }
-            PeerEvent::File { .. } => {}
+            PeerEvent::File { xfer, event, info } => self.file_event(*xfer, event, info),
         }
     }
 
@@ -1771,6 +1849,8 @@ impl Console {
                 if let Ui::Editor(e) = &self.ui {
                     e.set_prompt(&prompt(&to, self.query));
                 }
+                self.transfers.reset_prompt();
+                self.refresh_prompt();
                 self.notice(
                     Some(Kind::Good),
                     &format!(
@@ -1931,6 +2011,41 @@ mod tests {
         );
         assert_eq!(parse_command(""), Ok(Command::Nothing));
         assert_eq!(parse_command("exit"), Ok(Command::Exit));
+    }
+
+    #[test]
+    fn file_commands_parse() {
+        let bob = Nick::new("bob").unwrap();
+        assert_eq!(
+            parse_command("file bob ~/My Documents/report.pdf "),
+            Ok(Command::File(
+                Target::Nick(bob),
+                "~/My Documents/report.pdf".into()
+            ))
+        );
+        assert_eq!(
+            parse_command("/f 10.0.0.2:4000 x"),
+            Ok(Command::File(
+                Target::Addr("10.0.0.2:4000".parse().unwrap()),
+                "x".into()
+            ))
+        );
+        for bad in ["file", "file bob", "file #ops x", "file * x"] {
+            assert_eq!(parse_command(bad), Err(CommandError::FileUsage), "{bad}");
+        }
+        assert_eq!(parse_command("accept 3"), Ok(Command::Accept(3, None)));
+        assert_eq!(
+            parse_command("accept 3 /srv/in box"),
+            Ok(Command::Accept(3, Some("/srv/in box".into())))
+        );
+        assert_eq!(parse_command("decline 2"), Ok(Command::Decline(2)));
+        assert_eq!(parse_command("cancel 1"), Ok(Command::Cancel(1)));
+        assert_eq!(parse_command("transfers"), Ok(Command::Transfers));
+        for bad in ["accept", "accept 0", "accept x", "decline 2 x", "cancel"] {
+            let e = parse_command(bad).unwrap_err();
+            assert!(matches!(e, CommandError::TransferUsage(_)), "{bad}");
+            assert!(e.to_string().starts_with("usage: "), "{e}");
+        }
     }
 
     #[test]

@@ -905,3 +905,71 @@ fn a_nickname_confusable_with_an_online_one_is_refused_naming_the_look_alike() {
     // alice is undisturbed: still registered, no one else joined.
     assert!(!alice.screen().contains("\u{430}lice joined"));
 }
+
+/// Waits until the screen, its wrapped lines joined again, contains `needle`.
+fn unwrapped(c: &Console, needle: &str) {
+    c.wait(&format!("{needle:?}"), |s| {
+        s.replace('\n', "").contains(needle)
+    });
+}
+
+#[test]
+fn a_file_is_offered_with_tab_completed_path_accepted_and_received() {
+    skip_unless!(tmux_installed());
+    let net = Net::new("console-file", 131);
+    let _mpd = Mpd::start(&net, &[]);
+    let inbox = net.dir.join("inbox");
+    let bob = Console::start(
+        &net,
+        "bob",
+        &net.dir.join("bob"),
+        &["--downloads", &inbox.to_string_lossy()],
+        &[],
+        "console-file",
+    );
+    bob.wait_ready();
+    let alice = Console::start(
+        &net,
+        "alice",
+        &net.dir.join("alice"),
+        &[],
+        &[],
+        "console-file",
+    );
+    alice.wait_ready();
+    alice.wait_for("online: bob");
+    let outbox = net.dir.join("out");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(outbox.join("quarterly-report.bin"), &bytes).unwrap();
+    // Tab completes the receiver, then the path (the folder holds one file).
+    alice.type_text("file b");
+    alice.keys(&["Tab"]);
+    alice.wait_cursor_line("alice> file bob");
+    alice.type_text(&format!("{}/quar", outbox.display()));
+    alice.keys(&["Tab"]);
+    alice.wait("the completed path", |_| {
+        alice
+            .cursor_line()
+            .trim_end()
+            .ends_with("quarterly-report.bin")
+    });
+    alice.keys(&["Enter"]);
+    alice.wait_for("transfer 1: offering");
+    unwrapped(
+        &bob,
+        "alice offers quarterly-report.bin (3.0 MiB): accept 1",
+    );
+    bob.type_text("accept 1");
+    bob.keys(&["Enter"]);
+    unwrapped(&alice, "every byte verified");
+    unwrapped(&bob, "every file's hash matched");
+    assert_eq!(
+        std::fs::read(inbox.join("quarterly-report.bin")).unwrap(),
+        bytes
+    );
+    // Nothing is left in flight on either side.
+    alice.type_text("transfers");
+    alice.keys(&["Enter"]);
+    alice.wait_for("no transfers");
+}

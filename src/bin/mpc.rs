@@ -95,6 +95,10 @@ struct Args {
     /// the most files and folders in one transfer accepted (default 100000)
     #[argh(option, default = "100_000")]
     max_receive_files: u32,
+    /// where the console puts accepted files unless `accept N DIR` names another place (default
+    /// $XDG_DOWNLOAD_DIR or ~/Downloads; made when first needed)
+    #[argh(option)]
+    downloads: Option<PathBuf>,
     #[argh(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -1277,6 +1281,11 @@ fn main() -> ExitCode {
             state_dir: state_dir(&a),
             daemon_wait: Duration::from_secs(a.timeout),
             history: history_limits(&a),
+            downloads: a
+                .downloads
+                .clone()
+                .unwrap_or_else(multiproto::console::files::default_downloads),
+            file_limits: files::receive_limits(&a),
         }),
     };
     r.unwrap_or_else(|e| {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mio::{Registry, Token, Waker};
-use rustyline::completion::{Completer, Pair};
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
@@ -31,9 +31,29 @@ pub const HISTORY_MAX: usize = 1000;
 /// The history file's name in the state directory.
 pub const HISTORY_FILE: &str = "history";
 /// The commands offered by Tab at the start of a line.
-pub const COMMANDS: [&str; 17] = [
-    "list", "msg", "all", "query", "join", "part", "channels", "away", "back", "nick", "whois",
-    "trust", "history", "search", "help", "exit", "quit",
+pub const COMMANDS: [&str; 22] = [
+    "list",
+    "msg",
+    "all",
+    "query",
+    "join",
+    "part",
+    "channels",
+    "away",
+    "back",
+    "nick",
+    "whois",
+    "trust",
+    "history",
+    "search",
+    "file",
+    "accept",
+    "decline",
+    "cancel",
+    "transfers",
+    "help",
+    "exit",
+    "quit",
 ];
 
 /// What the input thread reports.
@@ -59,9 +79,21 @@ enum Print {
     Flush(Sender<()>),
 }
 
-/// Tab completion: commands first, nicknames after `msg `.
+/// Tab completion: commands first, nicknames after `msg `, paths after `file NAME ` and `accept N `.
 pub struct ConsoleHelper {
     nicks: Arc<Mutex<Vec<String>>>,
+    paths: FilenameCompleter,
+}
+
+/// Whether the cursor at `pos` is in a path argument: `file NAME PATH` or `accept N DIR`.
+pub fn in_path_argument(line: &str, pos: usize) -> bool {
+    let before = line.get(..pos).unwrap_or(line).trim_start();
+    let before = before.strip_prefix('/').unwrap_or(before);
+    let mut words = before.splitn(3, char::is_whitespace);
+    matches!(
+        (words.next(), words.next(), words.next()),
+        (Some("file" | "f" | "accept"), Some(w), Some(_)) if !w.is_empty()
+    )
 }
 
 /// Completion candidates for `line` with the cursor at `pos`: where the replaced word starts, and the words
@@ -82,18 +114,21 @@ pub fn complete(line: &str, pos: usize, nicks: &[String]) -> (usize, Vec<Pair>) 
                 .filter(|c| c.starts_with(typed))
                 .map(|c| {
                     // Commands that take an argument get their space.
-                    let rep =
-                        if matches!(*c, "list" | "channels" | "back" | "help" | "exit" | "quit") {
-                            c.to_string()
-                        } else {
-                            format!("{c} ")
-                        };
+                    let rep = if matches!(
+                        *c,
+                        "list" | "channels" | "back" | "transfers" | "help" | "exit" | "quit"
+                    ) {
+                        c.to_string()
+                    } else {
+                        format!("{c} ")
+                    };
                     pair(c, rep)
                 })
                 .collect(),
         ),
         Some((
-            "msg" | "m" | "query" | "q" | "join" | "j" | "part" | "whois" | "trust" | "history",
+            "msg" | "m" | "query" | "q" | "join" | "j" | "part" | "whois" | "trust" | "history"
+            | "file" | "f",
             rest,
         )) => {
             let word = rest.trim_start();
@@ -123,6 +158,9 @@ impl Completer for ConsoleHelper {
         pos: usize,
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        if in_path_argument(line, pos) {
+            return self.paths.complete_path(line, pos);
+        }
         let nicks = self.nicks.lock().unwrap_or_else(|e| e.into_inner());
         Ok(complete(line, pos, &nicks))
     }
@@ -199,6 +237,7 @@ impl Editor {
             rustyline::Editor::with_config(config).map_err(rl_err)?;
         rl.set_helper(Some(ConsoleHelper {
             nicks: nicks.clone(),
+            paths: FilenameCompleter::new(),
         }));
         let history = state_dir.join(HISTORY_FILE);
         if history.exists()
@@ -428,5 +467,17 @@ mod tests {
         // Past the nickname, nothing: the text is free.
         assert!(words("msg bob he", &["bob", "hector"]).1.is_empty());
         assert!(words("list x", &["bob"]).1.is_empty());
+        assert_eq!(words("file b", &["bob"]), (5, vec!["bob ".to_string()]));
+    }
+
+    #[test]
+    fn paths_are_completed_after_the_receiver_of_file_and_the_number_of_accept() {
+        assert!(in_path_argument("file bob ~/Doc", 14));
+        assert!(in_path_argument("/file bob ", 10));
+        assert!(in_path_argument("accept 3 /tm", 12));
+        assert!(!in_path_argument("file bo", 7));
+        assert!(!in_path_argument("file ", 5));
+        assert!(!in_path_argument("msg bob hello", 13));
+        assert!(!in_path_argument("decline 3 x", 11));
     }
 }
