@@ -174,10 +174,11 @@ proptest! {
     }
 
     /// Arbitrary bytes, alone or behind a transfer frame's type byte and a plausible length prefix, never
-    /// panic and meet every check of the `transfer_frame` fuzz target.
+    /// panic and meet every check of the `transfer_frame` fuzz target (and alone, of `chat_wire`).
     #[test]
     fn frames_arbitrary_bytes(tail in bytes(96), t in 16u8..=22, framed in any::<bool>()) {
         transfer_checks::transfer_frame(&tail);
+        transfer_checks::chat_wire(&tail);
         let mut body = vec![t];
         body.extend_from_slice(&tail);
         transfer_checks::transfer_frame(&body);
@@ -190,6 +191,33 @@ proptest! {
                 Err(e) => prop_assert_eq!(got.result, Err(e)),
             }
         }
+    }
+
+    /// A connection to the chat port carries HELLO, then transfer frames (or chat frames): any mix, split
+    /// anywhere, reads back as exactly those frames through the one reader both kinds share, and meets the
+    /// `chat_wire` fuzz target's checks.
+    #[test]
+    fn chat_and_transfer_frames_share_one_stream(
+        files in prop::collection::vec(small_frame(), 0..4),
+        text in utf8(64, 32),
+        sizes in prop::collection::vec(1..300usize, 1..4),
+    ) {
+        use multiproto::peer::frame::Frame as Chat;
+        use multiproto::peer::wire::Wire;
+        let hello = Chat::Hello { nick: multiproto::nick::Nick::new("ann").unwrap(), instance: 9 };
+        let msg = Chat::Msg { id: 1, sent_ms: 2, scope: multiproto::group::Scope::Direct, text };
+        let mut want = vec![Wire::Chat(hello)];
+        want.extend(files.into_iter().map(Wire::File));
+        want.push(Wire::Chat(msg));
+        let mut stream = Vec::new();
+        for w in &want {
+            match w {
+                Wire::Chat(f) => f.encode(&mut stream),
+                Wire::File(f) => f.encode(&mut stream),
+            }
+        }
+        let got = transfer_checks::wire_stream(&stream, &sizes);
+        prop_assert_eq!(got, Outcome { frames: want, result: Ok(()), buffered: 0 });
     }
 
     /// Every proper prefix of a frame: the body parser refuses it (a DATA frame past its header is a

@@ -5,6 +5,8 @@
 //!
 //! - [`frame_body`]: `Frame::parse` never panics, refuses only as `Malformed` (and `parse_why` agrees), and a
 //!   frame that parses is within every bound and re-encodes to exactly its bytes.
+//! - [`wire_stream`] (the `chat_wire` target): the same with both kinds of frame, as a connection to the chat
+//!   port carries them (`peer::wire`).
 //! - [`frame_stream`]: the bytes as a connection's stream, into `transfer::frame::Reader` whole and in chunks,
 //!   compared with the independent model decoder of `parser_checks` (the chat frames' framing is the same).
 //! - [`encoders`]: frames built from the input (its text as names, paths and reasons; its bytes as numbers,
@@ -22,6 +24,7 @@
 use std::path::{Component, Path};
 
 use multiproto::peer::frame::Body;
+use multiproto::peer::wire::Wire;
 use multiproto::transfer::frame::{
     EntryKind, FailCode, Frame, FrameError, MAX_DATA, MAX_ENTRIES, MAX_FRAME, MAX_REASON,
     MAX_RESUME, MAX_SIZE, MAX_WIRE_PATH, Resume, TransferId, encode_data,
@@ -96,6 +99,34 @@ fn within_bounds(f: &Frame) {
         Frame::Done { .. } => {}
         Frame::Fail { reason, .. } => assert!(reason.len() <= MAX_REASON),
     }
+}
+
+/// A body from a connection to the chat port (`peer::wire::Wire`): a type byte of 16 or more is a transfer
+/// frame (every [`frame_body`] check), anything else a chat frame (every `chat_body` check).
+pub fn wire_body(body: &[u8]) -> Result<Wire, FrameError> {
+    match body.first() {
+        Some(&t) if t >= 16 => frame_body(body).map(Wire::File),
+        _ => crate::parser_checks::chat_body(body).map(Wire::Chat),
+    }
+}
+
+/// A stream as a connection to the chat port carries it, chat and transfer frames in any mix: the model
+/// with [`wire_body`], the reader fed whole and in `sizes` chunks agree, with the larger of the two kinds'
+/// bounds on one frame.
+pub fn wire_stream(stream: &[u8], sizes: &[usize]) -> Outcome<Wire> {
+    assert_eq!(
+        <Wire as Body>::MAX,
+        MAX_FRAME.max(multiproto::peer::frame::MAX_FRAME)
+    );
+    stream_of(stream, sizes, wire_body)
+}
+
+/// The `chat_wire` fuzz target: the input as a body and as a chunked stream (`chat_frame`'s format) of
+/// either kind of frame.
+pub fn chat_wire(data: &[u8]) {
+    let _ = wire_body(data);
+    let (sizes, stream) = split_input(data);
+    wire_stream(stream, &sizes);
 }
 
 /// A stream of transfer frames: the model, the reader fed whole and in `sizes` chunks agree (with the

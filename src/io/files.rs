@@ -103,6 +103,18 @@ impl Files {
         let Some(info) = peer.file(x).filter(|f| !f.outgoing && f.state == "offered") else {
             return Err("no such offer (it may have been withdrawn)".into());
         };
+        // The same transfer still receiving on an older connection (its sender's side of it died without
+        // our side noticing): that one goes first, or two stores would write the same work files.
+        let older: Vec<XferId> = self
+            .incoming
+            .keys()
+            .filter(|y| **y != x && peer.file(**y).is_some_and(|f| f.id == info.id))
+            .copied()
+            .collect();
+        for y in older {
+            self.incoming.remove(&y);
+            peer.cancel_file(now, y);
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let store = Incoming::open(dir, &info.id.0).map_err(|e| e.to_string())?;
