@@ -893,6 +893,7 @@ impl Console {
                     return Ok(code);
                 }
             }
+            self.offers_prepared();
             if self.batch_until.is_some_and(|t| now >= t)
                 && let Flow::Leave(code) = self.run_batch()
             {

@@ -116,10 +116,12 @@ impl Session {
 
     /// One loop turn: waits for I/O, signals or timers (or `deadline`), handles them, and queues events.
     pub fn turn(&mut self, deadline: Option<Instant>) -> io::Result<()> {
-        let wake = match (self.chat.peer.poll_timeout(), deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Files being hashed for an offer are hashed a step per turn: no sleeping meanwhile.
+        let busy = self.chat.files.busy().then(|| self.now());
+        let wake = [self.chat.peer.poll_timeout(), busy, deadline]
+            .into_iter()
+            .flatten()
+            .min();
         self.io.turn(wake, &mut self.app)?;
         let now = self.now();
         let wall = self.wall_ms();

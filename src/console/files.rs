@@ -136,48 +136,57 @@ impl Console {
         }
     }
 
-    /// `file NAME PATH`.
+    /// `file NAME PATH`: the path is walked now and hashed in steps while the console goes on; the offer
+    /// goes when it is hashed ([`Console::offers_prepared`]).
     pub(super) fn send_file(&mut self, to: Target, typed: &str) {
         let path = expand_home(typed);
-        let now = self.sess.now();
-        self.notice(
-            Some(Kind::System),
-            &format!("reading {} to offer it to {to}...", path.display()),
-        );
-        let chat = &mut self.sess.chat;
-        match chat.files.send(&mut chat.peer, now, to, &path) {
-            Ok((x, total, count)) => {
+        match self.sess.chat.files.prepare(to, &path) {
+            Ok((_, total, count)) => {
                 let what = if count == 1 {
                     human(total)
                 } else {
                     format!("{} in {count} files and folders", human(total))
                 };
-                let online = match to {
-                    Target::Nick(n) => self
-                        .sess
-                        .io
-                        .client
-                        .roster()
-                        .get(&n)
-                        .is_some_and(|e| e.status == crate::registry::wire::Status::Online),
-                    Target::Addr(_) => true,
-                };
-                let wait = if online {
-                    format!("waiting for {to} to accept")
-                } else {
-                    format!("{to} is offline: offered when {to} is back, while this runs")
-                };
                 self.notice(
                     Some(Kind::System),
-                    &format!(
-                        "transfer {}: offering {} ({what}) to {to}; {wait} (cancel {} to stop)",
-                        x.number(),
-                        path.display(),
-                        x.number()
-                    ),
+                    &format!("reading {} ({what}) to offer it to {to}...", path.display()),
                 );
             }
             Err(e) => self.notice(Some(Kind::Error), &format!("not sent: {e}")),
+        }
+    }
+
+    /// Offers whose files are hashed now: said, with how to stop them.
+    pub(super) fn offers_prepared(&mut self) {
+        while let Some(p) = self.sess.chat.files.poll_prepared() {
+            let (to, path) = (p.to, p.path.display());
+            let (x, _, _) = match p.result {
+                Ok(r) => r,
+                Err(e) => {
+                    self.notice(Some(Kind::Error), &format!("{path} not sent: {e}"));
+                    continue;
+                }
+            };
+            let online = match to {
+                Target::Nick(n) => self
+                    .sess
+                    .io
+                    .client
+                    .roster()
+                    .get(&n)
+                    .is_some_and(|e| e.status == crate::registry::wire::Status::Online),
+                Target::Addr(_) => true,
+            };
+            let wait = if online {
+                format!("waiting for {to} to accept")
+            } else {
+                format!("{to} is offline: offered when {to} is back, while this runs")
+            };
+            let n = x.number();
+            self.notice(
+                Some(Kind::System),
+                &format!("transfer {n}: offering {path} to {to}; {wait} (cancel {n} to stop)"),
+            );
         }
     }
 

@@ -32,10 +32,39 @@ pub struct Received {
     pub hash: Option<String>,
 }
 
+/// Bytes hashed per [`Files::run`] while a listing is being prepared: a few milliseconds of work, so the loop
+/// keeps answering chat and heartbeats however large the file.
+const HASH_STEP: u64 = 4 << 20;
+
+/// A listing being hashed, to be offered when it is.
+struct Preparing {
+    id: u64,
+    to: Target,
+    path: PathBuf,
+    listing: Listing,
+    hashing: outgoing::Hashing,
+}
+
+/// A prepared offer's outcome ([`Files::poll_prepared`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// What [`Files::prepare`] returned.
+    pub id: u64,
+    /// To whom.
+    pub to: Target,
+    /// What.
+    pub path: PathBuf,
+    /// The transfer, its bytes and its entries; or why it could not be offered.
+    pub result: Result<(XferId, u64, usize), String>,
+}
+
 /// The files behind the peer's transfers.
 #[derive(Default)]
 pub struct Files {
     outgoing: HashMap<XferId, Listing>,
+    preparing: VecDeque<Preparing>,
+    prepared: VecDeque<Prepared>,
+    next_prepare: u64,
     incoming: HashMap<XferId, Incoming>,
     received: VecDeque<(XferId, Received)>,
 }
@@ -69,7 +98,8 @@ impl Files {
         Files::default()
     }
 
-    /// Walks `path` (a file or a folder; every file hashed) and offers it to `to`.
+    /// Walks `path` (a file or a folder; every file hashed) and offers it to `to`. The hashing is done
+    /// here, at once: see [`Files::prepare`] for a caller that must keep answering meanwhile.
     pub fn send(
         &mut self,
         peer: &mut Peer,
@@ -79,6 +109,47 @@ impl Files {
     ) -> Result<(XferId, u64, usize), String> {
         let listing =
             outgoing::list(path, outgoing::Limits::default()).map_err(|e| e.to_string())?;
+        self.offer(peer, now, to, path, listing)
+    }
+
+    /// Walks `path` now (names and sizes only) and hashes it in steps of [`HASH_STEP`] bytes during
+    /// [`Files::run`], offering it to `to` when done; the outcome comes from [`Files::poll_prepared`] under
+    /// the number returned here, with the listing's bytes and entries.
+    pub fn prepare(&mut self, to: Target, path: &Path) -> Result<(u64, u64, usize), String> {
+        let listing =
+            outgoing::scan(path, outgoing::Limits::default()).map_err(|e| e.to_string())?;
+        self.next_prepare += 1;
+        let id = self.next_prepare;
+        let (total, count) = (listing.total, listing.entries.len());
+        self.preparing.push_back(Preparing {
+            id,
+            to,
+            path: path.to_path_buf(),
+            listing,
+            hashing: outgoing::Hashing::default(),
+        });
+        Ok((id, total, count))
+    }
+
+    /// Listings are being hashed: [`Files::run`] has work to do at once (the loop should not sleep).
+    pub fn busy(&self) -> bool {
+        !self.preparing.is_empty()
+    }
+
+    /// The next prepared offer's outcome.
+    pub fn poll_prepared(&mut self) -> Option<Prepared> {
+        self.prepared.pop_front()
+    }
+
+    /// Offers `listing` (walked from `path`, every file hashed) to `to`.
+    pub fn offer(
+        &mut self,
+        peer: &mut Peer,
+        now: Instant,
+        to: Target,
+        path: &Path,
+        listing: Listing,
+    ) -> Result<(XferId, u64, usize), String> {
         let me = peer.config().identity.public();
         let id = transfer_id(&me.0, &to, &listing);
         let x = peer
@@ -184,5 +255,28 @@ impl Files {
         }
         self.outgoing.retain(|x, _| peer.file(*x).is_some());
         self.incoming.retain(|x, _| peer.file(*x).is_some());
+        self.hash_step(peer, now);
+    }
+
+    /// Hashes the first listing being prepared a step further, and offers it once it is hashed.
+    fn hash_step(&mut self, peer: &mut Peer, now: Instant) {
+        let Some(p) = self.preparing.front_mut() else {
+            return;
+        };
+        let result = match p.hashing.step(&mut p.listing, HASH_STEP) {
+            Ok(false) => return,
+            Ok(true) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        let Some(p) = self.preparing.pop_front() else {
+            return;
+        };
+        let result = result.and_then(|()| self.offer(peer, now, p.to, &p.path, p.listing));
+        self.prepared.push_back(Prepared {
+            id: p.id,
+            to: p.to,
+            path: p.path,
+            result,
+        });
     }
 }

@@ -113,6 +113,14 @@ fn utf8_name(p: &Path) -> Result<String, ListError> {
 
 /// Walks `path` (a file or a folder) into what is offered, hashing every file.
 pub fn list(path: &Path, limits: Limits) -> Result<Listing, ListError> {
+    let mut l = scan(path, limits)?;
+    Hashing::default().step(&mut l, u64::MAX)?;
+    Ok(l)
+}
+
+/// Walks `path` as [`list`] does, but leaves every file's hash to [`Hashing`]: only names and metadata are
+/// read, so a caller with other work (a chat to keep answering) hashes in steps between it.
+pub fn scan(path: &Path, limits: Limits) -> Result<Listing, ListError> {
     let meta = fs::symlink_metadata(path).map_err(|e| io_err(&e, "read", path))?;
     let name = utf8_name(path)?;
     let mut l = Listing {
@@ -150,17 +158,87 @@ fn room(l: &Listing, limits: Limits, more: u64) -> Result<(), ListError> {
 fn add_file(l: &mut Listing, p: &Path, offered: String, limits: Limits) -> Result<(), ListError> {
     let meta = fs::metadata(p).map_err(|e| io_err(&e, "read", p))?;
     room(l, limits, meta.len())?;
-    let (size, hash) = file_hash::hash_file(p).map_err(|e| io_err(&e, "read", p))?;
-    l.total += size;
+    l.total += meta.len();
     l.entries.push(Entry {
         path: offered,
         dir: false,
-        size,
-        hash,
+        size: meta.len(),
+        hash: [0; 32],
         source: p.to_path_buf(),
         modified: meta.modified().ok(),
     });
     Ok(())
+}
+
+/// Hashes a [`scan`]ned listing's files in order, a bounded number of bytes per [`Hashing::step`], holding
+/// one open file and one read buffer.
+#[derive(Default)]
+pub struct Hashing {
+    /// The entry to hash next (or being hashed).
+    next: usize,
+    /// The file being hashed, its hasher so far, and how many of its bytes that is.
+    open: Option<(File, blake3::Hasher, u64)>,
+    buf: Vec<u8>,
+}
+
+impl Hashing {
+    /// Hashes about `budget` more bytes (at least one read's worth); whether every file is hashed now. A
+    /// file that is not the size it was when scanned, or was modified meanwhile, is an error: its hash would
+    /// not describe it.
+    pub fn step(&mut self, l: &mut Listing, budget: u64) -> Result<bool, ListError> {
+        let mut spent = 0u64;
+        while self.next < l.entries.len() {
+            let e = &mut l.entries[self.next];
+            if e.dir {
+                self.next += 1;
+                continue;
+            }
+            if spent >= budget {
+                return Ok(false);
+            }
+            let (f, h, done) = match &mut self.open {
+                Some(o) => o,
+                None => {
+                    let f = File::open(&e.source).map_err(|err| io_err(&err, "read", &e.source))?;
+                    self.open.insert((f, blake3::Hasher::new(), 0))
+                }
+            };
+            if *done < e.size {
+                if self.buf.is_empty() {
+                    self.buf = vec![0; file_hash::CHUNK];
+                }
+                let want = usize::try_from(e.size - *done)
+                    .map_or(file_hash::CHUNK, |n| n.min(file_hash::CHUNK));
+                let n = match f.read_at(&mut self.buf[..want], *done) {
+                    Ok(0) => return Err(changed(&e.source)),
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(io_err(&err, "read", &e.source)),
+                };
+                h.update(&self.buf[..n]);
+                *done += n as u64;
+                spent += n as u64;
+                continue;
+            }
+            let meta = f
+                .metadata()
+                .map_err(|err| io_err(&err, "read", &e.source))?;
+            if meta.len() != e.size || meta.modified().ok() != e.modified {
+                return Err(changed(&e.source));
+            }
+            e.hash = *h.finalize().as_bytes();
+            self.open = None;
+            self.next += 1;
+        }
+        Ok(true)
+    }
+}
+
+fn changed(p: &Path) -> ListError {
+    ListError::Io(format!(
+        "{} changed while it was being read; offer it again once it is written",
+        p.display()
+    ))
 }
 
 fn walk(l: &mut Listing, dir: &Path, offered: String, limits: Limits) -> Result<(), ListError> {
@@ -275,6 +353,37 @@ mod tests {
             max_total: 5,
         };
         assert!(matches!(list(&top, few_bytes), Err(ListError::TooLarge(_))));
+    }
+
+    #[test]
+    fn hashing_in_small_steps_gives_the_listing_list_gives() {
+        let d = temp("steps");
+        let top = d.join("f");
+        fs::create_dir_all(top.join("sub")).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        fs::write(top.join("big.bin"), &big).unwrap();
+        fs::write(top.join("empty"), b"").unwrap();
+        fs::write(top.join("sub/s.txt"), b"small").unwrap();
+        let whole = list(&top, Limits::default()).unwrap();
+        let mut l = scan(&top, Limits::default()).unwrap();
+        assert!(l.entries.iter().all(|e| e.hash == [0; 32]));
+        let mut h = Hashing::default();
+        let mut steps = 0;
+        while !h.step(&mut l, 10_000).unwrap() {
+            steps += 1;
+            assert!(steps < 1000);
+        }
+        assert!(steps >= 3, "hashed in {steps} steps");
+        assert_eq!(l, whole);
+        assert_eq!(l.entries[1].hash, *blake3::hash(&big).as_bytes());
+        // A file that changes between the scan and its hashing is refused.
+        let mut l = scan(&top, Limits::default()).unwrap();
+        fs::write(top.join("big.bin"), b"shorter now").unwrap();
+        let e = Hashing::default().step(&mut l, u64::MAX).unwrap_err();
+        assert!(
+            e.to_string().contains("changed while it was being read"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use argh::FromArgs;
 
 use multiproto::client::ClientEvent;
 use multiproto::client::roster::Applied;
+use multiproto::io::outgoing;
 use multiproto::nick::Nick;
 use multiproto::peer::{FileEvent, FileInfo, PeerEvent, Target, XferId};
 use multiproto::registry::wire::Status;
@@ -117,15 +118,22 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
             return Ok(ExitCode::from(1));
         }
     };
-    // Said before the daemon is looked for: a path that is not there is the user's to fix.
-    if let Err(e) = std::fs::symlink_metadata(&f.path) {
-        eprintln!(
-            "mpc: {}: {}",
-            f.path.display(),
-            multiproto::cli::os_reason(&e)
-        );
-        return Ok(ExitCode::from(1));
-    }
+    // Read and hashed before the daemon is looked for: a path that cannot be sent is the user's to fix, and
+    // the session need not wait for the hashing of a large file.
+    let scanned = outgoing::scan(&f.path, outgoing::Limits::default()).and_then(|mut l| {
+        if l.total >= 256 << 20 {
+            eprintln!("mpc: reading {} ({})...", f.path.display(), human(l.total));
+        }
+        outgoing::Hashing::default().step(&mut l, u64::MAX)?;
+        Ok(l)
+    });
+    let mut listing = match scanned {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("mpc: {}: {e}", f.path.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
     let (mut sess, deadline) = super::sender_session(a, nick)?;
     let mut xfer: Option<XferId> = None;
     let mut waited_from = sess.now();
@@ -134,12 +142,13 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
     let tty = std::io::stderr().is_terminal();
     let mut shown = sess.now();
     let mut rate = Rate::new(sess.now(), 0);
-    let offer = |sess: &mut Session, target: Target| -> Result<XferId, String> {
+    let mut offer = |sess: &mut Session, target: Target| -> Result<XferId, String> {
         let now = sess.now();
-        let (x, total, count) = sess
-            .chat
+        let listing = listing.take().ok_or("offered twice")?;
+        let chat = &mut sess.chat;
+        let (x, total, count) = chat
             .files
-            .send(&mut sess.chat.peer, now, target, &f.path)?;
+            .offer(&mut chat.peer, now, target, &f.path, listing)?;
         let what = if count == 1 {
             human(total)
         } else {
