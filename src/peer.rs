@@ -164,10 +164,39 @@ pub struct ConnId(u64);
 
 impl ConnId {
     fn new(key: usize, generation: u32) -> Self {
-        ConnId(((key as u64) << 32) | u64::from(generation))
+        ConnId(pack(key, generation))
     }
     fn key(self) -> usize {
         (self.0 >> 32) as usize
+    }
+}
+
+/// A slab slot and the generation of what it holds, in one number: the names of connections and transfers,
+/// so that a name kept after its connection or transfer is gone never reaches whatever takes the slot next.
+fn pack(key: usize, generation: u32) -> u64 {
+    ((key as u64) << 32) | u64::from(generation)
+}
+
+/// What slab entries named by [`pack`]ed numbers carry.
+trait Generational {
+    fn generation(&self) -> u32;
+}
+
+/// The entry `packed` names, if its slot still holds that generation.
+fn slot<T: Generational>(slab: &Slab<T>, packed: u64) -> Option<&T> {
+    slab.get((packed >> 32) as usize)
+        .filter(|t| t.generation() == packed as u32)
+}
+
+/// [`slot`], mutable.
+fn slot_mut<T: Generational>(slab: &mut Slab<T>, packed: u64) -> Option<&mut T> {
+    slab.get_mut((packed >> 32) as usize)
+        .filter(|t| t.generation() == packed as u32)
+}
+
+impl Generational for Conn {
+    fn generation(&self) -> u32 {
+        self.generation
     }
 }
 
@@ -638,15 +667,11 @@ impl Peer {
     }
 
     fn get(&self, id: ConnId) -> Option<&Conn> {
-        self.conns
-            .get(id.key())
-            .filter(|c| c.generation == id.0 as u32)
+        slot(&self.conns, id.0)
     }
 
     fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.key())
-            .filter(|c| c.generation == id.0 as u32)
+        slot_mut(&mut self.conns, id.0)
     }
 
     fn new_conn(
@@ -964,33 +989,9 @@ impl Peer {
                 if now < d.next_try {
                     return;
                 }
-                // IK to the roster's key for the nickname: ask for it first if we do not have it. An address
-                // given directly has no key anyone vouches for: XX.
-                let key = match to {
-                    Target::Nick(n) => match self.keys.get(&n) {
-                        Some(k) => Some(*k),
-                        None => {
-                            self.want_key(now, n);
-                            return;
-                        }
-                    },
-                    Target::Addr(_) => None,
+                let Some(c) = self.open_conn(now, to, addr, None) else {
+                    return;
                 };
-                let (chan, first) = {
-                    let mut keys = Keys {
-                        me: &self.cfg.identity,
-                        psk: self.cfg.psk.as_ref(),
-                        seeds: &mut self.seeds,
-                    };
-                    Channel::outgoing(&mut keys, key.as_ref())
-                };
-                let c = self.new_conn(now, Dir::Out(to), addr, false, chan, first);
-                self.actions.push_back(Action::Connect { conn: c, addr });
-                let hello = Frame::Hello {
-                    nick: self.cfg.me,
-                    instance: self.cfg.instance,
-                };
-                self.queue_frame(c, &hello);
                 if let Some(d) = self.dests.get_mut(&to) {
                     d.conn = Some(c);
                 }
@@ -1024,6 +1025,47 @@ impl Peer {
         }
         // Its ACK deadline, earlier than an idle connection's.
         self.arm(conn);
+    }
+
+    /// Opens a connection to `to` at `addr` (for transfer `xfer`, or for chat) and queues our HELLO. IK to
+    /// the roster's key for a nickname, asked for first if we do not have it (then `None`: the caller tries
+    /// again when the answer comes); XX to an address given directly, whose key nobody vouches for.
+    fn open_conn(
+        &mut self,
+        now: Instant,
+        to: Target,
+        addr: SocketAddr,
+        xfer: Option<XferId>,
+    ) -> Option<ConnId> {
+        let key = match to {
+            Target::Nick(n) => match self.keys.get(&n) {
+                Some(k) => Some(*k),
+                None => {
+                    self.want_key(now, n);
+                    return None;
+                }
+            },
+            Target::Addr(_) => None,
+        };
+        let (chan, first) = {
+            let mut keys = Keys {
+                me: &self.cfg.identity,
+                psk: self.cfg.psk.as_ref(),
+                seeds: &mut self.seeds,
+            };
+            Channel::outgoing(&mut keys, key.as_ref())
+        };
+        let c = self.new_conn(now, Dir::Out(to), addr, false, chan, first);
+        if let Some(conn) = self.get_mut(c) {
+            conn.xfer = xfer;
+        }
+        self.actions.push_back(Action::Connect { conn: c, addr });
+        let hello = Frame::Hello {
+            nick: self.cfg.me,
+            instance: self.cfg.instance,
+        };
+        self.queue_frame(c, &hello);
+        Some(c)
     }
 
     /// A connection came in from `addr`. `None` means refuse it (close it at once): too many connections.

@@ -902,31 +902,15 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     loop {
         sess.turn(Some(deadline))?;
         while let Some(ev) = sess.poll_event() {
-            if let Some(code) = ends_early(&ev, &sess) {
+            if let Some(code) = ends_early(&ev, &sess).or_else(|| key_changed(&ev, target)) {
                 return finish(&mut sess, code);
             }
             match ev {
-                SessionEvent::KeyChanged {
-                    nick: peer,
-                    remembered,
-                    now,
-                } if matches!(target, Target::Nick(t) if t.same_folded(&peer)) => {
-                    eprintln!("mpc: {}", key_changed_message(peer, remembered, now));
-                    return finish(&mut sess, 1);
-                }
                 SessionEvent::Client(ClientEvent::Roster(Applied::Snapshot(_)))
                     if sent.is_none() =>
                 {
                     let Target::Nick(n) = target else { continue };
-                    // `send JOSÉ` finds José as `msg` does: by the case-folded form, if just one matches.
-                    let roster = sess.io.client.roster();
-                    let found = roster.get(&n).cloned().or_else(|| {
-                        let mut alike = roster.entries().filter(|e| e.nick.same_folded(&n));
-                        match (alike.next(), alike.next()) {
-                            (Some(e), None) => Some(e.clone()),
-                            _ => None,
-                        }
-                    });
+                    let found = in_roster(&sess, &n);
                     match found {
                         Some(e) if e.status == Status::Online => match send_now(&mut sess)? {
                             Some(id) => sent = Some(id),
@@ -984,6 +968,19 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
     }
 }
 
+/// The roster's entry for `n` as typed, or else the one entry `n` names in another case: `send JOSÉ` finds
+/// José as `msg` does, by the case-folded form, if just one matches.
+fn in_roster(sess: &Session, n: &Nick) -> Option<Entry> {
+    let roster = sess.io.client.roster();
+    roster.get(n).cloned().or_else(|| {
+        let mut alike = roster.entries().filter(|e| e.nick.same_folded(n));
+        match (alike.next(), alike.next()) {
+            (Some(e), None) => Some(e.clone()),
+            _ => None,
+        }
+    })
+}
+
 /// The session of a one-shot sender (`mpc send`): an observer that speaks under `nick`, so it claims the
 /// nickname (the daemon must know it as this key's, or receivers show the message as from an unknown key);
 /// and when its `--timeout` runs out.
@@ -1018,6 +1015,22 @@ fn ends_early(ev: &SessionEvent, sess: &Session) -> Option<u8> {
             Some(1)
         }
         SessionEvent::Client(ev) if trust(ev, &sess.io.client) => Some(1),
+        _ => None,
+    }
+}
+
+/// A one-shot sender to `target` stops (exit 1) when the daemon gives `target` another key than the one
+/// remembered: nothing goes to a key nobody checked (said, with what to do).
+fn key_changed(ev: &SessionEvent, target: Target) -> Option<u8> {
+    match ev {
+        SessionEvent::KeyChanged {
+            nick,
+            remembered,
+            now,
+        } if matches!(target, Target::Nick(t) if t.same_folded(nick)) => {
+            eprintln!("mpc: {}", key_changed_message(*nick, *remembered, *now));
+            Some(1)
+        }
         _ => None,
     }
 }

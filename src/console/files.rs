@@ -40,14 +40,19 @@ pub fn human(n: u64) -> String {
 pub fn progress(now: Instant, since: Instant, from: u64, done: u64, total: u64) -> String {
     let pct = (done as f64 * 100.0 / total.max(1) as f64).floor();
     let mut s = format!("{pct:.0}% of {}", human(total));
-    let secs = now.saturating_since(since).as_secs_f64();
-    let moved = done.saturating_sub(from);
-    if secs >= 0.5 && moved > 0 {
-        let rate = moved as f64 / secs;
-        let left = total.saturating_sub(done) as f64 / rate;
-        s += &format!(", {}/s, {:.0} s left", human(rate as u64), left.ceil());
+    if let Some(rate) = rate(now, since, from, done) {
+        let left = total.saturating_sub(done) as f64 / rate as f64;
+        s += &format!(", {}/s, {:.0} s left", human(rate), left.ceil());
     }
     s
+}
+
+/// Bytes a second since `since` (when `from` bytes were done) now that `done` are, once there is enough to
+/// tell (half a second, a byte).
+pub fn rate(now: Instant, since: Instant, from: u64, done: u64) -> Option<u64> {
+    let secs = now.saturating_since(since).as_secs_f64();
+    let moved = done.saturating_sub(from);
+    (secs >= 0.5 && moved > 0).then(|| (moved as f64 / secs) as u64)
 }
 
 /// The directory received files go to by default: `$XDG_DOWNLOAD_DIR`, else `~/Downloads`, else the

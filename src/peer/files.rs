@@ -33,7 +33,7 @@ pub struct XferId(u64);
 
 impl XferId {
     fn new(key: usize, generation: u32) -> Self {
-        XferId(((key as u64) << 32) | u64::from(generation))
+        XferId(pack(key, generation))
     }
     fn key(self) -> usize {
         (self.0 >> 32) as usize
@@ -179,17 +179,19 @@ pub(super) struct Xfer {
     side: Side,
 }
 
+impl Generational for Xfer {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
 impl Peer {
     fn xfer(&self, x: XferId) -> Option<&Xfer> {
-        self.xfers
-            .get(x.key())
-            .filter(|t| t.generation == x.0 as u32)
+        slot(&self.xfers, x.0)
     }
 
     fn xfer_mut(&mut self, x: XferId) -> Option<&mut Xfer> {
-        self.xfers
-            .get_mut(x.key())
-            .filter(|t| t.generation == x.0 as u32)
+        slot_mut(&mut self.xfers, x.0)
     }
 
     fn add_xfer(&mut self, t: impl FnOnce(u32) -> Xfer) -> XferId {
@@ -668,14 +670,7 @@ impl Peer {
     /// Opens outgoing transfer `x`'s connection if it has none and can have one now.
     fn pump_file(&mut self, now: Instant, x: XferId) {
         let Some(t) = self.xfer(x) else { return };
-        let Side::Out {
-            to,
-            next_try,
-            entries,
-            high_water,
-            ..
-        } = &t.side
-        else {
+        let Side::Out { to, next_try, .. } = &t.side else {
             return;
         };
         if t.conn.is_some() || t.ended || now < *next_try {
@@ -683,49 +678,28 @@ impl Peer {
         }
         let to = *to;
         let Some(addr) = self.addr_of(to) else { return };
-        let key = match to {
-            Target::Nick(n) => match self.keys.get(&n) {
-                Some(k) => Some(*k),
-                None => {
-                    self.want_key(now, n);
-                    return;
-                }
-            },
-            Target::Addr(_) => None,
+        let Some(c) = self.open_conn(now, to, addr, Some(x)) else {
+            return;
         };
-        // The first connection uses the sender made when the transfer was started; a later one starts
-        // afresh from the offer, told how far the earlier ones got.
-        let fresh = matches!(t.side, Side::Out { core: None, .. }).then(|| {
-            let cfg = send::Config {
-                sent_before: *high_water,
-                ..send::Config::default()
-            };
-            Sender::new(t.id, &t.name, entries.clone(), cfg)
-        });
-        let (chan, first) = {
-            let mut keys = Keys {
-                me: &self.cfg.identity,
-                psk: self.cfg.psk.as_ref(),
-                seeds: &mut self.seeds,
-            };
-            Channel::outgoing(&mut keys, key.as_ref())
-        };
-        let c = self.new_conn(now, Dir::Out(to), addr, false, chan, first);
-        if let Some(conn) = self.get_mut(c) {
-            conn.xfer = Some(x);
-        }
-        self.actions.push_back(Action::Connect { conn: c, addr });
-        let hello = Frame::Hello {
-            nick: self.cfg.me,
-            instance: self.cfg.instance,
-        };
-        self.queue_frame(c, &hello);
         if let Some(t) = self.xfer_mut(x)
-            && let Side::Out { core, .. } = &mut t.side
+            && let Side::Out {
+                core,
+                entries,
+                high_water,
+                ..
+            } = &mut t.side
         {
             t.conn = Some(c);
-            if let Some(Ok(s)) = fresh {
-                *core = Some(Box::new(s));
+            // The first connection uses the sender made when the transfer was started; a later one starts
+            // afresh from the offer, told how far the earlier ones got.
+            if core.is_none() {
+                let cfg = send::Config {
+                    sent_before: *high_water,
+                    ..send::Config::default()
+                };
+                if let Ok(s) = Sender::new(t.id, &t.name, entries.clone(), cfg) {
+                    *core = Some(Box::new(s));
+                }
             }
         }
         self.flush_file(now, x);

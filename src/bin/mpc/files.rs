@@ -11,6 +11,7 @@ use argh::FromArgs;
 
 use multiproto::client::ClientEvent;
 use multiproto::client::roster::Applied;
+use multiproto::console::files::{human, progress, rate};
 use multiproto::io::outgoing;
 use multiproto::nick::Nick;
 use multiproto::peer::{FileEvent, FileInfo, PeerEvent, Target, XferId};
@@ -20,7 +21,7 @@ use multiproto::time::Instant;
 use multiproto::transfer::recv::{Limits, RecvEvent};
 use multiproto::transfer::send::SendEvent;
 
-use super::{Args, NO_DAEMON, ends_early, finish, key_changed_message, no_daemon_message};
+use super::{Args, NO_DAEMON, ends_early, finish, key_changed, no_daemon_message};
 
 /// send a file or a folder (and everything in it) to PEER, straight to its client over an encrypted
 /// connection of its own, and exit 0 once PEER has every byte and every file's BLAKE3 matched. PEER's user
@@ -53,50 +54,6 @@ pub fn receive_limits(a: &Args) -> Limits {
         max_files: a.max_receive_files,
         max_file_size: a.max_receive,
         ..Limits::default()
-    }
-}
-
-/// `n` bytes for people: `512 B`, `1.5 MiB`.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// A transfer's rate and time left, from its start and how far it is.
-pub struct Rate {
-    start: Instant,
-    from: u64,
-}
-
-impl Rate {
-    /// Measuring from `done` bytes at `now`.
-    pub fn new(now: Instant, done: u64) -> Rate {
-        Rate {
-            start: now,
-            from: done,
-        }
-    }
-
-    /// "12.0 MiB/s, 40 s left" at `done` of `total`.
-    pub fn describe(&self, now: Instant, done: u64, total: u64) -> String {
-        let secs = now.saturating_since(self.start).as_secs_f64();
-        let moved = done.saturating_sub(self.from);
-        if secs < 0.2 || moved == 0 {
-            return String::new();
-        }
-        let rate = moved as f64 / secs;
-        let left = (total.saturating_sub(done)) as f64 / rate;
-        format!(", {}/s, {:.0} s left", human(rate as u64), left.ceil())
     }
 }
 
@@ -141,7 +98,8 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
     let mut accepted = false;
     let tty = std::io::stderr().is_terminal();
     let mut shown = sess.now();
-    let mut rate = Rate::new(sess.now(), 0);
+    // Since when, and from how many bytes, the rate is measured (bytes held from before are not sent now).
+    let mut since = (sess.now(), 0);
     let mut offer = |sess: &mut Session, target: Target| -> Result<XferId, String> {
         let now = sess.now();
         let listing = listing.take().ok_or("offered twice")?;
@@ -178,33 +136,18 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
         };
         sess.turn(Some(wake.min(now + Duration::from_secs(1))))?;
         while let Some(ev) = sess.poll_event() {
-            if let Some(code) = ends_early(&ev, &sess) {
+            if let Some(code) = ends_early(&ev, &sess).or_else(|| key_changed(&ev, target)) {
                 if xfer.is_some() {
                     eprintln!("mpc: stopped; run the same command again to resume");
                 }
                 return finish(&mut sess, code);
             }
             match ev {
-                SessionEvent::KeyChanged {
-                    nick: peer,
-                    remembered,
-                    now,
-                } if matches!(target, Target::Nick(t) if t.same_folded(&peer)) => {
-                    eprintln!("mpc: {}", key_changed_message(peer, remembered, now));
-                    return finish(&mut sess, 1);
-                }
                 SessionEvent::Client(ClientEvent::Roster(Applied::Snapshot(_)))
                     if xfer.is_none() =>
                 {
                     let Target::Nick(n) = target else { continue };
-                    let roster = sess.io.client.roster();
-                    let found = roster.get(&n).cloned().or_else(|| {
-                        let mut alike = roster.entries().filter(|e| e.nick.same_folded(&n));
-                        match (alike.next(), alike.next()) {
-                            (Some(e), None) => Some(e.clone()),
-                            _ => None,
-                        }
-                    });
+                    let found = super::in_roster(&sess, &n);
                     match found {
                         Some(e) if e.status == Status::Online => {
                             target = Target::Nick(e.nick);
@@ -242,7 +185,7 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
                         FileEvent::Send(SendEvent::Accepted { skipped }) => {
                             accepted = true;
                             last_move = now;
-                            rate = Rate::new(now, skipped);
+                            since = (now, skipped);
                             if skipped > 0 {
                                 eprintln!(
                                     "mpc: accepted; {} are there already and are not sent again",
@@ -259,10 +202,8 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
                             if tty && now.saturating_since(shown) >= Duration::from_millis(500) {
                                 shown = now;
                                 eprint!(
-                                    "\r\x1b[Ksent {} of {}{}",
-                                    human(verified),
-                                    human(total),
-                                    rate.describe(now, verified, total)
+                                    "\r\x1b[Ksent {}",
+                                    progress(now, since.0, since.1, verified, total)
                                 );
                             }
                         }
@@ -272,11 +213,12 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
                             }
                             let size = info.total;
                             // What resuming cost: bytes sent before, by a connection that was cut.
+                            let speed = rate(now, since.0, since.1, size)
+                                .map_or_else(String::new, |r| format!(" at {}/s", human(r)));
                             println!(
-                                "sent {} to {target}: {}, verified{}; sent again after a cut: {} bytes",
+                                "sent {} to {target}: {}, verified{speed}; sent again after a cut: {} bytes",
                                 f.path.display(),
                                 human(size),
-                                rate.describe(now, size, size),
                                 info.resent
                             );
                             return finish(&mut sess, 0);
@@ -336,8 +278,8 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
 /// one) and turns the events into JSON lines, progress at most twice a second per transfer.
 pub struct ListenFiles {
     dir: Option<PathBuf>,
-    /// Accepted transfers: when progress was last said, and the rate.
-    shown: HashMap<XferId, (Instant, Rate)>,
+    /// Accepted transfers: when progress was last said, and since when it is measured.
+    shown: HashMap<XferId, (Instant, Instant)>,
 }
 
 impl ListenFiles {
@@ -391,7 +333,7 @@ impl ListenFiles {
                             eprintln!("mpc: cannot accept {name}: {e}");
                             sess.chat.peer.decline_file(now, x);
                         } else {
-                            self.shown.insert(x, (now, Rate::new(now, 0)));
+                            self.shown.insert(x, (now, now));
                         }
                     }
                     None => {
@@ -405,7 +347,7 @@ impl ListenFiles {
             FileEvent::Recv(RecvEvent::Progress {
                 verified, total, ..
             }) => {
-                let (last, rate) = self.shown.get_mut(&x)?;
+                let (last, since) = self.shown.get_mut(&x)?;
                 if now.saturating_since(*last) < Duration::from_millis(500) {
                     return None;
                 }
@@ -413,10 +355,7 @@ impl ListenFiles {
                 let mut v = base("file_progress");
                 v["bytes"] = (*verified).into();
                 v["size"] = (*total).into();
-                v["progress"] = rate
-                    .describe(now, *verified, *total)
-                    .trim_start_matches(", ")
-                    .into();
+                v["progress"] = progress(now, *since, 0, *verified, *total).into();
                 Some(v)
             }
             FileEvent::Recv(RecvEvent::Received { .. }) => {
