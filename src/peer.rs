@@ -788,8 +788,10 @@ impl Peer {
         }
     }
 
-    /// `from` is now called `to` (the same key, the daemon says): messages waiting for `from` go to `to`.
+    /// `from` is now called `to` (the same key, the daemon says): messages waiting for `from` go to `to`, and
+    /// so do transfers (their connections go on: the key is the same).
     fn follow_rename(&mut self, now: Instant, from: Nick, to: Nick) {
+        self.files_follow_rename(from, to);
         let Some(mut d) = self.dests.remove(&Target::Nick(from)) else {
             return;
         };

@@ -652,6 +652,17 @@ impl Peer {
         }
     }
 
+    /// Outgoing transfers to `from` are to `to` now (a rename).
+    pub(super) fn files_follow_rename(&mut self, from: Nick, to: Nick) {
+        for (_, t) in self.xfers.iter_mut() {
+            if let Side::Out { to: o, .. } = &mut t.side
+                && *o == Target::Nick(from)
+            {
+                *o = Target::Nick(to);
+            }
+        }
+    }
+
     /// When the earliest outgoing transfer waiting to be tried again is due, if it can be tried.
     pub(super) fn files_due(&self) -> Option<Instant> {
         self.xfers

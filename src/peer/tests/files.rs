@@ -472,3 +472,24 @@ fn a_transfer_connection_carries_nothing_else() {
     p.handle_data(now, 1, s.conn, &sealed);
     assert!(closed(&mut p, s.conn));
 }
+
+#[test]
+fn a_transfer_follows_its_receiver_through_a_rename() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let (now, bob, at) = (net.now, nick("bob"), net.nodes[1].listen);
+    net.nodes[0].peer.set_contact(now, bob, at, false);
+    let x = offer_file(&mut net, pattern(7000, 8), true);
+    // bob is robert now (the same key, the daemon says), and online under that name.
+    let robert = nick("robert");
+    let key = net.nodes[1].peer.cfg.identity.public();
+    net.nodes[0].peer.follow_rename(now, bob, robert);
+    net.nodes[0].peer.set_key(now, robert, Some(key));
+    net.nodes[0].peer.set_contact(now, robert, at, true);
+    assert_eq!(
+        net.nodes[0].peer.file(x).unwrap().peer,
+        Target::Nick(robert)
+    );
+    net.settle();
+    assert!(sent_done(&net));
+    assert_eq!(received(&net, "report.pdf"), Some(pattern(7000, 8)));
+}
