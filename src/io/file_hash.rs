@@ -22,19 +22,85 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
 /// A file shorter than `len` is an error ([`io::ErrorKind::UnexpectedEof`]): the part on disk is not what
 /// the offset says.
 pub fn hash_prefix(path: &Path, len: u64) -> io::Result<blake3::Hasher> {
-    let mut f = File::open(path)?;
-    let mut h = blake3::Hasher::new();
-    let n = feed(&mut h, &mut f, len)?;
-    if n < len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "{} has {n} bytes, not the {len} its transfer says were written",
-                path.display()
-            ),
-        ));
+    let mut s = Stepped::open(path, len)?;
+    s.step(u64::MAX)?;
+    Ok(s.into_hasher())
+}
+
+/// The first `len` bytes of a file hashed a bounded number of bytes at a time ([`Stepped::step`]), so that
+/// a loop with other work (chat, heartbeats) hashes a large file between it.
+pub struct Stepped {
+    file: File,
+    path: std::path::PathBuf,
+    hasher: blake3::Hasher,
+    done: u64,
+    len: u64,
+    buf: Vec<u8>,
+}
+
+impl Stepped {
+    /// Opens `path` to hash its first `len` bytes.
+    pub fn open(path: &Path, len: u64) -> io::Result<Stepped> {
+        Ok(Stepped {
+            file: File::open(path)?,
+            path: path.to_path_buf(),
+            hasher: blake3::Hasher::new(),
+            done: 0,
+            len,
+            buf: Vec::new(),
+        })
     }
-    Ok(h)
+
+    /// Hashes about `budget` more bytes (at least one read's worth); true once all `len` are. A file
+    /// shorter than `len` is an error ([`io::ErrorKind::UnexpectedEof`]).
+    pub fn step(&mut self, budget: u64) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        if self.buf.is_empty() && self.done < self.len {
+            self.buf = vec![0; CHUNK];
+        }
+        let mut spent = 0u64;
+        while self.done < self.len {
+            if spent >= budget {
+                return Ok(false);
+            }
+            let want = usize::try_from(self.len - self.done).map_or(CHUNK, |n| n.min(CHUNK));
+            let n = match self.file.read_at(&mut self.buf[..want], self.done) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{} has {} bytes, not the {} expected",
+                            self.path.display(),
+                            self.done,
+                            self.len
+                        ),
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.hasher.update(&self.buf[..n]);
+            self.done += n as u64;
+            spent += n as u64;
+        }
+        Ok(true)
+    }
+
+    /// Bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
+        self.done
+    }
+
+    /// The open file (to check it is still the one meant).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The hasher, after what was hashed.
+    pub fn into_hasher(self) -> blake3::Hasher {
+        self.hasher
+    }
 }
 
 /// Feeds at most `limit` bytes of `r` to `h`, [`CHUNK`] at a time; returns how many.
@@ -85,6 +151,14 @@ mod tests {
         let e = hash_prefix(&p, bytes.len() as u64 + 1).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(e.to_string().contains("not the"), "{e}");
+        // In small steps, the same.
+        let mut s = Stepped::open(&p, bytes.len() as u64).unwrap();
+        let mut steps = 0;
+        while !s.step(1000).unwrap() {
+            steps += 1;
+        }
+        assert!(steps >= 3, "a read per step at least, so {steps} steps");
+        assert_eq!(*s.into_hasher().finalize().as_bytes(), h);
         let empty = temp("empty", b"");
         assert_eq!(
             hash_file(&empty).unwrap(),

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
+use crate::io::file_hash;
 use crate::io::incoming::Incoming;
 use crate::io::outgoing::{self, Listing};
 use crate::io::transfer::{do_actions, offered, resume_point};
@@ -15,6 +16,7 @@ use crate::peer::{Disk, FileSendError, Peer, Target, XferId};
 use crate::time::Instant;
 use crate::transfer::VERIFY_INTERVAL;
 use crate::transfer::frame::TransferId;
+use crate::transfer::recv::ResumePoint;
 use crate::transfer::send::ReadError;
 
 /// Received transfers remembered for [`Files::take_received`] at most.
@@ -45,6 +47,14 @@ struct Preparing {
     hashing: outgoing::Hashing,
 }
 
+/// An accepted offer whose resumed part is being hashed before the answer goes.
+struct Accepting {
+    x: XferId,
+    store: Incoming,
+    held: ResumePoint,
+    part: file_hash::Stepped,
+}
+
 /// A prepared offer's outcome ([`Files::poll_prepared`]).
 #[derive(Debug)]
 pub struct Prepared {
@@ -63,6 +73,7 @@ pub struct Prepared {
 pub struct Files {
     outgoing: HashMap<XferId, Listing>,
     preparing: VecDeque<Preparing>,
+    accepting: Vec<Accepting>,
     prepared: VecDeque<Prepared>,
     next_prepare: u64,
     incoming: HashMap<XferId, Incoming>,
@@ -131,9 +142,10 @@ impl Files {
         Ok((id, total, count))
     }
 
-    /// Listings are being hashed: [`Files::run`] has work to do at once (the loop should not sleep).
+    /// Listings, or received parts to resume from, are being hashed: [`Files::run`] has work to do at once
+    /// (the loop should not sleep).
     pub fn busy(&self) -> bool {
-        !self.preparing.is_empty()
+        !self.preparing.is_empty() || !self.accepting.is_empty()
     }
 
     /// The next prepared offer's outcome.
@@ -174,22 +186,40 @@ impl Files {
         let Some(info) = peer.file(x).filter(|f| !f.outgoing && f.state == "offered") else {
             return Err("no such offer (it may have been withdrawn)".into());
         };
+        if self.accepting.iter().any(|a| a.x == x) {
+            return Err("accepted already: what arrived of it before is being checked".into());
+        }
         // The same transfer still receiving on an older connection (its sender's side of it died without
         // our side noticing): that one goes first, or two stores would write the same work files.
         let older: Vec<XferId> = self
             .incoming
             .keys()
+            .chain(self.accepting.iter().map(|a| &a.x))
             .filter(|y| **y != x && peer.file(**y).is_some_and(|f| f.id == info.id))
             .copied()
             .collect();
         for y in older {
             self.incoming.remove(&y);
+            self.accepting.retain(|a| a.x != y);
             peer.cancel_file(now, y);
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let store = Incoming::open(dir, &info.id.0).map_err(|e| e.to_string())?;
         let held = resume_point(&store);
+        // What an earlier run received of the entry under way is hashed again before the answer (it goes
+        // on from there), in steps, so a large part does not stop the loop.
+        if let Some(r) = held.partial.first()
+            && let Ok(part) = file_hash::Stepped::open(&store.part_path(r.index), r.offset)
+        {
+            self.accepting.push(Accepting {
+                x,
+                store,
+                held,
+                part,
+            });
+            return Ok(());
+        }
         self.incoming.insert(x, store);
         peer.accept_file(now, x, held);
         Ok(())
@@ -255,7 +285,31 @@ impl Files {
         }
         self.outgoing.retain(|x, _| peer.file(*x).is_some());
         self.incoming.retain(|x, _| peer.file(*x).is_some());
+        self.accept_step(peer, now);
         self.hash_step(peer, now);
+    }
+
+    /// Hashes the first part of an accepted transfer a step further, and answers the offer once it is hashed
+    /// (an offer withdrawn meanwhile is forgotten).
+    fn accept_step(&mut self, peer: &mut Peer, now: Instant) {
+        self.accepting
+            .retain(|a| peer.file(a.x).is_some_and(|f| f.state == "offered"));
+        let Some(a) = self.accepting.first_mut() else {
+            return;
+        };
+        match a.part.step(HASH_STEP) {
+            Ok(false) => return,
+            Ok(true) => {}
+            // Said when the entry begins: it reads the part again, and fails with the reason.
+            Err(e) => log::warn!("cannot read a part to resume from: {e}"),
+        }
+        let mut a = self.accepting.remove(0);
+        if let Some(r) = a.held.partial.first() {
+            let (index, offset) = (r.index, r.offset);
+            a.store.prehashed(index, offset, a.part.into_hasher());
+        }
+        self.incoming.insert(a.x, a.store);
+        peer.accept_file(now, a.x, a.held);
     }
 
     /// Hashes the first listing being prepared a step further, and offers it once it is hashed.

@@ -98,6 +98,8 @@ pub struct Incoming {
     work: PathBuf,
     state: State,
     open: Option<Open>,
+    /// The partial entry's synced bytes hashed already ([`Incoming::prehashed`]): index, length, hasher.
+    prefix: Option<(u32, u64, blake3::Hasher)>,
 }
 
 impl Incoming {
@@ -116,13 +118,31 @@ impl Incoming {
             work,
             state,
             open: None,
+            prefix: None,
         })
     }
 
     /// Where the transfer resumes: entries below the first number are finished; the second, if any, is the
     /// entry under way and how many of its bytes are safely on disk.
+    /// A partial entry whose `.part` holds fewer bytes than the state says (removed or cut short by someone)
+    /// resumes from nothing: only bytes on disk are promised.
     pub fn resume(&self) -> (u32, Option<(u32, u64)>) {
-        (self.state.complete_below, self.state.partial)
+        let partial = self.state.partial.filter(|&(i, synced)| {
+            fs::metadata(self.part_path(i)).is_ok_and(|m| m.len() >= synced)
+        });
+        (self.state.complete_below, partial)
+    }
+
+    /// Where entry `index`'s bytes are written until the entry is complete.
+    pub fn part_path(&self, index: u32) -> PathBuf {
+        self.work.join(format!("{index}.part"))
+    }
+
+    /// The first `len` bytes of entry `index`'s `.part` are hashed already (by the caller, in steps, so a
+    /// large part does not stop its loop): [`Incoming::begin`] goes on from `hasher` instead of reading
+    /// them again.
+    pub fn prehashed(&mut self, index: u32, len: u64, hasher: blake3::Hasher) {
+        self.prefix = Some((index, len, hasher));
     }
 
     /// The bytes of the entries finished.
@@ -159,8 +179,8 @@ impl Incoming {
             });
             return Ok(0);
         }
-        let part = self.work.join(format!("{index}.part"));
-        let resume = match self.state.partial {
+        let part = self.part_path(index);
+        let resume = match self.resume().1 {
             Some((i, synced)) if i == index && synced <= size => synced,
             _ => 0,
         };
@@ -173,10 +193,10 @@ impl Incoming {
         // Whatever lies beyond the synced part was never confirmed: cut it off, and hash what stays.
         file.set_len(resume)
             .map_err(|e| io_error(&e, "truncate", &part))?;
-        let hasher = if resume > 0 {
-            file_hash::hash_prefix(&part, resume).map_err(|e| io_error(&e, "read", &part))?
-        } else {
-            blake3::Hasher::new()
+        let hasher = match self.prefix.take() {
+            _ if resume == 0 => blake3::Hasher::new(),
+            Some((i, len, h)) if i == index && len == resume => h,
+            _ => file_hash::hash_prefix(&part, resume).map_err(|e| io_error(&e, "read", &part))?,
         };
         file.seek(SeekFrom::Start(resume))
             .map_err(|e| io_error(&e, "seek in", &part))?;

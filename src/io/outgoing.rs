@@ -176,9 +176,8 @@ fn add_file(l: &mut Listing, p: &Path, offered: String, limits: Limits) -> Resul
 pub struct Hashing {
     /// The entry to hash next (or being hashed).
     next: usize,
-    /// The file being hashed, its hasher so far, and how many of its bytes that is.
-    open: Option<(File, blake3::Hasher, u64)>,
-    buf: Vec<u8>,
+    /// Its hashing, once begun.
+    open: Option<file_hash::Stepped>,
 }
 
 impl Hashing {
@@ -186,6 +185,9 @@ impl Hashing {
     /// file that is not the size it was when scanned, or was modified meanwhile, is an error: its hash would
     /// not describe it.
     pub fn step(&mut self, l: &mut Listing, budget: u64) -> Result<bool, ListError> {
+        // Opening a file costs as much as reading a few KiB of one: a folder of many small files is
+        // hashed in steps too.
+        const OPEN_COST: u64 = 16 << 10;
         let mut spent = 0u64;
         while self.next < l.entries.len() {
             let e = &mut l.entries[self.next];
@@ -196,38 +198,37 @@ impl Hashing {
             if spent >= budget {
                 return Ok(false);
             }
-            let (f, h, done) = match &mut self.open {
-                Some(o) => o,
-                None => {
-                    let f = File::open(&e.source).map_err(|err| io_err(&err, "read", &e.source))?;
-                    self.open.insert((f, blake3::Hasher::new(), 0))
-                }
-            };
-            if *done < e.size {
-                if self.buf.is_empty() {
-                    self.buf = vec![0; file_hash::CHUNK];
-                }
-                let want = usize::try_from(e.size - *done)
-                    .map_or(file_hash::CHUNK, |n| n.min(file_hash::CHUNK));
-                let n = match f.read_at(&mut self.buf[..want], *done) {
-                    Ok(0) => return Err(changed(&e.source)),
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => return Err(io_err(&err, "read", &e.source)),
-                };
-                h.update(&self.buf[..n]);
-                *done += n as u64;
-                spent += n as u64;
-                continue;
+            if self.open.is_none() {
+                spent = spent.saturating_add(OPEN_COST);
             }
-            let meta = f
+            let s = match &mut self.open {
+                Some(s) => s,
+                None => self.open.insert(
+                    file_hash::Stepped::open(&e.source, e.size)
+                        .map_err(|err| io_err(&err, "read", &e.source))?,
+                ),
+            };
+            let before = s.hashed();
+            let done = s
+                .step(budget.saturating_sub(spent))
+                .map_err(|err| match err.kind() {
+                    io::ErrorKind::UnexpectedEof => changed(&e.source),
+                    _ => io_err(&err, "read", &e.source),
+                })?;
+            spent = spent.saturating_add(s.hashed() - before);
+            if !done {
+                return Ok(false);
+            }
+            let meta = s
+                .file()
                 .metadata()
                 .map_err(|err| io_err(&err, "read", &e.source))?;
             if meta.len() != e.size || meta.modified().ok() != e.modified {
                 return Err(changed(&e.source));
             }
-            e.hash = *h.finalize().as_bytes();
-            self.open = None;
+            if let Some(s) = self.open.take() {
+                e.hash = *s.into_hasher().finalize().as_bytes();
+            }
             self.next += 1;
         }
         Ok(true)

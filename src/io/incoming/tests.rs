@@ -102,6 +102,55 @@ fn a_transfer_killed_half_way_resumes_from_what_was_synced() {
 }
 
 #[test]
+fn a_resume_goes_on_from_a_prefix_hashed_by_the_caller_and_a_cut_short_part_resumes_from_nothing() {
+    let dir = temp("prehashed");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let path = sanitise_path("disk.img").unwrap();
+    {
+        let mut inc = Incoming::open(&dir, &ID).unwrap();
+        inc.begin(0, &path, false, data.len() as u64).unwrap();
+        inc.write(0, 0, &data[..120_000]).unwrap();
+        inc.sync().unwrap();
+    }
+    // The caller hashed the synced part in steps; begin goes on from that hasher.
+    let mut inc = Incoming::open(&dir, &ID).unwrap();
+    let mut part = crate::io::file_hash::Stepped::open(&inc.part_path(0), 120_000).unwrap();
+    while !part.step(50_000).unwrap() {}
+    inc.prehashed(0, 120_000, part.into_hasher());
+    assert_eq!(
+        inc.begin(0, &path, false, data.len() as u64).unwrap(),
+        120_000
+    );
+    inc.write(0, 120_000, &data[120_000..]).unwrap();
+    let placed = inc.finish(0, &hash(&data)).unwrap();
+    assert_eq!(fs::read(&placed).unwrap(), data);
+    fs::remove_file(placed).unwrap();
+    // Another transfer's part, cut short behind our back: only what is on disk is promised, so it starts
+    // over.
+    let id = [9u8; 16];
+    {
+        let mut inc = Incoming::open(&dir, &id).unwrap();
+        inc.begin(0, &path, false, data.len() as u64).unwrap();
+        inc.write(0, 0, &data[..150_000]).unwrap();
+        inc.sync().unwrap();
+    }
+    let inc = Incoming::open(&dir, &id).unwrap();
+    assert_eq!(inc.resume(), (0, Some((0, 150_000))));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(inc.part_path(0))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    assert_eq!(inc.resume(), (0, None));
+    let mut inc = Incoming::open(&dir, &id).unwrap();
+    assert_eq!(inc.begin(0, &path, false, data.len() as u64).unwrap(), 0);
+    inc.write(0, 0, &data).unwrap();
+    let placed = inc.finish(0, &hash(&data)).unwrap();
+    assert_eq!(fs::read(placed).unwrap(), data);
+}
+
+#[test]
 fn a_folder_goes_under_one_top_name_kept_across_a_restart() {
     let dir = temp("folder");
     // A folder of that name exists: the transfer's goes beside it, numbered.
