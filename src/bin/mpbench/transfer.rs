@@ -99,6 +99,15 @@ fn err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Clock ticks per second (`/proc/stat`'s unit).
+fn ticks_per_s() -> u64 {
+    // SAFETY: sysconf only reads a constant of the C library.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as u64,
+        _ => 100,
+    }
+}
+
 fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     round3(bytes as f64 / (1 << 20) as f64 / d.as_secs_f64().max(1e-9))
 }
@@ -364,6 +373,60 @@ struct Sent {
     /// CPU time of each process during the transfer.
     sender_cpu: Duration,
     receiver_before_cpu: Duration,
+    /// Time the sender spent waiting in its reactor (for the socket, the receiver, the next chat message)
+    /// from the offer to DONE.
+    sender_idle: Duration,
+    /// The machine's CPU time by kind over the transfer (`/proc/stat`).
+    machine: CpuTimes,
+}
+
+/// The machine's CPU time by kind, in clock ticks, from the first line of `/proc/stat`.
+#[derive(Copy, Clone, Debug, Default)]
+struct CpuTimes {
+    busy: u64,
+    idle: u64,
+    iowait: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// Now; zeros where `/proc/stat` cannot be read (the figures are then zero, not wrong).
+    fn read() -> CpuTimes {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+            return CpuTimes::default();
+        };
+        // cpu user nice system idle iowait irq softirq steal guest guest_nice
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
+        CpuTimes {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            idle: at(3),
+            iowait: at(4),
+            steal: at(7),
+        }
+    }
+
+    fn since(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            busy: self.busy.saturating_sub(before.busy),
+            idle: self.idle.saturating_sub(before.idle),
+            iowait: self.iowait.saturating_sub(before.iowait),
+            steal: self.steal.saturating_sub(before.steal),
+        }
+    }
+
+    /// Each kind's share of the whole, in percent: busy, idle, iowait, steal.
+    fn percent(self) -> [f64; 4] {
+        let all = (self.busy + self.idle + self.iowait + self.steal).max(1) as f64;
+        [self.busy, self.idle, self.iowait, self.steal].map(|t| round3(t as f64 * 100.0 / all))
+    }
 }
 
 /// The sending peer.
@@ -371,6 +434,8 @@ struct SenderPeer {
     reactor: Reactor,
     io: ChatIo,
     events: Vec<ReactorEvent>,
+    /// Time spent waiting in the reactor.
+    idle: Duration,
 }
 
 impl SenderPeer {
@@ -385,6 +450,7 @@ impl SenderPeer {
             reactor,
             io,
             events: Vec::new(),
+            idle: Duration::ZERO,
         })
     }
 
@@ -398,9 +464,11 @@ impl SenderPeer {
         let wait = until.saturating_duration_since(StdInstant::now());
         let limit = self.reactor.now() + wait;
         let wake = self.io.peer.poll_timeout().map_or(limit, |t| t.min(limit));
+        let t = StdInstant::now();
         self.reactor
             .turn(Some(wake), &mut self.events)
             .map_err(err("sender reactor"))?;
+        self.idle += t.elapsed();
         let (now, wall) = (self.reactor.now(), self.reactor.wall_ms());
         for ev in &self.events {
             if let ReactorEvent::Io(token, r) = *ev
@@ -434,6 +502,7 @@ fn send_file(
     let receiver_before_cpu = before.cpu;
     let sender_before = proc_stats(me)?;
     let t_list = StdInstant::now();
+    let machine = CpuTimes::read();
     let now = s.reactor.now();
     let (x, total, _) = s.io.files.send(&mut s.io.peer, now, target, src)?;
     if total != size {
@@ -443,6 +512,7 @@ fn send_file(
     }
     let offer = StdInstant::now();
     let listing = offer - t_list;
+    let mut idle_at_done = None;
     s.io.process(now, s.reactor.registry());
 
     let limit = phase_limit(size);
@@ -457,6 +527,7 @@ fn send_file(
     let mut next_sample = offer;
     let mut rss_peak_kib = before.rss_kib;
     let mut drain_from = None;
+    let mut machine_at_done = None;
     loop {
         let t = StdInstant::now();
         if done.is_some() && in_flight.is_empty() {
@@ -547,6 +618,7 @@ fn send_file(
                         let t = StdInstant::now();
                         done = Some(t);
                         drain_from = Some(t);
+                        machine_at_done = Some(CpuTimes::read());
                     }
                     FileEvent::Send(SendEvent::Failed(f)) => {
                         return Err(format!("the transfer failed: {}", f.reason));
@@ -560,6 +632,9 @@ fn send_file(
             }
             Ok(())
         })?;
+        if done.is_some() && idle_at_done.is_none() {
+            idle_at_done = Some(s.idle);
+        }
         progress.update(format_args!(
             "{} of {} MiB verified, {} chat messages acknowledged",
             verified >> 20,
@@ -571,6 +646,9 @@ fn send_file(
         return Err("the transfer ended without ACCEPT and DONE".into());
     };
     let sender_cpu = proc_stats(me)?.cpu.saturating_sub(sender_before.cpu);
+    let machine = machine_at_done
+        .unwrap_or_else(CpuTimes::read)
+        .since(machine);
     Ok(Sent {
         listing,
         transfer: done - offer,
@@ -581,6 +659,8 @@ fn send_file(
         rss_peak_kib,
         sender_cpu,
         receiver_before_cpu,
+        sender_idle: idle_at_done.unwrap_or(s.idle),
+        machine,
     })
 }
 
@@ -617,10 +697,16 @@ pub fn run(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
     let after = proc_stats(pid)?;
     let said = receiver.line(DRAIN_LIMIT, "received")?;
     receiver.stop()?;
-    // `received SIZE HASH PATH`: the receiver's own check (the transfer verified the hash), then ours, from
-    // the disk.
-    let mut w = said.splitn(4, ' ').skip(1);
-    let (said_size, said_hash, path) = (w.next(), w.next(), w.next().map(PathBuf::from));
+    // `received SIZE HASH IDLE_US PATH`: the receiver's own check (the transfer verified the hash), then
+    // ours, from the disk.
+    let mut w = said.splitn(5, ' ').skip(1);
+    let (said_size, said_hash) = (w.next(), w.next());
+    let receiver_idle = w
+        .next()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_micros)
+        .ok_or_else(|| format!("the receiver says {said:?}"))?;
+    let path = w.next().map(PathBuf::from);
     if said_size != Some(&p.size.to_string()) || said_hash != Some(src_hash.to_hex().as_str()) {
         return Err(format!(
             "the receiver says {said:?}; the source is {} bytes, {}",
@@ -640,7 +726,15 @@ pub fn run(p: &Params, progress: &mut Progress) -> Result<Figures, String> {
             h.to_hex()
         ));
     }
-    Ok(figures(p, raw, sent, after, hwm_reset, matched))
+    Ok(figures(
+        p,
+        raw,
+        sent,
+        after,
+        receiver_idle,
+        hwm_reset,
+        matched,
+    ))
 }
 
 fn figures(
@@ -648,6 +742,7 @@ fn figures(
     raw: Duration,
     mut sent: Sent,
     after: ProcStats,
+    receiver_idle: Duration,
     hwm_reset: bool,
     matched: bool,
 ) -> Figures {
@@ -658,6 +753,12 @@ fn figures(
     let growth_kib = after.hwm_kib.saturating_sub(sent.before.rss_kib);
     let growth_mib = round3(growth_kib as f64 / 1024.0);
     let chat_p99_ms = round3(c99.as_secs_f64() * 1e3);
+    let receiver_cpu = after.cpu.saturating_sub(sent.receiver_before_cpu);
+    let [busy, idle, iowait, steal] = sent.machine.percent();
+    // What the rest of the machine (other processes, the kernel's own threads) ran meanwhile: a figure taken
+    // while others were busy is a different figure.
+    let others = Duration::from_millis(sent.machine.busy * 1000 / ticks_per_s())
+        .saturating_sub(sent.sender_cpu + receiver_cpu);
     let mut f = Figures::new("transfer");
     f.set("size_mib", round3(p.size as f64 / (1 << 20) as f64))
         .set("transfer_mib_per_s", rate)
@@ -681,13 +782,20 @@ fn figures(
         .set("receiver_hwm_after_kib", after.hwm_kib)
         .set("receiver_hwm_reset", hwm_reset)
         .set("sender_cpu_ms", sent.sender_cpu.as_millis() as u64)
-        .set(
-            "receiver_cpu_ms",
-            after
-                .cpu
-                .saturating_sub(sent.receiver_before_cpu)
-                .as_millis() as u64,
+        .set("receiver_cpu_ms", receiver_cpu.as_millis() as u64)
+        .ms("sender_idle_ms", sent.sender_idle)
+        .ms("receiver_idle_ms", receiver_idle)
+        .ms(
+            "receiver_other_ms",
+            sent.transfer
+                .saturating_sub(receiver_idle)
+                .saturating_sub(receiver_cpu),
         )
+        .set("machine_busy_pct", busy)
+        .set("others_cpu_ms", others.as_millis() as u64)
+        .set("machine_idle_pct", idle)
+        .set("machine_iowait_pct", iowait)
+        .set("machine_steal_pct", steal)
         .set("received_matches", matched);
     f.notes.push(format!(
         "one {} MiB file, offer to DONE (listing and hashing before the offer: listing_ms), beside a raw TCP \
@@ -708,6 +816,14 @@ fn figures(
         "chat: a message every {} ms from offer to DONE, send to ACK, on its own connection",
         CHAT_EVERY.as_millis()
     ));
+    f.notes.push(
+        "where the time went, offer to DONE: *_cpu_ms user + system time of each process (CPU ticks, 10 ms); \
+         *_idle_ms waiting in its reactor with nothing to do; receiver_other_ms the rest of the receiver's \
+         time: blocked in a disk sync or other call, or waiting for a CPU; machine_*_pct both CPUs' time \
+         by kind (/proc/stat), others_cpu_ms the CPU time the machine spent on anything else (from the \
+         listing on)"
+            .into(),
+    );
     let verdict = |ok: bool| if ok { "met" } else { "missed" };
     f.notes.push(format!(
         "targets: throughput >= 0.5 x raw: {} ({ratio:.2} x); receiver growth <= 16 MiB: {} ({growth_mib:.1} \
@@ -727,8 +843,8 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 /// `mpbench __transfer-receiver --dir DIR --parent PID --limit SECS`: listens on two loopback ports, says
 /// `ready CHAT_PORT RAW_PORT`, then receives one raw copy into DIR/raw.bin (says `raw BYTES`) and accepts
-/// every offer into DIR (says `received SIZE HASH PATH`, or `failed REASON` and exits 1), and exits when
-/// stdin closes, or after SECS.
+/// every offer into DIR (says `received SIZE HASH IDLE_US PATH`, IDLE_US the µs it spent waiting in its
+/// reactor from the offer on, or `failed REASON` and exits 1), and exits when stdin closes, or after SECS.
 pub fn receiver_main(args: &[String]) -> ExitCode {
     match receiver(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -804,15 +920,21 @@ fn receiver(args: &[String]) -> Result<(), String> {
     println!("ready {chat_port} {raw_port}");
     let t0 = StdInstant::now();
     let mut events = Vec::new();
+    // Time spent waiting in the reactor from the offer to the end of the transfer.
+    let mut idle: Option<Duration> = None;
     while !STOP.load(Ordering::Relaxed) {
         if t0.elapsed() > limit {
             return Err(format!("still running after {limit:?}"));
         }
         let check = reactor.now() + STOP_CHECK;
         let wake = io.peer.poll_timeout().map_or(check, |t| t.min(check));
+        let waiting = StdInstant::now();
         reactor
             .turn(Some(wake), &mut events)
             .map_err(err("receiver reactor"))?;
+        if let Some(i) = &mut idle {
+            *i += waiting.elapsed();
+        }
         let (now, wall) = (reactor.now(), reactor.wall_ms());
         for ev in &events {
             if let ReactorEvent::Io(token, r) = *ev
@@ -829,6 +951,7 @@ fn receiver(args: &[String]) -> Result<(), String> {
             };
             match event {
                 FileEvent::Offered { .. } => {
+                    idle = Some(Duration::ZERO);
                     io.files.accept(&mut io.peer, now, xfer, &dir)?;
                     io.process(now, reactor.registry());
                 }
@@ -838,9 +961,10 @@ fn receiver(args: &[String]) -> Result<(), String> {
                         .take_received(xfer)
                         .ok_or("received, but where to is not known")?;
                     println!(
-                        "received {} {} {}",
+                        "received {} {} {} {}",
                         r.size,
                         r.hash.unwrap_or_default(),
+                        idle.take().unwrap_or_default().as_micros(),
                         r.path.display()
                     );
                 }
