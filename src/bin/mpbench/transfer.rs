@@ -361,7 +361,7 @@ struct Sent {
     listing: Duration,
     /// From the offer to DONE.
     transfer: Duration,
-    /// From the offer to the ACCEPT.
+    /// From the offer until the sender's loop saw the ACCEPT (after the turn that brought it).
     accept: Duration,
     /// Chat messages, `send` to ACK.
     chat: Vec<Duration>,
@@ -816,6 +816,11 @@ fn figures(
         "chat: a message every {} ms from offer to DONE, send to ACK, on its own connection",
         CHAT_EVERY.as_millis()
     ));
+    f.notes.push(
+        "accept_ms: offer until the sender's loop saw the ACCEPT, which is after the turn in which it \
+         arrived, and in that turn the sender already read and sealed what its window and socket took"
+            .into(),
+    );
     f.notes.push(
         "where the time went, offer to DONE: *_cpu_ms user + system time of each process (CPU ticks, 10 ms); \
          *_idle_ms waiting in its reactor with nothing to do; receiver_other_ms the rest of the receiver's \
