@@ -130,6 +130,8 @@ fn bad_arguments_are_refused_with_exit_2() {
         &["join", "--clients", "x,5"],
         &["join", "--bogus"],
         &["join", "--liveness-only"],
+        &["transfer", "--size", "1"],
+        &["transfer", "--size", "lots"],
     ] {
         let out = common::run_with_limit(
             Command::new(env!("CARGO_BIN_EXE_mpbench")).args(args),
@@ -215,4 +217,45 @@ fn all_scenarios_at_two_sizes_and_a_plot() {
         "{drawn:.200}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn transfer_delivers_an_identical_file_beside_a_raw_copy() {
+    // No daemon: the receiver is a second mpbench process on loopback. The scenario fails by itself (exit
+    // 1) unless the file it received, read back from disk, hashes to the source's hash.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpbench"));
+    cmd.args(["transfer", "--size", "8M", "--json", "--quiet"]);
+    let out = common::run_with_limit(&mut cmd, Duration::from_secs(120), b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mpbench transfer failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["scenario"], "transfer");
+    assert_eq!(num(&v, "size_mib"), 8.0);
+    assert_eq!(v["received_matches"], true, "{v}");
+    for k in [
+        "transfer_mib_per_s",
+        "raw_tcp_mib_per_s",
+        "ratio_transfer_to_raw",
+        "transfer_ms",
+        "raw_tcp_ms",
+        "receiver_hwm_after_kib",
+    ] {
+        assert!(num(&v, k) > 0.0, "{k} in {v}");
+    }
+    for k in [
+        "receiver_growth_mib",
+        "chat_p50_ms",
+        "chat_p99_ms",
+        "chat_max_ms",
+        "chat_msgs",
+    ] {
+        assert!(num(&v, k) >= 0.0, "{k} in {v}");
+    }
+    assert!(num(&v, "chat_p50_ms") <= num(&v, "chat_p99_ms"));
+    assert!(num(&v, "chat_p99_ms") <= num(&v, "chat_max_ms"));
 }

@@ -10,6 +10,7 @@ mod report;
 mod scenarios;
 mod signals;
 mod swarm;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,10 +22,12 @@ use report::{Figures, Progress};
 use scenarios::Params;
 
 /// The multiproto load harness: measures joins, join storms, failure detection, daemon restarts, idle load
-/// and chat latency against a real mpd, with N simulated clients in this process.
+/// and chat latency against a real mpd, with N simulated clients in this process; and a file transfer
+/// between two peers.
 #[derive(FromArgs)]
 #[argh(
-    note = "SCENARIO: join | storm | detect | restart | idle | chat | all",
+    note = "SCENARIO: join | storm | detect | restart | idle | chat | transfer | all",
+    note = "all leaves transfer out: at its default --size of 1G it writes 3 GiB to disk and takes a minute or more; run it by name.",
     note = "Without --daemon, each scenario starts its own mpd (the binary next to mpbench) in a temporary directory, on --group/--sctp-port/--iface, and stops it afterwards.",
     note = "Multicast stays on --iface (default 127.0.0.1): nothing leaves the machine unless you say so.",
     note = "Every phase has a deadline; a run always ends by itself. Results: a table, or JSON lines with --json.",
@@ -36,7 +39,7 @@ use scenarios::Params;
     error_code(2, "invalid command line.")
 )]
 struct Args {
-    /// join | storm | detect | restart | idle | chat | all
+    /// join | storm | detect | restart | idle | chat | transfer | all
     #[argh(positional)]
     scenario: String,
     /// simulated clients: one number, or several separated by commas to see how figures grow (default 100)
@@ -97,9 +100,29 @@ struct Args {
     /// bounded by the N² roster bytes a full sync sends; measures holding clients and heartbeats alone
     #[argh(switch)]
     liveness_only: bool,
+    /// transfer: bytes in the file sent (a number, or with a binary unit: 256M, 1G; default 1G)
+    #[argh(option, default = "1 << 30", from_str_fn(transfer_size))]
+    size: u64,
+    /// transfer: the directory its temporary directory goes in (default the system's temporary directory);
+    /// it needs room for twice --size
+    #[argh(option)]
+    dir: Option<std::path::PathBuf>,
 }
 
+/// What `all` runs.
 const SCENARIOS: [&str; 6] = ["join", "storm", "detect", "restart", "idle", "chat"];
+/// Run by name only (see the help's note).
+const BY_NAME_ONLY: [&str; 1] = ["transfer"];
+
+/// `--size`: 1 KiB to 64 GiB.
+fn transfer_size(s: &str) -> Result<u64, String> {
+    let n = multiproto::cli::parse_size(s)?;
+    if (1 << 10..=64 << 30).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{s:?}: give 1K to 64G"))
+    }
+}
 
 /// `--daemon`.
 fn daemon_addr(s: &str) -> Result<SocketAddr, String> {
@@ -107,6 +130,11 @@ fn daemon_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn main() -> ExitCode {
+    // The transfer scenario's receiving process: not a scenario, and not for people (so not in --help).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(transfer::RECEIVER) {
+        return transfer::receiver_main(&argv[2..]);
+    }
     // First, before any thread exists: the signal mask is inherited.
     if let Err(e) = signals::install() {
         eprintln!("mpbench: cannot watch signals: {e}");
@@ -132,11 +160,12 @@ fn main() -> ExitCode {
     };
     let names: Vec<&str> = match args.scenario.as_str() {
         "all" => SCENARIOS.to_vec(),
-        s if SCENARIOS.contains(&s) => vec![s],
+        s if SCENARIOS.contains(&s) || BY_NAME_ONLY.contains(&s) => vec![s],
         s => {
             return usage(format!(
-                "unknown scenario {s:?}; one of {} or all",
-                SCENARIOS.join(", ")
+                "unknown scenario {s:?}; one of {}, {} or all",
+                SCENARIOS.join(", "),
+                BY_NAME_ONLY.join(", ")
             ));
         }
     };
@@ -189,8 +218,8 @@ fn main() -> ExitCode {
             if signals::caught().is_some() {
                 break 'sizes;
             }
-            // Chat does not depend on N: once, with the first, is enough.
-            if *name == "chat" && n != ns[0] {
+            // Chat and transfer do not depend on N: once, with the first, is enough.
+            if matches!(*name, "chat" | "transfer") && n != ns[0] {
                 continue;
             }
             let r = match *name {
@@ -199,6 +228,13 @@ fn main() -> ExitCode {
                 "detect" => scenarios::detect(&params, &mut progress),
                 "restart" => scenarios::restart(&params, &mut progress),
                 "idle" => scenarios::idle(&params, &mut progress),
+                "transfer" => transfer::run(
+                    &transfer::Params {
+                        size: args.size,
+                        dir: args.dir.clone().unwrap_or_else(std::env::temp_dir),
+                    },
+                    &mut progress,
+                ),
                 _ => chat::run(
                     &chat::Params {
                         duration: Duration::from_secs_f64(
@@ -217,6 +253,10 @@ fn main() -> ExitCode {
                         println!("{}", f.table());
                     }
                     results.push(f);
+                }
+                Err(e) if matches!(*name, "chat" | "transfer") => {
+                    eprintln!("mpbench: {name}: {e}");
+                    failed = true;
                 }
                 Err(e) => {
                     eprintln!("mpbench: {name} with {n} clients: {e}");
