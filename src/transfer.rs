@@ -40,7 +40,7 @@
 //! 3. Receiver: checks each ENTRY (next index, path sanitised and under the offer's name, unique, size within
 //!    limits, sizes adding up to the total) and each DATA (the current entry, contiguous, within size and
 //!    window), and hands out Open / Write / Finish. It sends VERIFIED(index, offset) once
-//!    [`recv::Limits::verify_every`] bytes (at most [`VERIFY_INTERVAL`], 1 MiB) are synced since the last,
+//!    [`recv::Limits::verify_every`] bytes (at most [`VERIFY_INTERVAL`], 1 MiB) are written since the last,
 //!    and VERIFIED(index, size) when an entry is complete (a folder made; a file's BLAKE3 matched and the
 //!    `.part` renamed), in index order. After the last entry: DONE; the sender then closes.
 //! 4. Either side: FAIL at any point, and the transfer ends. The receiver's FAIL codes: declined, cancelled,
@@ -50,7 +50,7 @@
 //!    offered, or vanished), I/O error, protocol error (an ACCEPT past the entries or a size, VERIFIED going
 //!    back, past what was sent, or twice, DONE early). A received FAIL's reason is shown sanitised.
 //!    Nothing verified is thrown away: the receiver's failure event carries its resume point (complete
-//!    entries, and the synced prefix of the `.part` files; none of one whose hash did not match).
+//!    entries, and the written prefix of the `.part` files; none of one whose hash did not match).
 //!
 //! Resume: a cut transfer is offered again under the same id; the receiver accepts with its resume point,
 //! and the sender skips what it names without reading it. What is sent twice is what was in flight at the
@@ -91,7 +91,7 @@ use frame::FailCode;
 /// this, and a receiver that sees more unverified bytes arrive fails the transfer (protocol error). It bounds
 /// what sits in buffers between the two disks, whatever the link and the disks do.
 pub const MAX_WINDOW: u64 = 16 << 20;
-/// A receiver sends VERIFIED at least every this many bytes of an entry written and synced (1 MiB), and at
+/// A receiver sends VERIFIED at least every this many bytes of an entry written (1 MiB), and at
 /// every entry's end. A sender's window must be at least this large, or it could wait for a VERIFIED the
 /// receiver is not yet due to send (see [`send::Config::window`]).
 pub const VERIFY_INTERVAL: u64 = 1 << 20;

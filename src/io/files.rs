@@ -14,10 +14,14 @@ use crate::io::outgoing::{self, Listing};
 use crate::io::transfer::{do_actions, offered, resume_point};
 use crate::peer::{Disk, FileSendError, Peer, Target, XferId};
 use crate::time::Instant;
-use crate::transfer::VERIFY_INTERVAL;
 use crate::transfer::frame::TransferId;
 use crate::transfer::recv::ResumePoint;
 use crate::transfer::send::ReadError;
+
+/// Bytes of a file being received that may be written and not yet made durable (`fdatasync`): a flush costs
+/// milliseconds, so it is not done per MiB (VERIFIED's cadence); a power loss takes back at most this much,
+/// which is then sent again (see [`do_actions`]).
+pub const DURABLE_EVERY: u64 = 64 << 20;
 
 /// Received transfers remembered for [`Files::take_received`] at most.
 const MAX_RECEIVED: usize = 64;
@@ -255,7 +259,7 @@ impl Files {
                 }
                 Disk::Recv(r) => match incoming.get_mut(&x) {
                     Some(store) => {
-                        let done = do_actions(r, store, VERIFY_INTERVAL);
+                        let done = do_actions(r, store, DURABLE_EVERY);
                         if r.is_done() {
                             finished = Some(done);
                         }

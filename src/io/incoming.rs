@@ -3,15 +3,16 @@
 //!
 //! While a transfer runs, its files grow in a hidden work directory of their own beside what is already
 //! there, `DIR/.mpc-incoming-ID/` (ID: the transfer id in hex), one `INDEX.part` at a time, with the
-//! transfer's state (`state.json`: the name chosen for the transfer's top entry, the entries finished, how far
-//! the current one is synced). A part takes its place in `DIR` only once its BLAKE3 matches the hash the
+//! transfer's state (`state.json`: the name chosen for the transfer's top entry, the entries finished). A part takes its place in `DIR` only once its BLAKE3 matches the hash the
 //! sender announced, and under a numbered name if its name is taken: nothing already there is overwritten,
 //! and nothing unverified is ever seen under a real name. A transfer cut at any point (the process killed,
-//! the machine asleep) is opened again under the same id: [`Incoming::resume`] says where it goes on, and the
-//! part already synced is hashed from the disk, not sent again.
+//! the machine asleep) is opened again under the same id: [`Incoming::resume`] says where it goes on (the
+//! entries finished, and what the current one's part holds), and that part is hashed from the disk, not
+//! sent again. Writes reach the part at once (a killed process loses none of them); they are made durable
+//! ([`Incoming::sync`]) when the caller says, and always before a file takes its name.
 //!
 //! Paths come sanitised ([`SafePath`]): they cannot leave `DIR`. A full disk is reported as such
-//! ([`StoreError::DiskFull`]) and loses nothing already synced.
+//! ([`StoreError::DiskFull`]) and loses nothing already written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -25,7 +26,7 @@ use crate::transfer::name::{SafePath, sanitise_name, split_extension, unused_nam
 /// Why a transfer's files could not be kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
-    /// No space left on the device (what was synced before is kept, to resume once there is room).
+    /// No space left on the device (what was written before is kept, to resume once there is room).
     DiskFull,
     /// The bytes received do not hash to what the sender announced; the part was removed.
     HashMismatch,
@@ -75,7 +76,7 @@ struct State {
     /// Their bytes together (a resumed receiver checks the offer's total with them).
     #[serde(default)]
     complete_bytes: u64,
-    /// The entry being written, and how many of its bytes are synced.
+    /// The entry being written, and how many of its bytes were last made durable ([`Incoming::sync`]).
     partial: Option<(u32, u64)>,
 }
 
@@ -89,6 +90,8 @@ struct Open {
     path: SafePath,
     size: u64,
     written: u64,
+    /// Bytes handed to the kernel's writeback ([`Incoming::start_writeback`]).
+    kicked: u64,
     hasher: blake3::Hasher,
 }
 
@@ -98,7 +101,7 @@ pub struct Incoming {
     work: PathBuf,
     state: State,
     open: Option<Open>,
-    /// The partial entry's synced bytes hashed already ([`Incoming::prehashed`]): index, length, hasher.
+    /// The partial entry's held bytes hashed already ([`Incoming::prehashed`]): index, length, hasher.
     prefix: Option<(u32, u64, blake3::Hasher)>,
 }
 
@@ -124,13 +127,48 @@ impl Incoming {
 
     /// Where the transfer resumes: entries below the first number are finished; the second, if any, is the
     /// entry under way and how many of its bytes are safely on disk.
-    /// A partial entry whose `.part` holds fewer bytes than the state says (removed or cut short by someone)
-    /// resumes from nothing: only bytes on disk are promised.
+    /// The entry under way is the first not finished (entries go in order), and what it holds is what its
+    /// `.part` holds: everything written, for a process that was killed (the OS has it); after a power loss,
+    /// what the disk kept (at least what was last synced, unless someone cut the file short). Its hash is
+    /// checked when it is complete, so a part the disk mangled fails then and is received again.
     pub fn resume(&self) -> (u32, Option<(u32, u64)>) {
-        let partial = self.state.partial.filter(|&(i, synced)| {
-            fs::metadata(self.part_path(i)).is_ok_and(|m| m.len() >= synced)
-        });
-        (self.state.complete_below, partial)
+        let i = self.state.complete_below;
+        let partial = fs::metadata(self.part_path(i))
+            .ok()
+            .map(|m| (i, m.len()))
+            .filter(|&(_, len)| len > 0);
+        (i, partial)
+    }
+
+    /// Asks the kernel to start writing the entry under way's bytes written since the last call to disk,
+    /// without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): the periodic [`Incoming::sync`] then finds
+    /// most of them written already, and blocks its caller's loop for a moment rather than for the whole
+    /// interval's worth of disk writes. A hint: an error is ignored (the sync does the work anyway).
+    pub fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        let Some(o) = &mut self.open else { return };
+        let Some(f) = &o.file else { return };
+        if o.written <= o.kicked {
+            return;
+        }
+        let (from, len) = (o.kicked, o.written - o.kicked);
+        let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: the descriptor is the open file's own, alive for the call; the call reads no memory of ours.
+        let r =
+            unsafe { libc::sync_file_range(f.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if r == 0 {
+            o.kicked = o.written;
+        }
+    }
+
+    /// The entry under way (a file) and how many of its bytes are written.
+    pub fn written(&self) -> Option<(u32, u64)> {
+        self.open
+            .as_ref()
+            .filter(|o| o.file.is_some())
+            .map(|o| (o.index, o.written))
     }
 
     /// Where entry `index`'s bytes are written until the entry is complete.
@@ -151,7 +189,7 @@ impl Incoming {
     }
 
     /// Begins entry `index` (the next one), a directory (`dir_entry`) or a file of `size` bytes at `path`;
-    /// returns the offset its bytes resume from (0, or what an earlier run synced).
+    /// returns the offset its bytes resume from (0, or what an earlier run left in its part).
     pub fn begin(
         &mut self,
         index: u32,
@@ -175,6 +213,7 @@ impl Incoming {
                 path,
                 size: 0,
                 written: 0,
+                kicked: 0,
                 hasher: blake3::Hasher::new(),
             });
             return Ok(0);
@@ -190,7 +229,7 @@ impl Incoming {
             .write(true)
             .open(&part)
             .map_err(|e| io_error(&e, "open", &part))?;
-        // Whatever lies beyond the synced part was never confirmed: cut it off, and hash what stays.
+        // A part longer than the file it is for is not this entry's: cut it back, and hash what stays.
         file.set_len(resume)
             .map_err(|e| io_error(&e, "truncate", &part))?;
         let hasher = match self.prefix.take() {
@@ -208,6 +247,7 @@ impl Incoming {
             path,
             size,
             written: resume,
+            kicked: resume,
             hasher,
         });
         Ok(resume)
@@ -259,7 +299,7 @@ impl Incoming {
     }
 
     /// Makes what was written to the entry under way durable, and records it as the resume point; returns
-    /// (index, bytes synced), what the receiver may report as verified.
+    /// (index, bytes synced).
     pub fn sync(&mut self) -> Result<(u32, u64), StoreError> {
         let Some(o) = &mut self.open else {
             return Err(StoreError::OutOfStep("no entry under way".into()));

@@ -69,28 +69,19 @@ fn disk_error(e: StoreError) -> DiskError {
     }
 }
 
-/// Carries out every action the receiver has queued on `store`. Writes are synced before a finish or the
-/// next entry, and at the end of the batch once `sync_every` bytes or more are unsynced (0: at the end of
-/// every batch); they are reported to the receiver only then. A sync costs a disk flush, so a connection
-/// that delivers a few KiB per read syncs per `sync_every` (the receiver's VERIFIED cadence), not per read.
-/// Returns the files finished in the batch: where each went, and its hash.
+/// Carries out every action the receiver has queued on `store`, and reports to it how far the entry under
+/// way is written (its VERIFIED cadence goes by that). Written means in the file: a receiver killed keeps it,
+/// and resumes from it. A file is made durable (`fdatasync`, and the resume state saved) before it takes
+/// its name, and the entry under way once `durable_every` bytes of it are not (0: after every batch): a disk
+/// flush costs milliseconds, so not once per MiB; what a power loss takes back (at most that much) the
+/// receiver no longer holds when the transfer is offered again, and it is sent again. Returns the files
+/// finished in the batch: where each went, and its hash.
 pub fn do_actions(
     recv: &mut Receiver,
     store: &mut Incoming,
-    sync_every: u64,
+    durable_every: u64,
 ) -> Vec<(std::path::PathBuf, [u8; 32])> {
     let mut finished = Vec::new();
-    // The entry with bytes written and not yet synced.
-    // Bytes an earlier batch left unsynced are reported by this one's sync.
-    let mut unsynced: Option<u32> = store.unsynced().map(|(i, _)| i);
-    let sync = |recv: &mut Receiver, store: &mut Incoming, unsynced: &mut Option<u32>| {
-        if let Some(i) = unsynced.take() {
-            match store.sync() {
-                Ok((_, upto)) => recv.handle_written(i, Ok(upto)),
-                Err(e) => recv.handle_written(i, Err(disk_error(e))),
-            }
-        }
-    };
     while let Some(a) = recv.poll_action() {
         match a {
             Action::Open {
@@ -99,7 +90,6 @@ pub fn do_actions(
                 kind,
                 resume_from,
             } => {
-                sync(recv, store, &mut unsynced);
                 let (dir, size) = match kind {
                     EntryKind::Dir => (true, 0),
                     EntryKind::File { size, .. } => (false, size),
@@ -125,16 +115,11 @@ pub fn do_actions(
                 offset,
                 bytes,
             } => {
-                if unsynced.is_some_and(|i| i != index) {
-                    sync(recv, store, &mut unsynced);
-                }
-                match store.write(index, offset, &bytes) {
-                    Ok(()) => unsynced = Some(index),
-                    Err(e) => recv.handle_written(index, Err(disk_error(e))),
+                if let Err(e) = store.write(index, offset, &bytes) {
+                    recv.handle_written(index, Err(disk_error(e)));
                 }
             }
             Action::Finish { index, hash } => {
-                sync(recv, store, &mut unsynced);
                 let r = store
                     .finish(index, &hash)
                     .map(|placed| finished.push((placed, hash)));
@@ -142,8 +127,15 @@ pub fn do_actions(
             }
         }
     }
-    if store.unsynced().is_some_and(|(_, n)| n >= sync_every) {
-        sync(recv, store, &mut unsynced);
+    if let Some((index, upto)) = store.written() {
+        let r = match store.unsynced() {
+            Some((_, n)) if n >= durable_every => store.sync().map(|(_, upto)| upto),
+            _ => {
+                store.start_writeback();
+                Ok(upto)
+            }
+        };
+        recv.handle_written(index, r.map_err(disk_error));
     }
     finished
 }

@@ -14,7 +14,8 @@
 //!     The path is sanitised and unique within the transfer; numbering the top-level name so that nothing
 //!     already on disk is overwritten ([`super::name::unused_name`], then [`SafePath::with_first`] on every
 //!     path) is the caller's, since only it sees the file system.
-//!   - [`Action::Write`]: write the bytes at the offset (hashing them); once they are synced, answer
+//!   - [`Action::Write`]: write the bytes at the offset (hashing them); once they are in the file (where a
+//!     killed process leaves them; made durable now and then, and before the file takes its name), answer
 //!     [`Receiver::handle_written`] (several writes may be answered by one call, with the furthest offset).
 //!   - [`Action::Finish`]: the file has all its bytes; sync, compare the hash with `hash`, and rename the
 //!     `.part` into place; answer [`Receiver::handle_finished`].
@@ -44,7 +45,7 @@
 //!
 //! # VERIFIED
 //!
-//! Once at least [`Limits::verify_every`] bytes of an entry are written and synced since its last VERIFIED,
+//! Once at least [`Limits::verify_every`] bytes of an entry are written to its file since its last VERIFIED,
 //! and at the end of every entry (a folder created; a file's hash matched and the file in place).
 
 #![forbid(unsafe_code)]
@@ -92,7 +93,7 @@ pub struct ResumePoint {
     /// Their sizes together (not on the wire; the receiver needs it to check the new connection's sizes
     /// against the offer's total).
     pub complete_bytes: u64,
-    /// Entries at or above `complete_below` of which a `.part` holds a synced prefix, by increasing index.
+    /// Entries at or above `complete_below` of which a `.part` holds a prefix, by increasing index.
     pub partial: Vec<Resume>,
 }
 
@@ -111,7 +112,7 @@ pub enum Action {
         /// Bytes of the `.part` already held and kept (0 for a new file or a folder).
         resume_from: u64,
     },
-    /// Write `bytes` at `offset` of the entry's `.part`; answer [`Receiver::handle_written`] once synced.
+    /// Write `bytes` at `offset` of the entry's `.part`; answer [`Receiver::handle_written`] once written.
     Write {
         /// The entry's index.
         index: u32,
@@ -202,7 +203,7 @@ struct Pending {
     size: u64,
     /// Bytes received (the next DATA's offset).
     received: u64,
-    /// Bytes written and synced (the caller's word).
+    /// Bytes written to the file (the caller's word).
     written: u64,
     /// Bytes covered by the last VERIFIED (or held already).
     verified: u64,
@@ -317,7 +318,7 @@ impl Receiver {
         self.state == State::Done
     }
 
-    /// What is held now: complete entries, and the synced prefix of each incomplete one (and the resume
+    /// What is held now: complete entries, and the written prefix of each incomplete one (and the resume
     /// points of entries not yet reached again).
     pub fn resume_point(&self) -> ResumePoint {
         let mut partial: Vec<Resume> = self
@@ -616,8 +617,8 @@ impl Receiver {
         }
     }
 
-    /// Entry `index` is written and synced up to `upto` (answering one or more [`Action::Write`]s), or its
-    /// write failed. VERIFIED goes out once [`Limits::verify_every`] bytes are synced since the last one.
+    /// Entry `index` is written to its file up to `upto` (answering one or more [`Action::Write`]s), or its
+    /// write failed. VERIFIED goes out once [`Limits::verify_every`] bytes are written since the last one.
     pub fn handle_written(&mut self, index: u32, result: Result<u64, DiskError>) {
         if self.state != State::Receiving {
             return;
@@ -631,7 +632,7 @@ impl Receiver {
             Err(e) => return self.disk_failed(index, e),
         };
         // An answer going back or past what was handed out is the caller's slip; ignoring it keeps the
-        // promise VERIFIED makes (only what was really synced).
+        // promise VERIFIED makes (only what was really written).
         if upto <= p.written || upto > p.received {
             return;
         }

@@ -77,7 +77,7 @@ fn a_hash_mismatch_keeps_nothing_and_out_of_step_writes_are_refused() {
 }
 
 #[test]
-fn a_transfer_killed_half_way_resumes_from_what_was_synced() {
+fn a_transfer_killed_half_way_resumes_from_what_was_written() {
     let dir = temp("resume");
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let path = sanitise_path("big.iso").unwrap();
@@ -86,23 +86,24 @@ fn a_transfer_killed_half_way_resumes_from_what_was_synced() {
         inc.begin(0, &path, false, data.len() as u64).unwrap();
         inc.write(0, 0, &data[..40_000]).unwrap();
         inc.sync().unwrap();
-        // Written but never synced: not counted, cut off on resume.
+        // Written, never synced: the process dies here, and the OS keeps what it wrote.
         inc.write(0, 40_000, &data[40_000..50_000]).unwrap();
-        // The process dies here.
+        assert_eq!(inc.unsynced(), Some((0, 10_000)));
+        assert_eq!(inc.written(), Some((0, 50_000)));
     }
     let mut inc = Incoming::open(&dir, &ID).unwrap();
-    assert_eq!(inc.resume(), (0, Some((0, 40_000))));
+    assert_eq!(inc.resume(), (0, Some((0, 50_000))));
     assert_eq!(
         inc.begin(0, &path, false, data.len() as u64).unwrap(),
-        40_000
+        50_000
     );
-    inc.write(0, 40_000, &data[40_000..]).unwrap();
+    inc.write(0, 50_000, &data[50_000..]).unwrap();
     let placed = inc.finish(0, &hash(&data)).unwrap();
     assert_eq!(fs::read(placed).unwrap(), data);
 }
 
 #[test]
-fn a_resume_goes_on_from_a_prefix_hashed_by_the_caller_and_a_cut_short_part_resumes_from_nothing() {
+fn a_resume_goes_on_from_a_prefix_hashed_by_the_caller_and_a_cut_short_part_from_what_is_left() {
     let dir = temp("prehashed");
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
     let path = sanitise_path("disk.img").unwrap();
@@ -125,8 +126,8 @@ fn a_resume_goes_on_from_a_prefix_hashed_by_the_caller_and_a_cut_short_part_resu
     let placed = inc.finish(0, &hash(&data)).unwrap();
     assert_eq!(fs::read(&placed).unwrap(), data);
     fs::remove_file(placed).unwrap();
-    // Another transfer's part, cut short behind our back: only what is on disk is promised, so it starts
-    // over.
+    // Another transfer's part, cut short behind our back (as a power loss may leave it): what is on disk
+    // is what it resumes from.
     let id = [9u8; 16];
     {
         let mut inc = Incoming::open(&dir, &id).unwrap();
@@ -142,10 +143,10 @@ fn a_resume_goes_on_from_a_prefix_hashed_by_the_caller_and_a_cut_short_part_resu
         .unwrap()
         .set_len(1000)
         .unwrap();
-    assert_eq!(inc.resume(), (0, None));
+    assert_eq!(inc.resume(), (0, Some((0, 1000))));
     let mut inc = Incoming::open(&dir, &id).unwrap();
-    assert_eq!(inc.begin(0, &path, false, data.len() as u64).unwrap(), 0);
-    inc.write(0, 0, &data).unwrap();
+    assert_eq!(inc.begin(0, &path, false, data.len() as u64).unwrap(), 1000);
+    inc.write(0, 1000, &data[1000..]).unwrap();
     let placed = inc.finish(0, &hash(&data)).unwrap();
     assert_eq!(fs::read(placed).unwrap(), data);
 }
