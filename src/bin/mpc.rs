@@ -877,7 +877,7 @@ fn send(a: &Args, s: &Send, nick: Nick) -> std::io::Result<ExitCode> {
             }
         },
     };
-    let (mut sess, deadline) = sender_session(a, nick)?;
+    let (mut sess, deadline) = sender_session(a, nick, false)?;
     let mut sent: Option<u64> = None;
     // Hands the message to the peer and flushes; `None` (the reason printed) if the peer refused it.
     let send_now = |sess: &mut Session| -> std::io::Result<Option<u64>> {
@@ -981,13 +981,18 @@ fn in_roster(sess: &Session, n: &Nick) -> Option<Entry> {
     })
 }
 
-/// The session of a one-shot sender (`mpc send`): an observer that speaks under `nick`, so it claims the
-/// nickname (the daemon must know it as this key's, or receivers show the message as from an unknown key);
-/// and when its `--timeout` runs out.
-fn sender_session(a: &Args, nick: Nick) -> std::io::Result<(Session, multiproto::time::Instant)> {
+/// The session of a one-shot sender (`mpc send`, `mpc send-file`): an observer that speaks under `nick`, so
+/// it claims the nickname (the daemon must know it as this key's, or receivers show the message as from an
+/// unknown key); and when its `--timeout` runs out. `subscribe`: follow the roster's changes after the first
+/// snapshot (a sender that outlives a cut must hear where, and whether, its receiver is back).
+fn sender_session(
+    a: &Args,
+    nick: Nick,
+    subscribe: bool,
+) -> std::io::Result<(Session, multiproto::time::Instant)> {
     let mut st = setup(a, nick);
     st.observer = true;
-    st.subscribe = false;
+    st.subscribe = subscribe;
     st.claim = true;
     let sess = Session::open(st, chat_bind(a))?;
     let deadline = sess.now() + Duration::from_secs(a.timeout);
@@ -1043,7 +1048,7 @@ type CopyFate = (Nick, Option<&'static str>);
 /// member has it, 1 if one did not acknowledge in time or a copy could not be queued, 3 if there was no one
 /// to send to.
 fn send_in(a: &Args, s: &Send, nick: Nick, scope: Scope, text: &str) -> std::io::Result<ExitCode> {
-    let (mut sess, deadline) = sender_session(a, nick)?;
+    let (mut sess, deadline) = sender_session(a, nick, false)?;
     let place = match scope {
         Scope::Channel(c) => format!("in {c}"),
         _ => "online".to_string(),

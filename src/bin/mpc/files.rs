@@ -91,7 +91,12 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
             return Ok(ExitCode::from(1));
         }
     };
-    let (mut sess, deadline) = super::sender_session(a, nick)?;
+    // Subscribed to the roster's changes, unlike `mpc send`: a cut transfer is offered again where the
+    // roster says the receiver is now, so this must hear when it is back and on which port (a restarted
+    // receiver listens on a new one). Without them, the snapshot taken at the start (or after the daemon was
+    // lost and found again) is all it knows, and it retries a dead port, or waits forever for an online
+    // that never comes.
+    let (mut sess, deadline) = super::sender_session(a, nick, true)?;
     let mut xfer: Option<XferId> = None;
     let mut waited_from = sess.now();
     let mut last_move = sess.now();
