@@ -101,6 +101,8 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
     let mut waited_from = sess.now();
     let mut last_move = sess.now();
     let mut accepted = false;
+    // What the receiver held of this transfer when it first accepted (left by an earlier run): not sent.
+    let mut held: Option<u64> = None;
     let tty = std::io::stderr().is_terminal();
     let mut shown = sess.now();
     // Since when, and from how many bytes, the rate is measured (bytes held from before are not sent now).
@@ -191,9 +193,10 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
                             accepted = true;
                             last_move = now;
                             since = (now, skipped);
+                            held.get_or_insert(skipped);
                             if skipped > 0 {
                                 eprintln!(
-                                    "mpc: accepted; {} are there already and are not sent again",
+                                    "mpc: accepted; {} ({skipped} bytes) are there already and are not sent again",
                                     human(skipped)
                                 );
                             } else {
@@ -217,13 +220,16 @@ pub fn send_file(a: &Args, f: &SendFile, nick: Nick) -> std::io::Result<ExitCode
                                 eprint!("\r\x1b[K");
                             }
                             let size = info.total;
-                            // What resuming cost: bytes sent before, by a connection that was cut.
+                            // What resuming saved (bytes an earlier run left with the receiver, not sent
+                            // again) and what it cost (bytes sent twice because a connection was cut), exact.
                             let speed = rate(now, since.0, since.1, size)
                                 .map_or_else(String::new, |r| format!(" at {}/s", human(r)));
                             println!(
-                                "sent {} to {target}: {}, verified{speed}; sent again after a cut: {} bytes",
+                                "sent {} to {target}: {}, verified{speed}; {target} had {} bytes of it already; \
+                                 sent again after a cut: {} bytes",
                                 f.path.display(),
                                 human(size),
+                                held.unwrap_or(0),
                                 info.resent
                             );
                             return finish(&mut sess, 0);
