@@ -116,8 +116,9 @@ impl Session {
 
     /// One loop turn: waits for I/O, signals or timers (or `deadline`), handles them, and queues events.
     pub fn turn(&mut self, deadline: Option<Instant>) -> io::Result<()> {
-        // Files being hashed for an offer are hashed a step per turn: no sleeping meanwhile.
-        let busy = self.chat.files.busy().then(|| self.now());
+        // Files being hashed for an offer are hashed a step per turn, and a transfer's disk work goes on a
+        // piece per turn: no sleeping meanwhile.
+        let busy = self.chat.busy().then(|| self.now());
         let wake = [self.chat.peer.poll_timeout(), busy, deadline]
             .into_iter()
             .flatten()

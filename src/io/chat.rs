@@ -21,6 +21,11 @@ use crate::time::Instant;
 /// frames: about a millisecond of work, while the extra `epoll_ctl` and `epoll_wait` it costs per 256 KiB are
 /// microseconds.
 const READ_BUDGET: usize = 256 * 1024;
+/// Most pieces of transfer disk work (a sender's 64 KiB reads, each encrypted onto its connection) per
+/// [`ChatIo::process`], as [`READ_BUDGET`] is for reads: a sender whose socket keeps taking data would
+/// otherwise read and send on as long as its window lasts (seconds in a debug build: no heartbeat answered,
+/// the daemon declared the sender gone). Work left over makes [`ChatIo::busy`] true.
+const DISK_BUDGET: usize = 4;
 
 struct Tcp {
     id: ConnId,
@@ -41,6 +46,8 @@ pub struct ChatIo {
     conns: Sources<Tcp>,
     tokens: HashMap<ConnId, Token>,
     buf: Vec<u8>,
+    /// [`ChatIo::process`] stopped with transfer disk work left ([`DISK_BUDGET`]).
+    more_disk: bool,
 }
 
 impl ChatIo {
@@ -65,12 +72,19 @@ impl ChatIo {
             tokens: HashMap::new(),
             // A transfer's DATA frame is 64 KiB: a read takes one whole.
             buf: vec![0; 64 * 1024],
+            more_disk: false,
         })
     }
 
     /// The listening address (its port goes in the roster).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Whether there is work to do at once (transfer disk work left over by [`ChatIo::process`], files being
+    /// hashed for an offer): the caller's loop should not sleep before calling [`ChatIo::handle_timeout`].
+    pub fn busy(&self) -> bool {
+        self.more_disk || self.files.busy()
     }
 
     /// Whether `token` is one of ours.
@@ -248,11 +262,14 @@ impl ChatIo {
         }
     }
 
-    /// Carries out the peer's actions and its transfers' disk work until it has none.
+    /// Carries out the peer's actions until it has none, and its transfers' disk work up to [`DISK_BUDGET`]
+    /// (what is left makes [`ChatIo::busy`] true).
     pub fn process(&mut self, now: Instant, registry: &Registry) {
+        let mut jobs = DISK_BUDGET;
         loop {
-            self.files.run(&mut self.peer, now);
+            jobs -= self.files.run_for(&mut self.peer, now, jobs);
             let Some(a) = self.peer.poll_action() else {
+                self.more_disk = jobs == 0 && self.peer.poll_disk().is_some();
                 return;
             };
             match a {
@@ -315,5 +332,49 @@ impl ChatIo {
 fn no_delay(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("chat connection: TCP_NODELAY: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use mio::net::TcpStream;
+    use mio::{Events, Interest, Poll, Token};
+
+    /// What [`super::ChatIo`]'s read budget relies on: a socket left with data unread gets no new edge from
+    /// epoll by itself, but renewing its registration reports it again at once.
+    #[test]
+    fn a_renewed_registration_reports_data_left_unread() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut reader = TcpStream::from_std(accepted);
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(8);
+        poll.registry()
+            .register(&mut reader, Token(1), Interest::READABLE)
+            .unwrap();
+        // One segment on loopback, in the reader's queue when write_all returns: no edge comes later.
+        writer.write_all(&[7; 16 * 1024]).unwrap();
+        let ready = |poll: &mut Poll, events: &mut Events| {
+            poll.poll(events, Some(Duration::from_millis(500))).unwrap();
+            events
+                .iter()
+                .any(|e| e.token() == Token(1) && e.is_readable())
+        };
+        assert!(ready(&mut poll, &mut events), "no first edge");
+        // Part of it read, the rest left: no new edge...
+        let mut buf = [0; 1024];
+        reader.read_exact(&mut buf).unwrap();
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty(), "an edge without new data");
+        // ... until the registration is renewed.
+        poll.registry()
+            .reregister(&mut reader, Token(1), Interest::READABLE)
+            .unwrap();
+        assert!(ready(&mut poll, &mut events), "not reported again");
     }
 }

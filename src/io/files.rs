@@ -237,7 +237,19 @@ impl Files {
 
     /// Does the disk work the peer's transfers have now, and forgets the files of transfers that are over.
     pub fn run(&mut self, peer: &mut Peer, now: Instant) {
-        while let Some(x) = peer.poll_disk() {
+        self.run_for(peer, now, usize::MAX);
+    }
+
+    /// [`Files::run`], but at most `jobs` pieces of disk work (a sender's read of one block, a receiver's
+    /// queued writes); returns how many it did. A caller that must keep answering (chat, heartbeats) between
+    /// pieces uses it: a sender whose socket keeps taking data would otherwise read and encrypt on as long as
+    /// its window lasts.
+    pub fn run_for(&mut self, peer: &mut Peer, now: Instant, jobs: usize) -> usize {
+        let mut done = 0;
+        while done < jobs
+            && let Some(x) = peer.poll_disk()
+        {
+            done += 1;
             let mut finished = None;
             let size = peer.file(x).map_or(0, |f| f.total);
             let (outgoing, incoming) = (&self.outgoing, &mut self.incoming);
@@ -291,6 +303,7 @@ impl Files {
         self.incoming.retain(|x, _| peer.file(*x).is_some());
         self.accept_step(peer, now);
         self.hash_step(peer, now);
+        done
     }
 
     /// Hashes the first part of an accepted transfer a step further, and answers the offer once it is hashed
