@@ -8,49 +8,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::*;
 use multiproto::io::incoming::{Incoming, StoreError};
 use multiproto::transfer::name::sanitise_path;
-
-/// Runs `mount ARGS` (from this thread, so in its namespace); whether it worked.
-fn mount(args: &[&str]) -> bool {
-    Command::new("mount")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Moves the calling thread into a mount namespace of its own, its mounts private (none propagates back),
-/// with a tmpfs of `size` on `dir`.
-fn private_tmpfs(dir: &Path, size: &str) -> bool {
-    if !require_program("mount", "mount") {
-        return false;
-    }
-    let entered = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS);
-    let need = "a mount namespace of its own (run the tests as root, as CI does)";
-    let need = match &entered {
-        Ok(()) => need.to_string(),
-        Err(e) => format!("{need}; the kernel said: {e}"),
-    };
-    if !require(entered.is_ok(), &need) {
-        return false;
-    }
-    assert!(
-        mount(&["--make-rprivate", "/"]),
-        "mount --make-rprivate / failed"
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let size = format!("size={size}");
-    assert!(
-        mount(&["-t", "tmpfs", "-o", &size, "tmpfs", &dir.to_string_lossy()]),
-        "mounting a tmpfs on {} failed",
-        dir.display()
-    );
-    true
-}
 
 #[test]
 fn a_full_disk_keeps_what_was_synced_and_the_transfer_goes_on_with_room() {

@@ -39,6 +39,47 @@ pub fn enter_private_netns() -> bool {
     true
 }
 
+/// Runs `mount ARGS` (from this thread, so in its namespace); whether it worked.
+pub fn mount(args: &[&str]) -> bool {
+    Command::new("mount")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Moves the calling thread into a mount namespace of its own, its mounts private (none propagates back),
+/// with a tmpfs of `size` on `dir`. Children spawned from this thread afterwards inherit the namespace (and see
+/// the tmpfs); no one else does.
+///
+/// Returns false (through [`require`]: skipped, or a panic in CI) without `mount` or root.
+#[must_use]
+pub fn private_tmpfs(dir: &Path, size: &str) -> bool {
+    if !require_program("mount", "mount") {
+        return false;
+    }
+    let entered = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS);
+    let need = "a mount namespace of its own (run the tests as root, as CI does)";
+    let need = match &entered {
+        Ok(()) => need.to_string(),
+        Err(e) => format!("{need}; the kernel said: {e}"),
+    };
+    if !require(entered.is_ok(), &need) {
+        return false;
+    }
+    assert!(
+        mount(&["--make-rprivate", "/"]),
+        "mount --make-rprivate / failed"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let size = format!("size={size}");
+    assert!(
+        mount(&["-t", "tmpfs", "-o", &size, "tmpfs", &dir.to_string_lossy()]),
+        "mounting a tmpfs on {} failed",
+        dir.display()
+    );
+    true
+}
+
 /// A child process killed (SIGKILL, by its PID) and reaped when dropped, so a failing test leaves nothing
 /// behind.
 pub struct Guard {
