@@ -434,8 +434,13 @@ pub struct Peer {
     seen: HashMap<(PublicKey, u64), SeenIds>,
     /// Nicknames' keys, as the daemon gave them.
     keys: HashMap<Nick, PublicKey>,
-    /// Nicknames whose key was asked for and not answered yet, with when.
+    /// Nicknames whose key was asked for and not answered yet, with when; and those the daemon answered
+    /// with no usable key (`no_key`), with when, so that they are asked again only after
+    /// [`Config::key_timeout`].
     asked: HashMap<Nick, Instant>,
+    /// The nicknames in `asked` that were answered (no key, or one withheld): nothing is waited for from
+    /// the daemon for them, so what they send is shown at once.
+    no_key: HashSet<Nick>,
     /// Key requests not yet handed to the caller.
     key_requests: VecDeque<Nick>,
     /// Messages received (and acknowledged) whose claimed sender's key is being asked for, with that name:
@@ -525,6 +530,7 @@ impl Peer {
             seen: HashMap::new(),
             keys: HashMap::new(),
             asked: HashMap::new(),
+            no_key: HashSet::new(),
             key_requests: VecDeque::new(),
             held: VecDeque::new(),
             actions: VecDeque::new(),
@@ -545,6 +551,7 @@ impl Peer {
     /// connections bound to the old one.
     pub fn set_key(&mut self, now: Instant, nick: Nick, key: Option<PublicKey>) {
         self.asked.remove(&nick);
+        self.no_key.remove(&nick);
         let old = match key {
             Some(k) => self.keys.insert(nick, k),
             None => self.keys.remove(&nick),
@@ -563,8 +570,10 @@ impl Peer {
         self.release_held(Some(nick));
         if key.is_none() {
             // No key to use (none, or one withheld until the user accepts it): asked again after the key
-            // timeout, not at once, or a waiting message would ask in a loop.
+            // timeout, not at once, or a waiting message would ask in a loop. Nothing is held for it meanwhile:
+            // the answer is in.
             self.asked.insert(nick, now);
+            self.no_key.insert(nick);
         }
         self.pump(now, Target::Nick(nick));
         self.pump_files(now, Some(Target::Nick(nick)));
@@ -572,7 +581,7 @@ impl Peer {
 
     /// Whether `nick`'s key was asked for (by [`Peer::poll_key_request`]) and not answered yet.
     pub fn wants_key(&self, nick: &Nick) -> bool {
-        self.asked.contains_key(nick)
+        self.asked.contains_key(nick) && !self.no_key.contains(nick)
     }
 
     /// The key known for `nick`, if any.
@@ -598,7 +607,7 @@ impl Peer {
     fn release_held(&mut self, nick: Option<Nick>) {
         let mut keep = VecDeque::new();
         for (from, mut ev) in std::mem::take(&mut self.held) {
-            if nick.is_some_and(|n| n != from) || self.asked.contains_key(&from) {
+            if nick.is_some_and(|n| n != from) || self.wants_key(&from) {
                 keep.push_back((from, ev));
                 continue;
             }
@@ -1304,7 +1313,7 @@ impl Peer {
                 // the answer comes (bounded; past the bound, as from an unknown key at once).
                 if !self.keys.contains_key(&from) {
                     self.want_key(now, from);
-                    if self.held.len() < self.cfg.max_held && self.asked.contains_key(&from) {
+                    if self.held.len() < self.cfg.max_held && self.wants_key(&from) {
                         self.held.push_back((from, ev));
                         return true;
                     }
@@ -1557,6 +1566,7 @@ impl Peer {
         if !expired.is_empty() {
             for n in &expired {
                 self.asked.remove(n);
+                self.no_key.remove(n);
             }
             self.release_held(None);
             // Messages waiting for one of these keys ask again (at this timeout's pace, no faster).

@@ -513,7 +513,7 @@ impl Peer {
                 };
                 if !self.keys.contains_key(&from) {
                     self.want_key(now, from);
-                    if self.held.len() < self.cfg.max_held && self.asked.contains_key(&from) {
+                    if self.held.len() < self.cfg.max_held && self.wants_key(&from) {
                         self.held.push_back((from, ev));
                         return None;
                     }

@@ -845,6 +845,44 @@ fn a_message_from_a_name_whose_key_is_not_known_yet_waits_for_the_daemons_answer
 }
 
 #[test]
+fn a_name_the_daemon_has_no_key_for_is_not_waited_for_again() {
+    let now = Instant::from_millis(1);
+    let mut bob = Peer::new(config("bob", 1));
+    let mut g = Sender::connect(&mut bob, now, "ghost", "10.0.0.2:1");
+    g.send(&mut bob, now, &[hello("ghost", 3), msg(1, "boo")]);
+    assert!(bob.poll_event().is_none());
+    assert_eq!(bob.poll_key_request(), Some(nick("ghost")));
+    // The daemon knows no key for it: shown, as from an unknown key.
+    bob.set_key(now, nick("ghost"), None);
+    assert!(matches!(
+        bob.poll_event(),
+        Some(PeerEvent::Message {
+            verified: false,
+            ..
+        })
+    ));
+    // Its next message, within the key timeout, is not asked about again (the answer is in) and not held
+    // for an answer that will not come: it used to wait the whole key timeout.
+    let later = now + Duration::from_millis(100);
+    let mut g2 = Sender::connect(&mut bob, later, "ghost", "10.0.0.2:2");
+    g2.send(&mut bob, later, &[hello("ghost", 3), msg(2, "boo again")]);
+    assert!(matches!(
+        bob.poll_event(),
+        Some(PeerEvent::Message { verified: false, text, .. }) if text == "boo again"
+    ));
+    assert!(bob.poll_key_request().is_none());
+    assert!(!bob.wants_key(&nick("ghost")));
+    // After the key timeout it is asked about again (it may have registered meanwhile).
+    let t = bob.poll_timeout().unwrap();
+    bob.handle_timeout(t.max(now + bob.cfg.key_timeout));
+    let after = now + bob.cfg.key_timeout + Duration::from_millis(1);
+    let mut g3 = Sender::connect(&mut bob, after, "ghost", "10.0.0.2:3");
+    g3.send(&mut bob, after, &[hello("ghost", 3), msg(3, "boo at last")]);
+    assert!(bob.poll_event().is_none());
+    assert_eq!(bob.poll_key_request(), Some(nick("ghost")));
+}
+
+#[test]
 fn sending_to_an_address() {
     let mut net = Net::new(&["alice", "bob"]);
     let now = net.now;
