@@ -8,7 +8,7 @@
 //! - A transfer cut half-way resumes, and sends again only what the receiver had not verified: with the
 //!   sender killed (kill -9 of `mpc send-file`, then the same command again), and with the receiver killed
 //!   (kill -9 of `mpc listen`, a new one on the same directory and state; the running `send-file` offers
-//!   it again by itself). The bytes the receiver held (what it had synced, which the new run skips), the
+//!   it again by itself). The bytes the receiver held (what its part file kept, which the new run skips), the
 //!   bytes that had reached it (its `.part` file) and what the sender reports sending twice are checked
 //!   against each other and against the protocol's window.
 //! - Hostile names end to end: a sender written here with the library ([`Peer`] over std sockets) offers
@@ -159,8 +159,8 @@ fn about(v: &Value, event: &str, id: &str) -> bool {
     v["event"] == event && v["id"] == id
 }
 
-/// The most bytes a `file_progress` of transfer `id` reported: what the receiver had verified (synced,
-/// hash so far kept) by then.
+/// The most bytes a `file_progress` of transfer `id` reported: what the receiver had verified (in its part
+/// file, the hash so far kept) by then.
 fn verified(events: &[Value], id: &str) -> u64 {
     events
         .iter()
@@ -408,8 +408,8 @@ fn a_send_killed_half_way_resumes_and_sends_again_only_what_was_not_verified() {
     .unwrap_or_else(|| panic!("not 30 % within 30 s: {:?}", bob.events()));
     first.signal(Signal::SIGKILL);
     assert!(first.wait(Duration::from_secs(5)).is_some(), "not killed");
-    // Bob sees the connection go; then everything that reached him is in the part file (synced or not),
-    // and everything he reported verified was synced first.
+    // Bob sees the connection go; then everything that reached him is in the part file, and everything he
+    // reported verified was in it first.
     bob.wait_for(Duration::from_secs(10), |v| {
         about(v, "file_failed", &id) && v["code"] == "cut"
     })
@@ -482,8 +482,8 @@ fn a_receiver_killed_half_way_comes_back_and_the_running_send_finishes() {
     })
     .unwrap_or_else(|| panic!("not 30 % within 30 s: {:?}", bob.events()));
     bob.kill9();
-    // What the killed receiver reported verified was synced; what reached it is in the part file (a
-    // killed process's writes stay in the page cache).
+    // What the killed receiver reported verified was in its part file, and so is everything that reached it
+    // (a killed process's writes stay in the page cache).
     let verified_before = verified(&bob.events(), &id);
     let reached = std::fs::metadata(big.part(&id)).unwrap().len();
     assert!(verified_before >= third && reached >= verified_before);
@@ -516,11 +516,11 @@ fn a_receiver_killed_half_way_comes_back_and_the_running_send_finishes() {
         held <= reached,
         "{held} skipped, only {reached} had arrived"
     );
-    // Sent twice: what had reached bob unsynced at least, and never more than the window.
+    // Sent twice: at least what had reached bob beyond what he kept, and never more than the window.
     let resent = number_after(&stdout, "after a cut: ").expect(&stdout);
     assert!(
         resent >= reached - held && resent <= MAX_WINDOW,
-        "{resent} bytes sent twice; {} had reached bob unsynced",
+        "{resent} bytes sent twice; {} had reached bob beyond what he kept",
         reached - held
     );
     big.arrived(&bob, &id);
@@ -911,15 +911,15 @@ fn a_full_disk_fails_the_send_with_the_reason_and_keeps_what_was_verified() {
     let store = Incoming::open(&inbox, &key).unwrap();
     let (complete, partial) = store.resume();
     assert_eq!(complete, 0);
-    let (index, synced) = partial.expect("nothing was kept");
+    let (index, kept) = partial.expect("nothing was kept");
     assert_eq!(index, 0);
     assert!(
-        synced >= verified(&bob.events(), &id) && synced >= MIB,
-        "only {synced} bytes kept"
+        kept >= verified(&bob.events(), &id) && kept >= MIB,
+        "only {kept} bytes kept"
     );
     let part = std::fs::read(inbox.join(format!(".mpc-incoming-{id}")).join("0.part")).unwrap();
-    assert!(part.len() as u64 >= synced);
-    assert!(part[..synced as usize] == bytes[..synced as usize]);
+    assert!(part.len() as u64 >= kept);
+    assert!(part[..kept as usize] == bytes[..kept as usize]);
     assert!(!inbox.join("video.bin").exists());
 }
 
