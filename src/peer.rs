@@ -771,6 +771,8 @@ impl Peer {
                 }
             }
             self.pump(now, t);
+            // Transfers waiting to be offered again go now too, not after their backoff.
+            self.files_reachable(now, t);
             self.pump_files(now, Some(t));
         }
     }

@@ -266,6 +266,7 @@ impl ChatIo {
     /// (what is left makes [`ChatIo::busy`] true).
     pub fn process(&mut self, now: Instant, registry: &Registry) {
         let mut jobs = DISK_BUDGET;
+        self.files.hash_work(&mut self.peer, now);
         loop {
             jobs -= self.files.run_for(&mut self.peer, now, jobs);
             let Some(a) = self.peer.poll_action() else {

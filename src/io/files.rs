@@ -300,10 +300,24 @@ impl Files {
             }
         }
         self.outgoing.retain(|x, _| peer.file(*x).is_some());
-        self.incoming.retain(|x, _| peer.file(*x).is_some());
+        // A transfer that ended before anything of it was written (declined by its name, cancelled at once)
+        // leaves no empty work directory behind.
+        self.incoming.retain(|x, store| {
+            let alive = peer.file(*x).is_some();
+            if !alive {
+                store.discard_if_empty();
+            }
+            alive
+        });
+        done
+    }
+
+    /// One step of the hashing under way, if any (see [`Files::busy`]): a part to resume from, then a
+    /// listing to offer. The caller's loop calls it once a turn, apart from the disk work of transfers
+    /// ([`Files::run_for`], which runs after every read), so hashing takes its step a turn and no more.
+    pub fn hash_work(&mut self, peer: &mut Peer, now: Instant) {
         self.accept_step(peer, now);
         self.hash_step(peer, now);
-        done
     }
 
     /// Hashes the first part of an accepted transfer a step further, and answers the offer once it is hashed

@@ -372,6 +372,14 @@ impl Incoming {
         self.state.top.as_ref().map(|t| self.dir.join(t))
     }
 
+    /// The transfer ended with nothing of it on disk (no entry begun): its work directory goes, so refused
+    /// and cancelled offers leave nothing behind. One that holds anything stays, to resume from.
+    pub fn discard_if_empty(&self) {
+        if self.state.top.is_none() && self.state.complete_below == 0 {
+            let _ = fs::remove_dir_all(&self.work);
+        }
+    }
+
     /// Every entry finished: the work directory goes.
     pub fn done(self) -> Result<(), StoreError> {
         fs::remove_dir_all(&self.work).map_err(|e| io_error(&e, "remove", &self.work))

@@ -652,6 +652,24 @@ impl Peer {
         }
     }
 
+    /// `to` came online (or moved): its outgoing transfers waiting out a backoff after a cut may try at once.
+    pub(super) fn files_reachable(&mut self, now: Instant, to: Target) {
+        for (_, t) in self.xfers.iter_mut() {
+            if let Side::Out {
+                to: o,
+                next_try,
+                backoff,
+                ..
+            } = &mut t.side
+                && *o == to
+                && t.conn.is_none()
+            {
+                *next_try = now;
+                *backoff = Duration::ZERO;
+            }
+        }
+    }
+
     /// Outgoing transfers to `from` are to `to` now (a rename).
     pub(super) fn files_follow_rename(&mut self, from: Nick, to: Nick) {
         for (_, t) in self.xfers.iter_mut() {

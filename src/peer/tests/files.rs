@@ -493,3 +493,34 @@ fn a_transfer_follows_its_receiver_through_a_rename() {
     assert!(sent_done(&net));
     assert_eq!(received(&net, "report.pdf"), Some(pattern(7000, 8)));
 }
+
+#[test]
+fn a_cut_transfer_goes_again_as_soon_as_its_receiver_is_back_not_after_its_backoff() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.nodes[1].disk.stalled = true;
+    let x = offer_file(&mut net, pattern(20 << 20, 9), true);
+    // bob goes away: the transfer waits out its backoff (0.5 s, then 1 s, ...) while bob is down.
+    net.nodes[1].up = false;
+    net.cut(0);
+    net.settle();
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.nodes[0].peer.file(x).unwrap().state, "waiting to retry");
+    let (now, bob, at) = (net.now, nick("bob"), net.nodes[1].listen);
+    net.nodes[0].peer.set_contact(now, bob, at, false);
+    // Back, and the roster says so: offered again at once, not when the backoff would have let it.
+    net.nodes[1].up = true;
+    net.nodes[1].disk.stalled = false;
+    net.nodes[0].peer.set_contact(now, bob, at, true);
+    net.settle();
+    assert_eq!(
+        net.count(1, |e| matches!(
+            e,
+            PeerEvent::File {
+                event: FileEvent::Offered { .. },
+                ..
+            }
+        )),
+        2
+    );
+    assert!(sent_done(&net));
+}
