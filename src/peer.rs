@@ -1180,7 +1180,8 @@ impl Peer {
     /// Bytes arrived on `id`.
     pub fn handle_data(&mut self, now: Instant, wall_ms: u64, id: ConnId, bytes: &[u8]) {
         let mut frames = Vec::new();
-        let (mut plain, mut wire) = (Vec::new(), Vec::new());
+        // Plaintext is never longer than what carried it: one allocation, no growing.
+        let (mut plain, mut wire) = (Vec::with_capacity(bytes.len()), Vec::new());
         let Peer {
             conns, cfg, seeds, ..
         } = self;

@@ -587,16 +587,31 @@ impl Session {
             return Err(NoiseError::TooLarge);
         }
         out[..plain.len()].copy_from_slice(plain);
+        self.seal_in_place(&mut out[..len])
+    }
+
+    /// Seals in place: `buf` holds the plaintext and then [`TAG_LEN`] bytes of room for the tag; the
+    /// ciphertext replaces the plaintext and the tag fills the room. Returns `buf.len()`. What a sender of
+    /// bulk data uses: the plaintext is put where it is sent from, and never copied again.
+    pub fn seal_in_place(&mut self, buf: &mut [u8]) -> Result<usize, NoiseError> {
+        let Some(plain) = buf.len().checked_sub(TAG_LEN) else {
+            return Err(NoiseError::TooLarge);
+        };
+        // The last nonce is reserved (Noise §5.1); a session never gets near it.
+        if plain > MAX_PLAINTEXT || self.send.n == u64::MAX {
+            return Err(NoiseError::TooLarge);
+        }
+        let (text, room) = buf.split_at_mut(plain);
         let tag = transport_key(&self.send.key)
             .seal_in_place_separate_tag(
                 transport_nonce(self.send.n),
                 ring::aead::Aad::empty(),
-                &mut out[..plain.len()],
+                text,
             )
             .map_err(|_| NoiseError::TooLarge)?;
-        out[plain.len()..len].copy_from_slice(tag.as_ref());
+        room.copy_from_slice(tag.as_ref());
         self.send.n += 1;
-        Ok(len)
+        Ok(buf.len())
     }
 
     /// Seals `plain` into a new vector, after `prefix` (the frame's kind byte).
@@ -621,14 +636,26 @@ impl Session {
         if out.len() < sealed.len() || self.recv.n == u64::MAX {
             return Err(NoiseError::Rejected);
         }
-        // Ciphertext and tag together, as ring opens them; the plaintext ends up at the front.
         out[..sealed.len()].copy_from_slice(sealed);
+        let n = self.open_in_place(&mut out[..sealed.len()])?;
+        debug_assert_eq!(n, len);
+        Ok(n)
+    }
+
+    /// Opens the sealed message `buf` holds (ciphertext, then the tag) in place; returns the plaintext's
+    /// length, at the front of `buf`. Rejected as [`Session::open`] rejects, the session unchanged.
+    pub fn open_in_place(&mut self, buf: &mut [u8]) -> Result<usize, NoiseError> {
+        if buf.len() > MAX_MESSAGE {
+            return Err(NoiseError::TooLarge);
+        }
+        let Some(len) = buf.len().checked_sub(TAG_LEN) else {
+            return Err(NoiseError::Rejected);
+        };
+        if self.recv.n == u64::MAX {
+            return Err(NoiseError::Rejected);
+        }
         transport_key(&self.recv.key)
-            .open_in_place(
-                transport_nonce(self.recv.n),
-                ring::aead::Aad::empty(),
-                &mut out[..sealed.len()],
-            )
+            .open_in_place(transport_nonce(self.recv.n), ring::aead::Aad::empty(), buf)
             .map_err(|_| NoiseError::Rejected)?;
         // Only a message that opened moves the counter: a replayed or forged one leaves the session as it was.
         self.recv.n += 1;

@@ -123,11 +123,13 @@ impl Channel {
                 State::Open(s) => {
                     let at = wire.len();
                     let sealed = SEALED_OVERHEAD + chunk.len();
-                    wire.resize(at + LEN + sealed, 0);
-                    // A chunk is at most CHUNK bytes, so its sealed form fits the u16 length.
-                    wire[at..at + LEN].copy_from_slice(&(sealed as u16).to_be_bytes());
-                    wire[at + LEN] = kind::DATA;
-                    if s.seal(chunk, &mut wire[at + LEN + 1..]).is_err() {
+                    // A chunk is at most CHUNK bytes, so its sealed form fits the u16 length. The plaintext
+                    // is copied once, to where it goes out from, and sealed there.
+                    wire.extend_from_slice(&(sealed as u16).to_be_bytes());
+                    wire.push(kind::DATA);
+                    wire.extend_from_slice(chunk);
+                    wire.extend_from_slice(&[0; crate::secure::TAG_LEN]);
+                    if s.seal_in_place(&mut wire[at + LEN + 1..]).is_err() {
                         wire.truncate(at);
                     }
                 }
@@ -154,6 +156,20 @@ impl Channel {
         wire: &mut Vec<u8>,
     ) -> Result<(), ChannelError> {
         while !bytes.is_empty() {
+            // Whole messages at the front of `bytes`, with nothing buffered before them, are handled where
+            // they are, not copied into the buffer first (the common case for bulk data).
+            if self.buf.is_empty()
+                && let Some(len) = bytes
+                    .get(..LEN)
+                    .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                && len > 0
+                && bytes.len() >= LEN + len
+            {
+                let (msg, rest) = bytes.split_at(LEN + len);
+                self.message(&msg[LEN..], keys, &accept, plain, wire)?;
+                bytes = rest;
+                continue;
+            }
             // The length prefix, then exactly the message it announces: never more than one buffered.
             let need = if self.buf.len() < LEN {
                 LEN - self.buf.len()
@@ -255,10 +271,10 @@ impl Channel {
                 let Ok(Frame::Data(sealed)) = Frame::parse(msg) else {
                     return Err(ChannelError::Malformed);
                 };
-                // Opened in place at the end of `plain`.
+                // Copied once, to the end of `plain`, and opened there.
                 let at = plain.len();
-                plain.resize(at + sealed.len(), 0);
-                match s.open(sealed, &mut plain[at..]) {
+                plain.extend_from_slice(sealed);
+                match s.open_in_place(&mut plain[at..]) {
                     Ok(n) => {
                         plain.truncate(at + n);
                         Ok(())

@@ -267,6 +267,25 @@ impl<F: Body> Reassembler<F> {
 
     fn push_inner(&mut self, mut bytes: &[u8], out: &mut Vec<F>) -> Result<(), FrameError> {
         while !bytes.is_empty() {
+            // A whole frame at the front of `bytes`, with nothing held before it, is parsed where it is,
+            // not copied into the buffer first (the common case for a transfer's DATA frames). The checks
+            // are the buffered path's: the length's bounds before anything else.
+            if self.buf.is_empty()
+                && let Some(l) = bytes.get(..4)
+            {
+                let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
+                if len > F::MAX {
+                    return Err(FrameError::Oversized);
+                }
+                if len == 0 {
+                    return Err(FrameError::Malformed);
+                }
+                if bytes.len() >= 4 + len {
+                    out.push(F::parse_body(&bytes[4..4 + len])?);
+                    bytes = &bytes[4 + len..];
+                    continue;
+                }
+            }
             // Fill the length prefix, then exactly the frame it announces, so the buffer never holds more
             // than one frame.
             let need = if self.buf.len() < 4 {
