@@ -30,13 +30,14 @@ use multiproto::session::{Session, SessionEvent};
 
 /// multiproto client: find the mpd daemon on the LAN (UDP multicast), join its roster (SCTP), and chat with
 /// the others directly (TCP): one to one, in channels (#ops), or to everyone. Without a subcommand: the
-/// interactive console (type `help`: msg, join, part, channels, query, away, back, nick, history, search).
+/// interactive console (type `help`: msg, join, part, channels, query, away, back, nick, history, search,
+/// file, accept, transfers).
 ///
 /// Exit codes: 0 success; 1 an error (nickname refused, message failed, cannot open a socket); 2 a usage
-/// error (an unknown option, a missing argument, a nickname that is not valid); 3 (send) the receiver is not
-/// in the roster, or offline with --now (without it, the message is queued and send exits 0); 4 no daemon
-/// answered in time (check that mpd runs, the group, --iface,
-/// your firewall, or use --daemon HOST:PORT).
+/// error (an unknown option, a missing argument, a nickname that is not valid); 3 (send, send-file) the
+/// receiver is not in the roster, or offline (send: only with --now; without it the message is queued and
+/// send exits 0); 4 no daemon answered in time (check that mpd runs, the group, --iface, your firewall, or
+/// use --daemon HOST:PORT).
 #[derive(FromArgs)]
 struct Args {
     /// your nickname: 1-32 letters or digits of any script, '-', '_' or '.', at most 63 bytes of UTF-8
