@@ -118,8 +118,7 @@ impl Session {
     pub fn turn(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         // Files being hashed for an offer are hashed a step per turn, and a transfer's disk work goes on a
         // piece per turn: no sleeping meanwhile.
-        let busy = self.chat.busy().then(|| self.now());
-        let wake = [self.chat.peer.poll_timeout(), busy, deadline]
+        let wake = [self.chat.poll_timeout(self.now()), deadline]
             .into_iter()
             .flatten()
             .min();

@@ -103,6 +103,19 @@ fn online(net: &Net, nick: &str) {
     );
 }
 
+/// bob, online, accepting every file into `inbox` (`listen --accept-files`).
+fn accepting_into(net: &Net, inbox: &Path) -> Mpc {
+    let bob = Mpc::listen_with(
+        net,
+        "bob",
+        &[],
+        &["--accept-files", inbox.to_str().unwrap()],
+    );
+    bob.wait_registered();
+    online(net, "bob");
+    bob
+}
+
 /// Removes a test's directory when the test passed (its big files would pile up in the temporary
 /// directory); kept after a failure, to look at. Declared before the processes, so dropped after them.
 struct Tidy(PathBuf);
@@ -212,14 +225,7 @@ fn a_file_sent_from_the_command_line_arrives_identical_and_verified() {
     let _tidy = Tidy(net.dir.clone());
     let _mpd = Mpd::start(&net, &[]);
     let inbox = net.dir.join("inbox");
-    let bob = Mpc::listen_with(
-        &net,
-        "bob",
-        &[],
-        &["--accept-files", inbox.to_str().unwrap()],
-    );
-    bob.wait_registered();
-    online(&net, "bob");
+    let bob = accepting_into(&net, &inbox);
     let src = net.dir.join("report.bin");
     let bytes = pattern(5 << 20, 7);
     std::fs::write(&src, &bytes).unwrap();
@@ -262,14 +268,7 @@ fn a_folder_of_a_thousand_small_files_arrives_identical() {
     let _tidy = Tidy(net.dir.clone());
     let _mpd = Mpd::start(&net, &[]);
     let inbox = net.dir.join("inbox");
-    let bob = Mpc::listen_with(
-        &net,
-        "bob",
-        &[],
-        &["--accept-files", inbox.to_str().unwrap()],
-    );
-    bob.wait_registered();
-    online(&net, "bob");
+    let bob = accepting_into(&net, &inbox);
     // A thousand files of 0 to 8 KiB: most at the top, some one and two folders down (one folder name not
     // ASCII), plus an empty file and an empty folder, which carry no bytes and must arrive all the same.
     let src = net.dir.join("album");
@@ -929,14 +928,7 @@ fn a_chat_message_during_a_transfer_is_not_held_up_by_it() {
     let _tidy = Tidy(net.dir.clone());
     let mpd = Mpd::start(&net, &[]);
     let inbox = net.dir.join("inbox");
-    let bob = Mpc::listen_with(
-        &net,
-        "bob",
-        &[],
-        &["--accept-files", inbox.to_str().unwrap()],
-    );
-    bob.wait_registered();
-    online(&net, "bob");
+    let bob = accepting_into(&net, &inbox);
     // Far more than arrives while the test looks (some 80 MiB/s in a debug build; the test stops it once it
     // has seen what it needs). Sparse: its content does not matter here, and it costs no disk to make.
     let src = net.dir.join("big.bin");

@@ -87,6 +87,15 @@ impl ChatIo {
         self.more_disk || self.files.busy()
     }
 
+    /// When [`ChatIo::handle_timeout`] should next run: the peer's next timer, or `now` while there is work
+    /// left ([`ChatIo::busy`]).
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.busy() {
+            return Some(now);
+        }
+        self.peer.poll_timeout()
+    }
+
     /// Whether `token` is one of ours.
     pub fn owns(&self, token: Token) -> bool {
         token == self.listener_token || self.conns.contains(token)

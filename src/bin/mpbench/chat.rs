@@ -81,6 +81,34 @@ fn identity_of(name: &str) -> multiproto::identity::Identity {
     ))
 }
 
+/// One turn of a reactor that serves `io` alone: waits until `limit` at most (sooner for the peer's timers,
+/// at once while `io` has work left), then hands `io` its readiness and its timers. `what` names the side in
+/// an error. Returns how long the turn waited in the reactor.
+pub(crate) fn chat_turn(
+    reactor: &mut Reactor,
+    io: &mut ChatIo,
+    events: &mut Vec<ReactorEvent>,
+    limit: multiproto::time::Instant,
+    what: &'static str,
+) -> Result<Duration, String> {
+    let wake = io
+        .poll_timeout(reactor.now())
+        .map_or(limit, |t| t.min(limit));
+    let waiting = StdInstant::now();
+    reactor.turn(Some(wake), events).map_err(err(what))?;
+    let waited = waiting.elapsed();
+    let (now, wall) = (reactor.now(), reactor.wall_ms());
+    for ev in events.iter() {
+        if let ReactorEvent::Io(token, r) = *ev
+            && io.owns(token)
+        {
+            io.handle_event(now, wall, token, r, reactor.registry());
+        }
+    }
+    io.handle_timeout(now, reactor.registry());
+    Ok(waited)
+}
+
 fn err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -636,22 +664,13 @@ fn receiver(
             return Err(format!("chat receiver: still running after {limit:?}"));
         }
         let check_stop = reactor.now() + STOP_CHECK;
-        let wake = io
-            .peer
-            .poll_timeout()
-            .map_or(check_stop, |t| t.min(check_stop));
-        reactor
-            .turn(Some(wake), &mut events)
-            .map_err(err("chat receiver reactor"))?;
-        let (now, wall) = (reactor.now(), reactor.wall_ms());
-        for ev in &events {
-            if let ReactorEvent::Io(token, r) = *ev
-                && io.owns(token)
-            {
-                io.handle_event(now, wall, token, r, reactor.registry());
-            }
-        }
-        io.handle_timeout(now, reactor.registry());
+        chat_turn(
+            &mut reactor,
+            &mut io,
+            &mut events,
+            check_stop,
+            "chat receiver reactor",
+        )?;
         // Messages are counted by the peer's stats; the events themselves are not needed.
         while io.peer.poll_event().is_some() {}
     }
@@ -710,20 +729,13 @@ impl Sender {
         // The receiver and the echo thread end with the sender.
         crate::signals::check().map_err(|e| e.to_string())?;
         let limit = self.reactor.now() + wait;
-        let wake = self.io.peer.poll_timeout().map_or(limit, |t| t.min(limit));
-        self.reactor
-            .turn(Some(wake), &mut self.events)
-            .map_err(err("chat sender reactor"))?;
-        let (now, wall) = (self.reactor.now(), self.reactor.wall_ms());
-        for ev in &self.events {
-            if let ReactorEvent::Io(token, r) = *ev
-                && self.io.owns(token)
-            {
-                self.io
-                    .handle_event(now, wall, token, r, self.reactor.registry());
-            }
-        }
-        self.io.handle_timeout(now, self.reactor.registry());
+        chat_turn(
+            &mut self.reactor,
+            &mut self.io,
+            &mut self.events,
+            limit,
+            "chat sender reactor",
+        )?;
         while let Some(ev) = self.io.peer.poll_event() {
             match ev {
                 PeerEvent::Delivered { .. } => self.delivered += 1,

@@ -41,6 +41,7 @@ use multiproto::reactor::{Reactor, ReactorEvent};
 use multiproto::transfer::recv::RecvEvent;
 use multiproto::transfer::send::SendEvent;
 
+use crate::chat::chat_turn;
 use crate::daemon::{ProcStats, proc_stats};
 use crate::report::{Figures, Progress, round3, summary};
 
@@ -463,22 +464,13 @@ impl SenderPeer {
         crate::signals::check().map_err(|e| e.to_string())?;
         let wait = until.saturating_duration_since(StdInstant::now());
         let limit = self.reactor.now() + wait;
-        let wake = self.io.peer.poll_timeout().map_or(limit, |t| t.min(limit));
-        let t = StdInstant::now();
-        self.reactor
-            .turn(Some(wake), &mut self.events)
-            .map_err(err("sender reactor"))?;
-        self.idle += t.elapsed();
-        let (now, wall) = (self.reactor.now(), self.reactor.wall_ms());
-        for ev in &self.events {
-            if let ReactorEvent::Io(token, r) = *ev
-                && self.io.owns(token)
-            {
-                self.io
-                    .handle_event(now, wall, token, r, self.reactor.registry());
-            }
-        }
-        self.io.handle_timeout(now, self.reactor.registry());
+        self.idle += chat_turn(
+            &mut self.reactor,
+            &mut self.io,
+            &mut self.events,
+            limit,
+            "sender reactor",
+        )?;
         while let Some(ev) = self.io.peer.poll_event() {
             on(ev)?;
         }
@@ -932,23 +924,17 @@ fn receiver(args: &[String]) -> Result<(), String> {
             return Err(format!("still running after {limit:?}"));
         }
         let check = reactor.now() + STOP_CHECK;
-        let wake = io.peer.poll_timeout().map_or(check, |t| t.min(check));
-        let waiting = StdInstant::now();
-        reactor
-            .turn(Some(wake), &mut events)
-            .map_err(err("receiver reactor"))?;
+        let waited = chat_turn(
+            &mut reactor,
+            &mut io,
+            &mut events,
+            check,
+            "receiver reactor",
+        )?;
         if let Some(i) = &mut idle {
-            *i += waiting.elapsed();
+            *i += waited;
         }
-        let (now, wall) = (reactor.now(), reactor.wall_ms());
-        for ev in &events {
-            if let ReactorEvent::Io(token, r) = *ev
-                && io.owns(token)
-            {
-                io.handle_event(now, wall, token, r, reactor.registry());
-            }
-        }
-        io.handle_timeout(now, reactor.registry());
+        let now = reactor.now();
         while let Some(ev) = io.peer.poll_event() {
             let PeerEvent::File { xfer, event, .. } = ev else {
                 // Chat messages are acknowledged by the peer itself.
