@@ -382,6 +382,28 @@ impl Big {
 /// verified, what the sender was told he held), so no particular size is needed for that.
 const BIG: u64 = 320 * MIB;
 
+/// How far a transfer of [`BIG`] bytes is let run before one side is killed.
+const THIRD: u64 = BIG * 3 / 10;
+
+/// alice's `send-file` of `big` to bob, started (as `name`) and watched until bob has verified 30 % of it:
+/// the running send, and the transfer's id.
+fn send_until_a_third(net: &Net, big: &Big, bob: &Mpc, name: &str) -> (Guard, String) {
+    let send = Guard::spawn(
+        name,
+        &mut send_file_cmd(net, "alice", "bob", &big.src, &[]),
+        &net.dir,
+    );
+    let (offered, _) = bob
+        .wait_for(Duration::from_secs(20), |v| v["event"] == "file_offered")
+        .expect("no offer");
+    let id = offered["id"].as_str().unwrap().to_string();
+    bob.wait_for(Duration::from_secs(30), |v| {
+        about(v, "file_progress", &id) && v["bytes"].as_u64() >= Some(THIRD)
+    })
+    .unwrap_or_else(|| panic!("not 30 % within 30 s: {:?}", bob.events()));
+    (send, id)
+}
+
 #[test]
 fn a_send_killed_half_way_resumes_and_sends_again_only_what_was_not_verified() {
     let net = Net::new("files-kill-sender", 142);
@@ -391,20 +413,7 @@ fn a_send_killed_half_way_resumes_and_sends_again_only_what_was_not_verified() {
     let bob = big.listen(&net);
     bob.wait_registered();
     online(&net, "bob");
-    let mut first = Guard::spawn(
-        "send-1",
-        &mut send_file_cmd(&net, "alice", "bob", &big.src, &[]),
-        &net.dir,
-    );
-    let (offered, _) = bob
-        .wait_for(Duration::from_secs(20), |v| v["event"] == "file_offered")
-        .expect("no offer");
-    let id = offered["id"].as_str().unwrap().to_string();
-    let third = BIG * 3 / 10;
-    bob.wait_for(Duration::from_secs(30), |v| {
-        about(v, "file_progress", &id) && v["bytes"].as_u64() >= Some(third)
-    })
-    .unwrap_or_else(|| panic!("not 30 % within 30 s: {:?}", bob.events()));
+    let (mut first, id) = send_until_a_third(&net, &big, &bob, "send-1");
     first.signal(Signal::SIGKILL);
     assert!(first.wait(Duration::from_secs(5)).is_some(), "not killed");
     // Bob sees the connection go; then everything that reached him is in the part file, and everything he
@@ -415,7 +424,7 @@ fn a_send_killed_half_way_resumes_and_sends_again_only_what_was_not_verified() {
     .expect("the receiver never saw the cut");
     let verified_before = verified(&bob.events(), &id);
     let reached = std::fs::metadata(big.part(&id)).unwrap().len();
-    assert!(verified_before >= third && reached >= verified_before);
+    assert!(verified_before >= THIRD && reached >= verified_before);
 
     // The same command again: the same transfer, resumed.
     let out = send_file(&net, "alice", "bob", &big.src, Duration::from_secs(90));
@@ -466,26 +475,13 @@ fn a_receiver_killed_half_way_comes_back_and_the_running_send_finishes() {
     let mut bob = big.listen(&net);
     bob.wait_registered();
     online(&net, "bob");
-    let mut send = Guard::spawn(
-        "send",
-        &mut send_file_cmd(&net, "alice", "bob", &big.src, &[]),
-        &net.dir,
-    );
-    let (offered, _) = bob
-        .wait_for(Duration::from_secs(20), |v| v["event"] == "file_offered")
-        .expect("no offer");
-    let id = offered["id"].as_str().unwrap().to_string();
-    let third = BIG * 3 / 10;
-    bob.wait_for(Duration::from_secs(30), |v| {
-        about(v, "file_progress", &id) && v["bytes"].as_u64() >= Some(third)
-    })
-    .unwrap_or_else(|| panic!("not 30 % within 30 s: {:?}", bob.events()));
+    let (mut send, id) = send_until_a_third(&net, &big, &bob, "send");
     bob.kill9();
     // What the killed receiver reported verified was in its part file, and so is everything that reached it
     // (a killed process's writes stay in the page cache).
     let verified_before = verified(&bob.events(), &id);
     let reached = std::fs::metadata(big.part(&id)).unwrap().len();
-    assert!(verified_before >= third && reached >= verified_before);
+    assert!(verified_before >= THIRD && reached >= verified_before);
 
     // A new listen on the same directory and state; the send-file still running offers it again.
     let bob = big.listen(&net);
