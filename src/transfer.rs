@@ -83,6 +83,8 @@ pub mod recv;
 pub mod send;
 
 #[cfg(test)]
+pub(crate) mod mem_disk;
+#[cfg(test)]
 mod pair;
 
 use frame::FailCode;

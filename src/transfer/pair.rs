@@ -3,14 +3,15 @@
 //! the receiver's disk, hashes with the `blake3` crate), and hostile frame sequences against a receiver.
 //! Deterministic: no clock, no sleeps; proptest runs from a fixed seed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, RngAlgorithm, RngSeed};
 
 use super::frame::{EntryKind, FailCode, Frame, MAX_DATA, Resume, TransferId};
+use super::mem_disk::MemDisk as Disk;
 use super::name::SafePath;
-use super::recv::{Action, DiskError, Limits, Receiver, RecvEvent, ResumePoint};
+use super::recv::{Action, Limits, Receiver, RecvEvent, ResumePoint};
 use super::send::{self, Offered, Position, ReadError, SendEvent, Sender};
 use super::{Failure, MAX_ENTRIES_IN_FLIGHT, MAX_WINDOW};
 
@@ -82,13 +83,6 @@ impl Source {
     }
 }
 
-/// The receiver's disk: `.part` files by index, and what is in place by path (None: a folder).
-#[derive(Default, Debug)]
-struct Disk {
-    parts: HashMap<u32, (SafePath, Vec<u8>)>,
-    done: BTreeMap<String, Option<Vec<u8>>>,
-}
-
 /// One connection: both cores and the frames between them.
 struct Pair {
     sender: Sender,
@@ -103,8 +97,6 @@ struct Pair {
     accept: bool,
     /// The receiver's caller answers its writes and finishes (else it sits on them, so nothing is verified).
     answer: bool,
-    /// Flip a byte of every file's data as it is written (a hash mismatch at the end).
-    corrupt: bool,
 }
 
 impl Pair {
@@ -119,7 +111,6 @@ impl Pair {
             held,
             accept: true,
             answer: true,
-            corrupt: false,
         }
     }
 
@@ -158,7 +149,7 @@ impl Pair {
         }
         if self.answer {
             while let Some(a) = self.receiver.poll_action() {
-                self.execute(a, disk);
+                disk.execute(&mut self.receiver, a);
                 moved = true;
             }
         }
@@ -174,57 +165,6 @@ impl Pair {
             moved = true;
         }
         moved
-    }
-
-    /// The receiver's caller, on an in-memory disk.
-    fn execute(&mut self, a: Action, disk: &mut Disk) {
-        match a {
-            Action::Open {
-                index,
-                path,
-                kind,
-                resume_from,
-            } => {
-                if kind == EntryKind::Dir {
-                    disk.done.insert(path.as_str().into(), None);
-                } else {
-                    let part = disk
-                        .parts
-                        .entry(index)
-                        .or_insert((path.clone(), Vec::new()));
-                    assert_eq!(part.0, path);
-                    assert!(part.1.len() as u64 >= resume_from, "resumed past the part");
-                    part.1.truncate(resume_from as usize);
-                }
-                self.receiver.handle_opened(index, Ok(()));
-            }
-            Action::Write {
-                index,
-                offset,
-                mut bytes,
-            } => {
-                let part = &mut disk.parts.get_mut(&index).expect("written before opened").1;
-                assert_eq!(part.len() as u64, offset, "writes are contiguous");
-                if self.corrupt {
-                    bytes[0] ^= 1;
-                }
-                part.extend_from_slice(&bytes);
-                let upto = part.len() as u64;
-                self.receiver.handle_written(index, Ok(upto));
-            }
-            Action::Finish { index, hash } => {
-                let (path, bytes) = disk.parts.get(&index).expect("finished before opened");
-                if *blake3::hash(bytes).as_bytes() == hash {
-                    let (path, bytes) = disk.parts.remove(&index).unwrap();
-                    disk.done.insert(path.as_str().into(), Some(bytes));
-                    self.receiver.handle_finished(index, Ok(()));
-                } else {
-                    assert!(!disk.done.contains_key(path.as_str()));
-                    self.receiver
-                        .handle_finished(index, Err(DiskError::HashMismatch));
-                }
-            }
-        }
     }
 
     /// Ticks until nothing moves (bounded, so a livelock fails the test rather than hanging it).
@@ -463,8 +403,10 @@ fn a_hash_mismatch_fails_and_the_file_is_not_finished() {
         Limits::default(),
         ResumePoint::default(),
     );
-    p.corrupt = true;
-    let mut disk = Disk::default();
+    let mut disk = Disk {
+        corrupt: true,
+        ..Disk::default()
+    };
     p.run(&src, &mut disk);
     assert!(disk.done.is_empty());
     let Some(RecvEvent::Failed { failure, resume }) = p.recv_events.last().cloned() else {

@@ -2,26 +2,18 @@
 //! cut, decline, limits, and what a transfer connection refuses.
 
 use super::*;
-use crate::transfer::frame::{EntryKind, FailCode, Frame as FileFrame, Resume, TransferId};
-use crate::transfer::name::SafePath;
-use crate::transfer::recv::{Action as DiskAction, ResumePoint};
+use crate::transfer::frame::{EntryKind, FailCode, Frame as FileFrame, TransferId};
 use crate::transfer::send::{Offered, SendEvent};
-use std::collections::BTreeMap;
 
 const ID: TransferId = TransferId([0x5a; 16]);
 
-/// One node's files: what it offers (by entry index) and what it received, with the disk answers a real
-/// store gives (writes synced at once).
+/// One node's files: what it offers (by entry index) and what it received, into a disk in memory.
 #[derive(Default)]
 pub(super) struct MemDisk {
     /// The offered entries' bytes (None: a folder).
     source: Vec<Option<Vec<u8>>>,
-    /// `.part` files by index.
-    parts: HashMap<u32, (SafePath, Vec<u8>)>,
-    /// Entries in place, by path (None: a folder).
-    done: BTreeMap<String, Option<Vec<u8>>>,
-    complete_below: u32,
-    complete_bytes: u64,
+    /// What it received.
+    store: crate::transfer::mem_disk::MemDisk,
     /// Accept every offer, with what is held.
     accept: bool,
     /// Leave disk work unanswered (a stalled disk).
@@ -29,24 +21,6 @@ pub(super) struct MemDisk {
 }
 
 impl MemDisk {
-    fn held(&self) -> ResumePoint {
-        let mut partial: Vec<Resume> = self
-            .parts
-            .iter()
-            .filter(|(i, p)| **i >= self.complete_below && !p.1.is_empty())
-            .map(|(i, p)| Resume {
-                index: *i,
-                offset: p.1.len() as u64,
-            })
-            .collect();
-        partial.sort_by_key(|r| r.index);
-        ResumePoint {
-            complete_below: self.complete_below,
-            complete_bytes: self.complete_bytes,
-            partial,
-        }
-    }
-
     /// Does the node's disk work, and answers offers if it accepts them; whether anything moved.
     pub(super) fn serve(&mut self, now: Instant, peer: &mut Peer, events: &[PeerEvent]) -> bool {
         let mut moved = false;
@@ -59,7 +33,7 @@ impl MemDisk {
                 } = e
                     && peer.file(*xfer).is_some_and(|f| f.state == "offered")
                 {
-                    peer.accept_file(now, *xfer, self.held());
+                    peer.accept_file(now, *xfer, self.store.held());
                     moved = true;
                 }
             }
@@ -79,52 +53,12 @@ impl MemDisk {
                 }
                 Disk::Recv(r) => {
                     while let Some(a) = r.poll_action() {
-                        self.execute(r, a);
+                        self.store.execute(r, a);
                     }
                 }
             });
         }
         moved
-    }
-
-    fn execute(&mut self, r: &mut crate::transfer::recv::Receiver, a: DiskAction) {
-        match a {
-            DiskAction::Open {
-                index,
-                path,
-                kind,
-                resume_from,
-            } => {
-                if kind == EntryKind::Dir {
-                    self.done.insert(path.as_str().into(), None);
-                    self.complete_below = index + 1;
-                } else {
-                    let part = self.parts.entry(index).or_insert((path, Vec::new()));
-                    assert!(part.1.len() as u64 >= resume_from, "resumed past the part");
-                    part.1.truncate(resume_from as usize);
-                }
-                r.handle_opened(index, Ok(()));
-            }
-            DiskAction::Write {
-                index,
-                offset,
-                bytes,
-            } => {
-                let part = &mut self.parts.get_mut(&index).unwrap().1;
-                assert_eq!(part.len() as u64, offset, "writes are contiguous");
-                part.extend_from_slice(&bytes);
-                let upto = part.len() as u64;
-                r.handle_written(index, Ok(upto));
-            }
-            DiskAction::Finish { index, hash } => {
-                let (path, bytes) = self.parts.remove(&index).unwrap();
-                assert_eq!(*blake3::hash(&bytes).as_bytes(), hash);
-                self.complete_below = index + 1;
-                self.complete_bytes += bytes.len() as u64;
-                self.done.insert(path.as_str().into(), Some(bytes));
-                r.handle_finished(index, Ok(()));
-            }
-        }
     }
 }
 
@@ -167,7 +101,7 @@ fn sent_done(net: &Net) -> bool {
 }
 
 fn received(net: &Net, path: &str) -> Option<Vec<u8>> {
-    net.nodes[1].disk.done.get(path).cloned().flatten()
+    net.nodes[1].disk.store.done.get(path).cloned().flatten()
 }
 
 #[test]
@@ -284,7 +218,7 @@ fn a_transfer_cut_half_way_is_offered_again_and_resumes() {
             }
         )) == 1
     );
-    let held = net.nodes[1].disk.held();
+    let held = net.nodes[1].disk.store.held();
     assert_eq!(held.partial[0].offset, 8 << 20);
     net.nodes[1].disk.stalled = false;
     net.run(Duration::from_secs(2));
