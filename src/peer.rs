@@ -31,7 +31,9 @@ mod files;
 pub mod frame;
 pub mod wire;
 
-pub use files::{Disk, FileEvent, FileInfo, FileSendError, MAX_OUTGOING, SEND_BUFFER, XferId};
+pub use files::{
+    Disk, FileEvent, FileInfo, FileSendError, FileState, MAX_OUTGOING, SEND_BUFFER, XferId,
+};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};

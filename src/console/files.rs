@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::style::Kind;
 use super::{Console, Ui, prompt};
-use crate::peer::{FileEvent, FileInfo, Target, XferId};
+use crate::peer::{FileEvent, FileInfo, FileState, Target, XferId};
 use crate::time::Instant;
 use crate::transfer::frame::TransferId;
 use crate::transfer::recv::RecvEvent;
@@ -106,7 +106,7 @@ impl Console {
             .peer
             .files()
             .into_iter()
-            .filter(|(_, f)| matches!(f.state, "sending" | "receiving"))
+            .filter(|(_, f)| matches!(f.state, FileState::Sending | FileState::Receiving))
             .collect();
         under_way.sort_by_key(|(x, _)| *x);
         for (x, f) in under_way.iter().take(2) {
@@ -284,7 +284,7 @@ impl Console {
             } else {
                 format!("from {}", f.peer)
             };
-            let answer = if !f.outgoing && f.state == "offered" {
+            let answer = if !f.outgoing && f.state == FileState::Offered {
                 format!(" (accept {} [DIR] / decline {})", x.number(), x.number())
             } else {
                 String::new()

@@ -12,7 +12,7 @@ use crate::io::file_hash;
 use crate::io::incoming::Incoming;
 use crate::io::outgoing::{self, Listing};
 use crate::io::transfer::{do_actions, offered, resume_point};
-use crate::peer::{Disk, FileSendError, Peer, Target, XferId};
+use crate::peer::{Disk, FileSendError, FileState, Peer, Target, XferId};
 use crate::time::Instant;
 use crate::transfer::frame::TransferId;
 use crate::transfer::recv::ResumePoint;
@@ -187,7 +187,10 @@ impl Files {
         x: XferId,
         dir: &Path,
     ) -> Result<(), String> {
-        let Some(info) = peer.file(x).filter(|f| !f.outgoing && f.state == "offered") else {
+        let Some(info) = peer
+            .file(x)
+            .filter(|f| !f.outgoing && f.state == FileState::Offered)
+        else {
             return Err("no such offer (it may have been withdrawn)".into());
         };
         if self.accepting.iter().any(|a| a.x == x) {
@@ -323,8 +326,10 @@ impl Files {
     /// Hashes the first part of an accepted transfer a step further, and answers the offer once it is hashed
     /// (an offer withdrawn meanwhile is forgotten).
     fn accept_step(&mut self, peer: &mut Peer, now: Instant) {
-        self.accepting
-            .retain(|a| peer.file(a.x).is_some_and(|f| f.state == "offered"));
+        self.accepting.retain(|a| {
+            peer.file(a.x)
+                .is_some_and(|f| f.state == FileState::Offered)
+        });
         let Some(a) = self.accepting.first_mut() else {
             return;
         };

@@ -98,10 +98,44 @@ pub struct FileInfo {
     pub moved: u64,
     /// Bytes the receiver has verified, held ones included.
     pub verified: u64,
-    /// Where it stands, in a word or two.
-    pub state: &'static str,
+    /// Where it stands.
+    pub state: FileState,
     /// File bytes this side sent more than once (over all its connections: what resuming cost).
     pub resent: u64,
+}
+
+/// Where a transfer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// Outgoing, cut, waiting out its backoff (or for its receiver to be reachable).
+    WaitingToRetry,
+    /// Outgoing, its connection being opened.
+    Connecting,
+    /// Offered, not answered yet (either way).
+    Offered,
+    /// Outgoing, accepted.
+    Sending,
+    /// Incoming, accepted.
+    Receiving,
+}
+
+impl FileState {
+    /// In a word or two, for a listing.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::WaitingToRetry => "waiting to retry",
+            FileState::Connecting => "connecting",
+            FileState::Offered => "offered",
+            FileState::Sending => "sending",
+            FileState::Receiving => "receiving",
+        }
+    }
+}
+
+impl std::fmt::Display for FileState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The state machine a transfer's disk work is for: [`Peer::with_disk`] lends it.
@@ -347,10 +381,10 @@ impl Peer {
                 ..
             } => {
                 let state = match core {
-                    None => "waiting to retry",
-                    Some(_) if !open => "connecting",
-                    Some(_) if !t.accepted => "offered",
-                    Some(_) => "sending",
+                    None => FileState::WaitingToRetry,
+                    Some(_) if !open => FileState::Connecting,
+                    Some(_) if !t.accepted => FileState::Offered,
+                    Some(_) => FileState::Sending,
                 };
                 let resent = resent_before + core.as_ref().map_or(0, |c| c.stats().bytes_resent);
                 (true, *to, state, resent)
@@ -358,7 +392,11 @@ impl Peer {
             Side::In { from, .. } => (
                 false,
                 Target::Nick(*from),
-                if t.accepted { "receiving" } else { "offered" },
+                if t.accepted {
+                    FileState::Receiving
+                } else {
+                    FileState::Offered
+                },
                 0,
             ),
         };

@@ -31,7 +31,9 @@ impl MemDisk {
                     event: FileEvent::Offered { .. },
                     ..
                 } = e
-                    && peer.file(*xfer).is_some_and(|f| f.state == "offered")
+                    && peer
+                        .file(*xfer)
+                        .is_some_and(|f| f.state == FileState::Offered)
                 {
                     peer.accept_file(now, *xfer, self.store.held());
                     moved = true;
@@ -149,7 +151,7 @@ fn a_file_arrives_identical_on_a_connection_of_its_own_beside_chat() {
     let info = net.nodes[0].peer.file(x).unwrap();
     assert_eq!(
         (info.state, info.outgoing, info.total),
-        ("sending", true, 3 << 20)
+        (FileState::Sending, true, 3 << 20)
     );
     let now = net.now;
     let m = net.nodes[0]
@@ -208,7 +210,10 @@ fn a_transfer_cut_half_way_is_offered_again_and_resumes() {
         )
     });
     assert_eq!(cut, 1);
-    assert_eq!(net.nodes[0].peer.file(x).unwrap().state, "waiting to retry");
+    assert_eq!(
+        net.nodes[0].peer.file(x).unwrap().state,
+        FileState::WaitingToRetry
+    );
     assert!(
         net.count(1, |e| matches!(
             e,
@@ -438,7 +443,10 @@ fn a_cut_transfer_goes_again_as_soon_as_its_receiver_is_back_not_after_its_backo
     net.cut(0);
     net.settle();
     net.run(Duration::from_secs(3));
-    assert_eq!(net.nodes[0].peer.file(x).unwrap().state, "waiting to retry");
+    assert_eq!(
+        net.nodes[0].peer.file(x).unwrap().state,
+        FileState::WaitingToRetry
+    );
     let (now, bob, at) = (net.now, nick("bob"), net.nodes[1].listen);
     net.nodes[0].peer.set_contact(now, bob, at, false);
     // Back, and the roster says so: offered again at once, not when the backoff would have let it.
