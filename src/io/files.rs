@@ -254,7 +254,6 @@ impl Files {
         {
             done += 1;
             let mut finished = None;
-            let size = peer.file(x).map_or(0, |f| f.total);
             let (outgoing, incoming) = (&self.outgoing, &mut self.incoming);
             peer.with_disk(now, x, |d| match d {
                 Disk::Send(s) => {
@@ -287,6 +286,8 @@ impl Files {
                 && let Some(store) = self.incoming.remove(&x)
             {
                 let single = done.last().map(|(_, h)| hex(h));
+                // Every entry is complete: their bytes are the transfer's.
+                let size = store.complete_bytes();
                 let path = store.top().unwrap_or_default();
                 let hash = if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
                     single
@@ -302,11 +303,11 @@ impl Files {
                 self.received.push_back((x, Received { path, size, hash }));
             }
         }
-        self.outgoing.retain(|x, _| peer.file(*x).is_some());
+        self.outgoing.retain(|x, _| peer.file_state(*x).is_some());
         // A transfer that ended before anything of it was written (declined by its name, cancelled at once)
         // leaves no empty work directory behind.
         self.incoming.retain(|x, store| {
-            let alive = peer.file(*x).is_some();
+            let alive = peer.file_state(*x).is_some();
             if !alive {
                 store.discard_if_empty();
             }
@@ -326,10 +327,8 @@ impl Files {
     /// Hashes the first part of an accepted transfer a step further, and answers the offer once it is hashed
     /// (an offer withdrawn meanwhile is forgotten).
     fn accept_step(&mut self, peer: &mut Peer, now: Instant) {
-        self.accepting.retain(|a| {
-            peer.file(a.x)
-                .is_some_and(|f| f.state == FileState::Offered)
-        });
+        self.accepting
+            .retain(|a| peer.file_state(a.x) == Some(FileState::Offered));
         let Some(a) = self.accepting.first_mut() else {
             return;
         };

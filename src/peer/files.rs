@@ -371,35 +371,38 @@ impl Peer {
             .map(|t| XferId::new(k, t.generation))
     }
 
-    fn file_info(&self, t: &Xfer) -> FileInfo {
+    /// Where transfer `x` stands, if it is held: what [`Peer::file`] says, without copying the rest (the
+    /// disk side asks this after every piece of work).
+    pub fn file_state(&self, x: XferId) -> Option<FileState> {
+        self.xfer(x).map(|t| self.state_of(t))
+    }
+
+    fn state_of(&self, t: &Xfer) -> FileState {
         let open = t.conn.and_then(|c| self.get(c)).is_some_and(|c| c.open);
-        let (outgoing, peer, state, resent) = match &t.side {
+        match &t.side {
+            Side::Out { core: None, .. } => FileState::WaitingToRetry,
+            Side::Out { .. } if !open => FileState::Connecting,
+            Side::Out { .. } if !t.accepted => FileState::Offered,
+            Side::Out { .. } => FileState::Sending,
+            Side::In { .. } if t.accepted => FileState::Receiving,
+            Side::In { .. } => FileState::Offered,
+        }
+    }
+
+    fn file_info(&self, t: &Xfer) -> FileInfo {
+        let (outgoing, peer, resent) = match &t.side {
             Side::Out {
                 to,
                 core,
                 resent_before,
                 ..
             } => {
-                let state = match core {
-                    None => FileState::WaitingToRetry,
-                    Some(_) if !open => FileState::Connecting,
-                    Some(_) if !t.accepted => FileState::Offered,
-                    Some(_) => FileState::Sending,
-                };
                 let resent = resent_before + core.as_ref().map_or(0, |c| c.stats().bytes_resent);
-                (true, *to, state, resent)
+                (true, *to, resent)
             }
-            Side::In { from, .. } => (
-                false,
-                Target::Nick(*from),
-                if t.accepted {
-                    FileState::Receiving
-                } else {
-                    FileState::Offered
-                },
-                0,
-            ),
+            Side::In { from, .. } => (false, Target::Nick(*from), 0),
         };
+        let state = self.state_of(t);
         FileInfo {
             id: t.id,
             outgoing,
