@@ -1,7 +1,8 @@
-//! BLAKE3 of files, read in bounded memory (issue 16): the sender hashes each file it offers, and a receiver
-//! checks a `.part` file against the hash it was offered before the file takes its name. A transfer resumed
-//! after a restart hashes the part it already holds ([`hash_prefix`]) and goes on from there, so nothing
-//! already received is read twice from the network, only once more from the disk.
+//! BLAKE3 of files, read in bounded memory (issue 16): the sender hashes each file it offers ([`Stepped`], a
+//! step at a time, so its loop goes on meanwhile), and a receiver resumed after a restart hashes the part it
+//! already holds the same way ([`hash_prefix`] at once) and goes on from there, so nothing already received
+//! is read twice from the network, only once more from the disk. [`hash_file`] hashes a whole file at once
+//! (mpbench's check of what arrived).
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -160,23 +160,11 @@ fn write_source(path: &Path, size: u64) -> Result<blake3::Hash, String> {
     Ok(h.finalize())
 }
 
-/// The BLAKE3 hash and length of the file at `path`, read back from disk.
+/// The BLAKE3 hash and length of the file at `path`, read back from disk (as a sender hashes what it offers).
 fn hash_file(path: &Path) -> Result<(blake3::Hash, u64), String> {
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Ok((h.finalize(), n)),
-            Ok(k) => {
-                h.update(&buf[..k]);
-                n += k as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        }
-    }
+    let (n, h) = multiproto::io::file_hash::hash_file(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((h.into(), n))
 }
 
 /// The receiving process, killed by its PID on drop unless it was stopped.
