@@ -1225,8 +1225,15 @@ impl Peer {
                 ChannelError::Malformed => self.stats.malformed += 1,
             }
             log::debug!("chat connection {id:?}: {e:?}, closed");
-            // What it wrote back (a refusal) goes out before the close.
-            self.close(id, now);
+            // A refusal that says why (to a client without the LAN's secret) goes out before the close: the
+            // connection stays, reading nothing, until it is written (or the frame deadline passes). Any
+            // other failure closes at once, whatever the Noise layer had answered (a replayed first
+            // message's reply is of use to no one).
+            if e == ChannelError::Handshake {
+                self.close_after_output(id, now);
+            } else {
+                self.close(id, now);
+            }
             return;
         }
         let r = match self.get_mut(id) {
@@ -1386,8 +1393,8 @@ impl Peer {
     }
 
     /// Closes `id` once what is queued on it is written (at once if nothing is); until then its input is
-    /// ignored. What is queued is bounded (a transfer's last frames), and a peer that does not read it is
-    /// closed at the frame deadline.
+    /// ignored. What is queued is bounded (a refusal that says why, a transfer's last frames), and a peer
+    /// that does not read it is closed at the frame deadline.
     fn close_after_output(&mut self, id: ConnId, now: Instant) {
         match self.get_mut(id) {
             Some(c) if c.open && c.written < c.out.len() => {

@@ -785,6 +785,40 @@ fn hostile_connections_are_closed_with_a_counted_reason() {
 }
 
 #[test]
+fn a_refusal_that_says_why_is_written_before_the_connection_closes() {
+    let now = Instant::from_millis(1);
+    // A LAN with a network secret; a client without it.
+    let mut p = Peer::new(Config {
+        psk: Some(Psk::from_secret(b"the office secret")),
+        ..config("target", 1)
+    });
+    let c = raw_conn(&mut p, now);
+    let (_, first) = Channel::outgoing(
+        &mut Keys {
+            me: &identity("outsider"),
+            psk: None,
+            seeds: &mut Seeds::new(&[2; 32]),
+        },
+        Some(&p.cfg.identity.public()),
+    );
+    p.handle_data(now, 1, c, &first);
+    assert_eq!(p.stats().handshakes_failed, 1);
+    // The refusal is there to be written, and the connection is closed only once it is.
+    let out = p.output(c).to_vec();
+    assert!(
+        out.windows(b"network secret".len())
+            .any(|w| w == b"network secret"),
+        "no refusal in {out:?}"
+    );
+    assert!(!closed(&mut p, c));
+    // Input meanwhile is not read.
+    p.handle_data(now, 1, c, &first);
+    assert_eq!(p.stats().handshakes_failed, 1);
+    p.wrote(now, c, out.len());
+    assert!(closed(&mut p, c));
+}
+
+#[test]
 fn a_sender_whose_key_is_not_the_rosters_for_its_name_is_shown_as_unknown() {
     let now = Instant::from_millis(1);
     let mut bob = Peer::new(config("bob", 1));
