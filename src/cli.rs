@@ -303,6 +303,32 @@ mod tests {
         assert!(parse_size("20000000T").unwrap_err().contains("too large"));
     }
 
+    proptest::proptest! {
+        // A fixed seed: the same cases every run.
+        #![proptest_config(proptest::test_runner::Config {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(16),
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Any text: a size or an error, never a panic; a number and a unit read as that many bytes, or
+        /// as too large, never as something else.
+        #[test]
+        fn sizes_are_read_exactly_or_refused(
+            text in "\\PC{0,24}",
+            n in proptest::prelude::any::<u64>(),
+            unit in 0usize..5,
+        ) {
+            let _ = parse_size(&text);
+            let (suffix, shift) = [("", 0), ("K", 10), ("MiB", 20), ("g", 30), ("TB", 40)][unit];
+            let typed = format!("{n}{suffix}");
+            let got = parse_size(&typed);
+            match n.checked_mul(1 << shift) {
+                Some(bytes) => proptest::prop_assert_eq!(got, Ok(bytes)),
+                None => proptest::prop_assert!(got.is_err()),
+            }
+        }
+    }
+
     #[test]
     fn durations() {
         let ms = |s: &str| parse_duration(s).map(|d| d.as_millis() as u64);

@@ -3,8 +3,9 @@
 //!
 //! While a transfer runs, its files grow in a hidden work directory of their own beside what is already
 //! there, `DIR/.mpc-incoming-ID/` (ID: the transfer id in hex), one `INDEX.part` at a time, with the
-//! transfer's state (`state.json`: the name chosen for the transfer's top entry, the entries finished). A part takes its place in `DIR` only once its BLAKE3 matches the hash the
-//! sender announced, and under a numbered name if its name is taken: nothing already there is overwritten,
+//! transfer's state (`state.json`: the name chosen for the transfer's top entry, the entries finished). A
+//! part takes its place in `DIR` only once its BLAKE3 matches the hash the sender announced, and under a
+//! numbered name if its name is taken: nothing already there is overwritten,
 //! and nothing unverified is ever seen under a real name. A transfer cut at any point (the process killed,
 //! the machine asleep) is opened again under the same id: [`Incoming::resume`] says where it goes on (the
 //! entries finished, and what the current one's part holds), and that part is hashed from the disk, not
